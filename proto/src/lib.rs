@@ -1,0 +1,20 @@
+//! Generated gRPC code for Meridian's wire contract.
+//!
+//! - [`kv`]: the client API (`meridian.v1`), the contract the SDK, CLI and gateway use.
+//! - [`peer`]: node-to-node Raft traffic (`meridian.peer.v1`), group id in every message.
+//!
+//! Domain crates never see these types: conversion happens once, at the service edge.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod kv {
+    tonic::include_proto!("meridian.v1");
+}
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod peer {
+    tonic::include_proto!("meridian.peer.v1");
+}
+
+/// Largest gRPC message either side accepts: a 1 MiB value plus headroom, so an oversized value
+/// reaches validation and gets a clear error instead of a transport failure.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;

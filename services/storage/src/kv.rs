@@ -1,0 +1,355 @@
+//! The key-value state of one group, in memory, and the deterministic rules that change it.
+//!
+//! Applying a command yields its result and the list of [`Event`]s it caused; persistence
+//! layers derive their writes from those events, so the fjall and the in-memory stores share
+//! every rule here.
+
+use meridian_types::{
+    Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
+    KeyValue, Op, OpResult, PutOp,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+/// All keys of a group plus the counter behind sequential keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvState {
+    pub keys: BTreeMap<String, KeyValue>,
+    /// Last suffix handed to a sequential put.
+    pub sequence: u64,
+}
+
+/// Width of the zero-padded suffix of a sequential key: every u64 fits, so the lexical order
+/// of sequential keys is their numeric order.
+pub const SEQUENCE_DIGITS: usize = 20;
+
+impl KvState {
+    /// Applies `cmd` at `revision` (the entry's log index). Returns the result and the changes.
+    pub fn apply(&mut self, revision: u64, cmd: &Command) -> (CommandResult, Vec<Event>) {
+        let mut events = Vec::new();
+        let result = match cmd {
+            Command::Put(op) => CommandResult::Op(self.put(revision, op, &mut events)),
+            Command::Delete(op) => CommandResult::Op(self.delete(revision, op, &mut events)),
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => {
+                let succeeded = compares.iter().all(|c| self.compare(c));
+                let ops = if succeeded { success } else { failure };
+                let results = ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Put(p) => self.put(revision, p, &mut events),
+                        Op::Delete(d) => self.delete(revision, d, &mut events),
+                        Op::Get { key } => OpResult::Get {
+                            kv: self.keys.get(key).cloned(),
+                        },
+                    })
+                    .collect();
+                CommandResult::Txn { succeeded, results }
+            }
+        };
+        (result, events)
+    }
+
+    fn conditions_hold(
+        current: Option<&KeyValue>,
+        expected_version: Option<u64>,
+        expected_mod_revision: Option<u64>,
+    ) -> bool {
+        let version = current.map_or(0, |kv| kv.version);
+        let mod_revision = current.map_or(0, |kv| kv.mod_revision);
+        expected_version.is_none_or(|v| v == version)
+            && expected_mod_revision.is_none_or(|r| r == mod_revision)
+    }
+
+    fn put(&mut self, revision: u64, op: &PutOp, events: &mut Vec<Event>) -> OpResult {
+        let key = if op.sequential {
+            self.sequence += 1;
+            format!("{}{:0width$}", op.key, self.sequence, width = SEQUENCE_DIGITS)
+        } else {
+            op.key.clone()
+        };
+        let current = self.keys.get(&key);
+        if !Self::conditions_hold(current, op.expected_version, op.expected_mod_revision) {
+            return OpResult::Put {
+                key,
+                succeeded: false,
+                prev_kv: None,
+                current: current.cloned(),
+            };
+        }
+        let prev = current.cloned();
+        let kv = KeyValue {
+            key: key.clone(),
+            value: op.value.clone(),
+            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease: op.lease,
+        };
+        self.keys.insert(key.clone(), kv.clone());
+        events.push(Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev.clone(),
+        });
+        OpResult::Put {
+            key,
+            succeeded: true,
+            prev_kv: if op.prev_kv { prev } else { None },
+            current: None,
+        }
+    }
+
+    fn delete(&mut self, revision: u64, op: &DeleteOp, events: &mut Vec<Event>) -> OpResult {
+        let victims: Vec<String> = if op.prefix {
+            self.scan_keys(&op.key).collect()
+        } else {
+            let current = self.keys.get(&op.key);
+            if !Self::conditions_hold(current, op.expected_version, op.expected_mod_revision) {
+                return OpResult::Delete {
+                    succeeded: false,
+                    deleted: 0,
+                    prev_kvs: Vec::new(),
+                };
+            }
+            current.map(|kv| kv.key.clone()).into_iter().collect()
+        };
+        let mut prev_kvs = Vec::new();
+        for key in &victims {
+            if let Some(prev) = self.keys.remove(key) {
+                events.push(Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key: key.clone(),
+                        value: Vec::new(),
+                        create_revision: 0,
+                        mod_revision: revision,
+                        version: 0,
+                        lease: 0,
+                    },
+                    prev_kv: Some(prev.clone()),
+                });
+                if op.prev_kv {
+                    prev_kvs.push(prev);
+                }
+            }
+        }
+        OpResult::Delete {
+            succeeded: true,
+            deleted: victims.len() as u64,
+            prev_kvs,
+        }
+    }
+
+    fn compare(&self, c: &Compare) -> bool {
+        let kv = self.keys.get(&c.key);
+        let ord = match c.target {
+            CompareTarget::Exists => return kv.is_some() == c.exists,
+            CompareTarget::Value => match kv {
+                // Comparing the value of a missing key is false, whatever the operator (etcd).
+                None => return false,
+                Some(kv) => kv.value.as_slice().cmp(c.value.as_slice()),
+            },
+            CompareTarget::Version => kv.map_or(0, |k| k.version).cmp(&c.number),
+            CompareTarget::ModRevision => kv.map_or(0, |k| k.mod_revision).cmp(&c.number),
+            CompareTarget::CreateRevision => kv.map_or(0, |k| k.create_revision).cmp(&c.number),
+        };
+        match c.result {
+            CompareResult::Equal => ord.is_eq(),
+            CompareResult::NotEqual => ord.is_ne(),
+            CompareResult::Greater => ord.is_gt(),
+            CompareResult::Less => ord.is_lt(),
+        }
+    }
+
+    fn scan_keys<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.keys
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&KeyValue> {
+        self.keys.get(key)
+    }
+
+    /// Keys starting with `prefix`, strictly after `after` (if any), at most `limit`.
+    /// Returns the page and whether more keys follow.
+    pub fn range(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<KeyValue>, bool) {
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut iter = self
+            .keys
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone());
+        let page: Vec<KeyValue> = iter.by_ref().take(limit).collect();
+        let more = iter.next().is_some();
+        (page, more)
+    }
+
+    /// Names of the direct children of `path` (one segment each), sorted, strictly after
+    /// `after`, at most `limit`. A child exists when some key lies under it.
+    pub fn children(&self, path: &str, after: Option<&str>, limit: usize) -> (Vec<String>, bool) {
+        let prefix = if path.ends_with('/') {
+            path.to_string()
+        } else {
+            format!("{path}/")
+        };
+        let mut names = BTreeSet::new();
+        let mut more = false;
+        for (key, _) in self
+            .keys
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        {
+            let rest = &key[prefix.len()..];
+            let name = rest.split('/').next().unwrap_or(rest);
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            names.insert(name.to_string());
+            if names.len() > limit {
+                names.pop_last();
+                more = true;
+            }
+        }
+        (names.into_iter().collect(), more)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Put(PutOp {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            expected_version: None,
+            expected_mod_revision: None,
+            sequential: false,
+            lease: 0,
+            prev_kv: true,
+        })
+    }
+
+    /// Puts count versions, keep create_revision, and emit one event each.
+    #[test]
+    fn put_counts_versions() {
+        let mut s = KvState::default();
+        s.apply(3, &put("/a", "1"));
+        let (res, ev) = s.apply(5, &put("/a", "2"));
+        let kv = s.get("/a").unwrap();
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (3, 5, 2));
+        assert_eq!(ev.len(), 1);
+        match res {
+            CommandResult::Op(OpResult::Put { prev_kv, .. }) => {
+                assert_eq!(prev_kv.unwrap().value, b"1")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A conditional put whose version does not match changes nothing and reports the key.
+    #[test]
+    fn conditional_put() {
+        let mut s = KvState::default();
+        let mut cmd = put("/a", "1");
+        if let Command::Put(p) = &mut cmd {
+            p.expected_version = Some(0);
+        }
+        s.apply(1, &cmd);
+        let (res, ev) = s.apply(2, &cmd);
+        assert!(ev.is_empty());
+        assert!(matches!(res, CommandResult::Op(OpResult::Put { succeeded: false, current: Some(_), .. })));
+        assert_eq!(s.get("/a").unwrap().mod_revision, 1);
+    }
+
+    /// Sequential keys get increasing zero-padded suffixes.
+    #[test]
+    fn sequential_keys() {
+        let mut s = KvState::default();
+        let mut cmd = put("/q/n-", "x");
+        if let Command::Put(p) = &mut cmd {
+            p.sequential = true;
+        }
+        s.apply(1, &cmd);
+        s.apply(2, &cmd);
+        let keys: Vec<_> = s.keys.keys().cloned().collect();
+        assert_eq!(keys, vec!["/q/n-00000000000000000001", "/q/n-00000000000000000002"]);
+    }
+
+    /// Prefix deletes remove exactly the keys under the prefix, one event each.
+    #[test]
+    fn prefix_delete_and_children() {
+        let mut s = KvState::default();
+        for k in ["/a/x", "/a/y/z", "/a-b", "/b"] {
+            s.apply(1, &put(k, "v"));
+        }
+        assert_eq!(s.children("/a", None, 10), (vec!["x".into(), "y".into()], false));
+        assert_eq!(s.children("/", None, 10).0, vec!["a", "a-b", "b"]);
+        assert_eq!(s.children("/", Some("a"), 1), (vec!["a-b".into()], true));
+        let (_, ev) = s.apply(
+            2,
+            &Command::Delete(DeleteOp {
+                key: "/a/".into(),
+                prefix: true,
+                expected_version: None,
+                expected_mod_revision: None,
+                prev_kv: false,
+            }),
+        );
+        assert_eq!(ev.len(), 2);
+        assert_eq!(s.keys.len(), 2);
+    }
+
+    /// A txn runs `success` when every compare holds and `failure` otherwise.
+    #[test]
+    fn txn_branches() {
+        let mut s = KvState::default();
+        s.apply(1, &put("/a", "1"));
+        let txn = |v: &str| Command::Txn {
+            compares: vec![Compare {
+                key: "/a".into(),
+                target: CompareTarget::Value,
+                result: CompareResult::Equal,
+                value: v.as_bytes().to_vec(),
+                number: 0,
+                exists: false,
+            }],
+            success: vec![Op::Put(match put("/b", "ok") {
+                Command::Put(p) => p,
+                _ => unreachable!(),
+            })],
+            failure: vec![Op::Get { key: "/a".into() }],
+        };
+        let (res, _) = s.apply(2, &txn("2"));
+        assert!(matches!(res, CommandResult::Txn { succeeded: false, .. }));
+        assert!(s.get("/b").is_none());
+        let (res, _) = s.apply(3, &txn("1"));
+        assert!(matches!(res, CommandResult::Txn { succeeded: true, .. }));
+        assert_eq!(s.get("/b").unwrap().mod_revision, 3);
+    }
+
+    /// Range pages continue strictly after the last key returned.
+    #[test]
+    fn range_pages() {
+        let mut s = KvState::default();
+        for k in ["/p/1", "/p/2", "/p/3", "/q"] {
+            s.apply(1, &put(k, "v"));
+        }
+        let (page, more) = s.range("/p/", None, 2);
+        assert_eq!(page.len(), 2);
+        assert!(more);
+        let (page, more) = s.range("/p/", Some(&page[1].key), 2);
+        assert_eq!(page.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), vec!["/p/3"]);
+        assert!(!more);
+    }
+}

@@ -1,0 +1,82 @@
+//! Durable storage for a node's Raft groups.
+//!
+//! - [`kv`]: a group's keys in memory and the deterministic rules that change them.
+//! - [`sm`]: the openraft state machine, generic over [`persist::SmPersist`].
+//! - [`group`]: the read/watch face of a group's applied state, shared with the server.
+//! - [`writer`]: the node's one log-writer thread: group commit, one fsync for many groups.
+//! - [`fjall_log`], [`fjall_sm`]: the on-disk implementations (one fjall database per node,
+//!   per group keyspaces `g<N>_log`, `g<N>_raft`, `g<N>_kv`, `g<N>_hist`, `g<N>_sm`).
+//! - [`mem`]: the in-memory implementations used by deterministic simulation.
+//!
+//! Invariants: an append is acknowledged to openraft only after fsync; `last_applied` is
+//! written in the same atomic batch as the data it applied; the log has no holes.
+
+pub mod error;
+pub mod fjall_log;
+pub mod fjall_sm;
+pub mod group;
+pub mod kv;
+pub mod mem;
+pub mod persist;
+pub mod sm;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use fjall_log::FjallLogStore;
+pub use fjall_sm::FjallSm;
+pub use group::{GroupShared, Notice};
+pub use kv::KvState;
+pub use mem::{MemLogStore, MemSm};
+pub use sm::{StateMachine, HISTORY_REVISIONS_DEFAULT};
+
+use fjall::{Database, KeyspaceCreateOptions};
+use meridian_types::GroupId;
+use std::path::Path;
+use std::sync::Arc;
+use writer::LogWriter;
+
+/// One fjall database per node, and the log writer every group shares.
+pub struct NodeStore {
+    db: Database,
+    writer: LogWriter,
+    _writer_thread: Arc<std::thread::JoinHandle<()>>,
+}
+
+impl NodeStore {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder(dir)
+            // The log writer decides when to fsync; nothing else should.
+            .manual_journal_persist(true)
+            .open()?;
+        let (writer, handle) = LogWriter::start(db.clone())?;
+        Ok(Self {
+            db,
+            writer,
+            _writer_thread: Arc::new(handle),
+        })
+    }
+
+    /// The log store and state machine of `group`, created empty if new.
+    pub fn group(
+        &self,
+        group: GroupId,
+        history_revisions_max: u64,
+    ) -> Result<(FjallLogStore, StateMachine<FjallSm>)> {
+        let ks = |suffix: &str| {
+            self.db
+                .keyspace(&format!("g{}_{suffix}", group.0), KeyspaceCreateOptions::default)
+        };
+        let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone());
+        let sm = FjallSm::new(self.db.clone(), ks("kv")?, ks("hist")?, ks("sm")?);
+        let sm = StateMachine::open(group, Arc::new(sm), history_revisions_max)?;
+        Ok((log, sm))
+    }
+}
+
+/// An in-memory log store and state machine for `group`.
+pub fn mem_group(group: GroupId, history_revisions_max: u64) -> (MemLogStore, StateMachine<MemSm>) {
+    let sm = StateMachine::open(group, Arc::new(MemSm::default()), history_revisions_max)
+        .unwrap_or_else(|_| unreachable!("the in-memory store cannot fail to load"));
+    (MemLogStore::default(), sm)
+}

@@ -1,0 +1,201 @@
+//! In-memory log and state-machine persistence, for deterministic simulation. Same traits, same
+//! [`crate::StateMachine`], same conformance suite as the fjall store; nothing survives a restart
+//! of the process.
+
+use crate::kv::KvState;
+use crate::persist::{ApplyCommit, HistoryReader, Loaded, SmPersist};
+use crate::Result;
+use meridian_types::raft::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig, Vote};
+use meridian_types::Event;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::RaftLogReader;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct LogInner {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+#[derive(Clone, Default)]
+pub struct MemLogStore {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+impl MemLogStore {
+    fn lock(&self) -> MutexGuard<'_, LogInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for MemLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for MemLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
+        let g = self.lock();
+        let last = g.entries.values().next_back().map(|e| e.log_id).or(g.purged);
+        Ok(LogState {
+            last_purged_log_id: g.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> std::result::Result<(), StorageError> {
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> std::result::Result<Option<Vote>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> std::result::Result<(), StorageError> {
+        self.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> std::result::Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        {
+            let mut g = self.lock();
+            for e in entries {
+                g.entries.insert(e.log_id.index, e);
+            }
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        self.lock().entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        let mut g = self.lock();
+        g.purged = Some(log_id);
+        g.entries = g.entries.split_off(&(log_id.index + 1));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct SmInner {
+    loaded: Loaded,
+    history: VecDeque<Event>,
+}
+
+/// State-machine persistence held in memory.
+#[derive(Default)]
+pub struct MemSm {
+    inner: Mutex<SmInner>,
+}
+
+impl MemSm {
+    fn lock(&self) -> MutexGuard<'_, SmInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl HistoryReader for MemSm {
+    fn events_from(&self, from: u64, max: usize) -> Result<Vec<Event>> {
+        let g = self.lock();
+        let start = g.history.partition_point(|e| e.revision() < from);
+        let mut out: Vec<Event> = Vec::new();
+        for ev in g.history.range(start..) {
+            if out.len() >= max && out.last().is_some_and(|l| l.revision() != ev.revision()) {
+                break;
+            }
+            out.push(ev.clone());
+        }
+        Ok(out)
+    }
+}
+
+impl SmPersist for MemSm {
+    fn load(&self) -> Result<Loaded> {
+        let g = self.lock();
+        Ok(Loaded {
+            kv: g.loaded.kv.clone(),
+            last_applied: g.loaded.last_applied,
+            membership: g.loaded.membership.clone(),
+            compacted: g.loaded.compacted,
+            snapshot: g.loaded.snapshot.clone(),
+        })
+    }
+
+    fn commit(&self, c: &ApplyCommit<'_>) -> Result<()> {
+        let mut g = self.lock();
+        for ev in c.events {
+            match ev.kind {
+                meridian_types::EventKind::Put => {
+                    g.loaded.kv.keys.insert(ev.kv.key.clone(), ev.kv.clone());
+                }
+                meridian_types::EventKind::Delete => {
+                    g.loaded.kv.keys.remove(&ev.kv.key);
+                }
+            }
+            g.history.push_back(ev.clone());
+        }
+        if let Some(to) = c.compact_to {
+            while g.history.front().is_some_and(|e| e.revision() <= to) {
+                g.history.pop_front();
+            }
+            g.loaded.compacted = to;
+        }
+        g.loaded.kv.sequence = c.sequence;
+        g.loaded.last_applied = Some(c.last_applied);
+        g.loaded.membership = c.membership.clone();
+        Ok(())
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+        self.lock().loaded.snapshot = Some((meta.clone(), data.to_vec()));
+        Ok(())
+    }
+
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+        let mut g = self.lock();
+        g.history.clear();
+        g.loaded = Loaded {
+            kv: kv.clone(),
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            compacted: meta.last_log_id.map_or(0, |l| l.index),
+            snapshot: Some((meta.clone(), data.to_vec())),
+        };
+        Ok(())
+    }
+}

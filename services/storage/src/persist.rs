@@ -1,0 +1,41 @@
+//! What a state machine needs from durable storage. The fjall store writes to disk; the
+//! in-memory store (deterministic simulation) keeps it in memory. Both serve the same
+//! [`crate::StateMachine`].
+
+use crate::kv::KvState;
+use crate::Result;
+use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
+use meridian_types::Event;
+
+/// Everything one `apply` call changed, written atomically.
+pub struct ApplyCommit<'a> {
+    pub last_applied: LogId,
+    pub membership: &'a StoredMembership,
+    pub sequence: u64,
+    pub events: &'a [Event],
+    /// Drop history events with revision <= this.
+    pub compact_to: Option<u64>,
+}
+
+/// The state a store had when it was opened.
+#[derive(Default)]
+pub struct Loaded {
+    pub kv: KvState,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub compacted: u64,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+pub trait HistoryReader: Send + Sync + 'static {
+    /// Events with revision >= `from`, at most about `max` (a revision is never split).
+    fn events_from(&self, from: u64, max: usize) -> Result<Vec<Event>>;
+}
+
+pub trait SmPersist: HistoryReader {
+    fn load(&self) -> Result<Loaded>;
+    fn commit(&self, c: &ApplyCommit<'_>) -> Result<()>;
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()>;
+    /// Replace the whole state with a snapshot's, atomically; history is dropped.
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<()>;
+}

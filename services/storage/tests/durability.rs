@@ -1,0 +1,65 @@
+//! What the fjall store promises across a reopen: appended entries, votes and applied state
+//! come back exactly, and the watch history survives.
+
+use meridian_storage::NodeStore;
+use meridian_types::raft::{Entry, LogId};
+use meridian_types::{Command, GroupId, PutOp};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, Vote};
+
+fn put(key: &str, index: u64) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Command::Put(PutOp {
+            key: key.into(),
+            value: format!("v{index}").into_bytes(),
+            expected_version: None,
+            expected_mod_revision: None,
+            sequential: false,
+            lease: 0,
+            prev_kv: false,
+        })),
+    }
+}
+
+/// Entries, the vote and applied keys of two groups survive closing and reopening the store.
+#[tokio::test]
+async fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = NodeStore::open(dir.path()).unwrap();
+        for g in [1, 2] {
+            let (mut log, mut sm) = store.group(GroupId(g), 1000).unwrap();
+            log.save_vote(&Vote::new(3, 1)).await.unwrap();
+            let entries: Vec<Entry> = (1..=5).map(|i| put(&format!("/k{i}"), i)).collect();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            log_append(&mut log, entries.clone(), tx).await;
+            rx.await.unwrap();
+            sm.apply(entries).await.unwrap();
+        }
+    }
+    let store = NodeStore::open(dir.path()).unwrap();
+    for g in [1, 2] {
+        let (mut log, mut sm) = store.group(GroupId(g), 1000).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        let got = log.try_get_log_entries(1..6).await.unwrap();
+        assert_eq!(got.len(), 5);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.unwrap().index, 5);
+        let shared = sm.shared();
+        assert_eq!(shared.read().get("/k3").unwrap().value, b"v3");
+        assert_eq!(shared.history_from(2, 100).unwrap().len(), 4);
+    }
+}
+
+async fn log_append(
+    log: &mut meridian_storage::FjallLogStore,
+    entries: Vec<Entry>,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    // LogFlushed cannot be built outside openraft; exercise the writer through the public
+    // durable-write path instead by appending via the suite-compatible helper.
+    use openraft::storage::RaftLogStorageExt;
+    log.blocking_append(entries).await.unwrap();
+    let _ = done.send(());
+}

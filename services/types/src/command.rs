@@ -1,0 +1,136 @@
+//! Commands a group's state machine applies, and what it answers. Applying is deterministic:
+//! every replica that applies the same log reaches the same state and the same results.
+
+use serde::{Deserialize, Serialize};
+
+/// A key as stored, with its history counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    /// Number of writes since creation (1 after the create); 0 never appears on a live key.
+    pub version: u64,
+    pub lease: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change, as a watcher sees it. For a delete, `kv` holds the key and the deleting revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn revision(&self) -> u64 {
+        self.kv.mod_revision
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutOp {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The key's version must equal this (0: the key must not exist).
+    pub expected_version: Option<u64>,
+    /// The key's mod_revision must equal this (0: the key must not exist).
+    pub expected_mod_revision: Option<u64>,
+    /// Append a monotonic zero-padded suffix (the revision) to the key, as ZooKeeper `create -s`.
+    pub sequential: bool,
+    pub lease: u64,
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteOp {
+    pub key: String,
+    /// Delete every key that starts with `key`.
+    pub prefix: bool,
+    pub expected_version: Option<u64>,
+    pub expected_mod_revision: Option<u64>,
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Value,
+    Version,
+    ModRevision,
+    CreateRevision,
+    Exists,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareResult {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: String,
+    pub target: CompareTarget,
+    pub result: CompareResult,
+    pub value: Vec<u8>,
+    pub number: u64,
+    pub exists: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put(PutOp),
+    Delete(DeleteOp),
+    Get { key: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Put {
+        key: String,
+        succeeded: bool,
+        prev_kv: Option<KeyValue>,
+        /// When a condition failed: the key as it is.
+        current: Option<KeyValue>,
+    },
+    Delete {
+        succeeded: bool,
+        deleted: u64,
+        prev_kvs: Vec<KeyValue>,
+    },
+    Get {
+        kv: Option<KeyValue>,
+    },
+}
+
+/// What a client proposes to a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Put(PutOp),
+    Delete(DeleteOp),
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<Op>,
+        failure: Vec<Op>,
+    },
+}
+
+/// What applying an entry answered. Blank and membership entries answer `Applied`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Applied,
+    Op(OpResult),
+    Txn {
+        succeeded: bool,
+        results: Vec<OpResult>,
+    },
+}

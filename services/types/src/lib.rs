@@ -1,0 +1,28 @@
+//! Vocabulary shared by every Meridian crate.
+//!
+//! - [`ids`]: newtype identifiers (`GroupId`, `Revision`) and the node id.
+//! - [`path`]: the key-path rules (leading `/`, no empty/`.`/`..` segment, 4 KiB) and value limits.
+//! - [`command`]: what a client asks a group's state machine to do, and what it answers.
+//! - [`raft`]: the openraft type configuration every group uses.
+//!
+//! This crate does no IO and knows nothing of gRPC or fjall.
+
+pub mod command;
+pub mod ids;
+pub mod path;
+pub mod raft;
+
+pub use command::{
+    Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
+    KeyValue, Op, OpResult, PutOp,
+};
+pub use ids::{GroupId, NodeId, Revision};
+pub use path::{validate_key, validate_prefix, validate_value, PathError};
+pub use raft::TypeConfig;
+
+/// Largest value a key may hold (1 MiB), as ZooKeeper's default `jute.maxbuffer`.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Longest key path, in bytes.
+pub const KEY_BYTES_MAX: usize = 4096;
+/// Most operations one transaction may carry (compares and ops counted separately), as etcd.
+pub const TXN_OPS_MAX: usize = 128;

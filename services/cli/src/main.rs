@@ -1,1 +1,118 @@
-fn main() {}
+//! `meridian`: the server, the local dev cluster, the client verbs, the shell and the bench.
+//!
+//! - [`verbs`]: put/get/del/ls/txn/watch/status, their human and JSON output, and the shell.
+//! - [`dev`]: `meridian dev`, a whole local cluster in one process.
+//! - [`bench`]: `meridian bench`, throughput and latency percentiles with hdrhistogram.
+
+mod bench;
+mod dev;
+mod output;
+mod txn_parse;
+mod verbs;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "meridian", version, about = "Geo-distributed coordination service")]
+struct Cli {
+    /// Endpoint(s) to talk to, host:port, comma-separated.
+    #[arg(long, global = true, env = "MERIDIAN_ENDPOINT", default_value = "127.0.1.1:7400")]
+    endpoint: String,
+    /// Output format.
+    #[arg(long, global = true, env = "MERIDIAN_OUTPUT", value_enum, default_value_t = output::Format::Human)]
+    output: output::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node from a configuration file.
+    Server {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a whole local cluster (3 nodes) until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Read commands from stdin, one per line, and run them all in one session.
+    Shell,
+    /// Measure put/get throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Verb(verbs::Verb),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let endpoints: Vec<String> = cli
+        .endpoint
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Server { config } => run_server(config).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Shell => verbs::shell(endpoints, cli.output).await,
+            Command::Bench(args) => bench::run(args, endpoints).await,
+            Command::Verb(v) => verbs::run_one(endpoints, cli.output, v).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let cfg = meridian_server::NodeConfig::load(Some(&config))?;
+    let node = meridian_server::Node::start(cfg).await?;
+    println!("meridian node {} serving on {}", node.ctx.node_id, node.local_addr);
+    wait_for_signal().await;
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,1 +1,18 @@
+//! openraft glue for Meridian.
+//!
+//! - [`timing`]: Raft timing settings and the openraft `Config` derived from them.
+//! - [`network`]: the peer transport: one tonic channel per peer node shared by every group,
+//!   the group id in each message, a deadline on every RPC.
+//! - [`host`]: the groups a node hosts, and the peer gRPC service that feeds them.
+//!
+//! Invariant: nothing here knows keys or values; commands are opaque `meridian_types::Command`s.
 
+pub mod host;
+pub mod network;
+pub mod timing;
+
+pub use host::{GroupHandle, Host, PeerService};
+pub use network::{GroupNetworkFactory, PeerPool};
+pub use timing::Timing;
+
+pub type Raft = openraft::Raft<meridian_types::TypeConfig>;

@@ -1,1 +1,366 @@
+//! Rust client for Meridian.
+//!
+//! - [`Client`]: connects to one or more endpoints, follows `NotLeader` to the leader, retries
+//!   on unavailable endpoints with capped backoff, and keeps the session's version vector
+//!   (group → highest revision seen) so that every read is at least as new as what the session
+//!   has already observed (read-your-writes, monotonic reads).
+//! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
+//! - [`error`]: the typed errors decoded from the server's status details.
 
+pub mod error;
+pub mod watch;
+
+pub use error::Error;
+pub use meridian_proto::kv as pb;
+pub use watch::{WatchEvent, Watcher};
+
+use meridian_proto::kv::kv_client::KvClient;
+use meridian_proto::MAX_MESSAGE_BYTES;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Read consistency a call asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    #[default]
+    Sequential,
+    Linearizable,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Deadline of one RPC attempt.
+    pub rpc_timeout: Duration,
+    /// Longest one call keeps retrying across endpoints and leader changes.
+    pub call_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            rpc_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    current: usize,
+    channels: BTreeMap<String, Channel>,
+    /// The session's version vector: group → highest revision observed.
+    vector: BTreeMap<u64, u64>,
+}
+
+/// A session with a Meridian cluster. Cheap to clone; clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Mutex<Inner>>,
+    opts: Options,
+}
+
+const BACKOFF_MS_MIN: u64 = 20;
+const BACKOFF_MS_MAX: u64 = 500;
+
+impl Client {
+    /// A client for `endpoints` (host:port). Connections are made on first use.
+    pub fn new(endpoints: Vec<String>, opts: Options) -> Result<Self, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::Config("no endpoint given".into()));
+        }
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                endpoints,
+                current: 0,
+                channels: BTreeMap::new(),
+                vector: BTreeMap::new(),
+            })),
+            opts,
+        })
+    }
+
+    pub fn connect(endpoints: &[&str]) -> Result<Self, Error> {
+        Self::new(endpoints.iter().map(|s| s.to_string()).collect(), Options::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session's version vector (group → highest revision observed).
+    pub fn version_vector(&self) -> BTreeMap<u64, u64> {
+        self.lock().vector.clone()
+    }
+
+    /// Presents a vector from an earlier session (e.g. after moving to another endpoint).
+    pub fn observe_vector(&self, vector: &BTreeMap<u64, u64>) {
+        let mut g = self.lock();
+        for (group, rev) in vector {
+            let e = g.vector.entry(*group).or_insert(0);
+            *e = (*e).max(*rev);
+        }
+    }
+
+    pub(crate) fn observe(&self, header: Option<&pb::ResponseHeader>) {
+        if let Some(h) = header {
+            let mut g = self.lock();
+            let e = g.vector.entry(h.group).or_insert(0);
+            *e = (*e).max(h.revision);
+        }
+    }
+
+    /// Highest revision this session has seen of `group` (0 if none).
+    pub fn seen(&self, group: u64) -> u64 {
+        self.lock().vector.get(&group).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn current_endpoint(&self) -> String {
+        let g = self.lock();
+        g.endpoints[g.current % g.endpoints.len()].clone()
+    }
+
+    pub(crate) fn client(&self) -> Result<(String, KvClient<Channel>), Error> {
+        let mut g = self.lock();
+        let ep = g.endpoints[g.current % g.endpoints.len()].clone();
+        let channel = match g.channels.get(&ep) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(format!("http://{ep}"))
+                    .map_err(|e| Error::Config(format!("endpoint {ep}: {e}")))?
+                    .connect_timeout(self.opts.connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                g.channels.insert(ep.clone(), c.clone());
+                c
+            }
+        };
+        Ok((
+            ep,
+            KvClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        ))
+    }
+
+    /// Moves to the next endpoint (after a failure of `failed`).
+    pub(crate) fn rotate(&self, failed: &str) {
+        let mut g = self.lock();
+        if g.endpoints[g.current % g.endpoints.len()] == failed {
+            g.current = (g.current + 1) % g.endpoints.len();
+        }
+    }
+
+    /// Points the session at `addr` (the leader), adding it to the endpoints if new.
+    pub(crate) fn redirect(&self, addr: &str) {
+        let mut g = self.lock();
+        let idx = match g.endpoints.iter().position(|e| e == addr) {
+            Some(i) => i,
+            None => {
+                g.endpoints.push(addr.to_string());
+                g.endpoints.len() - 1
+            }
+        };
+        g.current = idx;
+    }
+
+    fn read_options(&self, consistency: Consistency) -> pb::ReadOptions {
+        pb::ReadOptions {
+            consistency: match consistency {
+                Consistency::Sequential => pb::Consistency::Sequential as i32,
+                Consistency::Linearizable => pb::Consistency::Linearizable as i32,
+            },
+            min_revision: self.seen(1) as i64,
+        }
+    }
+
+    /// Runs `f` against the current endpoint, following leaders and rotating endpoints on
+    /// failures that leave nothing applied, until it succeeds or the call deadline passes.
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Error>
+    where
+        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.opts.call_timeout;
+        let mut backoff = BACKOFF_MS_MIN;
+        loop {
+            let (ep, client) = self.client()?;
+            let res = tokio::time::timeout(self.opts.rpc_timeout, f(client, self.opts.rpc_timeout)).await;
+            let err = match res {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(status)) => Error::from_status(status),
+                Err(_) => Error::Unavailable(format!("{ep} did not answer within {:?}", self.opts.rpc_timeout)),
+            };
+            let retry_now = match &err {
+                Error::NotLeader { address, .. } if !address.is_empty() => {
+                    self.redirect(address);
+                    true
+                }
+                e if e.is_retryable() => {
+                    self.rotate(&ep);
+                    false
+                }
+                _ => return Err(err),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(err);
+            }
+            if !retry_now {
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+                backoff = (backoff * 2).min(BACKOFF_MS_MAX);
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<pb::PutResponse, Error> {
+        self.put_request(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn put_request(&self, req: pb::PutRequest) -> Result<pb::PutResponse, Error> {
+        let resp = self
+            .call(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.put(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<pb::KeyValue>, Error> {
+        Ok(self.get_with(key, Consistency::Sequential).await?.kv)
+    }
+
+    pub async fn get_with(&self, key: &str, consistency: Consistency) -> Result<pb::GetResponse, Error> {
+        self.get_request(key.as_bytes().to_vec(), consistency).await
+    }
+
+    pub async fn get_request(&self, key: Vec<u8>, consistency: Consistency) -> Result<pb::GetResponse, Error> {
+        let resp = self
+            .call(|mut c, t| {
+                let mut r = tonic::Request::new(pb::GetRequest {
+                    key: key.clone(),
+                    read: Some(self.read_options(consistency)),
+                });
+                r.set_timeout(t);
+                async move { c.get(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    pub async fn range(&self, mut req: pb::RangeRequest, consistency: Consistency) -> Result<pb::RangeResponse, Error> {
+        let resp = self
+            .call(|mut c, t| {
+                req.read = Some(self.read_options(consistency));
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.range(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    /// Every key under `prefix`, following continuations.
+    pub async fn range_all(&self, prefix: &str, consistency: Consistency) -> Result<Vec<pb::KeyValue>, Error> {
+        let mut out = Vec::new();
+        let mut after = Vec::new();
+        loop {
+            let page = self
+                .range(
+                    pb::RangeRequest {
+                        prefix: prefix.as_bytes().to_vec(),
+                        after: after.clone(),
+                        ..Default::default()
+                    },
+                    consistency,
+                )
+                .await?;
+            let more = page.more;
+            if let Some(last) = page.kvs.last() {
+                after = last.key.as_bytes().to_vec();
+            }
+            out.extend(page.kvs);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn list(&self, mut req: pb::ListRequest, consistency: Consistency) -> Result<pb::ListResponse, Error> {
+        let resp = self
+            .call(|mut c, t| {
+                req.read = Some(self.read_options(consistency));
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.list(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
+        let resp = self
+            .call(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.delete(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+        let resp = self
+            .call(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.txn(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    /// Status of the node behind the current endpoint.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        self.call(|mut c, t| {
+            let mut r = tonic::Request::new(pb::StatusRequest {});
+            r.set_timeout(t);
+            async move { c.status(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Watches `key` (or every key under it, with `prefix`) from `start_revision` (0 = now).
+    /// The stream resumes by itself after a disconnect, from the last revision it delivered.
+    pub fn watch(&self, key: &str, prefix: bool, start_revision: u64) -> Watcher {
+        Watcher::new(
+            self.clone(),
+            pb::WatchRequest {
+                key: key.as_bytes().to_vec(),
+                prefix,
+                start_revision: start_revision as i64,
+                prev_kv: false,
+                progress_interval_ms: 0,
+            },
+        )
+    }
+
+    pub(crate) fn opts(&self) -> &Options {
+        &self.opts
+    }
+}

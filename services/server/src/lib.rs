@@ -1,1 +1,19 @@
+//! The Meridian node.
+//!
+//! - [`config`]: figment-layered node configuration (defaults < TOML < `MERIDIAN_` env).
+//! - [`node`]: starting and stopping a node: store, Raft groups, one gRPC server for clients
+//!   and peers, bootstrap.
+//! - [`ctx`]: what handlers share, and the read (sequential / linearizable) and write paths.
+//! - [`service`]: the client API; [`watch`]: watch streams; [`convert`]: wire <-> domain with
+//!   every input rule; [`error`]: the one place errors become gRPC statuses.
 
+pub mod config;
+pub mod convert;
+pub mod ctx;
+pub mod error;
+pub mod node;
+pub mod service;
+pub mod watch;
+
+pub use config::{NodeConfig, Peer};
+pub use node::{Node, StartError};

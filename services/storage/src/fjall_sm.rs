@@ -73,6 +73,8 @@ impl SmPersist for FjallSm {
             kv.keys.insert(value.key.clone(), value);
         }
         kv.sequence = self.get(SEQUENCE)?.unwrap_or(0);
+        let last_applied = self.get::<LogId>(LAST_APPLIED)?;
+        kv.revision = last_applied.map_or(0, |l| l.index);
         let snapshot = match self.get::<SnapshotMeta>(SNAPSHOT)? {
             Some(meta) => {
                 let data = self
@@ -85,7 +87,7 @@ impl SmPersist for FjallSm {
         };
         Ok(Loaded {
             kv,
-            last_applied: self.get::<LogId>(LAST_APPLIED)?,
+            last_applied,
             membership: self.get::<StoredMembership>(MEMBERSHIP)?.unwrap_or_default(),
             compacted: self.get(COMPACTED)?.unwrap_or(0),
             snapshot,

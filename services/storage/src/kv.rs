@@ -18,6 +18,8 @@ pub struct KvState {
     pub keys: BTreeMap<String, KeyValue>,
     /// Last suffix handed to a sequential put.
     pub sequence: u64,
+    /// Log index of the last entry applied to these keys: the revision a read of them is at.
+    pub revision: u64,
 }
 
 /// Width of the zero-padded suffix of a sequential key: every u64 fits, so the lexical order
@@ -28,6 +30,7 @@ impl KvState {
     /// Applies `cmd` at `revision` (the entry's log index). Returns the result and the changes.
     pub fn apply(&mut self, revision: u64, cmd: &Command) -> (CommandResult, Vec<Event>) {
         let mut events = Vec::new();
+        self.revision = self.revision.max(revision);
         let result = match cmd {
             Command::Put(op) => CommandResult::Op(self.put(revision, op, &mut events)),
             Command::Delete(op) => CommandResult::Op(self.delete(revision, op, &mut events)),

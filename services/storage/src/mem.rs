@@ -176,6 +176,7 @@ impl SmPersist for MemSm {
             g.loaded.compacted = to;
         }
         g.loaded.kv.sequence = c.sequence;
+        g.loaded.kv.revision = c.last_applied.index;
         g.loaded.last_applied = Some(c.last_applied);
         g.loaded.membership = c.membership.clone();
         Ok(())

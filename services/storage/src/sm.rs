@@ -130,6 +130,7 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             let mut staged: KvState = std::mem::take(&mut *state);
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
+                staged.revision = entry.log_id.index;
                 let result = match &entry.payload {
                     EntryPayload::Blank => CommandResult::Applied,
                     EntryPayload::Membership(m) => {

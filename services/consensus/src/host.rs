@@ -1,0 +1,139 @@
+//! The groups one node hosts, and the peer service that routes each incoming Raft message to
+//! its group by the group id it carries.
+
+use crate::Raft;
+use meridian_proto::peer::peer_server::Peer;
+use meridian_proto::peer::{RaftMessage, ReadIndexReply, ReadIndexRequest};
+use meridian_storage::GroupShared;
+use meridian_types::GroupId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct GroupHandle {
+    pub raft: Raft,
+    pub shared: Arc<GroupShared>,
+}
+
+#[derive(Default)]
+pub struct Host {
+    groups: RwLock<HashMap<GroupId, GroupHandle>>,
+}
+
+impl Host {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn insert(&self, group: GroupId, handle: GroupHandle) {
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, handle);
+    }
+
+    pub fn get(&self, group: GroupId) -> Option<GroupHandle> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    pub fn groups(&self) -> Vec<(GroupId, GroupHandle)> {
+        let mut v: Vec<_> = self
+            .groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(g, h)| (*g, h.clone()))
+            .collect();
+        v.sort_by_key(|(g, _)| *g);
+        v
+    }
+
+    /// Stops every group's Raft.
+    pub async fn shutdown(&self) {
+        for (_, h) in self.groups() {
+            let _ = h.raft.shutdown().await;
+        }
+    }
+}
+
+/// Serves `meridian.peer.v1.Peer` for every group of a [`Host`].
+#[derive(Clone)]
+pub struct PeerService {
+    host: Arc<Host>,
+}
+
+impl PeerService {
+    pub fn new(host: Arc<Host>) -> Self {
+        Self { host }
+    }
+
+    fn raft(&self, group: u64) -> Result<Raft, Status> {
+        self.host
+            .get(GroupId(group))
+            .map(|h| h.raft)
+            .ok_or_else(|| Status::not_found(format!("group {group} is not hosted on this node")))
+    }
+}
+
+fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
+    bincode::deserialize(&msg.payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn encode<T: Serialize>(group: u64, value: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload = bincode::serialize(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage { group, payload }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let raft = self.raft(msg.group)?;
+        let res = raft.append_entries(decode(&msg)?).await;
+        encode(msg.group, &res)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let raft = self.raft(msg.group)?;
+        let res = raft.vote(decode(&msg)?).await;
+        encode(msg.group, &res)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let raft = self.raft(msg.group)?;
+        let res = raft.install_snapshot(decode(&msg)?).await;
+        encode(msg.group, &res)
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        let group = request.into_inner().group;
+        let raft = self.raft(group)?;
+        match raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexReply {
+                read_index: read_log_id.map_or(0, |l| l.index),
+            })),
+            Err(e) => Err(Status::failed_precondition(format!(
+                "not the leader of group {group}: {e}"
+            ))),
+        }
+    }
+}

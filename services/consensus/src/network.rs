@@ -1,0 +1,191 @@
+//! The peer transport. A [`PeerPool`] keeps one lazily connected HTTP/2 channel per peer
+//! address; every group's [`GroupNetworkFactory`] borrows from it, so N groups between two nodes
+//! share one connection. Payloads are openraft's types, bincode-encoded, wrapped with the group.
+
+use meridian_proto::peer::peer_client::PeerClient;
+use meridian_proto::peer::{RaftMessage, ReadIndexRequest};
+use meridian_proto::MAX_MESSAGE_BYTES;
+use meridian_types::raft::TypeConfig;
+use meridian_types::GroupId;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Deadline for establishing a connection to a peer.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+#[derive(Default)]
+pub struct PeerPool {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl PeerPool {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The shared client for `addr` (host:port), created on first use.
+    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Asks the leader at `addr` for a read index of `group` (leadership confirmed by a quorum).
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        group: GroupId,
+        timeout: Duration,
+    ) -> Result<u64, tonic::Status> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(ReadIndexRequest { group: group.0 });
+        req.set_timeout(timeout);
+        let reply = tokio::time::timeout(timeout, client.read_index(req))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("read index timed out"))??;
+        Ok(reply.into_inner().read_index)
+    }
+}
+
+pub struct GroupNetworkFactory {
+    group: GroupId,
+    pool: Arc<PeerPool>,
+}
+
+impl GroupNetworkFactory {
+    pub fn new(group: GroupId, pool: Arc<PeerPool>) -> Self {
+        Self { group, pool }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupPeer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        GroupPeer {
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+pub struct GroupPeer {
+    group: GroupId,
+    target: u64,
+    addr: String,
+    pool: Arc<PeerPool>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl GroupPeer {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .pool
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let ttl = option.hard_ttl();
+        let mut request = tonic::Request::new(RaftMessage {
+            group: self.group.0,
+            payload,
+        });
+        request.set_timeout(ttl);
+        let fut = async {
+            match rpc {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "peer rpc deadline");
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,122 @@
+//! A watch that survives disconnects: after a stream error it reconnects (to the next endpoint
+//! if needed) and resumes from the revision after the last one it delivered, so the caller sees
+//! every change exactly once and in order. `Compacted` ends it: the caller re-lists.
+
+use crate::{pb, Client, Error};
+use std::time::Duration;
+use tonic::Streaming;
+
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// Changes of one revision (or part of a large one), in order.
+    Changes { revision: u64, events: Vec<pb::Event> },
+    /// Everything up to `revision` has been delivered.
+    Progress { revision: u64 },
+}
+
+pub struct Watcher {
+    client: Client,
+    req: pb::WatchRequest,
+    stream: Option<Streaming<pb::WatchResponse>>,
+    /// Next revision not yet delivered (0: not known yet; the first response fixes it).
+    next: u64,
+    /// Reconnections made so far.
+    pub reconnects: u64,
+}
+
+const RESUME_BACKOFF_MS: u64 = 100;
+
+impl Watcher {
+    pub(crate) fn new(client: Client, req: pb::WatchRequest) -> Self {
+        let next = req.start_revision.max(0) as u64;
+        Self {
+            client,
+            req,
+            stream: None,
+            next,
+            reconnects: 0,
+        }
+    }
+
+    /// The next revision this watcher will deliver.
+    pub fn next_revision(&self) -> u64 {
+        self.next
+    }
+
+    async fn open(&mut self) -> Result<(), Error> {
+        let mut req = self.req.clone();
+        req.start_revision = self.next as i64;
+        let (ep, mut c) = self.client.client()?;
+        match tokio::time::timeout(self.client.opts().rpc_timeout, c.watch(req)).await {
+            Ok(Ok(s)) => {
+                self.stream = Some(s.into_inner());
+                Ok(())
+            }
+            Ok(Err(status)) => {
+                let e = Error::from_status(status);
+                if e.is_retryable() {
+                    self.client.rotate(&ep);
+                }
+                Err(e)
+            }
+            Err(_) => {
+                self.client.rotate(&ep);
+                Err(Error::Unavailable(format!("{ep}: watch did not open in time")))
+            }
+        }
+    }
+
+    /// The next event. Retries transparently for up to the client's call timeout per outage.
+    pub async fn next(&mut self) -> Result<WatchEvent, Error> {
+        let deadline_len = self.client.opts().call_timeout;
+        let mut outage_started: Option<tokio::time::Instant> = None;
+        loop {
+            if self.stream.is_none() {
+                match self.open().await {
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() => {
+                        let start = *outage_started.get_or_insert_with(tokio::time::Instant::now);
+                        if start.elapsed() > deadline_len {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(RESUME_BACKOFF_MS)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(stream) = self.stream.as_mut() else { continue };
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                    self.client.observe(resp.header.as_ref());
+                    if resp.progress {
+                        self.next = self.next.max(revision + 1);
+                        return Ok(WatchEvent::Progress { revision });
+                    }
+                    // Events of one revision can span responses only when there are very many;
+                    // resuming then restarts that revision, so advance past it only here.
+                    self.next = self.next.max(revision + 1);
+                    return Ok(WatchEvent::Changes {
+                        revision,
+                        events: resp.events,
+                    });
+                }
+                Ok(None) => {
+                    self.stream = None;
+                    self.reconnects += 1;
+                }
+                Err(status) => {
+                    let e = Error::from_status(status);
+                    if matches!(e, Error::Compacted { .. } | Error::InvalidArgument { .. } | Error::FutureRevision { .. }) {
+                        return Err(e);
+                    }
+                    let ep = self.client.current_endpoint();
+                    self.client.rotate(&ep);
+                    self.stream = None;
+                    self.reconnects += 1;
+                }
+            }
+        }
+    }
+}

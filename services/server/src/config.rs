@@ -1,0 +1,202 @@
+//! Node configuration: defaults < TOML file < `MERIDIAN_`-prefixed environment variables
+//! (nested keys with `__`, e.g. `MERIDIAN_RAFT__HEARTBEAT_INTERVAL_MS=150`). Unknown keys are
+//! errors, so a typo never silently falls back to a default.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use meridian_consensus::Timing;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: u64,
+    /// host:port serving both clients and peers.
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest a read waits for this replica to reach the session's revision.
+    pub sync_wait_ms_max: u64,
+    /// Longest a write waits to be committed and applied.
+    pub write_timeout_ms: u64,
+    /// Most keys one range or list page returns.
+    pub range_keys_max: u32,
+    /// Revisions of change history kept for watches; older ones are compacted.
+    pub history_revisions_max: u64,
+    /// Default interval of watch progress notifications.
+    pub watch_progress_interval_ms: u64,
+    /// Most watch streams one node serves at once.
+    pub watches_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            sync_wait_ms_max: 5_000,
+            write_timeout_ms: 10_000,
+            range_keys_max: 10_000,
+            history_revisions_max: meridian_storage::HISTORY_REVISIONS_DEFAULT,
+            watch_progress_interval_ms: 5_000,
+            watches_max: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub region: String,
+    /// host:port to listen on (clients and peers).
+    pub listen: String,
+    /// host:port peers and clients use to reach this node (defaults to `listen`).
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Name shared by every node of the cluster; messages from another cluster are refused.
+    pub cluster_name: String,
+    /// The initial voters of the region's group, this node included.
+    pub peers: Vec<Peer>,
+    /// Initialize the group with `peers` on first start (when the log is empty).
+    pub bootstrap: bool,
+    pub raft: Timing,
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            region: "local".into(),
+            listen: "127.0.0.1:7400".into(),
+            advertise: None,
+            data_dir: PathBuf::from("meridian-data"),
+            cluster_name: "meridian".into(),
+            peers: Vec::new(),
+            bootstrap: true,
+            raft: Timing::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Loads `path` (if any) over the defaults, then the `MERIDIAN_` environment over both.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(p) = path {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                path: p.display().to_string(),
+                message: e.to_string(),
+            })?;
+            // Parse once ourselves so malformed TOML is reported with its line and column.
+            toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::File {
+                path: p.display().to_string(),
+                message: format!("malformed TOML: {e}"),
+            })?;
+            fig = fig.merge(Toml::string(&text));
+        }
+        fig = fig.merge(
+            Env::prefixed("MERIDIAN_")
+                .split("__")
+                // Client-side variables share the prefix; they are not node settings.
+                .ignore(&["endpoint", "output", "consistency"]),
+        );
+        let cfg: NodeConfig = fig.extract().map_err(|e| ConfigError::File {
+            path: path.map_or("(environment)".into(), |p| p.display().to_string()),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn advertise(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid("node_id must be at least 1".into()));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for p in &self.peers {
+            if !ids.insert(p.id) {
+                return Err(ConfigError::Invalid(format!("peer id {} appears twice", p.id)));
+            }
+            if !addrs.insert(p.address.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer address {} appears twice",
+                    p.address
+                )));
+            }
+        }
+        if !self.peers.is_empty() && !ids.contains(&self.node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "peers do not include this node (node_id {})",
+                self.node_id
+            )));
+        }
+        self.raft
+            .raft_config(&self.cluster_name)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(Some(&path))
+    }
+
+    /// A file overrides the defaults it names and keeps the rest.
+    #[test]
+    fn file_over_defaults() {
+        let cfg = load_text("node_id = 2\n[raft]\nheartbeat_interval_ms = 150\n").unwrap();
+        assert_eq!(cfg.node_id, 2);
+        assert_eq!(cfg.raft.heartbeat_interval_ms, 150);
+        assert_eq!(cfg.raft.election_timeout_min_ms, Timing::default().election_timeout_min_ms);
+    }
+
+    /// An unknown key is an error that names the key.
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = load_text("node_id = 2\nheartbeat = 5\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field") && err.contains("heartbeat"), "{err}");
+        let err = load_text("[raft]\nheartbeat_ms = 5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat_ms"), "{err}");
+    }
+
+    /// Malformed TOML is reported as such, with where it broke.
+    #[test]
+    fn malformed_toml_is_refused() {
+        let err = load_text("node_id = = 2\n").unwrap_err().to_string();
+        assert!(err.contains("malformed TOML") && err.contains("line 1"), "{err}");
+    }
+
+    /// Timing that cannot work is refused with the rule it breaks.
+    #[test]
+    fn bad_timing_is_refused() {
+        let err = load_text("[raft]\nheartbeat_interval_ms = 500\nelection_timeout_min_ms = 600\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must exceed twice heartbeat_interval_ms"), "{err}");
+    }
+}

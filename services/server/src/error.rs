@@ -1,0 +1,97 @@
+//! The server's errors, and the one place they become gRPC statuses with a typed detail.
+
+use meridian_proto::kv::{self, error_detail::Kind, ErrorDetail};
+use meridian_types::PathError;
+use prost::Message;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Path(#[from] PathError),
+    #[error("{message}")]
+    InvalidArgument { rule: &'static str, field: &'static str, message: String },
+    #[error("not the leader of group {group}; the leader is node {leader} at {address}")]
+    NotLeader { group: u64, leader: u64, address: String },
+    #[error("revision {requested} was compacted; the oldest available is {oldest} — re-list and watch from there")]
+    Compacted { requested: u64, oldest: u64 },
+    #[error("revision {requested} is in the future; this replica is at revision {current}")]
+    FutureRevision { requested: u64, current: u64 },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("deadline exceeded: {0}")]
+    Deadline(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(rule: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            rule,
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+fn with_detail(code: Code, message: String, kind: Kind) -> Status {
+    let detail = ErrorDetail { kind: Some(kind) }.encode_to_vec();
+    Status::with_details(code, message, detail.into())
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let message = e.to_string();
+        match e {
+            Error::Path(p) => with_detail(
+                Code::InvalidArgument,
+                message,
+                Kind::InvalidArgument(kv::InvalidArgument {
+                    rule: p.rule().into(),
+                    field: if p.rule() == "value_too_large" { "value" } else { "key" }.into(),
+                }),
+            ),
+            Error::InvalidArgument { rule, field, .. } => with_detail(
+                Code::InvalidArgument,
+                message,
+                Kind::InvalidArgument(kv::InvalidArgument {
+                    rule: rule.into(),
+                    field: field.into(),
+                }),
+            ),
+            Error::NotLeader {
+                group,
+                leader,
+                address,
+            } => with_detail(
+                Code::FailedPrecondition,
+                message,
+                Kind::NotLeader(kv::NotLeader {
+                    leader,
+                    leader_address: address,
+                    group,
+                }),
+            ),
+            Error::Compacted { requested, oldest } => with_detail(
+                Code::OutOfRange,
+                message,
+                Kind::Compacted(kv::Compacted { oldest, requested }),
+            ),
+            Error::FutureRevision { requested, current } => with_detail(
+                Code::OutOfRange,
+                message,
+                Kind::FutureRevision(kv::FutureRevision { requested, current }),
+            ),
+            Error::Unavailable(reason) => with_detail(
+                Code::Unavailable,
+                message,
+                Kind::Unavailable(kv::Unavailable { reason }),
+            ),
+            Error::Deadline(_) => Status::new(Code::DeadlineExceeded, message),
+            Error::Internal(_) => Status::new(Code::Internal, message),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

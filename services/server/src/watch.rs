@@ -1,0 +1,243 @@
+//! Watch streams: history first (from the durable change log), then live changes, in revision
+//! order, each change exactly once, with periodic progress notifications. A watcher that falls
+//! behind the live buffer goes back to the history; one whose next revision was compacted gets
+//! `Compacted` and the stream ends.
+
+use crate::convert;
+use crate::ctx::NodeCtx;
+use crate::error::Error;
+use meridian_proto::kv as pb;
+use meridian_storage::{GroupShared, Notice};
+use meridian_types::Event;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::Status;
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+/// Responses buffered per watcher before the producer waits for the client.
+const WATCH_BUFFER_MAX: usize = 64;
+/// Most events in one watch response, and read from history at once.
+const WATCH_BATCH_EVENTS_MAX: usize = 1000;
+
+struct Filter {
+    key: String,
+    prefix: bool,
+    prev_kv: bool,
+}
+
+impl Filter {
+    fn matches(&self, ev: &Event) -> bool {
+        if self.prefix {
+            ev.kv.key.starts_with(&self.key)
+        } else {
+            ev.kv.key == self.key
+        }
+    }
+}
+
+pub async fn watch_stream(ctx: Arc<NodeCtx>, req: pb::WatchRequest) -> Result<WatchStream, Error> {
+    let key = if req.prefix {
+        convert::prefix(&req.key)?
+    } else {
+        convert::key(&req.key)?
+    };
+    let start = convert::revision(req.start_revision, "start_revision")?;
+    let h = ctx.group(ctx.default_group)?;
+    let shared = h.shared.clone();
+    let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
+        Error::Unavailable(format!(
+            "this node serves its maximum of {} watches; use another endpoint",
+            ctx.limits.watches_max
+        ))
+    })?;
+    // Subscribe before reading history so nothing falls between the two.
+    let live = shared.subscribe();
+    let applied = shared.applied();
+    let start = if start == 0 { applied + 1 } else { start };
+    if start > applied + 1 {
+        let wait = Duration::from_millis(ctx.limits.sync_wait_ms_max);
+        if shared.wait_applied(start - 1, wait).await.is_none() {
+            return Err(Error::FutureRevision {
+                requested: start,
+                current: shared.applied(),
+            });
+        }
+    }
+    let compacted = shared.compacted();
+    if start <= compacted {
+        return Err(Error::Compacted {
+            requested: start,
+            oldest: compacted + 1,
+        });
+    }
+    let progress_ms = if req.progress_interval_ms == 0 {
+        ctx.limits.watch_progress_interval_ms
+    } else {
+        u64::from(req.progress_interval_ms)
+    };
+    let filter = Filter {
+        key,
+        prefix: req.prefix,
+        prev_kv: req.prev_kv,
+    };
+    let (tx, rx) = mpsc::channel(WATCH_BUFFER_MAX);
+    let node = ctx.node_id;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let w = Watcher {
+            shared,
+            filter,
+            tx,
+            node,
+        };
+        w.run(start, live, Duration::from_millis(progress_ms.max(10))).await;
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+struct Watcher {
+    shared: Arc<GroupShared>,
+    filter: Filter,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    node: u64,
+}
+
+/// Why a watcher stopped without an error for the client.
+struct Closed;
+
+impl Watcher {
+    fn header(&self, revision: u64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            group: self.shared.group.0,
+            revision,
+            node: self.node,
+            raft_term: 0,
+        }
+    }
+
+    async fn send(&self, item: Result<pb::WatchResponse, Status>) -> Result<(), Closed> {
+        self.tx.send(item).await.map_err(|_| Closed)
+    }
+
+    /// Sends the matching events (all of revision <= `upto` and >= `from`), grouped by revision.
+    async fn send_events(&self, events: &[Event], from: u64) -> Result<(), Closed> {
+        let mut batch: Vec<pb::Event> = Vec::new();
+        let mut batch_rev = 0;
+        for ev in events.iter().filter(|e| e.revision() >= from && self.filter.matches(e)) {
+            if !batch.is_empty() && (ev.revision() != batch_rev || batch.len() >= WATCH_BATCH_EVENTS_MAX) {
+                self.flush(&mut batch, batch_rev).await?;
+            }
+            batch_rev = ev.revision();
+            batch.push(convert::event_out(ev, self.filter.prev_kv));
+        }
+        if !batch.is_empty() {
+            self.flush(&mut batch, batch_rev).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, batch: &mut Vec<pb::Event>, revision: u64) -> Result<(), Closed> {
+        let events = std::mem::take(batch);
+        self.send(Ok(pb::WatchResponse {
+            header: Some(self.header(revision)),
+            events,
+            progress: false,
+        }))
+        .await
+    }
+
+    fn compacted_error(&self, next: u64) -> Status {
+        Error::Compacted {
+            requested: next,
+            oldest: self.shared.compacted() + 1,
+        }
+        .into()
+    }
+
+    /// Replays history from `next`; returns the next revision not yet delivered.
+    async fn catch_up(&self, mut next: u64) -> Result<Result<u64, Status>, Closed> {
+        loop {
+            if next <= self.shared.compacted() {
+                return Ok(Err(self.compacted_error(next)));
+            }
+            // Everything up to `applied` is in the history (it is written before it is published).
+            let applied = self.shared.applied();
+            let events = match self.shared.history_from(next, WATCH_BATCH_EVENTS_MAX) {
+                Ok(e) => e,
+                Err(e) => return Ok(Err(Error::Internal(e.to_string()).into())),
+            };
+            let full = events.len() >= WATCH_BATCH_EVENTS_MAX;
+            self.send_events(&events, next).await?;
+            let last = events.last().map_or(0, |e| e.revision());
+            if full {
+                next = last + 1;
+                continue;
+            }
+            return Ok(Ok(next.max(applied + 1).max(last + 1)));
+        }
+    }
+
+    async fn run(
+        &self,
+        start: u64,
+        mut live: broadcast::Receiver<Arc<Notice>>,
+        progress: Duration,
+    ) {
+        let outcome: Result<Result<(), Status>, Closed> = async {
+            let mut next = match self.catch_up(start).await? {
+                Ok(n) => n,
+                Err(s) => return Ok(Err(s)),
+            };
+            // Tell the client where it stands at once, so a resume never depends on a change.
+            self.send(Ok(pb::WatchResponse {
+                header: Some(self.header(next - 1)),
+                events: Vec::new(),
+                progress: true,
+            }))
+            .await?;
+            let mut ticker = tokio::time::interval(progress);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    notice = live.recv() => match notice {
+                        Ok(n) => match &*n {
+                            Notice::Applied { revision, events } => {
+                                self.send_events(events, next).await?;
+                                next = next.max(revision + 1);
+                            }
+                            Notice::Reset { compacted } => {
+                                if next <= *compacted {
+                                    return Ok(Err(self.compacted_error(next)));
+                                }
+                            }
+                        },
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            next = match self.catch_up(next).await? {
+                                Ok(n) => n,
+                                Err(s) => return Ok(Err(s)),
+                            };
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(Ok(())),
+                    },
+                    _ = ticker.tick() => {
+                        self.send(Ok(pb::WatchResponse {
+                            header: Some(self.header(next - 1)),
+                            events: Vec::new(),
+                            progress: true,
+                        })).await?;
+                    }
+                    _ = self.tx.closed() => return Err(Closed),
+                }
+            }
+        }
+        .await;
+        if let Ok(Err(status)) = outcome {
+            let _ = self.tx.send(Err(status)).await;
+        }
+    }
+}

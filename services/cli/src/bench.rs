@@ -70,7 +70,8 @@ async fn drive(
         let client = clients[i % clients.len()].clone();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut errors = 0u64;
             let mut n = i;
             while Instant::now() < stop {
@@ -97,13 +98,21 @@ async fn drive(
         hist.add(&h)?;
         errors += e;
     }
-    Ok(Outcome { ops: hist.len(), errors, elapsed: start.elapsed(), hist })
+    Ok(Outcome {
+        ops: hist.len(),
+        errors,
+        elapsed: start.elapsed(),
+        hist,
+    })
 }
 
 /// Runs the put then get workload at each client count against `endpoints`.
 pub async fn run(args: BenchArgs, endpoints: Vec<String>) -> anyhow::Result<ExitCode> {
     let value = Arc::new(vec![b'x'; args.value_size]);
-    println!("{:<10} {:<6} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}", "system", "op", "clients", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors");
+    println!(
+        "{:<10} {:<6} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "system", "op", "clients", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors"
+    );
     for &concurrency in &args.clients {
         // Separate sessions, each its own connection set, shared round-robin by the tasks.
         let clients: Vec<Client> = (0..args.connections.min(concurrency).max(1))

@@ -47,7 +47,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let peers: Vec<Peer> = (1..=args.nodes)
-        .map(|id| Peer { id, address: node_address(id, args.port) })
+        .map(|id| Peer {
+            id,
+            address: node_address(id, args.port),
+        })
         .collect();
     let mut nodes = Vec::new();
     for p in &peers {
@@ -69,16 +72,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     // Serving writes needs a leader confirmed by a quorum: a linearizable read proves both.
     loop {
-        match client.get_with("/", Consistency::Linearizable).await {
+        match client
+            .get_with("/meridian", Consistency::Linearizable)
+            .await
+        {
             Ok(_) => break,
-            Err(meridian_sdk::Error::InvalidArgument { .. }) => break,
             Err(e) if tokio::time::Instant::now() > deadline => {
                 anyhow::bail!("the cluster did not become ready within {READY_TIMEOUT:?}: {e}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    println!("meridian dev: {} nodes in region {DEV_REGION}, data in {}", nodes.len(), data_dir.display());
+    println!(
+        "meridian dev: {} nodes in region {DEV_REGION}, data in {}",
+        nodes.len(),
+        data_dir.display()
+    );
     println!("endpoint: {}", endpoints.join(","));
     println!("try: meridian --endpoint {} put /hello world", endpoints[0]);
     if let Some(path) = &args.ready_file {
@@ -87,7 +96,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             "data_dir": data_dir,
         });
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?).context("writing the ready file")?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)
+            .context("writing the ready file")?;
         std::fs::rename(&tmp, path).context("writing the ready file")?;
     }
     crate::wait_for_signal().await;

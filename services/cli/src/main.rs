@@ -15,10 +15,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "meridian", version, about = "Geo-distributed coordination service")]
+#[command(
+    name = "meridian",
+    version,
+    about = "Geo-distributed coordination service"
+)]
 struct Cli {
     /// Endpoint(s) to talk to, host:port, comma-separated.
-    #[arg(long, global = true, env = "MERIDIAN_ENDPOINT", default_value = "127.0.1.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_ENDPOINT",
+        default_value = "127.0.1.1:7400"
+    )]
     endpoint: String,
     /// Output format.
     #[arg(long, global = true, env = "MERIDIAN_OUTPUT", value_enum, default_value_t = output::Format::Human)]
@@ -87,7 +96,10 @@ fn main() -> ExitCode {
 async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {
     let cfg = meridian_server::NodeConfig::load(Some(&config))?;
     let node = meridian_server::Node::start(cfg).await?;
-    println!("meridian node {} serving on {}", node.ctx.node_id, node.local_addr);
+    println!(
+        "meridian node {} serving on {}",
+        node.ctx.node_id, node.local_addr
+    );
     wait_for_signal().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -28,7 +28,11 @@ pub fn header_json(h: Option<&pb::ResponseHeader>) -> Value {
 }
 
 pub fn event_json(ev: &pb::Event) -> Value {
-    let kind = if ev.r#type == pb::event::EventType::Delete as i32 { "DELETE" } else { "PUT" };
+    let kind = if ev.r#type == pb::event::EventType::Delete as i32 {
+        "DELETE"
+    } else {
+        "PUT"
+    };
     json!({"type": kind, "kv": ev.kv.as_ref().map(kv_json)})
 }
 

@@ -96,7 +96,10 @@ mod tests {
         let c = compare("value /a = 'hello world'").unwrap();
         assert_eq!(c.value, b"hello world");
         assert!(compare("missing /a").unwrap().exists.eq(&false));
-        assert!(matches!(op("put /a 1").unwrap().op, Some(pb::txn_op::Op::Put(_))));
+        assert!(matches!(
+            op("put /a 1").unwrap().op,
+            Some(pb::txn_op::Op::Put(_))
+        ));
         assert!(compare("size /a > 1").is_err());
         assert!(op("put /a").is_err());
     }

@@ -96,20 +96,48 @@ pub enum Verb {
     Status,
 }
 
-pub async fn run_one(endpoints: Vec<String>, format: Format, verb: Verb) -> anyhow::Result<ExitCode> {
+pub async fn run_one(
+    endpoints: Vec<String>,
+    format: Format,
+    verb: Verb,
+) -> anyhow::Result<ExitCode> {
     let client = Client::new(endpoints, Default::default())?;
     let verb = match verb {
-        Verb::Put { key, value: None, expected_version, expected_mod_revision, sequential, prev_kv } => {
+        Verb::Put {
+            key,
+            value: None,
+            expected_version,
+            expected_mod_revision,
+            sequential,
+            prev_kv,
+        } => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("reading the value from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the value from stdin")?;
             return finish(
                 format,
-                put(&client, key, buf, expected_version, expected_mod_revision, sequential, prev_kv).await,
+                put(
+                    &client,
+                    key,
+                    buf,
+                    expected_version,
+                    expected_mod_revision,
+                    sequential,
+                    prev_kv,
+                )
+                .await,
             );
         }
         v => v,
     };
-    if let Verb::Watch { key, prefix, rev, count } = verb {
+    if let Verb::Watch {
+        key,
+        prefix,
+        rev,
+        count,
+    } = verb
+    {
         return watch(&client, format, key, prefix, rev, count).await;
     }
     finish(format, run_verb(&client, verb).await)
@@ -165,7 +193,10 @@ async fn put(
     }
     let mut human = format!("OK {} revision {rev}", r.key);
     if let Some(p) = &r.prev_kv {
-        human.push_str(&format!("\nprevious: {}", String::from_utf8_lossy(&p.value)));
+        human.push_str(&format!(
+            "\nprevious: {}",
+            String::from_utf8_lossy(&p.value)
+        ));
     }
     Ok(Rendered {
         human,
@@ -175,11 +206,32 @@ async fn put(
 
 async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk::Error> {
     match verb {
-        Verb::Put { key, value, expected_version, expected_mod_revision, sequential, prev_kv } => {
+        Verb::Put {
+            key,
+            value,
+            expected_version,
+            expected_mod_revision,
+            sequential,
+            prev_kv,
+        } => {
             let value = value.unwrap_or_default().into_bytes();
-            put(client, key, value, expected_version, expected_mod_revision, sequential, prev_kv).await
+            put(
+                client,
+                key,
+                value,
+                expected_version,
+                expected_mod_revision,
+                sequential,
+                prev_kv,
+            )
+            .await
         }
-        Verb::Get { key, prefix: false, consistency, .. } => {
+        Verb::Get {
+            key,
+            prefix: false,
+            consistency,
+            ..
+        } => {
             let r = client.get_with(&key, consistency.into()).await?;
             match &r.kv {
                 Some(kv) => Ok(Rendered {
@@ -192,10 +244,19 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                 }),
             }
         }
-        Verb::Get { key, prefix: true, limit, consistency } => {
+        Verb::Get {
+            key,
+            prefix: true,
+            limit,
+            consistency,
+        } => {
             let r = client
                 .range(
-                    pb::RangeRequest { prefix: key.into_bytes(), limit, ..Default::default() },
+                    pb::RangeRequest {
+                        prefix: key.into_bytes(),
+                        limit,
+                        ..Default::default()
+                    },
                     consistency.into(),
                 )
                 .await?;
@@ -210,7 +271,11 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                 json: json!({"kvs": r.kvs.iter().map(kv_json).collect::<Vec<_>>(), "more": r.more, "header": header_json(r.header.as_ref())}),
             })
         }
-        Verb::Del { key, prefix, expected_version } => {
+        Verb::Del {
+            key,
+            prefix,
+            expected_version,
+        } => {
             let r = client
                 .delete(pb::DeleteRequest {
                     key: key.into_bytes(),
@@ -237,7 +302,11 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
             loop {
                 let r = client
                     .list(
-                        pb::ListRequest { path: path.clone().into_bytes(), after: after.clone(), ..Default::default() },
+                        pb::ListRequest {
+                            path: path.clone().into_bytes(),
+                            after: after.clone(),
+                            ..Default::default()
+                        },
                         consistency.into(),
                     )
                     .await?;
@@ -255,15 +324,38 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                 json: json!({"children": children, "header": header_json(header.as_ref())}),
             })
         }
-        Verb::Txn { compare, success, failure } => {
-            let bad = |m: String| meridian_sdk::Error::InvalidArgument { rule: "txn_syntax".into(), message: m };
+        Verb::Txn {
+            compare,
+            success,
+            failure,
+        } => {
+            let bad = |m: String| meridian_sdk::Error::InvalidArgument {
+                rule: "txn_syntax".into(),
+                message: m,
+            };
             let req = pb::TxnRequest {
-                compare: compare.iter().map(|c| txn_parse::compare(c)).collect::<Result<_, _>>().map_err(bad)?,
-                success: success.iter().map(|o| txn_parse::op(o)).collect::<Result<_, _>>().map_err(bad)?,
-                failure: failure.iter().map(|o| txn_parse::op(o)).collect::<Result<_, _>>().map_err(bad)?,
+                compare: compare
+                    .iter()
+                    .map(|c| txn_parse::compare(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+                success: success
+                    .iter()
+                    .map(|o| txn_parse::op(o))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+                failure: failure
+                    .iter()
+                    .map(|o| txn_parse::op(o))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
             };
             let r = client.txn(req).await?;
-            let mut lines = vec![if r.succeeded { "SUCCESS".to_string() } else { "FAILURE".to_string() }];
+            let mut lines = vec![if r.succeeded {
+                "SUCCESS".to_string()
+            } else {
+                "FAILURE".to_string()
+            }];
             let mut results = Vec::new();
             for res in &r.results {
                 match &res.result {
@@ -276,7 +368,9 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                         results.push(json!({"delete": {"deleted": d.deleted}}));
                     }
                     Some(pb::txn_op_result::Result::Get(g)) => {
-                        lines.push(g.kv.as_ref().map_or(String::new(), |kv| String::from_utf8_lossy(&kv.value).into_owned()));
+                        lines.push(g.kv.as_ref().map_or(String::new(), |kv| {
+                            String::from_utf8_lossy(&kv.value).into_owned()
+                        }));
                         results.push(json!({"get": g.kv.as_ref().map(kv_json)}));
                     }
                     None => {}
@@ -289,12 +383,22 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
         }
         Verb::Status => {
             let s = client.status().await?;
-            let mut human = format!("node {} ({}) region {} version {}", s.node, s.address, s.region, s.version);
+            let mut human = format!(
+                "node {} ({}) region {} version {}",
+                s.node, s.address, s.region, s.version
+            );
             let mut groups = Vec::new();
             for g in &s.groups {
                 human.push_str(&format!(
                     "\ngroup {}: {} leader {} ({}) term {} last_log {} commit {} applied {}",
-                    g.group, g.state, g.leader, g.leader_address, g.term, g.last_log_index, g.committed, g.applied
+                    g.group,
+                    g.state,
+                    g.leader,
+                    g.leader_address,
+                    g.term,
+                    g.last_log_index,
+                    g.committed,
+                    g.applied
                 ));
                 for m in &g.members {
                     human.push_str(&format!(
@@ -352,11 +456,21 @@ async fn watch(
                 for e in &events {
                     seen += 1;
                     match format {
-                        Format::Json => println!("{}", json!({"revision": revision, "event": event_json(e)})),
+                        Format::Json => {
+                            println!("{}", json!({"revision": revision, "event": event_json(e)}))
+                        }
                         Format::Human => {
-                            let kind = if e.r#type == pb::event::EventType::Delete as i32 { "DELETE" } else { "PUT" };
+                            let kind = if e.r#type == pb::event::EventType::Delete as i32 {
+                                "DELETE"
+                            } else {
+                                "PUT"
+                            };
                             let kv = e.kv.clone().unwrap_or_default();
-                            println!("{kind} {} {} (revision {revision})", kv.key, String::from_utf8_lossy(&kv.value));
+                            println!(
+                                "{kind} {} {} (revision {revision})",
+                                kv.key,
+                                String::from_utf8_lossy(&kv.value)
+                            );
                         }
                     }
                 }
@@ -372,7 +486,11 @@ async fn watch(
 
 /// One line of `meridian shell`: the same verbs as the command line.
 #[derive(Parser, Debug)]
-#[command(no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
+#[command(
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 struct ShellLine {
     #[command(subcommand)]
     verb: Verb,
@@ -398,9 +516,16 @@ pub async fn shell(endpoints: Vec<String>, format: Format) -> anyhow::Result<Exi
             Some(words) => match ShellLine::try_parse_from(words) {
                 Err(e) => Err(meridian_sdk::Error::InvalidArgument {
                     rule: "shell_syntax".into(),
-                    message: e.to_string().lines().next().unwrap_or("bad command").to_string(),
+                    message: e
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("bad command")
+                        .to_string(),
                 }),
-                Ok(ShellLine { verb: Verb::Watch { .. } }) => Err(meridian_sdk::Error::InvalidArgument {
+                Ok(ShellLine {
+                    verb: Verb::Watch { .. },
+                }) => Err(meridian_sdk::Error::InvalidArgument {
                     rule: "shell_syntax".into(),
                     message: "watch streams forever; run it as its own command".into(),
                 }),
@@ -421,5 +546,9 @@ pub async fn shell(endpoints: Vec<String>, format: Format) -> anyhow::Result<Exi
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -11,9 +11,17 @@ pub enum Error {
     #[error("not the leader; the leader is at {address}")]
     NotLeader { leader: u64, address: String },
     #[error("{message}")]
-    Compacted { oldest: u64, requested: u64, message: String },
+    Compacted {
+        oldest: u64,
+        requested: u64,
+        message: String,
+    },
     #[error("{message}")]
-    FutureRevision { requested: u64, current: u64, message: String },
+    FutureRevision {
+        requested: u64,
+        current: u64,
+        message: String,
+    },
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("{code:?}: {message}")]
@@ -25,9 +33,14 @@ pub enum Error {
 impl Error {
     pub fn from_status(status: tonic::Status) -> Self {
         let message = status.message().to_string();
-        let detail = ErrorDetail::decode(status.details()).ok().and_then(|d| d.kind);
+        let detail = ErrorDetail::decode(status.details())
+            .ok()
+            .and_then(|d| d.kind);
         match (status.code(), detail) {
-            (_, Some(Kind::InvalidArgument(a))) => Error::InvalidArgument { rule: a.rule, message },
+            (_, Some(Kind::InvalidArgument(a))) => Error::InvalidArgument {
+                rule: a.rule,
+                message,
+            },
             (_, Some(Kind::NotLeader(n))) => Error::NotLeader {
                 leader: n.leader,
                 address: n.leader_address,

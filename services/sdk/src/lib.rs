@@ -84,7 +84,10 @@ impl Client {
     }
 
     pub fn connect(endpoints: &[&str]) -> Result<Self, Error> {
-        Self::new(endpoints.iter().map(|s| s.to_string()).collect(), Options::default())
+        Self::new(
+            endpoints.iter().map(|s| s.to_string()).collect(),
+            Options::default(),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -188,11 +191,15 @@ impl Client {
         let mut backoff = BACKOFF_MS_MIN;
         loop {
             let (ep, client) = self.client()?;
-            let res = tokio::time::timeout(self.opts.rpc_timeout, f(client, self.opts.rpc_timeout)).await;
+            let res =
+                tokio::time::timeout(self.opts.rpc_timeout, f(client, self.opts.rpc_timeout)).await;
             let err = match res {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(status)) => Error::from_status(status),
-                Err(_) => Error::Unavailable(format!("{ep} did not answer within {:?}", self.opts.rpc_timeout)),
+                Err(_) => Error::Unavailable(format!(
+                    "{ep} did not answer within {:?}",
+                    self.opts.rpc_timeout
+                )),
             };
             let retry_now = match &err {
                 Error::NotLeader { address, .. } if !address.is_empty() => {
@@ -215,7 +222,11 @@ impl Client {
         }
     }
 
-    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<pb::PutResponse, Error> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<pb::PutResponse, Error> {
         self.put_request(pb::PutRequest {
             key: key.as_bytes().to_vec(),
             value: value.into(),
@@ -240,11 +251,19 @@ impl Client {
         Ok(self.get_with(key, Consistency::Sequential).await?.kv)
     }
 
-    pub async fn get_with(&self, key: &str, consistency: Consistency) -> Result<pb::GetResponse, Error> {
+    pub async fn get_with(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<pb::GetResponse, Error> {
         self.get_request(key.as_bytes().to_vec(), consistency).await
     }
 
-    pub async fn get_request(&self, key: Vec<u8>, consistency: Consistency) -> Result<pb::GetResponse, Error> {
+    pub async fn get_request(
+        &self,
+        key: Vec<u8>,
+        consistency: Consistency,
+    ) -> Result<pb::GetResponse, Error> {
         let resp = self
             .call(|mut c, t| {
                 let mut r = tonic::Request::new(pb::GetRequest {
@@ -259,7 +278,11 @@ impl Client {
         Ok(resp)
     }
 
-    pub async fn range(&self, mut req: pb::RangeRequest, consistency: Consistency) -> Result<pb::RangeResponse, Error> {
+    pub async fn range(
+        &self,
+        mut req: pb::RangeRequest,
+        consistency: Consistency,
+    ) -> Result<pb::RangeResponse, Error> {
         let resp = self
             .call(|mut c, t| {
                 req.read = Some(self.read_options(consistency));
@@ -273,7 +296,11 @@ impl Client {
     }
 
     /// Every key under `prefix`, following continuations.
-    pub async fn range_all(&self, prefix: &str, consistency: Consistency) -> Result<Vec<pb::KeyValue>, Error> {
+    pub async fn range_all(
+        &self,
+        prefix: &str,
+        consistency: Consistency,
+    ) -> Result<Vec<pb::KeyValue>, Error> {
         let mut out = Vec::new();
         let mut after = Vec::new();
         loop {
@@ -298,7 +325,11 @@ impl Client {
         }
     }
 
-    pub async fn list(&self, mut req: pb::ListRequest, consistency: Consistency) -> Result<pb::ListResponse, Error> {
+    pub async fn list(
+        &self,
+        mut req: pb::ListRequest,
+        consistency: Consistency,
+    ) -> Result<pb::ListResponse, Error> {
         let resp = self
             .call(|mut c, t| {
                 req.read = Some(self.read_options(consistency));

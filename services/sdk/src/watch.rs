@@ -9,7 +9,10 @@ use tonic::Streaming;
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
     /// Changes of one revision (or part of a large one), in order.
-    Changes { revision: u64, events: Vec<pb::Event> },
+    Changes {
+        revision: u64,
+        events: Vec<pb::Event>,
+    },
     /// Everything up to `revision` has been delivered.
     Progress { revision: u64 },
 }
@@ -61,7 +64,9 @@ impl Watcher {
             }
             Err(_) => {
                 self.client.rotate(&ep);
-                Err(Error::Unavailable(format!("{ep}: watch did not open in time")))
+                Err(Error::Unavailable(format!(
+                    "{ep}: watch did not open in time"
+                )))
             }
         }
     }
@@ -85,7 +90,9 @@ impl Watcher {
                     Err(e) => return Err(e),
                 }
             }
-            let Some(stream) = self.stream.as_mut() else { continue };
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
             match stream.message().await {
                 Ok(Some(resp)) => {
                     let revision = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -108,7 +115,12 @@ impl Watcher {
                 }
                 Err(status) => {
                     let e = Error::from_status(status);
-                    if matches!(e, Error::Compacted { .. } | Error::InvalidArgument { .. } | Error::FutureRevision { .. }) {
+                    if matches!(
+                        e,
+                        Error::Compacted { .. }
+                            | Error::InvalidArgument { .. }
+                            | Error::FutureRevision { .. }
+                    ) {
                         return Err(e);
                     }
                     let ep = self.client.current_endpoint();

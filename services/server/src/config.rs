@@ -111,7 +111,7 @@ impl NodeConfig {
             Env::prefixed("MERIDIAN_")
                 .split("__")
                 // Client-side variables share the prefix; they are not node settings.
-                .ignore(&["endpoint", "output", "consistency"]),
+                .ignore(&["endpoint", "output", "consistency", "log"]),
         );
         let cfg: NodeConfig = fig.extract().map_err(|e| ConfigError::File {
             path: path.map_or("(environment)".into(), |p| p.display().to_string()),
@@ -133,7 +133,10 @@ impl NodeConfig {
         let mut addrs = std::collections::BTreeSet::new();
         for p in &self.peers {
             if !ids.insert(p.id) {
-                return Err(ConfigError::Invalid(format!("peer id {} appears twice", p.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "peer id {} appears twice",
+                    p.id
+                )));
             }
             if !addrs.insert(p.address.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -172,15 +175,25 @@ mod tests {
         let cfg = load_text("node_id = 2\n[raft]\nheartbeat_interval_ms = 150\n").unwrap();
         assert_eq!(cfg.node_id, 2);
         assert_eq!(cfg.raft.heartbeat_interval_ms, 150);
-        assert_eq!(cfg.raft.election_timeout_min_ms, Timing::default().election_timeout_min_ms);
+        assert_eq!(
+            cfg.raft.election_timeout_min_ms,
+            Timing::default().election_timeout_min_ms
+        );
     }
 
     /// An unknown key is an error that names the key.
     #[test]
     fn unknown_key_is_refused() {
-        let err = load_text("node_id = 2\nheartbeat = 5\n").unwrap_err().to_string();
-        assert!(err.contains("unknown field") && err.contains("heartbeat"), "{err}");
-        let err = load_text("[raft]\nheartbeat_ms = 5\n").unwrap_err().to_string();
+        let err = load_text("node_id = 2\nheartbeat = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field") && err.contains("heartbeat"),
+            "{err}"
+        );
+        let err = load_text("[raft]\nheartbeat_ms = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("heartbeat_ms"), "{err}");
     }
 
@@ -188,7 +201,10 @@ mod tests {
     #[test]
     fn malformed_toml_is_refused() {
         let err = load_text("node_id = = 2\n").unwrap_err().to_string();
-        assert!(err.contains("malformed TOML") && err.contains("line 1"), "{err}");
+        assert!(
+            err.contains("malformed TOML") && err.contains("line 1"),
+            "{err}"
+        );
     }
 
     /// Timing that cannot work is refused with the rule it breaks.
@@ -197,6 +213,9 @@ mod tests {
         let err = load_text("[raft]\nheartbeat_interval_ms = 500\nelection_timeout_min_ms = 600\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("must exceed twice heartbeat_interval_ms"), "{err}");
+        assert!(
+            err.contains("must exceed twice heartbeat_interval_ms"),
+            "{err}"
+        );
     }
 }

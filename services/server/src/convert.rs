@@ -14,9 +14,8 @@ pub fn key(raw: &[u8]) -> Result<String> {
 }
 
 pub fn prefix(raw: &[u8]) -> Result<String> {
-    let s = std::str::from_utf8(raw).map_err(|e| {
-        Error::Path(meridian_types::PathError::InvalidUtf8(e.valid_up_to()))
-    })?;
+    let s = std::str::from_utf8(raw)
+        .map_err(|e| Error::Path(meridian_types::PathError::InvalidUtf8(e.valid_up_to())))?;
     validate_prefix(s)?;
     Ok(s.to_string())
 }
@@ -136,7 +135,11 @@ fn txn_op(op: pb::TxnOp) -> Result<Op> {
         Some(pb::txn_op::Op::Put(p)) => Ok(Op::Put(put(p)?)),
         Some(pb::txn_op::Op::Delete(d)) => Ok(Op::Delete(delete(d)?)),
         Some(pb::txn_op::Op::Get(g)) => Ok(Op::Get { key: key(&g.key)? }),
-        None => Err(Error::invalid("empty_txn_op", "op", "a txn op names no operation")),
+        None => Err(Error::invalid(
+            "empty_txn_op",
+            "op",
+            "a txn op names no operation",
+        )),
     }
 }
 
@@ -155,7 +158,11 @@ pub fn txn(req: pb::TxnRequest) -> Result<Command> {
         }
     }
     Ok(Command::Txn {
-        compares: req.compare.into_iter().map(compare).collect::<Result<_>>()?,
+        compares: req
+            .compare
+            .into_iter()
+            .map(compare)
+            .collect::<Result<_>>()?,
         success: req.success.into_iter().map(txn_op).collect::<Result<_>>()?,
         failure: req.failure.into_iter().map(txn_op).collect::<Result<_>>()?,
     })

@@ -93,7 +93,11 @@ impl NodeCtx {
     }
 
     /// Proposes `cmd` to the group's leader (this node must be it) and waits until applied.
-    pub async fn write(&self, group: GroupId, cmd: Command) -> Result<(GroupHandle, u64, CommandResult)> {
+    pub async fn write(
+        &self,
+        group: GroupId,
+        cmd: Command,
+    ) -> Result<(GroupHandle, u64, CommandResult)> {
         let h = self.group(group)?;
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
         match tokio::time::timeout(timeout, h.raft.client_write(cmd)).await {
@@ -153,6 +157,11 @@ impl NodeCtx {
         self.pool
             .read_index(&addr, h.shared.group, wait)
             .await
-            .map_err(|s| Error::Unavailable(format!("read index from the leader at {addr}: {}", s.message())))
+            .map_err(|s| {
+                Error::Unavailable(format!(
+                    "read index from the leader at {addr}: {}",
+                    s.message()
+                ))
+            })
     }
 }

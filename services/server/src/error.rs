@@ -10,9 +10,17 @@ pub enum Error {
     #[error("{0}")]
     Path(#[from] PathError),
     #[error("{message}")]
-    InvalidArgument { rule: &'static str, field: &'static str, message: String },
+    InvalidArgument {
+        rule: &'static str,
+        field: &'static str,
+        message: String,
+    },
     #[error("not the leader of group {group}; the leader is node {leader} at {address}")]
-    NotLeader { group: u64, leader: u64, address: String },
+    NotLeader {
+        group: u64,
+        leader: u64,
+        address: String,
+    },
     #[error("revision {requested} was compacted; the oldest available is {oldest} — re-list and watch from there")]
     Compacted { requested: u64, oldest: u64 },
     #[error("revision {requested} is in the future; this replica is at revision {current}")]
@@ -49,7 +57,12 @@ impl From<Error> for Status {
                 message,
                 Kind::InvalidArgument(kv::InvalidArgument {
                     rule: p.rule().into(),
-                    field: if p.rule() == "value_too_large" { "value" } else { "key" }.into(),
+                    field: if p.rule() == "value_too_large" {
+                        "value"
+                    } else {
+                        "key"
+                    }
+                    .into(),
                 }),
             ),
             Error::InvalidArgument { rule, field, .. } => with_detail(

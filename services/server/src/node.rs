@@ -26,9 +26,15 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("storage at {path}: {source}")]
-    Storage { path: String, source: meridian_storage::Error },
+    Storage {
+        path: String,
+        source: meridian_storage::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -65,7 +71,13 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let host = Host::new();
-        host.insert(REGION_GROUP, GroupHandle { raft: raft.clone(), shared });
+        host.insert(
+            REGION_GROUP,
+            GroupHandle {
+                raft: raft.clone(),
+                shared,
+            },
+        );
 
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await

@@ -22,7 +22,11 @@ impl KvService {
 
     fn limit(&self, requested: u32) -> usize {
         let max = self.ctx.limits.range_keys_max;
-        (if requested == 0 { max } else { requested.min(max) }) as usize
+        (if requested == 0 {
+            max
+        } else {
+            requested.min(max)
+        }) as usize
     }
 }
 
@@ -35,9 +39,15 @@ fn single(result: CommandResult) -> Result<OpResult, Status> {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let op = convert::put(request.into_inner())?;
-        let (h, rev, result) = self.ctx.write(self.ctx.default_group, Command::Put(op)).await?;
+        let (h, rev, result) = self
+            .ctx
+            .write(self.ctx.default_group, Command::Put(op))
+            .await?;
         let header = self.ctx.header(&h, rev);
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Put(p)) => Ok(Response::new(p)),
@@ -45,7 +55,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
         let key = convert::key(&req.key)?;
         let level = ReadLevel::from_pb(req.read.as_ref())?;
@@ -60,7 +73,10 @@ impl Kv for KvService {
         }))
     }
 
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = request.into_inner();
         let prefix = convert::prefix(&req.prefix)?;
         let after = convert::after(&req.after)?;
@@ -83,7 +99,10 @@ impl Kv for KvService {
         }))
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let req = request.into_inner();
         let path = convert::prefix(&req.path)?;
         let after = convert::after(&req.after)?;
@@ -101,9 +120,15 @@ impl Kv for KvService {
         }))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let op = convert::delete(request.into_inner())?;
-        let (h, rev, result) = self.ctx.write(self.ctx.default_group, Command::Delete(op)).await?;
+        let (h, rev, result) = self
+            .ctx
+            .write(self.ctx.default_group, Command::Delete(op))
+            .await?;
         let header = self.ctx.header(&h, rev);
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Delete(d)) => Ok(Response::new(d)),
@@ -111,7 +136,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let cmd = convert::txn(request.into_inner())?;
         let (h, rev, result) = self.ctx.write(self.ctx.default_group, cmd).await?;
         let header = self.ctx.header(&h, rev);
@@ -130,12 +158,18 @@ impl Kv for KvService {
 
     type WatchStream = crate::watch::WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let stream = watch_stream(self.ctx.clone(), request.into_inner()).await?;
         Ok(Response::new(stream))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let groups = self
             .ctx
             .host

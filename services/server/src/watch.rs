@@ -95,7 +95,8 @@ pub async fn watch_stream(ctx: Arc<NodeCtx>, req: pb::WatchRequest) -> Result<Wa
             tx,
             node,
         };
-        w.run(start, live, Duration::from_millis(progress_ms.max(10))).await;
+        w.run(start, live, Duration::from_millis(progress_ms.max(10)))
+            .await;
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
@@ -128,8 +129,13 @@ impl Watcher {
     async fn send_events(&self, events: &[Event], from: u64) -> Result<(), Closed> {
         let mut batch: Vec<pb::Event> = Vec::new();
         let mut batch_rev = 0;
-        for ev in events.iter().filter(|e| e.revision() >= from && self.filter.matches(e)) {
-            if !batch.is_empty() && (ev.revision() != batch_rev || batch.len() >= WATCH_BATCH_EVENTS_MAX) {
+        for ev in events
+            .iter()
+            .filter(|e| e.revision() >= from && self.filter.matches(e))
+        {
+            if !batch.is_empty()
+                && (ev.revision() != batch_rev || batch.len() >= WATCH_BATCH_EVENTS_MAX)
+            {
                 self.flush(&mut batch, batch_rev).await?;
             }
             batch_rev = ev.revision();

@@ -58,9 +58,11 @@ impl FjallLogStore {
             let (k, v) = item.into_inner()?;
             let entry: Entry = bincode::deserialize(&v)?;
             // Guard the no-holes invariant on every read.
-            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
-                Error::Corrupt(format!("log key of {} bytes", k.len()))
-            })?);
+            let idx = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt(format!("log key of {} bytes", k.len())))?,
+            );
             if idx != entry.log_id.index || (!out.is_empty() && idx != expect) {
                 return Err(Error::Corrupt(format!(
                     "log entry at key {idx} has index {} (expected {expect})",
@@ -140,8 +142,13 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
         &mut self,
         committed: Option<LogId>,
     ) -> std::result::Result<(), StorageError> {
-        let op = self.put_meta(COMMITTED, &committed).map_err(log_write_err)?;
-        self.writer.write(vec![op], None).await.map_err(log_write_err)
+        let op = self
+            .put_meta(COMMITTED, &committed)
+            .map_err(log_write_err)?;
+        self.writer
+            .write(vec![op], None)
+            .await
+            .map_err(log_write_err)
     }
 
     async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
@@ -170,7 +177,10 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
             ));
         }
         let cb = Box::new(move |r| callback.log_io_completed(r));
-        self.writer.write(ops, Some(cb)).await.map_err(log_write_err)
+        self.writer
+            .write(ops, Some(cb))
+            .await
+            .map_err(log_write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
@@ -179,7 +189,10 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
             index_key(log_id.index).to_vec(),
             index_key(u64::MAX).to_vec(),
         );
-        self.writer.write(vec![op], None).await.map_err(log_write_err)
+        self.writer
+            .write(vec![op], None)
+            .await
+            .map_err(log_write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {

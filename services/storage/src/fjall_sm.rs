@@ -88,7 +88,9 @@ impl SmPersist for FjallSm {
         Ok(Loaded {
             kv,
             last_applied,
-            membership: self.get::<StoredMembership>(MEMBERSHIP)?.unwrap_or_default(),
+            membership: self
+                .get::<StoredMembership>(MEMBERSHIP)?
+                .unwrap_or_default(),
             compacted: self.get(COMPACTED)?.unwrap_or(0),
             snapshot,
         })
@@ -110,7 +112,11 @@ impl SmPersist for FjallSm {
                 }
                 meridian_types::EventKind::Delete => batch.remove(&self.kv, ev.kv.key.as_bytes()),
             }
-            batch.insert(&self.hist, hist_key(rev, seq_in_rev), bincode::serialize(ev)?);
+            batch.insert(
+                &self.hist,
+                hist_key(rev, seq_in_rev),
+                bincode::serialize(ev)?,
+            );
             seq_in_rev += 1;
         }
         if let Some(to) = c.compact_to {
@@ -119,7 +125,11 @@ impl SmPersist for FjallSm {
             }
             batch.insert(&self.meta, COMPACTED, bincode::serialize(&to)?);
         }
-        batch.insert(&self.meta, LAST_APPLIED, bincode::serialize(&c.last_applied)?);
+        batch.insert(
+            &self.meta,
+            LAST_APPLIED,
+            bincode::serialize(&c.last_applied)?,
+        );
         batch.insert(&self.meta, MEMBERSHIP, bincode::serialize(c.membership)?);
         batch.insert(&self.meta, SEQUENCE, bincode::serialize(&c.sequence)?);
         batch.commit()?;
@@ -151,7 +161,11 @@ impl SmPersist for FjallSm {
             Some(l) => batch.insert(&self.meta, LAST_APPLIED, bincode::serialize(l)?),
             None => batch.remove(&self.meta, LAST_APPLIED),
         }
-        batch.insert(&self.meta, MEMBERSHIP, bincode::serialize(&meta.last_membership)?);
+        batch.insert(
+            &self.meta,
+            MEMBERSHIP,
+            bincode::serialize(&meta.last_membership)?,
+        );
         batch.insert(&self.meta, SEQUENCE, bincode::serialize(&kv.sequence)?);
         batch.insert(&self.meta, b"snapshot_data", data);
         batch.insert(&self.meta, SNAPSHOT, bincode::serialize(meta)?);

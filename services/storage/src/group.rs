@@ -90,7 +90,9 @@ impl GroupShared {
 
     pub(crate) fn publish_applied(&self, revision: u64, events: Vec<Event>) {
         self.applied.send_replace(revision);
-        let _ = self.notices.send(Arc::new(Notice::Applied { revision, events }));
+        let _ = self
+            .notices
+            .send(Arc::new(Notice::Applied { revision, events }));
     }
 
     pub(crate) fn set_compacted(&self, compacted: u64) {

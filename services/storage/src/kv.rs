@@ -71,7 +71,12 @@ impl KvState {
     fn put(&mut self, revision: u64, op: &PutOp, events: &mut Vec<Event>) -> OpResult {
         let key = if op.sequential {
             self.sequence += 1;
-            format!("{}{:0width$}", op.key, self.sequence, width = SEQUENCE_DIGITS)
+            format!(
+                "{}{:0width$}",
+                op.key,
+                self.sequence,
+                width = SEQUENCE_DIGITS
+            )
         } else {
             op.key.clone()
         };
@@ -271,7 +276,14 @@ mod tests {
         s.apply(1, &cmd);
         let (res, ev) = s.apply(2, &cmd);
         assert!(ev.is_empty());
-        assert!(matches!(res, CommandResult::Op(OpResult::Put { succeeded: false, current: Some(_), .. })));
+        assert!(matches!(
+            res,
+            CommandResult::Op(OpResult::Put {
+                succeeded: false,
+                current: Some(_),
+                ..
+            })
+        ));
         assert_eq!(s.get("/a").unwrap().mod_revision, 1);
     }
 
@@ -286,7 +298,10 @@ mod tests {
         s.apply(1, &cmd);
         s.apply(2, &cmd);
         let keys: Vec<_> = s.keys.keys().cloned().collect();
-        assert_eq!(keys, vec!["/q/n-00000000000000000001", "/q/n-00000000000000000002"]);
+        assert_eq!(
+            keys,
+            vec!["/q/n-00000000000000000001", "/q/n-00000000000000000002"]
+        );
     }
 
     /// Prefix deletes remove exactly the keys under the prefix, one event each.
@@ -296,7 +311,10 @@ mod tests {
         for k in ["/a/x", "/a/y/z", "/a-b", "/b"] {
             s.apply(1, &put(k, "v"));
         }
-        assert_eq!(s.children("/a", None, 10), (vec!["x".into(), "y".into()], false));
+        assert_eq!(
+            s.children("/a", None, 10),
+            (vec!["x".into(), "y".into()], false)
+        );
         assert_eq!(s.children("/", None, 10).0, vec!["a", "a-b", "b"]);
         assert_eq!(s.children("/", Some("a"), 1), (vec!["a-b".into()], true));
         let (_, ev) = s.apply(
@@ -334,10 +352,22 @@ mod tests {
             failure: vec![Op::Get { key: "/a".into() }],
         };
         let (res, _) = s.apply(2, &txn("2"));
-        assert!(matches!(res, CommandResult::Txn { succeeded: false, .. }));
+        assert!(matches!(
+            res,
+            CommandResult::Txn {
+                succeeded: false,
+                ..
+            }
+        ));
         assert!(s.get("/b").is_none());
         let (res, _) = s.apply(3, &txn("1"));
-        assert!(matches!(res, CommandResult::Txn { succeeded: true, .. }));
+        assert!(matches!(
+            res,
+            CommandResult::Txn {
+                succeeded: true,
+                ..
+            }
+        ));
         assert_eq!(s.get("/b").unwrap().mod_revision, 3);
     }
 
@@ -352,7 +382,10 @@ mod tests {
         assert_eq!(page.len(), 2);
         assert!(more);
         let (page, more) = s.range("/p/", Some(&page[1].key), 2);
-        assert_eq!(page.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), vec!["/p/3"]);
+        assert_eq!(
+            page.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            vec!["/p/3"]
+        );
         assert!(!more);
     }
 }

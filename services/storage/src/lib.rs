@@ -64,8 +64,10 @@ impl NodeStore {
         history_revisions_max: u64,
     ) -> Result<(FjallLogStore, StateMachine<FjallSm>)> {
         let ks = |suffix: &str| {
-            self.db
-                .keyspace(&format!("g{}_{suffix}", group.0), KeyspaceCreateOptions::default)
+            self.db.keyspace(
+                &format!("g{}_{suffix}", group.0),
+                KeyspaceCreateOptions::default,
+            )
         };
         let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone());
         let sm = FjallSm::new(self.db.clone(), ks("kv")?, ks("hist")?, ks("sm")?);

@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 /// How many revisions of change history watchers can resume from, by default.
 pub const HISTORY_REVISIONS_DEFAULT: u64 = 100_000;
 
+/// The last snapshot built or installed: its metadata and bytes.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>;
+
 #[derive(Clone, Default)]
 struct Applied {
     last_applied: Option<LogId>,
@@ -28,13 +31,17 @@ pub struct StateMachine<P: SmPersist> {
     shared: Arc<GroupShared>,
     persist: Arc<P>,
     applied: Arc<Mutex<Applied>>,
-    snapshot: Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>,
+    snapshot: CurrentSnapshot,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
     history_revisions_max: u64,
 }
 
 impl<P: SmPersist> StateMachine<P> {
-    pub fn open(group: GroupId, persist: Arc<P>, history_revisions_max: u64) -> crate::Result<Self> {
+    pub fn open(
+        group: GroupId,
+        persist: Arc<P>,
+        history_revisions_max: u64,
+    ) -> crate::Result<Self> {
         let loaded = persist.load()?;
         let applied_index = loaded.last_applied.map_or(0, |l| l.index);
         let shared = GroupShared::new(
@@ -72,7 +79,7 @@ pub struct SnapshotBuilder<P: SmPersist> {
     shared: Arc<GroupShared>,
     persist: Arc<P>,
     applied: Arc<Mutex<Applied>>,
-    snapshot: Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>,
+    snapshot: CurrentSnapshot,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -82,7 +89,11 @@ impl<P: SmPersist> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<P> {
         // lock, so the copy and its last_applied agree.
         let (kv, applied) = {
             let guard = self.shared.read();
-            let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let applied = self
+                .applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             (guard.clone(), applied)
         };
         let data = bincode::serialize(&kv).map_err(|e| sm_err(e.into()))?;
@@ -98,10 +109,14 @@ impl<P: SmPersist> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<P> {
             last_membership: applied.membership.clone(),
             snapshot_id,
         };
-        self.persist
-            .save_snapshot(&meta, &data)
-            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), data.clone()));
+        self.persist.save_snapshot(&meta, &data).map_err(|e| {
+            e.into_raft(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )
+        })?;
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -201,16 +216,21 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let kv: KvState = bincode::deserialize(&data).map_err(|e| {
-            crate::Error::from(e)
-                .into_raft(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read)
+            crate::Error::from(e).into_raft(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+            )
         })?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         {
             let mut state = self.shared.write();
             let mut applied = self.applied();
-            self.persist
-                .install(&kv, meta, &data)
-                .map_err(|e| e.into_raft(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
+            self.persist.install(&kv, meta, &data).map_err(|e| {
+                e.into_raft(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                )
+            })?;
             *state = kv;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
@@ -221,7 +241,11 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let snap = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(snap.map(|(meta, data)| Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

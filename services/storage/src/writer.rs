@@ -119,7 +119,9 @@ fn run(db: Database, rx: Receiver<WriteReq>) {
         let mut failed = None;
         for req in reqs {
             let res = if failed.is_some() {
-                Err(Error::Corrupt("an earlier write in this batch failed".into()))
+                Err(Error::Corrupt(
+                    "an earlier write in this batch failed".into(),
+                ))
             } else {
                 apply_ops(&db, req.ops)
             };

@@ -1,6 +1,8 @@
 //! Both stores pass openraft's storage conformance suite (`openraft::testing::Suite`).
 
-use meridian_storage::{mem_group, FjallLogStore, FjallSm, MemLogStore, MemSm, NodeStore, StateMachine};
+use meridian_storage::{
+    mem_group, FjallLogStore, FjallSm, MemLogStore, MemSm, NodeStore, StateMachine,
+};
 use meridian_types::raft::{StorageError, TypeConfig};
 use meridian_types::GroupId;
 use openraft::testing::{StoreBuilder, Suite};
@@ -31,12 +33,12 @@ impl StoreBuilder<TypeConfig, MemLogStore, StateMachine<MemSm>, ()> for MemBuild
 
 /// The fjall store satisfies every property openraft relies on.
 #[test]
-fn fjall_store_conformance() -> Result<(), StorageError> {
-    Suite::test_all(FjallBuilder)
+fn fjall_store_conformance() {
+    Suite::test_all(FjallBuilder).expect("fjall store conformance");
 }
 
 /// The in-memory store used by simulation satisfies the same properties.
 #[test]
-fn mem_store_conformance() -> Result<(), StorageError> {
-    Suite::test_all(MemBuilder)
+fn mem_store_conformance() {
+    Suite::test_all(MemBuilder).expect("in-memory store conformance");
 }

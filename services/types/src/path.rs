@@ -142,8 +142,14 @@ mod tests {
         assert!(validate_prefix("/").is_ok());
         assert!(validate_prefix("/a/").is_ok());
         assert!(validate_prefix("/a").is_ok());
-        assert_eq!(validate_prefix("/a//").unwrap_err().rule(), "key_empty_segment");
-        assert_eq!(validate_prefix("a/").unwrap_err().rule(), "key_leading_slash");
+        assert_eq!(
+            validate_prefix("/a//").unwrap_err().rule(),
+            "key_empty_segment"
+        );
+        assert_eq!(
+            validate_prefix("a/").unwrap_err().rule(),
+            "key_leading_slash"
+        );
     }
 
     /// Raw bytes that are not UTF-8 are refused before any path rule.
@@ -160,7 +166,9 @@ mod tests {
     fn value_limit() {
         assert!(validate_value(&vec![0; VALUE_BYTES_MAX]).is_ok());
         assert_eq!(
-            validate_value(&vec![0; VALUE_BYTES_MAX + 1]).unwrap_err().rule(),
+            validate_value(&vec![0; VALUE_BYTES_MAX + 1])
+                .unwrap_err()
+                .rule(),
             "value_too_large"
         );
     }

@@ -1,0 +1,170 @@
+//! `meridian dev` as a user runs it: ready file, the CLI verbs in human and JSON output, `put`
+//! from stdin, the shell's single session, exit codes, clean stop on SIGTERM, and data that
+//! survives a restart with the same `--data-dir`.
+
+mod common;
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn start_dev(data: &Path, ready: &Path, port: u16) -> Child {
+    let _ = std::fs::remove_file(ready);
+    Command::new(common::BIN)
+        .args(["dev", "--port", &port.to_string(), "--data-dir"])
+        .arg(data)
+        .arg("--ready-file")
+        .arg(ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn meridian dev")
+}
+
+fn wait_ready(ready: &Path) -> String {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            let v: Value = serde_json::from_str(&text).expect("ready file is JSON");
+            return v["regions"]["local"]["endpoint"]
+                .as_str()
+                .expect("endpoint")
+                .to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("meridian dev never wrote its ready file");
+}
+
+fn cli(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(common::BIN)
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cli");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("cli output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "dev did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dev_cluster_cli_session_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ready = dir.path().join("ready.json");
+    let port = common::free_port("127.0.1.1");
+    let mut dev = start_dev(&data, &ready, port);
+    let ep = wait_ready(&ready);
+
+    let o = cli(&ep, &["put", "/app/config", "v1"], None);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).starts_with("OK /app/config revision "),
+        "{}",
+        stdout(&o)
+    );
+
+    // A value too large for a command line comes from stdin, as with etcdctl.
+    let big = vec![b'z'; 300_000];
+    let o = cli(&ep, &["put", "/app/blob"], Some(&big));
+    assert!(o.status.success(), "{o:?}");
+
+    let o = cli(&ep, &["--output", "json", "get", "/app/blob"], None);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["kv"]["value"].as_str().expect("value").len(), 300_000);
+
+    let o = cli(&ep, &["get", "/app/config"], None);
+    assert_eq!(stdout(&o).trim(), "v1");
+    let o = cli(&ep, &["ls", "/app"], None);
+    assert_eq!(stdout(&o).trim(), "blob\nconfig");
+
+    // Failing commands exit non-zero and say why.
+    let o = cli(&ep, &["get", "/app/missing"], None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+    let o = cli(&ep, &["--output", "json", "put", "app", "x"], None);
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json error");
+    assert_eq!(v["error"]["rule"], "key_leading_slash");
+
+    // Conditional txn.
+    let o = cli(
+        &ep,
+        &[
+            "txn",
+            "--if",
+            "value /app/config = v1",
+            "--then",
+            "put /app/config v2",
+            "--else",
+            "get /app/config",
+        ],
+        None,
+    );
+    assert!(stdout(&o).starts_with("SUCCESS"), "{}", stdout(&o));
+
+    // The shell runs every line in one session: one result line each, errors inline.
+    let script = b"put /s/a 1\nget /s/a\nput bad 1\nput /s/a 2 --expected-version 1\nget /s/a\ndel /s/ --prefix\nls /s\n";
+    let o = cli(&ep, &["--output", "json", "shell"], Some(script));
+    assert!(
+        !o.status.success(),
+        "one command failed, so the shell exits non-zero"
+    );
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 7, "{}", stdout(&o));
+    assert_eq!(lines[1]["kv"]["value"], "1");
+    assert_eq!(lines[2]["error"]["rule"], "key_leading_slash");
+    assert_eq!(lines[3]["succeeded"], true);
+    assert_eq!(lines[4]["kv"]["value"], "2");
+    assert_eq!(lines[5]["deleted"], 1);
+    assert_eq!(lines[6]["children"], Value::Array(vec![]));
+
+    // Stops cleanly on SIGTERM, and comes back with its data.
+    let status = sigterm(&mut dev);
+    assert!(status.success(), "dev exit status {status:?}");
+    let mut dev = start_dev(&data, &ready, port);
+    let ep = wait_ready(&ready);
+    let o = cli(
+        &ep,
+        &["get", "/app/config", "--consistency", "linearizable"],
+        None,
+    );
+    assert_eq!(stdout(&o).trim(), "v2", "{o:?}");
+    sigterm(&mut dev);
+}

@@ -1,0 +1,170 @@
+//! Test harness: real `meridian` processes on loopback, each with its own address and data
+//! directory; SIGKILL, restart, and a client that knows every endpoint.
+
+#![allow(dead_code)]
+
+use meridian_sdk::{Client, Consistency, Options};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+/// A free port on `ip`, found by binding port 0 (released before use; collisions are unlikely
+/// because every test cluster uses its own loopback addresses).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: Vec<String>,
+    pub children: Vec<Option<Child>>,
+}
+
+impl ProcCluster {
+    /// Writes a config file per node and starts `n` server processes. `subnet` picks the
+    /// loopback addresses 127.0.<subnet>.<id> so concurrent tests never share an address.
+    pub fn start(n: u64, subnet: u8) -> ProcCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addrs: Vec<String> = (1..=n)
+            .map(|id| {
+                let ip = format!("127.0.{subnet}.{id}");
+                format!("{ip}:{}", free_port(&ip))
+            })
+            .collect();
+        let peers: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
+            .collect();
+        for (i, a) in addrs.iter().enumerate() {
+            let id = i + 1;
+            let cfg = format!(
+                "node_id = {id}\nlisten = \"{a}\"\ndata_dir = \"{}\"\nregion = \"test\"\n{peers}",
+                dir.path().join(format!("node-{id}")).display()
+            );
+            std::fs::write(dir.path().join(format!("node-{id}.toml")), cfg).expect("write config");
+        }
+        let mut c = ProcCluster {
+            dir,
+            addrs,
+            children: Vec::new(),
+        };
+        for id in 1..=n {
+            let child = c.spawn(id);
+            c.children.push(Some(child));
+        }
+        c
+    }
+
+    fn spawn(&self, id: u64) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .expect("log file");
+        Command::new(BIN)
+            .args(["server", "--config"])
+            .arg(self.config_path(id))
+            .env("MERIDIAN_LOG", "warn,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn meridian server")
+    }
+
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.toml"))
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.addrs[(id - 1) as usize]
+    }
+
+    /// SIGKILL node `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children[(id - 1) as usize].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        let c = self.spawn(id);
+        self.children[(id - 1) as usize] = Some(c);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addrs.clone(), Options::default()).expect("client")
+    }
+
+    pub fn client_at(&self, first: u64) -> Client {
+        let mut eps = vec![self.addr(first).to_string()];
+        eps.extend(
+            self.addrs
+                .iter()
+                .filter(|a| *a != self.addr(first))
+                .cloned(),
+        );
+        Client::new(eps, Options::default()).expect("client")
+    }
+
+    /// Waits until some node reports a leader that a linearizable read confirms; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            for (i, a) in self.addrs.iter().enumerate() {
+                if self.children[i].is_none() {
+                    continue;
+                }
+                let c = Client::new(
+                    vec![a.clone()],
+                    Options {
+                        call_timeout: Duration::from_millis(500),
+                        rpc_timeout: Duration::from_millis(500),
+                        ..Options::default()
+                    },
+                )
+                .expect("client");
+                if let Ok(s) = c.status().await {
+                    if let Some(g) = s.groups.first() {
+                        if g.leader != 0
+                            && self.children[(g.leader - 1) as usize].is_some()
+                            && c.get_with("/probe", Consistency::Linearizable)
+                                .await
+                                .is_ok()
+                        {
+                            return g.leader;
+                        }
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no leader within {timeout:?}; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

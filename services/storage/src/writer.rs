@@ -1,6 +1,6 @@
 //! The node's single log writer: every group's appends, truncations, purges and votes pass
-//! through one thread, which commits them in arrival order and makes all of them durable with
-//! one fsync (group commit) before acknowledging any.
+//! through one committer thread, in arrival order; a syncer thread makes them durable with one
+//! fsync for everything committed since the last one (group commit) before acknowledging any.
 
 use crate::{Error, Result};
 use fjall::{Database, Keyspace, PersistMode};
@@ -104,7 +104,27 @@ fn apply_ops(db: &Database, ops: Vec<WriteOp>) -> Result<()> {
     Ok(())
 }
 
+/// Most commit batches waiting for the syncer; the committer waits when it is full.
+const SYNC_QUEUE_MAX: usize = 64;
+
+/// The committer applies requests in arrival order and tells each appender at once that its
+/// entries are readable; a second thread, the syncer, makes everything committed so far durable
+/// with one fsync and only then fires the durability callbacks. Appends keep flowing while an
+/// fsync is in progress, and one fsync covers every batch that queued behind it.
 fn run(db: Database, rx: Receiver<WriteReq>) {
+    let (sync_tx, sync_rx) = sync_channel::<Vec<DurableCallback>>(SYNC_QUEUE_MAX);
+    let syncer_db = db.clone();
+    let syncer = std::thread::Builder::new()
+        .name("meridian-log-sync".into())
+        .spawn(move || sync_loop(syncer_db, sync_rx));
+    let syncer = match syncer {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the log sync thread");
+            return;
+        }
+    };
+    let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut reqs = vec![first];
         while reqs.len() < GROUP_COMMIT_REQUESTS_MAX {
@@ -114,36 +134,48 @@ fn run(db: Database, rx: Receiver<WriteReq>) {
             }
         }
         // Each request is its own batch so that a truncate and a later append of the same
-        // index never share a sequence number; one fsync then covers them all.
+        // index never share a sequence number.
         let mut pending = Vec::with_capacity(reqs.len());
-        let mut failed = None;
         for req in reqs {
-            let res = if failed.is_some() {
-                Err(Error::Corrupt(
-                    "an earlier write in this batch failed".into(),
-                ))
-            } else {
-                apply_ops(&db, req.ops)
+            let res = match &failed {
+                // After a failed write the database is poisoned: refuse everything after it.
+                Some(e) => Err(Error::Corrupt(format!("an earlier log write failed: {e}"))),
+                None => apply_ops(&db, req.ops),
             };
             if let Err(e) = &res {
                 failed.get_or_insert_with(|| e.to_string());
             }
+            let ok = res.is_ok();
             if let Some(w) = req.written {
                 let _ = w.send(res.map_err(|e| e.to_string()));
             }
-            pending.extend(req.durable);
+            if let Some(cb) = req.durable {
+                if ok {
+                    pending.push(cb);
+                } else {
+                    cb(Err(std::io::Error::other("log write failed")));
+                }
+            }
         }
-        let synced = match failed {
-            Some(e) => Err(std::io::Error::other(e)),
-            None => db
-                .persist(PersistMode::SyncData)
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        };
-        for cb in pending {
-            cb(match &synced {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            });
+        if !pending.is_empty() && sync_tx.send(pending).is_err() {
+            break;
+        }
+    }
+    drop(sync_tx);
+    if let Some(h) = syncer {
+        let _ = h.join();
+    }
+}
+
+fn sync_loop(db: Database, rx: Receiver<Vec<DurableCallback>>) {
+    while let Ok(first) = rx.recv() {
+        let mut callbacks = first;
+        while let Ok(more) = rx.try_recv() {
+            callbacks.extend(more);
+        }
+        let synced = db.persist(PersistMode::SyncData).map_err(|e| e.to_string());
+        for cb in callbacks {
+            cb(synced.clone().map_err(std::io::Error::other));
         }
     }
 }

@@ -1,0 +1,312 @@
+//! Meridian vs etcd, same machine, same workload, same run: put, sequential/serializable get and
+//! linearizable get, with 1, 16 and 256 concurrent clients; prints percentiles and ratios.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use meridian_sdk::Consistency;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The `meridian` binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/meridian")]
+    meridian_bin: PathBuf,
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: PathBuf,
+    #[arg(long, default_value = "1,16,256", value_delimiter = ',')]
+    clients: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// gRPC connections per system (HTTP/2 multiplexes the clients over them).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Write every result as one JSON object per line here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    /// Meridian `sequential` (local replica), etcd `serializable`.
+    GetLocal,
+    /// Both linearizable (read index through the leader).
+    GetLinear,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::GetLocal => "get-seq",
+            Op::GetLinear => "get-lin",
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Meridian(Vec<meridian_sdk::Client>),
+    Etcd(Vec<etcd_client::Client>),
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Meridian(_) => "meridian",
+            Target::Etcd(_) => "etcd",
+        }
+    }
+
+    async fn run(&self, i: usize, op: Op, key: &str, value: &[u8]) -> bool {
+        match self {
+            Target::Meridian(cs) => {
+                let c = &cs[i % cs.len()];
+                match op {
+                    Op::Put => c.put(key, value.to_vec()).await.is_ok(),
+                    Op::GetLocal => c.get_with(key, Consistency::Sequential).await.is_ok(),
+                    Op::GetLinear => c.get_with(key, Consistency::Linearizable).await.is_ok(),
+                }
+            }
+            Target::Etcd(cs) => {
+                let mut c = cs[i % cs.len()].clone();
+                match op {
+                    Op::Put => c.put(key, value.to_vec(), None).await.is_ok(),
+                    Op::GetLocal => c
+                        .get(key, Some(etcd_client::GetOptions::new().with_serializable()))
+                        .await
+                        .is_ok(),
+                    Op::GetLinear => c.get(key, None).await.is_ok(),
+                }
+            }
+        }
+    }
+}
+
+struct Outcome {
+    ops: u64,
+    errors: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+async fn drive(target: Target, op: Op, concurrency: usize, secs: u64, keys: usize, value: Arc<Vec<u8>>) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let target = target.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut errors = 0;
+            let mut n = i;
+            while Instant::now() < stop {
+                let key = format!("/bench/k{:06}", n % keys);
+                n += concurrency;
+                let t = Instant::now();
+                if target.run(i, op, &key, &value).await {
+                    hist.saturating_record(t.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await?;
+        hist.add(&h)?;
+        errors += e;
+    }
+    Ok(Outcome { ops: hist.len(), errors, secs: start.elapsed().as_secs_f64(), hist })
+}
+
+fn free_port(ip: &str) -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_meridian(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Vec<String>)> {
+    let addrs: Vec<String> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.60.{i}");
+            free_port(&ip).map(|p| format!("{ip}:{p}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let peers: String = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
+        .collect();
+    let mut procs = Procs(Vec::new());
+    for (i, a) in addrs.iter().enumerate() {
+        let cfg = dir.join(format!("meridian-{}.toml", i + 1));
+        std::fs::write(
+            &cfg,
+            format!("node_id = {}\nlisten = \"{a}\"\ndata_dir = \"{}\"\n{peers}", i + 1, dir.join(format!("meridian-{}", i + 1)).display()),
+        )?;
+        procs.0.push(
+            Command::new(bin)
+                .args(["server", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        );
+    }
+    Ok((procs, addrs))
+}
+
+fn start_etcd(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Vec<String>)> {
+    let mut members = Vec::new();
+    for i in 1..=3 {
+        let ip = format!("127.0.61.{i}");
+        members.push((format!("e{i}"), ip.clone(), free_port(&ip)?, free_port(&ip)?));
+    }
+    let initial: Vec<String> = members.iter().map(|(n, ip, _, pp)| format!("{n}=http://{ip}:{pp}")).collect();
+    let mut procs = Procs(Vec::new());
+    for (name, ip, cp, pp) in &members {
+        procs.0.push(
+            Command::new(bin)
+                .args([
+                    "--name", name,
+                    "--data-dir", &dir.join(name).display().to_string(),
+                    "--listen-client-urls", &format!("http://{ip}:{cp}"),
+                    "--advertise-client-urls", &format!("http://{ip}:{cp}"),
+                    "--listen-peer-urls", &format!("http://{ip}:{pp}"),
+                    "--initial-advertise-peer-urls", &format!("http://{ip}:{pp}"),
+                    "--initial-cluster", &initial.join(","),
+                    "--initial-cluster-state", "new",
+                    "--initial-cluster-token", "bench",
+                    "--log-level", "error",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?,
+        );
+    }
+    Ok((procs, members.iter().map(|(_, ip, cp, _)| format!("{ip}:{cp}")).collect()))
+}
+
+/// Meridian clients, pointed at the leader (found by following NotLeader on a first write).
+async fn meridian_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<meridian_sdk::Client>> {
+    let start = Instant::now();
+    let probe = meridian_sdk::Client::new(addrs.to_vec(), Default::default())?;
+    loop {
+        match probe.put("/bench/ready", "1").await {
+            Ok(r) => {
+                let leader = r.header.map(|h| h.node).unwrap_or(1) as usize;
+                let mut eps = vec![addrs[leader - 1].clone()];
+                eps.extend(addrs.iter().filter(|a| **a != addrs[leader - 1]).cloned());
+                return (0..n).map(|_| Ok(meridian_sdk::Client::new(eps.clone(), Default::default())?)).collect();
+            }
+            Err(e) if start.elapsed() > Duration::from_secs(30) => bail!("meridian not ready: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// etcd clients, connected to the leader only (as the Meridian ones are).
+async fn etcd_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<etcd_client::Client>> {
+    let start = Instant::now();
+    loop {
+        let attempt: anyhow::Result<String> = async {
+            let mut c = etcd_client::Client::connect(addrs, None).await?;
+            c.put("/bench/ready", "1", None).await?;
+            let leader = c.status().await?.leader();
+            let members = c.member_list().await?;
+            let m = members
+                .members()
+                .iter()
+                .find(|m| m.id() == leader)
+                .context("leader not in member list")?;
+            let url = m.client_urls().first().context("leader has no client url")?;
+            Ok(url.trim_start_matches("http://").to_string())
+        }
+        .await;
+        match attempt {
+            Ok(leader) => {
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    out.push(etcd_client::Client::connect([leader.as_str()], None).await?);
+                }
+                return Ok(out);
+            }
+            Err(e) if start.elapsed() > Duration::from_secs(30) => bail!("etcd not ready: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let (_m, maddrs) = start_meridian(&args.meridian_bin, dir.path())?;
+    let (_e, eaddrs) = start_etcd(&args.etcd_bin, dir.path())?;
+    let meridian = Target::Meridian(meridian_clients(&maddrs, args.connections).await?);
+    let etcd = Target::Etcd(etcd_clients(&eaddrs, args.connections).await?);
+    let value = Arc::new(vec![b'x'; args.value_size]);
+    let mut json_out = match &args.json {
+        Some(p) => Some(std::fs::File::create(p)?),
+        None => None,
+    };
+    println!(
+        "{:<9} {:<8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>6}   ratio meridian/etcd: ops/s  p50  p99",
+        "system", "op", "clients", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors"
+    );
+    for &clients in &args.clients {
+        for op in [Op::Put, Op::GetLocal, Op::GetLinear] {
+            let mut results = Vec::new();
+            for target in [&meridian, &etcd] {
+                let o = drive(target.clone(), op, clients, args.seconds, args.keys, value.clone()).await?;
+                let (p50, p99, p999) = (o.hist.value_at_quantile(0.5), o.hist.value_at_quantile(0.99), o.hist.value_at_quantile(0.999));
+                let tput = o.ops as f64 / o.secs;
+                let mut line = format!(
+                    "{:<9} {:<8} {:>7} {:>10.0} {:>9} {:>9} {:>9} {:>6}",
+                    target.name(), op.name(), clients, tput, p50, p99, p999, o.errors
+                );
+                if let Some((mt, m50, m99)) = results.first().copied() {
+                    line.push_str(&format!(
+                        "   {:.2}x  {:.2}x  {:.2}x",
+                        mt / tput,
+                        m50 as f64 / p50.max(1) as f64,
+                        m99 as f64 / p99.max(1) as f64
+                    ));
+                }
+                println!("{line}");
+                results.push((tput, p50, p99));
+                if let Some(f) = json_out.as_mut() {
+                    use std::io::Write;
+                    writeln!(f, "{}", json!({"system": target.name(), "op": op.name(), "clients": clients,
+                        "ops_per_sec": tput, "p50_us": p50, "p99_us": p99, "p999_us": p999, "errors": o.errors}))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -165,7 +165,9 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
                 return Ok(results);
             };
             let compacted = self.shared.compacted();
-            let compact_to = (last_applied.index > compacted + self.history_revisions_max + 1024)
+            // Compact in steps of an eighth of the window, not on every apply.
+            let step = (self.history_revisions_max / 8).max(1);
+            let compact_to = (last_applied.index > compacted + self.history_revisions_max + step)
                 .then(|| last_applied.index - self.history_revisions_max);
             let commit = ApplyCommit {
                 last_applied,

@@ -22,7 +22,7 @@ async fn count_keys(c: &meridian_sdk::Client) -> Vec<meridian_sdk::pb::KeyValue>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_leader_and_cluster_kill() {
     let mut cluster = ProcCluster::start(3, 41);
-    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    cluster.wait_leader(Duration::from_secs(20)).await;
     let client = cluster.client();
 
     let mut tasks = Vec::new();
@@ -46,6 +46,8 @@ async fn acknowledged_writes_survive_leader_and_cluster_kill() {
     }
     assert_eq!(acked.len(), WRITES);
 
+    // Kill whoever leads now (leadership may have moved under load).
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     cluster.kill(leader);
     let killed_at = Instant::now();
     let survivor = cluster.client();

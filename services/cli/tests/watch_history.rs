@@ -16,7 +16,10 @@ async fn node_with_history(max: u64) -> (tempfile::TempDir, Node, Client) {
         node_id: 1,
         listen: addr.clone(),
         data_dir: dir.path().join("n1"),
-        peers: vec![Peer { id: 1, address: addr.clone() }],
+        peers: vec![Peer {
+            id: 1,
+            address: addr.clone(),
+        }],
         ..NodeConfig::default()
     };
     cfg.limits.history_revisions_max = max;
@@ -31,26 +34,43 @@ async fn compacted_revision_is_a_typed_error_and_progress_flows() {
     let (_dir, node, client) = node_with_history(16).await;
     let mut last = 0;
     for i in 0..60 {
-        let r = client.put(&format!("/h/k{i}"), format!("v{i}")).await.expect("put");
+        let r = client
+            .put(&format!("/h/k{i}"), format!("v{i}"))
+            .await
+            .expect("put");
         last = r.header.expect("header").revision;
     }
     let mut w = client.watch("/h/", true, 1);
     let err = w.next().await.expect_err("revision 1 is compacted");
     let oldest = match &err {
-        Error::Compacted { oldest, requested, message } => {
+        Error::Compacted {
+            oldest,
+            requested,
+            message,
+        } => {
             assert_eq!(*requested, 1);
-            assert!(message.contains("was compacted") && message.contains("re-list"), "{message}");
+            assert!(
+                message.contains("was compacted") && message.contains("re-list"),
+                "{message}"
+            );
             *oldest
         }
         other => panic!("expected Compacted, got {other:?}"),
     };
-    assert!(oldest > 1 && oldest <= last - 15, "oldest {oldest}, last {last}");
+    assert!(
+        oldest > 1 && oldest <= last - 15,
+        "oldest {oldest}, last {last}"
+    );
 
     // From the oldest kept revision: exactly the changes from there to the last write.
     let mut w = client.watch("/h/", true, oldest);
     let mut revisions = Vec::new();
     while revisions.last() != Some(&last) {
-        match tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("in time").expect("event") {
+        match tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
             WatchEvent::Changes { revision, events } => {
                 assert_eq!(events.len(), 1);
                 revisions.push(revision);
@@ -58,14 +78,25 @@ async fn compacted_revision_is_a_typed_error_and_progress_flows() {
             WatchEvent::Progress { .. } => {}
         }
     }
-    assert_eq!(revisions[0], oldest, "replay starts exactly at the oldest kept revision");
+    assert_eq!(
+        revisions[0], oldest,
+        "replay starts exactly at the oldest kept revision"
+    );
     assert!(revisions.windows(2).all(|p| p[0] < p[1]));
-    assert_eq!(revisions.len() as u64, last - revisions[0] + 1, "every kept revision once");
+    assert_eq!(
+        revisions.len() as u64,
+        last - revisions[0] + 1,
+        "every kept revision once"
+    );
 
     // Nothing changes now: progress notifications still arrive, at the current revision.
     let mut progress = 0;
     while progress < 3 {
-        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("progress in time").expect("event") {
+        match tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("progress in time")
+            .expect("event")
+        {
             WatchEvent::Progress { revision } => {
                 assert!(revision >= last);
                 progress += 1;

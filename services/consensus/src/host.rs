@@ -5,17 +5,68 @@ use crate::Raft;
 use meridian_proto::peer::peer_server::Peer;
 use meridian_proto::peer::{RaftMessage, ReadIndexReply, ReadIndexRequest};
 use meridian_storage::GroupShared;
+use meridian_types::Command;
 use meridian_types::GroupId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct GroupHandle {
     pub raft: Raft,
     pub shared: Arc<GroupShared>,
+    /// (term, index) of an entry this process committed as leader in that term.
+    barrier: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+impl GroupHandle {
+    pub fn new(raft: Raft, shared: Arc<GroupShared>) -> Self {
+        Self {
+            raft,
+            shared,
+            barrier: Arc::default(),
+        }
+    }
+
+    /// The index a replica must apply before serving a linearizable read. This node must lead.
+    ///
+    /// openraft's read index is max(committed, first entry of the leader's term). A node that
+    /// restarts keeps leading the same term without a new first entry, and its committed index
+    /// may be older than writes it acknowledged before the crash. So the first read of each
+    /// (process, term) commits an empty entry first: committing it commits everything before it.
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64, String> {
+        let term = self.raft.metrics().borrow().current_term;
+        let known = *self.barrier.lock().unwrap_or_else(|p| p.into_inner());
+        let barrier = match known {
+            Some((t, index)) if t == term => index,
+            _ => {
+                let res = tokio::time::timeout(
+                    timeout,
+                    self.raft.client_write(Command::Batch(Vec::new())),
+                )
+                .await
+                .map_err(|_| format!("leadership not confirmed within {} ms", timeout.as_millis()))?
+                .map_err(|e| format!("leadership not confirmed: {e}"))?;
+                let index = res.log_id.index;
+                *self.barrier.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((res.log_id.leader_id.term, index));
+                index
+            }
+        };
+        let (read_log_id, _) = tokio::time::timeout(timeout, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| {
+                format!(
+                    "leadership not confirmed by a quorum within {} ms",
+                    timeout.as_millis()
+                )
+            })?
+            .map_err(|e| format!("leadership not confirmed: {e}"))?;
+        Ok(read_log_id.map_or(0, |l| l.index).max(barrier))
+    }
 }
 
 #[derive(Default)]
@@ -62,6 +113,9 @@ impl Host {
         }
     }
 }
+
+/// Longest the leader spends confirming a read index for a follower.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `meridian.peer.v1.Peer` for every group of a [`Host`].
 #[derive(Clone)]
@@ -126,14 +180,12 @@ impl Peer for PeerService {
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
         let group = request.into_inner().group;
-        let raft = self.raft(group)?;
-        match raft.get_read_log_id().await {
-            Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexReply {
-                read_index: read_log_id.map_or(0, |l| l.index),
-            })),
-            Err(e) => Err(Status::failed_precondition(format!(
-                "not the leader of group {group}: {e}"
-            ))),
+        let handle = self.host.get(GroupId(group)).ok_or_else(|| {
+            Status::not_found(format!("group {group} is not hosted on this node"))
+        })?;
+        match handle.read_index(READ_INDEX_TIMEOUT).await {
+            Ok(read_index) => Ok(Response::new(ReadIndexReply { read_index })),
+            Err(e) => Err(Status::failed_precondition(format!("group {group}: {e}"))),
         }
     }
 }

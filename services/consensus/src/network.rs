@@ -36,6 +36,14 @@ impl PeerPool {
         Arc::new(Self::default())
     }
 
+    /// Number of peer channels (one per peer address, shared by every group).
+    pub fn channel_count(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// The shared client for `addr` (host:port), created on first use.
     pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());

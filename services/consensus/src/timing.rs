@@ -24,8 +24,10 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            // As etcd's defaults: ten heartbeats, so a busy disk or CPU does not depose a
+            // healthy leader; failover still completes within about two seconds.
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
             install_snapshot_timeout_ms: 5_000,
             max_payload_entries: 1024,
             snapshot_logs_since_last: 20_000,

@@ -3,11 +3,12 @@
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::proposer::{Proposer, WriteError};
 use meridian_consensus::{GroupHandle, Host, PeerPool};
 use meridian_proto::kv as pb;
 use meridian_types::{Command, CommandResult, GroupId};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct NodeCtx {
     /// The group every key belongs to until placement arrives (multi-region composition).
     pub default_group: GroupId,
     pub watches: Arc<tokio::sync::Semaphore>,
+    /// The write batcher of each group.
+    pub proposers: HashMap<GroupId, Proposer>,
 }
 
 /// How a read must be served.
@@ -99,18 +102,19 @@ impl NodeCtx {
         cmd: Command,
     ) -> Result<(GroupHandle, u64, CommandResult)> {
         let h = self.group(group)?;
+        let proposer = self.proposers.get(&group).ok_or_else(|| {
+            Error::Unavailable(format!("group {group} takes no writes on this node"))
+        })?;
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
-        match tokio::time::timeout(timeout, h.raft.client_write(cmd)).await {
+        match tokio::time::timeout(timeout, proposer.propose(cmd)).await {
             Err(_) => Err(Error::Deadline(format!(
                 "the write was not committed within {} ms; it may still be applied",
                 self.limits.write_timeout_ms
             ))),
-            Ok(Ok(resp)) => Ok((h, resp.log_id.index, resp.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                let leader = f.leader_id.zip(f.leader_node.map(|n| n.addr));
-                Err(self.not_leader(&h, leader))
-            }
-            Ok(Err(e)) => Err(Error::Unavailable(format!("write failed: {e}"))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Ok((rev, result)))) => Ok((h, rev, result)),
+            Ok(Ok(Err(WriteError::ForwardToLeader { leader }))) => Err(self.not_leader(&h, leader)),
+            Ok(Ok(Err(WriteError::Failed(msg)))) => Err(Error::Unavailable(msg)),
         }
     }
 
@@ -141,15 +145,7 @@ impl NodeCtx {
     async fn read_index(&self, h: &GroupHandle, wait: Duration) -> Result<u64> {
         let is_leader = h.raft.metrics().borrow().state == ServerState::Leader;
         if is_leader {
-            let res = tokio::time::timeout(wait, h.raft.get_read_log_id()).await;
-            return match res {
-                Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
-                Ok(Err(e)) => Err(Error::Unavailable(format!("leadership not confirmed: {e}"))),
-                Err(_) => Err(Error::Unavailable(format!(
-                    "leadership not confirmed by a quorum within {} ms",
-                    wait.as_millis()
-                ))),
-            };
+            return h.read_index(wait).await.map_err(Error::Unavailable);
         }
         let Some((_, addr)) = self.leader(h) else {
             return Err(self.not_leader(h, None));

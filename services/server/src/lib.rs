@@ -4,6 +4,7 @@
 //! - [`node`]: starting and stopping a node: store, Raft groups, one gRPC server for clients
 //!   and peers, bootstrap.
 //! - [`ctx`]: what handlers share, and the read (sequential / linearizable) and write paths.
+//! - [`proposer`]: batches concurrent writes with disjoint keys into one Raft entry.
 //! - [`service`]: the client API; [`watch`]: watch streams; [`convert`]: wire <-> domain with
 //!   every input rule; [`error`]: the one place errors become gRPC statuses.
 
@@ -12,6 +13,7 @@ pub mod convert;
 pub mod ctx;
 pub mod error;
 pub mod node;
+pub mod proposer;
 pub mod service;
 pub mod watch;
 

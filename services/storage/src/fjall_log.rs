@@ -1,25 +1,41 @@
-//! A group's Raft log and Raft metadata (vote, committed, purged) in two fjall keyspaces,
-//! written through the node's [`LogWriter`].
+//! A group's Raft log and Raft metadata (vote, committed, purged) in two fjall keyspaces.
+//!
+//! Writes go through the node's [`LogWriter`] thread. Until the writer has committed them,
+//! appended entries live in this store's pending cache, so they are readable the moment
+//! `append` returns, as openraft requires. In-memory `last` and `purged` are the truth for
+//! reads; fjall catches up in queue order.
 
 use crate::error::{log_read_err, log_write_err};
-use crate::writer::{LogWriter, WriteOp};
+use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
 use fjall::Keyspace;
 use meridian_types::raft::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
+
+#[derive(Default)]
+struct Pending {
+    /// Appended entries the writer has not committed yet.
+    entries: BTreeMap<u64, Entry>,
+    /// Index after the last entry of the log (0: nothing was ever appended or purged).
+    next_index: u64,
+    purged: Option<LogId>,
+}
 
 #[derive(Clone)]
 pub struct FjallLogStore {
     log: Keyspace,
     meta: Keyspace,
     writer: LogWriter,
+    pending: Arc<Mutex<Pending>>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -27,8 +43,28 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 impl FjallLogStore {
-    pub(crate) fn new(log: Keyspace, meta: Keyspace, writer: LogWriter) -> Self {
-        Self { log, meta, writer }
+    pub(crate) fn new(log: Keyspace, meta: Keyspace, writer: LogWriter) -> Result<Self> {
+        let store = Self {
+            log,
+            meta,
+            writer,
+            pending: Arc::default(),
+        };
+        let purged: Option<LogId> = store.get_meta(PURGED)?;
+        let next_index = match store.log.last_key_value() {
+            Some(g) => decode_index(&g.key()?)? + 1,
+            None => purged.map_or(0, |p| p.index + 1),
+        };
+        {
+            let mut p = store.lock();
+            p.purged = purged;
+            p.next_index = next_index;
+        }
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -46,34 +82,63 @@ impl FjallLogStore {
         ))
     }
 
+    /// Entries in `[start, end)`: the pending cache over fjall, clamped to the log's end.
     fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>> {
-        let lo = index_key(start);
-        let iter = match end {
-            Some(e) => self.log.range(lo..index_key(e)),
-            None => self.log.range(lo..),
+        // Cache first: an entry leaves the cache only after it is in fjall.
+        let (cached, next_index) = {
+            let p = self.lock();
+            let end = end.unwrap_or(u64::MAX).min(p.next_index);
+            let cached: BTreeMap<u64, Entry> = if start < end {
+                p.entries
+                    .range(start..end)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
+            (cached, p.next_index)
         };
-        let mut out = Vec::new();
-        let mut expect = start;
-        for item in iter {
+        let end = end.unwrap_or(u64::MAX).min(next_index);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut merged: BTreeMap<u64, Entry> = BTreeMap::new();
+        for item in self.log.range(index_key(start)..index_key(end)) {
             let (k, v) = item.into_inner()?;
+            let idx = decode_index(&k)?;
+            if cached.contains_key(&idx) {
+                continue;
+            }
             let entry: Entry = bincode::deserialize(&v)?;
-            // Guard the no-holes invariant on every read.
-            let idx = u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt(format!("log key of {} bytes", k.len())))?,
-            );
-            if idx != entry.log_id.index || (!out.is_empty() && idx != expect) {
+            if idx != entry.log_id.index {
                 return Err(Error::Corrupt(format!(
-                    "log entry at key {idx} has index {} (expected {expect})",
+                    "log key {idx} holds the entry of index {}",
                     entry.log_id.index
                 )));
             }
-            expect = idx + 1;
-            out.push(entry);
+            merged.insert(idx, entry);
+        }
+        merged.extend(cached);
+        // Guard the no-holes invariant on every read.
+        let out: Vec<Entry> = merged.into_values().collect();
+        for (i, e) in out.iter().enumerate() {
+            let expect = out[0].log_id.index + i as u64;
+            if e.log_id.index != expect {
+                return Err(Error::Corrupt(format!(
+                    "hole in the log: found index {} where {expect} was expected",
+                    e.log_id.index
+                )));
+            }
         }
         Ok(out)
     }
+}
+
+fn decode_index(k: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = k
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("log key of {} bytes", k.len())))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
@@ -104,14 +169,19 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
-        let purged: Option<LogId> = self.get_meta(PURGED).map_err(log_read_err)?;
-        let last = match self.log.last_key_value() {
-            Some(g) => {
-                let v = g.value().map_err(|e| log_read_err(e.into()))?;
-                let e: Entry = bincode::deserialize(&v).map_err(|e| log_read_err(e.into()))?;
-                Some(e.log_id)
-            }
-            None => purged,
+        let (purged, next_index) = {
+            let p = self.lock();
+            (p.purged, p.next_index)
+        };
+        let last = match next_index.checked_sub(1) {
+            None => None,
+            Some(last) if purged.is_some_and(|p| p.index >= last) => purged,
+            Some(last) => self
+                .read_range(last, Some(last + 1))
+                .map_err(log_read_err)?
+                .pop()
+                .map(|e| e.log_id)
+                .or(purged),
         };
         Ok(LogState {
             last_purged_log_id: purged,
@@ -142,11 +212,16 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
         &mut self,
         committed: Option<LogId>,
     ) -> std::result::Result<(), StorageError> {
+        // Advisory (it only lets a restart re-apply sooner): queued, never waited for.
         let op = self
             .put_meta(COMMITTED, &committed)
             .map_err(log_write_err)?;
         self.writer
-            .write(vec![op], None)
+            .submit(WriteReq {
+                ops: vec![op],
+                written: None,
+                durable: None,
+            })
             .await
             .map_err(log_write_err)
     }
@@ -168,35 +243,71 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
         I::IntoIter: Send,
     {
         let mut ops = Vec::new();
-        for e in entries {
-            let bytes = bincode::serialize(&e).map_err(|err| log_write_err(err.into()))?;
-            ops.push(WriteOp::Put(
-                self.log.clone(),
-                index_key(e.log_id.index).to_vec(),
-                bytes,
-            ));
+        let mut ids = Vec::new();
+        {
+            let mut p = self.lock();
+            for e in entries {
+                let bytes = bincode::serialize(&e).map_err(|err| log_write_err(err.into()))?;
+                ops.push(WriteOp::Put(
+                    self.log.clone(),
+                    index_key(e.log_id.index).to_vec(),
+                    bytes,
+                ));
+                ids.push(e.log_id);
+                p.next_index = e.log_id.index + 1;
+                p.entries.insert(e.log_id.index, e);
+            }
         }
-        let cb = Box::new(move |r| callback.log_io_completed(r));
+        let pending = self.pending.clone();
+        let written = Box::new(move || {
+            let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                // A later truncate-and-append may have replaced it: only drop this very entry.
+                if p.entries.get(&id.index).is_some_and(|e| e.log_id == id) {
+                    p.entries.remove(&id.index);
+                }
+            }
+        });
+        let durable = Box::new(move |r| callback.log_io_completed(r));
         self.writer
-            .write(ops, Some(cb))
+            .submit(WriteReq {
+                ops,
+                written: Some(written),
+                durable: Some(durable),
+            })
             .await
             .map_err(log_write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        {
+            let mut p = self.lock();
+            p.entries.split_off(&log_id.index);
+            p.next_index = p.next_index.min(log_id.index);
+        }
         let op = WriteOp::RemoveRange(
             self.log.clone(),
             index_key(log_id.index).to_vec(),
             index_key(u64::MAX).to_vec(),
         );
         self.writer
-            .write(vec![op], None)
+            .submit(WriteReq {
+                ops: vec![op],
+                written: None,
+                durable: None,
+            })
             .await
             .map_err(log_write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
-        // Record the purge point first, in the same request as the removal.
+        {
+            let mut p = self.lock();
+            p.purged = Some(log_id);
+            p.entries = p.entries.split_off(&(log_id.index + 1));
+            p.next_index = p.next_index.max(log_id.index + 1);
+        }
+        // The purge point and the removal travel in one atomic batch.
         let ops = vec![
             self.put_meta(PURGED, &log_id).map_err(log_write_err)?,
             WriteOp::RemoveRange(
@@ -205,6 +316,13 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
                 index_key(log_id.index + 1).to_vec(),
             ),
         ];
-        self.writer.write(ops, None).await.map_err(log_write_err)
+        self.writer
+            .submit(WriteReq {
+                ops,
+                written: None,
+                durable: None,
+            })
+            .await
+            .map_err(log_write_err)
     }
 }

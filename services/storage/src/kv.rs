@@ -31,9 +31,28 @@ impl KvState {
     pub fn apply(&mut self, revision: u64, cmd: &Command) -> (CommandResult, Vec<Event>) {
         let mut events = Vec::new();
         self.revision = self.revision.max(revision);
-        let result = match cmd {
-            Command::Put(op) => CommandResult::Op(self.put(revision, op, &mut events)),
-            Command::Delete(op) => CommandResult::Op(self.delete(revision, op, &mut events)),
+        let result = self.apply_one(revision, cmd, &mut events);
+        (result, events)
+    }
+
+    fn apply_one(
+        &mut self,
+        revision: u64,
+        cmd: &Command,
+        events: &mut Vec<Event>,
+    ) -> CommandResult {
+        match cmd {
+            Command::Batch(cmds) => CommandResult::Batch(
+                cmds.iter()
+                    .map(|c| match c {
+                        // Never nested: the proposer builds batches of plain commands only.
+                        Command::Batch(_) => CommandResult::Batch(Vec::new()),
+                        c => self.apply_one(revision, c, events),
+                    })
+                    .collect(),
+            ),
+            Command::Put(op) => CommandResult::Op(self.put(revision, op, events)),
+            Command::Delete(op) => CommandResult::Op(self.delete(revision, op, events)),
             Command::Txn {
                 compares,
                 success,
@@ -44,8 +63,8 @@ impl KvState {
                 let results = ops
                     .iter()
                     .map(|op| match op {
-                        Op::Put(p) => self.put(revision, p, &mut events),
-                        Op::Delete(d) => self.delete(revision, d, &mut events),
+                        Op::Put(p) => self.put(revision, p, events),
+                        Op::Delete(d) => self.delete(revision, d, events),
                         Op::Get { key } => OpResult::Get {
                             kv: self.keys.get(key).cloned(),
                         },
@@ -53,8 +72,7 @@ impl KvState {
                     .collect();
                 CommandResult::Txn { succeeded, results }
             }
-        };
-        (result, events)
+        }
     }
 
     fn conditions_hold(
@@ -369,6 +387,34 @@ mod tests {
             }
         ));
         assert_eq!(s.get("/b").unwrap().mod_revision, 3);
+    }
+
+    /// A batch applies each command at the same revision and answers each in order.
+    #[test]
+    fn batch_applies_in_order_at_one_revision() {
+        let mut s = KvState::default();
+        let (res, ev) = s.apply(9, &Command::Batch(vec![put("/a", "1"), put("/b", "2")]));
+        match res {
+            CommandResult::Batch(r) => assert_eq!(r.len(), 2),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(ev.len(), 2);
+        assert!(ev.iter().all(|e| e.revision() == 9));
+        assert_eq!(s.get("/b").unwrap().mod_revision, 9);
+    }
+
+    /// Only commands on disjoint keys may share an entry; prefix deletes share with none.
+    #[test]
+    fn batch_key_sets() {
+        assert_eq!(put("/a", "1").keys(), Some(vec!["/a"]));
+        let prefix_delete = Command::Delete(DeleteOp {
+            key: "/a/".into(),
+            prefix: true,
+            expected_version: None,
+            expected_mod_revision: None,
+            prev_kv: false,
+        });
+        assert_eq!(prefix_delete.keys(), None);
     }
 
     /// Range pages continue strictly after the last key returned.

@@ -69,7 +69,7 @@ impl NodeStore {
                 KeyspaceCreateOptions::default,
             )
         };
-        let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone());
+        let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone())?;
         let sm = FjallSm::new(self.db.clone(), ks("kv")?, ks("hist")?, ks("sm")?);
         let sm = StateMachine::open(group, Arc::new(sm), history_revisions_max)?;
         Ok((log, sm))

@@ -122,6 +122,48 @@ pub enum Command {
         success: Vec<Op>,
         failure: Vec<Op>,
     },
+    /// Independent commands of several clients proposed as one entry (one fsync for all). The
+    /// proposer only batches commands whose keys are disjoint, so each key changes at most once
+    /// per revision and a mod_revision still names exactly one value. Never nested.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// The keys this command reads or writes, or `None` when it may touch any key under a
+    /// prefix (and so cannot share an entry with another command).
+    pub fn keys(&self) -> Option<Vec<&str>> {
+        fn op_key(op: &Op) -> Option<&str> {
+            match op {
+                Op::Put(p) if p.sequential => Some(""),
+                Op::Put(p) => Some(p.key.as_str()),
+                Op::Delete(d) if d.prefix => None,
+                Op::Delete(d) => Some(d.key.as_str()),
+                Op::Get { key } => Some(key.as_str()),
+            }
+        }
+        match self {
+            // A sequential key is new and unique: it conflicts with nothing.
+            Command::Put(p) if p.sequential => Some(Vec::new()),
+            Command::Put(p) => Some(vec![p.key.as_str()]),
+            Command::Delete(d) if d.prefix => None,
+            Command::Delete(d) => Some(vec![d.key.as_str()]),
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => {
+                let mut keys: Vec<&str> = compares.iter().map(|c| c.key.as_str()).collect();
+                for op in success.iter().chain(failure) {
+                    match op_key(op)? {
+                        "" => {}
+                        k => keys.push(k),
+                    }
+                }
+                Some(keys)
+            }
+            Command::Batch(_) => None,
+        }
+    }
 }
 
 /// What applying an entry answered. Blank and membership entries answer `Applied`.
@@ -133,4 +175,6 @@ pub enum CommandResult {
         succeeded: bool,
         results: Vec<OpResult>,
     },
+    /// One result per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }

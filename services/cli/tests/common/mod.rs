@@ -166,5 +166,11 @@ impl Drop for ProcCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Keep the logs of a failed test for the post-mortem.
+        if std::thread::panicking() {
+            let kept = std::env::temp_dir().join(format!("meridian-failed-{}", std::process::id()));
+            let _ = std::fs::rename(self.dir.path(), &kept);
+            eprintln!("cluster logs kept in {}", kept.display());
+        }
     }
 }

@@ -1,0 +1,155 @@
+//! Batches concurrent client writes of one group into single Raft entries.
+//!
+//! openraft 0.9 waits for the fsync of every append inside its core loop, so one entry per
+//! client write caps a group at one write per fsync. The proposer drains whatever writes are
+//! queued, packs those with disjoint keys into one `Command::Batch` entry (one fsync for all),
+//! and keeps a bounded number of entries in flight. A command whose keys overlap the current
+//! batch, or that may touch a whole prefix, starts the next entry, so every key still changes at
+//! most once per revision.
+
+use crate::error::{Error, Result};
+use meridian_consensus::Raft;
+use meridian_types::{Command, CommandResult, GroupId};
+use openraft::error::{ClientWriteError, RaftError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Most client writes waiting for a batch; callers wait when it is full.
+pub const PROPOSAL_QUEUE_MAX: usize = 16_384;
+/// Most commands in one entry.
+pub const BATCH_COMMANDS_MAX: usize = 512;
+/// Most payload bytes in one entry (a single larger command still goes alone).
+pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Entries proposed and not yet applied, per group.
+pub const ENTRIES_IN_FLIGHT_MAX: usize = 4;
+
+/// What a proposal comes back with: the entry's revision and this command's result, or the
+/// error the whole entry met (e.g. not the leader).
+pub type Outcome = std::result::Result<(u64, CommandResult), WriteError>;
+
+#[derive(Debug, Clone)]
+pub enum WriteError {
+    ForwardToLeader { leader: Option<(u64, String)> },
+    Failed(String),
+}
+
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Outcome>,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Proposal>,
+}
+
+impl Proposer {
+    pub fn start(group: GroupId, raft: Raft) -> Self {
+        let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
+        tokio::spawn(run(group, raft, rx));
+        Self { tx }
+    }
+
+    /// Queues `cmd` and waits for its outcome.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal { cmd, reply })
+            .await
+            .map_err(|_| Error::Unavailable("the group is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the group stopped before answering".into()))
+    }
+}
+
+fn size_of(cmd: &Command) -> usize {
+    match cmd {
+        Command::Put(p) => p.key.len() + p.value.len(),
+        Command::Delete(d) => d.key.len(),
+        Command::Txn { .. } | Command::Batch(_) => 4096,
+    }
+}
+
+async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Wait for room first: the longer an entry waits, the more writes it can carry.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        if let Some(first_keys) = batch[0].cmd.keys() {
+            let mut keys: HashSet<String> = first_keys.into_iter().map(str::to_string).collect();
+            let mut bytes = size_of(&batch[0].cmd);
+            while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
+                let Ok(next) = rx.try_recv() else { break };
+                let fits = next.cmd.keys().is_some_and(|ks| {
+                    ks.iter().all(|k| !keys.contains(*k))
+                        && bytes + size_of(&next.cmd) <= BATCH_BYTES_MAX
+                });
+                if !fits {
+                    carry = Some(next);
+                    break;
+                }
+                if let Some(ks) = next.cmd.keys() {
+                    keys.extend(ks.into_iter().map(str::to_string));
+                }
+                bytes += size_of(&next.cmd);
+                batch.push(next);
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            submit(group, &raft, batch).await;
+        });
+    }
+}
+
+async fn submit(group: GroupId, raft: &Raft, mut batch: Vec<Proposal>) {
+    let cmd = if batch.len() == 1 {
+        batch[0].cmd.clone()
+    } else {
+        Command::Batch(batch.iter().map(|p| p.cmd.clone()).collect())
+    };
+    let res = raft.client_write(cmd).await;
+    match res {
+        Ok(resp) => {
+            let rev = resp.log_id.index;
+            match resp.data {
+                CommandResult::Batch(results) if batch.len() > 1 => {
+                    for (p, r) in batch.drain(..).zip(results) {
+                        let _ = p.reply.send(Ok((rev, r)));
+                    }
+                }
+                single => {
+                    if let Some(p) = batch.pop() {
+                        let _ = p.reply.send(Ok((rev, single)));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let err = match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    WriteError::ForwardToLeader {
+                        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                    }
+                }
+                other => WriteError::Failed(format!("write to group {group} failed: {other}")),
+            };
+            for p in batch {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}

@@ -11,6 +11,10 @@ mod txn_parse;
 mod verbs;
 
 use clap::{Parser, Subcommand};
+
+// Allocation is a large share of a busy node's CPU; mimalloc is markedly cheaper than glibc's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

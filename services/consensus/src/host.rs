@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -20,7 +21,21 @@ pub struct GroupHandle {
     pub shared: Arc<GroupShared>,
     /// (term, index) of an entry this process committed as leader in that term.
     barrier: Arc<Mutex<Option<(u64, u64)>>>,
+    confirmations: Arc<Mutex<Confirmations>>,
 }
+
+type ConfirmReply = oneshot::Sender<Result<u64, String>>;
+
+/// Leadership confirmations (a quorum heartbeat each) shared by concurrent linearizable reads.
+#[derive(Default)]
+struct Confirmations {
+    running: bool,
+    /// Reads that arrived since the running round started: they wait for the next one.
+    waiting: Vec<ConfirmReply>,
+}
+
+/// Most reads one leadership confirmation answers; more wait for the next round.
+const READS_PER_CONFIRMATION_MAX: usize = 4096;
 
 impl GroupHandle {
     pub fn new(raft: Raft, shared: Arc<GroupShared>) -> Self {
@@ -28,7 +43,49 @@ impl GroupHandle {
             raft,
             shared,
             barrier: Arc::default(),
+            confirmations: Arc::default(),
         }
+    }
+
+    /// openraft's read log id, with one quorum round shared by every read that arrived before
+    /// the round started (a round that started earlier could predate a read's write).
+    async fn confirmed_read_log_id(&self, timeout: Duration) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        let start_round = {
+            let mut c = self.confirmations.lock().unwrap_or_else(|p| p.into_inner());
+            c.waiting.push(tx);
+            !std::mem::replace(&mut c.running, true)
+        };
+        if start_round {
+            let raft = self.raft.clone();
+            let confirmations = self.confirmations.clone();
+            tokio::spawn(async move {
+                loop {
+                    let waiters: Vec<ConfirmReply> = {
+                        let mut c = confirmations.lock().unwrap_or_else(|p| p.into_inner());
+                        if c.waiting.is_empty() {
+                            c.running = false;
+                            return;
+                        }
+                        let n = c.waiting.len().min(READS_PER_CONFIRMATION_MAX);
+                        c.waiting.drain(..n).collect()
+                    };
+                    let res = match tokio::time::timeout(timeout, raft.get_read_log_id()).await {
+                        Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
+                        Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
+                        Err(_) => Err(format!(
+                            "leadership not confirmed by a quorum within {} ms",
+                            timeout.as_millis()
+                        )),
+                    };
+                    for w in waiters {
+                        let _ = w.send(res.clone());
+                    }
+                }
+            });
+        }
+        rx.await
+            .map_err(|_| "the read-index round was dropped".to_string())?
     }
 
     /// The index a replica must apply before serving a linearizable read. This node must lead.
@@ -56,16 +113,8 @@ impl GroupHandle {
                 index
             }
         };
-        let (read_log_id, _) = tokio::time::timeout(timeout, self.raft.get_read_log_id())
-            .await
-            .map_err(|_| {
-                format!(
-                    "leadership not confirmed by a quorum within {} ms",
-                    timeout.as_millis()
-                )
-            })?
-            .map_err(|e| format!("leadership not confirmed: {e}"))?;
-        Ok(read_log_id.map_or(0, |l| l.index).max(barrier))
+        let read_index = self.confirmed_read_log_id(timeout).await?;
+        Ok(read_index.max(barrier))
     }
 }
 

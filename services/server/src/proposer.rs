@@ -22,7 +22,7 @@ pub const BATCH_COMMANDS_MAX: usize = 512;
 /// Most payload bytes in one entry (a single larger command still goes alone).
 pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Entries proposed and not yet applied, per group.
-pub const ENTRIES_IN_FLIGHT_MAX: usize = 4;
+pub const ENTRIES_IN_FLIGHT_MAX: usize = 2;
 
 /// What a proposal comes back with: the entry's revision and this command's result, or the
 /// error the whole entry met (e.g. not the leader).
@@ -115,25 +115,30 @@ async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     }
 }
 
-async fn submit(group: GroupId, raft: &Raft, mut batch: Vec<Proposal>) {
-    let cmd = if batch.len() == 1 {
-        batch[0].cmd.clone()
-    } else {
-        Command::Batch(batch.iter().map(|p| p.cmd.clone()).collect())
+async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) {
+    let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
+        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let single = cmds.len() == 1;
+    let cmd = match cmds.pop() {
+        Some(only) if single => only,
+        Some(last) => {
+            cmds.push(last);
+            Command::Batch(cmds)
+        }
+        None => return,
     };
-    let res = raft.client_write(cmd).await;
-    match res {
+    match raft.client_write(cmd).await {
         Ok(resp) => {
             let rev = resp.log_id.index;
             match resp.data {
-                CommandResult::Batch(results) if batch.len() > 1 => {
-                    for (p, r) in batch.drain(..).zip(results) {
-                        let _ = p.reply.send(Ok((rev, r)));
+                CommandResult::Batch(results) if !single => {
+                    for (reply, r) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok((rev, r)));
                     }
                 }
-                single => {
-                    if let Some(p) = batch.pop() {
-                        let _ = p.reply.send(Ok((rev, single)));
+                result => {
+                    for reply in replies {
+                        let _ = reply.send(Ok((rev, result.clone())));
                     }
                 }
             }
@@ -147,8 +152,8 @@ async fn submit(group: GroupId, raft: &Raft, mut batch: Vec<Proposal>) {
                 }
                 other => WriteError::Failed(format!("write to group {group} failed: {other}")),
             };
-            for p in batch {
-                let _ = p.reply.send(Err(err.clone()));
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }

@@ -1,13 +1,13 @@
 //! `meridian bench`: closed-loop put and get workloads with N concurrent clients against a
-//! running cluster, latencies in an hdrhistogram, percentiles and throughput printed.
+//! running cluster; percentiles from hdrhistogram (via `meridian-loadgen`) and throughput.
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
+use meridian_loadgen::{closed_loop, key, Outcome};
 use meridian_sdk::{Client, Consistency};
 use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -29,118 +29,70 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Workload {
+enum Workload {
     Put,
     Get,
 }
 
-pub struct Outcome {
-    pub ops: u64,
-    pub errors: u64,
-    pub elapsed: Duration,
-    pub hist: Histogram<u64>,
-}
-
-impl Outcome {
-    pub fn throughput(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-    pub fn json(&self, system: &str, workload: Workload, clients: usize) -> serde_json::Value {
-        json!({
-            "system": system, "workload": format!("{workload:?}").to_lowercase(), "clients": clients,
-            "ops": self.ops, "errors": self.errors, "ops_per_sec": self.throughput(),
-            "p50_us": self.hist.value_at_quantile(0.5), "p99_us": self.hist.value_at_quantile(0.99),
-            "p999_us": self.hist.value_at_quantile(0.999),
-        })
-    }
-}
-
 async fn drive(
-    clients: Vec<Client>,
+    clients: Arc<Vec<Client>>,
     workload: Workload,
+    args: &BenchArgs,
     concurrency: usize,
-    duration: Duration,
-    keys: usize,
-    value: Arc<Vec<u8>>,
-) -> anyhow::Result<Outcome> {
-    let start = Instant::now();
-    let stop = start + duration;
-    let mut tasks = Vec::new();
-    for i in 0..concurrency {
-        let client = clients[i % clients.len()].clone();
-        let value = value.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-            let mut errors = 0u64;
-            let mut n = i;
-            while Instant::now() < stop {
-                let key = format!("/bench/k{:06}", n % keys);
-                n += concurrency;
-                let t = Instant::now();
-                let ok = match workload {
+) -> Outcome {
+    let value = Arc::new(vec![b'x'; args.value_size]);
+    let keys = args.keys;
+    closed_loop(
+        concurrency,
+        Duration::from_secs(args.seconds),
+        move |task, n| {
+            let client = clients[task % clients.len()].clone();
+            let value = value.clone();
+            async move {
+                let key = key(n, keys);
+                match workload {
                     Workload::Put => client.put(&key, value.as_slice()).await.is_ok(),
                     Workload::Get => client.get_with(&key, Consistency::Sequential).await.is_ok(),
-                };
-                if ok {
-                    hist.saturating_record(t.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
                 }
             }
-            (hist, errors)
-        }));
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await?;
-        hist.add(&h)?;
-        errors += e;
-    }
-    Ok(Outcome {
-        ops: hist.len(),
-        errors,
-        elapsed: start.elapsed(),
-        hist,
-    })
+        },
+    )
+    .await
 }
 
 /// Runs the put then get workload at each client count against `endpoints`.
 pub async fn run(args: BenchArgs, endpoints: Vec<String>) -> anyhow::Result<ExitCode> {
-    let value = Arc::new(vec![b'x'; args.value_size]);
     println!(
         "{:<10} {:<6} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
         "system", "op", "clients", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors"
     );
     for &concurrency in &args.clients {
-        // Separate sessions, each its own connection set, shared round-robin by the tasks.
+        // Separate sessions, each with its own connections, shared round-robin by the tasks.
         let clients: Vec<Client> = (0..args.connections.min(concurrency).max(1))
             .map(|_| Client::new(endpoints.clone(), Default::default()))
             .collect::<Result<_, _>>()
             .context("creating clients")?;
+        let clients = Arc::new(clients);
         for workload in [Workload::Put, Workload::Get] {
-            let o = drive(
-                clients.clone(),
-                workload,
-                concurrency,
-                Duration::from_secs(args.seconds),
-                args.keys,
-                value.clone(),
-            )
-            .await?;
+            let o = drive(clients.clone(), workload, &args, concurrency).await;
+            let op = format!("{workload:?}").to_lowercase();
             println!(
                 "{:<10} {:<6} {:>8} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
                 "meridian",
-                format!("{workload:?}").to_lowercase(),
+                op,
                 concurrency,
-                o.throughput(),
-                o.hist.value_at_quantile(0.5),
-                o.hist.value_at_quantile(0.99),
-                o.hist.value_at_quantile(0.999),
+                o.ops_per_sec(),
+                o.us(0.5),
+                o.us(0.99),
+                o.us(0.999),
                 o.errors
             );
-            eprintln!("{}", o.json("meridian", workload, concurrency));
+            eprintln!(
+                "{}",
+                json!({"system": "meridian", "workload": op, "clients": concurrency, "ops": o.ops,
+                       "errors": o.errors, "ops_per_sec": o.ops_per_sec(), "p50_us": o.us(0.5),
+                       "p99_us": o.us(0.99), "p999_us": o.us(0.999)})
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

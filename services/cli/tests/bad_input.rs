@@ -5,49 +5,19 @@ mod common;
 
 use meridian_proto::kv::kv_client::KvClient;
 use meridian_proto::kv::{self as pb, error_detail::Kind, ErrorDetail};
-use meridian_server::{Node, NodeConfig, Peer};
+use meridian_server::Node;
 use prost::Message;
 use std::process::Command;
 use tonic::Code;
 
 async fn one_node() -> (tempfile::TempDir, Node, KvClient<tonic::transport::Channel>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ip = "127.0.43.1";
-    let addr = format!("{ip}:{}", common::free_port(ip));
-    let mut cfg = NodeConfig {
-        node_id: 1,
-        listen: addr.clone(),
-        data_dir: dir.path().join("n1"),
-        peers: vec![Peer {
-            id: 1,
-            address: addr.clone(),
-        }],
-        ..NodeConfig::default()
-    };
-    cfg.limits.sync_wait_ms_max = 300;
-    let node = Node::start(cfg).await.expect("start node");
+    let (dir, node, addr) =
+        common::one_node("127.0.43.1", |cfg| cfg.limits.sync_wait_ms_max = 300).await;
     let client = KvClient::connect(format!("http://{addr}"))
         .await
         .expect("connect")
         .max_encoding_message_size(8 << 20)
         .max_decoding_message_size(8 << 20);
-    // Wait for the single voter to lead.
-    let mut c = client.clone();
-    for _ in 0..100 {
-        let probe = c
-            .get(pb::GetRequest {
-                key: b"/probe".to_vec(),
-                read: Some(pb::ReadOptions {
-                    consistency: pb::Consistency::Linearizable as i32,
-                    min_revision: 0,
-                }),
-            })
-            .await;
-        if probe.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     (dir, node, client)
 }
 

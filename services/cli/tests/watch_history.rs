@@ -5,26 +5,15 @@
 mod common;
 
 use meridian_sdk::{Client, Error, WatchEvent};
-use meridian_server::{Node, NodeConfig, Peer};
+use meridian_server::Node;
 use std::time::Duration;
 
 async fn node_with_history(max: u64) -> (tempfile::TempDir, Node, Client) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ip = "127.0.44.1";
-    let addr = format!("{ip}:{}", common::free_port(ip));
-    let mut cfg = NodeConfig {
-        node_id: 1,
-        listen: addr.clone(),
-        data_dir: dir.path().join("n1"),
-        peers: vec![Peer {
-            id: 1,
-            address: addr.clone(),
-        }],
-        ..NodeConfig::default()
-    };
-    cfg.limits.history_revisions_max = max;
-    cfg.limits.watch_progress_interval_ms = 100;
-    let node = Node::start(cfg).await.expect("start");
+    let (dir, node, addr) = common::one_node("127.0.44.1", |cfg| {
+        cfg.limits.history_revisions_max = max;
+        cfg.limits.watch_progress_interval_ms = 100;
+    })
+    .await;
     let client = Client::new(vec![addr], Default::default()).expect("client");
     (dir, node, client)
 }

@@ -4,25 +4,12 @@
 mod common;
 
 use meridian_sdk::Client;
-use meridian_server::{Node, NodeConfig, Peer};
+use meridian_server::Node;
 use std::collections::BTreeSet;
 
 async fn one_node(ip: &str) -> (tempfile::TempDir, Node, Client) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let addr = format!("{ip}:{}", common::free_port(ip));
-    let cfg = NodeConfig {
-        node_id: 1,
-        listen: addr.clone(),
-        data_dir: dir.path().join("n1"),
-        peers: vec![Peer {
-            id: 1,
-            address: addr.clone(),
-        }],
-        ..NodeConfig::default()
-    };
-    let node = Node::start(cfg).await.expect("start");
+    let (dir, node, addr) = common::one_node(ip, |_| {}).await;
     let client = Client::new(vec![addr], Default::default()).expect("client");
-    client.put("/warmup", "1").await.expect("warm-up write");
     (dir, node, client)
 }
 

@@ -82,6 +82,19 @@ impl FjallLogStore {
         ))
     }
 
+    /// Queues `ops` behind everything queued before; neither readability nor durability is
+    /// waited for (truncations, purges and the advisory committed index).
+    async fn queue(&self, ops: Vec<WriteOp>) -> std::result::Result<(), StorageError> {
+        self.writer
+            .submit(WriteReq {
+                ops,
+                written: None,
+                durable: None,
+            })
+            .await
+            .map_err(log_write_err)
+    }
+
     /// Entries in `[start, end)`: the pending cache over fjall, clamped to the log's end.
     fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>> {
         // Cache first: an entry leaves the cache only after it is in fjall.
@@ -216,14 +229,7 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
         let op = self
             .put_meta(COMMITTED, &committed)
             .map_err(log_write_err)?;
-        self.writer
-            .submit(WriteReq {
-                ops: vec![op],
-                written: None,
-                durable: None,
-            })
-            .await
-            .map_err(log_write_err)
+        self.queue(vec![op]).await
     }
 
     async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
@@ -290,14 +296,7 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
             index_key(log_id.index).to_vec(),
             index_key(u64::MAX).to_vec(),
         );
-        self.writer
-            .submit(WriteReq {
-                ops: vec![op],
-                written: None,
-                durable: None,
-            })
-            .await
-            .map_err(log_write_err)
+        self.queue(vec![op]).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
@@ -316,13 +315,6 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
                 index_key(log_id.index + 1).to_vec(),
             ),
         ];
-        self.writer
-            .submit(WriteReq {
-                ops,
-                written: None,
-                durable: None,
-            })
-            .await
-            .map_err(log_write_err)
+        self.queue(ops).await
     }
 }

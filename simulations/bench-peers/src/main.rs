@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use hdrhistogram::Histogram;
+use meridian_loadgen::{closed_loop, key, Outcome};
 use meridian_sdk::Consistency;
 use serde_json::json;
 use std::path::PathBuf;
@@ -82,7 +82,10 @@ impl Target {
                 match op {
                     Op::Put => c.put(key, value.to_vec(), None).await.is_ok(),
                     Op::GetLocal => c
-                        .get(key, Some(etcd_client::GetOptions::new().with_serializable()))
+                        .get(
+                            key,
+                            Some(etcd_client::GetOptions::new().with_serializable()),
+                        )
                         .await
                         .is_ok(),
                     Op::GetLinear => c.get(key, None).await.is_ok(),
@@ -92,45 +95,20 @@ impl Target {
     }
 }
 
-struct Outcome {
-    ops: u64,
-    errors: u64,
-    secs: f64,
-    hist: Histogram<u64>,
-}
-
-async fn drive(target: Target, op: Op, concurrency: usize, secs: u64, keys: usize, value: Arc<Vec<u8>>) -> anyhow::Result<Outcome> {
-    let start = Instant::now();
-    let stop = start + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for i in 0..concurrency {
+async fn drive(
+    target: Target,
+    op: Op,
+    concurrency: usize,
+    secs: u64,
+    keys: usize,
+    value: Arc<Vec<u8>>,
+) -> Outcome {
+    closed_loop(concurrency, Duration::from_secs(secs), move |task, n| {
         let target = target.clone();
         let value = value.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut errors = 0;
-            let mut n = i;
-            while Instant::now() < stop {
-                let key = format!("/bench/k{:06}", n % keys);
-                n += concurrency;
-                let t = Instant::now();
-                if target.run(i, op, &key, &value).await {
-                    hist.saturating_record(t.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
-                }
-            }
-            (hist, errors)
-        }));
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await?;
-        hist.add(&h)?;
-        errors += e;
-    }
-    Ok(Outcome { ops: hist.len(), errors, secs: start.elapsed().as_secs_f64(), hist })
+        async move { target.run(task, op, &key(n, keys), &value).await }
+    })
+    .await
 }
 
 fn free_port(ip: &str) -> anyhow::Result<u16> {
@@ -165,7 +143,11 @@ fn start_meridian(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs
         let cfg = dir.join(format!("meridian-{}.toml", i + 1));
         std::fs::write(
             &cfg,
-            format!("node_id = {}\nlisten = \"{a}\"\ndata_dir = \"{}\"\n{peers}", i + 1, dir.join(format!("meridian-{}", i + 1)).display()),
+            format!(
+                "node_id = {}\nlisten = \"{a}\"\ndata_dir = \"{}\"\n{peers}",
+                i + 1,
+                dir.join(format!("meridian-{}", i + 1)).display()
+            ),
         )?;
         procs.0.push(
             Command::new(bin)
@@ -184,24 +166,42 @@ fn start_etcd(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Ve
     let mut members = Vec::new();
     for i in 1..=3 {
         let ip = format!("127.0.61.{i}");
-        members.push((format!("e{i}"), ip.clone(), free_port(&ip)?, free_port(&ip)?));
+        members.push((
+            format!("e{i}"),
+            ip.clone(),
+            free_port(&ip)?,
+            free_port(&ip)?,
+        ));
     }
-    let initial: Vec<String> = members.iter().map(|(n, ip, _, pp)| format!("{n}=http://{ip}:{pp}")).collect();
+    let initial: Vec<String> = members
+        .iter()
+        .map(|(n, ip, _, pp)| format!("{n}=http://{ip}:{pp}"))
+        .collect();
     let mut procs = Procs(Vec::new());
     for (name, ip, cp, pp) in &members {
         procs.0.push(
             Command::new(bin)
                 .args([
-                    "--name", name,
-                    "--data-dir", &dir.join(name).display().to_string(),
-                    "--listen-client-urls", &format!("http://{ip}:{cp}"),
-                    "--advertise-client-urls", &format!("http://{ip}:{cp}"),
-                    "--listen-peer-urls", &format!("http://{ip}:{pp}"),
-                    "--initial-advertise-peer-urls", &format!("http://{ip}:{pp}"),
-                    "--initial-cluster", &initial.join(","),
-                    "--initial-cluster-state", "new",
-                    "--initial-cluster-token", "bench",
-                    "--log-level", "error",
+                    "--name",
+                    name,
+                    "--data-dir",
+                    &dir.join(name).display().to_string(),
+                    "--listen-client-urls",
+                    &format!("http://{ip}:{cp}"),
+                    "--advertise-client-urls",
+                    &format!("http://{ip}:{cp}"),
+                    "--listen-peer-urls",
+                    &format!("http://{ip}:{pp}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{ip}:{pp}"),
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "bench",
+                    "--log-level",
+                    "error",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -209,7 +209,13 @@ fn start_etcd(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Ve
                 .with_context(|| format!("starting {}", bin.display()))?,
         );
     }
-    Ok((procs, members.iter().map(|(_, ip, cp, _)| format!("{ip}:{cp}")).collect()))
+    Ok((
+        procs,
+        members
+            .iter()
+            .map(|(_, ip, cp, _)| format!("{ip}:{cp}"))
+            .collect(),
+    ))
 }
 
 /// Meridian clients, pointed at the leader (found by following NotLeader on a first write).
@@ -222,7 +228,9 @@ async fn meridian_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<meri
                 let leader = r.header.map(|h| h.node).unwrap_or(1) as usize;
                 let mut eps = vec![addrs[leader - 1].clone()];
                 eps.extend(addrs.iter().filter(|a| **a != addrs[leader - 1]).cloned());
-                return (0..n).map(|_| Ok(meridian_sdk::Client::new(eps.clone(), Default::default())?)).collect();
+                return (0..n)
+                    .map(|_| Ok(meridian_sdk::Client::new(eps.clone(), Default::default())?))
+                    .collect();
             }
             Err(e) if start.elapsed() > Duration::from_secs(30) => bail!("meridian not ready: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -244,7 +252,10 @@ async fn etcd_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<etcd_cli
                 .iter()
                 .find(|m| m.id() == leader)
                 .context("leader not in member list")?;
-            let url = m.client_urls().first().context("leader has no client url")?;
+            let url = m
+                .client_urls()
+                .first()
+                .context("leader has no client url")?;
             Ok(url.trim_start_matches("http://").to_string())
         }
         .await;
@@ -283,12 +294,27 @@ async fn main() -> anyhow::Result<()> {
         for op in [Op::Put, Op::GetLocal, Op::GetLinear] {
             let mut results = Vec::new();
             for target in [&meridian, &etcd] {
-                let o = drive(target.clone(), op, clients, args.seconds, args.keys, value.clone()).await?;
-                let (p50, p99, p999) = (o.hist.value_at_quantile(0.5), o.hist.value_at_quantile(0.99), o.hist.value_at_quantile(0.999));
-                let tput = o.ops as f64 / o.secs;
+                let o = drive(
+                    target.clone(),
+                    op,
+                    clients,
+                    args.seconds,
+                    args.keys,
+                    value.clone(),
+                )
+                .await;
+                let (p50, p99, p999) = (o.us(0.5), o.us(0.99), o.us(0.999));
+                let tput = o.ops_per_sec();
                 let mut line = format!(
                     "{:<9} {:<8} {:>7} {:>10.0} {:>9} {:>9} {:>9} {:>6}",
-                    target.name(), op.name(), clients, tput, p50, p99, p999, o.errors
+                    target.name(),
+                    op.name(),
+                    clients,
+                    tput,
+                    p50,
+                    p99,
+                    p999,
+                    o.errors
                 );
                 if let Some((mt, m50, m99)) = results.first().copied() {
                     line.push_str(&format!(
@@ -302,8 +328,12 @@ async fn main() -> anyhow::Result<()> {
                 results.push((tput, p50, p99));
                 if let Some(f) = json_out.as_mut() {
                     use std::io::Write;
-                    writeln!(f, "{}", json!({"system": target.name(), "op": op.name(), "clients": clients,
-                        "ops_per_sec": tput, "p50_us": p50, "p99_us": p99, "p999_us": p999, "errors": o.errors}))?;
+                    writeln!(
+                        f,
+                        "{}",
+                        json!({"system": target.name(), "op": op.name(), "clients": clients,
+                        "ops_per_sec": tput, "p50_us": p50, "p99_us": p99, "p999_us": p999, "errors": o.errors})
+                    )?;
                 }
             }
         }

@@ -174,3 +174,31 @@ impl Drop for ProcCluster {
         }
     }
 }
+
+/// A single-voter node in this process on `ip`, its config adjusted by `tune`; returns the
+/// data directory guard, the node and its address once it leads.
+pub async fn one_node(
+    ip: &str,
+    tune: impl FnOnce(&mut meridian_server::NodeConfig),
+) -> (tempfile::TempDir, meridian_server::Node, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = format!("{ip}:{}", free_port(ip));
+    let mut cfg = meridian_server::NodeConfig {
+        node_id: 1,
+        listen: addr.clone(),
+        data_dir: dir.path().join("n1"),
+        peers: vec![meridian_server::Peer {
+            id: 1,
+            address: addr.clone(),
+        }],
+        ..meridian_server::NodeConfig::default()
+    };
+    tune(&mut cfg);
+    let node = meridian_server::Node::start(cfg).await.expect("start node");
+    let probe = Client::new(vec![addr.clone()], Options::default()).expect("client");
+    probe
+        .get_with("/probe", Consistency::Linearizable)
+        .await
+        .expect("the single voter leads");
+    (dir, node, addr)
+}

@@ -28,10 +28,17 @@ pub struct Watcher {
 }
 
 const RESUME_BACKOFF_MS: u64 = 100;
+/// Progress interval the watcher asks for; silence for `SILENCE_LIMIT` of them means the
+/// stream is dead (e.g. the server is frozen) and the watcher resumes elsewhere.
+const PROGRESS_INTERVAL_MS: u32 = 2_000;
+const SILENCE_LIMIT: u32 = 3;
 
 impl Watcher {
-    pub(crate) fn new(client: Client, req: pb::WatchRequest) -> Self {
+    pub(crate) fn new(client: Client, mut req: pb::WatchRequest) -> Self {
         let next = req.start_revision.max(0) as u64;
+        if req.progress_interval_ms == 0 {
+            req.progress_interval_ms = PROGRESS_INTERVAL_MS;
+        }
         Self {
             client,
             req,
@@ -93,7 +100,16 @@ impl Watcher {
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            match stream.message().await {
+            let silence = Duration::from_millis(u64::from(
+                self.req.progress_interval_ms.saturating_mul(SILENCE_LIMIT),
+            ));
+            let message = match tokio::time::timeout(silence, stream.message()).await {
+                Ok(m) => m,
+                Err(_) => Err(tonic::Status::unavailable(format!(
+                    "no watch message for {silence:?}; resuming elsewhere"
+                ))),
+            };
+            match message {
                 Ok(Some(resp)) => {
                     let revision = resp.header.as_ref().map_or(0, |h| h.revision);
                     self.client.observe(resp.header.as_ref());

@@ -30,6 +30,11 @@ impl ProcCluster {
     /// Writes a config file per node and starts `n` server processes. `subnet` picks the
     /// loopback addresses 127.0.<subnet>.<id> so concurrent tests never share an address.
     pub fn start(n: u64, subnet: u8) -> ProcCluster {
+        Self::start_with(n, subnet, "")
+    }
+
+    /// As [`ProcCluster::start`], with `extra` TOML appended to every node's config.
+    pub fn start_with(n: u64, subnet: u8, extra: &str) -> ProcCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let addrs: Vec<String> = (1..=n)
             .map(|id| {
@@ -45,7 +50,7 @@ impl ProcCluster {
         for (i, a) in addrs.iter().enumerate() {
             let id = i + 1;
             let cfg = format!(
-                "node_id = {id}\nlisten = \"{a}\"\ndata_dir = \"{}\"\nregion = \"test\"\n{peers}",
+                "node_id = {id}\nlisten = \"{a}\"\ndata_dir = \"{}\"\nregion = \"test\"\n{peers}{extra}",
                 dir.path().join(format!("node-{id}")).display()
             );
             std::fs::write(dir.path().join(format!("node-{id}.toml")), cfg).expect("write config");

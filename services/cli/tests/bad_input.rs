@@ -213,12 +213,17 @@ async fn bad_input_is_refused_and_nothing_is_written() {
 }
 
 fn server_with_config(text: &str) -> (bool, String) {
+    server_with_config_env(text, &[])
+}
+
+fn server_with_config_env(text: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("node.toml");
     std::fs::write(&path, text).expect("write config");
     let out = Command::new(common::BIN)
         .args(["server", "--config"])
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .expect("run meridian server");
     (
@@ -245,6 +250,32 @@ fn malformed_toml_is_refused() {
     assert!(!ok);
     assert!(
         err.contains("malformed TOML") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+/// `MERIDIAN_` environment variables override the file (here with a value the node refuses),
+/// and an unknown one is refused like an unknown key in the file.
+#[test]
+fn environment_overrides_the_file() {
+    let file = "node_id = 1\nlisten = \"127.0.43.3:0\"\n";
+    let (ok, err) = server_with_config_env(file, &[("MERIDIAN_NODE_ID", "0")]);
+    assert!(!ok);
+    assert!(err.contains("node_id must be at least 1"), "{err}");
+    let (ok, err) =
+        server_with_config_env(file, &[("MERIDIAN_RAFT__HEARTBEAT_INTERVAL_MS", "900")]);
+    assert!(
+        !ok,
+        "a 900 ms heartbeat with the default 1000 ms election timeout is refused"
+    );
+    assert!(
+        err.contains("must exceed twice heartbeat_interval_ms (900)"),
+        "{err}"
+    );
+    let (ok, err) = server_with_config_env(file, &[("MERIDIAN_BOGUS", "1")]);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown field") && err.contains("bogus"),
         "{err}"
     );
 }

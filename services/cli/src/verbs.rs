@@ -389,6 +389,9 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
             );
             let mut groups = Vec::new();
             for g in &s.groups {
+                // Only the leader knows the commit index and each member's progress.
+                let leads = g.state == "Leader";
+                let known = |v: u64| if leads { v.to_string() } else { "-".into() };
                 human.push_str(&format!(
                     "\ngroup {}: {} leader {} ({}) term {} last_log {} commit {} applied {}",
                     g.group,
@@ -397,7 +400,7 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                     g.leader_address,
                     g.term,
                     g.last_log_index,
-                    g.committed,
+                    known(g.committed),
                     g.applied
                 ));
                 for m in &g.members {
@@ -406,7 +409,7 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                         m.node,
                         m.address,
                         if m.voter { "voter" } else { "learner" },
-                        m.matched
+                        known(m.matched)
                     ));
                 }
                 groups.push(json!({

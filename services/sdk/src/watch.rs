@@ -25,6 +25,10 @@ pub struct Watcher {
     next: u64,
     /// Reconnections made so far.
     pub reconnects: u64,
+    /// Events of revision `next` already delivered (it arrived in fragments, not all yet).
+    partial: usize,
+    /// Events still to drop after a resume that restarted a partly delivered revision.
+    skip: usize,
 }
 
 const RESUME_BACKOFF_MS: u64 = 100;
@@ -45,6 +49,16 @@ impl Watcher {
             stream: None,
             next,
             reconnects: 0,
+            partial: 0,
+            skip: 0,
+        }
+    }
+
+    /// Drops the current stream; the next call to [`Watcher::next`] resumes (on the current
+    /// endpoint) exactly after the last event delivered.
+    pub fn reconnect(&mut self) {
+        if self.stream.take().is_some() {
+            self.reconnects += 1;
         }
     }
 
@@ -56,6 +70,7 @@ impl Watcher {
     async fn open(&mut self) -> Result<(), Error> {
         let mut req = self.req.clone();
         req.start_revision = self.next as i64;
+        self.skip = self.partial;
         let (ep, mut c) = self.client.client()?;
         match tokio::time::timeout(self.client.opts().rpc_timeout, c.watch(req)).await {
             Ok(Ok(s)) => {
@@ -117,13 +132,29 @@ impl Watcher {
                         self.next = self.next.max(revision + 1);
                         return Ok(WatchEvent::Progress { revision });
                     }
-                    // Events of one revision can span responses only when there are very many;
-                    // resuming then restarts that revision, so advance past it only here.
-                    self.next = self.next.max(revision + 1);
-                    return Ok(WatchEvent::Changes {
-                        revision,
-                        events: resp.events,
-                    });
+                    let mut events = resp.events;
+                    if self.skip > 0 && revision == self.next {
+                        // Resumed in the middle of a revision: drop what was delivered before.
+                        let n = self.skip.min(events.len());
+                        events.drain(..n);
+                        self.skip -= n;
+                    }
+                    if resp.fragment {
+                        // More of this revision follows: a resume must restart it.
+                        if revision != self.next {
+                            self.partial = 0;
+                        }
+                        self.next = revision;
+                        self.partial += events.len();
+                    } else {
+                        self.next = self.next.max(revision + 1);
+                        self.partial = 0;
+                        self.skip = 0;
+                    }
+                    if events.is_empty() {
+                        continue;
+                    }
+                    return Ok(WatchEvent::Changes { revision, events });
                 }
                 Ok(None) => {
                     self.stream = None;

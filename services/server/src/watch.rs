@@ -133,26 +133,35 @@ impl Watcher {
             .iter()
             .filter(|e| e.revision() >= from && self.filter.matches(e))
         {
-            if !batch.is_empty()
-                && (ev.revision() != batch_rev || batch.len() >= WATCH_BATCH_EVENTS_MAX)
-            {
-                self.flush(&mut batch, batch_rev).await?;
+            if !batch.is_empty() {
+                if ev.revision() != batch_rev {
+                    self.flush(&mut batch, batch_rev, false).await?;
+                } else if batch.len() >= WATCH_BATCH_EVENTS_MAX {
+                    // Same revision continues in the next response.
+                    self.flush(&mut batch, batch_rev, true).await?;
+                }
             }
             batch_rev = ev.revision();
             batch.push(convert::event_out(ev, self.filter.prev_kv));
         }
         if !batch.is_empty() {
-            self.flush(&mut batch, batch_rev).await?;
+            self.flush(&mut batch, batch_rev, false).await?;
         }
         Ok(())
     }
 
-    async fn flush(&self, batch: &mut Vec<pb::Event>, revision: u64) -> Result<(), Closed> {
+    async fn flush(
+        &self,
+        batch: &mut Vec<pb::Event>,
+        revision: u64,
+        fragment: bool,
+    ) -> Result<(), Closed> {
         let events = std::mem::take(batch);
         self.send(Ok(pb::WatchResponse {
             header: Some(self.header(revision)),
             events,
             progress: false,
+            fragment,
         }))
         .await
     }
@@ -204,6 +213,7 @@ impl Watcher {
                 header: Some(self.header(next - 1)),
                 events: Vec::new(),
                 progress: true,
+                fragment: false,
             }))
             .await?;
             let mut ticker = tokio::time::interval(progress);
@@ -235,6 +245,7 @@ impl Watcher {
                             header: Some(self.header(next - 1)),
                             events: Vec::new(),
                             progress: true,
+                            fragment: false,
                         })).await?;
                     }
                     _ = self.tx.closed() => return Err(Closed),

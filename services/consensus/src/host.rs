@@ -36,6 +36,8 @@ struct Confirmations {
 
 /// Most reads one leadership confirmation answers; more wait for the next round.
 const READS_PER_CONFIRMATION_MAX: usize = 4096;
+/// Most linearizable reads waiting for a confirmation; past that a read is refused at once.
+const READS_WAITING_MAX: usize = 65_536;
 
 impl GroupHandle {
     pub fn new(raft: Raft, shared: Arc<GroupShared>) -> Self {
@@ -53,6 +55,11 @@ impl GroupHandle {
         let (tx, rx) = oneshot::channel();
         let start_round = {
             let mut c = self.confirmations.lock().unwrap_or_else(|p| p.into_inner());
+            if c.waiting.len() >= READS_WAITING_MAX {
+                return Err(format!(
+                    "{READS_WAITING_MAX} linearizable reads are already waiting; retry shortly"
+                ));
+            }
             c.waiting.push(tx);
             !std::mem::replace(&mut c.running, true)
         };

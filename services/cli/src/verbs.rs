@@ -52,8 +52,10 @@ pub enum Verb {
         /// Most keys to return with --prefix (0: server maximum).
         #[arg(long, default_value_t = 0)]
         limit: u32,
-        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_enum, default_value_t = ConsistencyArg::Sequential)]
-        consistency: ConsistencyArg,
+        /// Default: linearizable for a one-shot command (each is a new session, as etcdctl),
+        /// sequential inside `meridian shell` (the session carries its revision).
+        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_enum)]
+        consistency: Option<ConsistencyArg>,
     },
     /// Delete KEY, or every key under it with --prefix.
     Del {
@@ -67,8 +69,10 @@ pub enum Verb {
     Ls {
         #[arg(default_value = "/")]
         path: String,
-        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_enum, default_value_t = ConsistencyArg::Sequential)]
-        consistency: ConsistencyArg,
+        /// Default: linearizable for a one-shot command (each is a new session, as etcdctl),
+        /// sequential inside `meridian shell` (the session carries its revision).
+        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_enum)]
+        consistency: Option<ConsistencyArg>,
     },
     /// Atomic transaction: if every --if holds, run the --then ops, else the --else ops.
     Txn {
@@ -140,7 +144,7 @@ pub async fn run_one(
     {
         return watch(&client, format, key, prefix, rev, count).await;
     }
-    finish(format, run_verb(&client, verb).await)
+    finish(format, run_verb(&client, verb, DefaultRead::OneShot).await)
 }
 
 fn finish(format: Format, res: Result<Rendered, meridian_sdk::Error>) -> anyhow::Result<ExitCode> {
@@ -204,7 +208,27 @@ async fn put(
     })
 }
 
-async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk::Error> {
+/// How a command reads when it does not say: a one-shot command is a session of one
+/// operation, so only a linearizable read shows it what earlier commands wrote.
+#[derive(Clone, Copy)]
+enum DefaultRead {
+    OneShot,
+    Session,
+}
+
+fn read_level(given: Option<ConsistencyArg>, default: DefaultRead) -> Consistency {
+    match (given, default) {
+        (Some(c), _) => c.into(),
+        (None, DefaultRead::OneShot) => Consistency::Linearizable,
+        (None, DefaultRead::Session) => Consistency::Sequential,
+    }
+}
+
+async fn run_verb(
+    client: &Client,
+    verb: Verb,
+    default: DefaultRead,
+) -> Result<Rendered, meridian_sdk::Error> {
     match verb {
         Verb::Put {
             key,
@@ -232,7 +256,9 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
             consistency,
             ..
         } => {
-            let r = client.get_with(&key, consistency.into()).await?;
+            let r = client
+                .get_with(&key, read_level(consistency, default))
+                .await?;
             match &r.kv {
                 Some(kv) => Ok(Rendered {
                     human: String::from_utf8_lossy(&kv.value).into_owned(),
@@ -257,7 +283,7 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                         limit,
                         ..Default::default()
                     },
-                    consistency.into(),
+                    read_level(consistency, default),
                 )
                 .await?;
             let human = r
@@ -307,7 +333,7 @@ async fn run_verb(client: &Client, verb: Verb) -> Result<Rendered, meridian_sdk:
                             after: after.clone(),
                             ..Default::default()
                         },
-                        consistency.into(),
+                        read_level(consistency, default),
                     )
                     .await?;
                 header = r.header.or(header);
@@ -532,7 +558,7 @@ pub async fn shell(endpoints: Vec<String>, format: Format) -> anyhow::Result<Exi
                     rule: "shell_syntax".into(),
                     message: "watch streams forever; run it as its own command".into(),
                 }),
-                Ok(ShellLine { verb }) => run_verb(&client, verb).await,
+                Ok(ShellLine { verb }) => run_verb(&client, verb, DefaultRead::Session).await,
             },
         };
         match result {

@@ -54,6 +54,7 @@ fn put(key: &[u8], value: Vec<u8>) -> pb::PutRequest {
 /// untouched afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_nothing_is_written() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let (_dir, node, mut c) = one_node().await;
     let before = c
         .range(pb::RangeRequest {
@@ -235,6 +236,7 @@ fn server_with_config_env(text: &str, env: &[(&str, &str)]) -> (bool, String) {
 /// A config file with an unknown key is refused at start, naming the key.
 #[test]
 fn unknown_config_key_is_refused() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let (ok, err) = server_with_config("node_id = 1\nlisten = \"127.0.43.2:0\"\nheartbeat = 5\n");
     assert!(!ok);
     assert!(
@@ -246,6 +248,7 @@ fn unknown_config_key_is_refused() {
 /// A malformed TOML file is refused at start, saying where it broke.
 #[test]
 fn malformed_toml_is_refused() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let (ok, err) = server_with_config("node_id = 1\n[raft\nheartbeat_interval_ms = 5\n");
     assert!(!ok);
     assert!(
@@ -258,6 +261,7 @@ fn malformed_toml_is_refused() {
 /// and an unknown one is refused like an unknown key in the file.
 #[test]
 fn environment_overrides_the_file() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let file = "node_id = 1\nlisten = \"127.0.43.3:0\"\n";
     let (ok, err) = server_with_config_env(file, &[("MERIDIAN_NODE_ID", "0")]);
     assert!(!ok);

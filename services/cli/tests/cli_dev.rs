@@ -10,9 +10,19 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn start_dev(data: &Path, ready: &Path, port: u16) -> Child {
+/// The dev process, killed if the test ends early (a panic must not leave it running).
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_dev(data: &Path, ready: &Path, port: u16) -> Dev {
     let _ = std::fs::remove_file(ready);
-    Command::new(common::BIN)
+    let child = Command::new(common::BIN)
         .args(["dev", "--port", &port.to_string(), "--data-dir"])
         .arg(data)
         .arg("--ready-file")
@@ -20,7 +30,8 @@ fn start_dev(data: &Path, ready: &Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn meridian dev")
+        .expect("spawn meridian dev");
+    Dev(child)
 }
 
 fn wait_ready(ready: &Path) -> String {
@@ -61,7 +72,8 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+fn sigterm(dev: &mut Dev) -> std::process::ExitStatus {
+    let child = &mut dev.0;
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
@@ -82,6 +94,7 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
 
 #[test]
 fn dev_cluster_cli_session_and_restart() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let ready = dir.path().join("ready.json");

@@ -21,6 +21,7 @@ async fn count_keys(c: &meridian_sdk::Client) -> Vec<meridian_sdk::pb::KeyValue>
 /// all 1,000; kill -9 all three and restart them: still all 1,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_leader_and_cluster_kill() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let mut cluster = ProcCluster::start(3, 41);
     cluster.wait_leader(Duration::from_secs(20)).await;
     let client = cluster.client();

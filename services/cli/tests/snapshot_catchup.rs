@@ -12,6 +12,7 @@ const WRITES: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_snapshot() {
+    common::watchdog(std::time::Duration::from_secs(300));
     // Snapshot every 50 entries, keep no log behind it: a follower that misses 400 writes can
     // only catch up from a snapshot.
     let extra = "[raft]\nsnapshot_logs_since_last = 50\nmax_in_snapshot_log_to_keep = 0\n";

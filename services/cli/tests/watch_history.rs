@@ -20,6 +20,7 @@ async fn node_with_history(max: u64) -> (tempfile::TempDir, Node, Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_revision_is_a_typed_error_and_progress_flows() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let (_dir, node, client) = node_with_history(16).await;
     let mut last = 0;
     for i in 0..60 {
@@ -100,6 +101,7 @@ async fn compacted_revision_is_a_typed_error_and_progress_flows() {
 /// reconnects between fragments gets the rest of that revision exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_inside_a_fragmented_revision_loses_and_repeats_nothing() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let (_dir, node, client) = node_with_history(100_000).await;
     const KEYS: usize = 2_500;
     let mut txn = meridian_sdk::pb::TxnRequest::default();

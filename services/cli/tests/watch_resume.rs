@@ -88,6 +88,7 @@ fn check(name: &str, seen: &Seen, acked: &[(String, u64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_see_every_change_once_in_order_across_leader_kill() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let mut cluster = ProcCluster::start(3, 42);
     let leader = cluster.wait_leader(Duration::from_secs(20)).await;
     let writer = cluster.client();

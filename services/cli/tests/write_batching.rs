@@ -15,6 +15,7 @@ async fn one_node(ip: &str) -> (tempfile::TempDir, Node, Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_never_shares_a_revision_disjoint_keys_do() {
+    common::watchdog(std::time::Duration::from_secs(300));
     let (_dir, node, client) = one_node("127.0.46.1").await;
     const N: usize = 64;
 

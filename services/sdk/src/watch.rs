@@ -126,6 +126,7 @@ impl Watcher {
             };
             match message {
                 Ok(Some(resp)) => {
+                    outage_started = None;
                     let revision = resp.header.as_ref().map_or(0, |h| h.revision);
                     self.client.observe(resp.header.as_ref());
                     if resp.progress {
@@ -159,6 +160,13 @@ impl Watcher {
                 Ok(None) => {
                     self.stream = None;
                     self.reconnects += 1;
+                    let start = *outage_started.get_or_insert_with(tokio::time::Instant::now);
+                    if start.elapsed() > deadline_len {
+                        return Err(Error::Unavailable(format!(
+                            "watch streams kept ending for {deadline_len:?}"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(RESUME_BACKOFF_MS)).await;
                 }
                 Err(status) => {
                     let e = Error::from_status(status);
@@ -174,6 +182,10 @@ impl Watcher {
                     self.client.rotate(&ep);
                     self.stream = None;
                     self.reconnects += 1;
+                    let start = *outage_started.get_or_insert_with(tokio::time::Instant::now);
+                    if start.elapsed() > deadline_len {
+                        return Err(e);
+                    }
                 }
             }
         }

@@ -19,6 +19,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Longest each shutdown step (stop serving, stop groups, final sync) may take.
+const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The one group of a single-region cluster.
 pub const REGION_GROUP: GroupId = GroupId(1);
 
@@ -45,7 +48,7 @@ pub struct Node {
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
-    _store: NodeStore,
+    store: NodeStore,
 }
 
 impl Node {
@@ -149,14 +152,24 @@ impl Node {
             local_addr,
             shutdown,
             server,
-            _store: store,
+            store,
         })
     }
 
     /// Stops serving, then stops every group.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-        self.ctx.host.shutdown().await;
+        let _ = tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, self.server).await;
+        if tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, self.ctx.host.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!("raft groups did not stop within {SHUTDOWN_STEP_TIMEOUT:?}");
+        }
+        match tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, self.store.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final sync of the store failed"),
+            Err(_) => tracing::error!("final sync did not finish within {SHUTDOWN_STEP_TIMEOUT:?}"),
+        }
     }
 }

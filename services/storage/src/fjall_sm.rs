@@ -2,11 +2,12 @@
 //! metadata in three keyspaces. Every apply is one atomic batch that includes `last_applied`.
 
 use crate::kv::KvState;
-use crate::persist::{ApplyCommit, HistoryReader, Loaded, SmPersist};
+use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmPersist};
+use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
 use fjall::{Database, Keyspace};
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
-use meridian_types::{Event, KeyValue};
+use meridian_types::{Event, EventKind, KeyValue};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
@@ -19,7 +20,12 @@ pub struct FjallSm {
     kv: Keyspace,
     hist: Keyspace,
     meta: Keyspace,
+    writer: LogWriter,
 }
+
+/// Keys are at most 4 KiB of UTF-8, so this many 0xff bytes sort after every key.
+const KEY_RANGE_END_BYTES: usize = meridian_types::KEY_BYTES_MAX + 1;
+const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 
 /// History key: revision then position within the revision, both big-endian.
 fn hist_key(revision: u64, seq: u32) -> [u8; 12] {
@@ -30,8 +36,28 @@ fn hist_key(revision: u64, seq: u32) -> [u8; 12] {
 }
 
 impl FjallSm {
-    pub(crate) fn new(db: Database, kv: Keyspace, hist: Keyspace, meta: Keyspace) -> Self {
-        Self { db, kv, hist, meta }
+    pub(crate) fn new(
+        db: Database,
+        kv: Keyspace,
+        hist: Keyspace,
+        meta: Keyspace,
+        writer: LogWriter,
+    ) -> Self {
+        Self {
+            db,
+            kv,
+            hist,
+            meta,
+            writer,
+        }
+    }
+
+    fn meta_op<T: serde::Serialize + ?Sized>(&self, key: &[u8], value: &T) -> Result<WriteOp> {
+        Ok(WriteOp::Put(
+            self.meta.clone(),
+            key.to_vec(),
+            bincode::serialize(value)?,
+        ))
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -79,7 +105,7 @@ impl SmPersist for FjallSm {
             Some(meta) => {
                 let data = self
                     .meta
-                    .get(b"snapshot_data")?
+                    .get(SNAPSHOT_DATA)?
                     .ok_or_else(|| Error::Corrupt("snapshot meta without data".into()))?;
                 Some((meta, data.to_vec()))
             }
@@ -96,8 +122,8 @@ impl SmPersist for FjallSm {
         })
     }
 
-    fn commit(&self, c: &ApplyCommit<'_>) -> Result<()> {
-        let mut batch = self.db.batch();
+    fn commit(&self, c: &ApplyCommit<'_>, on_written: OnWritten) -> Result<Pending> {
+        let mut ops = Vec::with_capacity(c.events.len() * 2 + 4);
         let mut seq_in_rev: u32 = 0;
         let mut last_rev = 0;
         for ev in c.events {
@@ -106,73 +132,82 @@ impl SmPersist for FjallSm {
                 seq_in_rev = 0;
                 last_rev = rev;
             }
-            match ev.kind {
-                meridian_types::EventKind::Put => {
-                    batch.insert(&self.kv, ev.kv.key.as_bytes(), bincode::serialize(&ev.kv)?)
-                }
-                meridian_types::EventKind::Delete => batch.remove(&self.kv, ev.kv.key.as_bytes()),
-            }
-            batch.insert(
-                &self.hist,
-                hist_key(rev, seq_in_rev),
+            let key = ev.kv.key.as_bytes().to_vec();
+            ops.push(match ev.kind {
+                EventKind::Put => WriteOp::Put(self.kv.clone(), key, bincode::serialize(&ev.kv)?),
+                EventKind::Delete => WriteOp::Remove(self.kv.clone(), key),
+            });
+            ops.push(WriteOp::Put(
+                self.hist.clone(),
+                hist_key(rev, seq_in_rev).to_vec(),
                 bincode::serialize(ev)?,
-            );
+            ));
             seq_in_rev += 1;
         }
         if let Some(to) = c.compact_to {
-            for item in self.hist.range(..hist_key(to + 1, 0)) {
-                batch.remove(&self.hist, item.key()?);
-            }
-            batch.insert(&self.meta, COMPACTED, bincode::serialize(&to)?);
+            ops.push(WriteOp::RemoveRange(
+                self.hist.clone(),
+                hist_key(0, 0).to_vec(),
+                hist_key(to + 1, 0).to_vec(),
+            ));
+            ops.push(self.meta_op(COMPACTED, &to)?);
         }
-        batch.insert(
-            &self.meta,
-            LAST_APPLIED,
-            bincode::serialize(&c.last_applied)?,
-        );
-        batch.insert(&self.meta, MEMBERSHIP, bincode::serialize(c.membership)?);
-        batch.insert(&self.meta, SEQUENCE, bincode::serialize(&c.sequence)?);
-        batch.commit()?;
-        Ok(())
+        ops.push(self.meta_op(LAST_APPLIED, &c.last_applied)?);
+        ops.push(self.meta_op(MEMBERSHIP, c.membership)?);
+        ops.push(self.meta_op(SEQUENCE, &c.sequence)?);
+        let writer = self.writer.clone();
+        Ok(Box::pin(async move {
+            writer
+                .submit(WriteReq {
+                    ops,
+                    written: Some(on_written),
+                    durable: None,
+                })
+                .await
+        }))
     }
 
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
         let mut batch = self.db.batch();
-        batch.insert(&self.meta, b"snapshot_data", data);
+        batch.insert(&self.meta, SNAPSHOT_DATA, data);
         batch.insert(&self.meta, SNAPSHOT, bincode::serialize(meta)?);
         batch.commit()?;
         Ok(())
     }
 
-    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
-        let mut batch = self.db.batch();
-        for item in self.kv.iter() {
-            batch.remove(&self.kv, item.key()?);
-        }
-        for item in self.hist.iter() {
-            batch.remove(&self.hist, item.key()?);
-        }
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
+        // Queued behind every earlier commit, so none of them can land on top of it.
+        let mut ops = vec![
+            WriteOp::RemoveRange(self.kv.clone(), Vec::new(), vec![0xff; KEY_RANGE_END_BYTES]),
+            WriteOp::RemoveRange(
+                self.hist.clone(),
+                hist_key(0, 0).to_vec(),
+                hist_key(u64::MAX, u32::MAX).to_vec(),
+            ),
+        ];
         for (k, v) in &kv.keys {
-            batch.insert(&self.kv, k.as_bytes(), bincode::serialize(v)?);
+            ops.push(WriteOp::Put(
+                self.kv.clone(),
+                k.as_bytes().to_vec(),
+                bincode::serialize(v)?,
+            ));
         }
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        batch.insert(&self.meta, COMPACTED, bincode::serialize(&index)?);
+        ops.push(self.meta_op(COMPACTED, &index)?);
         match &meta.last_log_id {
-            Some(l) => batch.insert(&self.meta, LAST_APPLIED, bincode::serialize(l)?),
-            None => batch.remove(&self.meta, LAST_APPLIED),
+            Some(l) => ops.push(self.meta_op(LAST_APPLIED, l)?),
+            None => ops.push(WriteOp::Remove(self.meta.clone(), LAST_APPLIED.to_vec())),
         }
-        batch.insert(
-            &self.meta,
-            MEMBERSHIP,
-            bincode::serialize(&meta.last_membership)?,
-        );
-        batch.insert(&self.meta, SEQUENCE, bincode::serialize(&kv.sequence)?);
-        batch.insert(&self.meta, b"snapshot_data", data);
-        batch.insert(&self.meta, SNAPSHOT, bincode::serialize(meta)?);
-        batch.commit()?;
-        // An installed snapshot replaces log entries the node may not have: make it durable
-        // before openraft purges the log behind it.
-        self.db.persist(fjall::PersistMode::SyncData)?;
-        Ok(())
+        ops.push(self.meta_op(MEMBERSHIP, &meta.last_membership)?);
+        ops.push(self.meta_op(SEQUENCE, &kv.sequence)?);
+        ops.push(WriteOp::Put(
+            self.meta.clone(),
+            SNAPSHOT_DATA.to_vec(),
+            data.to_vec(),
+        ));
+        ops.push(self.meta_op(SNAPSHOT, meta)?);
+        let writer = self.writer.clone();
+        // Durable before openraft purges the log behind the snapshot.
+        Ok(Box::pin(async move { writer.write_durable(ops).await }))
     }
 }

@@ -57,6 +57,12 @@ impl NodeStore {
         })
     }
 
+    /// Waits until everything queued so far (logs and state machines of every group) is
+    /// committed and fsynced. Call before closing a store that will be reopened.
+    pub async fn sync(&self) -> Result<()> {
+        self.writer.write_durable(Vec::new()).await
+    }
+
     /// The log store and state machine of `group`, created empty if new.
     pub fn group(
         &self,
@@ -70,7 +76,13 @@ impl NodeStore {
             )
         };
         let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone())?;
-        let sm = FjallSm::new(self.db.clone(), ks("kv")?, ks("hist")?, ks("sm")?);
+        let sm = FjallSm::new(
+            self.db.clone(),
+            ks("kv")?,
+            ks("hist")?,
+            ks("sm")?,
+            self.writer.clone(),
+        );
         let sm = StateMachine::open(group, Arc::new(sm), history_revisions_max)?;
         Ok((log, sm))
     }

@@ -3,7 +3,7 @@
 //! of the process.
 
 use crate::kv::KvState;
-use crate::persist::{ApplyCommit, HistoryReader, Loaded, SmPersist};
+use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmPersist};
 use crate::Result;
 use meridian_types::raft::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig, Vote};
 use meridian_types::Event;
@@ -166,7 +166,33 @@ impl SmPersist for MemSm {
         })
     }
 
-    fn commit(&self, c: &ApplyCommit<'_>) -> Result<()> {
+    fn commit(&self, c: &ApplyCommit<'_>, on_written: OnWritten) -> Result<Pending> {
+        self.commit_now(c);
+        on_written();
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+        self.lock().loaded.snapshot = Some((meta.clone(), data.to_vec()));
+        Ok(())
+    }
+
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
+        let mut g = self.lock();
+        g.history.clear();
+        g.loaded = Loaded {
+            kv: kv.clone(),
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            compacted: meta.last_log_id.map_or(0, |l| l.index),
+            snapshot: Some((meta.clone(), data.to_vec())),
+        };
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+}
+
+impl MemSm {
+    fn commit_now(&self, c: &ApplyCommit<'_>) {
         let mut g = self.lock();
         for ev in c.events {
             match ev.kind {
@@ -189,24 +215,5 @@ impl SmPersist for MemSm {
         g.loaded.kv.revision = c.last_applied.index;
         g.loaded.last_applied = Some(c.last_applied);
         g.loaded.membership = c.membership.clone();
-        Ok(())
-    }
-
-    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
-        self.lock().loaded.snapshot = Some((meta.clone(), data.to_vec()));
-        Ok(())
-    }
-
-    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
-        let mut g = self.lock();
-        g.history.clear();
-        g.loaded = Loaded {
-            kv: kv.clone(),
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            compacted: meta.last_log_id.map_or(0, |l| l.index),
-            snapshot: Some((meta.clone(), data.to_vec())),
-        };
-        Ok(())
     }
 }

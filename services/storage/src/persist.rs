@@ -32,10 +32,19 @@ pub trait HistoryReader: Send + Sync + 'static {
     fn events_from(&self, from: u64, max: usize) -> Result<Vec<Event>>;
 }
 
+/// Runs once a commit is readable from the store.
+pub type OnWritten = Box<dyn FnOnce() + Send>;
+
+/// The part of a write that waits (for a queue slot, or for durability).
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 pub trait SmPersist: HistoryReader {
     fn load(&self) -> Result<Loaded>;
-    fn commit(&self, c: &ApplyCommit<'_>) -> Result<()>;
+    /// Encodes `c` now and returns the submission; commits are applied in submission order,
+    /// and `on_written` runs once this one is readable (history included).
+    fn commit(&self, c: &ApplyCommit<'_>, on_written: OnWritten) -> Result<Pending>;
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()>;
-    /// Replace the whole state with a snapshot's, atomically; history is dropped.
-    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<()>;
+    /// Replaces the whole state with a snapshot's, atomically, after every earlier commit;
+    /// history is dropped. The returned future ends once the new state is durable.
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending>;
 }

@@ -139,7 +139,7 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
     {
         let mut results = Vec::new();
         let mut events = Vec::new();
-        let (last_index, batch_events) = {
+        let pending = {
             let mut state = self.shared.write();
             let mut applied = self.applied();
             let mut staged: KvState = std::mem::take(&mut *state);
@@ -176,24 +176,31 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
                 events: &events,
                 compact_to,
             };
-            // Written before it becomes visible: a failed commit leaves memory unchanged.
-            let written = self.persist.commit(&commit);
-            if let Err(e) = written {
-                // Restore nothing: the old state was moved out; reload it from the store.
-                if let Ok(loaded) = self.persist.load() {
-                    *state = loaded.kv;
-                    applied.last_applied = loaded.last_applied;
-                    applied.membership = loaded.membership;
+            // Readers see the new keys at once; watchers and `applied` hear of them only once
+            // the change history is in the store, so a watcher's catch-up never misses one.
+            let shared = self.shared.clone();
+            let index = last_applied.index;
+            let published = events.clone();
+            let encoded = self.persist.commit(
+                &commit,
+                Box::new(move || shared.publish_applied(index, published)),
+            );
+            let pending = match encoded {
+                Ok(p) => p,
+                Err(e) => {
+                    *state = staged;
+                    return Err(sm_err(e));
                 }
-                return Err(sm_err(e));
-            }
+            };
             *state = staged;
             if let Some(c) = compact_to {
+                // Announced before the history is removed, so no watcher reads into the gap.
                 self.shared.set_compacted(c);
             }
-            (last_applied.index, std::mem::take(&mut events))
+            pending
         };
-        self.shared.publish_applied(last_index, batch_events);
+        // Commits queue in apply order: openraft applies one batch at a time.
+        pending.await.map_err(sm_err)?;
         Ok(results)
     }
 
@@ -224,15 +231,22 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             )
         })?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
+        let snapshot_err = |e: crate::Error| {
+            e.into_raft(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )
+        };
+        let pending = self
+            .persist
+            .install(&kv, meta, &data)
+            .map_err(snapshot_err)?;
+        // Announce the reset first: watchers stop reading history that is about to vanish.
+        self.shared.set_compacted(index);
+        pending.await.map_err(snapshot_err)?;
         {
             let mut state = self.shared.write();
             let mut applied = self.applied();
-            self.persist.install(&kv, meta, &data).map_err(|e| {
-                e.into_raft(
-                    ErrorSubject::Snapshot(Some(meta.signature())),
-                    ErrorVerb::Write,
-                )
-            })?;
             *state = kv;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();

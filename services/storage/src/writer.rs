@@ -2,6 +2,9 @@
 //! queue, commits each request as its own fjall batch, then makes all of them durable with one
 //! fsync and only afterwards fires the durability callbacks (group commit across groups).
 //!
+//! State-machine batches travel the same queue (without waiting for the fsync), so the apply
+//! path never waits on the journal lock either.
+//!
 //! Raft cores never touch the journal themselves: fjall holds the journal lock for the whole
 //! fsync, so a core that committed inline would stall behind every fsync. Appended entries stay
 //! readable meanwhile through each log store's pending-entry cache (see `fjall_log`).
@@ -19,6 +22,7 @@ pub const GROUP_COMMIT_REQUESTS_MAX: usize = 4096;
 
 pub enum WriteOp {
     Put(Keyspace, Vec<u8>, Vec<u8>),
+    Remove(Keyspace, Vec<u8>),
     /// Remove every key in `[start, end)`.
     RemoveRange(Keyspace, Vec<u8>, Vec<u8>),
 }
@@ -85,6 +89,7 @@ fn apply_ops(db: &Database, ops: Vec<WriteOp>) -> Result<()> {
     for op in ops {
         match op {
             WriteOp::Put(ks, k, v) => batch.insert(&ks, k, v),
+            WriteOp::Remove(ks, k) => batch.remove(&ks, k),
             WriteOp::RemoveRange(ks, start, end) => {
                 for item in ks.range(start..end) {
                     let key = item.key()?;

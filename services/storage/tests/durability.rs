@@ -36,6 +36,7 @@ async fn reopen_keeps_everything() {
             log.blocking_append(entries.clone()).await.unwrap();
             sm.apply(entries).await.unwrap();
         }
+        store.sync().await.unwrap();
     }
     let store = NodeStore::open(dir.path()).unwrap();
     for g in [1, 2] {

@@ -207,3 +207,13 @@ pub async fn one_node(
         .expect("the single voter leads");
     (dir, node, addr)
 }
+
+/// Ends the whole test process if it is still running after `limit`: a hung test fails with a
+/// message instead of stalling CI. Call first thing in every test of a binary.
+pub fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("test binary still running after {limit:?}: giving up (a test hung)");
+        std::process::exit(101);
+    });
+}

@@ -3,7 +3,8 @@
 //! - [`kv`]: a group's keys in memory and the deterministic rules that change them.
 //! - [`sm`]: the openraft state machine, generic over [`persist::SmPersist`].
 //! - [`group`]: the read/watch face of a group's applied state, shared with the server.
-//! - [`writer`]: the node's one log-writer thread: group commit, one fsync for many groups.
+//! - [`writer`]: the node's one writer thread: every group's log and state-machine batches in
+//!   queue order, one fsync for many groups (group commit).
 //! - [`fjall_log`], [`fjall_sm`]: the on-disk implementations (one fjall database per node,
 //!   per group keyspaces `g<N>_log`, `g<N>_raft`, `g<N>_kv`, `g<N>_hist`, `g<N>_sm`).
 //! - [`mem`]: the in-memory implementations used by deterministic simulation.

@@ -25,25 +25,28 @@ impl From<ConsistencyArg> for Consistency {
     }
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct PutArgs {
+    key: String,
+    value: Option<String>,
+    /// Only if the key's version equals N (0: only if it does not exist).
+    #[arg(long)]
+    expected_version: Option<i64>,
+    /// Only if the key's mod_revision equals N (0: only if it does not exist).
+    #[arg(long)]
+    expected_mod_revision: Option<i64>,
+    /// Append a monotonic zero-padded suffix to KEY (ZooKeeper `create -s`).
+    #[arg(long)]
+    sequential: bool,
+    /// Print the previous value.
+    #[arg(long)]
+    prev_kv: bool,
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum Verb {
     /// Write KEY. Without VALUE, the value is read from stdin (as etcdctl does).
-    Put {
-        key: String,
-        value: Option<String>,
-        /// Only if the key's version equals N (0: only if it does not exist).
-        #[arg(long)]
-        expected_version: Option<i64>,
-        /// Only if the key's mod_revision equals N (0: only if it does not exist).
-        #[arg(long)]
-        expected_mod_revision: Option<i64>,
-        /// Append a monotonic zero-padded suffix to KEY (ZooKeeper `create -s`).
-        #[arg(long)]
-        sequential: bool,
-        /// Print the previous value.
-        #[arg(long)]
-        prev_kv: bool,
-    },
+    Put(PutArgs),
     /// Read KEY, or every key under it with --prefix.
     Get {
         key: String,
@@ -106,35 +109,13 @@ pub async fn run_one(
     verb: Verb,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(endpoints, Default::default())?;
-    let verb = match verb {
-        Verb::Put {
-            key,
-            value: None,
-            expected_version,
-            expected_mod_revision,
-            sequential,
-            prev_kv,
-        } => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading the value from stdin")?;
-            return finish(
-                format,
-                put(
-                    &client,
-                    key,
-                    buf,
-                    expected_version,
-                    expected_mod_revision,
-                    sequential,
-                    prev_kv,
-                )
-                .await,
-            );
-        }
-        v => v,
-    };
+    if let Verb::Put(args @ PutArgs { value: None, .. }) = verb {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the value from stdin")?;
+        return finish(format, put(&client, args, buf).await);
+    }
     if let Verb::Watch {
         key,
         prefix,
@@ -169,22 +150,18 @@ fn print_error(format: Format, e: &meridian_sdk::Error) {
 
 async fn put(
     client: &Client,
-    key: String,
+    args: PutArgs,
     value: Vec<u8>,
-    expected_version: Option<i64>,
-    expected_mod_revision: Option<i64>,
-    sequential: bool,
-    prev_kv: bool,
 ) -> Result<Rendered, meridian_sdk::Error> {
     let r = client
         .put_request(pb::PutRequest {
-            key: key.into_bytes(),
+            key: args.key.into_bytes(),
             value,
-            expected_version,
-            expected_mod_revision,
-            sequential,
+            expected_version: args.expected_version,
+            expected_mod_revision: args.expected_mod_revision,
+            sequential: args.sequential,
             lease: 0,
-            prev_kv,
+            prev_kv: args.prev_kv,
         })
         .await?;
     let rev = r.header.as_ref().map_or(0, |h| h.revision);
@@ -230,25 +207,9 @@ async fn run_verb(
     default: DefaultRead,
 ) -> Result<Rendered, meridian_sdk::Error> {
     match verb {
-        Verb::Put {
-            key,
-            value,
-            expected_version,
-            expected_mod_revision,
-            sequential,
-            prev_kv,
-        } => {
-            let value = value.unwrap_or_default().into_bytes();
-            put(
-                client,
-                key,
-                value,
-                expected_version,
-                expected_mod_revision,
-                sequential,
-                prev_kv,
-            )
-            .await
+        Verb::Put(mut args) => {
+            let value = args.value.take().unwrap_or_default().into_bytes();
+            put(client, args, value).await
         }
         Verb::Get {
             key,

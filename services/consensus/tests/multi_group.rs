@@ -21,15 +21,7 @@ struct TestNode {
 }
 
 fn put(key: &str, value: &str) -> Command {
-    Command::Put(PutOp {
-        key: key.into(),
-        value: value.as_bytes().to_vec(),
-        expected_version: None,
-        expected_mod_revision: None,
-        sequential: false,
-        lease: 0,
-        prev_kv: false,
-    })
+    Command::Put(PutOp::new(key, value))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

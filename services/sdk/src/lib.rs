@@ -64,6 +64,13 @@ pub struct Client {
 }
 
 const BACKOFF_MS_MIN: u64 = 20;
+
+/// A request that carries its deadline to the server (`grpc-timeout`).
+fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
 const BACKOFF_MS_MAX: u64 = 500;
 
 impl Client {
@@ -238,8 +245,7 @@ impl Client {
     pub async fn put_request(&self, req: pb::PutRequest) -> Result<pb::PutResponse, Error> {
         let resp = self
             .call(|mut c, t| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(req.clone(), t);
                 async move { c.put(r).await.map(|r| r.into_inner()) }
             })
             .await?;
@@ -266,11 +272,13 @@ impl Client {
     ) -> Result<pb::GetResponse, Error> {
         let resp = self
             .call(|mut c, t| {
-                let mut r = tonic::Request::new(pb::GetRequest {
-                    key: key.clone(),
-                    read: Some(self.read_options(consistency)),
-                });
-                r.set_timeout(t);
+                let r = timed(
+                    pb::GetRequest {
+                        key: key.clone(),
+                        read: Some(self.read_options(consistency)),
+                    },
+                    t,
+                );
                 async move { c.get(r).await.map(|r| r.into_inner()) }
             })
             .await?;
@@ -286,8 +294,7 @@ impl Client {
         let resp = self
             .call(|mut c, t| {
                 req.read = Some(self.read_options(consistency));
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(req.clone(), t);
                 async move { c.range(r).await.map(|r| r.into_inner()) }
             })
             .await?;
@@ -333,8 +340,7 @@ impl Client {
         let resp = self
             .call(|mut c, t| {
                 req.read = Some(self.read_options(consistency));
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(req.clone(), t);
                 async move { c.list(r).await.map(|r| r.into_inner()) }
             })
             .await?;
@@ -345,8 +351,7 @@ impl Client {
     pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
         let resp = self
             .call(|mut c, t| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(req.clone(), t);
                 async move { c.delete(r).await.map(|r| r.into_inner()) }
             })
             .await?;
@@ -357,8 +362,7 @@ impl Client {
     pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
         let resp = self
             .call(|mut c, t| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(req.clone(), t);
                 async move { c.txn(r).await.map(|r| r.into_inner()) }
             })
             .await?;
@@ -369,8 +373,7 @@ impl Client {
     /// Status of the node behind the current endpoint.
     pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
         self.call(|mut c, t| {
-            let mut r = tonic::Request::new(pb::StatusRequest {});
-            r.set_timeout(t);
+            let r = timed(pb::StatusRequest {}, t);
             async move { c.status(r).await.map(|r| r.into_inner()) }
         })
         .await

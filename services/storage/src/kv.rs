@@ -256,13 +256,8 @@ mod tests {
 
     fn put(key: &str, value: &str) -> Command {
         Command::Put(PutOp {
-            key: key.into(),
-            value: value.as_bytes().to_vec(),
-            expected_version: None,
-            expected_mod_revision: None,
-            sequential: false,
-            lease: 0,
             prev_kv: true,
+            ..PutOp::new(key, value)
         })
     }
 

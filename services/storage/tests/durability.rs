@@ -10,15 +10,7 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, Vote};
 fn put(key: &str, index: u64) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Command::Put(PutOp {
-            key: key.into(),
-            value: format!("v{index}").into_bytes(),
-            expected_version: None,
-            expected_mod_revision: None,
-            sequential: false,
-            lease: 0,
-            prev_kv: false,
-        })),
+        payload: EntryPayload::Normal(Command::Put(PutOp::new(key, format!("v{index}")))),
     }
 }
 

@@ -49,6 +49,21 @@ pub struct PutOp {
     pub prev_kv: bool,
 }
 
+impl PutOp {
+    /// An unconditional, non-sequential put without lease.
+    pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            expected_version: None,
+            expected_mod_revision: None,
+            sequential: false,
+            lease: 0,
+            prev_kv: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteOp {
     pub key: String,

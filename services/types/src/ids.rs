@@ -1,4 +1,5 @@
-//! Identifiers. A `u64` that means a revision is a [`Revision`].
+//! Identifiers. Revisions are still plain `u64` log indexes across the crates (see
+//! docs/api.md); a `Revision` newtype belongs here once the router's version vectors land.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,17 +14,5 @@ pub struct GroupId(pub u64);
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "g{}", self.0)
-    }
-}
-
-/// A group's revision: the Raft log index of the entry that made a change. Monotonic per group.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct Revision(pub u64);
-
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
     }
 }

@@ -1,6 +1,6 @@
 //! Vocabulary shared by every Meridian crate.
 //!
-//! - [`ids`]: newtype identifiers (`GroupId`, `Revision`) and the node id.
+//! - [`ids`]: identifiers (`GroupId` newtype, the node id).
 //! - [`path`]: the key-path rules (leading `/`, no empty/`.`/`..` segment, 4 KiB) and value limits.
 //! - [`command`]: what a client asks a group's state machine to do, and what it answers.
 //! - [`raft`]: the openraft type configuration every group uses.
@@ -16,7 +16,7 @@ pub use command::{
     Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
     KeyValue, Op, OpResult, PutOp,
 };
-pub use ids::{GroupId, NodeId, Revision};
+pub use ids::{GroupId, NodeId};
 pub use path::{validate_key, validate_prefix, validate_value, PathError};
 pub use raft::TypeConfig;
 

@@ -1,32 +1,63 @@
-//! `meridian dev`: a whole local cluster in this process — 3 nodes on distinct loopback
-//! addresses, data in a temporary directory (or `--data-dir`, which survives restarts).
+//! `meridian dev`: a whole local cluster in this process. By default the 3-region topology
+//! (`topology/local-3region.toml`): 3 voters per region, learners of every regional group in
+//! the other regions, the global group, and the WAN emulator between regions — every
+//! inter-region connection goes through a relay that adds the topology's latency. Nodes sit
+//! on distinct loopback addresses; data lives in a temporary directory (or `--data-dir`, which
+//! survives restarts). `--nodes N` runs the old single-region cluster instead.
 
 use anyhow::Context;
 use meridian_sdk::{Client, Consistency};
 use meridian_server::{Node, NodeConfig, Peer};
+use meridian_topology::Topology;
+use meridian_wan::{LinkSpec, Wan};
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The default topology, built in so that `meridian dev` needs no file.
+pub const LOCAL_3REGION: &str = include_str!("../../../topology/local-3region.toml");
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
     /// Keep data here (default: a temporary directory removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Write this JSON file once the cluster serves writes.
+    /// Write this JSON file once the cluster serves reads and writes in every region.
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Port every node listens on (each node has its own loopback address).
     #[arg(long, default_value_t = 7400)]
     port: u16,
-    /// Number of voters.
-    #[arg(long, default_value_t = 3)]
-    nodes: u64,
+    /// Run a single-region cluster of N voters instead of a topology.
+    #[arg(long)]
+    nodes: Option<u64>,
+    /// Topology file (default: the built-in local-3region).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Run without the WAN emulator (regions talk directly, no added latency).
+    #[arg(long)]
+    no_wan: bool,
+    /// Extra random delay per chunk on every WAN link, in ms (never reorders bytes).
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Bandwidth cap per connection and direction on every WAN link, in Mbit/s.
+    #[arg(long)]
+    bandwidth_mbit: Option<u64>,
+    /// Address of the WAN emulator's control port (`meridian wan cut|heal|status`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    wan_control: SocketAddr,
+    /// TEST ONLY: turn off the router's sync-on-switch, which breaks sequential consistency
+    /// across groups (the anomaly test uses it to prove it can fail).
+    #[arg(long, hide = true)]
+    unsafe_no_sync: bool,
 }
 
-/// Longest `meridian dev` waits for its cluster to serve writes.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `meridian dev` waits for its cluster to serve.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const DEV_REGION: &str = "local";
 
@@ -34,10 +65,26 @@ pub fn node_address(id: u64, port: u16) -> String {
     format!("127.0.1.{id}:{port}")
 }
 
-pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
-    if args.nodes == 0 || args.nodes > 9 {
-        anyhow::bail!("--nodes must be between 1 and 9 (got {})", args.nodes);
+/// `host:port` with the port replaced.
+fn with_port(addr: &str, port: u16) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => format!("{addr}:{port}"),
     }
+}
+
+/// The relay address through which nodes of the region with index `viewer` reach node `id`:
+/// 127.(200+viewer).(id/256).(id%256), on the node's port.
+fn relay_address(viewer: usize, id: u64, port: u16) -> String {
+    format!(
+        "127.{}.{}.{}:{port}",
+        200 + viewer,
+        (id >> 8) & 255,
+        id & 255
+    )
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let temp;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -46,7 +93,191 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
-    let peers: Vec<Peer> = (1..=args.nodes)
+    match args.nodes {
+        Some(n) => run_single_region(&args, n, data_dir).await,
+        None => run_topology(&args, data_dir).await,
+    }
+}
+
+async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let mut topology = match &args.topology {
+        Some(path) => Topology::load(path)?,
+        None => Topology::parse(LOCAL_3REGION, "local-3region.toml (built in)")?,
+    };
+    for n in &mut topology.nodes {
+        n.address = with_port(&n.address, args.port);
+    }
+    let topology = Arc::new(topology);
+
+    // The WAN emulator: one relay per (viewing region, node of another region).
+    let wan = Wan::new();
+    let mut relays = Vec::new();
+    let mut dial: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let control = if args.no_wan {
+        None
+    } else {
+        for (i, a) in topology.regions.iter().enumerate() {
+            for b in topology.regions.iter().skip(i + 1) {
+                wan.set_link(
+                    &a.name,
+                    &b.name,
+                    LinkSpec {
+                        jitter: Duration::from_millis(args.jitter_ms),
+                        bandwidth_bytes_per_sec: args.bandwidth_mbit.map(|m| m * 1_000_000 / 8),
+                        ..LinkSpec::from_rtt_ms(topology.rtt_ms(&a.name, &b.name))
+                    },
+                );
+            }
+        }
+        for (viewer, region) in topology.regions.iter().enumerate() {
+            for n in topology.nodes.iter().filter(|n| n.region != region.name) {
+                let listen = relay_address(viewer, n.id, args.port);
+                let target: SocketAddr = n
+                    .address
+                    .parse()
+                    .with_context(|| format!("node {} address {}", n.id, n.address))?;
+                let relay = wan
+                    .relay(
+                        listen
+                            .parse()
+                            .with_context(|| format!("relay address {listen}"))?,
+                        &region.name,
+                        &n.region,
+                        target,
+                    )
+                    .await
+                    .with_context(|| format!("starting the WAN relay {listen} -> {target}"))?;
+                dial.entry(region.name.clone())
+                    .or_default()
+                    .insert(n.address.clone(), relay.local_addr.to_string());
+                relays.push(relay);
+            }
+        }
+        let (addr, _task) = meridian_wan::serve_control(wan.clone(), args.wan_control)
+            .await
+            .context("starting the WAN emulator's control port")?;
+        Some(addr)
+    };
+
+    let mut nodes = Vec::new();
+    for n in &topology.nodes {
+        let cfg = NodeConfig {
+            node_id: n.id,
+            region: n.region.clone(),
+            listen: n.address.clone(),
+            advertise: Some(n.address.clone()),
+            data_dir: data_dir.join(format!("node-{}", n.id)),
+            dial: dial.get(&n.region).cloned().unwrap_or_default(),
+            router: meridian_server::config::RouterConfig {
+                sync_on_switch: !args.unsafe_no_sync,
+            },
+            ..NodeConfig::default()
+        };
+        let node = Node::start_with(cfg, topology.clone())
+            .await
+            .with_context(|| format!("starting node {} on {}", n.id, n.address))?;
+        nodes.push(node);
+    }
+
+    let mut regions = serde_json::Map::new();
+    for r in &topology.regions {
+        let endpoints: Vec<String> = topology
+            .nodes
+            .iter()
+            .filter(|n| n.region == r.name)
+            .map(|n| n.address.clone())
+            .collect();
+        regions.insert(
+            r.name.clone(),
+            json!({"endpoint": endpoints.first(), "endpoints": endpoints, "tags": r.tags}),
+        );
+    }
+    // Ready = from every region, a linearizable read of every domain succeeds: each group has
+    // a leader confirmed by a quorum, and each region's replica knows it.
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for r in &topology.regions {
+        let Some(first) = topology.nodes.iter().find(|n| n.region == r.name) else {
+            continue;
+        };
+        let client = Client::new(vec![first.address.clone()], Default::default())?;
+        for d in topology.placement().domains() {
+            let probe = format!("{}meridian-ready", d.prefix);
+            wait_ready(&client, &probe, deadline).await?;
+        }
+    }
+    println!(
+        "meridian dev: topology {} — {} regions, {} nodes, {} groups; data in {}",
+        topology.name,
+        topology.regions.len(),
+        nodes.len(),
+        topology.groups.len(),
+        data_dir.display()
+    );
+    for r in &topology.regions {
+        if let Some(ep) = regions[&r.name]["endpoint"].as_str() {
+            println!("  region {:<14} endpoint {ep}", r.name);
+        }
+    }
+    for d in topology.placement().domains() {
+        let owner = topology.group(d.group).map_or("?", |g| g.name.as_str());
+        println!("  domain {:<20} -> group {owner}", d.prefix);
+    }
+    match control {
+        Some(c) => println!("  WAN emulator control: {c}  (meridian wan status --control {c})"),
+        None => println!("  WAN emulator: off"),
+    }
+    if let Some(first) = topology.nodes.first() {
+        println!(
+            "try: meridian --endpoint {} put /{}/hello world",
+            first.address, first.region
+        );
+    }
+    if let Some(path) = &args.ready_file {
+        let ready = json!({
+            "topology": topology.name,
+            "regions": regions,
+            "wan_control": control.map(|c| c.to_string()),
+            "data_dir": data_dir,
+        });
+        write_ready(path, &ready)?;
+    }
+    crate::wait_for_signal().await;
+    println!("meridian dev: stopping");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    drop(relays);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_ready(
+    client: &Client,
+    probe: &str,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    loop {
+        match client.get_with(probe, Consistency::Linearizable).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                anyhow::bail!("the cluster did not become ready within {READY_TIMEOUT:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn write_ready(path: &std::path::Path, ready: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(ready)?).context("writing the ready file")?;
+    std::fs::rename(&tmp, path).context("writing the ready file")?;
+    Ok(())
+}
+
+async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    if n == 0 || n > 9 {
+        anyhow::bail!("--nodes must be between 1 and 9 (got {n})");
+    }
+    let peers: Vec<Peer> = (1..=n)
         .map(|id| Peer {
             id,
             address: node_address(id, args.port),
@@ -70,19 +301,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let endpoints: Vec<String> = peers.iter().map(|p| p.address.clone()).collect();
     let client = Client::new(endpoints.clone(), Default::default())?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    // Serving writes needs a leader confirmed by a quorum: a linearizable read proves both.
-    loop {
-        match client
-            .get_with("/meridian", Consistency::Linearizable)
-            .await
-        {
-            Ok(_) => break,
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                anyhow::bail!("the cluster did not become ready within {READY_TIMEOUT:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    wait_ready(&client, "/meridian", deadline).await?;
     println!(
         "meridian dev: {} nodes in region {DEV_REGION}, data in {}",
         nodes.len(),
@@ -91,14 +310,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("endpoint: {}", endpoints.join(","));
     println!("try: meridian --endpoint {} put /hello world", endpoints[0]);
     if let Some(path) = &args.ready_file {
-        let ready = json!({
-            "regions": { DEV_REGION: { "endpoint": endpoints[0], "endpoints": endpoints } },
-            "data_dir": data_dir,
-        });
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&ready)?)
-            .context("writing the ready file")?;
-        std::fs::rename(&tmp, path).context("writing the ready file")?;
+        write_ready(
+            path,
+            &json!({
+                "regions": { DEV_REGION: { "endpoint": endpoints[0], "endpoints": endpoints } },
+                "data_dir": data_dir,
+            }),
+        )?;
     }
     crate::wait_for_signal().await;
     println!("meridian dev: stopping");

@@ -3,9 +3,12 @@
 //! - [`verbs`]: put/get/del/ls/txn/watch/status, their human and JSON output, and the shell.
 //! - [`dev`]: `meridian dev`, a whole local cluster in one process.
 //! - [`bench`]: `meridian bench`, throughput and latency percentiles with hdrhistogram.
+//! - [`ops`]: `meridian topology check`, `meridian wan-proxy`, `meridian wan cut|heal|status`.
 
 mod bench;
+mod bench_geo;
 mod dev;
+mod ops;
 mod output;
 mod txn_parse;
 mod verbs;
@@ -53,6 +56,15 @@ enum Command {
     Shell,
     /// Measure put/get throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Measure the router under the WAN emulator (starts its own dev clusters).
+    BenchGeo(bench_geo::BenchGeoArgs),
+    /// Topology files.
+    #[command(subcommand)]
+    Topology(ops::TopologyCmd),
+    /// Run the WAN emulator standalone: relays that add a region pair's latency to any TCP traffic.
+    WanProxy(ops::WanProxyArgs),
+    /// Control a running WAN emulator: cut, heal, status.
+    Wan(ops::WanArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
 }
@@ -85,6 +97,10 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Shell => verbs::shell(endpoints, cli.output).await,
             Command::Bench(args) => bench::run(args, endpoints).await,
+            Command::BenchGeo(args) => bench_geo::run(args).await,
+            Command::Topology(cmd) => Ok(ops::topology(cmd)),
+            Command::WanProxy(args) => ops::wan_proxy(args).await,
+            Command::Wan(args) => ops::wan(args).await,
             Command::Verb(v) => verbs::run_one(endpoints, cli.output, v).await,
         }
     });

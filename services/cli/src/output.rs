@@ -22,7 +22,15 @@ pub fn kv_json(kv: &pb::KeyValue) -> Value {
 
 pub fn header_json(h: Option<&pb::ResponseHeader>) -> Value {
     match h {
-        Some(h) => json!({"group": h.group, "revision": h.revision, "node": h.node}),
+        Some(h) => {
+            let vector: std::collections::BTreeMap<String, u64> =
+                h.vector.iter().map(|(g, r)| (g.to_string(), *r)).collect();
+            json!({
+                "group": h.group, "revision": h.revision, "node": h.node,
+                "lag_ms": (h.lag_ms != u64::MAX).then_some(h.lag_ms), "synced": h.synced,
+                "vector": vector,
+            })
+        }
         None => Value::Null,
     }
 }

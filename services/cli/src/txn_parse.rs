@@ -74,6 +74,7 @@ pub fn op(s: &str) -> Result<pb::TxnOp, String> {
         ["get", key] => pb::txn_op::Op::Get(pb::GetRequest {
             key: key.as_bytes().to_vec(),
             read: None,
+            session: None,
         }),
         _ => {
             return Err(format!(

@@ -10,19 +10,9 @@ use serde_json::json;
 use std::io::{BufRead, Read};
 use std::process::ExitCode;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConsistencyArg {
-    Sequential,
-    Linearizable,
-}
-
-impl From<ConsistencyArg> for Consistency {
-    fn from(c: ConsistencyArg) -> Self {
-        match c {
-            ConsistencyArg::Sequential => Consistency::Sequential,
-            ConsistencyArg::Linearizable => Consistency::Linearizable,
-        }
-    }
+/// `--consistency sequential|linearizable|stale|stale:MS`.
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    s.parse()
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -57,8 +47,9 @@ pub enum Verb {
         limit: u32,
         /// Default: linearizable for a one-shot command (each is a new session, as etcdctl),
         /// sequential inside `meridian shell` (the session carries its revision).
-        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_enum)]
-        consistency: Option<ConsistencyArg>,
+        /// sequential | linearizable | stale:MS (any replica at most MS behind; reports its lag).
+        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_parser = parse_consistency)]
+        consistency: Option<Consistency>,
     },
     /// Delete KEY, or every key under it with --prefix.
     Del {
@@ -74,8 +65,9 @@ pub enum Verb {
         path: String,
         /// Default: linearizable for a one-shot command (each is a new session, as etcdctl),
         /// sequential inside `meridian shell` (the session carries its revision).
-        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_enum)]
-        consistency: Option<ConsistencyArg>,
+        /// sequential | linearizable | stale:MS (any replica at most MS behind; reports its lag).
+        #[arg(long, env = "MERIDIAN_CONSISTENCY", value_parser = parse_consistency)]
+        consistency: Option<Consistency>,
     },
     /// Atomic transaction: if every --if holds, run the --then ops, else the --else ops.
     Txn {
@@ -162,6 +154,7 @@ async fn put(
             sequential: args.sequential,
             lease: 0,
             prev_kv: args.prev_kv,
+            session: None,
         })
         .await?;
     let rev = r.header.as_ref().map_or(0, |h| h.revision);
@@ -193,9 +186,9 @@ enum DefaultRead {
     Session,
 }
 
-fn read_level(given: Option<ConsistencyArg>, default: DefaultRead) -> Consistency {
+fn read_level(given: Option<Consistency>, default: DefaultRead) -> Consistency {
     match (given, default) {
-        (Some(c), _) => c.into(),
+        (Some(c), _) => c,
         (None, DefaultRead::OneShot) => Consistency::Linearizable,
         (None, DefaultRead::Session) => Consistency::Sequential,
     }
@@ -336,6 +329,7 @@ async fn run_verb(
                     .map(|o| txn_parse::op(o))
                     .collect::<Result<_, _>>()
                     .map_err(bad)?,
+                session: None,
             };
             let r = client.txn(req).await?;
             let mut lines = vec![if r.succeeded {
@@ -369,47 +363,8 @@ async fn run_verb(
             })
         }
         Verb::Status => {
-            let s = client.status().await?;
-            let mut human = format!(
-                "node {} ({}) region {} version {}",
-                s.node, s.address, s.region, s.version
-            );
-            let mut groups = Vec::new();
-            for g in &s.groups {
-                // Only the leader knows the commit index and each member's progress.
-                let leads = g.state == "Leader";
-                let known = |v: u64| if leads { v.to_string() } else { "-".into() };
-                human.push_str(&format!(
-                    "\ngroup {}: {} leader {} ({}) term {} last_log {} commit {} applied {}",
-                    g.group,
-                    g.state,
-                    g.leader,
-                    g.leader_address,
-                    g.term,
-                    g.last_log_index,
-                    known(g.committed),
-                    g.applied
-                ));
-                for m in &g.members {
-                    human.push_str(&format!(
-                        "\n  member {} {} {} matched {}",
-                        m.node,
-                        m.address,
-                        if m.voter { "voter" } else { "learner" },
-                        known(m.matched)
-                    ));
-                }
-                groups.push(json!({
-                    "group": g.group, "state": g.state, "leader": g.leader, "leader_address": g.leader_address,
-                    "term": g.term, "last_log_index": g.last_log_index, "committed": g.committed, "applied": g.applied,
-                    "compacted_revision": g.compacted_revision,
-                    "members": g.members.iter().map(|m| json!({"node": m.node, "address": m.address, "voter": m.voter, "matched": m.matched})).collect::<Vec<_>>(),
-                }));
-            }
-            Ok(Rendered {
-                human,
-                json: json!({"node": s.node, "address": s.address, "region": s.region, "version": s.version, "groups": groups}),
-            })
+            let s = client.status(true).await?;
+            Ok(render_status(&s))
         }
         Verb::Watch { .. } => Err(meridian_sdk::Error::Config("watch cannot run here".into())),
     }
@@ -541,4 +496,87 @@ pub async fn shell(endpoints: Vec<String>, format: Format) -> anyhow::Result<Exi
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn lag_text(ms: u64) -> String {
+    if ms == u64::MAX {
+        "?".into()
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// `meridian status`: every group, its leader, and each replica's applied index and lag, from
+/// the answering node and every node it could reach.
+fn render_status(s: &pb::StatusResponse) -> Rendered {
+    let mut all: Vec<&pb::StatusResponse> = vec![s];
+    all.extend(s.nodes.iter());
+    all.sort_by_key(|n| n.node);
+    let mut groups: std::collections::BTreeMap<u64, Vec<(&pb::StatusResponse, &pb::GroupStatus)>> =
+        std::collections::BTreeMap::new();
+    for n in &all {
+        for g in &n.groups {
+            groups.entry(g.group).or_default().push((n, g));
+        }
+    }
+    let mut human = format!(
+        "answered by node {} ({}) in region {}, version {}; {} nodes reporting",
+        s.node,
+        s.address,
+        s.region,
+        s.version,
+        all.len()
+    );
+    let mut json_groups = Vec::new();
+    for (id, replicas) in &groups {
+        let name = replicas.first().map_or("", |(_, g)| g.name.as_str());
+        let leader = replicas.iter().find(|(_, g)| g.state == "Leader");
+        let (commit, term, leader_node) =
+            leader.map_or((0, 0, 0), |(n, g)| (g.committed, g.term, n.node));
+        human.push_str(&format!(
+            "\ngroup {id} {name}: leader {} term {term} commit {commit}",
+            if leader_node == 0 {
+                "none".to_string()
+            } else {
+                format!("node {leader_node}")
+            }
+        ));
+        let mut rows = Vec::new();
+        for (n, g) in replicas {
+            let lag_entries = leader
+                .and_then(|(_, lg)| lg.members.iter().find(|m| m.node == n.node))
+                .map(|m| m.lag_entries);
+            human.push_str(&format!(
+                "\n  node {:<3} {:<14} {:<7} {:<9} applied {:<8} lag {} entries, {}",
+                n.node,
+                n.region,
+                g.role,
+                g.state,
+                g.applied,
+                lag_entries.map_or("?".into(), |e| e.to_string()),
+                lag_text(g.lag_ms)
+            ));
+            rows.push(json!({
+                "node": n.node, "region": n.region, "address": n.address, "role": g.role,
+                "state": g.state, "applied": g.applied, "last_log_index": g.last_log_index,
+                "lag_entries": lag_entries, "lag_ms": (g.lag_ms != u64::MAX).then_some(g.lag_ms),
+                "syncs_sent": g.syncs_sent, "synced_reads": g.synced_reads,
+                "compacted_revision": g.compacted_revision,
+            }));
+        }
+        json_groups.push(json!({
+            "group": id, "name": name, "leader": leader_node, "term": term, "committed": commit,
+            "replicas": rows,
+        }));
+    }
+    for u in &s.unreachable {
+        human.push_str(&format!("\nunreachable: {u}"));
+    }
+    Rendered {
+        human,
+        json: json!({
+            "node": s.node, "address": s.address, "region": s.region, "version": s.version,
+            "groups": json_groups, "unreachable": s.unreachable,
+        }),
+    }
 }

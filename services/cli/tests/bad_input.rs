@@ -130,7 +130,9 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             read: Some(pb::ReadOptions {
                 consistency: 0,
                 min_revision: -5,
+                ..Default::default()
             }),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -167,6 +169,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             compare: vec![],
             success: vec![op; 129],
             failure: vec![],
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -185,6 +188,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             compare: vec![],
             success: vec![good, bad],
             failure: vec![],
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,

@@ -1,6 +1,8 @@
-//! `meridian dev` as a user runs it: ready file, the CLI verbs in human and JSON output, `put`
-//! from stdin, the shell's single session, exit codes, clean stop on SIGTERM, and data that
-//! survives a restart with the same `--data-dir`.
+//! `meridian dev` as a user runs it (the default 3-region topology under the WAN emulator): ready
+//! file, the CLI verbs in human and JSON output against the eu-west endpoint on keys of both
+//! us-east (forwarded writes, reads from the local learner) and eu-west, `put` from stdin, the
+//! shell's single session, `ls /` showing the domains, `status` across the cluster, exit codes,
+//! clean stop on SIGTERM, and data that survives a restart with the same `--data-dir`.
 
 mod common;
 
@@ -39,7 +41,7 @@ fn wait_ready(ready: &Path) -> String {
     while start.elapsed() < Duration::from_secs(60) {
         if let Ok(text) = std::fs::read_to_string(ready) {
             let v: Value = serde_json::from_str(&text).expect("ready file is JSON");
-            return v["regions"]["local"]["endpoint"]
+            return v["regions"]["eu-west"]["endpoint"]
                 .as_str()
                 .expect("endpoint")
                 .to_string();
@@ -102,30 +104,30 @@ fn dev_cluster_cli_session_and_restart() {
     let mut dev = start_dev(&data, &ready, port);
     let ep = wait_ready(&ready);
 
-    let o = cli(&ep, &["put", "/app/config", "v1"], None);
+    let o = cli(&ep, &["put", "/us-east/app/config", "v1"], None);
     assert!(o.status.success(), "{o:?}");
     assert!(
-        stdout(&o).starts_with("OK /app/config revision "),
+        stdout(&o).starts_with("OK /us-east/app/config revision "),
         "{}",
         stdout(&o)
     );
 
     // A value too large for a command line comes from stdin, as with etcdctl.
     let big = vec![b'z'; 300_000];
-    let o = cli(&ep, &["put", "/app/blob"], Some(&big));
+    let o = cli(&ep, &["put", "/us-east/app/blob"], Some(&big));
     assert!(o.status.success(), "{o:?}");
 
-    let o = cli(&ep, &["--output", "json", "get", "/app/blob"], None);
+    let o = cli(&ep, &["--output", "json", "get", "/us-east/app/blob"], None);
     let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
     assert_eq!(v["kv"]["value"].as_str().expect("value").len(), 300_000);
 
-    let o = cli(&ep, &["get", "/app/config"], None);
+    let o = cli(&ep, &["get", "/us-east/app/config"], None);
     assert_eq!(stdout(&o).trim(), "v1");
-    let o = cli(&ep, &["ls", "/app"], None);
+    let o = cli(&ep, &["ls", "/us-east/app"], None);
     assert_eq!(stdout(&o).trim(), "blob\nconfig");
 
     // Failing commands exit non-zero and say why.
-    let o = cli(&ep, &["get", "/app/missing"], None);
+    let o = cli(&ep, &["get", "/us-east/app/missing"], None);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
     let o = cli(&ep, &["--output", "json", "put", "app", "x"], None);
@@ -139,18 +141,18 @@ fn dev_cluster_cli_session_and_restart() {
         &[
             "txn",
             "--if",
-            "value /app/config = v1",
+            "value /us-east/app/config = v1",
             "--then",
-            "put /app/config v2",
+            "put /us-east/app/config v2",
             "--else",
-            "get /app/config",
+            "get /us-east/app/config",
         ],
         None,
     );
     assert!(stdout(&o).starts_with("SUCCESS"), "{}", stdout(&o));
 
     // The shell runs every line in one session: one result line each, errors inline.
-    let script = b"put /s/a 1\nget /s/a\nput bad 1\nput /s/a 2 --expected-version 1\nget /s/a\ndel /s/ --prefix\nls /s\n";
+    let script = b"put /eu-west/s/a 1\nget /eu-west/s/a\nput bad 1\nput /eu-west/s/a 2 --expected-version 1\nget /eu-west/s/a\ndel /eu-west/s/ --prefix\nls /eu-west/s\n";
     let o = cli(&ep, &["--output", "json", "shell"], Some(script));
     assert!(
         !o.status.success(),
@@ -168,6 +170,50 @@ fn dev_cluster_cli_session_and_restart() {
     assert_eq!(lines[5]["deleted"], 1);
     assert_eq!(lines[6]["children"], Value::Array(vec![]));
 
+    // `ls /` shows where things live: one entry per domain.
+    let o = cli(&ep, &["ls", "/"], None);
+    assert_eq!(
+        stdout(&o).trim(),
+        "ap-northeast\neu-west\nglobal\nus-east",
+        "{o:?}"
+    );
+    // A key in no domain is refused with the rule and the list of domains.
+    let o = cli(&ep, &["--output", "json", "put", "/nowhere/x", "1"], None);
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json error");
+    assert_eq!(v["error"]["rule"], "no_domain", "{v}");
+    // A stale read reports the replica's lag.
+    let o = cli(
+        &ep,
+        &[
+            "--output",
+            "json",
+            "get",
+            "/us-east/app/config",
+            "--consistency",
+            "stale:60000",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert!(v["header"]["lag_ms"].is_u64(), "{v}");
+    let o = cli(
+        &ep,
+        &["get", "/us-east/app/config", "--consistency", "eventual"],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown consistency"));
+    // Status shows every group and every replica, learners included.
+    let o = cli(&ep, &["--output", "json", "status"], None);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json status");
+    let groups = v["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 4, "{v}");
+    for g in groups {
+        assert_eq!(g["replicas"].as_array().expect("replicas").len(), 9, "{g}");
+        assert!(g["leader"].as_u64().expect("leader") > 0, "{g}");
+    }
+
     // Stops cleanly on SIGTERM, and comes back with its data.
     let status = sigterm(&mut dev);
     assert!(status.success(), "dev exit status {status:?}");
@@ -175,7 +221,12 @@ fn dev_cluster_cli_session_and_restart() {
     let ep = wait_ready(&ready);
     let o = cli(
         &ep,
-        &["get", "/app/config", "--consistency", "linearizable"],
+        &[
+            "get",
+            "/us-east/app/config",
+            "--consistency",
+            "linearizable",
+        ],
         None,
     );
     assert_eq!(stdout(&o).trim(), "v2", "{o:?}");

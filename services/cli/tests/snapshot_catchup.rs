@@ -67,7 +67,7 @@ async fn lagging_follower_catches_up_from_a_snapshot() {
         let i: usize = kv.key.trim_start_matches("/snap/k").parse().expect("index");
         assert_eq!(kv.value, vec![b'a' + (i % 26) as u8; 8 * 1024]);
     }
-    let status = only_follower.status().await.expect("status");
+    let status = only_follower.status(false).await.expect("status");
     assert_eq!(status.node, follower);
     let g = &status.groups[0];
     assert!(

@@ -4,14 +4,17 @@
 use crate::Raft;
 use meridian_proto::peer::peer_server::Peer;
 use meridian_proto::peer::{RaftMessage, ReadIndexReply, ReadIndexRequest};
+use meridian_router::{Join, Rounds};
 use meridian_storage::GroupShared;
 use meridian_types::Command;
 use meridian_types::GroupId;
+use openraft::ServerState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
@@ -21,23 +24,25 @@ pub struct GroupHandle {
     pub shared: Arc<GroupShared>,
     /// (term, index) of an entry this process committed as leader in that term.
     barrier: Arc<Mutex<Option<(u64, u64)>>>,
-    confirmations: Arc<Mutex<Confirmations>>,
+    confirmations: Arc<Mutex<Rounds<ConfirmReply>>>,
+    contacts: Arc<Mutex<Contacts>>,
 }
 
 type ConfirmReply = oneshot::Sender<Result<u64, String>>;
-
-/// Leadership confirmations (a quorum heartbeat each) shared by concurrent linearizable reads.
-#[derive(Default)]
-struct Confirmations {
-    running: bool,
-    /// Reads that arrived since the running round started: they wait for the next one.
-    waiting: Vec<ConfirmReply>,
-}
 
 /// Most reads one leadership confirmation answers; more wait for the next round.
 const READS_PER_CONFIRMATION_MAX: usize = 4096;
 /// Most linearizable reads waiting for a confirmation; past that a read is refused at once.
 const READS_WAITING_MAX: usize = 65_536;
+/// Leader contacts remembered for the lag estimate.
+const CONTACTS_MAX: usize = 64;
+
+/// When this replica last heard from its leader, and the leader's commit index then: a
+/// replica that has applied `c` was current as of the last contact that reported commit ≤ `c`.
+#[derive(Default)]
+struct Contacts {
+    seen: VecDeque<(Instant, u64)>,
+}
 
 impl GroupHandle {
     pub fn new(raft: Raft, shared: Arc<GroupShared>) -> Self {
@@ -45,51 +50,80 @@ impl GroupHandle {
             raft,
             shared,
             barrier: Arc::default(),
-            confirmations: Arc::default(),
+            confirmations: Arc::new(Mutex::new(Rounds::new(
+                READS_WAITING_MAX,
+                READS_PER_CONFIRMATION_MAX,
+            ))),
+            contacts: Arc::default(),
         }
+    }
+
+    /// Records an AppendEntries (or heartbeat) from the leader reporting `leader_commit`.
+    pub fn leader_contact(&self, leader_commit: u64) {
+        let mut c = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        if c.seen.len() >= CONTACTS_MAX {
+            c.seen.pop_front();
+        }
+        c.seen.push_back((Instant::now(), leader_commit));
+    }
+
+    /// How far behind its leader this replica is known to be, in ms: 0 on the leader; the time
+    /// since the last leader contact whose commit this replica has applied, otherwise. `None`
+    /// when no such contact is known (never heard from a leader since start).
+    pub fn lag_ms(&self) -> Option<u64> {
+        if self.raft.metrics().borrow().state == ServerState::Leader {
+            return Some(0);
+        }
+        let applied = self.shared.applied();
+        let c = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        c.seen
+            .iter()
+            .rev()
+            .find(|(_, commit)| *commit <= applied)
+            .map(|(at, _)| at.elapsed().as_millis() as u64)
     }
 
     /// openraft's read log id, with one quorum round shared by every read that arrived before
     /// the round started (a round that started earlier could predate a read's write).
     async fn confirmed_read_log_id(&self, timeout: Duration) -> Result<u64, String> {
         let (tx, rx) = oneshot::channel();
-        let start_round = {
-            let mut c = self.confirmations.lock().unwrap_or_else(|p| p.into_inner());
-            if c.waiting.len() >= READS_WAITING_MAX {
+        let join = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join(tx);
+        match join {
+            Err(_) => {
                 return Err(format!(
                     "{READS_WAITING_MAX} linearizable reads are already waiting; retry shortly"
-                ));
+                ))
             }
-            c.waiting.push(tx);
-            !std::mem::replace(&mut c.running, true)
-        };
-        if start_round {
-            let raft = self.raft.clone();
-            let confirmations = self.confirmations.clone();
-            tokio::spawn(async move {
-                loop {
-                    let waiters: Vec<ConfirmReply> = {
-                        let mut c = confirmations.lock().unwrap_or_else(|p| p.into_inner());
-                        if c.waiting.is_empty() {
-                            c.running = false;
-                            return;
+            Ok(Join::Queued) => {}
+            Ok(Join::Drive) => {
+                let raft = self.raft.clone();
+                let confirmations = self.confirmations.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let round = confirmations
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .next_round();
+                        let Some(waiters) = round else { return };
+                        let res = match tokio::time::timeout(timeout, raft.get_read_log_id()).await
+                        {
+                            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
+                            Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
+                            Err(_) => Err(format!(
+                                "leadership not confirmed by a quorum within {} ms",
+                                timeout.as_millis()
+                            )),
+                        };
+                        for w in waiters {
+                            let _ = w.send(res.clone());
                         }
-                        let n = c.waiting.len().min(READS_PER_CONFIRMATION_MAX);
-                        c.waiting.drain(..n).collect()
-                    };
-                    let res = match tokio::time::timeout(timeout, raft.get_read_log_id()).await {
-                        Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
-                        Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
-                        Err(_) => Err(format!(
-                            "leadership not confirmed by a quorum within {} ms",
-                            timeout.as_millis()
-                        )),
-                    };
-                    for w in waiters {
-                        let _ = w.send(res.clone());
                     }
-                }
-            });
+                });
+            }
         }
         rx.await
             .map_err(|_| "the read-index round was dropped".to_string())?
@@ -184,11 +218,14 @@ impl PeerService {
         Self { host }
     }
 
-    fn raft(&self, group: u64) -> Result<Raft, Status> {
+    fn handle(&self, group: u64) -> Result<GroupHandle, Status> {
         self.host
             .get(GroupId(group))
-            .map(|h| h.raft)
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted on this node")))
+    }
+
+    fn raft(&self, group: u64) -> Result<Raft, Status> {
+        self.handle(group).map(|h| h.raft)
     }
 }
 
@@ -209,8 +246,13 @@ impl Peer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let raft = self.raft(msg.group)?;
-        let res = raft.append_entries(decode(&msg)?).await;
+        let handle = self.handle(msg.group)?;
+        let req: openraft::raft::AppendEntriesRequest<meridian_types::TypeConfig> = decode(&msg)?;
+        let leader_commit = req.leader_commit.map_or(0, |l| l.index);
+        let res = handle.raft.append_entries(req).await;
+        if matches!(res, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+            handle.leader_contact(leader_commit);
+        }
         encode(msg.group, &res)
     }
 

@@ -29,11 +29,22 @@ pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 #[derive(Default)]
 pub struct PeerPool {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Where to connect to reach an advertised address (e.g. the WAN emulator's relay for a
+    /// node in another region). Addresses not in the map are dialed as they are.
+    dial: HashMap<String, String>,
 }
 
 impl PeerPool {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A pool that reaches `advertised` addresses through `dial[advertised]` when present.
+    pub fn with_dial(dial: HashMap<String, String>) -> Arc<Self> {
+        Arc::new(Self {
+            channels: Mutex::default(),
+            dial,
+        })
     }
 
     /// Number of peer channels (one per peer address, shared by every group).
@@ -44,13 +55,14 @@ impl PeerPool {
             .len()
     }
 
-    /// The shared client for `addr` (host:port), created on first use.
-    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+    /// The shared channel to the node advertised as `addr` (host:port), created on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{addr}"))?
+                let dial = self.dial.get(addr).map_or(addr, String::as_str);
+                let c = Endpoint::from_shared(format!("http://{dial}"))?
                     .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
@@ -60,6 +72,12 @@ impl PeerPool {
                 c
             }
         };
+        Ok(channel)
+    }
+
+    /// The shared Raft client for `addr` (host:port).
+    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let channel = self.channel(addr)?;
         Ok(PeerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))

@@ -41,6 +41,27 @@ impl Default for Timing {
 pub struct TimingError(String);
 
 impl Timing {
+    /// This timing adapted to a group whose members are up to `rtt_ms` apart (DESIGN.md §3:
+    /// openraft 0.9's AppendEntries deadline is the heartbeat interval, so the heartbeat must
+    /// exceed the widest round trip with room for a loaded link):
+    /// heartbeat = max(base, 2 × rtt + 20 ms); election timeout = [max(base, 4 × heartbeat),
+    /// max(base, 2 × that)]; snapshot chunk deadline ≥ 10 × rtt.
+    pub fn for_round_trip(&self, rtt_ms: u64) -> Timing {
+        if rtt_ms == 0 {
+            return self.clone();
+        }
+        let heartbeat = self.heartbeat_interval_ms.max(2 * rtt_ms + 20);
+        let election_min = self.election_timeout_min_ms.max(4 * heartbeat);
+        let election_max = self.election_timeout_max_ms.max(2 * election_min);
+        Timing {
+            heartbeat_interval_ms: heartbeat,
+            election_timeout_min_ms: election_min,
+            election_timeout_max_ms: election_max,
+            install_snapshot_timeout_ms: self.install_snapshot_timeout_ms.max(10 * rtt_ms),
+            ..self.clone()
+        }
+    }
+
     pub fn raft_config(&self, cluster_name: &str) -> Result<Arc<openraft::Config>, TimingError> {
         if self.election_timeout_min_ms <= 2 * self.heartbeat_interval_ms {
             return Err(TimingError(format!(
@@ -64,5 +85,26 @@ impl Timing {
             .validate()
             .map(Arc::new)
             .map_err(|e| TimingError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wan_timing_scales_with_the_widest_round_trip() {
+        let base = Timing::default();
+        assert_eq!(base.for_round_trip(0), base);
+        let t = base.for_round_trip(240);
+        assert_eq!(t.heartbeat_interval_ms, 500);
+        assert_eq!(t.election_timeout_min_ms, 2_000);
+        assert_eq!(t.election_timeout_max_ms, 4_000);
+        assert!(t.raft_config("x").is_ok());
+        // A small round trip keeps the configured values.
+        let t = base.for_round_trip(10);
+        assert_eq!(t.heartbeat_interval_ms, 100);
+        assert_eq!(t.election_timeout_min_ms, 1_000);
+        assert!(t.raft_config("x").is_ok());
     }
 }

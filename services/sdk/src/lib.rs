@@ -2,8 +2,10 @@
 //!
 //! - [`Client`]: connects to one or more endpoints, follows `NotLeader` to the leader, retries
 //!   on unavailable endpoints with capped backoff, and keeps the session's version vector
-//!   (group → highest revision seen) so that every read is at least as new as what the session
-//!   has already observed (read-your-writes, monotonic reads).
+//!   (group → highest revision seen) and the group of its last operation, presented with every
+//!   request: any router then serves reads at least as new as what the session has observed
+//!   (read-your-writes, monotonic reads) and syncs a group the session switches to (sequential
+//!   consistency across groups).
 //! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
 //! - [`error`]: the typed errors decoded from the server's status details.
 
@@ -24,9 +26,34 @@ use tonic::transport::{Channel, Endpoint};
 /// Read consistency a call asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Consistency {
+    /// Sequentially consistent across every group for this session (the default): the router
+    /// syncs a group before a read that switches to it.
     #[default]
     Sequential,
+    /// Read index from the owning group's leader on every read.
     Linearizable,
+    /// Any replica known to lag at most `max_lag_ms` (0 = any); never older than what this
+    /// session has seen. The response reports the lag (`header.lag_ms`).
+    Stale { max_lag_ms: u64 },
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    /// `sequential`, `linearizable`, `stale` or `stale:MS`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sequential" => Ok(Consistency::Sequential),
+            "linearizable" => Ok(Consistency::Linearizable),
+            "stale" => Ok(Consistency::Stale { max_lag_ms: 0 }),
+            _ => match s.strip_prefix("stale:").map(str::parse::<u64>) {
+                Some(Ok(max_lag_ms)) => Ok(Consistency::Stale { max_lag_ms }),
+                _ => Err(format!(
+                    "unknown consistency {s:?}: use sequential, linearizable, stale or stale:MS"
+                )),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +81,8 @@ struct Inner {
     channels: BTreeMap<String, Channel>,
     /// The session's version vector: group → highest revision observed.
     vector: BTreeMap<u64, u64>,
+    /// The group of the session's last operation (0 = none yet).
+    last_group: u64,
 }
 
 /// A session with a Meridian cluster. Cheap to clone; clones share the session.
@@ -85,6 +114,7 @@ impl Client {
                 current: 0,
                 channels: BTreeMap::new(),
                 vector: BTreeMap::new(),
+                last_group: 0,
             })),
             opts,
         })
@@ -118,9 +148,38 @@ impl Client {
     pub(crate) fn observe(&self, header: Option<&pb::ResponseHeader>) {
         if let Some(h) = header {
             let mut g = self.lock();
-            let e = g.vector.entry(h.group).or_insert(0);
-            *e = (*e).max(h.revision);
+            for (group, rev) in h.vector.iter().chain([(&h.group, &h.revision)]) {
+                let e = g.vector.entry(*group).or_insert(0);
+                *e = (*e).max(*rev);
+            }
+            g.last_group = h.group;
         }
+    }
+
+    /// What every request carries: the vector and the group of the last operation.
+    pub fn session(&self) -> pb::Session {
+        let g = self.lock();
+        pb::Session {
+            vector: g.vector.iter().map(|(k, v)| (*k, *v)).collect(),
+            last_group: g.last_group,
+        }
+    }
+
+    /// Continues a session from elsewhere (e.g. a client that moves to another region's
+    /// router): merges its vector and takes its last group, so reads here are never older
+    /// than what that session saw.
+    pub fn adopt_session(&self, session: &pb::Session) {
+        let mut g = self.lock();
+        for (group, rev) in &session.vector {
+            let e = g.vector.entry(*group).or_insert(0);
+            *e = (*e).max(*rev);
+        }
+        g.last_group = session.last_group;
+    }
+
+    /// The group of the session's last operation (0 = none).
+    pub fn last_group(&self) -> u64 {
+        self.lock().last_group
     }
 
     /// Highest revision this session has seen of `group` (0 if none).
@@ -178,12 +237,15 @@ impl Client {
     }
 
     fn read_options(&self, consistency: Consistency) -> pb::ReadOptions {
+        let (level, max_lag_ms) = match consistency {
+            Consistency::Sequential => (pb::Consistency::Sequential, 0),
+            Consistency::Linearizable => (pb::Consistency::Linearizable, 0),
+            Consistency::Stale { max_lag_ms } => (pb::Consistency::Stale, max_lag_ms),
+        };
         pb::ReadOptions {
-            consistency: match consistency {
-                Consistency::Sequential => pb::Consistency::Sequential as i32,
-                Consistency::Linearizable => pb::Consistency::Linearizable as i32,
-            },
-            min_revision: self.seen(1) as i64,
+            consistency: level as i32,
+            min_revision: 0,
+            max_lag_ms,
         }
     }
 
@@ -242,9 +304,10 @@ impl Client {
         .await
     }
 
-    pub async fn put_request(&self, req: pb::PutRequest) -> Result<pb::PutResponse, Error> {
+    pub async fn put_request(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse, Error> {
         let resp = self
             .call(|mut c, t| {
+                req.session = Some(self.session());
                 let r = timed(req.clone(), t);
                 async move { c.put(r).await.map(|r| r.into_inner()) }
             })
@@ -276,6 +339,7 @@ impl Client {
                     pb::GetRequest {
                         key: key.clone(),
                         read: Some(self.read_options(consistency)),
+                        session: Some(self.session()),
                     },
                     t,
                 );
@@ -294,6 +358,7 @@ impl Client {
         let resp = self
             .call(|mut c, t| {
                 req.read = Some(self.read_options(consistency));
+                req.session = Some(self.session());
                 let r = timed(req.clone(), t);
                 async move { c.range(r).await.map(|r| r.into_inner()) }
             })
@@ -340,6 +405,7 @@ impl Client {
         let resp = self
             .call(|mut c, t| {
                 req.read = Some(self.read_options(consistency));
+                req.session = Some(self.session());
                 let r = timed(req.clone(), t);
                 async move { c.list(r).await.map(|r| r.into_inner()) }
             })
@@ -348,9 +414,10 @@ impl Client {
         Ok(resp)
     }
 
-    pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
+    pub async fn delete(&self, mut req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
         let resp = self
             .call(|mut c, t| {
+                req.session = Some(self.session());
                 let r = timed(req.clone(), t);
                 async move { c.delete(r).await.map(|r| r.into_inner()) }
             })
@@ -359,9 +426,10 @@ impl Client {
         Ok(resp)
     }
 
-    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
+    pub async fn txn(&self, mut req: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
         let resp = self
             .call(|mut c, t| {
+                req.session = Some(self.session());
                 let r = timed(req.clone(), t);
                 async move { c.txn(r).await.map(|r| r.into_inner()) }
             })
@@ -370,10 +438,10 @@ impl Client {
         Ok(resp)
     }
 
-    /// Status of the node behind the current endpoint.
-    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+    /// Status of the node behind the current endpoint (with `cluster`, of every node).
+    pub async fn status(&self, cluster: bool) -> Result<pb::StatusResponse, Error> {
         self.call(|mut c, t| {
-            let r = timed(pb::StatusRequest {}, t);
+            let r = timed(pb::StatusRequest { cluster }, t);
             async move { c.status(r).await.map(|r| r.into_inner()) }
         })
         .await

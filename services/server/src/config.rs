@@ -6,6 +6,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use meridian_consensus::Timing;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,8 +63,31 @@ pub struct NodeConfig {
     pub peers: Vec<Peer>,
     /// Initialize the group with `peers` on first start (when the log is empty).
     pub bootstrap: bool,
+    /// The cluster's topology file (regions, nodes, groups, domains). Without one, the node
+    /// runs the single-region shape: `peers` are the voters of group 1, which owns "/".
+    pub topology: Option<PathBuf>,
+    /// How to reach advertised peer addresses: `advertised = "dial-to"` (e.g. a WAN emulator
+    /// relay). Unlisted addresses are dialed as they are.
+    pub dial: BTreeMap<String, String>,
+    pub router: RouterConfig,
     pub raft: Timing,
     pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Sync a group before a read that switches to it (DESIGN.md §2). Turning this off breaks
+    /// sequential consistency across groups; it exists only so a test can show the anomaly.
+    pub sync_on_switch: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            sync_on_switch: true,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -77,6 +101,9 @@ impl Default for NodeConfig {
             cluster_name: "meridian".into(),
             peers: Vec::new(),
             bootstrap: true,
+            topology: None,
+            dial: BTreeMap::new(),
+            router: RouterConfig::default(),
             raft: Timing::default(),
             limits: Limits::default(),
         }

@@ -209,7 +209,7 @@ pub fn op_result_out(r: OpResult, header: &pb::ResponseHeader) -> pb::TxnOpResul
             prev_kv,
             current,
         } => pb::txn_op_result::Result::Put(pb::PutResponse {
-            header: Some(*header),
+            header: Some(header.clone()),
             key,
             prev_kv: prev_kv.map(kv_out),
             succeeded,
@@ -220,13 +220,13 @@ pub fn op_result_out(r: OpResult, header: &pb::ResponseHeader) -> pb::TxnOpResul
             deleted,
             prev_kvs,
         } => pb::txn_op_result::Result::Delete(pb::DeleteResponse {
-            header: Some(*header),
+            header: Some(header.clone()),
             deleted,
             prev_kvs: prev_kvs.into_iter().map(kv_out).collect(),
             succeeded,
         }),
         OpResult::Get { kv } => pb::txn_op_result::Result::Get(pb::GetResponse {
-            header: Some(*header),
+            header: Some(header.clone()),
             kv: kv.map(kv_out),
         }),
     };

@@ -1,16 +1,29 @@
-//! What every request handler shares: the node's identity, its groups, the peer pool, limits;
-//! and the two primitives reads and writes are built from.
+//! What every request handler shares: the node's identity, its groups, the peer pool, limits,
+//! the placement; and the two primitives reads and writes are built from. A write goes to the
+//! group's leader — proposed here when this node leads, forwarded otherwise (one hop to the
+//! owner's leader, however far). A read is served by the local replica once the router's plan
+//! (see [`crate::router`]) says it may.
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::proposer::{Proposer, WriteError};
+use crate::router::Syncers;
 use meridian_consensus::{GroupHandle, Host, PeerPool};
 use meridian_proto::kv as pb;
+use meridian_proto::peer::forward_client::ForwardClient;
+use meridian_proto::peer::ProposeRequest;
+use meridian_proto::MAX_MESSAGE_BYTES;
+use meridian_router::VersionVector;
+use meridian_topology::{Placement, Topology};
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::ServerState;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Most times one write follows `NotLeader` hints before giving up.
+const FORWARD_HOPS_MAX: usize = 3;
 
 pub struct NodeCtx {
     pub node_id: u64,
@@ -19,53 +32,56 @@ pub struct NodeCtx {
     pub host: Arc<Host>,
     pub pool: Arc<PeerPool>,
     pub limits: Limits,
-    /// The group every key belongs to until placement arrives (multi-region composition).
-    pub default_group: GroupId,
+    pub topology: Arc<Topology>,
+    pub placement: Placement,
     pub watches: Arc<tokio::sync::Semaphore>,
-    /// The write batcher of each group.
+    /// The write batcher of each group this node votes in.
     pub proposers: HashMap<GroupId, Proposer>,
-}
-
-/// How a read must be served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadLevel {
-    /// Serve once this replica has applied `min_revision`.
-    Sequential { min_revision: u64 },
-    /// Serve once this replica has applied the leader's read index.
-    Linearizable,
-}
-
-impl ReadLevel {
-    pub fn from_pb(opts: Option<&pb::ReadOptions>) -> Result<Self> {
-        let Some(o) = opts else {
-            return Ok(ReadLevel::Sequential { min_revision: 0 });
-        };
-        let min_revision = crate::convert::revision(o.min_revision, "read.min_revision")?;
-        match pb::Consistency::try_from(o.consistency) {
-            Ok(pb::Consistency::Sequential) => Ok(ReadLevel::Sequential { min_revision }),
-            Ok(pb::Consistency::Linearizable) => Ok(ReadLevel::Linearizable),
-            Err(_) => Err(Error::invalid(
-                "unknown_consistency",
-                "read.consistency",
-                format!("unknown consistency level {}", o.consistency),
-            )),
-        }
-    }
+    /// Coalesced syncs per group.
+    pub syncers: Syncers,
+    /// Sync before a read that switches groups. Only the test that proves the anomaly turns
+    /// this off.
+    pub sync_on_switch: bool,
+    pub forwarded_writes: AtomicU64,
 }
 
 impl NodeCtx {
     pub fn group(&self, group: GroupId) -> Result<GroupHandle> {
-        self.host
-            .get(group)
-            .ok_or_else(|| Error::Unavailable(format!("group {group} is not hosted on this node")))
+        self.host.get(group).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "group {} has no replica on node {} (region {}); use an endpoint in a region that hosts it",
+                self.group_label(group),
+                self.node_id,
+                self.region
+            ))
+        })
     }
 
-    pub fn header(&self, h: &GroupHandle, revision: u64) -> pb::ResponseHeader {
+    /// "name (id)" of a group, for messages.
+    pub fn group_label(&self, group: GroupId) -> String {
+        match self.topology.group(group) {
+            Some(g) => format!("{} ({})", g.name, group),
+            None => group.to_string(),
+        }
+    }
+
+    /// The header of a response from `h` at `revision`, carrying the session's vector.
+    pub fn header(
+        &self,
+        h: &GroupHandle,
+        revision: u64,
+        vector: &VersionVector,
+    ) -> pb::ResponseHeader {
+        let mut vector = vector.clone();
+        vector.observe(h.shared.group, revision);
         pb::ResponseHeader {
             group: h.shared.group.0,
             revision,
             node: self.node_id,
             raft_term: h.raft.metrics().borrow().current_term,
+            vector: vector.to_wire(),
+            lag_ms: 0,
+            synced: false,
         }
     }
 
@@ -81,83 +97,161 @@ impl NodeCtx {
         Some((leader, addr))
     }
 
-    fn not_leader(&self, h: &GroupHandle, leader: Option<(u64, String)>) -> Error {
-        match leader {
-            Some((leader, address)) => Error::NotLeader {
-                group: h.shared.group.0,
-                leader,
-                address,
-            },
-            None => Error::Unavailable(format!(
-                "group {} has no leader right now (election in progress); retry shortly",
-                h.shared.group
-            )),
-        }
+    fn no_leader(&self, group: GroupId) -> Error {
+        Error::Unavailable(format!(
+            "group {} has no known leader right now (election in progress, or its home region is \
+             unreachable from here); retry shortly",
+            self.group_label(group)
+        ))
     }
 
-    /// Proposes `cmd` to the group's leader (this node must be it) and waits until applied.
+    /// Commits `cmd` in `group` and returns the local handle, the entry's revision and the
+    /// result. Proposed here when this node leads; forwarded to the leader otherwise.
     pub async fn write(
         &self,
         group: GroupId,
         cmd: Command,
     ) -> Result<(GroupHandle, u64, CommandResult)> {
         let h = self.group(group)?;
-        let proposer = self.proposers.get(&group).ok_or_else(|| {
-            Error::Unavailable(format!("group {group} takes no writes on this node"))
-        })?;
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
-        match tokio::time::timeout(timeout, proposer.propose(cmd)).await {
+        let work = async {
+            let mut target = match self.write_local(group, cmd.clone()).await {
+                Ok((rev, result)) => return Ok((rev, result)),
+                Err(LocalWrite::NotLeader(Some((_, addr)))) => addr,
+                Err(LocalWrite::NotLeader(None)) => return Err(self.no_leader(group)),
+                Err(LocalWrite::NoProposer) => match self.leader(&h) {
+                    Some((_, addr)) => addr,
+                    None => return Err(self.no_leader(group)),
+                },
+                Err(LocalWrite::Failed(e)) => return Err(e),
+            };
+            for _ in 0..FORWARD_HOPS_MAX {
+                match self.forward(&target, group, &cmd, timeout).await? {
+                    Forwarded::Done(rev, result) => return Ok((rev, result)),
+                    Forwarded::NotLeader(Some(next)) if next != target => target = next,
+                    Forwarded::NotLeader(_) => break,
+                }
+            }
+            Err(self.no_leader(group))
+        };
+        match tokio::time::timeout(timeout, work).await {
             Err(_) => Err(Error::Deadline(format!(
                 "the write was not committed within {} ms; it may still be applied",
                 self.limits.write_timeout_ms
             ))),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(Ok((rev, result)))) => Ok((h, rev, result)),
-            Ok(Ok(Err(WriteError::ForwardToLeader { leader }))) => Err(self.not_leader(&h, leader)),
-            Ok(Ok(Err(WriteError::Failed(msg)))) => Err(Error::Unavailable(msg)),
+            Ok(Ok((rev, result))) => Ok((h, rev, result)),
         }
     }
 
-    /// Waits until this replica may serve a read at `level`; returns the group.
-    pub async fn prepare_read(&self, group: GroupId, level: ReadLevel) -> Result<GroupHandle> {
-        let h = self.group(group)?;
-        let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
-        let target = match level {
-            ReadLevel::Sequential { min_revision } => min_revision,
-            ReadLevel::Linearizable => self.read_index(&h, wait).await?,
-        };
-        if h.shared.applied() >= target {
-            return Ok(h);
-        }
-        match h.shared.wait_applied(target, wait).await {
-            Some(_) => Ok(h),
-            None => Err(Error::Unavailable(format!(
-                "this replica of group {} is at revision {} and did not reach revision {} within {} ms; \
-                 retry or use another endpoint",
-                h.shared.group,
-                h.shared.applied(),
-                target,
-                self.limits.sync_wait_ms_max
-            ))),
+    /// Proposes on this node, which must lead `group`.
+    pub async fn write_local(
+        &self,
+        group: GroupId,
+        cmd: Command,
+    ) -> std::result::Result<(u64, CommandResult), LocalWrite> {
+        let proposer = self.proposers.get(&group).ok_or(LocalWrite::NoProposer)?;
+        match proposer.propose(cmd).await {
+            Err(e) => Err(LocalWrite::Failed(e)),
+            Ok(Ok((rev, result))) => Ok((rev, result)),
+            Ok(Err(WriteError::ForwardToLeader { leader })) => Err(LocalWrite::NotLeader(leader)),
+            Ok(Err(WriteError::Failed(msg))) => Err(LocalWrite::Failed(Error::Unavailable(msg))),
         }
     }
 
-    async fn read_index(&self, h: &GroupHandle, wait: Duration) -> Result<u64> {
+    async fn forward(
+        &self,
+        addr: &str,
+        group: GroupId,
+        cmd: &Command,
+        timeout: Duration,
+    ) -> Result<Forwarded> {
+        let command = bincode::serialize(cmd)
+            .map_err(|e| Error::Internal(format!("encoding a forwarded write: {e}")))?;
+        let channel = self
+            .pool
+            .channel(addr)
+            .map_err(|e| Error::Unavailable(format!("leader at {addr}: {e}")))?;
+        let mut client = ForwardClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(ProposeRequest {
+            group: group.0,
+            command,
+        });
+        req.set_timeout(timeout);
+        self.forwarded_writes.fetch_add(1, Ordering::Relaxed);
+        let reply = client
+            .propose(req)
+            .await
+            .map_err(|s| {
+                Error::Unavailable(format!(
+                    "forwarding the write to the leader of group {} at {addr}: {}",
+                    self.group_label(group),
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        if reply.not_leader {
+            let next = (!reply.leader_address.is_empty()).then_some(reply.leader_address);
+            return Ok(Forwarded::NotLeader(next));
+        }
+        let result = bincode::deserialize(&reply.result)
+            .map_err(|e| Error::Internal(format!("decoding a forwarded write's result: {e}")))?;
+        Ok(Forwarded::Done(reply.revision, result))
+    }
+
+    /// The group's read index: leadership confirmed by a quorum of its voters. Asked of the
+    /// local Raft when this node leads, of the leader over the peer connection otherwise.
+    pub async fn read_index(&self, h: &GroupHandle, wait: Duration) -> Result<u64> {
         let is_leader = h.raft.metrics().borrow().state == ServerState::Leader;
         if is_leader {
             return h.read_index(wait).await.map_err(Error::Unavailable);
         }
         let Some((_, addr)) = self.leader(h) else {
-            return Err(self.not_leader(h, None));
+            return Err(self.no_leader(h.shared.group));
         };
         self.pool
             .read_index(&addr, h.shared.group, wait)
             .await
             .map_err(|s| {
                 Error::Unavailable(format!(
-                    "read index from the leader at {addr}: {}",
+                    "read index of group {} from its leader at {addr}: {}",
+                    self.group_label(h.shared.group),
                     s.message()
                 ))
             })
     }
+
+    /// Waits (bounded) until the local replica of `h` applied `target`.
+    pub async fn wait_applied(&self, h: &GroupHandle, target: u64) -> Result<()> {
+        if h.shared.applied() >= target {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
+        match h.shared.wait_applied(target, wait).await {
+            Some(_) => Ok(()),
+            None => Err(Error::Unavailable(format!(
+                "this replica of group {} is at revision {} and did not reach revision {} within \
+                 {} ms; it refuses rather than serve an older view — retry or use another endpoint",
+                self.group_label(h.shared.group),
+                h.shared.applied(),
+                target,
+                self.limits.sync_wait_ms_max
+            ))),
+        }
+    }
+}
+
+/// Why a write could not be proposed on this node.
+pub enum LocalWrite {
+    /// This node holds no voter of the group.
+    NoProposer,
+    NotLeader(Option<(u64, String)>),
+    Failed(Error),
+}
+
+enum Forwarded {
+    Done(u64, CommandResult),
+    NotLeader(Option<String>),
 }

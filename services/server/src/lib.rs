@@ -3,7 +3,9 @@
 //! - [`config`]: figment-layered node configuration (defaults < TOML < `MERIDIAN_` env).
 //! - [`node`]: starting and stopping a node: store, Raft groups, one gRPC server for clients
 //!   and peers, bootstrap.
-//! - [`ctx`]: what handlers share, and the read (sequential / linearizable) and write paths.
+//! - [`ctx`]: what handlers share; the write path (propose here or forward to the leader).
+//! - [`router`]: the composition router — key → group, sessions, sync-on-switch (coalesced),
+//!   version vectors, consistency levels; [`forward`]: writes forwarded by other routers.
 //! - [`proposer`]: batches concurrent writes with disjoint keys into one Raft entry.
 //! - [`service`]: the client API; [`watch`]: watch streams; [`convert`]: wire <-> domain with
 //!   every input rule; [`error`]: the one place errors become gRPC statuses.
@@ -12,8 +14,10 @@ pub mod config;
 pub mod convert;
 pub mod ctx;
 pub mod error;
+pub mod forward;
 pub mod node;
 pub mod proposer;
+pub mod router;
 pub mod service;
 pub mod watch;
 

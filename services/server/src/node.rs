@@ -3,17 +3,23 @@
 
 use crate::config::NodeConfig;
 use crate::ctx::NodeCtx;
+use crate::forward::ForwardService;
 use crate::proposer::Proposer;
+use crate::router::Syncers;
 use crate::service::KvService;
 use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerService, Raft};
 use meridian_proto::kv::kv_server::KvServer;
+use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
 use meridian_proto::MAX_MESSAGE_BYTES;
 use meridian_storage::NodeStore;
+use meridian_topology::{GroupKind, Role, Topology};
 use meridian_types::GroupId;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,8 +28,61 @@ use tokio::task::JoinHandle;
 /// Longest each shutdown step (stop serving, stop groups, final sync) may take.
 const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The one group of a single-region cluster.
-pub const REGION_GROUP: GroupId = GroupId(1);
+/// How often a voter that leads checks that its group has every learner the topology asks for.
+const LEARNER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The round trip a group's Raft timing must allow for: from the home region to its farthest
+/// learner region for a regional group (its leader never leaves home); the widest pair of
+/// member regions for the global group (its leader may be in any of them).
+pub fn group_round_trip(topology: &Topology, group: GroupId) -> u64 {
+    let Some(spec) = topology.group(group) else {
+        return 0;
+    };
+    match (spec.kind, &spec.home) {
+        (GroupKind::Regional, Some(home)) => spec
+            .learner_regions
+            .iter()
+            .map(|r| topology.rtt_ms(home, r))
+            .max()
+            .unwrap_or(0),
+        _ => topology.group_max_rtt_ms(group),
+    }
+}
+
+/// While this node leads `group`, adds every topology learner missing from its membership.
+/// Non-blocking adds: openraft's blocking add waits, without a deadline, for a learner that
+/// may be unreachable.
+async fn keep_learners(
+    raft: Raft,
+    group: GroupId,
+    learners: Vec<(u64, String)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(LEARNER_CHECK_INTERVAL) => {}
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.state != openraft::ServerState::Leader {
+            continue;
+        }
+        let membership = m.membership_config.membership().clone();
+        for (id, addr) in &learners {
+            if membership.get_node(id).is_some() {
+                continue;
+            }
+            let add = raft.add_learner(*id, BasicNode::new(addr.clone()), false);
+            match tokio::time::timeout(Duration::from_secs(10), add).await {
+                Ok(Ok(_)) => tracing::info!(%group, learner = id, "learner added"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%group, learner = id, error = %e, "adding a learner failed")
+                }
+                Err(_) => tracing::warn!(%group, learner = id, "adding a learner timed out"),
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -41,6 +100,8 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("topology: {0}")]
+    Topology(String),
 }
 
 pub struct Node {
@@ -52,30 +113,82 @@ pub struct Node {
 }
 
 impl Node {
+    /// Starts a node: with `config.topology` from that file, else in the single-region shape.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let topology = match &config.topology {
+            Some(path) => Topology::load(path).map_err(|e| StartError::Topology(e.to_string()))?,
+            None => {
+                let peers: Vec<(u64, String)> = if config.peers.is_empty() {
+                    vec![(config.node_id, config.advertise().to_string())]
+                } else {
+                    config
+                        .peers
+                        .iter()
+                        .map(|p| (p.id, p.address.clone()))
+                        .collect()
+                };
+                Topology::single_region(&config.region, &peers)
+            }
+        };
+        let legacy = config.topology.is_none();
+        Self::launch(config, Arc::new(topology), legacy).await
+    }
+
+    /// Starts a node of `topology` (already validated); `config.topology` is not read.
+    pub async fn start_with(
+        config: NodeConfig,
+        topology: Arc<Topology>,
+    ) -> Result<Node, StartError> {
+        Self::launch(config, topology, false).await
+    }
+
+    /// `legacy`: the single-region shape built from `peers` (or this node alone).
+    async fn launch(
+        config: NodeConfig,
+        topology: Arc<Topology>,
+        legacy: bool,
+    ) -> Result<Node, StartError> {
         config.validate()?;
-        let raft_config = config
-            .raft
-            .raft_config(&config.cluster_name)
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let me = topology.node(config.node_id).cloned().ok_or_else(|| {
+            StartError::Topology(format!(
+                "node {} is not in topology {}",
+                config.node_id, topology.name
+            ))
+        })?;
+        // Single-region clusters configured by peer list bootstrap only when given peers.
+        let bootstrap = config.bootstrap && (!legacy || !config.peers.is_empty());
         let store = NodeStore::open(&config.data_dir).map_err(|source| StartError::Storage {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let (log, sm) = store
-            .group(REGION_GROUP, config.limits.history_revisions_max)
-            .map_err(|source| StartError::Storage {
-                path: config.data_dir.display().to_string(),
-                source,
-            })?;
-        let shared = sm.shared();
-        let pool = PeerPool::new();
-        let network = GroupNetworkFactory::new(REGION_GROUP, pool.clone());
-        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let pool = PeerPool::with_dial(config.dial.clone().into_iter().collect());
         let host = Host::new();
-        host.insert(REGION_GROUP, GroupHandle::new(raft.clone(), shared));
+        let mut proposers = HashMap::new();
+        let mut voted = Vec::new();
+        for (group, role) in topology.groups_of_node(config.node_id) {
+            let rtt = group_round_trip(&topology, group);
+            let raft_config = config
+                .raft
+                .for_round_trip(rtt)
+                .raft_config(&config.cluster_name)
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            let (log, sm) = store
+                .group(group, config.limits.history_revisions_max)
+                .map_err(|source| StartError::Storage {
+                    path: config.data_dir.display().to_string(),
+                    source,
+                })?;
+            let shared = sm.shared();
+            let network = GroupNetworkFactory::new(group, pool.clone());
+            let raft = Raft::new(config.node_id, raft_config, network, log, sm)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            host.insert(group, GroupHandle::new(raft.clone(), shared));
+            if role == Role::Voter {
+                proposers.insert(group, Proposer::start(group, raft.clone()));
+                voted.push((group, raft));
+            }
+        }
 
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -87,21 +200,31 @@ impl Node {
             addr: config.listen.clone(),
             source,
         })?;
-        let address = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| local_addr.to_string());
+        let address = match (&config.advertise, legacy) {
+            (Some(a), _) => a.clone(),
+            (None, false) => me.address.clone(),
+            (None, true) => local_addr.to_string(),
+        };
         let ctx = Arc::new(NodeCtx {
             node_id: config.node_id,
-            region: config.region.clone(),
+            region: me.region.clone(),
             address,
             host: host.clone(),
             pool,
             limits: config.limits.clone(),
-            default_group: REGION_GROUP,
+            placement: topology.placement(),
+            topology: topology.clone(),
             watches: Arc::new(tokio::sync::Semaphore::new(config.limits.watches_max)),
-            proposers: [(REGION_GROUP, Proposer::start(REGION_GROUP, raft.clone()))].into(),
+            proposers,
+            syncers: Syncers::default(),
+            sync_on_switch: config.router.sync_on_switch,
+            forwarded_writes: AtomicU64::new(0),
         });
+        if !config.router.sync_on_switch {
+            tracing::warn!(
+                "router.sync_on_switch is off: reads across groups are NOT sequentially consistent"
+            );
+        }
         let (shutdown, mut shutdown_rx) = watch::channel(false);
         let kv = KvServer::new(KvService::new(ctx.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -109,18 +232,23 @@ impl Node {
         let peer = PeerServer::new(PeerService::new(host.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // With a custom incoming, the builder's tcp_nodelay does not apply: set it here, or
         // Nagle plus delayed ACKs add ~40 ms to small responses.
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .add_service(kv)
                 .add_service(peer)
+                .add_service(forward)
                 .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = shutdown_rx.wait_for(|s| *s).await;
+                    let _ = stop_server.wait_for(|s| *s).await;
                 })
                 .await;
             if let Err(e) = res {
@@ -128,24 +256,35 @@ impl Node {
             }
         });
 
-        if config.bootstrap && !config.peers.is_empty() {
-            let initialized = raft
-                .is_initialized()
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-            if !initialized {
-                let members: BTreeMap<u64, BasicNode> = config
-                    .peers
-                    .iter()
-                    .map(|p| (p.id, BasicNode::new(p.address.clone())))
-                    .collect();
-                // Every node proposes the same initial membership; openraft refuses it on a node
-                // that already has a log, which is what makes this safe to repeat.
-                if let Err(e) = raft.initialize(members).await {
-                    tracing::info!(error = %e, "group already initialized");
+        for (group, raft) in voted {
+            if bootstrap {
+                let initialized = raft
+                    .is_initialized()
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                if !initialized {
+                    let members: BTreeMap<u64, BasicNode> = topology
+                        .voters(group)
+                        .iter()
+                        .map(|n| (n.id, BasicNode::new(n.address.clone())))
+                        .collect();
+                    // Every voter proposes the same initial membership; openraft refuses it on
+                    // a node that already has a log, which is what makes this safe to repeat.
+                    if let Err(e) = raft.initialize(members).await {
+                        tracing::info!(error = %e, %group, "group already initialized");
+                    }
                 }
             }
+            let learners: Vec<(u64, String)> = topology
+                .learners(group)
+                .iter()
+                .map(|n| (n.id, n.address.clone()))
+                .collect();
+            if !learners.is_empty() {
+                tokio::spawn(keep_learners(raft, group, learners, shutdown_rx.clone()));
+            }
         }
+        let _ = shutdown_rx.borrow_and_update();
         tracing::info!(node = config.node_id, addr = %local_addr, "node serving");
         Ok(Node {
             ctx,

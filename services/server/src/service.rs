@@ -1,12 +1,14 @@
 //! The client API (`meridian.v1.Kv`): validates, routes to the group, and converts results.
 
 use crate::convert;
-use crate::ctx::{NodeCtx, ReadLevel};
+use crate::ctx::NodeCtx;
 use crate::error::Error;
+use crate::router::Session;
 use crate::watch::watch_stream;
 use meridian_proto::kv as pb;
+use meridian_proto::kv::kv_client::KvClient;
 use meridian_proto::kv::kv_server::Kv;
-use meridian_types::{Command, CommandResult, OpResult};
+use meridian_types::{Command, CommandResult, GroupId, OpResult};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -30,6 +32,54 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// `ls` of a path above several domains (e.g. "/"): the children the path's own group holds
+    /// (if a domain owns the path) plus the first segment of every domain nested below it, so
+    /// that `ls /` shows where things live.
+    async fn list_across_domains(
+        &self,
+        req: pb::ListRequest,
+        path: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .ctx
+            .placement
+            .domains()
+            .iter()
+            .filter_map(|d| d.prefix.strip_prefix(path))
+            .filter_map(|rest| rest.split('/').next())
+            .filter(|seg| !seg.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut header = None;
+        if let Some((group, _)) = self.ctx.placement.group_of(path) {
+            let r = self
+                .ctx
+                .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+                .await?;
+            let ((children, _), rev) = {
+                let s = r.handle.shared.read();
+                (s.children(path, None, usize::MAX), s.revision)
+            };
+            names.extend(children);
+            header = Some(r.header(&self.ctx, rev));
+        }
+        let mut children: Vec<String> = names
+            .into_iter()
+            .filter(|n| after.as_deref().is_none_or(|a| n.as_str() > a))
+            .collect();
+        let more = children.len() > limit;
+        children.truncate(limit);
+        Ok(Response::new(pb::ListResponse {
+            header,
+            children,
+            more,
+        }))
+    }
+}
+
 fn single(result: CommandResult) -> Result<OpResult, Status> {
     match result {
         CommandResult::Op(r) => Ok(r),
@@ -43,12 +93,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let op = convert::put(request.into_inner())?;
-        let (h, rev, result) = self
-            .ctx
-            .write(self.ctx.default_group, Command::Put(op))
-            .await?;
-        let header = self.ctx.header(&h, rev);
+        let req = request.into_inner();
+        let session = Session::from_pb(req.session.as_ref());
+        let cmd = Command::Put(convert::put(req)?);
+        let group = self.ctx.route_command(&cmd)?;
+        let (h, rev, result) = self.ctx.write(group, cmd).await?;
+        let header = self.ctx.header(&h, rev, &session.vector);
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Put(p)) => Ok(Response::new(p)),
             _ => Err(Error::Internal("put answered with another result".into()).into()),
@@ -61,14 +111,17 @@ impl Kv for KvService {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let req = request.into_inner();
         let key = convert::key(&req.key)?;
-        let level = ReadLevel::from_pb(req.read.as_ref())?;
-        let h = self.ctx.prepare_read(self.ctx.default_group, level).await?;
+        let group = self.ctx.route_key(&key)?;
+        let r = self
+            .ctx
+            .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+            .await?;
         let (kv, rev) = {
-            let s = h.shared.read();
+            let s = r.handle.shared.read();
             (s.get(&key).cloned(), s.revision)
         };
         Ok(Response::new(pb::GetResponse {
-            header: Some(self.ctx.header(&h, rev)),
+            header: Some(r.header(&self.ctx, rev)),
             kv: kv.map(convert::kv_out),
         }))
     }
@@ -80,11 +133,14 @@ impl Kv for KvService {
         let req = request.into_inner();
         let prefix = convert::prefix(&req.prefix)?;
         let after = convert::after(&req.after)?;
-        let level = ReadLevel::from_pb(req.read.as_ref())?;
         let limit = self.limit(req.limit);
-        let h = self.ctx.prepare_read(self.ctx.default_group, level).await?;
+        let group = self.ctx.route_prefix(&prefix)?;
+        let r = self
+            .ctx
+            .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+            .await?;
         let ((kvs, more), rev) = {
-            let s = h.shared.read();
+            let s = r.handle.shared.read();
             (s.range(&prefix, after.as_deref(), limit), s.revision)
         };
         let out = if req.keys_only {
@@ -93,7 +149,7 @@ impl Kv for KvService {
             kvs.into_iter().map(convert::kv_out).collect()
         };
         Ok(Response::new(pb::RangeResponse {
-            header: Some(self.ctx.header(&h, rev)),
+            header: Some(r.header(&self.ctx, rev)),
             kvs: out,
             more,
         }))
@@ -106,15 +162,21 @@ impl Kv for KvService {
         let req = request.into_inner();
         let path = convert::prefix(&req.path)?;
         let after = convert::after(&req.after)?;
-        let level = ReadLevel::from_pb(req.read.as_ref())?;
         let limit = self.limit(req.limit);
-        let h = self.ctx.prepare_read(self.ctx.default_group, level).await?;
+        if self.ctx.placement.groups_under(&path).len() > 1 {
+            return self.list_across_domains(req, &path, after, limit).await;
+        }
+        let group = self.ctx.route_prefix(&path)?;
+        let r = self
+            .ctx
+            .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+            .await?;
         let ((children, more), rev) = {
-            let s = h.shared.read();
+            let s = r.handle.shared.read();
             (s.children(&path, after.as_deref(), limit), s.revision)
         };
         Ok(Response::new(pb::ListResponse {
-            header: Some(self.ctx.header(&h, rev)),
+            header: Some(r.header(&self.ctx, rev)),
             children,
             more,
         }))
@@ -124,12 +186,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let op = convert::delete(request.into_inner())?;
-        let (h, rev, result) = self
-            .ctx
-            .write(self.ctx.default_group, Command::Delete(op))
-            .await?;
-        let header = self.ctx.header(&h, rev);
+        let req = request.into_inner();
+        let session = Session::from_pb(req.session.as_ref());
+        let cmd = Command::Delete(convert::delete(req)?);
+        let group = self.ctx.route_command(&cmd)?;
+        let (h, rev, result) = self.ctx.write(group, cmd).await?;
+        let header = self.ctx.header(&h, rev, &session.vector);
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Delete(d)) => Ok(Response::new(d)),
             _ => Err(Error::Internal("delete answered with another result".into()).into()),
@@ -140,12 +202,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let cmd = convert::txn(request.into_inner())?;
-        let (h, rev, result) = self.ctx.write(self.ctx.default_group, cmd).await?;
-        let header = self.ctx.header(&h, rev);
+        let req = request.into_inner();
+        let session = Session::from_pb(req.session.as_ref());
+        let cmd = convert::txn(req)?;
+        let group = self.ctx.route_command(&cmd)?;
+        let (h, rev, result) = self.ctx.write(group, cmd).await?;
+        let header = self.ctx.header(&h, rev, &session.vector);
         match result {
             CommandResult::Txn { succeeded, results } => Ok(Response::new(pb::TxnResponse {
-                header: Some(header),
+                header: Some(header.clone()),
                 succeeded,
                 results: results
                     .into_iter()
@@ -168,26 +233,77 @@ impl Kv for KvService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let groups = self
-            .ctx
-            .host
-            .groups()
-            .into_iter()
-            .map(|(g, h)| group_status(&self.ctx, g.0, &h))
-            .collect();
-        Ok(Response::new(pb::StatusResponse {
-            node: self.ctx.node_id,
-            address: self.ctx.address.clone(),
-            region: self.ctx.region.clone(),
-            groups,
-            version: env!("CARGO_PKG_VERSION").into(),
-        }))
+        let mut me = local_status(&self.ctx);
+        if request.into_inner().cluster {
+            let others: Vec<_> = self
+                .ctx
+                .topology
+                .nodes
+                .iter()
+                .filter(|n| n.id != self.ctx.node_id)
+                .map(|n| {
+                    let ctx = self.ctx.clone();
+                    let addr = n.address.clone();
+                    let id = n.id;
+                    async move {
+                        let res = async {
+                            let channel = ctx.pool.channel(&addr).map_err(|e| e.to_string())?;
+                            let mut c = KvClient::new(channel);
+                            let mut req = Request::new(pb::StatusRequest { cluster: false });
+                            req.set_timeout(STATUS_PEER_TIMEOUT);
+                            tokio::time::timeout(STATUS_PEER_TIMEOUT, c.status(req))
+                                .await
+                                .map_err(|_| "no answer in time".to_string())?
+                                .map(|r| r.into_inner())
+                                .map_err(|s| s.message().to_string())
+                        }
+                        .await;
+                        res.map_err(|e| format!("node {id} at {addr}: {e}"))
+                    }
+                })
+                .collect();
+            for res in futures::future::join_all(others).await {
+                match res {
+                    Ok(s) => me.nodes.push(s),
+                    Err(e) => me.unreachable.push(e),
+                }
+            }
+        }
+        Ok(Response::new(me))
     }
 }
 
-fn group_status(ctx: &NodeCtx, group: u64, h: &meridian_consensus::GroupHandle) -> pb::GroupStatus {
+/// Longest a cluster status waits for each other node.
+const STATUS_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn local_status(ctx: &NodeCtx) -> pb::StatusResponse {
+    let groups = ctx
+        .host
+        .groups()
+        .into_iter()
+        .map(|(g, h)| group_status(ctx, g, &h))
+        .collect();
+    pb::StatusResponse {
+        node: ctx.node_id,
+        address: ctx.address.clone(),
+        region: ctx.region.clone(),
+        groups,
+        version: env!("CARGO_PKG_VERSION").into(),
+        nodes: Vec::new(),
+        unreachable: Vec::new(),
+        forwarded_writes: ctx
+            .forwarded_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn group_status(
+    ctx: &NodeCtx,
+    group: GroupId,
+    h: &meridian_consensus::GroupHandle,
+) -> pb::GroupStatus {
     let m = h.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -204,6 +320,16 @@ fn group_status(ctx: &NodeCtx, group: u64, h: &meridian_consensus::GroupHandle) 
             address: node.addr.clone(),
             voter: voters.contains(id),
             matched: matched(id),
+            region: ctx
+                .topology
+                .node(*id)
+                .map(|n| n.region.clone())
+                .unwrap_or_default(),
+            lag_entries: if m.state == openraft::ServerState::Leader {
+                m.last_log_index.unwrap_or(0).saturating_sub(matched(id))
+            } else {
+                0
+            },
         })
         .collect();
     // The leader knows the commit index as the highest index a majority of voters matched.
@@ -215,8 +341,23 @@ fn group_status(ctx: &NodeCtx, group: u64, h: &meridian_consensus::GroupHandle) 
         0
     };
     let leader_address = ctx.leader(h).map(|(_, a)| a).unwrap_or_default();
+    let (syncs_sent, synced_reads) = ctx.syncers.counters(group);
+    let role = if voters.contains(&ctx.node_id) {
+        "voter"
+    } else {
+        "learner"
+    };
     pb::GroupStatus {
-        group,
+        group: group.0,
+        name: ctx
+            .topology
+            .group(group)
+            .map(|g| g.name.clone())
+            .unwrap_or_default(),
+        role: role.into(),
+        lag_ms: h.lag_ms().unwrap_or(u64::MAX),
+        syncs_sent,
+        synced_reads,
         leader: m.current_leader.unwrap_or(0),
         leader_address,
         term: m.current_term,

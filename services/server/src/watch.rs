@@ -47,7 +47,12 @@ pub async fn watch_stream(ctx: Arc<NodeCtx>, req: pb::WatchRequest) -> Result<Wa
         convert::key(&req.key)?
     };
     let start = convert::revision(req.start_revision, "start_revision")?;
-    let h = ctx.group(ctx.default_group)?;
+    let group = if req.prefix {
+        ctx.route_prefix(&key)?
+    } else {
+        ctx.route_key(&key)?
+    };
+    let h = ctx.group(group)?;
     let shared = h.shared.clone();
     let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
         Error::Unavailable(format!(
@@ -117,7 +122,7 @@ impl Watcher {
             group: self.shared.group.0,
             revision,
             node: self.node,
-            raft_term: 0,
+            ..Default::default()
         }
     }
 

@@ -138,7 +138,7 @@ impl ProcCluster {
                     },
                 )
                 .expect("client");
-                if let Ok(s) = c.status().await {
+                if let Ok(s) = c.status(false).await {
                     if let Some(g) = s.groups.first() {
                         if g.leader != 0
                             && self.children[(g.leader - 1) as usize].is_some()
@@ -216,4 +216,97 @@ pub fn watchdog(limit: Duration) {
         eprintln!("test binary still running after {limit:?}: giving up (a test hung)");
         std::process::exit(101);
     });
+}
+
+/// `meridian dev` as a child process: the default 3-region topology under the WAN emulator
+/// (or whatever `extra` args say). Killed on drop.
+pub struct DevCluster {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub ready: serde_json::Value,
+}
+
+impl DevCluster {
+    pub fn start(extra: &[&str]) -> DevCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready_path = dir.path().join("ready.json");
+        let port = free_port("127.0.1.1");
+        let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
+        let child = Command::new(BIN)
+            .args(["dev", "--port", &port.to_string(), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--ready-file")
+            .arg(&ready_path)
+            .args(extra)
+            .env("MERIDIAN_LOG", "warn,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn meridian dev");
+        let mut dev = DevCluster {
+            dir,
+            child,
+            ready: serde_json::Value::Null,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            if let Ok(text) = std::fs::read_to_string(&ready_path) {
+                dev.ready = serde_json::from_str(&text).expect("ready file is JSON");
+                return dev;
+            }
+            if let Ok(Some(status)) = dev.child.try_wait() {
+                panic!("meridian dev exited with {status}: {}", dev.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("meridian dev never wrote its ready file: {}", dev.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dev.log")).unwrap_or_default()
+    }
+
+    /// The first endpoint of `region`.
+    pub fn endpoint(&self, region: &str) -> String {
+        self.ready["regions"][region]["endpoint"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no region {region} in {}", self.ready))
+            .to_string()
+    }
+
+    /// A session with `region`'s router, with the given call timeout.
+    pub fn client(&self, region: &str, call_timeout: Duration) -> Client {
+        Client::new(
+            vec![self.endpoint(region)],
+            Options {
+                call_timeout,
+                rpc_timeout: call_timeout,
+                ..Options::default()
+            },
+        )
+        .expect("client")
+    }
+
+    /// Runs `meridian wan ARGS` against this cluster's emulator; panics unless it succeeds.
+    pub fn wan(&self, args: &[&str]) -> String {
+        let control = self.ready["wan_control"].as_str().expect("wan_control");
+        let o = Command::new(BIN)
+            .args(["wan", "--control", control])
+            .args(args)
+            .output()
+            .expect("run meridian wan");
+        assert!(o.status.success(), "meridian wan {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- meridian dev log ---\n{}", self.log());
+        }
+    }
 }

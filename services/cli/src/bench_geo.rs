@@ -1,0 +1,329 @@
+//! `meridian bench-geo`: what the composition router costs under the WAN emulator. Starts
+//! `meridian dev` (the 3-region topology) without and then with the emulator, and measures:
+//!
+//! 1. local-domain writes and reads, WAN off vs on (remote regions must not slow local work);
+//! 2. a read of a remote domain right after a switch, as a multiple of the round trip;
+//! 3. repeated reads of one remote group (no sync after the first: a local read);
+//! 4. concurrent sessions switching to one remote group: WAN syncs sent per read;
+//! 5. learner apply lag under sustained writes over the 170 ms link, in entries and ms.
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use meridian_sdk::{Client, Consistency, Options};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchGeoArgs {
+    /// Seconds per latency measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent sessions switching to one remote group.
+    #[arg(long, default_value_t = 100)]
+    sessions: usize,
+    /// Port for the dev clusters.
+    #[arg(long, default_value_t = 7450)]
+    port: u16,
+}
+
+struct Dev {
+    child: Child,
+    _dir: tempfile::TempDir,
+    ready: serde_json::Value,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    fn start(port: u16, wan: bool) -> anyhow::Result<Dev> {
+        let dir = tempfile::tempdir()?;
+        let ready_path = dir.path().join("ready.json");
+        let exe = std::env::current_exe().context("locating the meridian binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["dev", "--port", &port.to_string(), "--ready-file"])
+            .arg(&ready_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !wan {
+            cmd.arg("--no-wan");
+        }
+        let child = cmd.spawn().context("starting meridian dev")?;
+        let mut dev = Dev {
+            child,
+            _dir: dir,
+            ready: serde_json::Value::Null,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            if let Ok(text) = std::fs::read_to_string(&ready_path) {
+                dev.ready = serde_json::from_str(&text)?;
+                return Ok(dev);
+            }
+            if let Some(status) = dev.child.try_wait()? {
+                anyhow::bail!("meridian dev exited with {status}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!("meridian dev did not become ready")
+    }
+
+    fn client(&self, region: &str) -> anyhow::Result<Client> {
+        let ep = self.ready["regions"][region]["endpoint"]
+            .as_str()
+            .with_context(|| format!("no region {region}"))?;
+        Ok(Client::new(vec![ep.to_string()], Options::default())?)
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Local-domain put and sequential get latency, one session in us-east, for `secs`.
+async fn local_ops(dev: &Dev, secs: u64) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let c = dev.client("us-east")?;
+    let (mut put, mut get) = (hist(), hist());
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while Instant::now() < stop {
+        let key = format!("/us-east/bench/k{}", n % 1000);
+        let t = Instant::now();
+        c.put(&key, vec![b'v'; 256]).await?;
+        put.saturating_record(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        c.get(&key).await?;
+        get.saturating_record(t.elapsed().as_micros() as u64);
+        n += 1;
+    }
+    Ok((put, get))
+}
+
+/// From `region`: a local write, then a read of us-east's domain (a switch: the router
+/// syncs), then `repeats` more reads of it (no switch). Returns (switch reads, repeated reads).
+async fn switch_reads(
+    dev: &Dev,
+    region: &str,
+    secs: u64,
+    repeats: usize,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let c = dev.client(region)?;
+    let (mut switch, mut repeat) = (hist(), hist());
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let own = format!("/{region}/bench/own");
+    while Instant::now() < stop {
+        c.put(&own, "x").await?;
+        let t = Instant::now();
+        let r = c
+            .get_with("/us-east/bench/hot", Consistency::Sequential)
+            .await?;
+        switch.saturating_record(t.elapsed().as_micros() as u64);
+        anyhow::ensure!(
+            r.header.as_ref().is_some_and(|h| h.synced),
+            "a switch read was not synced"
+        );
+        for _ in 0..repeats {
+            let t = Instant::now();
+            c.get_with("/us-east/bench/hot", Consistency::Sequential)
+                .await?;
+            repeat.saturating_record(t.elapsed().as_micros() as u64);
+        }
+    }
+    Ok((switch, repeat))
+}
+
+/// `syncs_sent` and `synced_reads` for group 1 at the node behind `c`.
+async fn sync_counters(c: &Client) -> anyhow::Result<(u64, u64)> {
+    let s = c.status(false).await?;
+    let g = s
+        .groups
+        .iter()
+        .find(|g| g.group == 1)
+        .context("group 1 not hosted")?;
+    Ok((g.syncs_sent, g.synced_reads))
+}
+
+pub async fn run(args: BenchGeoArgs) -> anyhow::Result<ExitCode> {
+    let secs = args.seconds;
+    println!(
+        "# meridian bench-geo: 3-region dev topology, 256-byte values, {secs} s per measurement"
+    );
+
+    let (off_put, off_get) = {
+        let dev = Dev::start(args.port, false)?;
+        local_ops(&dev, secs).await?
+    };
+    let dev = Dev::start(args.port, true)?;
+    let (on_put, on_get) = local_ops(&dev, secs).await?;
+    println!(
+        "\n## 1. local-domain operations (us-east session, us-east domain), WAN emulator off vs on"
+    );
+    println!("| op | off p50 ms | off p99 ms | on p50 ms | on p99 ms | on/off p50 | on/off p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, off, on) in [("put", &off_put, &on_put), ("get", &off_get, &on_get)] {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms(off, 0.5),
+            ms(off, 0.99),
+            ms(on, 0.5),
+            ms(on, 0.99),
+            ms(on, 0.5) / ms(off, 0.5),
+            ms(on, 0.99) / ms(off, 0.99)
+        );
+    }
+
+    dev.client("us-east")?
+        .put("/us-east/bench/hot", "h")
+        .await?;
+    println!("\n## 2–3. reads of us-east's domain from another region");
+    println!("| from | round trip ms | switch read p50 ms | p99 ms | p50 / round trip | repeated read p50 ms | p99 ms | local get p50 ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (region, rtt) in [("eu-west", 75.0), ("ap-northeast", 170.0)] {
+        let (switch, repeat) = switch_reads(&dev, region, secs, 5).await?;
+        println!(
+            "| {region} | {rtt} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms(&switch, 0.5),
+            ms(&switch, 0.99),
+            ms(&switch, 0.5) / rtt,
+            ms(&repeat, 0.5),
+            ms(&repeat, 0.99),
+            ms(&on_get, 0.5)
+        );
+    }
+
+    // 4. Many sessions switching to one remote group at once.
+    let probe = dev.client("eu-west")?;
+    let (sent0, reads0) = sync_counters(&probe).await?;
+    let mut tasks = Vec::new();
+    let stop = Instant::now() + Duration::from_secs(secs);
+    for i in 0..args.sessions {
+        let c = dev.client("eu-west")?;
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let own = format!("/eu-west/bench/s{i}");
+            while Instant::now() < stop {
+                if c.put(&own, "x").await.is_err() {
+                    continue;
+                }
+                let t = Instant::now();
+                if c.get("/us-east/bench/hot").await.is_ok() {
+                    h.saturating_record(t.elapsed().as_micros() as u64);
+                }
+            }
+            h
+        }));
+    }
+    let mut all = hist();
+    for t in tasks {
+        let _ = all.add(&t.await?);
+    }
+    let (sent1, reads1) = sync_counters(&probe).await?;
+    let (sent, reads) = (sent1 - sent0, reads1 - reads0);
+    println!(
+        "\n## 4. {} concurrent eu-west sessions, each alternating a local write and a read of us-east's domain",
+        args.sessions
+    );
+    println!("| switch reads | WAN syncs sent | syncs per read | read p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {reads} | {sent} | {:.3} | {:.1} | {:.1} |",
+        sent as f64 / reads.max(1) as f64,
+        ms(&all, 0.5),
+        ms(&all, 0.99)
+    );
+
+    // 5. Learner lag over the 170 ms link under sustained writes.
+    let running = Arc::new(AtomicBool::new(true));
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let c = dev.client("us-east")?;
+        let running = running.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let _ = c
+                    .put(&format!("/us-east/load/w{w}-{}", n % 100), vec![b'l'; 256])
+                    .await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let writer = dev.client("us-east")?;
+    let reader = dev.client("ap-northeast")?;
+    let status = dev.client("us-east")?;
+    let (mut lag_ms, mut lag_entries) = (hist(), hist());
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut seq = 0u64;
+    while Instant::now() < stop {
+        seq += 1;
+        let value = format!("probe-{seq}");
+        let t = Instant::now();
+        writer.put("/us-east/bench/probe", value.clone()).await?;
+        // Visible at the ap-northeast learner: poll with stale reads (no sync).
+        loop {
+            let r = reader
+                .get_with("/us-east/bench/probe", Consistency::Stale { max_lag_ms: 0 })
+                .await?;
+            if r.kv.is_some_and(|kv| kv.value == value.as_bytes()) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("the ap-northeast learner did not apply a write within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lag_ms.saturating_record(t.elapsed().as_micros() as u64);
+        let s = status.status(true).await?;
+        for node in std::iter::once(&s).chain(s.nodes.iter()) {
+            for g in node
+                .groups
+                .iter()
+                .filter(|g| g.group == 1 && g.state == "Leader")
+            {
+                for m in g.members.iter().filter(|m| m.region == "ap-northeast") {
+                    lag_entries.saturating_record(m.lag_entries.max(1));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.store(false, Ordering::Relaxed);
+    let mut writes = 0;
+    for w in writers {
+        writes += w.await?;
+    }
+    println!("\n## 5. ap-northeast learner of us-east's group (170 ms round trip) under sustained writes");
+    println!(
+        "{} background writes in {secs} s ({:.0}/s, 16 clients); {} probes",
+        writes,
+        writes as f64 / secs as f64,
+        lag_ms.len()
+    );
+    println!("| measure | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| write acked at us-east → visible at ap-northeast, ms | {:.1} | {:.1} | {:.1} |",
+        ms(&lag_ms, 0.5),
+        ms(&lag_ms, 0.99),
+        lag_ms.max() as f64 / 1000.0
+    );
+    println!(
+        "| leader's last log − learner's matched, entries | {} | {} | {} |",
+        lag_entries.value_at_quantile(0.5),
+        lag_entries.value_at_quantile(0.99),
+        lag_entries.max()
+    );
+    Ok(ExitCode::SUCCESS)
+}

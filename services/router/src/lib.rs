@@ -1,0 +1,14 @@
+//! The composition router's decisions (DESIGN.md §2), with no IO: the async shell in
+//! `meridian-server` asks these structs what to do and does it.
+//!
+//! - [`plan_read`]: whether a read must sync its group first, and which revision the local
+//!   replica must have applied before it answers.
+//! - [`VersionVector`]: a session's `group → highest revision observed`; never goes backwards.
+//! - [`Rounds`]: coalescing. Callers that need a round (a sync, a leadership confirmation)
+//!   while one is running share the next one, started after they arrived.
+
+mod plan;
+mod rounds;
+
+pub use plan::{plan_read, ReadLevel, ReadPlan, VersionVector};
+pub use rounds::{Join, Rounds};

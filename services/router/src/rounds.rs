@@ -1,0 +1,162 @@
+//! Coalesced rounds. A round answers every waiter that joined *before it started*: a round
+//! already running may have been sent before a waiter's own write, so the waiter joins the
+//! next one. One driver runs rounds back to back while anyone waits.
+
+/// What a caller of [`Rounds::join`] must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Join {
+    /// No round was running: the caller drives rounds (call [`Rounds::next_round`] until it
+    /// returns `None`).
+    Drive,
+    /// A driver exists; the caller is answered by the next round it starts.
+    Queued,
+}
+
+/// Waiters of type `W` (typically a reply channel) and whether a driver is running.
+#[derive(Debug)]
+pub struct Rounds<W> {
+    driving: bool,
+    waiting: Vec<W>,
+    waiting_max: usize,
+    per_round_max: usize,
+    rounds_started: u64,
+    answered: u64,
+}
+
+impl<W> Rounds<W> {
+    /// At most `waiting_max` waiters queue (more are refused); one round answers at most
+    /// `per_round_max` of them (the rest take the following round).
+    pub fn new(waiting_max: usize, per_round_max: usize) -> Self {
+        Self {
+            driving: false,
+            waiting: Vec::new(),
+            waiting_max: waiting_max.max(1),
+            per_round_max: per_round_max.max(1),
+            rounds_started: 0,
+            answered: 0,
+        }
+    }
+
+    /// Adds a waiter. `Err(w)` gives it back when the queue is full.
+    pub fn join(&mut self, w: W) -> Result<Join, W> {
+        if self.waiting.len() >= self.waiting_max {
+            return Err(w);
+        }
+        self.waiting.push(w);
+        if self.driving {
+            Ok(Join::Queued)
+        } else {
+            self.driving = true;
+            Ok(Join::Drive)
+        }
+    }
+
+    /// For the driver: the waiters the round it starts now will answer, or `None` when nobody
+    /// waits (the driver stops; the next `join` elects a new one).
+    pub fn next_round(&mut self) -> Option<Vec<W>> {
+        if self.waiting.is_empty() {
+            self.driving = false;
+            return None;
+        }
+        let n = self.waiting.len().min(self.per_round_max);
+        self.rounds_started += 1;
+        self.answered += n as u64;
+        Some(self.waiting.drain(..n).collect())
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_driving(&self) -> bool {
+        self.driving
+    }
+
+    /// Rounds started so far.
+    pub fn rounds_started(&self) -> u64 {
+        self.rounds_started
+    }
+
+    /// Waiters handed to a round so far.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_joiner_drives_others_queue() {
+        let mut r = Rounds::new(10, 10);
+        assert_eq!(r.join(1), Ok(Join::Drive));
+        assert_eq!(r.join(2), Ok(Join::Queued));
+        assert!(r.is_driving());
+        assert_eq!(r.next_round(), Some(vec![1, 2]));
+        assert_eq!(r.next_round(), None);
+        assert!(!r.is_driving());
+        assert_eq!(r.join(3), Ok(Join::Drive));
+    }
+
+    /// A waiter that arrives while a round runs is not answered by it: it is in the next.
+    #[test]
+    fn joiner_during_a_round_takes_the_next_one() {
+        let mut r = Rounds::new(10, 10);
+        assert_eq!(r.join("a"), Ok(Join::Drive));
+        let first = r.next_round();
+        assert_eq!(first, Some(vec!["a"]));
+        // round 1 is in flight now
+        assert_eq!(r.join("b"), Ok(Join::Queued));
+        assert_eq!(r.join("c"), Ok(Join::Queued));
+        assert_eq!(r.next_round(), Some(vec!["b", "c"]));
+        assert_eq!(r.next_round(), None);
+        assert_eq!(r.rounds_started(), 2);
+        assert_eq!(r.answered(), 3);
+    }
+
+    #[test]
+    fn full_queue_refuses() {
+        let mut r = Rounds::new(2, 10);
+        assert!(r.join(1).is_ok());
+        assert!(r.join(2).is_ok());
+        assert_eq!(r.join(3), Err(3));
+        assert_eq!(r.waiting(), 2);
+    }
+
+    #[test]
+    fn per_round_cap_splits_rounds_in_arrival_order() {
+        let mut r = Rounds::new(100, 3);
+        for i in 0..7 {
+            assert!(r.join(i).is_ok());
+        }
+        assert_eq!(r.next_round(), Some(vec![0, 1, 2]));
+        assert_eq!(r.next_round(), Some(vec![3, 4, 5]));
+        assert_eq!(r.next_round(), Some(vec![6]));
+        assert_eq!(r.next_round(), None);
+    }
+
+    /// Many joiners, one driver: rounds ≪ waiters.
+    #[test]
+    fn coalescing_ratio() {
+        let mut r = Rounds::new(10_000, 10_000);
+        let mut drivers = 0;
+        for i in 0..100 {
+            if r.join(i) == Ok(Join::Drive) {
+                drivers += 1;
+            }
+        }
+        assert_eq!(drivers, 1);
+        while r.next_round().is_some() {}
+        assert_eq!(r.rounds_started(), 1);
+        assert_eq!(r.answered(), 100);
+    }
+
+    #[test]
+    fn zero_limits_are_raised_to_one() {
+        let mut r = Rounds::new(0, 0);
+        assert_eq!(r.join(1), Ok(Join::Drive));
+        assert_eq!(r.join(2), Err(2));
+        assert_eq!(r.next_round(), Some(vec![1]));
+    }
+}

@@ -1,0 +1,76 @@
+//! `meridian.peer.v1.Forward`: writes other routers forward to this node because it leads (or
+//! led, as far as they knew) the group that owns the key.
+
+use crate::ctx::{LocalWrite, NodeCtx};
+use crate::error::Error;
+use meridian_proto::peer::forward_server::Forward;
+use meridian_proto::peer::{ProposeReply, ProposeRequest};
+use meridian_types::{Command, GroupId};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct ForwardService {
+    ctx: Arc<NodeCtx>,
+}
+
+impl ForwardService {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        Self { ctx }
+    }
+
+    fn not_leader(&self, group: GroupId, hint: Option<(u64, String)>) -> ProposeReply {
+        let hint = hint.or_else(|| self.ctx.group(group).ok().and_then(|h| self.ctx.leader(&h)));
+        let (leader, leader_address) = hint.unwrap_or_default();
+        ProposeReply {
+            not_leader: true,
+            leader,
+            leader_address,
+            ..Default::default()
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Forward for ForwardService {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let req = request.into_inner();
+        let group = GroupId(req.group);
+        let cmd: Command = bincode::deserialize(&req.command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable forwarded write: {e}")))?;
+        // The sender routed it; check it against this node's placement all the same.
+        let owner = self.ctx.route_command(&cmd)?;
+        if owner != group {
+            return Err(Error::Unavailable(format!(
+                "the write was forwarded to group {group}, but this node places it in group {owner}; \
+                 retry once placements agree"
+            ))
+            .into());
+        }
+        let timeout = Duration::from_millis(self.ctx.limits.write_timeout_ms);
+        let res = tokio::time::timeout(timeout, self.ctx.write_local(group, cmd))
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the write was not committed within {} ms; it may still be applied",
+                    self.ctx.limits.write_timeout_ms
+                ))
+            })?;
+        let reply = match res {
+            Ok((revision, result)) => ProposeReply {
+                revision,
+                result: bincode::serialize(&result)
+                    .map_err(|e| Status::internal(format!("encoding a write result: {e}")))?,
+                ..Default::default()
+            },
+            Err(LocalWrite::NotLeader(hint)) => self.not_leader(group, hint),
+            Err(LocalWrite::NoProposer) => self.not_leader(group, None),
+            Err(LocalWrite::Failed(e)) => return Err(e.into()),
+        };
+        Ok(Response::new(reply))
+    }
+}

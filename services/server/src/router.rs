@@ -1,0 +1,328 @@
+//! The composition router (DESIGN.md §2): which group a request belongs to (longest-prefix
+//! domain), the session it carries, and the read path — sync on a group switch (coalesced),
+//! wait for the session's vector, check a stale read's lag. The decisions themselves are in
+//! `meridian-router` (IO-free); this is the async shell around them.
+
+use crate::ctx::NodeCtx;
+use crate::error::{Error, Result};
+use meridian_consensus::GroupHandle;
+use meridian_proto::kv as pb;
+use meridian_router::{plan_read, Join, ReadLevel, Rounds, VersionVector};
+use meridian_types::{Command, GroupId, Op};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Most reads waiting for one group's sync at one router; more are refused at once.
+const SYNC_WAITERS_MAX: usize = 65_536;
+
+/// A session as a request presents it.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    pub vector: VersionVector,
+    pub last_group: Option<GroupId>,
+}
+
+impl Session {
+    pub fn from_pb(s: Option<&pb::Session>) -> Self {
+        match s {
+            None => Self::default(),
+            Some(s) => Self {
+                vector: VersionVector::from_wire(&s.vector),
+                last_group: (s.last_group != 0).then_some(GroupId(s.last_group)),
+            },
+        }
+    }
+}
+
+/// A read's consistency and the legacy per-request floor (`min_revision`).
+pub fn read_level(opts: Option<&pb::ReadOptions>) -> Result<(ReadLevel, u64)> {
+    let Some(o) = opts else {
+        return Ok((ReadLevel::Sequential, 0));
+    };
+    let min_revision = crate::convert::revision(o.min_revision, "read.min_revision")?;
+    let level = match pb::Consistency::try_from(o.consistency) {
+        Ok(pb::Consistency::Sequential) => ReadLevel::Sequential,
+        Ok(pb::Consistency::Linearizable) => ReadLevel::Linearizable,
+        Ok(pb::Consistency::Stale) => ReadLevel::Stale {
+            max_lag_ms: o.max_lag_ms,
+        },
+        Err(_) => {
+            return Err(Error::invalid(
+                "unknown_consistency",
+                "read.consistency",
+                format!("unknown consistency level {}", o.consistency),
+            ))
+        }
+    };
+    Ok((level, min_revision))
+}
+
+type SyncReply = oneshot::Sender<std::result::Result<u64, String>>;
+
+/// One group's coalesced syncs at this router.
+struct GroupSync {
+    rounds: Mutex<Rounds<SyncReply>>,
+    synced_reads: AtomicU64,
+}
+
+/// Coalesced syncs of every group, and their counters.
+#[derive(Default)]
+pub struct Syncers {
+    groups: Mutex<HashMap<GroupId, Arc<GroupSync>>>,
+}
+
+impl Syncers {
+    fn get(&self, group: GroupId) -> Arc<GroupSync> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group)
+            .or_insert_with(|| {
+                Arc::new(GroupSync {
+                    rounds: Mutex::new(Rounds::new(SYNC_WAITERS_MAX, SYNC_WAITERS_MAX)),
+                    synced_reads: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// (syncs sent, reads served after a sync) for `group`.
+    pub fn counters(&self, group: GroupId) -> (u64, u64) {
+        let s = self.get(group);
+        let sent = s
+            .rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rounds_started();
+        (sent, s.synced_reads.load(Ordering::Relaxed))
+    }
+}
+
+/// A read ready to be served by the local replica.
+pub struct ReadyRead {
+    pub handle: GroupHandle,
+    pub session: Session,
+    pub lag_ms: u64,
+    pub synced: bool,
+}
+
+impl ReadyRead {
+    /// The response header for a read of the replica at `revision`.
+    pub fn header(&self, ctx: &NodeCtx, revision: u64) -> pb::ResponseHeader {
+        let mut h = ctx.header(&self.handle, revision, &self.session.vector);
+        h.lag_ms = self.lag_ms;
+        h.synced = self.synced;
+        h
+    }
+}
+
+impl NodeCtx {
+    /// The group owning `key` (longest-prefix domain).
+    pub fn route_key(&self, key: &str) -> Result<GroupId> {
+        self.placement
+            .group_of(key)
+            .map(|(g, _)| g)
+            .ok_or_else(|| self.no_domain(key))
+    }
+
+    /// The one group holding every key under `prefix`; a prefix spanning groups is refused.
+    pub fn route_prefix(&self, prefix: &str) -> Result<GroupId> {
+        let groups = self.placement.groups_under(prefix);
+        match groups.as_slice() {
+            [] => Err(self.no_domain(prefix)),
+            [g] => Ok(*g),
+            many => Err(self.cross_group(prefix, many)),
+        }
+    }
+
+    /// The one group a write command touches; commands spanning groups are refused.
+    pub fn route_command(&self, cmd: &Command) -> Result<GroupId> {
+        let mut groups = BTreeSet::new();
+        let mut first = None;
+        let mut add = |key: &str, prefix: bool| -> Result<()> {
+            first.get_or_insert_with(|| key.to_string());
+            let g = if prefix {
+                self.route_prefix(key)?
+            } else {
+                self.route_key(key)?
+            };
+            groups.insert(g);
+            Ok(())
+        };
+        fn op_scope(op: &Op) -> (&str, bool) {
+            match op {
+                Op::Put(p) => (p.key.as_str(), false),
+                Op::Delete(d) => (d.key.as_str(), d.prefix),
+                Op::Get { key } => (key.as_str(), false),
+            }
+        }
+        match cmd {
+            Command::Put(p) => add(&p.key, false)?,
+            Command::Delete(d) => add(&d.key, d.prefix)?,
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => {
+                for c in compares {
+                    add(&c.key, false)?;
+                }
+                for op in success.iter().chain(failure) {
+                    let (k, p) = op_scope(op);
+                    add(k, p)?;
+                }
+            }
+            Command::Batch(_) => {
+                return Err(Error::Internal("a batch is never routed".into()));
+            }
+        }
+        let groups: Vec<GroupId> = groups.into_iter().collect();
+        match groups.as_slice() {
+            [g] => Ok(*g),
+            [] => Err(Error::invalid(
+                "empty_txn",
+                "txn",
+                "the transaction touches no key",
+            )),
+            many => Err(self.cross_group(first.as_deref().unwrap_or("txn"), many)),
+        }
+    }
+
+    fn no_domain(&self, key: &str) -> Error {
+        let domains: Vec<&str> = self
+            .placement
+            .domains()
+            .iter()
+            .map(|d| d.prefix.as_str())
+            .collect();
+        Error::invalid(
+            "no_domain",
+            "key",
+            format!(
+                "{key} lies in no domain, so no group owns it; the domains are: {}",
+                domains.join(" ")
+            ),
+        )
+    }
+
+    fn cross_group(&self, what: &str, groups: &[GroupId]) -> Error {
+        let names: Vec<String> = groups.iter().map(|g| self.group_label(*g)).collect();
+        Error::invalid(
+            "cross_group",
+            "key",
+            format!(
+                "{what}: the operation spans groups {}; operations and transactions are \
+                 offered within one group only — split it per domain",
+                names.join(", ")
+            ),
+        )
+    }
+
+    /// Prepares a read of `group`: plans it, syncs if the plan says so, waits until the local
+    /// replica has applied what the session saw (bounded; refuses rather than serve an older
+    /// view), and checks a stale read's lag.
+    pub async fn prepare_read(
+        self: &Arc<Self>,
+        group: GroupId,
+        opts: Option<&pb::ReadOptions>,
+        session: Option<&pb::Session>,
+    ) -> Result<ReadyRead> {
+        let (level, min_revision) = read_level(opts)?;
+        let mut session = Session::from_pb(session);
+        session.vector.observe(group, min_revision);
+        let handle = self.group(group)?;
+        let plan = plan_read(
+            level,
+            group,
+            session.last_group,
+            &session.vector,
+            self.sync_on_switch,
+        );
+        let mut target = plan.min_applied;
+        if plan.sync {
+            target = target.max(self.sync(&handle).await?);
+        }
+        self.wait_applied(&handle, target).await?;
+        let lag_ms = handle.lag_ms();
+        if let Some(max) = plan.max_lag_ms {
+            match lag_ms {
+                Some(lag) if lag <= max => {}
+                Some(lag) => {
+                    return Err(Error::Unavailable(format!(
+                        "this replica of group {} is {lag} ms behind its leader, more than the \
+                         {max} ms the read allows",
+                        self.group_label(group)
+                    )))
+                }
+                None => {
+                    return Err(Error::Unavailable(format!(
+                        "this replica of group {} has not heard from a leader since it started; \
+                         its lag is unknown",
+                        self.group_label(group)
+                    )))
+                }
+            }
+        }
+        if plan.sync {
+            self.syncers
+                .get(group)
+                .synced_reads
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(ReadyRead {
+            handle,
+            session,
+            lag_ms: lag_ms.unwrap_or(u64::MAX),
+            synced: plan.sync,
+        })
+    }
+
+    /// The group's read index, coalesced: every read that needs a sync of the group while one
+    /// is in flight shares the next one, started after it arrived — one round trip to the
+    /// leader serves a whole batch.
+    pub async fn sync(self: &Arc<Self>, h: &GroupHandle) -> Result<u64> {
+        let group = h.shared.group;
+        let gs = self.syncers.get(group);
+        let (tx, rx) = oneshot::channel();
+        let join = gs.rounds.lock().unwrap_or_else(|p| p.into_inner()).join(tx);
+        match join {
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "{SYNC_WAITERS_MAX} reads already wait for a sync of group {}; retry shortly",
+                    self.group_label(group)
+                )))
+            }
+            Ok(Join::Queued) => {}
+            Ok(Join::Drive) => {
+                let ctx = self.clone();
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let wait = Duration::from_millis(ctx.limits.sync_wait_ms_max);
+                    loop {
+                        let round = gs
+                            .rounds
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .next_round();
+                        let Some(waiters) = round else { return };
+                        let res = ctx.read_index(&h, wait).await.map_err(|e| e.to_string());
+                        for w in waiters {
+                            let _ = w.send(res.clone());
+                        }
+                    }
+                });
+            }
+        }
+        match rx.await {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(e)) => Err(Error::Unavailable(format!(
+                "sync of group {} failed: {e}",
+                self.group_label(group)
+            ))),
+            Err(_) => Err(Error::Unavailable("the sync round was dropped".into())),
+        }
+    }
+}

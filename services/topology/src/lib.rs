@@ -1,0 +1,38 @@
+//! Topology files: regions, nodes, the round trips between regions, Raft groups and the
+//! domains (key prefixes) they own — parsed, checked and queried. No IO beyond reading the
+//! file; no async.
+//!
+//! - `raw` (private): the TOML shape exactly as written, with spans.
+//! - `check` (private): every validation rule; collects every problem with its
+//!   line and path instead of stopping at the first.
+//! - [`model`]: [`Topology`] and its queries (voters, learners, a node's groups, round trips).
+//! - [`placement`]: [`Placement`], longest-prefix match from keys to groups.
+//! - [`error`]: [`Problem`] and [`TopologyError`].
+//!
+//! The file format and the rules are documented in `topology/README.md`.
+
+mod check;
+pub mod error;
+pub mod model;
+pub mod placement;
+mod raw;
+
+pub use check::{validate_domain_prefix, RTT_MS_MAX};
+pub use error::{Problem, TopologyError};
+pub use model::{Domain, GroupKind, GroupSpec, NodeSpec, Region, Role, Topology};
+pub use placement::Placement;
+
+use std::path::Path;
+
+impl Topology {
+    /// Parses and validates a topology file's text. `source_name` (usually the path) prefixes
+    /// every problem in the error.
+    pub fn parse(text: &str, source_name: &str) -> Result<Topology, TopologyError> {
+        check::parse(text, source_name)
+    }
+
+    /// Reads and validates a topology file; a read failure is reported as a problem too.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        check::load(path)
+    }
+}

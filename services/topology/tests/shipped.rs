@@ -1,0 +1,227 @@
+//! The shipped topology files validate, and the queries the rest of Meridian relies on
+//! answer as the files' comments promise.
+
+use meridian_topology::{GroupKind, Role, Topology};
+use meridian_types::GroupId;
+use std::path::Path;
+
+const LOCAL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../topology/local-3region.toml"
+);
+const FIVE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../topology/five-region.toml"
+);
+
+fn load(path: &str) -> Topology {
+    match Topology::load(Path::new(path)) {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn ids(nodes: Vec<&meridian_topology::NodeSpec>) -> Vec<u64> {
+    nodes.into_iter().map(|n| n.id).collect()
+}
+
+/// Both shipped files parse and pass every rule, with the expected shape.
+#[test]
+fn shipped_files_validate() {
+    let local = load(LOCAL);
+    assert_eq!(local.name, "local-3region");
+    assert_eq!(
+        (
+            local.regions.len(),
+            local.nodes.len(),
+            local.groups.len(),
+            local.domains.len()
+        ),
+        (3, 9, 4, 4)
+    );
+    assert_eq!(
+        local
+            .region("eu-west")
+            .map(|r| r.tags["jurisdiction"].as_str()),
+        Some("eu")
+    );
+    assert_eq!(
+        local.node(8).map(|n| n.address.as_str()),
+        Some("127.0.3.2:7400")
+    );
+    assert_eq!(
+        local.group_by_name("global").map(|g| g.id),
+        Some(GroupId(10))
+    );
+    assert_eq!(
+        local.global_group().map(|g| g.kind),
+        Some(GroupKind::Global)
+    );
+    assert_eq!(local.global_group().and_then(|g| g.home.clone()), None);
+
+    let five = load(FIVE);
+    assert_eq!(
+        (
+            five.regions.len(),
+            five.nodes.len(),
+            five.groups.len(),
+            five.domains.len()
+        ),
+        (5, 15, 6, 7)
+    );
+    assert_eq!(five.global_group().map(|g| g.voters.len()), Some(5));
+}
+
+/// A regional group's voters are its home nodes and its learners every node of its learner
+/// regions; the global group's learners are every other node of its voters' regions.
+#[test]
+fn voters_and_learners() {
+    let t = load(LOCAL);
+    assert_eq!(ids(t.voters(GroupId(1))), vec![1, 2, 3]);
+    assert_eq!(ids(t.learners(GroupId(1))), vec![4, 5, 6, 7, 8, 9]);
+    assert_eq!(ids(t.voters(GroupId(2))), vec![4, 5, 6]);
+    assert_eq!(ids(t.learners(GroupId(2))), vec![1, 2, 3, 7, 8, 9]);
+    assert_eq!(ids(t.voters(GroupId(10))), vec![1, 4, 7]);
+    assert_eq!(ids(t.learners(GroupId(10))), vec![2, 3, 5, 6, 8, 9]);
+    assert!(t.voters(GroupId(99)).is_empty());
+    assert!(t.learners(GroupId(99)).is_empty());
+
+    let five = load(FIVE);
+    assert_eq!(ids(five.voters(GroupId(10))), vec![1, 4, 7, 10, 13]);
+    assert_eq!(five.learners(GroupId(10)).len(), 10);
+}
+
+/// Every node hosts every group of local-3region: its own region's and the global one as a
+/// voter (or a global learner), the other regions' as a learner.
+#[test]
+fn groups_of_node() {
+    let t = load(LOCAL);
+    use Role::{Learner, Voter};
+    let g = GroupId;
+    assert_eq!(
+        t.groups_of_node(1),
+        vec![
+            (g(1), Voter),
+            (g(2), Learner),
+            (g(3), Learner),
+            (g(10), Voter)
+        ]
+    );
+    assert_eq!(
+        t.groups_of_node(5),
+        vec![
+            (g(1), Learner),
+            (g(2), Voter),
+            (g(3), Learner),
+            (g(10), Learner)
+        ]
+    );
+    assert_eq!(
+        t.groups_of_node(9),
+        vec![
+            (g(1), Learner),
+            (g(2), Learner),
+            (g(3), Voter),
+            (g(10), Learner)
+        ]
+    );
+    assert!(t.groups_of_node(42).is_empty());
+}
+
+/// Round trips are symmetric, 0 within a region or for unknown names, and a group's widest
+/// round trip spans all its members, learners included.
+#[test]
+fn round_trips() {
+    let t = load(LOCAL);
+    assert_eq!(t.rtt_ms("us-east", "eu-west"), 75);
+    assert_eq!(t.rtt_ms("eu-west", "us-east"), 75);
+    assert_eq!(t.rtt_ms("ap-northeast", "us-east"), 170);
+    assert_eq!(t.rtt_ms("us-east", "us-east"), 0);
+    assert_eq!(t.rtt_ms("us-east", "mars"), 0);
+    // Group 1's voters are all in us-east, but its learners reach eu-west and ap-northeast.
+    assert_eq!(t.group_max_rtt_ms(GroupId(1)), 240);
+    assert_eq!(t.group_max_rtt_ms(GroupId(10)), 240);
+    assert_eq!(t.group_max_rtt_ms(GroupId(99)), 0);
+
+    let five = load(FIVE);
+    assert_eq!(five.rtt_ms("eu-central", "ap-northeast"), 265);
+    assert_eq!(five.group_max_rtt_ms(GroupId(1)), 265);
+}
+
+/// Longest prefix wins, nested domains included, and a bare domain name belongs to its domain.
+#[test]
+fn placement_longest_prefix() {
+    let local = load(LOCAL).placement();
+    assert_eq!(
+        local.group_of("/us-east/orders/17"),
+        Some((GroupId(1), "/us-east/"))
+    );
+    assert_eq!(local.group_of("/us-east"), Some((GroupId(1), "/us-east/")));
+    assert_eq!(
+        local.group_of("/global/locks/deploy"),
+        Some((GroupId(10), "/global/"))
+    );
+    assert_eq!(local.group_of("/us-eastern/x"), None);
+    assert_eq!(local.group_of("/elsewhere/x"), None);
+
+    let five = load(FIVE);
+    let p = five.placement();
+    let eu_central = five.group_by_name("eu-central").map(|g| g.id);
+    let eu_west = five.group_by_name("eu-west").map(|g| g.id);
+    assert_eq!(
+        p.group_of("/eu-west/payments/tx-17").map(|(g, _)| g),
+        eu_central
+    );
+    assert_eq!(
+        p.group_of("/eu-west/payments"),
+        eu_central.map(|g| (g, "/eu-west/payments/"))
+    );
+    assert_eq!(p.group_of("/eu-west/users/ada").map(|(g, _)| g), eu_west);
+    assert_eq!(p.group_of("/eu-west/paymentsX").map(|(g, _)| g), eu_west);
+}
+
+/// A scan under a prefix touches its owner plus every nested domain's owner.
+#[test]
+fn groups_under() {
+    let five = load(FIVE);
+    let p = five.placement();
+    assert_eq!(p.groups_under("/eu-west/"), vec![GroupId(3), GroupId(4)]);
+    assert_eq!(p.groups_under("/eu-west/payments/"), vec![GroupId(4)]);
+    assert_eq!(p.groups_under("/eu-west/users/"), vec![GroupId(3)]);
+    assert_eq!(p.groups_under("/us-east/"), vec![GroupId(1)]);
+    assert_eq!(p.groups_under("/").len(), 6);
+    assert!(p.groups_under("/nowhere/").is_empty());
+}
+
+/// A plain peer list becomes one region, one group of all peers, owning everything — even with
+/// a single node, since dev clusters are not held to the 3-voter rule.
+#[test]
+fn single_region_shape() {
+    let t = Topology::single_region("dev", &[(1, "127.0.0.1:7400".to_string())]);
+    assert_eq!(t.regions.len(), 1);
+    assert_eq!(ids(t.voters(GroupId(1))), vec![1]);
+    assert!(t.learners(GroupId(1)).is_empty());
+    assert_eq!(t.groups_of_node(1), vec![(GroupId(1), Role::Voter)]);
+    assert_eq!(t.group_max_rtt_ms(GroupId(1)), 0);
+    assert!(t.global_group().is_none());
+    assert_eq!(t.placement().group_of("/any/key"), Some((GroupId(1), "/")));
+    assert_eq!(
+        t.group(GroupId(1)).and_then(|g| g.home.as_deref()),
+        Some("dev")
+    );
+}
+
+/// A file that cannot be read is one problem naming the file, not a panic.
+#[test]
+fn unreadable_file() {
+    let err = match Topology::load(Path::new("/nonexistent/topology.toml")) {
+        Ok(_) => panic!("loaded a missing file"),
+        Err(e) => e,
+    };
+    assert_eq!(err.problems.len(), 1);
+    let text = err.to_string();
+    assert!(
+        text.starts_with("/nonexistent/topology.toml: cannot read"),
+        "{text}"
+    );
+}

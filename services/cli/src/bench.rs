@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Connections shared by the clients (HTTP/2 multiplexes the rest).
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Key prefix (a domain of the topology; `meridian dev`'s default is us-east's).
+    #[arg(long, default_value = "/us-east/bench/")]
+    prefix: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,14 +45,19 @@ async fn drive(
 ) -> Outcome {
     let value = Arc::new(vec![b'x'; args.value_size]);
     let keys = args.keys;
+    let prefix = Arc::new(args.prefix.clone());
     closed_loop(
         concurrency,
         Duration::from_secs(args.seconds),
         move |task, n| {
             let client = clients[task % clients.len()].clone();
             let value = value.clone();
+            let prefix = prefix.clone();
             async move {
-                let key = key(n, keys);
+                let key = format!(
+                    "{prefix}{}",
+                    key(n, keys).rsplit('/').next().unwrap_or_default()
+                );
                 match workload {
                     Workload::Put => client.put(&key, value.as_slice()).await.is_ok(),
                     Workload::Get => client.get_with(&key, Consistency::Sequential).await.is_ok(),

@@ -219,6 +219,46 @@ fn random_sessions_are_sequentially_consistent_and_sessions_move() {
             panic!("sequential consistency violated: {v}");
         }
 
+        // Coalescing: 50 eu-west sessions at once, each alternating a local write and a read of
+        // us-east's domain (a switch every time), share WAN syncs instead of sending one each.
+        let probe = dev.client("eu-west", CALL);
+        let counters = |s: meridian_sdk::pb::StatusResponse| {
+            let g = s
+                .groups
+                .iter()
+                .find(|g| g.group == 1)
+                .expect("group 1 hosted");
+            (g.syncs_sent, g.synced_reads)
+        };
+        let (sent0, reads0) = counters(probe.status(false).await.expect("status"));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let c = dev.client("eu-west", CALL);
+            tasks.push(tokio::spawn(async move {
+                for n in 0..5 {
+                    c.put(&format!("/eu-west/co/{i}"), format!("{n}"))
+                        .await
+                        .expect("put");
+                    let r = c
+                        .get_with("/us-east/sc/k0", Consistency::Sequential)
+                        .await
+                        .expect("get");
+                    assert!(r.header.expect("header").synced, "a switch read must sync");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("session");
+        }
+        let (sent1, reads1) = counters(probe.status(false).await.expect("status"));
+        let (sent, reads) = (sent1 - sent0, reads1 - reads0);
+        assert_eq!(reads, 250, "every switch read synced");
+        assert!(
+            sent * 3 <= reads,
+            "{sent} WAN syncs for {reads} switch reads: concurrent syncs are not shared"
+        );
+        eprintln!("coalescing: {sent} syncs for {reads} switch reads");
+
         // Read-your-writes across regions: a write forwarded from ap-northeast to us-east's
         // leader is visible to the same session's next read, served by the local learner.
         let c = dev.client("ap-northeast", CALL);

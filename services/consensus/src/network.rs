@@ -65,6 +65,8 @@ impl PeerPool {
                 let c = Endpoint::from_shared(format!("http://{dial}"))?
                     .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
                     .tcp_nodelay(true)
+                    .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                    .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .connect_lazy();
@@ -126,6 +128,27 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     }
 }
 
+/// Most entry bytes one AppendEntries carries (a single larger entry still goes alone).
+pub const APPEND_BYTES_MAX: u64 = 1024 * 1024;
+
+/// How many leading entries fit in `budget` bytes (at least one when there are any).
+fn entries_within(entries: &[openraft::Entry<TypeConfig>], budget: u64) -> usize {
+    let mut total = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        let size = bincode::serialized_size(e).unwrap_or(u64::MAX);
+        if i > 0 && total.saturating_add(size) > budget {
+            return i;
+        }
+        total = total.saturating_add(size);
+    }
+    entries.len()
+}
+
+/// HTTP/2 flow-control windows of peer connections. The defaults (64 KiB) cap a connection
+/// at one window per round trip — 0.4 MB/s over a 170 ms link, too little for a learner.
+pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+
 pub struct GroupPeer {
     group: GroupId,
     target: u64,
@@ -159,6 +182,7 @@ impl GroupPeer {
             .client(&self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let ttl = option.hard_ttl();
+        let sent_bytes = payload.len();
         let mut request = tonic::Request::new(RaftMessage {
             group: self.group.0,
             payload,
@@ -171,7 +195,17 @@ impl GroupPeer {
                 Rpc::Snapshot => client.install_snapshot(request).await,
             }
         };
-        let reply = match tokio::time::timeout(ttl, fut).await {
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(ttl, fut).await;
+        tracing::debug!(
+            group = %self.group,
+            target = self.target,
+            bytes = sent_bytes,
+            ms = started.elapsed().as_millis() as u64,
+            ok = matches!(res, Ok(Ok(_))),
+            "peer rpc"
+        );
+        let reply = match res {
             Err(_) => {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "peer rpc deadline");
                 return Err(RPCError::Network(NetworkError::new(&e)));
@@ -189,12 +223,26 @@ impl GroupPeer {
 }
 
 impl RaftNetwork<TypeConfig> for GroupPeer {
+    /// Sends at most [`APPEND_BYTES_MAX`] of entries (at least one). openraft 0.9 caps a
+    /// payload only by entry count, and its deadline is the heartbeat interval: a learner that
+    /// fell behind over a WAN link would otherwise be sent ever larger payloads that never
+    /// arrive in time, and never catch up. A shortened request answers `PartialSuccess` up to
+    /// its last entry; the follower commits no further than what a request carried.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
+        let shortened = keep < rpc.entries.len();
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        match self.call(Rpc::Append, &rpc, &option).await? {
+            AppendEntriesResponse::Success if shortened => {
+                Ok(AppendEntriesResponse::PartialSuccess(last))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -214,5 +262,34 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        let op = meridian_types::PutOp::new("/k", vec![b'x'; bytes]);
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(meridian_types::Command::Put(op)),
+        }
+    }
+
+    #[test]
+    fn append_payload_is_cut_by_bytes_but_never_empty() {
+        let small: Vec<_> = (1..=10).map(|i| entry(i, 100)).collect();
+        assert_eq!(entries_within(&small, APPEND_BYTES_MAX), 10);
+        let big: Vec<_> = (1..=10).map(|i| entry(i, 300_000)).collect();
+        assert_eq!(entries_within(&big, APPEND_BYTES_MAX), 3);
+        let huge = vec![entry(1, 2_000_000), entry(2, 10)];
+        assert_eq!(
+            entries_within(&huge, APPEND_BYTES_MAX),
+            1,
+            "one entry always goes"
+        );
+        assert_eq!(entries_within(&[], APPEND_BYTES_MAX), 0);
     }
 }

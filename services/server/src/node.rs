@@ -7,6 +7,7 @@ use crate::forward::ForwardService;
 use crate::proposer::Proposer;
 use crate::router::Syncers;
 use crate::service::KvService;
+use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerService, Raft};
 use meridian_proto::kv::kv_server::KvServer;
 use meridian_proto::peer::forward_server::ForwardServer;
@@ -242,6 +243,8 @@ impl Node {
         let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+                .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .add_service(kv)

@@ -18,8 +18,47 @@ use std::time::{Duration, Instant};
 /// One cluster at a time: two 9-node clusters on 2 cores would measure the machine.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// Starts a test's cluster (`meridian dev` with `extra` args), one test at a time, under a
+/// watchdog.
+fn cluster(extra: &[&str]) -> (std::sync::MutexGuard<'static, ()>, DevCluster) {
+    common::watchdog(Duration::from_secs(600));
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    (serial, DevCluster::start(extra))
+}
+
+/// The history entry of an acknowledged put.
+fn write_op(
+    session: usize,
+    group: u64,
+    key: String,
+    value: String,
+    r: &meridian_sdk::pb::PutResponse,
+) -> Op {
+    Op {
+        session,
+        group,
+        kind: OpKind::Write {
+            key,
+            value,
+            revision: r.header.as_ref().map(|h| h.revision),
+        },
+    }
+}
+
+/// The history entry of a get.
+fn read_op(session: usize, group: u64, key: String, r: &meridian_sdk::pb::GetResponse) -> Op {
+    Op {
+        session,
+        group,
+        kind: OpKind::Read {
+            key,
+            value: r
+                .kv
+                .as_ref()
+                .map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
+            mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
+        },
+    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -51,27 +90,8 @@ async fn xy_round(a: &Client, b: &Client, i: usize, history: &Arc<Mutex<History>
                     .await
                     .expect("get");
                 let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
-                h.push(Op {
-                    session,
-                    group: mine_g,
-                    kind: OpKind::Write {
-                        key: mine,
-                        value,
-                        revision: w.header.map(|h| h.revision),
-                    },
-                });
-                h.push(Op {
-                    session,
-                    group: theirs_g,
-                    kind: OpKind::Read {
-                        key: theirs,
-                        value: r
-                            .kv
-                            .as_ref()
-                            .map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
-                        mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
-                    },
-                });
+                h.push(write_op(session, mine_g, mine, value, &w));
+                h.push(read_op(session, theirs_g, theirs, &r));
                 r.kv.is_some()
             }
         };
@@ -103,9 +123,7 @@ fn xy(dev: &DevCluster, rounds: usize) -> (usize, History) {
 /// without it (test-only switch), the anomaly shows — and the checker flags that history.
 #[test]
 fn xy_anomaly_never_with_sync_seen_without() {
-    common::watchdog(Duration::from_secs(600));
-    let _serial = serial();
-    let dev = DevCluster::start(&[]);
+    let (serial, dev) = cluster(&[]);
     let (both_stale, history) = xy(&dev, 200);
     assert_eq!(
         both_stale, 0,
@@ -115,8 +133,9 @@ fn xy_anomaly_never_with_sync_seen_without() {
         panic!("the checker rejects a history with the sync on: {v}");
     }
     drop(dev);
+    drop(serial);
 
-    let dev = DevCluster::start(&["--unsafe-no-sync"]);
+    let (_serial, dev) = cluster(&["--unsafe-no-sync"]);
     let (both_stale, history) = xy(&dev, 200);
     assert!(
         both_stale > 0,
@@ -154,9 +173,7 @@ const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-northeast"];
 /// router cannot reach.
 #[test]
 fn random_sessions_are_sequentially_consistent_and_sessions_move() {
-    common::watchdog(Duration::from_secs(600));
-    let _serial = serial();
-    let dev = DevCluster::start(&[]);
+    let (_serial, dev) = cluster(&[]);
     rt().block_on(async {
         // 6 sessions (2 per region), 120 operations each, few keys so reads see writes.
         let sessions = 6;
@@ -178,32 +195,13 @@ fn random_sessions_are_sequentially_consistent_and_sessions_move() {
                     if rng.below(2) == 0 {
                         let value = format!("s{s}-{n}");
                         let r = c.put(&key, value.clone()).await.expect("put");
-                        h.push(Op {
-                            session: s,
-                            group,
-                            kind: OpKind::Write {
-                                key,
-                                value,
-                                revision: r.header.map(|h| h.revision),
-                            },
-                        });
+                        h.push(write_op(s, group, key, value, &r));
                     } else {
                         let r = c
                             .get_with(&key, Consistency::Sequential)
                             .await
                             .expect("get");
-                        h.push(Op {
-                            session: s,
-                            group,
-                            kind: OpKind::Read {
-                                key,
-                                value: r
-                                    .kv
-                                    .as_ref()
-                                    .map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
-                                mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
-                            },
-                        });
+                        h.push(read_op(s, group, key, &r));
                     }
                 }
                 h
@@ -328,9 +326,7 @@ fn random_sessions_are_sequentially_consistent_and_sessions_move() {
 /// never with stale data; after healing, everything converges.
 #[test]
 fn region_cut_off_and_healed() {
-    common::watchdog(Duration::from_secs(600));
-    let _serial = serial();
-    let dev = DevCluster::start(&[]);
+    let (_serial, dev) = cluster(&[]);
     rt().block_on(async {
         let us = dev.client("us-east", CALL);
         us.put("/us-east/cut/k", "before").await.expect("put");

@@ -107,11 +107,24 @@ impl PeerPool {
 pub struct GroupNetworkFactory {
     group: GroupId,
     pool: Arc<PeerPool>,
+    learners: Arc<std::collections::BTreeSet<u64>>,
 }
 
 impl GroupNetworkFactory {
     pub fn new(group: GroupId, pool: Arc<PeerPool>) -> Self {
-        Self { group, pool }
+        Self {
+            group,
+            pool,
+            learners: Arc::default(),
+        }
+    }
+
+    /// Nodes that are only ever learners of this group (never voters): their empty
+    /// AppendEntries are thinned out (see [`GroupPeer`]). Invariant: a node listed here is not
+    /// promoted to voter while this factory lives.
+    pub fn with_learners(mut self, learners: impl IntoIterator<Item = u64>) -> Self {
+        self.learners = Arc::new(learners.into_iter().collect());
+        self
     }
 }
 
@@ -124,6 +137,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             target,
             addr: node.addr.clone(),
             pool: self.pool.clone(),
+            learner: self.learners.contains(&target),
+            last_sent: None,
         }
     }
 }
@@ -149,11 +164,22 @@ fn entries_within(entries: &[openraft::Entry<TypeConfig>], budget: u64) -> usize
 pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
+/// The network to one target of one group.
+///
+/// openraft 0.9 sends an empty AppendEntries to every idle target each time the commit index
+/// moves, and allows one request in flight per target. Over a WAN link to a learner those
+/// commit-only heartbeats (one round trip each) sit in front of the next batch of entries and
+/// halve, or worse, what the learner receives under load. So an empty AppendEntries to a
+/// learner is sent only if nothing was sent to it for 3/4 of the RPC deadline (= of the
+/// heartbeat interval, so openraft's periodic heartbeat still goes out); otherwise it is answered here with `Success` for the `prev_log_id` the
+/// learner already confirmed. This never touches voters: their heartbeats confirm leadership.
 pub struct GroupPeer {
     group: GroupId,
     target: u64,
     addr: String,
     pool: Arc<PeerPool>,
+    learner: bool,
+    last_sent: Option<std::time::Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -233,6 +259,13 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        if self.learner && rpc.entries.is_empty() {
+            let window = option.hard_ttl() * 3 / 4;
+            if self.last_sent.is_some_and(|t| t.elapsed() < window) {
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
+        self.last_sent = Some(std::time::Instant::now());
         let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
         let shortened = keep < rpc.entries.len();
         rpc.entries.truncate(keep);

@@ -180,7 +180,8 @@ impl Node {
                     source,
                 })?;
             let shared = sm.shared();
-            let network = GroupNetworkFactory::new(group, pool.clone());
+            let network = GroupNetworkFactory::new(group, pool.clone())
+                .with_learners(topology.learners(group).iter().map(|n| n.id));
             let raft = Raft::new(config.node_id, raft_config, network, log, sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;

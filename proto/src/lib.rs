@@ -18,3 +18,7 @@ pub mod peer {
 /// Largest gRPC message either side accepts: a 1 MiB value plus headroom, so an oversized value
 /// reaches validation and gets a clear error instead of a transport failure.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest node-to-node message (Raft entries, forwarded writes): one client request can be
+/// `MAX_MESSAGE_BYTES`, and an entry or a forwarded write carries it plus framing.
+pub const PEER_MESSAGE_BYTES: usize = 32 * 1024 * 1024;

@@ -8,12 +8,14 @@ use meridian_sdk::{Client, Error, WatchEvent};
 use meridian_server::Node;
 use std::time::Duration;
 
-async fn node_with_history(max: u64) -> (tempfile::TempDir, Node, Client) {
-    let (dir, node, addr) = common::one_node("127.0.44.1", |cfg| {
+async fn node_with_history(ip: &str, max: u64) -> (tempfile::TempDir, Node, Client) {
+    let start = common::one_node(ip, |cfg| {
         cfg.limits.history_revisions_max = max;
         cfg.limits.watch_progress_interval_ms = 100;
-    })
-    .await;
+    });
+    let (dir, node, addr) = tokio::time::timeout(Duration::from_secs(60), start)
+        .await
+        .expect("the node started and leads");
     let client = Client::new(vec![addr], Default::default()).expect("client");
     (dir, node, client)
 }
@@ -21,7 +23,7 @@ async fn node_with_history(max: u64) -> (tempfile::TempDir, Node, Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_revision_is_a_typed_error_and_progress_flows() {
     common::watchdog(std::time::Duration::from_secs(300));
-    let (_dir, node, client) = node_with_history(16).await;
+    let (_dir, node, client) = node_with_history("127.0.44.1", 16).await;
     let mut last = 0;
     for i in 0..60 {
         let r = client
@@ -94,7 +96,9 @@ async fn compacted_revision_is_a_typed_error_and_progress_flows() {
             WatchEvent::Changes { .. } => panic!("no change was made"),
         }
     }
-    node.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+        .await
+        .expect("node shutdown finished");
 }
 
 /// A revision with more events than one response holds arrives in fragments; a watcher that
@@ -102,7 +106,7 @@ async fn compacted_revision_is_a_typed_error_and_progress_flows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_inside_a_fragmented_revision_loses_and_repeats_nothing() {
     common::watchdog(std::time::Duration::from_secs(300));
-    let (_dir, node, client) = node_with_history(100_000).await;
+    let (_dir, node, client) = node_with_history("127.0.44.2", 100_000).await;
     const KEYS: usize = 2_500;
     let mut txn = meridian_sdk::pb::TxnRequest::default();
     let mut last = 0;
@@ -164,5 +168,7 @@ async fn resume_inside_a_fragmented_revision_loses_and_repeats_nothing() {
     let unique: std::collections::BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), KEYS, "nothing lost, nothing twice");
     assert!(w.reconnects >= 1);
-    node.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+        .await
+        .expect("node shutdown finished");
 }

@@ -4,7 +4,7 @@
 
 use meridian_proto::peer::peer_client::PeerClient;
 use meridian_proto::peer::{RaftMessage, ReadIndexRequest};
-use meridian_proto::MAX_MESSAGE_BYTES;
+use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_types::raft::TypeConfig;
 use meridian_types::GroupId;
 use openraft::error::{
@@ -81,8 +81,8 @@ impl PeerPool {
     pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         let channel = self.channel(addr)?;
         Ok(PeerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+            .max_decoding_message_size(PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES))
     }
 
     /// Asks the leader at `addr` for a read index of `group` (leadership confirmed by a quorum).
@@ -265,12 +265,15 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
                 return Ok(AppendEntriesResponse::Success);
             }
         }
-        self.last_sent = Some(std::time::Instant::now());
+        let sent_at = std::time::Instant::now();
         let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
         let shortened = keep < rpc.entries.len();
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        match self.call(Rpc::Append, &rpc, &option).await? {
+        let reply = self.call(Rpc::Append, &rpc, &option).await?;
+        // Only an answered request vouches for the learner until the next real heartbeat.
+        self.last_sent = Some(sent_at);
+        match reply {
             AppendEntriesResponse::Success if shortened => {
                 Ok(AppendEntriesResponse::PartialSuccess(last))
             }

@@ -68,7 +68,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            rpc_timeout: Duration::from_secs(10),
+            // Longer than the server's write deadline (10 s): a slow write then ends with the
+            // server's "may still be applied" answer, not a client timeout.
+            rpc_timeout: Duration::from_secs(12),
             call_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(1),
         }
@@ -81,8 +83,31 @@ struct Inner {
     channels: BTreeMap<String, Channel>,
     /// The session's version vector: group → highest revision observed.
     vector: BTreeMap<u64, u64>,
-    /// The group of the session's last operation (0 = none yet).
+    /// The group of the session's last operation (0 = none yet; [`UNKNOWN_GROUP`] when
+    /// operations overlapped, failed or a vector was adopted: the next read of any group syncs).
     last_group: u64,
+    /// Operations of this session in flight, and a counter bumped whenever one starts while
+    /// another runs: an operation that overlapped another has no "previous group".
+    in_flight: u32,
+    overlap_epoch: u64,
+}
+
+/// `last_group` when the session's previous operation is not known for sure.
+pub const UNKNOWN_GROUP: u64 = u64::MAX;
+
+/// What an operation is, for the session's bookkeeping and retries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    /// Sets the session's last group; retried only when it surely was not applied.
+    Write,
+    /// A sequential or linearizable read: sets the session's last group.
+    Read,
+    /// A stale read: the group was not synced, so the last group stays what it was.
+    StaleRead,
+}
+
+struct Ticket {
+    epoch: u64,
 }
 
 /// A session with a Meridian cluster. Cheap to clone; clones share the session.
@@ -93,6 +118,13 @@ pub struct Client {
 }
 
 const BACKOFF_MS_MIN: u64 = 20;
+
+fn read_kind(c: Consistency) -> OpKind {
+    match c {
+        Consistency::Stale { .. } => OpKind::StaleRead,
+        _ => OpKind::Read,
+    }
+}
 
 /// A request that carries its deadline to the server (`grpc-timeout`).
 fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -115,6 +147,8 @@ impl Client {
                 channels: BTreeMap::new(),
                 vector: BTreeMap::new(),
                 last_group: 0,
+                in_flight: 0,
+                overlap_epoch: 0,
             })),
             opts,
         })
@@ -136,24 +170,68 @@ impl Client {
         self.lock().vector.clone()
     }
 
-    /// Presents a vector from an earlier session (e.g. after moving to another endpoint).
+    /// Presents a vector from an earlier session (e.g. after moving to another endpoint). The
+    /// next read of any group syncs it.
     pub fn observe_vector(&self, vector: &BTreeMap<u64, u64>) {
         let mut g = self.lock();
         for (group, rev) in vector {
             let e = g.vector.entry(*group).or_insert(0);
             *e = (*e).max(*rev);
         }
+        g.last_group = UNKNOWN_GROUP;
     }
 
-    pub(crate) fn observe(&self, header: Option<&pb::ResponseHeader>) {
+    /// Merges a response's vector (watch responses: they never change the last group).
+    pub(crate) fn merge_header(&self, header: Option<&pb::ResponseHeader>) {
         if let Some(h) = header {
             let mut g = self.lock();
             for (group, rev) in h.vector.iter().chain([(&h.group, &h.revision)]) {
                 let e = g.vector.entry(*group).or_insert(0);
                 *e = (*e).max(*rev);
             }
-            g.last_group = h.group;
         }
+    }
+
+    fn begin(&self) -> Ticket {
+        let mut g = self.lock();
+        g.in_flight += 1;
+        if g.in_flight > 1 {
+            g.overlap_epoch += 1;
+        }
+        Ticket {
+            epoch: g.overlap_epoch,
+        }
+    }
+
+    /// Ends an operation: merges its header, and records its group as the session's last one
+    /// only if it ran alone and succeeded (a read that follows must then sync any other group).
+    fn finish(&self, ticket: Ticket, header: Option<&pb::ResponseHeader>, kind: OpKind) {
+        self.merge_header(header);
+        let mut g = self.lock();
+        g.in_flight = g.in_flight.saturating_sub(1);
+        let alone = ticket.epoch == g.overlap_epoch && g.in_flight == 0;
+        match (header, kind) {
+            (Some(h), OpKind::Write | OpKind::Read) if alone => g.last_group = h.group,
+            (Some(_), OpKind::StaleRead) if alone => {}
+            _ => g.last_group = UNKNOWN_GROUP,
+        }
+    }
+
+    /// Runs one operation of this session: bookkeeping around [`Client::call_as`].
+    async fn op<T, F, Fut>(
+        &self,
+        kind: OpKind,
+        header: fn(&T) -> Option<&pb::ResponseHeader>,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let ticket = self.begin();
+        let res = self.call_as(kind, f).await;
+        self.finish(ticket, res.as_ref().ok().and_then(header), kind);
+        res
     }
 
     /// What every request carries: the vector and the group of the last operation.
@@ -166,15 +244,19 @@ impl Client {
     }
 
     /// Continues a session from elsewhere (e.g. a client that moves to another region's
-    /// router): merges its vector and takes its last group, so reads here are never older
-    /// than what that session saw.
+    /// router): merges its vector, so reads here are never older than what that session saw,
+    /// and keeps its last group when this client has none of its own (else: unknown).
     pub fn adopt_session(&self, session: &pb::Session) {
         let mut g = self.lock();
         for (group, rev) in &session.vector {
             let e = g.vector.entry(*group).or_insert(0);
             *e = (*e).max(*rev);
         }
-        g.last_group = session.last_group;
+        g.last_group = match g.last_group {
+            0 => session.last_group,
+            mine if mine == session.last_group => mine,
+            _ => UNKNOWN_GROUP,
+        };
     }
 
     /// The group of the session's last operation (0 = none).
@@ -251,7 +333,17 @@ impl Client {
 
     /// Runs `f` against the current endpoint, following leaders and rotating endpoints on
     /// failures that leave nothing applied, until it succeeds or the call deadline passes.
-    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Error>
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_as(OpKind::Read, f).await
+    }
+
+    /// As [`Client::call`]; a write is not retried after its own deadline or a server-side
+    /// deadline or cancellation (it may have been applied): it fails with that error.
+    async fn call_as<T, F, Fut>(&self, kind: OpKind, mut f: F) -> Result<T, Error>
     where
         F: FnMut(KvClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -265,11 +357,31 @@ impl Client {
             let err = match res {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(status)) => Error::from_status(status),
+                Err(_) if kind == OpKind::Write => {
+                    return Err(Error::Other {
+                        code: tonic::Code::DeadlineExceeded,
+                        message: format!(
+                            "{ep} did not answer within {:?}; the write may have been applied",
+                            self.opts.rpc_timeout
+                        ),
+                    })
+                }
                 Err(_) => Error::Unavailable(format!(
                     "{ep} did not answer within {:?}",
                     self.opts.rpc_timeout
                 )),
             };
+            if kind == OpKind::Write
+                && matches!(
+                    &err,
+                    Error::Other {
+                        code: tonic::Code::Cancelled | tonic::Code::DeadlineExceeded,
+                        ..
+                    }
+                )
+            {
+                return Err(err);
+            }
             let retry_now = match &err {
                 Error::NotLeader { address, .. } if !address.is_empty() => {
                     self.redirect(address);
@@ -306,13 +418,16 @@ impl Client {
 
     pub async fn put_request(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse, Error> {
         let resp = self
-            .call(|mut c, t| {
-                req.session = Some(self.session());
-                let r = timed(req.clone(), t);
-                async move { c.put(r).await.map(|r| r.into_inner()) }
-            })
+            .op(
+                OpKind::Write,
+                |r: &pb::PutResponse| r.header.as_ref(),
+                |mut c, t| {
+                    req.session = Some(self.session());
+                    let r = timed(req.clone(), t);
+                    async move { c.put(r).await.map(|r| r.into_inner()) }
+                },
+            )
             .await?;
-        self.observe(resp.header.as_ref());
         Ok(resp)
     }
 
@@ -334,19 +449,22 @@ impl Client {
         consistency: Consistency,
     ) -> Result<pb::GetResponse, Error> {
         let resp = self
-            .call(|mut c, t| {
-                let r = timed(
-                    pb::GetRequest {
-                        key: key.clone(),
-                        read: Some(self.read_options(consistency)),
-                        session: Some(self.session()),
-                    },
-                    t,
-                );
-                async move { c.get(r).await.map(|r| r.into_inner()) }
-            })
+            .op(
+                read_kind(consistency),
+                |r: &pb::GetResponse| r.header.as_ref(),
+                |mut c, t| {
+                    let r = timed(
+                        pb::GetRequest {
+                            key: key.clone(),
+                            read: Some(self.read_options(consistency)),
+                            session: Some(self.session()),
+                        },
+                        t,
+                    );
+                    async move { c.get(r).await.map(|r| r.into_inner()) }
+                },
+            )
             .await?;
-        self.observe(resp.header.as_ref());
         Ok(resp)
     }
 
@@ -356,14 +474,17 @@ impl Client {
         consistency: Consistency,
     ) -> Result<pb::RangeResponse, Error> {
         let resp = self
-            .call(|mut c, t| {
-                req.read = Some(self.read_options(consistency));
-                req.session = Some(self.session());
-                let r = timed(req.clone(), t);
-                async move { c.range(r).await.map(|r| r.into_inner()) }
-            })
+            .op(
+                read_kind(consistency),
+                |r: &pb::RangeResponse| r.header.as_ref(),
+                |mut c, t| {
+                    req.read = Some(self.read_options(consistency));
+                    req.session = Some(self.session());
+                    let r = timed(req.clone(), t);
+                    async move { c.range(r).await.map(|r| r.into_inner()) }
+                },
+            )
             .await?;
-        self.observe(resp.header.as_ref());
         Ok(resp)
     }
 
@@ -403,38 +524,47 @@ impl Client {
         consistency: Consistency,
     ) -> Result<pb::ListResponse, Error> {
         let resp = self
-            .call(|mut c, t| {
-                req.read = Some(self.read_options(consistency));
-                req.session = Some(self.session());
-                let r = timed(req.clone(), t);
-                async move { c.list(r).await.map(|r| r.into_inner()) }
-            })
+            .op(
+                read_kind(consistency),
+                |r: &pb::ListResponse| r.header.as_ref(),
+                |mut c, t| {
+                    req.read = Some(self.read_options(consistency));
+                    req.session = Some(self.session());
+                    let r = timed(req.clone(), t);
+                    async move { c.list(r).await.map(|r| r.into_inner()) }
+                },
+            )
             .await?;
-        self.observe(resp.header.as_ref());
         Ok(resp)
     }
 
     pub async fn delete(&self, mut req: pb::DeleteRequest) -> Result<pb::DeleteResponse, Error> {
         let resp = self
-            .call(|mut c, t| {
-                req.session = Some(self.session());
-                let r = timed(req.clone(), t);
-                async move { c.delete(r).await.map(|r| r.into_inner()) }
-            })
+            .op(
+                OpKind::Write,
+                |r: &pb::DeleteResponse| r.header.as_ref(),
+                |mut c, t| {
+                    req.session = Some(self.session());
+                    let r = timed(req.clone(), t);
+                    async move { c.delete(r).await.map(|r| r.into_inner()) }
+                },
+            )
             .await?;
-        self.observe(resp.header.as_ref());
         Ok(resp)
     }
 
     pub async fn txn(&self, mut req: pb::TxnRequest) -> Result<pb::TxnResponse, Error> {
         let resp = self
-            .call(|mut c, t| {
-                req.session = Some(self.session());
-                let r = timed(req.clone(), t);
-                async move { c.txn(r).await.map(|r| r.into_inner()) }
-            })
+            .op(
+                OpKind::Write,
+                |r: &pb::TxnResponse| r.header.as_ref(),
+                |mut c, t| {
+                    req.session = Some(self.session());
+                    let r = timed(req.clone(), t);
+                    async move { c.txn(r).await.map(|r| r.into_inner()) }
+                },
+            )
             .await?;
-        self.observe(resp.header.as_ref());
         Ok(resp)
     }
 
@@ -458,11 +588,103 @@ impl Client {
                 start_revision: start_revision as i64,
                 prev_kv: false,
                 progress_interval_ms: 0,
+                session: Some(self.session()),
             },
         )
     }
 
     pub(crate) fn opts(&self) -> &Options {
         &self.opts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(group: u64, revision: u64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            group,
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn client() -> Client {
+        Client::connect(&["127.0.0.1:1"]).expect("client")
+    }
+
+    /// The last group is what the server uses to decide a sync: it must name the previous
+    /// operation only when that is certain.
+    #[test]
+    fn last_group_only_from_an_operation_that_ran_alone_and_succeeded() {
+        let c = client();
+        let t = c.begin();
+        c.finish(t, Some(&header(1, 10)), OpKind::Write);
+        assert_eq!((c.last_group(), c.seen(1)), (1, 10));
+
+        // A stale read of group 2 did not sync it: the last group stays 1.
+        let t = c.begin();
+        c.finish(t, Some(&header(2, 4)), OpKind::StaleRead);
+        assert_eq!((c.last_group(), c.seen(2)), (1, 4));
+
+        // Overlapping operations: neither is "the previous one".
+        let a = c.begin();
+        let b = c.begin();
+        c.finish(b, Some(&header(2, 5)), OpKind::Read);
+        assert_eq!(c.last_group(), UNKNOWN_GROUP);
+        c.finish(a, Some(&header(1, 11)), OpKind::Write);
+        assert_eq!(c.last_group(), UNKNOWN_GROUP);
+        assert_eq!((c.seen(1), c.seen(2)), (11, 5));
+
+        // Alone again: known again. A failure makes it unknown.
+        let t = c.begin();
+        c.finish(t, Some(&header(2, 6)), OpKind::Read);
+        assert_eq!(c.last_group(), 2);
+        let t = c.begin();
+        c.finish(t, None, OpKind::Write);
+        assert_eq!(c.last_group(), UNKNOWN_GROUP);
+    }
+
+    #[test]
+    fn vectors_never_go_back_and_adopted_sessions_sync() {
+        let c = client();
+        let t = c.begin();
+        c.finish(t, Some(&header(1, 10)), OpKind::Write);
+        c.merge_header(Some(&header(1, 3)));
+        assert_eq!(
+            (c.seen(1), c.last_group()),
+            (10, 1),
+            "watch headers never move last_group"
+        );
+
+        c.observe_vector(&BTreeMap::from([(3, 7)]));
+        assert_eq!((c.seen(3), c.last_group()), (7, UNKNOWN_GROUP));
+
+        let fresh = client();
+        fresh.adopt_session(&pb::Session {
+            vector: [(1, 12)].into(),
+            last_group: 1,
+        });
+        assert_eq!((fresh.seen(1), fresh.last_group()), (12, 1));
+        fresh.adopt_session(&pb::Session {
+            vector: [(2, 1)].into(),
+            last_group: 2,
+        });
+        assert_eq!(fresh.last_group(), UNKNOWN_GROUP, "two different histories");
+        assert_eq!(fresh.seen(1), 12);
+    }
+
+    #[test]
+    fn consistency_parses_from_the_command_line_form() {
+        assert_eq!("sequential".parse(), Ok(Consistency::Sequential));
+        assert_eq!("linearizable".parse(), Ok(Consistency::Linearizable));
+        assert_eq!(
+            "stale:250".parse(),
+            Ok(Consistency::Stale { max_lag_ms: 250 })
+        );
+        assert_eq!("stale".parse(), Ok(Consistency::Stale { max_lag_ms: 0 }));
+        assert!("stale:x".parse::<Consistency>().is_err());
+        assert!("eventual".parse::<Consistency>().is_err());
     }
 }

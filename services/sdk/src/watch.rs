@@ -128,7 +128,7 @@ impl Watcher {
                 Ok(Some(resp)) => {
                     outage_started = None;
                     let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-                    self.client.observe(resp.header.as_ref());
+                    self.client.merge_header(resp.header.as_ref());
                     if resp.progress {
                         self.next = self.next.max(revision + 1);
                         return Ok(WatchEvent::Progress { revision });

@@ -12,7 +12,7 @@ use meridian_consensus::{GroupHandle, Host, PeerPool};
 use meridian_proto::kv as pb;
 use meridian_proto::peer::forward_client::ForwardClient;
 use meridian_proto::peer::ProposeRequest;
-use meridian_proto::MAX_MESSAGE_BYTES;
+use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_router::VersionVector;
 use meridian_topology::{Placement, Topology};
 use meridian_types::{Command, CommandResult, GroupId};
@@ -155,7 +155,10 @@ impl NodeCtx {
             Err(e) => Err(LocalWrite::Failed(e)),
             Ok(Ok((rev, result))) => Ok((rev, result)),
             Ok(Err(WriteError::ForwardToLeader { leader })) => Err(LocalWrite::NotLeader(leader)),
-            Ok(Err(WriteError::Failed(msg))) => Err(LocalWrite::Failed(Error::Unavailable(msg))),
+            // Raft failed after the entry may have been appended: not safe to retry blindly.
+            Ok(Err(WriteError::Failed(msg))) => Err(LocalWrite::Failed(Error::Deadline(format!(
+                "{msg}; the write may have been applied"
+            )))),
         }
     }
 
@@ -173,8 +176,8 @@ impl NodeCtx {
             .channel(addr)
             .map_err(|e| Error::Unavailable(format!("leader at {addr}: {e}")))?;
         let mut client = ForwardClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES);
         let mut req = tonic::Request::new(ProposeRequest {
             group: group.0,
             command,
@@ -185,11 +188,21 @@ impl NodeCtx {
             .propose(req)
             .await
             .map_err(|s| {
-                Error::Unavailable(format!(
-                    "forwarding the write to the leader of group {} at {addr}: {}",
-                    self.group_label(group),
-                    s.message()
-                ))
+                let what = format!(
+                    "forwarding the write to the leader of group {} at {addr}",
+                    self.group_label(group)
+                );
+                // Unavailable: not delivered, or refused before it was proposed — safe to
+                // retry. Anything else (a reset connection, a deadline) may have come after
+                // the leader committed it: say so instead of inviting a blind retry.
+                if s.code() == tonic::Code::Unavailable {
+                    Error::Unavailable(format!("{what}: {}", s.message()))
+                } else {
+                    Error::Deadline(format!(
+                        "{what}: {} — the write may have been applied; read before retrying",
+                        s.message()
+                    ))
+                }
             })?
             .into_inner();
         if reply.not_leader {

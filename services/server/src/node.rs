@@ -12,7 +12,7 @@ use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerS
 use meridian_proto::kv::kv_server::KvServer;
 use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
-use meridian_proto::MAX_MESSAGE_BYTES;
+use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
 use meridian_storage::NodeStore;
 use meridian_topology::{GroupKind, Role, Topology};
 use meridian_types::GroupId;
@@ -232,11 +232,11 @@ impl Node {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let peer = PeerServer::new(PeerService::new(host.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES);
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES);
         // With a custom incoming, the builder's tcp_nodelay does not apply: set it here, or
         // Nagle plus delayed ACKs add ~40 ms to small responses.
         let incoming =
@@ -262,10 +262,15 @@ impl Node {
 
         for (group, raft) in voted {
             if bootstrap {
-                let initialized = raft
-                    .is_initialized()
-                    .await
-                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                let initialized =
+                    tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, raft.is_initialized())
+                        .await
+                        .map_err(|_| {
+                            StartError::Raft(format!(
+                        "group {group} did not report its state within {SHUTDOWN_STEP_TIMEOUT:?}"
+                    ))
+                        })?
+                        .map_err(|e| StartError::Raft(e.to_string()))?;
                 if !initialized {
                     let members: BTreeMap<u64, BasicNode> = topology
                         .voters(group)
@@ -274,8 +279,18 @@ impl Node {
                         .collect();
                     // Every voter proposes the same initial membership; openraft refuses it on
                     // a node that already has a log, which is what makes this safe to repeat.
-                    if let Err(e) = raft.initialize(members).await {
-                        tracing::info!(error = %e, %group, "group already initialized");
+                    match tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, raft.initialize(members))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::info!(error = %e, %group, "group already initialized")
+                        }
+                        Err(_) => tracing::warn!(
+                            %group,
+                            "initializing the group did not complete within {SHUTDOWN_STEP_TIMEOUT:?}; \
+                             continuing (an election will follow if it was recorded)"
+                        ),
                     }
                 }
             }

@@ -67,7 +67,11 @@ fn size_of(cmd: &Command) -> usize {
     match cmd {
         Command::Put(p) => p.key.len() + p.value.len(),
         Command::Delete(d) => d.key.len(),
-        Command::Txn { .. } | Command::Batch(_) => 4096,
+        // A txn may carry up to 128 values: measure it, so a batch stays within its bytes.
+        Command::Txn { .. } | Command::Batch(_) => bincode::serialized_size(cmd)
+            .map_or(BATCH_BYTES_MAX, |n| {
+                usize::try_from(n).unwrap_or(BATCH_BYTES_MAX)
+            }),
     }
 }
 

@@ -243,7 +243,19 @@ impl NodeCtx {
         );
         let mut target = plan.min_applied;
         if plan.sync {
-            target = target.max(self.sync(&handle).await?);
+            // One bound for the whole sync, however many rounds it queues behind.
+            let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
+            let index = tokio::time::timeout(wait, self.sync(&handle))
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!(
+                        "sync of group {} did not complete within {} ms (its leader is slow or \
+                         unreachable); refusing rather than serving an older view",
+                        self.group_label(group),
+                        self.limits.sync_wait_ms_max
+                    ))
+                })??;
+            target = target.max(index);
         }
         self.wait_applied(&handle, target).await?;
         let lag_ms = handle.lag_ms();

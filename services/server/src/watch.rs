@@ -62,6 +62,13 @@ pub async fn watch_stream(ctx: Arc<NodeCtx>, req: pb::WatchRequest) -> Result<Wa
     })?;
     // Subscribe before reading history so nothing falls between the two.
     let live = shared.subscribe();
+    if start == 0 {
+        // "From now" is at least what the session has already seen of this group.
+        let seen = crate::router::Session::from_pb(req.session.as_ref())
+            .vector
+            .get(group);
+        ctx.wait_applied(&h, seen).await?;
+    }
     let applied = shared.applied();
     let start = if start == 0 { applied + 1 } else { start };
     if start > applied + 1 {

@@ -31,6 +31,18 @@ pub enum Error {
     Deadline(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The state machine refused the command; nothing changed.
+    #[error("{message}")]
+    Rejected { rule: String, message: String },
+}
+
+impl From<meridian_types::Rejection> for Error {
+    fn from(r: meridian_types::Rejection) -> Self {
+        Error::Rejected {
+            rule: r.rule,
+            message: r.message,
+        }
+    }
 }
 
 impl Error {
@@ -103,6 +115,18 @@ impl From<Error> for Status {
             ),
             Error::Deadline(_) => Status::new(Code::DeadlineExceeded, message),
             Error::Internal(_) => Status::new(Code::Internal, message),
+            Error::Rejected { rule, .. } => with_detail(
+                if rule == "lease_not_found" {
+                    Code::NotFound
+                } else {
+                    Code::FailedPrecondition
+                },
+                message,
+                Kind::InvalidArgument(kv::InvalidArgument {
+                    rule,
+                    field: String::new(),
+                }),
+            ),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use meridian_consensus::GroupHandle;
 use meridian_proto::kv as pb;
 use meridian_router::{plan_read, Join, ReadLevel, Rounds, VersionVector};
-use meridian_types::{Command, GroupId, Op};
+use meridian_types::{Command, GroupId, LeaseCommand, Op};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -178,16 +178,111 @@ impl NodeCtx {
             Command::Batch(_) => {
                 return Err(Error::Internal("a batch is never routed".into()));
             }
+            Command::Lease(l) => return self.route_lease(l),
         }
         let groups: Vec<GroupId> = groups.into_iter().collect();
         match groups.as_slice() {
-            [g] => Ok(*g),
+            [g] => {
+                self.check_put_leases(cmd, *g)?;
+                Ok(*g)
+            }
             [] => Err(Error::invalid(
                 "empty_txn",
                 "txn",
                 "the transaction touches no key",
             )),
             many => Err(self.cross_group(first.as_deref().unwrap_or("txn"), many)),
+        }
+    }
+
+    /// Every lease a put attaches must live in the group the put goes to.
+    fn check_put_leases(&self, cmd: &Command, group: GroupId) -> Result<()> {
+        let mut leases = Vec::new();
+        match cmd {
+            Command::Put(p) => leases.push((p.key.as_str(), p.lease)),
+            Command::Txn {
+                success, failure, ..
+            } => {
+                for op in success.iter().chain(failure) {
+                    if let Op::Put(p) = op {
+                        leases.push((p.key.as_str(), p.lease));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (key, lease) in leases {
+            let lg = GroupId(meridian_types::lease_group(lease));
+            if lease != 0 && lg != group {
+                return Err(Error::invalid(
+                    "lease_wrong_group",
+                    "lease",
+                    format!(
+                        "lease {lease} lives in group {} but {key:?} lives in group {}; an \
+                         ephemeral key needs a lease of its own group (grant one for {key:?})",
+                        self.group_label(lg),
+                        self.group_label(group)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The group a lease or lock command goes to: a lease's group is in its id; a lock's is
+    /// its name's domain, and the lease it uses must live in that same group.
+    pub fn route_lease(&self, cmd: &LeaseCommand) -> Result<GroupId> {
+        let lease_in = |id: u64| -> Result<GroupId> {
+            let g = GroupId(meridian_types::lease_group(id));
+            if id == 0 || self.topology.group(g).is_none() {
+                return Err(Error::invalid(
+                    "lease_not_found",
+                    "lease",
+                    format!("lease {id} does not exist: its id names no group of this cluster"),
+                ));
+            }
+            Ok(g)
+        };
+        match cmd {
+            LeaseCommand::Grant { group, .. } => Ok(GroupId(*group)),
+            LeaseCommand::Revoke { id } => lease_in(*id),
+            LeaseCommand::Refresh { ids } => {
+                let mut groups = BTreeSet::new();
+                for id in ids {
+                    groups.insert(lease_in(*id)?);
+                }
+                match groups.into_iter().collect::<Vec<_>>().as_slice() {
+                    [g] => Ok(*g),
+                    _ => Err(Error::Internal(
+                        "a refresh carries the leases of exactly one group".into(),
+                    )),
+                }
+            }
+            LeaseCommand::Acquire { name, lease, .. } => {
+                let g = self.route_key(name)?;
+                let lg = lease_in(*lease)?;
+                if lg != g {
+                    return Err(Error::invalid(
+                        "lease_wrong_group",
+                        "lease",
+                        format!(
+                            "lease {lease} lives in group {} but lock {name:?} lives in group {}; \
+                             a lock needs a lease of its own group",
+                            self.group_label(lg),
+                            self.group_label(g)
+                        ),
+                    ));
+                }
+                Ok(g)
+            }
+            LeaseCommand::Release { key } | LeaseCommand::Proclaim { key, .. } => {
+                self.route_key(key)
+            }
+            LeaseCommand::Expire { .. }
+            | LeaseCommand::Checkpoint { .. }
+            | LeaseCommand::DelayEnd { .. } => Err(Error::Internal(
+                "expiry, checkpoints and lock-delays are proposed by a group's leader only".into(),
+            )),
         }
     }
 

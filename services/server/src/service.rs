@@ -83,6 +83,7 @@ impl KvService {
 fn single(result: CommandResult) -> Result<OpResult, Status> {
     match result {
         CommandResult::Op(r) => Ok(r),
+        CommandResult::Rejected(r) => Err(Error::from(r).into()),
         other => Err(Error::Internal(format!("unexpected result {other:?}")).into()),
     }
 }
@@ -217,6 +218,7 @@ impl Kv for KvService {
                     .map(|r| convert::op_result_out(r, &header))
                     .collect(),
             })),
+            CommandResult::Rejected(r) => Err(Error::from(r).into()),
             other => Err(Error::Internal(format!("txn answered {other:?}")).into()),
         }
     }

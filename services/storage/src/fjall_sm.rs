@@ -2,18 +2,23 @@
 //! metadata in three keyspaces. Every apply is one atomic batch that includes `last_applied`.
 
 use crate::kv::KvState;
+use crate::leases::{LeaseState, LockState};
 use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmPersist};
 use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
 use fjall::{Database, Keyspace};
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
-use meridian_types::{Event, EventKind, KeyValue};
+use meridian_types::{Event, EventKind, KeyValue, LeaseRecord};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const SEQUENCE: &[u8] = b"sequence";
 const COMPACTED: &[u8] = b"compacted";
 const SNAPSHOT: &[u8] = b"snapshot";
+/// Lease records: this prefix, then the id big-endian.
+const LEASE_PREFIX: &[u8] = b"lease/";
+/// Lock queues: this prefix, then the lock name.
+const LOCK_PREFIX: &[u8] = b"lock/";
 
 pub struct FjallSm {
     db: Database,
@@ -60,12 +65,28 @@ impl FjallSm {
         ))
     }
 
+    /// Writes `value` under `key` in the metadata keyspace, or removes the key for `None`.
+    fn record_op<T: serde::Serialize>(&self, key: &[u8], value: Option<&T>) -> Result<WriteOp> {
+        Ok(match value {
+            Some(v) => WriteOp::Put(self.meta.clone(), key.to_vec(), bincode::serialize(v)?),
+            None => WriteOp::Remove(self.meta.clone(), key.to_vec()),
+        })
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.meta.get(key)? {
             Some(v) => Ok(Some(bincode::deserialize(&v)?)),
             None => Ok(None),
         }
     }
+}
+
+fn lease_key(id: u64) -> Vec<u8> {
+    [LEASE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn lock_key(name: &str) -> Vec<u8> {
+    [LOCK_PREFIX, name.as_bytes()].concat()
 }
 
 impl HistoryReader for FjallSm {
@@ -98,6 +119,24 @@ impl SmPersist for FjallSm {
             }
             kv.keys.insert(value.key.clone(), value);
         }
+        for item in self.meta.prefix(LEASE_PREFIX) {
+            let (_, v) = item.into_inner()?;
+            let record: LeaseRecord = bincode::deserialize(&v)?;
+            kv.leases.insert(
+                record.id,
+                LeaseState {
+                    record,
+                    keys: Default::default(),
+                },
+            );
+        }
+        for item in self.meta.prefix(LOCK_PREFIX) {
+            let (k, v) = item.into_inner()?;
+            let name = String::from_utf8_lossy(&k[LOCK_PREFIX.len()..]).into_owned();
+            kv.locks
+                .insert(name, bincode::deserialize::<LockState>(&v)?);
+        }
+        kv.rebuild_lease_keys();
         kv.sequence = self.get(SEQUENCE)?.unwrap_or(0);
         let last_applied = self.get::<LogId>(LAST_APPLIED)?;
         kv.revision = last_applied.map_or(0, |l| l.index);
@@ -143,6 +182,12 @@ impl SmPersist for FjallSm {
                 bincode::serialize(ev)?,
             ));
             seq_in_rev += 1;
+        }
+        for (id, record) in c.leases {
+            ops.push(self.record_op(&lease_key(*id), record.as_ref())?);
+        }
+        for (name, lock) in c.locks {
+            ops.push(self.record_op(&lock_key(name), lock.as_ref())?);
         }
         if let Some(to) = c.compact_to {
             ops.push(WriteOp::RemoveRange(
@@ -191,6 +236,21 @@ impl SmPersist for FjallSm {
                 k.as_bytes().to_vec(),
                 bincode::serialize(v)?,
             ));
+        }
+        for prefix in [LEASE_PREFIX, LOCK_PREFIX] {
+            let mut end = prefix.to_vec();
+            end.extend(std::iter::repeat_n(0xff, KEY_RANGE_END_BYTES));
+            ops.push(WriteOp::RemoveRange(
+                self.meta.clone(),
+                prefix.to_vec(),
+                end,
+            ));
+        }
+        for (id, l) in &kv.leases {
+            ops.push(self.record_op(&lease_key(*id), Some(&l.record))?);
+        }
+        for (name, l) in &kv.locks {
+            ops.push(self.record_op(&lock_key(name), Some(l))?);
         }
         let index = meta.last_log_id.map_or(0, |l| l.index);
         ops.push(self.meta_op(COMPACTED, &index)?);

@@ -4,9 +4,10 @@
 //! layers derive their writes from those events, so the fjall and the in-memory stores share
 //! every rule here.
 
+use crate::leases::{Dirty, LeaseState, LockState};
 use meridian_types::{
     Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
-    KeyValue, Op, OpResult, PutOp,
+    KeyValue, Op, OpResult, PutOp, Rejection,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,22 @@ pub struct KvState {
     pub sequence: u64,
     /// Log index of the last entry applied to these keys: the revision a read of them is at.
     pub revision: u64,
+    /// Live leases, with the keys attached to each.
+    pub leases: BTreeMap<u64, LeaseState>,
+    /// Lock queues by lock name.
+    pub locks: BTreeMap<String, LockState>,
+    /// Leases and locks changed since the store last took this (not part of the state).
+    #[serde(skip)]
+    pub dirty: Dirty,
+}
+
+fn missing_lease(id: u64) -> CommandResult {
+    CommandResult::Rejected(Rejection {
+        rule: "lease_not_found".into(),
+        message: format!(
+            "lease {id} does not exist (it expired, was revoked, or was never granted); nothing was written"
+        ),
+    })
 }
 
 /// Width of the zero-padded suffix of a sequential key: every u64 fits, so the lexical order
@@ -51,7 +68,13 @@ impl KvState {
                     })
                     .collect(),
             ),
-            Command::Put(op) => CommandResult::Op(self.put(revision, op, events)),
+            Command::Put(op) => {
+                if !self.lease_usable(op.lease) {
+                    return missing_lease(op.lease);
+                }
+                CommandResult::Op(self.put(revision, op, events))
+            }
+            Command::Lease(l) => self.apply_lease(revision, l, events),
             Command::Delete(op) => CommandResult::Op(self.delete(revision, op, events)),
             Command::Txn {
                 compares,
@@ -60,6 +83,13 @@ impl KvState {
             } => {
                 let succeeded = compares.iter().all(|c| self.compare(c));
                 let ops = if succeeded { success } else { failure };
+                for op in ops {
+                    if let Op::Put(p) = op {
+                        if !self.lease_usable(p.lease) {
+                            return missing_lease(p.lease);
+                        }
+                    }
+                }
                 let results = ops
                     .iter()
                     .map(|op| match op {
@@ -108,6 +138,12 @@ impl KvState {
             };
         }
         let prev = current.cloned();
+        if let Some(p) = &prev {
+            if p.lease != op.lease {
+                self.detach(&key, p.lease);
+            }
+        }
+        self.attach(&key, op.lease);
         let kv = KeyValue {
             key: key.clone(),
             value: op.value.clone(),
@@ -146,19 +182,7 @@ impl KvState {
         };
         let mut prev_kvs = Vec::new();
         for key in &victims {
-            if let Some(prev) = self.keys.remove(key) {
-                events.push(Event {
-                    kind: EventKind::Delete,
-                    kv: KeyValue {
-                        key: key.clone(),
-                        value: Vec::new(),
-                        create_revision: 0,
-                        mod_revision: revision,
-                        version: 0,
-                        lease: 0,
-                    },
-                    prev_kv: Some(prev.clone()),
-                });
+            if let Some(prev) = self.remove_key(revision, key, false, events) {
                 if op.prev_kv {
                     prev_kvs.push(prev);
                 }

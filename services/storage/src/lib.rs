@@ -17,6 +17,7 @@ pub mod fjall_log;
 pub mod fjall_sm;
 pub mod group;
 pub mod kv;
+pub mod leases;
 pub mod mem;
 pub mod persist;
 pub mod sm;

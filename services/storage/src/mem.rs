@@ -157,8 +157,10 @@ impl HistoryReader for MemSm {
 impl SmPersist for MemSm {
     fn load(&self) -> Result<Loaded> {
         let g = self.lock();
+        let mut kv = g.loaded.kv.clone();
+        kv.rebuild_lease_keys();
         Ok(Loaded {
-            kv: g.loaded.kv.clone(),
+            kv,
             last_applied: g.loaded.last_applied,
             membership: g.loaded.membership.clone(),
             compacted: g.loaded.compacted,
@@ -210,6 +212,32 @@ impl MemSm {
                 g.history.pop_front();
             }
             g.loaded.compacted = to;
+        }
+        for (id, record) in c.leases {
+            match record {
+                Some(r) => {
+                    g.loaded.kv.leases.insert(
+                        *id,
+                        crate::leases::LeaseState {
+                            record: r.clone(),
+                            keys: Default::default(),
+                        },
+                    );
+                }
+                None => {
+                    g.loaded.kv.leases.remove(id);
+                }
+            }
+        }
+        for (name, lock) in c.locks {
+            match lock {
+                Some(l) => {
+                    g.loaded.kv.locks.insert(name.clone(), l.clone());
+                }
+                None => {
+                    g.loaded.kv.locks.remove(name);
+                }
+            }
         }
         g.loaded.kv.sequence = c.sequence;
         g.loaded.kv.revision = c.last_applied.index;

@@ -3,9 +3,10 @@
 //! [`crate::StateMachine`].
 
 use crate::kv::KvState;
+use crate::leases::LockState;
 use crate::Result;
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
-use meridian_types::Event;
+use meridian_types::{Event, LeaseRecord};
 
 /// Everything one `apply` call changed, written atomically.
 pub struct ApplyCommit<'a> {
@@ -15,6 +16,10 @@ pub struct ApplyCommit<'a> {
     pub events: &'a [Event],
     /// Drop history events with revision <= this.
     pub compact_to: Option<u64>,
+    /// Leases this commit changed: the new record, or `None` when the lease ended.
+    pub leases: &'a [(u64, Option<LeaseRecord>)],
+    /// Lock queues this commit changed: the new queue, or `None` when it emptied.
+    pub locks: &'a [(String, Option<LockState>)],
 }
 
 /// The state a store had when it was opened.

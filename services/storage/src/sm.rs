@@ -169,12 +169,15 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             let step = (self.history_revisions_max / 8).max(1);
             let compact_to = (last_applied.index > compacted + self.history_revisions_max + step)
                 .then(|| last_applied.index - self.history_revisions_max);
+            let (leases, locks) = staged.take_dirty();
             let commit = ApplyCommit {
                 last_applied,
                 membership: &applied.membership,
                 sequence: staged.sequence,
                 events: &events,
                 compact_to,
+                leases: &leases,
+                locks: &locks,
             };
             // Readers see the new keys at once; watchers and `applied` hear of them only once
             // the change history is in the store, so a watcher's catch-up never misses one.

@@ -141,6 +141,7 @@ pub enum Command {
     /// proposer only batches commands whose keys are disjoint, so each key changes at most once
     /// per revision and a mod_revision still names exactly one value. Never nested.
     Batch(Vec<Command>),
+    Lease(LeaseCommand),
 }
 
 impl Command {
@@ -177,6 +178,17 @@ impl Command {
                 Some(keys)
             }
             Command::Batch(_) => None,
+            Command::Lease(l) => match l {
+                // A grant only draws a number; a refresh or checkpoint touches no key.
+                LeaseCommand::Grant { .. }
+                | LeaseCommand::Refresh { .. }
+                | LeaseCommand::Checkpoint { .. } => Some(Vec::new()),
+                LeaseCommand::Acquire { name, .. } | LeaseCommand::DelayEnd { name, .. } => {
+                    Some(vec![name.as_str()])
+                }
+                // These may delete keys anywhere, or change another lock's queue.
+                _ => None,
+            },
         }
     }
 }
@@ -192,4 +204,131 @@ pub enum CommandResult {
     },
     /// One result per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
+    Lease(LeaseResult),
+    Rejected(Rejection),
+}
+
+/// How a lock shares its holders. Fixed by the first acquire of a lock; later acquires must
+/// ask for the same kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// One holder at a time.
+    Mutex,
+    /// Any number of shared holders, or one exclusive holder.
+    ReadWrite,
+    /// At most this many holders (never 0).
+    Semaphore(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockMode {
+    Exclusive,
+    Shared,
+}
+
+/// A lease's replicated record. Deadlines are not replicated: the leader keeps them on its
+/// monotonic clock (see `meridian-locks::ExpiryTracker`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub id: u64,
+    pub ttl_ms: u64,
+    /// Revision of the grant or of the last refresh that reached it.
+    pub refreshed: u64,
+    /// How long leaders have seen this lease without a keepalive since `refreshed`, as
+    /// committed by checkpoints. A new leader gives the lease `ttl_ms - idle_ms` more.
+    pub idle_ms: u64,
+}
+
+/// Lease and lock commands. Lease ids carry their group in the top 16 bits, so a router can
+/// route a keepalive without asking anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseCommand {
+    Grant {
+        group: u64,
+        ttl_ms: u64,
+    },
+    /// One aggregated keepalive: every lease a router's clients kept alive since its last one.
+    Refresh {
+        ids: Vec<u64>,
+    },
+    Revoke {
+        id: u64,
+    },
+    /// Leader only: these leases (at the refresh revision the leader saw) ran out of time.
+    Expire {
+        leases: Vec<(u64, u64)>,
+    },
+    /// Leader only: (id, refreshed, idle_ms) — time already spent without a keepalive.
+    Checkpoint {
+        leases: Vec<(u64, u64, u64)>,
+    },
+    /// Queue for a lock (or take it at once). `wait: false` leaves no trace when not granted.
+    Acquire {
+        name: String,
+        lease: u64,
+        kind: LockKind,
+        mode: LockMode,
+        value: Vec<u8>,
+        lock_delay_ms: u64,
+        wait: bool,
+    },
+    /// Leave a lock's queue or give up holding it (explicit: no lock-delay).
+    Release {
+        key: String,
+    },
+    /// Replace the value of a held lock's key (election: proclaim).
+    Proclaim {
+        key: String,
+        value: Vec<u8>,
+    },
+    /// Leader only: the lock-delay left by an expired holder at `seq` is over.
+    DelayEnd {
+        name: String,
+        seq: u64,
+    },
+}
+
+/// What a lease or lock command answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseResult {
+    Granted {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// Per id of a refresh: its TTL, or `None` when the lease no longer exists.
+    Refreshed(Vec<Option<u64>>),
+    Revoked {
+        keys_deleted: u64,
+    },
+    /// Expire / checkpoint / delay end: how many leases or delays it affected.
+    Done(u64),
+    /// The waiter's key and, when held, the fencing revision.
+    Queued {
+        key: String,
+        granted: Option<u64>,
+    },
+    /// A try-acquire that found the lock taken: the current holders' keys.
+    Busy {
+        holders: Vec<String>,
+    },
+    Released {
+        was_holder: bool,
+    },
+    Proclaimed {
+        revision: u64,
+    },
+}
+
+/// A command the state machine refused; nothing changed. `rule` is machine-readable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub rule: String,
+    pub message: String,
+}
+
+/// Lease ids: group in the top 16 bits, a per-group sequence below.
+pub const LEASE_GROUP_SHIFT: u32 = 48;
+
+pub fn lease_group(id: u64) -> u64 {
+    id >> LEASE_GROUP_SHIFT
 }

@@ -13,8 +13,9 @@ pub mod path;
 pub mod raft;
 
 pub use command::{
-    Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
-    KeyValue, Op, OpResult, PutOp,
+    lease_group, Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event,
+    EventKind, KeyValue, LeaseCommand, LeaseRecord, LeaseResult, LockKind, LockMode, Op, OpResult,
+    PutOp, Rejection, LEASE_GROUP_SHIFT,
 };
 pub use ids::{GroupId, NodeId};
 pub use path::{validate_key, validate_prefix, validate_value, PathError};

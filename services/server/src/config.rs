@@ -32,6 +32,18 @@ pub struct Limits {
     pub watch_progress_interval_ms: u64,
     /// Most watch streams one node serves at once.
     pub watches_max: usize,
+    /// Shortest and longest lease TTL a client may ask for.
+    pub lease_ttl_ms_min: u64,
+    pub lease_ttl_ms_max: u64,
+    /// The router folds its clients' keepalives for a group into one Raft entry this often.
+    pub keepalive_interval_ms: u64,
+    /// Most leases waiting for the next aggregated keepalive of one group on one router.
+    pub keepalive_pending_max: usize,
+    /// How often the leader checks lease deadlines and lock-delays.
+    pub lease_tick_ms: u64,
+    /// Longest a lock acquire may wait, and the longest lock-delay.
+    pub lock_wait_ms_max: u64,
+    pub lock_delay_ms_max: u64,
 }
 
 impl Default for Limits {
@@ -43,6 +55,13 @@ impl Default for Limits {
             history_revisions_max: meridian_storage::HISTORY_REVISIONS_DEFAULT,
             watch_progress_interval_ms: 5_000,
             watches_max: 10_000,
+            lease_ttl_ms_min: 1_000,
+            lease_ttl_ms_max: 86_400_000,
+            keepalive_interval_ms: 200,
+            keepalive_pending_max: 1_000_000,
+            lease_tick_ms: 50,
+            lock_wait_ms_max: 600_000,
+            lock_delay_ms_max: 60_000,
         }
     }
 }
@@ -181,6 +200,25 @@ impl NodeConfig {
         self.raft
             .raft_config(&self.cluster_name)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let l = &self.limits;
+        if l.lease_ttl_ms_min == 0 || l.lease_ttl_ms_min > l.lease_ttl_ms_max {
+            return Err(ConfigError::Invalid(format!(
+                "limits.lease_ttl_ms_min ({}) must be at least 1 and at most limits.lease_ttl_ms_max ({})",
+                l.lease_ttl_ms_min, l.lease_ttl_ms_max
+            )));
+        }
+        if l.keepalive_interval_ms == 0 || l.keepalive_interval_ms * 3 > l.lease_ttl_ms_min {
+            return Err(ConfigError::Invalid(format!(
+                "limits.keepalive_interval_ms ({}) must be above 0 and at most a third of \
+                 limits.lease_ttl_ms_min ({}), or clients lose leases between keepalives",
+                l.keepalive_interval_ms, l.lease_ttl_ms_min
+            )));
+        }
+        if l.lease_tick_ms == 0 || l.keepalive_pending_max == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.lease_tick_ms and limits.keepalive_pending_max must be above 0".into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -43,6 +43,14 @@ pub struct NodeCtx {
     /// this off.
     pub sync_on_switch: bool,
     pub forwarded_writes: AtomicU64,
+    /// The only clock lease deadlines are measured on (monotonic; injectable for tests).
+    pub clock: Arc<dyn meridian_locks::Clock>,
+    /// Lease deadlines of each group this node votes in, while it leads.
+    pub leader_leases: HashMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
+    /// Aggregated keepalives of this router's clients, per group.
+    pub keepalives: crate::keepalive::KeepAlives,
+    /// Queued lock acquires waiting for their grant, per group hosted here.
+    pub lock_waits: HashMap<GroupId, Arc<crate::lock_waits::LockWaits>>,
 }
 
 impl NodeCtx {

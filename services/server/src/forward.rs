@@ -4,7 +4,9 @@
 use crate::ctx::{LocalWrite, NodeCtx};
 use crate::error::Error;
 use meridian_proto::peer::forward_server::Forward;
-use meridian_proto::peer::{ProposeReply, ProposeRequest};
+use meridian_proto::peer::{
+    LeaseRemainingReply, LeaseRemainingRequest, ProposeReply, ProposeRequest,
+};
 use meridian_types::{Command, GroupId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,5 +74,35 @@ impl Forward for ForwardService {
             Err(LocalWrite::Failed(e)) => return Err(e.into()),
         };
         Ok(Response::new(reply))
+    }
+
+    async fn lease_remaining(
+        &self,
+        request: Request<LeaseRemainingRequest>,
+    ) -> Result<Response<LeaseRemainingReply>, Status> {
+        let req = request.into_inner();
+        let now = self.ctx.clock.now_ms();
+        let remaining = self
+            .ctx
+            .leader_leases
+            .get(&GroupId(req.group))
+            .and_then(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remaining(&req.ids, now)
+            });
+        Ok(Response::new(match remaining {
+            Some(r) => LeaseRemainingReply {
+                not_leader: false,
+                remaining_ms: r
+                    .into_iter()
+                    .map(|v| v.and_then(|v| i64::try_from(v).ok()).unwrap_or(-1))
+                    .collect(),
+            },
+            None => LeaseRemainingReply {
+                not_leader: true,
+                remaining_ms: Vec::new(),
+            },
+        }))
     }
 }

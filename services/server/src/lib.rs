@@ -9,12 +9,19 @@
 //! - [`proposer`]: batches concurrent writes with disjoint keys into one Raft entry.
 //! - [`service`]: the client API; [`watch`]: watch streams; [`convert`]: wire <-> domain with
 //!   every input rule; [`error`]: the one place errors become gRPC statuses.
+//! - [`lock_service`]: leases, locks, fencing and election; [`keepalive`]: one aggregated
+//!   keepalive per (router, group) per interval; [`lease_driver`]: the leader's lease clock
+//!   (expiry, checkpoints, lock-delays); [`lock_waits`]: herd-free waits for a grant.
 
 pub mod config;
 pub mod convert;
 pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod keepalive;
+pub mod lease_driver;
+pub mod lock_service;
+pub mod lock_waits;
 pub mod node;
 pub mod proposer;
 pub mod router;

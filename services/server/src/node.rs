@@ -4,12 +4,19 @@
 use crate::config::NodeConfig;
 use crate::ctx::NodeCtx;
 use crate::forward::ForwardService;
+use crate::keepalive::KeepAlives;
+use crate::lease_driver::LeaderLeases;
+use crate::lock_service::LockService;
+use crate::lock_waits::LockWaits;
 use crate::proposer::Proposer;
 use crate::router::Syncers;
 use crate::service::KvService;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerService, Raft};
+use meridian_locks::{Clock, MonotonicClock};
 use meridian_proto::kv::kv_server::KvServer;
+use meridian_proto::kv::lease_server::LeaseServer;
+use meridian_proto::kv::lock_server::LockServer;
 use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
 use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
@@ -132,7 +139,13 @@ impl Node {
             }
         };
         let legacy = config.topology.is_none();
-        Self::launch(config, Arc::new(topology), legacy).await
+        Self::launch(
+            config,
+            Arc::new(topology),
+            legacy,
+            Arc::new(MonotonicClock::default()),
+        )
+        .await
     }
 
     /// Starts a node of `topology` (already validated); `config.topology` is not read.
@@ -140,7 +153,16 @@ impl Node {
         config: NodeConfig,
         topology: Arc<Topology>,
     ) -> Result<Node, StartError> {
-        Self::launch(config, topology, false).await
+        Self::launch(config, topology, false, Arc::new(MonotonicClock::default())).await
+    }
+
+    /// As [`Node::start_with`], with lease deadlines measured on `clock` (tests inject one).
+    pub async fn start_with_clock(
+        config: NodeConfig,
+        topology: Arc<Topology>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Node, StartError> {
+        Self::launch(config, topology, false, clock).await
     }
 
     /// `legacy`: the single-region shape built from `peers` (or this node alone).
@@ -148,6 +170,7 @@ impl Node {
         config: NodeConfig,
         topology: Arc<Topology>,
         legacy: bool,
+        clock: Arc<dyn Clock>,
     ) -> Result<Node, StartError> {
         config.validate()?;
         let me = topology.node(config.node_id).cloned().ok_or_else(|| {
@@ -166,6 +189,9 @@ impl Node {
         let host = Host::new();
         let mut proposers = HashMap::new();
         let mut voted = Vec::new();
+        let mut lock_waits = HashMap::new();
+        let mut leader_leases = HashMap::new();
+        let mut shareds = Vec::new();
         for (group, role) in topology.groups_of_node(config.node_id) {
             let rtt = group_round_trip(&topology, group);
             let raft_config = config
@@ -185,8 +211,11 @@ impl Node {
             let raft = Raft::new(config.node_id, raft_config, network, log, sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
+            lock_waits.insert(group, Arc::new(LockWaits::default()));
+            shareds.push((group, shared.clone()));
             host.insert(group, GroupHandle::new(raft.clone(), shared));
             if role == Role::Voter {
+                leader_leases.insert(group, Arc::new(std::sync::Mutex::new(LeaderLeases::new())));
                 proposers.insert(group, Proposer::start(group, raft.clone()));
                 voted.push((group, raft));
             }
@@ -221,6 +250,10 @@ impl Node {
             syncers: Syncers::default(),
             sync_on_switch: config.router.sync_on_switch,
             forwarded_writes: AtomicU64::new(0),
+            clock: clock.clone(),
+            leader_leases,
+            keepalives: KeepAlives::default(),
+            lock_waits,
         });
         if !config.router.sync_on_switch {
             tracing::warn!(
@@ -234,6 +267,30 @@ impl Node {
         let peer = PeerServer::new(PeerService::new(host.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
+        for (group, shared) in shareds {
+            if let Some(w) = ctx.lock_waits.get(&group) {
+                tokio::spawn(crate::lock_waits::run(
+                    shared,
+                    w.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
+        for (group, state) in &ctx.leader_leases {
+            tokio::spawn(crate::lease_driver::run(
+                ctx.clone(),
+                *group,
+                state.clone(),
+                clock.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        let lease = LeaseServer::new(LockService::new(ctx.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let lock = LockServer::new(LockService::new(ctx.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
@@ -251,6 +308,8 @@ impl Node {
                 .add_service(kv)
                 .add_service(peer)
                 .add_service(forward)
+                .add_service(lease)
+                .add_service(lock)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop_server.wait_for(|s| *s).await;
                 })

@@ -234,7 +234,9 @@ impl Watcher {
                 tokio::select! {
                     notice = live.recv() => match notice {
                         Ok(n) => match &*n {
-                            Notice::Applied { revision, events } => {
+                            Notice::Applied {
+                                revision, events, ..
+                            } => {
                                 self.send_events(events, next).await?;
                                 next = next.max(revision + 1);
                             }

@@ -16,8 +16,14 @@ pub const NOTICE_BUFFER_MAX: usize = 4096;
 /// What watchers hear after each apply.
 #[derive(Debug)]
 pub enum Notice {
-    /// Entries up to `revision` were applied and caused `events` (possibly none).
-    Applied { revision: u64, events: Vec<Event> },
+    /// Entries up to `revision` were applied and caused `events` (possibly none), changing
+    /// these leases and these locks' queues.
+    Applied {
+        revision: u64,
+        events: Vec<Event>,
+        leases: Vec<u64>,
+        locks: Vec<String>,
+    },
     /// A snapshot replaced the state: history before `compacted + 1` is gone.
     Reset { compacted: u64 },
 }
@@ -88,11 +94,20 @@ impl GroupShared {
         self.history.events_from(from, max)
     }
 
-    pub(crate) fn publish_applied(&self, revision: u64, events: Vec<Event>) {
+    pub(crate) fn publish_applied(
+        &self,
+        revision: u64,
+        events: Vec<Event>,
+        leases: Vec<u64>,
+        locks: Vec<String>,
+    ) {
         self.applied.send_replace(revision);
-        let _ = self
-            .notices
-            .send(Arc::new(Notice::Applied { revision, events }));
+        let _ = self.notices.send(Arc::new(Notice::Applied {
+            revision,
+            events,
+            leases,
+            locks,
+        }));
     }
 
     pub(crate) fn set_compacted(&self, compacted: u64) {

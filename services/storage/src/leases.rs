@@ -246,7 +246,7 @@ impl KvState {
                 CommandResult::Lease(LeaseResult::Released { was_holder })
             }
             LeaseCommand::Proclaim { key, value } => {
-                if !self.waiter(key).is_some_and(|w| w.granted.is_some()) {
+                if self.waiter(key).is_none_or(|w| w.granted.is_none()) {
                     return reject(
                         "lock_not_held",
                         format!("{key:?} does not hold its lock: only the holder may proclaim"),

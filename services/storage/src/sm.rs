@@ -184,9 +184,11 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             let shared = self.shared.clone();
             let index = last_applied.index;
             let published = events.clone();
+            let lease_ids: Vec<u64> = leases.iter().map(|(id, _)| *id).collect();
+            let lock_names: Vec<String> = locks.iter().map(|(n, _)| n.clone()).collect();
             let encoded = self.persist.commit(
                 &commit,
-                Box::new(move || shared.publish_applied(index, published)),
+                Box::new(move || shared.publish_applied(index, published, lease_ids, lock_names)),
             );
             let pending = match encoded {
                 Ok(p) => p,

@@ -1,0 +1,233 @@
+//! The leader's lease clock, driven: while this node leads a group it keeps every lease's
+//! deadline in a [`meridian_locks::ExpiryTracker`] on the node's monotonic clock and proposes
+//! what the tracker decides — `Expire` (deleting the leases' keys in the same entry),
+//! `Checkpoint` (idle time, so repeated elections cannot keep a dead lease alive) and
+//! `DelayEnd` (lock-delays). A node that stops leading forgets its deadlines; the next leader
+//! starts from the replicated records (docs/leases.md).
+
+use crate::ctx::NodeCtx;
+use meridian_locks::{Clock, ExpiryTracker, TrackerConfig};
+use meridian_storage::{GroupShared, Notice};
+use meridian_types::{Command, CommandResult, GroupId, LeaseCommand};
+use openraft::ServerState;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::watch;
+
+/// How often idle time is checkpointed (at most).
+const CHECKPOINT_TICK: Duration = Duration::from_millis(250);
+/// Longest the takeover barrier (read index + apply) may take before trying again.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// What the leader of one group knows about its leases' deadlines.
+#[derive(Default)]
+pub struct LeaderLeases {
+    tracker: ExpiryTracker,
+    /// The term this node took over in, while it still leads.
+    active_term: Option<u64>,
+}
+
+impl LeaderLeases {
+    pub fn new() -> Self {
+        Self {
+            tracker: ExpiryTracker::new(TrackerConfig::default()),
+            active_term: None,
+        }
+    }
+
+    /// What is left of each lease on this leader's clock; `None` when this node is not the
+    /// group's active leader.
+    pub fn remaining(&self, ids: &[u64], now_ms: u64) -> Option<Vec<Option<u64>>> {
+        self.active_term?;
+        Some(
+            ids.iter()
+                .map(|id| self.tracker.remaining(*id, now_ms))
+                .collect(),
+        )
+    }
+}
+
+pub type SharedLeaderLeases = Arc<Mutex<LeaderLeases>>;
+
+fn lock(s: &SharedLeaderLeases) -> std::sync::MutexGuard<'_, LeaderLeases> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs for the life of the node on every node that votes in `group`.
+pub async fn run(
+    ctx: Arc<NodeCtx>,
+    group: GroupId,
+    state: SharedLeaderLeases,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(h) = ctx.group(group) else {
+        return;
+    };
+    let tick = Duration::from_millis(ctx.limits.lease_tick_ms);
+    let mut metrics = h.raft.metrics();
+    loop {
+        // Wait to lead.
+        let term = loop {
+            let (leading, term) = {
+                let m = metrics.borrow_and_update();
+                (m.state == ServerState::Leader, m.current_term)
+            };
+            if leading {
+                break term;
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                r = metrics.changed() => if r.is_err() { return },
+            }
+        };
+        // Barrier: everything committed before this term is applied here before deadlines
+        // are set, so no refresh of an earlier leader is missed.
+        let ready = async {
+            let index = ctx.read_index(&h, TAKEOVER_WAIT).await.ok()?;
+            h.shared.wait_applied(index, TAKEOVER_WAIT).await
+        };
+        let ready = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = ready => r,
+        };
+        if ready.is_none() {
+            tokio::time::sleep(tick).await;
+            continue;
+        }
+        let mut notices = h.shared.subscribe();
+        {
+            let st = h.shared.read();
+            let mut s = lock(&state);
+            s.tracker.take_over(
+                clock.now_ms(),
+                st.leases.values().map(|l| &l.record),
+                st.lock_delays(),
+            );
+            s.active_term = Some(term);
+            tracing::info!(%group, term, leases = s.tracker.len(), "lease clock taken over");
+        }
+        let mut last_checkpoint = tokio::time::Instant::now();
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = interval.tick() => {}
+            }
+            let still = {
+                let m = metrics.borrow();
+                m.state == ServerState::Leader && m.current_term == term
+            };
+            if !still {
+                lock(&state).active_term = None;
+                break;
+            }
+            absorb(&h.shared, &mut notices, &state, clock.as_ref());
+            let now = clock.now_ms();
+            let (due, delays, checkpoints) = {
+                let mut s = lock(&state);
+                let cps = if last_checkpoint.elapsed() >= CHECKPOINT_TICK {
+                    last_checkpoint = tokio::time::Instant::now();
+                    s.tracker.checkpoints(now)
+                } else {
+                    Vec::new()
+                };
+                (s.tracker.due(now), s.tracker.due_delays(now), cps)
+            };
+            if !due.is_empty() {
+                tracing::debug!(%group, n = due.len(), "leases expired");
+                propose(&ctx, group, LeaseCommand::Expire { leases: due }).await;
+            }
+            for (name, seq) in delays {
+                propose(&ctx, group, LeaseCommand::DelayEnd { name, seq }).await;
+            }
+            if !checkpoints.is_empty() {
+                propose(
+                    &ctx,
+                    group,
+                    LeaseCommand::Checkpoint {
+                        leases: checkpoints,
+                    },
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Folds applied changes into the tracker: leases granted, refreshed, checkpointed or gone;
+/// lock-delays that appeared or ended. A receiver that fell behind rescans everything.
+fn absorb(
+    shared: &GroupShared,
+    notices: &mut tokio::sync::broadcast::Receiver<Arc<Notice>>,
+    state: &SharedLeaderLeases,
+    clock: &dyn Clock,
+) {
+    let mut leases = BTreeSet::new();
+    let mut locks = BTreeSet::new();
+    let mut rescan = false;
+    loop {
+        match notices.try_recv() {
+            Ok(n) => match n.as_ref() {
+                Notice::Applied {
+                    leases: l,
+                    locks: k,
+                    ..
+                } => {
+                    leases.extend(l.iter().copied());
+                    locks.extend(k.iter().cloned());
+                }
+                Notice::Reset { .. } => rescan = true,
+            },
+            Err(TryRecvError::Lagged(_)) => rescan = true,
+            Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+        }
+    }
+    if leases.is_empty() && locks.is_empty() && !rescan {
+        return;
+    }
+    let now = clock.now_ms();
+    let st = shared.read();
+    let mut s = lock(state);
+    if rescan {
+        leases = st.leases.keys().copied().collect();
+        locks = st.locks.keys().cloned().collect();
+    }
+    for id in leases {
+        match st.leases.get(&id) {
+            Some(l) => s.tracker.observe(now, &l.record),
+            None => s.tracker.forget(id),
+        }
+    }
+    for name in locks {
+        let mut present = Vec::new();
+        if let Some(l) = st.locks.get(&name) {
+            for (seq, w) in &l.waiters {
+                if w.is_delay() {
+                    s.tracker.observe_delay(now, &name, *seq, w.lock_delay_ms);
+                    present.push(*seq);
+                }
+            }
+        }
+        s.tracker.retain_delays(&name, &present);
+    }
+}
+
+async fn propose(ctx: &NodeCtx, group: GroupId, cmd: LeaseCommand) {
+    let timeout = Duration::from_millis(ctx.limits.write_timeout_ms);
+    let Ok(res) = tokio::time::timeout(timeout, ctx.write_local(group, Command::Lease(cmd))).await
+    else {
+        tracing::warn!(%group, "lease command not committed within {timeout:?}");
+        return;
+    };
+    match res {
+        Ok((_, CommandResult::Rejected(r))) => {
+            tracing::warn!(%group, rule = %r.rule, "lease command refused: {}", r.message)
+        }
+        Ok(_) => {}
+        Err(_) => tracing::debug!(%group, "lease command not committed (leadership moved?)"),
+    }
+}

@@ -1,0 +1,659 @@
+//! `meridian.v1.Lease` and `meridian.v1.Lock`: leases (grant, aggregated keepalive, revoke,
+//! time-to-live, list), locks with fencing tokens (acquire/try/release, read-write,
+//! semaphores), `check_fence`, and election (campaign = a waiting mutex acquire with a value,
+//! proclaim, resign = release, leader, observe). Every rule is checked before anything is
+//! proposed; the state machine checks them again.
+
+use crate::ctx::NodeCtx;
+use crate::error::{Error, Result};
+use crate::keepalive;
+use crate::lock_waits::WaitOutcome;
+use meridian_proto::kv as pb;
+use meridian_proto::kv::lease_server::Lease;
+use meridian_proto::kv::lock_server::Lock;
+use meridian_proto::peer::forward_client::ForwardClient;
+use meridian_proto::peer::LeaseRemainingRequest;
+use meridian_proto::PEER_MESSAGE_BYTES;
+use meridian_router::VersionVector;
+use meridian_storage::Notice;
+use meridian_types::{
+    lease_group, validate_key, validate_prefix, validate_value, Command, CommandResult, GroupId,
+    LeaseCommand, LeaseResult, LockKind, LockMode,
+};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Most lease ids one keepalive request may carry.
+const KEEPALIVE_IDS_MAX: usize = 10_000;
+/// Longest the leader is asked for a lease's remaining time.
+const REMAINING_WAIT: Duration = Duration::from_secs(2);
+/// Changes buffered per observe stream.
+const OBSERVE_BUFFER: usize = 16;
+
+#[derive(Clone)]
+pub struct LockService {
+    ctx: Arc<NodeCtx>,
+}
+
+impl LockService {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        Self { ctx }
+    }
+
+    async fn propose(
+        &self,
+        cmd: LeaseCommand,
+    ) -> Result<(meridian_consensus::GroupHandle, u64, LeaseResult)> {
+        let group = self.ctx.route_lease(&cmd)?;
+        let (h, rev, res) = self.ctx.write(group, Command::Lease(cmd)).await?;
+        match res {
+            CommandResult::Lease(r) => Ok((h, rev, r)),
+            CommandResult::Rejected(r) => Err(r.into()),
+            other => Err(Error::Internal(format!(
+                "a lease command answered {other:?}"
+            ))),
+        }
+    }
+
+    fn header(&self, h: &meridian_consensus::GroupHandle, rev: u64) -> Option<pb::ResponseHeader> {
+        Some(self.ctx.header(h, rev, &VersionVector::default()))
+    }
+
+    /// The lease's group, if the id names one of this cluster's groups.
+    fn lease_group(&self, id: u64) -> Result<GroupId> {
+        let g = GroupId(lease_group(id));
+        if id == 0 || self.ctx.topology.group(g).is_none() {
+            return Err(Error::Rejected {
+                rule: "lease_not_found".into(),
+                message: format!(
+                    "lease {id} does not exist: its id names no group of this cluster"
+                ),
+            });
+        }
+        Ok(g)
+    }
+
+    /// What is left of `ids` on the leader's clock: asked locally when this node leads,
+    /// of the leader otherwise; `None` each when it cannot be asked.
+    async fn remaining(&self, group: GroupId, ids: &[u64]) -> Vec<Option<u64>> {
+        if let Some(state) = self.ctx.leader_leases.get(&group) {
+            let local = state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remaining(ids, self.ctx.clock.now_ms());
+            if let Some(r) = local {
+                return r;
+            }
+        }
+        let unknown = vec![None; ids.len()];
+        let Ok(h) = self.ctx.group(group) else {
+            return unknown;
+        };
+        let Some((leader, addr)) = self.ctx.leader(&h) else {
+            return unknown;
+        };
+        if leader == self.ctx.node_id {
+            return unknown;
+        }
+        let Ok(channel) = self.ctx.pool.channel(&addr) else {
+            return unknown;
+        };
+        let mut client = ForwardClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES);
+        let mut req = Request::new(LeaseRemainingRequest {
+            group: group.0,
+            ids: ids.to_vec(),
+        });
+        req.set_timeout(REMAINING_WAIT);
+        match tokio::time::timeout(REMAINING_WAIT, client.lease_remaining(req)).await {
+            Ok(Ok(r)) if !r.get_ref().not_leader => r
+                .into_inner()
+                .remaining_ms
+                .into_iter()
+                .map(|v| u64::try_from(v).ok())
+                .collect(),
+            _ => unknown,
+        }
+    }
+
+    /// The current leader of election (mutex) `name`: its key, value and token.
+    fn leader_of(&self, h: &meridian_consensus::GroupHandle, name: &str) -> pb::LeaderResponse {
+        let st = h.shared.read();
+        let holder = st.locks.get(name).and_then(|l| l.holders().next().cloned());
+        let revision = st.revision;
+        let mut out = pb::LeaderResponse {
+            header: None,
+            ..Default::default()
+        };
+        if let Some(w) = holder {
+            out.has_leader = true;
+            out.value = st
+                .get(&w.key)
+                .map(|kv| kv.value.clone())
+                .unwrap_or_default();
+            out.key = w.key;
+            out.token = Some(pb::FencingToken {
+                group: h.shared.group.0,
+                revision: w.granted.unwrap_or_default(),
+            });
+        }
+        out.header = Some(self.ctx.header(h, revision, &VersionVector::default()));
+        out
+    }
+}
+
+fn lock_kind(kind: i32, limit: u32, mode: i32) -> Result<(LockKind, LockMode)> {
+    let kind = match pb::LockKind::try_from(kind) {
+        Ok(pb::LockKind::Mutex) => LockKind::Mutex,
+        Ok(pb::LockKind::ReadWrite) => LockKind::ReadWrite,
+        Ok(pb::LockKind::Semaphore) => {
+            if limit == 0 {
+                return Err(Error::invalid(
+                    "semaphore_zero",
+                    "limit",
+                    "a semaphore needs a limit of at least 1 holder (N = 0 can never be acquired)",
+                ));
+            }
+            LockKind::Semaphore(limit)
+        }
+        Err(_) => {
+            return Err(Error::invalid(
+                "lock_kind",
+                "kind",
+                format!("unknown lock kind {kind}: use MUTEX, READ_WRITE or SEMAPHORE"),
+            ))
+        }
+    };
+    let mode = match pb::LockMode::try_from(mode) {
+        Ok(pb::LockMode::Exclusive) => LockMode::Exclusive,
+        Ok(pb::LockMode::Shared) => LockMode::Shared,
+        Err(_) => {
+            return Err(Error::invalid(
+                "lock_mode",
+                "mode",
+                format!("unknown lock mode {mode}: use EXCLUSIVE or SHARED"),
+            ))
+        }
+    };
+    Ok((kind, mode))
+}
+
+fn lock_name(name: &str) -> Result<()> {
+    validate_key(name)?;
+    Ok(())
+}
+
+/// Releases a queued waiter if the acquire that queued it goes away without finishing (its
+/// deadline passed, or the client hung up).
+struct WaiterGuard {
+    ctx: Arc<NodeCtx>,
+    group: GroupId,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        if let Some(w) = self.ctx.lock_waits.get(&self.group) {
+            w.unregister(&self.key);
+        }
+        if !self.armed {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let group = self.group;
+        let key = std::mem::take(&mut self.key);
+        tokio::spawn(async move {
+            let cmd = Command::Lease(LeaseCommand::Release { key: key.clone() });
+            if let Err(e) = ctx.write(group, cmd).await {
+                tracing::warn!(%group, %key, error = %e, "could not withdraw an abandoned lock waiter; its lease will");
+            }
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LockService {
+    async fn grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> std::result::Result<Response<pb::LeaseGrantResponse>, Status> {
+        let req = request.into_inner();
+        validate_prefix(&req.path).map_err(Error::from)?;
+        let l = &self.ctx.limits;
+        if req.ttl_ms < l.lease_ttl_ms_min || req.ttl_ms > l.lease_ttl_ms_max {
+            return Err(Error::invalid(
+                "lease_ttl",
+                "ttl_ms",
+                format!(
+                    "a lease TTL must be between {} ms and {} ms; {} ms was asked",
+                    l.lease_ttl_ms_min, l.lease_ttl_ms_max, req.ttl_ms
+                ),
+            )
+            .into());
+        }
+        let group = self.ctx.route_prefix(&req.path)?;
+        let (h, rev, res) = self
+            .propose(LeaseCommand::Grant {
+                group: group.0,
+                ttl_ms: req.ttl_ms,
+            })
+            .await?;
+        match res {
+            LeaseResult::Granted { id, ttl_ms } => Ok(Response::new(pb::LeaseGrantResponse {
+                header: self.header(&h, rev),
+                id,
+                ttl_ms,
+            })),
+            other => Err(Error::Internal(format!("a grant answered {other:?}")).into()),
+        }
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<pb::LeaseKeepAliveRequest>,
+    ) -> std::result::Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        let ids = request.into_inner().ids;
+        if ids.is_empty() || ids.len() > KEEPALIVE_IDS_MAX {
+            return Err(Error::invalid(
+                "keepalive_ids",
+                "ids",
+                format!(
+                    "a keepalive carries 1 to {KEEPALIVE_IDS_MAX} lease ids; {} were given",
+                    ids.len()
+                ),
+            )
+            .into());
+        }
+        let mut by_group: BTreeMap<GroupId, Vec<u64>> = BTreeMap::new();
+        let mut results = Vec::new();
+        for id in ids {
+            match self.lease_group(id) {
+                Ok(g) => by_group.entry(g).or_default().push(id),
+                Err(_) => results.push(pb::LeaseKeepAliveResult {
+                    id,
+                    found: false,
+                    ttl_ms: 0,
+                }),
+            }
+        }
+        let waits = by_group
+            .into_iter()
+            .map(|(g, ids)| keepalive::keep_alive(&self.ctx, g, ids));
+        for answers in futures::future::join_all(waits).await {
+            for (id, ttl) in answers?.iter() {
+                results.push(pb::LeaseKeepAliveResult {
+                    id: *id,
+                    found: ttl.is_some(),
+                    ttl_ms: ttl.unwrap_or(0),
+                });
+            }
+        }
+        Ok(Response::new(pb::LeaseKeepAliveResponse { results }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> std::result::Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = request.into_inner().id;
+        self.lease_group(id)?;
+        let (h, rev, res) = self.propose(LeaseCommand::Revoke { id }).await?;
+        match res {
+            LeaseResult::Revoked { keys_deleted } => Ok(Response::new(pb::LeaseRevokeResponse {
+                header: self.header(&h, rev),
+                keys_deleted,
+            })),
+            other => Err(Error::Internal(format!("a revoke answered {other:?}")).into()),
+        }
+    }
+
+    async fn time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> std::result::Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let group = self.lease_group(req.id)?;
+        let linearizable = pb::ReadOptions {
+            consistency: pb::Consistency::Linearizable as i32,
+            ..Default::default()
+        };
+        let ready = self
+            .ctx
+            .prepare_read(group, Some(&linearizable), None)
+            .await?;
+        let (record, keys, revision) = {
+            let st = ready.handle.shared.read();
+            let Some(l) = st.leases.get(&req.id) else {
+                return Err(Error::Rejected {
+                    rule: "lease_not_found".into(),
+                    message: format!(
+                        "lease {} does not exist (it expired, was revoked, or was never granted)",
+                        req.id
+                    ),
+                }
+                .into());
+            };
+            let keys: Vec<String> = if req.keys {
+                l.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            (l.record.clone(), keys, st.revision)
+        };
+        let remaining = self.remaining(group, &[req.id]).await;
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: Some(ready.header(&self.ctx, revision)),
+            id: req.id,
+            ttl_ms: record.ttl_ms,
+            remaining_ms: remaining
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|v| i64::try_from(v).ok())
+                .unwrap_or(-1),
+            idle_ms: record.idle_ms,
+            keys,
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::LeaseListRequest>,
+    ) -> std::result::Result<Response<pb::LeaseListResponse>, Status> {
+        let path = request.into_inner().path;
+        let groups: Vec<GroupId> = if path.is_empty() {
+            self.ctx.host.groups().into_iter().map(|(g, _)| g).collect()
+        } else {
+            validate_prefix(&path).map_err(Error::from)?;
+            vec![self.ctx.route_prefix(&path)?]
+        };
+        let mut ids = Vec::new();
+        let mut header = None;
+        for g in groups {
+            let ready = self.ctx.prepare_read(g, None, None).await?;
+            let st = ready.handle.shared.read();
+            ids.extend(st.leases.keys().copied());
+            header = Some(ready.header(&self.ctx, st.revision));
+        }
+        Ok(Response::new(pb::LeaseListResponse { header, ids }))
+    }
+}
+
+type ObserveStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<pb::LeaderResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn acquire(
+        &self,
+        request: Request<pb::LockAcquireRequest>,
+    ) -> std::result::Result<Response<pb::LockAcquireResponse>, Status> {
+        let req = request.into_inner();
+        lock_name(&req.name)?;
+        validate_value(&req.value).map_err(Error::from)?;
+        let (kind, mode) = lock_kind(req.kind, req.limit, req.mode)?;
+        let l = &self.ctx.limits;
+        if req.wait_ms > l.lock_wait_ms_max {
+            return Err(Error::invalid(
+                "lock_wait",
+                "wait_ms",
+                format!(
+                    "an acquire waits at most {} ms; {} ms was asked",
+                    l.lock_wait_ms_max, req.wait_ms
+                ),
+            )
+            .into());
+        }
+        if req.lock_delay_ms > l.lock_delay_ms_max {
+            return Err(Error::invalid(
+                "lock_delay",
+                "lock_delay_ms",
+                format!(
+                    "the lock-delay is at most {} ms; {} ms was asked",
+                    l.lock_delay_ms_max, req.lock_delay_ms
+                ),
+            )
+            .into());
+        }
+        let started = tokio::time::Instant::now();
+        let cmd = LeaseCommand::Acquire {
+            name: req.name.clone(),
+            lease: req.lease,
+            kind,
+            mode,
+            value: req.value,
+            lock_delay_ms: req.lock_delay_ms,
+            wait: req.wait_ms > 0,
+        };
+        let (h, rev, res) = self.propose(cmd).await?;
+        let group = h.shared.group;
+        let (key, granted) = match res {
+            LeaseResult::Busy { holders } => {
+                return Ok(Response::new(pb::LockAcquireResponse {
+                    header: self.header(&h, rev),
+                    acquired: false,
+                    holders,
+                    ..Default::default()
+                }))
+            }
+            LeaseResult::Queued { key, granted } => (key, granted),
+            other => return Err(Error::Internal(format!("an acquire answered {other:?}")).into()),
+        };
+        let token = |revision| {
+            Some(pb::FencingToken {
+                group: group.0,
+                revision,
+            })
+        };
+        if let Some(t) = granted {
+            return Ok(Response::new(pb::LockAcquireResponse {
+                header: self.header(&h, rev),
+                acquired: true,
+                key,
+                token: token(t),
+                holders: Vec::new(),
+            }));
+        }
+        // Queued: wait for this waiter's own grant, at most wait_ms in all.
+        let mut guard = WaiterGuard {
+            ctx: self.ctx.clone(),
+            group,
+            key: key.clone(),
+            armed: true,
+        };
+        let waits = self
+            .ctx
+            .lock_waits
+            .get(&group)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("no lock waits for group {group}")))?;
+        let deadline = started + Duration::from_millis(req.wait_ms);
+        let outcome = async {
+            self.ctx.wait_applied(&h, rev).await?;
+            let rx = waits.register(&h.shared, &key);
+            rx.await
+                .map_err(|_| Error::Internal("the lock wait was dropped".into()))
+        };
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(WaitOutcome::Granted(t))) => {
+                guard.armed = false;
+                let applied = h.shared.applied();
+                Ok(Response::new(pb::LockAcquireResponse {
+                    header: self.header(&h, applied.max(t)),
+                    acquired: true,
+                    key,
+                    token: token(t),
+                    holders: Vec::new(),
+                }))
+            }
+            Ok(Ok(WaitOutcome::Gone)) => {
+                guard.armed = false;
+                Err(Error::Rejected {
+                    rule: "lock_waiter_gone".into(),
+                    message: format!(
+                        "the waiter {key:?} left the queue before the lock was granted (its lease \
+                         expired or it was released)"
+                    ),
+                }
+                .into())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::Deadline(format!(
+                "lock {:?} was not granted within {} ms; the waiter was withdrawn",
+                req.name, req.wait_ms
+            ))
+            .into()),
+        }
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::LockReleaseRequest>,
+    ) -> std::result::Result<Response<pb::LockReleaseResponse>, Status> {
+        let key = request.into_inner().key;
+        validate_key(&key).map_err(Error::from)?;
+        let (h, rev, res) = self.propose(LeaseCommand::Release { key }).await?;
+        match res {
+            LeaseResult::Released { was_holder } => Ok(Response::new(pb::LockReleaseResponse {
+                header: self.header(&h, rev),
+                was_holder,
+            })),
+            other => Err(Error::Internal(format!("a release answered {other:?}")).into()),
+        }
+    }
+
+    async fn check_fence(
+        &self,
+        request: Request<pb::CheckFenceRequest>,
+    ) -> std::result::Result<Response<pb::CheckFenceResponse>, Status> {
+        let req = request.into_inner();
+        lock_name(&req.name)?;
+        let token = req.token.ok_or_else(|| {
+            Error::invalid(
+                "fence_token",
+                "token",
+                "check_fence needs the token to check",
+            )
+        })?;
+        let group = self.ctx.route_key(&req.name)?;
+        let linearizable = pb::ReadOptions {
+            consistency: pb::Consistency::Linearizable as i32,
+            ..Default::default()
+        };
+        let ready = self
+            .ctx
+            .prepare_read(group, Some(&linearizable), None)
+            .await?;
+        let st = ready.handle.shared.read();
+        let valid = token.group == group.0 && st.fence_valid(&req.name, token.revision);
+        let holders = st
+            .locks
+            .get(&req.name)
+            .map(|l| {
+                l.holders()
+                    .filter_map(|w| w.granted)
+                    .map(|revision| pb::FencingToken {
+                        group: group.0,
+                        revision,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::CheckFenceResponse {
+            header: Some(ready.header(&self.ctx, st.revision)),
+            valid,
+            holders,
+        }))
+    }
+
+    async fn proclaim(
+        &self,
+        request: Request<pb::ProclaimRequest>,
+    ) -> std::result::Result<Response<pb::ProclaimResponse>, Status> {
+        let req = request.into_inner();
+        validate_key(&req.key).map_err(Error::from)?;
+        validate_value(&req.value).map_err(Error::from)?;
+        let (h, rev, _) = self
+            .propose(LeaseCommand::Proclaim {
+                key: req.key,
+                value: req.value,
+            })
+            .await?;
+        Ok(Response::new(pb::ProclaimResponse {
+            header: self.header(&h, rev),
+        }))
+    }
+
+    async fn leader(
+        &self,
+        request: Request<pb::LeaderRequest>,
+    ) -> std::result::Result<Response<pb::LeaderResponse>, Status> {
+        let name = request.into_inner().name;
+        lock_name(&name)?;
+        let group = self.ctx.route_key(&name)?;
+        let ready = self.ctx.prepare_read(group, None, None).await?;
+        Ok(Response::new(self.leader_of(&ready.handle, &name)))
+    }
+
+    type ObserveStream = ObserveStream;
+
+    async fn observe(
+        &self,
+        request: Request<pb::LeaderRequest>,
+    ) -> std::result::Result<Response<Self::ObserveStream>, Status> {
+        let name = request.into_inner().name;
+        lock_name(&name)?;
+        let group = self.ctx.route_key(&name)?;
+        let ready = self.ctx.prepare_read(group, None, None).await?;
+        let h = ready.handle;
+        let permit = self.ctx.watches.clone().try_acquire_owned().map_err(|_| {
+            Error::Unavailable(format!(
+                "this node already serves {} watch and observe streams; use another endpoint",
+                self.ctx.limits.watches_max
+            ))
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(OBSERVE_BUFFER);
+        let svc = self.clone();
+        let mut notices = h.shared.subscribe();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let ident = |r: &pb::LeaderResponse| (r.has_leader, r.key.clone(), r.value.clone());
+            let first = svc.leader_of(&h, &name);
+            let mut last = ident(&first);
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                let touched = tokio::select! {
+                    _ = tx.closed() => return,
+                    n = notices.recv() => match n {
+                        Ok(n) => match n.as_ref() {
+                            Notice::Applied { locks, events, .. } => locks.contains(&name)
+                                || events.iter().any(|e| e.kv.key.starts_with(&name)),
+                            Notice::Reset { .. } => true,
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                if !touched {
+                    continue;
+                }
+                let now = svc.leader_of(&h, &name);
+                if ident(&now) != last {
+                    last = ident(&now);
+                    if tx.send(Ok(now)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -6,13 +6,17 @@
 //!   request: any router then serves reads at least as new as what the session has observed
 //!   (read-your-writes, monotonic reads) and syncs a group the session switches to (sequential
 //!   consistency across groups).
+//! - [`locks`]: leases, sessions (one keepalive for all of a session's leases; the session
+//!   knows it is lost before the server frees anything), locks with fencing tokens, election.
 //! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
 //! - [`error`]: the typed errors decoded from the server's status details.
 
 pub mod error;
+pub mod locks;
 pub mod watch;
 
 pub use error::Error;
+pub use locks::{LockGuard, LockOptions, Session, SessionEvent};
 pub use meridian_proto::kv as pb;
 pub use watch::{WatchEvent, Watcher};
 
@@ -95,9 +99,15 @@ struct Inner {
 /// `last_group` when the session's previous operation is not known for sure.
 pub const UNKNOWN_GROUP: u64 = u64::MAX;
 
+fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// What an operation is, for the session's bookkeeping and retries.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum OpKind {
+pub(crate) enum OpKind {
     /// Sets the session's last group; retried only when it surely was not applied.
     Write,
     /// A sequential or linearizable read: sets the session's last group.
@@ -275,6 +285,12 @@ impl Client {
     }
 
     pub(crate) fn client(&self) -> Result<(String, KvClient<Channel>), Error> {
+        let (ep, channel) = self.channel()?;
+        Ok((ep, kv_client(channel)))
+    }
+
+    /// The channel to the current endpoint, made on first use.
+    pub(crate) fn channel(&self) -> Result<(String, Channel), Error> {
         let mut g = self.lock();
         let ep = g.endpoints[g.current % g.endpoints.len()].clone();
         let channel = match g.channels.get(&ep) {
@@ -289,12 +305,7 @@ impl Client {
                 c
             }
         };
-        Ok((
-            ep,
-            KvClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        ))
+        Ok((ep, channel))
     }
 
     /// Moves to the next endpoint (after a failure of `failed`).
@@ -348,12 +359,27 @@ impl Client {
         F: FnMut(KvClient<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.opts.call_timeout;
+        self.call_channel(kind, self.opts.rpc_timeout, |ch, t| f(kv_client(ch), t))
+            .await
+    }
+
+    /// The retry loop of every call, on the raw channel (any service), with an attempt
+    /// deadline of `rpc_timeout`.
+    pub(crate) async fn call_channel<T, F, Fut>(
+        &self,
+        kind: OpKind,
+        rpc_timeout: Duration,
+        mut f: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.opts.call_timeout.max(rpc_timeout);
         let mut backoff = BACKOFF_MS_MIN;
         loop {
-            let (ep, client) = self.client()?;
-            let res =
-                tokio::time::timeout(self.opts.rpc_timeout, f(client, self.opts.rpc_timeout)).await;
+            let (ep, channel) = self.channel()?;
+            let res = tokio::time::timeout(rpc_timeout, f(channel, rpc_timeout)).await;
             let err = match res {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(status)) => Error::from_status(status),
@@ -361,15 +387,11 @@ impl Client {
                     return Err(Error::Other {
                         code: tonic::Code::DeadlineExceeded,
                         message: format!(
-                            "{ep} did not answer within {:?}; the write may have been applied",
-                            self.opts.rpc_timeout
+                            "{ep} did not answer within {rpc_timeout:?}; the write may have been applied"
                         ),
                     })
                 }
-                Err(_) => Error::Unavailable(format!(
-                    "{ep} did not answer within {:?}",
-                    self.opts.rpc_timeout
-                )),
+                Err(_) => Error::Unavailable(format!("{ep} did not answer within {rpc_timeout:?}")),
             };
             if kind == OpKind::Write
                 && matches!(

@@ -236,6 +236,15 @@ impl Lease for LockService {
             .into());
         }
         let group = self.ctx.route_prefix(&req.path)?;
+        if let Some(id) = req.reuse.iter().find(|id| lease_group(**id) == group.0) {
+            let h = self.ctx.group(group)?;
+            let rev = h.shared.applied();
+            return Ok(Response::new(pb::LeaseGrantResponse {
+                header: self.header(&h, rev),
+                id: *id,
+                ttl_ms: req.ttl_ms,
+            }));
+        }
         let (h, rev, res) = self
             .propose(LeaseCommand::Grant {
                 group: group.0,

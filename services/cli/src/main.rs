@@ -3,11 +3,13 @@
 //! - [`verbs`]: put/get/del/ls/txn/watch/status, their human and JSON output, and the shell.
 //! - [`dev`]: `meridian dev`, a whole local cluster in one process.
 //! - [`bench`]: `meridian bench`, throughput and latency percentiles with hdrhistogram.
+//! - [`locks_cli`]: `meridian lease`, `meridian lock NAME -- COMMAND`, `meridian elect`.
 //! - [`ops`]: `meridian topology check`, `meridian wan-proxy`, `meridian wan cut|heal|status`.
 
 mod bench;
 mod bench_geo;
 mod dev;
+mod locks_cli;
 mod ops;
 mod output;
 mod txn_parse;
@@ -65,6 +67,14 @@ enum Command {
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
     Wan(ops::WanArgs),
+    /// Leases: grant, keepalive, revoke, ttl, list.
+    #[command(subcommand)]
+    Lease(locks_cli::LeaseCmd),
+    /// Run COMMAND while holding lock NAME (fencing token in MERIDIAN_FENCING_TOKEN); the
+    /// command is terminated if the lock is lost.
+    Lock(locks_cli::LockArgs),
+    /// Campaign in election NAME with VALUE, or observe its leader without VALUE.
+    Elect(locks_cli::ElectArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
 }
@@ -101,6 +111,11 @@ fn main() -> ExitCode {
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
+            Command::Lease(cmd) => {
+                locks_cli::lease(client(endpoints)?, cli.output, cmd).await
+            }
+            Command::Lock(args) => locks_cli::lock(client(endpoints)?, cli.output, args).await,
+            Command::Elect(args) => locks_cli::elect(client(endpoints)?, cli.output, args).await,
             Command::Verb(v) => verbs::run_one(endpoints, cli.output, v).await,
         }
     });
@@ -111,6 +126,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn client(endpoints: Vec<String>) -> anyhow::Result<meridian_sdk::Client> {
+    Ok(meridian_sdk::Client::new(endpoints, Default::default())?)
 }
 
 async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {

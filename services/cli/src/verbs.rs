@@ -31,6 +31,9 @@ pub struct PutArgs {
     /// Print the previous value.
     #[arg(long)]
     prev_kv: bool,
+    /// Attach the key to this lease: it is deleted when the lease ends (an ephemeral key).
+    #[arg(long, default_value_t = 0)]
+    lease: u64,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -152,7 +155,7 @@ async fn put(
             expected_version: args.expected_version,
             expected_mod_revision: args.expected_mod_revision,
             sequential: args.sequential,
-            lease: 0,
+            lease: args.lease,
             prev_kv: args.prev_kv,
             session: None,
         })

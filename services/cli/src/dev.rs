@@ -50,6 +50,11 @@ pub struct DevArgs {
     /// Address of the WAN emulator's control port (`meridian wan cut|heal|status`).
     #[arg(long, default_value = "127.0.0.1:0")]
     wan_control: SocketAddr,
+    /// Run every node as its own child process (`meridian dev-node`), so that tests can
+    /// SIGKILL, SIGSTOP and restart single nodes; the ready file lists each node's pid and the
+    /// command that restarts it.
+    #[arg(long)]
+    processes: bool,
     /// TEST ONLY: turn off the router's sync-on-switch, which breaks sequential consistency
     /// across groups (the anomaly test uses it to prove it can fail).
     #[arg(long, hide = true)]
@@ -160,6 +165,8 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
     };
 
     let mut nodes = Vec::new();
+    let mut children = Vec::new();
+    let mut node_info = serde_json::Map::new();
     for n in &topology.nodes {
         let cfg = NodeConfig {
             node_id: n.id,
@@ -173,6 +180,15 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             },
             ..NodeConfig::default()
         };
+        if args.processes {
+            let (child, argv) = spawn_node(args, &cfg, &data_dir)?;
+            node_info.insert(
+                n.id.to_string(),
+                json!({"pid": child.id(), "address": n.address, "region": n.region, "restart": argv}),
+            );
+            children.push(child);
+            continue;
+        }
         let node = Node::start_with(cfg, topology.clone())
             .await
             .with_context(|| format!("starting node {} on {}", n.id, n.address))?;
@@ -209,7 +225,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
         "meridian dev: topology {} — {} regions, {} nodes, {} groups; data in {}",
         topology.name,
         topology.regions.len(),
-        nodes.len(),
+        nodes.len() + children.len(),
         topology.groups.len(),
         data_dir.display()
     );
@@ -238,6 +254,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             "regions": regions,
             "wan_control": control.map(|c| c.to_string()),
             "data_dir": data_dir,
+            "nodes": node_info,
         });
         write_ready(path, &ready)?;
     }
@@ -246,7 +263,102 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
     for n in nodes {
         n.shutdown().await;
     }
+    for mut c in children {
+        if let Some(pid) = c.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(20), c.wait())
+            .await
+            .is_err()
+        {
+            let _ = c.kill().await;
+        }
+    }
     drop(relays);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `cfg` next to the node's data and starts `meridian dev-node` for it. Returns the
+/// child and the command line that starts it again.
+fn spawn_node(
+    args: &DevArgs,
+    cfg: &NodeConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, Vec<String>)> {
+    std::fs::create_dir_all(data_dir).context("creating the data directory")?;
+    let path = data_dir.join(format!("node-{}.toml", cfg.node_id));
+    let text = toml::to_string(cfg).context("encoding a node configuration")?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    let exe = std::env::current_exe().context("locating the meridian binary")?;
+    let mut argv = vec![
+        exe.display().to_string(),
+        "dev-node".to_string(),
+        "--config".to_string(),
+        path.display().to_string(),
+        "--port".to_string(),
+        args.port.to_string(),
+    ];
+    if let Some(t) = &args.topology {
+        argv.push("--topology".into());
+        argv.push(t.display().to_string());
+    }
+    let log = std::fs::File::create(data_dir.join(format!("node-{}.log", cfg.node_id)))
+        .context("creating a node log")?;
+    let child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting node {}", cfg.node_id))?;
+    Ok((child, argv))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevNodeArgs {
+    /// The node's configuration (written by `meridian dev --processes`).
+    #[arg(long)]
+    config: PathBuf,
+    /// The port every node of the topology listens on.
+    #[arg(long, default_value_t = 7400)]
+    port: u16,
+    /// Topology file (default: the built-in local-3region).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+}
+
+/// One node of a `meridian dev --processes` cluster. Exits on SIGTERM, or when the process
+/// that started it is gone (so no node outlives its cluster).
+pub async fn run_node(args: DevNodeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = NodeConfig::load(Some(&args.config))?;
+    let mut topology = match &args.topology {
+        Some(path) => Topology::load(path)?,
+        None => Topology::parse(LOCAL_3REGION, "local-3region.toml (built in)")?,
+    };
+    for n in &mut topology.nodes {
+        n.address = with_port(&n.address, args.port);
+    }
+    let id = cfg.node_id;
+    let node = Node::start_with(cfg, Arc::new(topology))
+        .await
+        .with_context(|| format!("starting node {id}"))?;
+    let parent = std::os::unix::process::parent_id();
+    let orphaned = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = crate::wait_for_signal() => {}
+        _ = orphaned => eprintln!("node {id}: the process that started it is gone; stopping"),
+    }
+    node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -54,6 +54,9 @@ enum Command {
     },
     /// Run a whole local cluster (3 nodes) until Ctrl-C.
     Dev(dev::DevArgs),
+    /// One node of `meridian dev --processes` (started by it).
+    #[command(hide = true)]
+    DevNode(dev::DevNodeArgs),
     /// Read commands from stdin, one per line, and run them all in one session.
     Shell,
     /// Measure put/get throughput and latency percentiles.
@@ -105,15 +108,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server { config } => run_server(config).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::DevNode(args) => dev::run_node(args).await,
             Command::Shell => verbs::shell(endpoints, cli.output).await,
             Command::Bench(args) => bench::run(args, endpoints).await,
             Command::BenchGeo(args) => bench_geo::run(args).await,
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
-            Command::Lease(cmd) => {
-                locks_cli::lease(client(endpoints)?, cli.output, cmd).await
-            }
+            Command::Lease(cmd) => locks_cli::lease(client(endpoints)?, cli.output, cmd).await,
             Command::Lock(args) => locks_cli::lock(client(endpoints)?, cli.output, args).await,
             Command::Elect(args) => locks_cli::elect(client(endpoints)?, cli.output, args).await,
             Command::Verb(v) => verbs::run_one(endpoints, cli.output, v).await,

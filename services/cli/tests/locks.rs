@@ -403,3 +403,65 @@ async fn lease_and_lock_bad_input() {
         .is_empty());
     node.shutdown().await;
 }
+
+/// Lease expiry runs on the injected monotonic clock and nothing else: with the clock held
+/// still, real (wall and monotonic) time passing far beyond the TTL expires nothing; moving
+/// the injected clock past the TTL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_follows_only_the_injected_clock() {
+    common::watchdog(Duration::from_secs(300));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ip = "127.0.44.6";
+    let addr = format!("{ip}:{}", common::free_port(ip));
+    let cfg = meridian_server::NodeConfig {
+        node_id: 1,
+        listen: addr.clone(),
+        advertise: Some(addr.clone()),
+        data_dir: dir.path().join("n1"),
+        bootstrap: true,
+        ..meridian_server::NodeConfig::default()
+    };
+    let topology = meridian_topology::Topology::single_region("local", &[(1, addr.clone())]);
+    let clock = meridian_locks::ManualClock::default();
+    let node = meridian_server::Node::start_with_clock(
+        cfg,
+        std::sync::Arc::new(topology),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await
+    .expect("start");
+    let c = Client::new(vec![addr], Options::default()).expect("client");
+    let lease = loop {
+        match c.lease_grant("/e/", Duration::from_secs(1)).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    c.put_request(pb::PutRequest {
+        key: b"/e/k".to_vec(),
+        value: b"v".to_vec(),
+        lease: lease.id,
+        ..Default::default()
+    })
+    .await
+    .expect("put");
+    // Three TTLs of real time; the injected clock moved 900 ms.
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.advance(30);
+    }
+    assert!(
+        c.get("/e/k").await.expect("get").is_some(),
+        "expired by real time"
+    );
+    clock.advance(200);
+    let moved = Instant::now();
+    while c.get("/e/k").await.expect("get").is_some() {
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "did not expire on the injected clock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+}

@@ -357,3 +357,144 @@ pub async fn elect(client: Client, format: Format, args: ElectArgs) -> anyhow::R
     guard.release().await?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `meridian lock-probe`: a deliberately naive lock client for fault tests. It takes lock
+/// NAME again and again; while holding, it writes to a resource server (one TCP line
+/// `CLIENT GROUP:REVISION`, answered `ok` or `rejected`) every 50 ms *without* first checking
+/// that its session is still alive — exactly the client that fencing tokens protect against.
+/// It records every acquire, write and hold (wall-clock ns, for a history checker) as JSON
+/// lines in `--out`.
+#[derive(clap::Args, Debug)]
+pub struct LockProbeArgs {
+    name: String,
+    #[arg(long)]
+    client: String,
+    #[arg(long, default_value_t = 3000)]
+    ttl_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    hold_ms: u64,
+    #[arg(long)]
+    seconds: u64,
+    /// host:port of the resource server.
+    #[arg(long)]
+    resource: String,
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+fn wall_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// A monotonic instant as wall-clock ns (for recording only).
+fn wall_of(at: tokio::time::Instant) -> u128 {
+    let now = tokio::time::Instant::now();
+    let wall = wall_ns();
+    if at >= now {
+        wall + (at - now).as_nanos()
+    } else {
+        wall.saturating_sub((now - at).as_nanos())
+    }
+}
+
+async fn resource_write(addr: &str, client: &str, token: &str) -> Option<bool> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("{client} {token}\n").as_bytes())
+            .await
+            .ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.ok()?;
+        Some(line.trim() == "ok")
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+pub async fn lock_probe(client: Client, args: LockProbeArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    let mut record = |v: serde_json::Value| -> anyhow::Result<()> {
+        writeln!(out, "{v}")?;
+        out.flush()?;
+        Ok(())
+    };
+    let end = tokio::time::Instant::now() + Duration::from_secs(args.seconds);
+    let ttl = Duration::from_millis(args.ttl_ms);
+    let mut session = Session::new(client.clone(), ttl);
+    while tokio::time::Instant::now() < end {
+        if session.is_lost() {
+            session = Session::new(client.clone(), ttl);
+        }
+        let opts = LockOptions {
+            wait: Some(Duration::from_secs(5)),
+            value: args.client.clone().into_bytes(),
+            ..LockOptions::default()
+        };
+        let guard = match session.lock(&args.name, opts).await {
+            Ok(Some(g)) => g,
+            Ok(None) => continue,
+            Err(e) => {
+                record(
+                    json!({"client": args.client, "event": "error", "at": wall_ns().to_string(), "error": e.to_string()}),
+                )?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let acquired_at = wall_ns();
+        let token = guard.token_string();
+        record(
+            json!({"client": args.client, "event": "acquired", "token": token, "at": acquired_at.to_string()}),
+        )?;
+        let hold_end = tokio::time::Instant::now() + Duration::from_millis(args.hold_ms);
+        let write = |last: bool| {
+            let (resource, client, token) =
+                (args.resource.clone(), args.client.clone(), token.clone());
+            async move {
+                let at = wall_ns();
+                let ok = resource_write(&resource, &client, &token).await;
+                json!({"client": client, "event": "write", "token": token,
+                       "at": at.to_string(), "ok": ok, "last": last})
+            }
+        };
+        loop {
+            // Naive on purpose: writes first, looks at the session after.
+            record(write(false).await)?;
+            if session.is_lost() || tokio::time::Instant::now() >= hold_end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // And one last write to flush its work before releasing — still without looking.
+        record(write(true).await)?;
+        let lost = session.is_lost();
+        let deadline = session.deadline().map(wall_of).unwrap_or(0);
+        let released_at = wall_ns();
+        if !lost {
+            let _ = guard.release().await;
+        }
+        let valid_until = if lost {
+            deadline
+        } else {
+            released_at.min(deadline)
+        };
+        record(
+            json!({"client": args.client, "event": "held", "token": token,
+                      "acquired_at": acquired_at.to_string(), "valid_until": valid_until.to_string(),
+                      "lost": lost}),
+        )?;
+    }
+    let _ = session.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -78,6 +78,9 @@ enum Command {
     Lock(locks_cli::LockArgs),
     /// Campaign in election NAME with VALUE, or observe its leader without VALUE.
     Elect(locks_cli::ElectArgs),
+    /// A naive lock client for fault tests (records its history).
+    #[command(hide = true)]
+    LockProbe(locks_cli::LockProbeArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
 }
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
             Command::Lease(cmd) => locks_cli::lease(client(endpoints)?, cli.output, cmd).await,
             Command::Lock(args) => locks_cli::lock(client(endpoints)?, cli.output, args).await,
             Command::Elect(args) => locks_cli::elect(client(endpoints)?, cli.output, args).await,
+            Command::LockProbe(args) => locks_cli::lock_probe(client(endpoints)?, args).await,
             Command::Verb(v) => verbs::run_one(endpoints, cli.output, v).await,
         }
     });

@@ -431,6 +431,18 @@ impl Session {
             code: tonic::Code::Internal,
             message: "a granted lock came without a fencing token".into(),
         })?;
+        // A grant that arrives after the session's own deadline is worthless: the server may
+        // free it any moment, and this client could not know when. Give it back.
+        if self.is_lost() || self.deadline().is_some_and(|d| d <= Instant::now()) {
+            let _ = self.inner.client.lock_release(&r.key).await;
+            return Err(Error::Other {
+                code: tonic::Code::FailedPrecondition,
+                message: format!(
+                    "lock {name:?} was granted after the session's lease deadline passed; it was \
+                     released — start a new session"
+                ),
+            });
+        }
         Ok(Some(LockGuard {
             session: self.clone(),
             name: name.to_string(),

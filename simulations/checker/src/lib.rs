@@ -1,4 +1,5 @@
-//! Checkers over recorded histories: cross-group sequential consistency.
+//! Checkers over recorded histories: cross-group sequential consistency, and lock safety
+//! ([`locks`]: no two valid holders, fencing tokens strictly increasing).
 //!
 //! - [`history`]: what was recorded — sessions of completed reads and writes ([`History`]).
 //! - `prepare`: checks of the record itself (each key in one group, unique write values, reads
@@ -67,10 +68,12 @@
 
 mod graph;
 pub mod history;
+pub mod locks;
 mod prepare;
 pub mod violation;
 
 pub use history::{History, Op, OpKind};
+pub use locks::{FenceRejected, FencedResource, Hold, LockHistory, LockReport, LockViolation};
 pub use violation::Violation;
 
 /// Checks that `history` is sequentially consistent across groups.

@@ -28,10 +28,10 @@ pub struct BenchGeoArgs {
     port: u16,
 }
 
-struct Dev {
+pub(crate) struct Dev {
     child: Child,
     _dir: tempfile::TempDir,
-    ready: serde_json::Value,
+    pub(crate) ready: serde_json::Value,
 }
 
 impl Drop for Dev {
@@ -43,6 +43,11 @@ impl Drop for Dev {
 
 impl Dev {
     fn start(port: u16, wan: bool) -> anyhow::Result<Dev> {
+        Self::start_with(port, if wan { &[] } else { &["--no-wan"] })
+    }
+
+    /// `meridian dev --port PORT EXTRA…`, once ready.
+    pub(crate) fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Dev> {
         let dir = tempfile::tempdir()?;
         let ready_path = dir.path().join("ready.json");
         let exe = std::env::current_exe().context("locating the meridian binary")?;
@@ -51,9 +56,7 @@ impl Dev {
             .arg(&ready_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if !wan {
-            cmd.arg("--no-wan");
-        }
+        cmd.args(extra);
         let child = cmd.spawn().context("starting meridian dev")?;
         let mut dev = Dev {
             child,
@@ -74,7 +77,7 @@ impl Dev {
         anyhow::bail!("meridian dev did not become ready")
     }
 
-    fn client(&self, region: &str) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self, region: &str) -> anyhow::Result<Client> {
         let ep = self.ready["regions"][region]["endpoint"]
             .as_str()
             .with_context(|| format!("no region {region}"))?;
@@ -82,12 +85,12 @@ impl Dev {
     }
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3)
         .unwrap_or_else(|_| unreachable!("valid histogram bounds"))
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 

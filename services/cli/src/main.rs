@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_geo;
+mod bench_locks;
 mod dev;
 mod locks_cli;
 mod ops;
@@ -63,6 +64,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the router under the WAN emulator (starts its own dev clusters).
     BenchGeo(bench_geo::BenchGeoArgs),
+    /// Measure locks and leases: latency, failover, keepalive aggregation, memory.
+    BenchLocks(bench_locks::BenchLocksArgs),
     /// Topology files.
     #[command(subcommand)]
     Topology(ops::TopologyCmd),
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
             Command::Shell => verbs::shell(endpoints, cli.output).await,
             Command::Bench(args) => bench::run(args, endpoints).await,
             Command::BenchGeo(args) => bench_geo::run(args).await,
+            Command::BenchLocks(args) => bench_locks::run(args).await,
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,

@@ -349,16 +349,20 @@ async fn global_lock_is_safe_under_faults() {
     sleep_until(at(24)).await;
     let stop_deadline = Instant::now() + Duration::from_secs(15);
     let (stopped, stopped_token) = loop {
+        // A holder early in its hold (acquired under 150 ms ago), so the stop lands before
+        // its last write and its release.
+        let now = wall_ns();
         let holder = probes.iter().find_map(|(name, _, _, out)| {
             let r = read_probe(out);
-            let (_, tok, _) = r.acquires.last()?;
-            (!r.holds.iter().any(|h| h.token == *tok)).then_some((*name, *tok))
+            let (_, tok, at) = r.acquires.last()?;
+            let fresh = now.saturating_sub(*at) < 150_000_000;
+            (fresh && !r.holds.iter().any(|h| h.token == *tok)).then_some((*name, *tok))
         });
         if let Some(h) = holder {
             break h;
         }
         assert!(Instant::now() < stop_deadline, "no holder to stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let pid = probes
         .iter()

@@ -298,6 +298,14 @@ fn local_status(ctx: &NodeCtx) -> pb::StatusResponse {
         forwarded_writes: ctx
             .forwarded_writes
             .load(std::sync::atomic::Ordering::Relaxed),
+        keepalive_requests: ctx
+            .keepalives
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        keepalive_refreshes: ctx
+            .keepalives
+            .refreshes
+            .load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 

@@ -1,0 +1,99 @@
+//! Lease expiry ignores the wall clock: a node process whose wall clock jumps a day forward
+//! (libfaketime, monotonic clock untouched) expires a lease neither early nor late.
+
+mod common;
+
+use meridian_sdk::{pb, Client, Options};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
+    common::watchdog(Duration::from_secs(300));
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: apt-get install faketime (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ip = "127.0.45.1";
+    let addr = format!("{ip}:{}", common::free_port(ip));
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n[[peers]]\nid = 1\naddress = \"{addr}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").expect("offset file");
+    let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
+    let mut node = Command::new(common::BIN)
+        .args(["server", "--config"])
+        .arg(&config)
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("MERIDIAN_LOG", "warn,meridian_server::lease_driver=debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the node");
+    let c = Client::new(
+        vec![addr],
+        Options {
+            call_timeout: Duration::from_secs(30),
+            ..Options::default()
+        },
+    )
+    .expect("client");
+    let ttl = Duration::from_secs(4);
+    let lease = c.lease_grant("/svc/", ttl).await.expect("grant").id;
+    let granted = Instant::now();
+    c.put_request(pb::PutRequest {
+        key: b"/svc/x".to_vec(),
+        value: b"v".to_vec(),
+        lease,
+        ..Default::default()
+    })
+    .await
+    .expect("ephemeral put");
+    // One second in, the node's wall clock jumps a day forward.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&offset, "+1d\n").expect("jump");
+    let gone_at = loop {
+        let kv = c.get("/svc/x").await.expect("get");
+        if kv.is_none() {
+            break granted.elapsed();
+        }
+        assert!(
+            granted.elapsed() < ttl + Duration::from_secs(3),
+            "never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(
+        gone_at >= ttl,
+        "expired {gone_at:?} after the grant: before its TTL"
+    );
+    // The jump really happened in the node: its expiry was logged with tomorrow's date.
+    let text = std::fs::read_to_string(dir.path().join("node.log")).expect("log");
+    let tomorrow = Command::new("date")
+        .args(["-u", "-d", "tomorrow", "+%Y-%m-%d"])
+        .output()
+        .expect("date");
+    let tomorrow = String::from_utf8_lossy(&tomorrow.stdout).trim().to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("leases expired") && l.contains(&tomorrow)),
+        "no expiry logged at the jumped wall-clock date {tomorrow}:\n{text}"
+    );
+}

@@ -275,8 +275,8 @@ async fn keepalive(args: &BenchLocksArgs) -> anyhow::Result<()> {
         "== keepalive aggregation: {} sessions on one router ({ep}), TTL {ttl:?} ==",
         args.sessions
     );
-    // Connections are shared by clients of one channel: 16 clients, sessions spread over them.
-    let clients: Vec<Client> = (0..16)
+    // Sessions share 64 client connections (HTTP/2 caps concurrent streams per connection).
+    let clients: Vec<Client> = (0..64)
         .map(|_| Client::new(vec![ep.clone()], Options::default()))
         .collect::<Result<_, _>>()?;
     let mut sessions = Vec::new();

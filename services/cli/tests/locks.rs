@@ -465,3 +465,40 @@ async fn expiry_follows_only_the_injected_clock() {
     }
     node.shutdown().await;
 }
+
+/// Keepalives of many clients share one Refresh entry, but each answer names only the
+/// caller's own leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_keepalives_answer_only_the_callers_leases() {
+    common::watchdog(Duration::from_secs(300));
+    let (_dir, node, c) = node("127.0.44.7").await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            c.lease_grant("/k/", Duration::from_secs(5))
+                .await
+                .expect("grant")
+                .id,
+        );
+    }
+    let before = c.status(false).await.expect("status");
+    let calls = ids.iter().map(|id| {
+        let c = c.clone();
+        let id = *id;
+        async move { (id, c.lease_keep_alive(&[id], Duration::from_secs(5)).await) }
+    });
+    for (id, r) in futures::future::join_all(calls).await {
+        let r = r.expect("keepalive");
+        assert_eq!(r.results.len(), 1, "{r:?}");
+        assert_eq!((r.results[0].id, r.results[0].found), (id, true));
+    }
+    let after = c.status(false).await.expect("status");
+    let requests = after.keepalive_requests - before.keepalive_requests;
+    let refreshes = after.keepalive_refreshes - before.keepalive_refreshes;
+    assert_eq!(requests, 20);
+    assert!(
+        refreshes <= 3,
+        "20 concurrent keepalives took {refreshes} Refresh entries"
+    );
+    node.shutdown().await;
+}

@@ -472,7 +472,7 @@ impl Session {
     /// Revokes every lease of the session (its ephemeral keys and locks go at once).
     pub async fn close(&self) -> Result<(), Error> {
         let ids = self.leases();
-        self.mark_lost("the session was closed".into());
+        self.mark_lost(CLOSED.into());
         for id in ids {
             match self.inner.client.lease_revoke(id).await {
                 Ok(_) => {}
@@ -484,12 +484,18 @@ impl Session {
     }
 }
 
+const CLOSED: &str = "the session was closed";
+
 fn mark_lost(inner: &SessionInner, reason: String) {
     inner.lost.send_if_modified(|v| {
         if v.is_some() {
             return false;
         }
-        tracing::warn!(%reason, "session lost");
+        if reason == CLOSED {
+            tracing::debug!("session closed");
+        } else {
+            tracing::warn!(%reason, "session lost");
+        }
         *v = Some(SessionEvent::Lost { reason });
         true
     });
@@ -524,7 +530,10 @@ async fn keep(inner: std::sync::Weak<SessionInner>) {
             return;
         }
         let sent = Instant::now();
-        let attempt = every.max(Duration::from_millis(100));
+        // An attempt may take until the deadline: a slow answer is still a good one.
+        let attempt = deadline
+            .saturating_duration_since(sent)
+            .max(Duration::from_millis(100));
         let outcome = tokio::select! {
             r = s.client.lease_keep_alive(&ids, attempt) => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,

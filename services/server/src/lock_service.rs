@@ -289,17 +289,24 @@ impl Lease for LockService {
                 }),
             }
         }
-        let waits = by_group
-            .into_iter()
-            .map(|(g, ids)| keepalive::keep_alive(&self.ctx, g, ids));
+        // Each answer covers a whole aggregated refresh: report only this request's leases.
+        let waits = by_group.into_iter().map(|(g, ids)| async move {
+            let answers = keepalive::keep_alive(&self.ctx, g, ids.clone()).await?;
+            Ok::<_, Error>(
+                ids.into_iter()
+                    .map(|id| {
+                        let ttl = answers.get(&id).copied().flatten();
+                        pb::LeaseKeepAliveResult {
+                            id,
+                            found: ttl.is_some(),
+                            ttl_ms: ttl.unwrap_or(0),
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
         for answers in futures::future::join_all(waits).await {
-            for (id, ttl) in answers?.iter() {
-                results.push(pb::LeaseKeepAliveResult {
-                    id: *id,
-                    found: ttl.is_some(),
-                    ttl_ms: ttl.unwrap_or(0),
-                });
-            }
+            results.extend(answers?);
         }
         Ok(Response::new(pb::LeaseKeepAliveResponse { results }))
     }

@@ -502,3 +502,139 @@ async fn aggregated_keepalives_answer_only_the_callers_leases() {
     );
     node.shutdown().await;
 }
+
+/// Herd-free: ten waiters queue on a mutex; each release wakes exactly the next one, the
+/// others keep waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_only_the_next_waiter() {
+    common::watchdog(Duration::from_secs(300));
+    let (_dir, node, c) = node("127.0.44.8").await;
+    let holder = Session::new(c.clone(), Duration::from_secs(10));
+    let mut current = holder
+        .lock("/h/m", LockOptions::default())
+        .await
+        .expect("acquire")
+        .expect("granted");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..10 {
+        let s = Session::new(c.clone(), Duration::from_secs(10));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let g = s
+                .lock(
+                    "/h/m",
+                    LockOptions {
+                        wait: Some(Duration::from_secs(60)),
+                        ..LockOptions::default()
+                    },
+                )
+                .await;
+            let _ = tx.send((i, g, s));
+        });
+        // Queue in a known order.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "a waiter was granted while the lock was held"
+        );
+        current.release().await.expect("release");
+        let (i, g, _s) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the next waiter is woken")
+            .expect("channel");
+        current = g.expect("acquire").expect("granted");
+        order.push(i);
+    }
+    assert_eq!(
+        order,
+        (0..10).collect::<Vec<_>>(),
+        "not granted in queue order"
+    );
+    node.shutdown().await;
+}
+
+/// The CLI: `lease grant|ttl|list|revoke`, and `meridian lock -- COMMAND` passing the token
+/// and killing the command (SIGTERM, then SIGKILL) when the lock is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lease_and_lock() {
+    common::watchdog(Duration::from_secs(300));
+    let (_dir, node, _c) = node("127.0.44.9").await;
+    let addr = node.local_addr.to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(["--endpoint", &addr])
+            .args(args)
+            .output()
+            .expect("run meridian")
+    };
+    let o = run(&["--output", "json", "lease", "grant", "/c/", "--ttl", "5"]);
+    assert!(o.status.success(), "{o:?}");
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    let o = run(&["lease", "ttl", &id.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("TTL 5000 ms"),
+        "{o:?}"
+    );
+    let o = run(&["lease", "list"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&id.to_string()),
+        "{o:?}"
+    );
+    let o = run(&["lease", "revoke", &id.to_string()]);
+    assert!(o.status.success(), "{o:?}");
+    let o = run(&["lease", "revoke", &id.to_string()]);
+    assert!(!o.status.success(), "revoking twice must fail: {o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not exist"),
+        "{o:?}"
+    );
+    // The token reaches the command.
+    let o = run(&[
+        "lock",
+        "/c/l",
+        "--",
+        "sh",
+        "-c",
+        "echo token=$MERIDIAN_FENCING_TOKEN",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("token=1:"), "{out}");
+    // A lock lost while the command runs: the command (deaf to SIGTERM) is killed, exit 3.
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "--endpoint",
+            &addr,
+            "lock",
+            "/c/l",
+            "--ttl",
+            "2",
+            "--kill-after",
+            "1",
+        ])
+        .args(["--", "sh", "-c", "trap '' TERM; sleep 100"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lock");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    node.shutdown().await;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the command was not terminated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(3), "{status:?}");
+}

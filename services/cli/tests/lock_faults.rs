@@ -336,7 +336,7 @@ async fn global_lock_is_safe_under_faults() {
     nodes.signal(leader, "-KILL");
     let killed_at = Instant::now();
     let (next, _) = nodes
-        .new_leader(GLOBAL_GROUP, term, Duration::from_secs(20))
+        .new_leader(GLOBAL_GROUP, term, Duration::from_secs(40))
         .await;
     eprintln!(
         "global leader {leader} killed; node {next} leads after {:?}",
@@ -523,14 +523,15 @@ async fn ephemeral_key_of_a_killed_client_expires_across_leader_changes() {
     let (l1, t1) = nodes.leader(US_EAST_GROUP).await.expect("leader");
     nodes.signal(l1, "-KILL");
     let (l2, t2) = nodes
-        .new_leader(US_EAST_GROUP, t1, Duration::from_secs(20))
+        .new_leader(US_EAST_GROUP, t1, Duration::from_secs(40))
         .await;
     nodes.restart(l1, dev.dir.path());
     tokio::time::sleep(Duration::from_millis(500)).await;
     nodes.signal(l2, "-KILL");
     let (l3, _) = nodes
-        .new_leader(US_EAST_GROUP, t2, Duration::from_secs(20))
+        .new_leader(US_EAST_GROUP, t2, Duration::from_secs(40))
         .await;
+    let last_leader_seen = Instant::now();
     nodes.restart(l2, dev.dir.path());
     eprintln!(
         "leaders {l1} -> {l2} -> {l3} within {:?} of the kill",
@@ -548,9 +549,12 @@ async fn ephemeral_key_of_a_killed_client_expires_across_leader_changes() {
         if present.as_ref().is_ok_and(|r| r.kv.is_none()) {
             break Instant::now();
         }
+        // The rule: the last leader gives the lease its TTL from its takeover (nothing was
+        // checkpointed: it was idle under half its TTL at each change), and takes over just
+        // after it is seen leading.
         assert!(
-            killed.elapsed() < ttl + Duration::from_secs(15),
-            "the key outlived its TTL by more than 15 s"
+            last_leader_seen.elapsed() < ttl + Duration::from_secs(4),
+            "the key outlived the last takeover + TTL by more than 4 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -564,9 +568,11 @@ async fn ephemeral_key_of_a_killed_client_expires_across_leader_changes() {
         since_ack + Duration::from_millis(700) >= ttl,
         "expired before its TTL: {since_ack:?}"
     );
+    // Bounded slack: the TTL plus the time the two failovers took.
+    let failovers = last_leader_seen - killed;
     assert!(
-        since_kill <= ttl + Duration::from_secs(15),
-        "slack beyond bound: {since_kill:?}"
+        since_kill <= ttl + failovers + Duration::from_secs(4),
+        "{since_kill:?} after the kill, with failovers taking {failovers:?}"
     );
     drop(nodes);
 }

@@ -145,6 +145,14 @@ impl LockService {
     }
 }
 
+/// Read options of a linearizable read (lease TTLs, fences: never from a stale replica).
+fn linearizable() -> pb::ReadOptions {
+    pb::ReadOptions {
+        consistency: pb::Consistency::Linearizable as i32,
+        ..Default::default()
+    }
+}
+
 fn lock_kind(kind: i32, limit: u32, mode: i32) -> Result<(LockKind, LockMode)> {
     let kind = match pb::LockKind::try_from(kind) {
         Ok(pb::LockKind::Mutex) => LockKind::Mutex,
@@ -333,13 +341,9 @@ impl Lease for LockService {
     ) -> std::result::Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
         let group = self.lease_group(req.id)?;
-        let linearizable = pb::ReadOptions {
-            consistency: pb::Consistency::Linearizable as i32,
-            ..Default::default()
-        };
         let ready = self
             .ctx
-            .prepare_read(group, Some(&linearizable), None)
+            .prepare_read(group, Some(&linearizable()), None)
             .await?;
         let (record, keys, revision) = {
             let st = ready.handle.shared.read();
@@ -556,13 +560,9 @@ impl Lock for LockService {
             )
         })?;
         let group = self.ctx.route_key(&req.name)?;
-        let linearizable = pb::ReadOptions {
-            consistency: pb::Consistency::Linearizable as i32,
-            ..Default::default()
-        };
         let ready = self
             .ctx
-            .prepare_read(group, Some(&linearizable), None)
+            .prepare_read(group, Some(&linearizable()), None)
             .await?;
         let st = ready.handle.shared.read();
         let valid = token.group == group.0 && st.fence_valid(&req.name, token.revision);

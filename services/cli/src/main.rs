@@ -13,6 +13,7 @@ mod dev;
 mod locks_cli;
 mod ops;
 mod output;
+mod sim;
 mod txn_parse;
 mod verbs;
 
@@ -73,6 +74,9 @@ enum Command {
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
     Wan(ops::WanArgs),
+    /// Simulations: `sim plan` predicts latency per placement and recommends one.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
     /// Leases: grant, keepalive, revoke, ttl, list.
     #[command(subcommand)]
     Lease(locks_cli::LeaseCmd),
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
+            Command::Sim(cmd) => sim::run(cmd),
             Command::Lease(cmd) => locks_cli::lease(client(endpoints)?, cli.output, cmd).await,
             Command::Lock(args) => locks_cli::lock(client(endpoints)?, cli.output, args).await,
             Command::Elect(args) => locks_cli::elect(client(endpoints)?, cli.output, args).await,

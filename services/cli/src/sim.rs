@@ -1,0 +1,34 @@
+//! `meridian sim …`: simulations that help decide where data should live.
+//! `sim plan`: the what-if placement planner (`meridian-planner`).
+
+use anyhow::Context;
+use meridian_topology::Topology;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SimCmd {
+    /// Predict, per domain and allowed owner, the latency every region's clients would see;
+    /// recommend an owner.
+    Plan {
+        #[arg(long)]
+        topology: PathBuf,
+        #[arg(long)]
+        workload: PathBuf,
+    },
+}
+
+pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SimCmd::Plan { topology, workload } => {
+            let t = Topology::load(&topology)?;
+            let name = workload.display().to_string();
+            let text =
+                std::fs::read_to_string(&workload).with_context(|| format!("reading {name}"))?;
+            let w = meridian_planner::Workload::parse(&text, &name)?;
+            let plans = meridian_planner::plan(&t, &w, &name)?;
+            print!("{}", meridian_planner::render(&plans));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -14,6 +14,7 @@ mod locks_cli;
 mod ops;
 mod output;
 mod sim;
+mod sim_run;
 mod txn_parse;
 mod verbs;
 
@@ -126,7 +127,7 @@ fn main() -> ExitCode {
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
-            Command::Sim(cmd) => sim::run(cmd),
+            Command::Sim(cmd) => sim::run(cmd).await,
             Command::Lease(cmd) => locks_cli::lease(client(endpoints)?, cli.output, cmd).await,
             Command::Lock(args) => locks_cli::lock(client(endpoints)?, cli.output, args).await,
             Command::Elect(args) => locks_cli::elect(client(endpoints)?, cli.output, args).await,

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SimCmd {
+    /// Run a scenario (deployment modes × workload mixes) under the WAN emulator.
+    Run(crate::sim_run::SimRunArgs),
     /// Predict, per domain and allowed owner, the latency every region's clients would see;
     /// recommend an owner.
     Plan {
@@ -18,8 +20,9 @@ pub enum SimCmd {
     },
 }
 
-pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
+pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        SimCmd::Run(args) => crate::sim_run::run(args).await,
         SimCmd::Plan { topology, workload } => {
             let t = Topology::load(&topology)?;
             let name = workload.display().to_string();

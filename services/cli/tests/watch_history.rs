@@ -146,13 +146,23 @@ async fn resume_inside_a_fragmented_revision_loses_and_repeats_nothing() {
     let mut w = client.watch("/f/", true, rev);
     let mut seen: Vec<String> = Vec::new();
     let mut reconnected = false;
+    let mut log: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
     while seen.len() < KEYS {
+        // Progress notifications alone must not keep this loop going for ever.
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {KEYS} events after 60 s; watcher at revision {} (deleted at {rev}); {log:?}",
+            seen.len(),
+            w.next_revision()
+        );
         match tokio::time::timeout(Duration::from_secs(10), w.next())
             .await
             .expect("in time")
             .expect("event")
         {
             WatchEvent::Changes { revision, events } => {
+                log.push(format!("changes r{revision} n{}", events.len()));
                 assert_eq!(revision, rev);
                 seen.extend(events.into_iter().map(|e| e.kv.expect("kv").key));
                 if !reconnected {
@@ -161,7 +171,7 @@ async fn resume_inside_a_fragmented_revision_loses_and_repeats_nothing() {
                     reconnected = true;
                 }
             }
-            WatchEvent::Progress { .. } => {}
+            WatchEvent::Progress { revision } => log.push(format!("progress r{revision}")),
         }
     }
     assert_eq!(seen.len(), KEYS, "nothing repeated");

@@ -3,7 +3,11 @@
 //! - [`kv`]: the client API (`meridian.v1`), the contract the SDK, CLI and gateway use.
 //! - [`peer`]: node-to-node Raft traffic (`meridian.peer.v1`), group id in every message.
 //!
+//! - [`io`]: the transport seam (injected listener and dialer, used by simulation).
+//!
 //! Domain crates never see these types: conversion happens once, at the service edge.
+
+pub mod io;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod kv {

@@ -11,11 +11,11 @@ use meridian_types::GroupId;
 use openraft::ServerState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use std::time::Instant;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -161,7 +161,7 @@ impl GroupHandle {
 
 #[derive(Default)]
 pub struct Host {
-    groups: RwLock<HashMap<GroupId, GroupHandle>>,
+    groups: RwLock<BTreeMap<GroupId, GroupHandle>>,
 }
 
 impl Host {

@@ -2,6 +2,7 @@
 //! address; every group's [`GroupNetworkFactory`] borrows from it, so N groups between two nodes
 //! share one connection. Payloads are openraft's types, bincode-encoded, wrapped with the group.
 
+use meridian_proto::io::Dialer;
 use meridian_proto::peer::peer_client::PeerClient;
 use meridian_proto::peer::{RaftMessage, ReadIndexRequest};
 use meridian_proto::PEER_MESSAGE_BYTES;
@@ -32,6 +33,8 @@ pub struct PeerPool {
     /// Where to connect to reach an advertised address (e.g. the WAN emulator's relay for a
     /// node in another region). Addresses not in the map are dialed as they are.
     dial: HashMap<String, String>,
+    /// Opens the connections (simulation injects its sockets); None: tonic's TCP connector.
+    dialer: Option<Dialer>,
 }
 
 impl PeerPool {
@@ -44,6 +47,16 @@ impl PeerPool {
         Arc::new(Self {
             channels: Mutex::default(),
             dial,
+            dialer: None,
+        })
+    }
+
+    /// As [`PeerPool::with_dial`], opening connections through `dialer` when given.
+    pub fn with_dialer(dial: HashMap<String, String>, dialer: Option<Dialer>) -> Arc<Self> {
+        Arc::new(Self {
+            channels: Mutex::default(),
+            dial,
+            dialer,
         })
     }
 
@@ -62,14 +75,17 @@ impl PeerPool {
             Some(c) => c.clone(),
             None => {
                 let dial = self.dial.get(addr).map_or(addr, String::as_str);
-                let c = Endpoint::from_shared(format!("http://{dial}"))?
+                let endpoint = Endpoint::from_shared(format!("http://{dial}"))?
                     .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
                     .tcp_nodelay(true)
                     .initial_stream_window_size(STREAM_WINDOW_BYTES)
                     .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                     .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let c = match &self.dialer {
+                    Some(d) => d.channel(endpoint, dial),
+                    None => endpoint.connect_lazy(),
+                };
                 map.insert(addr.to_string(), c.clone());
                 c
             }
@@ -179,7 +195,7 @@ pub struct GroupPeer {
     addr: String,
     pool: Arc<PeerPool>,
     learner: bool,
-    last_sent: Option<std::time::Instant>,
+    last_sent: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -221,7 +237,7 @@ impl GroupPeer {
                 Rpc::Snapshot => client.install_snapshot(request).await,
             }
         };
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let res = tokio::time::timeout(ttl, fut).await;
         tracing::debug!(
             group = %self.group,
@@ -265,7 +281,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
                 return Ok(AppendEntriesResponse::Success);
             }
         }
-        let sent_at = std::time::Instant::now();
+        let sent_at = tokio::time::Instant::now();
         let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
         let shortened = keep < rpc.entries.len();
         rpc.entries.truncate(keep);

@@ -18,6 +18,11 @@ pub struct Timing {
     pub snapshot_logs_since_last: u64,
     /// Entries kept in the log behind a snapshot, for slow followers.
     pub max_in_snapshot_log_to_keep: u64,
+    /// Deterministic simulation only: the election timeout is exactly `election_timeout_min_ms`
+    /// plus this (openraft draws it at random otherwise, which a seeded replay cannot repeat).
+    /// Give each node a different offset, or symmetric nodes split votes forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_election_offset_ms: Option<u64>,
 }
 
 impl Default for Timing {
@@ -32,6 +37,7 @@ impl Default for Timing {
             max_payload_entries: 1024,
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
+            fixed_election_offset_ms: None,
         }
     }
 }
@@ -69,11 +75,19 @@ impl Timing {
                 self.election_timeout_min_ms, self.heartbeat_interval_ms
             )));
         }
+        let (election_min, election_max) = match self.fixed_election_offset_ms {
+            // openraft draws from [min, max): a one-millisecond range has one value.
+            Some(offset) => {
+                let t = self.election_timeout_min_ms.saturating_add(offset);
+                (t, t + 1)
+            }
+            None => (self.election_timeout_min_ms, self.election_timeout_max_ms),
+        };
         let config = openraft::Config {
             cluster_name: cluster_name.to_string(),
             heartbeat_interval: self.heartbeat_interval_ms,
-            election_timeout_min: self.election_timeout_min_ms,
-            election_timeout_max: self.election_timeout_max_ms,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             max_payload_entries: self.max_payload_entries,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),

@@ -3,14 +3,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Milliseconds since an arbitrary origin; never goes backwards.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
-/// `std::time::Instant`: CLOCK_MONOTONIC, immune to wall-clock jumps.
+/// `tokio::time::Instant`: CLOCK_MONOTONIC, immune to wall-clock jumps (virtual time under
+/// a paused or simulated runtime, which is what deterministic simulation needs).
 #[derive(Clone, Debug)]
 pub struct MonotonicClock {
     origin: Instant,

@@ -67,6 +67,8 @@ pub struct Options {
     /// Longest one call keeps retrying across endpoints and leader changes.
     pub call_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Opens connections (deterministic simulation injects its sockets); None: TCP.
+    pub dialer: Option<meridian_proto::io::Dialer>,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             rpc_timeout: Duration::from_secs(12),
             call_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(1),
+            dialer: None,
         }
     }
 }
@@ -296,11 +299,14 @@ impl Client {
         let channel = match g.channels.get(&ep) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{ep}"))
+                let endpoint = Endpoint::from_shared(format!("http://{ep}"))
                     .map_err(|e| Error::Config(format!("endpoint {ep}: {e}")))?
                     .connect_timeout(self.opts.connect_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                    .tcp_nodelay(true);
+                let c = match &self.opts.dialer {
+                    Some(d) => d.channel(endpoint, &ep),
+                    None => endpoint.connect_lazy(),
+                };
                 g.channels.insert(ep.clone(), c.clone());
                 c
             }

@@ -17,7 +17,7 @@ use meridian_router::VersionVector;
 use meridian_topology::{Placement, Topology};
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::ServerState;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub struct NodeCtx {
     pub placement: Placement,
     pub watches: Arc<tokio::sync::Semaphore>,
     /// The write batcher of each group this node votes in.
-    pub proposers: HashMap<GroupId, Proposer>,
+    pub proposers: BTreeMap<GroupId, Proposer>,
     /// Coalesced syncs per group.
     pub syncers: Syncers,
     /// Sync before a read that switches groups. Only the test that proves the anomaly turns
@@ -46,11 +46,11 @@ pub struct NodeCtx {
     /// The only clock lease deadlines are measured on (monotonic; injectable for tests).
     pub clock: Arc<dyn meridian_locks::Clock>,
     /// Lease deadlines of each group this node votes in, while it leads.
-    pub leader_leases: HashMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
+    pub leader_leases: BTreeMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
     /// Aggregated keepalives of this router's clients, per group.
     pub keepalives: crate::keepalive::KeepAlives,
     /// Queued lock acquires waiting for their grant, per group hosted here.
-    pub lock_waits: HashMap<GroupId, Arc<crate::lock_waits::LockWaits>>,
+    pub lock_waits: BTreeMap<GroupId, Arc<crate::lock_waits::LockWaits>>,
 }
 
 impl NodeCtx {

@@ -7,7 +7,7 @@
 use crate::ctx::NodeCtx;
 use crate::error::{Error, Result};
 use meridian_types::{Command, CommandResult, GroupId, LeaseCommand, LeaseResult};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 const REFRESH_IDS_MAX: usize = 50_000;
 
 /// Per lease id of a flushed refresh: its TTL, or `None` when it no longer exists.
-type Answers = Arc<HashMap<u64, Option<u64>>>;
+type Answers = Arc<BTreeMap<u64, Option<u64>>>;
 type Reply = oneshot::Sender<std::result::Result<Answers, String>>;
 
 #[derive(Default)]
@@ -29,7 +29,7 @@ struct Pending {
 
 #[derive(Default)]
 pub struct KeepAlives {
-    groups: Mutex<HashMap<GroupId, Arc<Mutex<Pending>>>>,
+    groups: Mutex<BTreeMap<GroupId, Arc<Mutex<Pending>>>>,
     /// Refresh entries proposed (for `status` and the benchmark: messages per second).
     pub refreshes: AtomicU64,
     /// Client keepalive requests received.
@@ -131,7 +131,7 @@ async fn flush_loop(ctx: Weak<NodeCtx>, group: GroupId, pending: Weak<Mutex<Pend
         let cmd = Command::Lease(LeaseCommand::Refresh { ids: ids.clone() });
         let outcome = match ctx.write(group, cmd).await {
             Ok((_, _, CommandResult::Lease(LeaseResult::Refreshed(ttls)))) => Ok(Arc::new(
-                ids.iter().copied().zip(ttls).collect::<HashMap<_, _>>(),
+                ids.iter().copied().zip(ttls).collect::<BTreeMap<_, _>>(),
             )),
             Ok((_, _, other)) => Err(format!("a refresh answered {other:?}")),
             Err(e) => Err(e.to_string()),

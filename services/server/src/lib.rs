@@ -29,4 +29,4 @@ pub mod service;
 pub mod watch;
 
 pub use config::{NodeConfig, Peer};
-pub use node::{Node, StartError};
+pub use node::{Node, SimEnv, StartError};

@@ -4,7 +4,7 @@
 
 use meridian_storage::{GroupShared, Notice};
 use meridian_types::EventKind;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::oneshot;
@@ -19,11 +19,11 @@ pub enum WaitOutcome {
 
 #[derive(Default)]
 pub struct LockWaits {
-    waiting: Mutex<HashMap<String, oneshot::Sender<WaitOutcome>>>,
+    waiting: Mutex<BTreeMap<String, oneshot::Sender<WaitOutcome>>>,
 }
 
 impl LockWaits {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<WaitOutcome>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, oneshot::Sender<WaitOutcome>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 

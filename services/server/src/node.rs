@@ -14,18 +14,18 @@ use crate::service::KvService;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerService, Raft};
 use meridian_locks::{Clock, MonotonicClock};
+use meridian_proto::io::{Dialer, Incoming};
 use meridian_proto::kv::kv_server::KvServer;
 use meridian_proto::kv::lease_server::LeaseServer;
 use meridian_proto::kv::lock_server::LockServer;
 use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
 use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
-use meridian_storage::NodeStore;
+use meridian_storage::{MemDisk, NodeStore};
 use meridian_topology::{GroupKind, Role, Topology};
 use meridian_types::GroupId;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -114,10 +114,32 @@ pub enum StartError {
 
 pub struct Node {
     pub ctx: Arc<NodeCtx>,
+    /// The bound TCP address (a simulated node reports its topology address's port on 0.0.0.0).
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
-    store: NodeStore,
+    /// None for a simulated node (its state lives in a [`MemDisk`]).
+    store: Option<NodeStore>,
+}
+
+/// What a node of a deterministic simulation runs on instead of TCP and fjall: connections
+/// accepted and dialed through the simulator, state in a [`MemDisk`] that outlives the node.
+pub struct SimEnv {
+    pub incoming: Incoming,
+    pub dialer: Dialer,
+    pub disk: MemDisk,
+}
+
+/// Where a node accepts connections.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Injected(Incoming),
+}
+
+/// Where a node's groups keep their state.
+enum Stores {
+    Disk(NodeStore),
+    Memory(MemDisk),
 }
 
 impl Node {
@@ -144,6 +166,7 @@ impl Node {
             Arc::new(topology),
             legacy,
             Arc::new(MonotonicClock::default()),
+            None,
         )
         .await
     }
@@ -153,7 +176,14 @@ impl Node {
         config: NodeConfig,
         topology: Arc<Topology>,
     ) -> Result<Node, StartError> {
-        Self::launch(config, topology, false, Arc::new(MonotonicClock::default())).await
+        Self::launch(
+            config,
+            topology,
+            false,
+            Arc::new(MonotonicClock::default()),
+            None,
+        )
+        .await
     }
 
     /// As [`Node::start_with`], with lease deadlines measured on `clock` (tests inject one).
@@ -162,7 +192,18 @@ impl Node {
         topology: Arc<Topology>,
         clock: Arc<dyn Clock>,
     ) -> Result<Node, StartError> {
-        Self::launch(config, topology, false, clock).await
+        Self::launch(config, topology, false, clock, None).await
+    }
+
+    /// A node of a deterministic simulation: the real node code over `env`'s simulated
+    /// network and in-memory store (see [`SimEnv`]).
+    pub async fn start_simulated(
+        config: NodeConfig,
+        topology: Arc<Topology>,
+        clock: Arc<dyn Clock>,
+        env: SimEnv,
+    ) -> Result<Node, StartError> {
+        Self::launch(config, topology, false, clock, Some(env)).await
     }
 
     /// `legacy`: the single-region shape built from `peers` (or this node alone).
@@ -171,6 +212,7 @@ impl Node {
         topology: Arc<Topology>,
         legacy: bool,
         clock: Arc<dyn Clock>,
+        sim: Option<SimEnv>,
     ) -> Result<Node, StartError> {
         config.validate()?;
         let me = topology.node(config.node_id).cloned().ok_or_else(|| {
@@ -181,16 +223,28 @@ impl Node {
         })?;
         // Single-region clusters configured by peer list bootstrap only when given peers.
         let bootstrap = config.bootstrap && (!legacy || !config.peers.is_empty());
-        let store = NodeStore::open(&config.data_dir).map_err(|source| StartError::Storage {
+        let storage_err = |source| StartError::Storage {
             path: config.data_dir.display().to_string(),
             source,
-        })?;
-        let pool = PeerPool::with_dial(config.dial.clone().into_iter().collect());
+        };
+        let (stores, incoming, dialer) = match sim {
+            Some(env) => (
+                Stores::Memory(env.disk),
+                Some(env.incoming),
+                Some(env.dialer),
+            ),
+            None => (
+                Stores::Disk(NodeStore::open(&config.data_dir).map_err(storage_err)?),
+                None,
+                None,
+            ),
+        };
+        let pool = PeerPool::with_dialer(config.dial.clone().into_iter().collect(), dialer);
         let host = Host::new();
-        let mut proposers = HashMap::new();
+        let mut proposers = BTreeMap::new();
         let mut voted = Vec::new();
-        let mut lock_waits = HashMap::new();
-        let mut leader_leases = HashMap::new();
+        let mut lock_waits = BTreeMap::new();
+        let mut leader_leases = BTreeMap::new();
         let mut shareds = Vec::new();
         for (group, role) in topology.groups_of_node(config.node_id) {
             let rtt = group_round_trip(&topology, group);
@@ -199,18 +253,28 @@ impl Node {
                 .for_round_trip(rtt)
                 .raft_config(&config.cluster_name)
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-            let (log, sm) = store
-                .group(group, config.limits.history_revisions_max)
-                .map_err(|source| StartError::Storage {
-                    path: config.data_dir.display().to_string(),
-                    source,
-                })?;
-            let shared = sm.shared();
             let network = GroupNetworkFactory::new(group, pool.clone())
                 .with_learners(topology.learners(group).iter().map(|n| n.id));
-            let raft = Raft::new(config.node_id, raft_config, network, log, sm)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+            let history = config.limits.history_revisions_max;
+            let (raft, shared) = match &stores {
+                Stores::Disk(store) => {
+                    let (log, sm) = store.group(group, history).map_err(storage_err)?;
+                    let shared = sm.shared();
+                    (
+                        Raft::new(config.node_id, raft_config, network, log, sm).await,
+                        shared,
+                    )
+                }
+                Stores::Memory(disk) => {
+                    let (log, sm) = disk.group(group, history).map_err(storage_err)?;
+                    let shared = sm.shared();
+                    (
+                        Raft::new(config.node_id, raft_config, network, log, sm).await,
+                        shared,
+                    )
+                }
+            };
+            let raft = raft.map_err(|e| StartError::Raft(e.to_string()))?;
             lock_waits.insert(group, Arc::new(LockWaits::default()));
             shareds.push((group, shared.clone()));
             host.insert(group, GroupHandle::new(raft.clone(), shared));
@@ -221,16 +285,25 @@ impl Node {
             }
         }
 
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.listen.clone(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        let listen_err = |source| StartError::Listen {
             addr: config.listen.clone(),
             source,
-        })?;
+        };
+        let (listener, local_addr) = match incoming {
+            Some(incoming) => {
+                let addr = config.listen.parse().map_err(|e| {
+                    listen_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                })?;
+                (Listener::Injected(incoming), addr)
+            }
+            None => {
+                let l = tokio::net::TcpListener::bind(&config.listen)
+                    .await
+                    .map_err(listen_err)?;
+                let addr = l.local_addr().map_err(listen_err)?;
+                (Listener::Tcp(l), addr)
+            }
+        };
         let address = match (&config.advertise, legacy) {
             (Some(a), _) => a.clone(),
             (None, false) => me.address.clone(),
@@ -294,13 +367,9 @@ impl Node {
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
-        // With a custom incoming, the builder's tcp_nodelay does not apply: set it here, or
-        // Nagle plus delayed ACKs add ~40 ms to small responses.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
                 .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -309,11 +378,22 @@ impl Node {
                 .add_service(peer)
                 .add_service(forward)
                 .add_service(lease)
-                .add_service(lock)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop_server.wait_for(|s| *s).await;
-                })
-                .await;
+                .add_service(lock);
+            let stop = async move {
+                let _ = stop_server.wait_for(|s| *s).await;
+            };
+            let res = match listener {
+                // With a custom incoming, the builder's tcp_nodelay does not apply: set it here,
+                // or Nagle plus delayed ACKs add ~40 ms to small responses.
+                Listener::Tcp(l) => {
+                    let incoming =
+                        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stop).await
+                }
+                Listener::Injected(incoming) => {
+                    router.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            };
             if let Err(e) = res {
                 tracing::error!(error = %e, "server stopped");
             }
@@ -369,7 +449,10 @@ impl Node {
             local_addr,
             shutdown,
             server,
-            store,
+            store: match stores {
+                Stores::Disk(s) => Some(s),
+                Stores::Memory(_) => None,
+            },
         })
     }
 
@@ -383,7 +466,10 @@ impl Node {
         {
             tracing::error!("raft groups did not stop within {SHUTDOWN_STEP_TIMEOUT:?}");
         }
-        match tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, self.store.sync()).await {
+        let Some(store) = self.store else {
+            return;
+        };
+        match tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, store.sync()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "final sync of the store failed"),
             Err(_) => tracing::error!("final sync did not finish within {SHUTDOWN_STEP_TIMEOUT:?}"),

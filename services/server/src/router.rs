@@ -9,7 +9,7 @@ use meridian_consensus::GroupHandle;
 use meridian_proto::kv as pb;
 use meridian_router::{plan_read, Join, ReadLevel, Rounds, VersionVector};
 use meridian_types::{Command, GroupId, LeaseCommand, Op};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,7 +71,7 @@ struct GroupSync {
 /// Coalesced syncs of every group, and their counters.
 #[derive(Default)]
 pub struct Syncers {
-    groups: Mutex<HashMap<GroupId, Arc<GroupSync>>>,
+    groups: Mutex<BTreeMap<GroupId, Arc<GroupSync>>>,
 }
 
 impl Syncers {

@@ -90,6 +90,37 @@ impl NodeStore {
     }
 }
 
+/// A node's in-memory "disk" for deterministic simulation: every group's log and state machine,
+/// kept outside the node so that a simulated crash and restart finds what was acknowledged
+/// (everything in memory counts as synced). Cheap to clone; clones share the contents.
+#[derive(Clone, Default)]
+pub struct MemDisk {
+    groups: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, MemGroup>>>,
+}
+
+/// One group's log and state-machine contents on a [`MemDisk`].
+type MemGroup = (MemLogStore, Arc<MemSm>);
+
+impl MemDisk {
+    /// The log store and state machine of `group`, created empty if new, else reloaded from
+    /// what the previous incarnation left.
+    pub fn group(
+        &self,
+        group: GroupId,
+        history_revisions_max: u64,
+    ) -> Result<(MemLogStore, StateMachine<MemSm>)> {
+        let (log, sm) = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group.0)
+            .or_default()
+            .clone();
+        let sm = StateMachine::open(group, sm, history_revisions_max)?;
+        Ok((log, sm))
+    }
+}
+
 /// An in-memory log store and state machine for `group`.
 pub fn mem_group(group: GroupId, history_revisions_max: u64) -> (MemLogStore, StateMachine<MemSm>) {
     let sm = StateMachine::open(group, Arc::new(MemSm::default()), history_revisions_max)

@@ -1,5 +1,6 @@
-//! Checkers over recorded histories: cross-group sequential consistency, and lock safety
-//! ([`locks`]: no two valid holders, fencing tokens strictly increasing).
+//! Checkers over recorded histories: cross-group sequential consistency, per-key
+//! linearizability ([`linear`]), and lock safety ([`locks`]: no two valid holders, fencing
+//! tokens strictly increasing).
 //!
 //! - [`history`]: what was recorded — sessions of completed reads and writes ([`History`]).
 //! - `prepare`: checks of the record itself (each key in one group, unique write values, reads
@@ -68,11 +69,13 @@
 
 mod graph;
 pub mod history;
+pub mod linear;
 pub mod locks;
 mod prepare;
 pub mod violation;
 
 pub use history::{History, Op, OpKind};
+pub use linear::{check_linearizable, LinViolation, Timed};
 pub use locks::{FenceRejected, FencedResource, Hold, LockHistory, LockReport, LockViolation};
 pub use violation::Violation;
 

@@ -1,0 +1,100 @@
+//! The transport seam: where a node's connections come from and how a client or peer dials.
+//!
+//! In production both are TCP (tonic's own listener and connector). Deterministic simulation
+//! (turmoil) injects its simulated sockets here: a [`Dialer`] for outgoing connections and an
+//! [`Incoming`] stream for accepted ones. Nothing above this layer knows which is in use.
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use hyper_util::rt::TokioIo;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+/// A byte stream a connection runs over.
+pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
+
+/// Any [`Conn`], boxed; tonic's server accepts it (no peer address is reported).
+pub struct BoxedIo(Box<dyn Conn>);
+
+impl BoxedIo {
+    pub fn new(io: impl Conn) -> Self {
+        Self(Box::new(io))
+    }
+}
+
+impl AsyncRead for BoxedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BoxedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+impl Connected for BoxedIo {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// Accepted connections of an injected listener.
+pub type Incoming = BoxStream<'static, io::Result<BoxedIo>>;
+
+type DialFn = dyn Fn(String) -> BoxFuture<'static, io::Result<BoxedIo>> + Send + Sync;
+
+/// Opens a connection to `host:port`. Cheap to clone.
+#[derive(Clone)]
+pub struct Dialer(Arc<DialFn>);
+
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dialer")
+    }
+}
+
+impl Dialer {
+    pub fn new(
+        f: impl Fn(String) -> BoxFuture<'static, io::Result<BoxedIo>> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A lazily connected channel to `addr` with `endpoint`'s settings, dialed through `self`
+    /// (on every reconnect).
+    pub fn channel(&self, endpoint: Endpoint, addr: &str) -> Channel {
+        let dial = self.0.clone();
+        let addr = addr.to_string();
+        endpoint.connect_with_connector_lazy(tower::service_fn(
+            move |_: tonic::codegen::http::Uri| {
+                let fut = dial(addr.clone());
+                async move { fut.await.map(TokioIo::new) }
+            },
+        ))
+    }
+}

@@ -1,0 +1,457 @@
+//! The deterministic simulation: the real node code (openraft, the router, tonic over HTTP/2)
+//! under turmoil — each node and each client its own simulated host, per-pair latencies from
+//! the topology's round trips, virtual time, the in-memory store — driven by one seed.
+//! Minutes of simulated traffic take seconds of wall time, and the same seed replays the same
+//! history.
+//!
+//! What makes a run repeatable: turmoil steps every host in a fixed order and seeds each host's
+//! tokio runtime (the `select!` fairness draw) when built with `--cfg tokio_unstable` (see
+//! `.cargo/config.toml`); openraft's random election timeout is pinned per node
+//! (`Timing::fixed_election_offset_ms`); the workload draws from its own seeded generator;
+//! lease deadlines use tokio's (virtual) clock; nothing here reads the wall clock.
+
+use crate::scenario::{FaultKind, Mix, Scenario, Workload};
+use crate::RegionResult;
+use meridian_checker::{History, Op, OpKind, Timed};
+use meridian_locks::MonotonicClock;
+use meridian_proto::io::{BoxedIo, Dialer};
+use meridian_sdk::{Client, Consistency, Options};
+use meridian_server::{Node, NodeConfig, SimEnv};
+use meridian_storage::MemDisk;
+use meridian_topology::Topology;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Port every simulated node listens on (each node is its own host).
+const NODE_PORT: u16 = 7400;
+
+/// One completed (or failed) client operation, times in virtual microseconds since the start.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    pub client: usize,
+    pub region: String,
+    pub start_us: u64,
+    /// None: no answer (an error); a write's effect is then unknown.
+    pub end_us: Option<u64>,
+    pub linearizable: bool,
+    pub kind: usize,
+    pub op: Op,
+}
+
+/// What a simulated run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub records: Vec<Record>,
+    pub regions: BTreeMap<String, RegionResult>,
+    /// The sequential-consistency checker's verdict over every operation.
+    pub sequential: Result<(), String>,
+    /// The linearizability checker's verdict over writes and linearizable reads; Ok: keys.
+    pub linearizable: Result<usize, String>,
+    /// Virtual time the workload ran.
+    pub workload_s: f64,
+    /// Wall-clock time the whole simulation took.
+    pub wall: Duration,
+}
+
+/// The simulator's host name of node `id`.
+fn node_host(id: u64) -> String {
+    format!("n{id}")
+}
+
+/// A pinned election timeout offset per node: distinct within any group of a few nodes and
+/// apart by more than a WAN round trip, so elections do not split forever.
+fn election_offset_ms(id: u64) -> u64 {
+    (id % 7) * 300
+}
+
+fn now_us() -> u64 {
+    turmoil::sim_elapsed()
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs `mix` of scenario `s` on `topology_text` (already the mode's topology) in mode `mode`,
+/// seeded with `seed`, and checks the history.
+pub fn simulate(
+    s: &Scenario,
+    topology_text: &str,
+    mode: &str,
+    mix: Mix,
+    seed: u64,
+) -> anyhow::Result<Outcome> {
+    let wall = std::time::Instant::now();
+    let topology = Arc::new(Topology::parse(
+        topology_text,
+        &format!("mode {mode} topology"),
+    )?);
+    let regions: Vec<String> = topology.regions.iter().map(|r| r.name.clone()).collect();
+    let warmup = Duration::from_secs(s.warmup_s);
+    let run = Duration::from_secs(s.duration_s);
+    let last_fault = s
+        .faults
+        .iter()
+        .map(|f| f.at_s + f.for_s)
+        .fold(0.0, f64::max);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(seed)
+        .simulation_duration(
+            warmup + run + Duration::from_secs_f64(last_fault) + Duration::from_secs(120),
+        )
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(500))
+        .max_message_latency(Duration::from_micros(500))
+        .tcp_capacity(1 << 20);
+    let mut sim = builder.build();
+
+    // Advertised address -> simulated host, for every node.
+    let hosts: Arc<BTreeMap<String, String>> = Arc::new(
+        topology
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.address.clone(),
+                    format!("{}:{NODE_PORT}", node_host(n.id)),
+                )
+            })
+            .collect(),
+    );
+    let dialer = {
+        let hosts = hosts.clone();
+        Dialer::new(move |addr: String| {
+            let target = hosts.get(&addr).cloned().unwrap_or(addr);
+            Box::pin(async move {
+                turmoil::net::TcpStream::connect(target)
+                    .await
+                    .map(BoxedIo::new)
+            })
+        })
+    };
+    let mut host_region: Vec<(String, String)> = Vec::new();
+    for n in &topology.nodes {
+        let name = node_host(n.id);
+        host_region.push((name.clone(), n.region.clone()));
+        let disk = MemDisk::default();
+        let mut config = NodeConfig {
+            node_id: n.id,
+            region: n.region.clone(),
+            listen: format!("0.0.0.0:{NODE_PORT}"),
+            advertise: Some(n.address.clone()),
+            router: meridian_server::config::RouterConfig {
+                sync_on_switch: mode != "c",
+            },
+            ..NodeConfig::default()
+        };
+        config.raft.fixed_election_offset_ms = Some(election_offset_ms(n.id));
+        let (topology, dialer) = (topology.clone(), dialer.clone());
+        sim.host(name.as_str(), move || {
+            let (config, topology, dialer, disk) = (
+                config.clone(),
+                topology.clone(),
+                dialer.clone(),
+                disk.clone(),
+            );
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", NODE_PORT)).await?;
+                let incoming = futures::stream::unfold(listener, |l| async move {
+                    let conn = l.accept().await.map(|(s, _)| BoxedIo::new(s));
+                    Some((conn, l))
+                });
+                let env = SimEnv {
+                    incoming: Box::pin(incoming),
+                    dialer,
+                    disk,
+                };
+                let _node = Node::start_simulated(
+                    config,
+                    topology,
+                    Arc::new(MonotonicClock::default()),
+                    env,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let mut client_id = 0usize;
+    for (ri, region) in regions.iter().enumerate() {
+        let endpoints: Vec<String> = topology
+            .nodes
+            .iter()
+            .filter(|n| &n.region == region)
+            .map(|n| n.address.clone())
+            .collect();
+        for c in 0..s.clients_per_region {
+            let name = format!("c{ri}x{c}");
+            host_region.push((name.clone(), region.clone()));
+            let id = client_id;
+            client_id += 1;
+            // Each client starts at a different node of its region.
+            let mut eps = endpoints.clone();
+            let shift = c % eps.len().max(1);
+            eps.rotate_left(shift);
+            let client = Client::new(
+                eps,
+                Options {
+                    rpc_timeout: Duration::from_secs(5),
+                    call_timeout: Duration::from_secs(10),
+                    dialer: Some(dialer.clone()),
+                    ..Options::default()
+                },
+            )?;
+            let mut work = Workload::new(s, mix, region, &regions, seed ^ (id as u64 + 1) << 20);
+            let (records, region, topology) = (records.clone(), region.clone(), topology.clone());
+            let pad = s.value_size;
+            sim.client(name.as_str(), async move {
+                tokio::time::sleep(warmup).await;
+                let stop = tokio::time::Instant::now() + run;
+                let mut n = 0u64;
+                while tokio::time::Instant::now() < stop {
+                    let step = work.next_step();
+                    let group = topology
+                        .placement()
+                        .group_of(&step.key)
+                        .map_or(0, |(g, _)| g.0);
+                    let start_us = now_us();
+                    let (kind, end_us) = if step.read {
+                        let consistency = if step.linearizable {
+                            Consistency::Linearizable
+                        } else {
+                            Consistency::Sequential
+                        };
+                        match client.get_with(&step.key, consistency).await {
+                            Ok(r) => (
+                                OpKind::Read {
+                                    key: step.key.clone(),
+                                    value: r.kv.as_ref().map(|kv| value_id(&kv.value)),
+                                    mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
+                                },
+                                Some(now_us()),
+                            ),
+                            Err(_) => {
+                                record_failure(&records, id, &region, start_us, &step, group);
+                                continue;
+                            }
+                        }
+                    } else {
+                        n += 1;
+                        let vid = format!("c{id}-{n}");
+                        let mut value = format!("{vid}|").into_bytes();
+                        value.resize(pad.max(value.len()), b'x');
+                        match client.put(&step.key, value).await {
+                            Ok(r) => (
+                                OpKind::Write {
+                                    key: step.key.clone(),
+                                    value: vid,
+                                    revision: r.header.as_ref().map(|h| h.revision),
+                                },
+                                Some(now_us()),
+                            ),
+                            Err(_) => (
+                                OpKind::Write {
+                                    key: step.key.clone(),
+                                    value: vid,
+                                    revision: None,
+                                },
+                                None,
+                            ),
+                        }
+                    };
+                    records
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Record {
+                            client: id,
+                            region: region.clone(),
+                            start_us,
+                            end_us,
+                            linearizable: step.linearizable,
+                            kind: step.kind(),
+                            op: Op {
+                                session: id,
+                                group,
+                                kind,
+                            },
+                        });
+                }
+                Ok(())
+            });
+        }
+    }
+
+    // Per-pair latency: half the topology's round trip between the two hosts' regions.
+    for (i, (a, ra)) in host_region.iter().enumerate() {
+        for (b, rb) in &host_region[i + 1..] {
+            if ra != rb {
+                let one_way = Duration::from_micros(topology.rtt_ms(ra, rb) * 500);
+                sim.set_link_latency(a.as_str(), b.as_str(), one_way.max(Duration::from_micros(500)));
+            }
+        }
+    }
+
+    // Faults, at virtual times from the start of the workload: (time, apply?, fault index).
+    let mut events: Vec<(Duration, bool, usize)> = Vec::new();
+    for (i, f) in s.faults.iter().enumerate() {
+        let at = warmup + Duration::from_secs_f64(f.at_s);
+        events.push((at, true, i));
+        events.push((at + Duration::from_secs_f64(f.for_s), false, i));
+    }
+    events.sort_by_key(|e| e.0);
+    let mut next = 0;
+    loop {
+        while next < events.len() && sim.elapsed() >= events[next].0 {
+            let (_, apply, i) = events[next];
+            let f = &s.faults[i];
+            let targets: Vec<String> = host_region
+                .iter()
+                .filter(|(h, r)| h.starts_with('n') && (*r == f.target || *h == f.target))
+                .map(|(h, _)| h.clone())
+                .collect();
+            if targets.is_empty() {
+                anyhow::bail!(
+                    "fault {i}: target {:?} is neither a region nor a node (n<ID>) of the topology",
+                    f.target
+                );
+            }
+            match (f.kind, apply) {
+                (FaultKind::Crash, true) => {
+                    for t in &targets {
+                        sim.crash(t.as_str());
+                    }
+                }
+                (FaultKind::Crash, false) => {
+                    for t in &targets {
+                        sim.bounce(t.as_str());
+                    }
+                }
+                (FaultKind::Partition | FaultKind::Pause, _) => {
+                    // A region's partition keeps its clients with it; a pause cuts only the
+                    // paused nodes (their own clients see them stop too).
+                    let inside: Vec<&String> = if f.kind == FaultKind::Partition {
+                        host_region
+                            .iter()
+                            .filter(|(h, r)| *r == f.target || *h == f.target)
+                            .map(|(h, _)| h)
+                            .collect()
+                    } else {
+                        targets.iter().collect()
+                    };
+                    for (h, _) in &host_region {
+                        if inside.contains(&h) {
+                            continue;
+                        }
+                        for i in &inside {
+                            match (f.kind, apply) {
+                                (FaultKind::Partition, true) => {
+                                    sim.partition(i.as_str(), h.as_str())
+                                }
+                                (FaultKind::Partition, false) => sim.repair(i.as_str(), h.as_str()),
+                                (_, true) => sim.hold(i.as_str(), h.as_str()),
+                                (_, false) => sim.release(i.as_str(), h.as_str()),
+                            }
+                        }
+                    }
+                }
+            }
+            next += 1;
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => anyhow::bail!("simulation failed: {e}"),
+        }
+    }
+
+    let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut regions_out: BTreeMap<String, RegionResult> = BTreeMap::new();
+    for r in &records {
+        let e = regions_out.entry(r.region.clone()).or_default();
+        match r.end_us {
+            Some(end) => {
+                e.hist[r.kind].saturating_record(end.saturating_sub(r.start_us).max(1));
+            }
+            None => e.errors += 1,
+        }
+    }
+    let (sequential, linearizable) = check(&records);
+    Ok(Outcome {
+        records,
+        regions: regions_out,
+        sequential,
+        linearizable,
+        workload_s: run.as_secs_f64(),
+        wall: wall.elapsed(),
+    })
+}
+
+/// A failed read: nothing was observed, so only the error count remembers it.
+fn record_failure(
+    records: &Mutex<Vec<Record>>,
+    client: usize,
+    region: &str,
+    start_us: u64,
+    step: &crate::Step,
+    group: u64,
+) {
+    // Kept with no answer so the count of errors is right; the checkers skip failed reads.
+    records
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Record {
+            client,
+            region: region.to_string(),
+            start_us,
+            end_us: None,
+            linearizable: step.linearizable,
+            kind: step.kind(),
+            op: Op {
+                session: client,
+                group,
+                kind: OpKind::Read {
+                    key: step.key.clone(),
+                    value: None,
+                    mod_revision: None,
+                },
+            },
+        });
+}
+
+/// The unique id a simulated write put in front of its padding.
+fn value_id(value: &[u8]) -> String {
+    let s = String::from_utf8_lossy(value);
+    s.split('|').next().unwrap_or_default().to_string()
+}
+
+/// Runs both checkers over a simulated history: sequential consistency over every answered
+/// operation, linearizability over writes and linearizable reads.
+pub fn check(records: &[Record]) -> (Result<(), String>, Result<usize, String>) {
+    let mut history = History::new();
+    let mut timed = Vec::new();
+    for r in records {
+        let failed_read = r.end_us.is_none() && matches!(r.op.kind, OpKind::Read { .. });
+        if failed_read {
+            continue;
+        }
+        history.push(r.op.clone());
+        let is_write = matches!(r.op.kind, OpKind::Write { .. });
+        if is_write || r.linearizable {
+            timed.push(Timed {
+                op: r.op.clone(),
+                start: r.start_us,
+                end: r.end_us,
+            });
+        }
+    }
+    let sequential = meridian_checker::check_sequential(&history)
+        .map(|_| ())
+        .map_err(|v| v.to_string());
+    let linearizable = meridian_checker::check_linearizable(&timed).map_err(|v| v.to_string());
+    (sequential, linearizable)
+}

@@ -268,64 +268,10 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, serde_json::to_vec_pretty(&out)?)?;
     }
     if let Some(p) = &args.svg {
-        std::fs::write(p, svg(&out))?;
+        std::fs::write(p, meridian_sim::svg(&out))?;
     }
     if violations > 0 {
         eprintln!("{violations} checker verdict(s) failed (mode c is expected to fail sequential consistency)");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Throughput per mode for each workload mix, as grouped bars.
-fn svg(out: &serde_json::Value) -> String {
-    let runs = out["runs"].as_array().cloned().unwrap_or_default();
-    let mut mixes: Vec<String> = Vec::new();
-    let mut modes: Vec<String> = Vec::new();
-    let mut val: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for r in &runs {
-        let mix = format!("r{} l{} b{}", r["read_ratio"], r["locality"], r["burst"]);
-        let mode = r["mode"].as_str().unwrap_or("?").to_string();
-        if !mixes.contains(&mix) {
-            mixes.push(mix.clone());
-        }
-        if !modes.contains(&mode) {
-            modes.push(mode.clone());
-        }
-        val.insert((mix, mode), r["ops_per_sec"].as_f64().unwrap_or(0.0));
-    }
-    let max = val.values().cloned().fold(1.0, f64::max);
-    let (bar_w, gap, h) = (18.0, 30.0, 300.0);
-    let group_w = bar_w * modes.len() as f64 + gap;
-    let width = 80.0 + group_w * mixes.len() as f64;
-    let colors = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f"];
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<text x=\"10\" y=\"16\">{} — total ops/s per mode (a ensemble, b observers, c no sync, d Meridian)</text>\n",
-        h + 90.0,
-        out["scenario"].as_str().unwrap_or("")
-    );
-    for (gi, mix) in mixes.iter().enumerate() {
-        let x0 = 60.0 + gi as f64 * group_w;
-        for (mi, mode) in modes.iter().enumerate() {
-            let v = val
-                .get(&(mix.clone(), mode.clone()))
-                .copied()
-                .unwrap_or(0.0);
-            let bh = v / max * h;
-            let x = x0 + mi as f64 * bar_w;
-            s.push_str(&format!(
-                "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"{}\"><title>mode {mode}: {v:.0} ops/s</title></rect>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{mode}</text>\n",
-                30.0 + h - bh,
-                bar_w - 2.0,
-                colors[mi % colors.len()],
-                x + bar_w / 2.0,
-                h + 45.0
-            ));
-        }
-        s.push_str(&format!(
-            "<text x=\"{x0}\" y=\"{}\">{mix}</text>\n",
-            h + 65.0
-        ));
-    }
-    s.push_str(&format!("<text x=\"5\" y=\"40\">{max:.0}</text>\n</svg>\n"));
-    s
 }

@@ -291,7 +291,11 @@ pub fn simulate(
         for (b, rb) in &host_region[i + 1..] {
             if ra != rb {
                 let one_way = Duration::from_micros(topology.rtt_ms(ra, rb) * 500);
-                sim.set_link_latency(a.as_str(), b.as_str(), one_way.max(Duration::from_micros(500)));
+                sim.set_link_latency(
+                    a.as_str(),
+                    b.as_str(),
+                    one_way.max(Duration::from_micros(500)),
+                );
             }
         }
     }

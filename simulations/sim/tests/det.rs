@@ -60,7 +60,11 @@ fn mode_c_violates_sequential_consistency_and_mode_d_does_not() {
     assert!(c.linearizable.is_ok(), "{:?}", c.linearizable);
     let d = run("", "d", MIXED, 3);
     assert!(d.records.len() > 100);
-    assert_eq!(d.sequential, Ok(()), "mode d must be sequentially consistent");
+    assert_eq!(
+        d.sequential,
+        Ok(()),
+        "mode d must be sequentially consistent"
+    );
     assert!(d.linearizable.is_ok(), "{:?}", d.linearizable);
 }
 
@@ -98,7 +102,10 @@ for_s = 3
             .iter()
             .filter(|r| r.region == region && r.end_us.is_some() && r.start_us > healed_us)
             .count();
-        assert!(after > 10, "{region}: only {after} operations completed after the faults healed");
+        assert!(
+            after > 10,
+            "{region}: only {after} operations completed after the faults healed"
+        );
     }
     // The partition was felt: ap-northeast's clients saw failures or a gap while cut off.
     let cut = (15 + 7) * 1_000_000..(15 + 11) * 1_000_000;
@@ -113,5 +120,8 @@ for_s = 3
                 && !r.op.kind.key().starts_with("/ap-northeast/")
         })
         .count();
-    assert_eq!(remote_ok_during_cut, 0, "a write to another region completed across the cut");
+    assert_eq!(
+        remote_ok_during_cut, 0,
+        "a write to another region completed across the cut"
+    );
 }

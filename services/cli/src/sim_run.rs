@@ -16,16 +16,15 @@
 
 use crate::bench_geo::Dev;
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use meridian_sdk::{Client, Options};
 use meridian_sim::scenario::{mode_topology, parse_scenario};
-use meridian_sim::{ms, Mix, RegionResult, Scenario, Workload, KINDS};
+use meridian_sim::{Mix, RegionResult, Scenario, Workload};
 use meridian_topology::Topology;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -57,7 +56,7 @@ async fn run_mix(
     mix: Mix,
     label: &str,
 ) -> anyhow::Result<BTreeMap<String, RegionResult>> {
-    let results: Arc<Mutex<BTreeMap<String, RegionResult>>> = Arc::default();
+    let results = meridian_sim::Collector::default();
     let stop = Instant::now() + Duration::from_secs(s.duration_s);
     let mut tasks = Vec::new();
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -105,12 +104,7 @@ async fn run_mix(
                     }
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(region)
-                    .or_default()
-                    .merge(&mine);
+                results.add(&region, &mine);
             }));
         }
     }
@@ -129,8 +123,7 @@ async fn run_mix(
     for t in tasks {
         t.await?;
     }
-    let r = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(r)
+    Ok(results.take())
 }
 
 pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
@@ -158,19 +151,7 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let mut runs = Vec::new();
     let mut violations = 0;
-    println!(
-        "{:<5} {:>5} {:>5} {:>5} {:<14} {:>9} {:>26} {:>26} {:>26} {:>26}",
-        "mode",
-        "read",
-        "local",
-        "burst",
-        "region",
-        "ops/s",
-        "local read p50/95/99",
-        "remote read p50/95/99",
-        "local write p50/95/99",
-        "remote write p50/95/99"
-    );
+    println!("{}", meridian_sim::table_header("mode"));
     for (mi, mode) in s.modes.iter().enumerate() {
         let topo_text = mode_topology(&base, mode)?;
         Topology::parse(&topo_text, &format!("mode {mode} topology"))?;
@@ -229,35 +210,9 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                     out.regions
                 }
             };
-            let mut per_region = serde_json::Map::new();
-            let mut total = 0.0;
-            for (region, r) in &res {
-                let ops_s = r.ops() as f64 / s.duration_s as f64;
-                total += ops_s;
-                let cell = |h: &Histogram<u64>| {
-                    format!("{:.1}/{:.1}/{:.1}", ms(h, 0.5), ms(h, 0.95), ms(h, 0.99))
-                };
-                println!(
-                    "{mode:<5} {read_ratio:>5} {locality:>5} {burst:>5} {region:<14} {ops_s:>9.0} {:>26} {:>26} {:>26} {:>26}",
-                    cell(&r.hist[0]), cell(&r.hist[1]), cell(&r.hist[2]), cell(&r.hist[3])
-                );
-                let kinds: serde_json::Map<String, serde_json::Value> = KINDS
-                    .iter()
-                    .zip(&r.hist)
-                    .map(|(k, h)| {
-                        (k.to_string(), json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p95_ms": ms(h, 0.95), "p99_ms": ms(h, 0.99)}))
-                    })
-                    .collect();
-                per_region.insert(
-                    region.clone(),
-                    json!({"ops_per_sec": ops_s, "errors": r.errors, "latency": kinds}),
-                );
-            }
-            runs.push(
-                json!({"mode": mode, "read_ratio": read_ratio, "locality": locality,
-                             "burst": burst, "ops_per_sec": total, "regions": per_region,
-                             "checks": checks}),
-            );
+            let mut run = meridian_sim::report_mix(mode, mix, s.duration_s, &res);
+            run["checks"] = checks;
+            runs.push(run);
         }
         drop(dev);
     }

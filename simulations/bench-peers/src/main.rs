@@ -1,13 +1,15 @@
 //! Meridian vs etcd, same machine, same workload, same run: put, sequential/serializable get and
 //! linearizable get, with 1, 16 and 256 concurrent clients; prints percentiles and ratios.
 
+mod procs;
 use anyhow::{bail, Context};
 use clap::Parser;
 use meridian_loadgen::{closed_loop, key, Outcome};
 use meridian_sdk::Consistency;
+use procs::Procs;
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,17 +115,6 @@ async fn drive(
 
 fn free_port(ip: &str) -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
-}
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn start_meridian(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Vec<String>)> {

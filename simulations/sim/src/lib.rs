@@ -116,3 +116,83 @@ pub fn svg(out: &serde_json::Value) -> String {
     s.push_str(&format!("<text x=\"5\" y=\"40\">{max:.0}</text>\n</svg>\n"));
     s
 }
+
+/// The header of the per-region result table; `first` names the first column (mode/system).
+pub fn table_header(first: &str) -> String {
+    format!(
+        "{first:<7} {:>5} {:>5} {:>5} {:<14} {:>9} {:>26} {:>26} {:>26} {:>26}",
+        "read",
+        "local",
+        "burst",
+        "region",
+        "ops/s",
+        "local read p50/95/99",
+        "remote read p50/95/99",
+        "local write p50/95/99",
+        "remote write p50/95/99"
+    )
+}
+
+/// One mix's results as a JSON run (`mode`, the mix, total ops/s, per region ops/s, errors
+/// and p50/p95/p99 per class), printing a table row per region on the way.
+pub fn report_mix(
+    mode: &str,
+    mix: Mix,
+    duration_s: u64,
+    res: &BTreeMap<String, RegionResult>,
+) -> serde_json::Value {
+    let mut per_region = serde_json::Map::new();
+    let mut total = 0.0;
+    for (region, r) in res {
+        let ops_s = r.ops() as f64 / duration_s as f64;
+        total += ops_s;
+        let cell =
+            |h: &Histogram<u64>| format!("{:.1}/{:.1}/{:.1}", ms(h, 0.5), ms(h, 0.95), ms(h, 0.99));
+        println!(
+            "{mode:<7} {:>5} {:>5} {:>5} {region:<14} {ops_s:>9.0} {:>26} {:>26} {:>26} {:>26}",
+            mix.read_ratio,
+            mix.locality,
+            mix.burst,
+            cell(&r.hist[0]),
+            cell(&r.hist[1]),
+            cell(&r.hist[2]),
+            cell(&r.hist[3])
+        );
+        let kinds: serde_json::Map<String, serde_json::Value> = KINDS
+            .iter()
+            .zip(&r.hist)
+            .map(|(k, h)| {
+                (
+                    k.to_string(),
+                    serde_json::json!({"count": h.len(), "p50_ms": ms(h, 0.5),
+                                       "p95_ms": ms(h, 0.95), "p99_ms": ms(h, 0.99)}),
+                )
+            })
+            .collect();
+        per_region.insert(
+            region.clone(),
+            serde_json::json!({"ops_per_sec": ops_s, "errors": r.errors, "latency": kinds}),
+        );
+    }
+    serde_json::json!({"mode": mode, "read_ratio": mix.read_ratio, "locality": mix.locality,
+                       "burst": mix.burst, "ops_per_sec": total, "regions": per_region})
+}
+
+/// Results shared by the clients of one run: each adds its own when it finishes.
+#[derive(Clone, Default)]
+pub struct Collector(std::sync::Arc<std::sync::Mutex<BTreeMap<String, RegionResult>>>);
+
+impl Collector {
+    pub fn add(&self, region: &str, r: &RegionResult) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(region.to_string())
+            .or_default()
+            .merge(r);
+    }
+
+    pub fn take(&self) -> BTreeMap<String, RegionResult> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}

@@ -12,17 +12,20 @@
 //! whose `/etc/hosts` maps a peer in another region to the relay that delays traffic from this
 //! member's region to that peer's region (`unshare`, so this must run as root).
 
+#[path = "../procs.rs"]
+mod procs;
 use anyhow::{bail, Context};
 use clap::Parser;
-use meridian_sim::{ms, parse_scenario, Mix, RegionResult, Scenario, Workload, KINDS};
+use meridian_sim::{parse_scenario, Mix, RegionResult, Scenario, Workload};
 use meridian_topology::Topology;
 use meridian_wan::{LinkSpec, Wan};
+use procs::Procs;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -148,18 +151,6 @@ fn merge(
     let merged = json!({"scenario": meridian["scenario"], "duration_s": meridian["duration_s"],
                         "clients_per_region": meridian["clients_per_region"], "runs": runs});
     (md, merged)
-}
-
-/// Child processes, killed on drop.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// One member of a deployment: host name, region, real address (loopback IP), role.
@@ -332,7 +323,7 @@ fn start_zookeeper(args: &Args, dir: &Path, members: &[Member]) -> anyhow::Resul
 /// One system's client of one region.
 #[derive(Clone)]
 enum Conn {
-    Etcd(etcd_client::Client),
+    Etcd(Box<etcd_client::Client>),
     Zk(zookeeper_client::Client),
 }
 
@@ -368,7 +359,7 @@ async fn connect(system: &str, ip: &str) -> anyhow::Result<Conn> {
             ),
         )
         .await?;
-        Ok(Conn::Etcd(c))
+        Ok(Conn::Etcd(Box::new(c)))
     } else {
         let c = zookeeper_client::Client::connector()
             .with_session_timeout(Duration::from_secs(20))
@@ -458,7 +449,7 @@ async fn run_mix(
     regions: &[String],
     members: &[Member],
 ) -> anyhow::Result<BTreeMap<String, RegionResult>> {
-    let results: Arc<Mutex<BTreeMap<String, RegionResult>>> = Arc::default();
+    let results = meridian_sim::Collector::default();
     let stop = Instant::now() + Duration::from_secs(s.duration_s);
     let mut tasks = Vec::new();
     for (ri, region) in regions.iter().enumerate() {
@@ -486,20 +477,14 @@ async fn run_mix(
                         mine.errors += 1;
                     }
                 }
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(region)
-                    .or_default()
-                    .merge(&mine);
+                results.add(&region, &mine);
             }));
         }
     }
     for t in tasks {
         t.await?;
     }
-    let r = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(r)
+    Ok(results.take())
 }
 
 #[tokio::main]
@@ -546,19 +531,7 @@ async fn run_peers(args: &Args) -> anyhow::Result<serde_json::Value> {
             wan.set_link(a, b, LinkSpec::from_rtt_ms(rtt));
         }
     }
-    println!(
-        "{:<7} {:>5} {:>5} {:>5} {:<14} {:>9} {:>26} {:>26} {:>26} {:>26}",
-        "system",
-        "read",
-        "local",
-        "burst",
-        "region",
-        "ops/s",
-        "local read p50/95/99",
-        "remote read p50/95/99",
-        "local write p50/95/99",
-        "remote write p50/95/99"
-    );
+    println!("{}", meridian_sim::table_header("system"));
     let mut runs = Vec::new();
     for system in &args.systems {
         let dir = tempfile::tempdir()?;
@@ -623,33 +596,7 @@ async fn run_peers(args: &Args) -> anyhow::Result<serde_json::Value> {
         ready(system, &members, &regions, s.keys_per_region).await?;
         for mix in s.mixes() {
             let res = run_mix(system, &s, mix, &regions, &members).await?;
-            let mut per_region = serde_json::Map::new();
-            let mut total = 0.0;
-            for (region, r) in &res {
-                let ops_s = r.ops() as f64 / s.duration_s as f64;
-                total += ops_s;
-                let cell = |h: &hdrhistogram::Histogram<u64>| {
-                    format!("{:.1}/{:.1}/{:.1}", ms(h, 0.5), ms(h, 0.95), ms(h, 0.99))
-                };
-                println!(
-                    "{system:<7} {:>5} {:>5} {:>5} {region:<14} {ops_s:>9.0} {:>26} {:>26} {:>26} {:>26}",
-                    mix.read_ratio, mix.locality, mix.burst,
-                    cell(&r.hist[0]), cell(&r.hist[1]), cell(&r.hist[2]), cell(&r.hist[3])
-                );
-                let kinds: serde_json::Map<String, serde_json::Value> = KINDS
-                    .iter()
-                    .zip(&r.hist)
-                    .map(|(k, h)| (k.to_string(), json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p95_ms": ms(h, 0.95), "p99_ms": ms(h, 0.99)})))
-                    .collect();
-                per_region.insert(
-                    region.clone(),
-                    json!({"ops_per_sec": ops_s, "errors": r.errors, "latency": kinds}),
-                );
-            }
-            runs.push(
-                json!({"mode": system, "read_ratio": mix.read_ratio, "locality": mix.locality,
-                             "burst": mix.burst, "ops_per_sec": total, "regions": per_region}),
-            );
+            runs.push(meridian_sim::report_mix(system, mix, s.duration_s, &res));
         }
     }
     let out = json!({"scenario": s.name, "duration_s": s.duration_s,

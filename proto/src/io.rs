@@ -98,3 +98,39 @@ impl Dialer {
         ))
     }
 }
+
+/// Whether a failed call surely never reached the service: the connection to it could not be
+/// made. Only then may a write be retried blindly. tonic reports a connection that broke
+/// *after* the request went out as `Unavailable` too, so the code alone does not tell.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        if e.to_string().contains("connect") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether the service itself answered `Unavailable` with Meridian's typed detail: it refused
+/// before proposing anything (no leader, shutting down before the proposal was queued, …).
+pub fn refused_by_service(status: &tonic::Status) -> bool {
+    use prost::Message;
+    status.code() == tonic::Code::Unavailable
+        && crate::kv::ErrorDetail::decode(status.details())
+            .ok()
+            .and_then(|d| d.kind)
+            .is_some()
+}

@@ -388,7 +388,29 @@ impl Client {
             let res = tokio::time::timeout(rpc_timeout, f(channel, rpc_timeout)).await;
             let err = match res {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(status)) => Error::from_status(status),
+                Ok(Err(status)) => {
+                    // A write may be retried only if it surely was not applied: the router
+                    // could not be reached, or it refused before proposing (typed
+                    // Unavailable, NotLeader). A connection that broke after sending (tonic
+                    // reports Unknown or Unavailable) may have carried a committed write.
+                    let maybe_applied = kind == OpKind::Write
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                        )
+                        && !meridian_proto::io::never_sent(&status)
+                        && !meridian_proto::io::refused_by_service(&status);
+                    if maybe_applied {
+                        return Err(Error::Other {
+                            code: status.code(),
+                            message: format!(
+                                "{ep}: {}; the write may have been applied: read before retrying",
+                                status.message()
+                            ),
+                        });
+                    }
+                    Error::from_status(status)
+                }
                 Err(_) if kind == OpKind::Write => {
                     return Err(Error::Other {
                         code: tonic::Code::DeadlineExceeded,

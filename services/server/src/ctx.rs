@@ -200,10 +200,13 @@ impl NodeCtx {
                     "forwarding the write to the leader of group {} at {addr}",
                     self.group_label(group)
                 );
-                // Unavailable: not delivered, or refused before it was proposed — safe to
-                // retry. Anything else (a reset connection, a deadline) may have come after
-                // the leader committed it: say so instead of inviting a blind retry.
-                if s.code() == tonic::Code::Unavailable {
+                // Safe to retry only if it never reached the leader (no connection) or the
+                // leader refused it before proposing (its typed Unavailable). Anything else —
+                // a connection that broke after sending (tonic says Unavailable for that too),
+                // a deadline — may have come after the leader committed it: say so instead
+                // of inviting a blind retry that would apply it twice.
+                if meridian_proto::io::never_sent(&s) || meridian_proto::io::refused_by_service(&s)
+                {
                     Error::Unavailable(format!("{what}: {}", s.message()))
                 } else {
                     Error::Deadline(format!(

@@ -58,8 +58,12 @@ impl Proposer {
             .send(Proposal { cmd, reply })
             .await
             .map_err(|_| Error::Unavailable("the group is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the group stopped before answering".into()))
+        // Queued, so possibly proposed: the caller must not retry blindly.
+        rx.await.map_err(|_| {
+            Error::Deadline(
+                "the group stopped before answering; the write may have been applied".into(),
+            )
+        })
     }
 }
 

@@ -531,8 +531,24 @@ async fn a_release_wakes_only_the_next_waiter() {
                 .await;
             let _ = tx.send((i, g, s));
         });
-        // Queue in a known order.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Queue in a known order: the next waiter asks only once this one's waiter key
+        // (`NAME/<seq>`, beside the holder's) is in the queue.
+        let queued = tokio::time::Instant::now();
+        loop {
+            let keys = c
+                .range_all("/h/m/", meridian_sdk::Consistency::Linearizable)
+                .await
+                .expect("list the queue");
+            if keys.len() == i + 2 {
+                break;
+            }
+            assert!(
+                queued.elapsed() < Duration::from_secs(20),
+                "waiter {i} not queued after 20 s: {} keys under /h/m/",
+                keys.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let mut order = Vec::new();
     for _ in 0..10 {

@@ -149,12 +149,15 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         GroupPeer {
-            group: self.group,
-            target,
-            addr: node.addr.clone(),
-            pool: self.pool.clone(),
+            link: PeerLink {
+                group: self.group,
+                target,
+                addr: node.addr.clone(),
+                pool: self.pool.clone(),
+            },
             learner: self.learners.contains(&target),
             last_sent: None,
+            commit_notices: None,
         }
     }
 }
@@ -186,16 +189,66 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// moves, and allows one request in flight per target. Over a WAN link to a learner those
 /// commit-only heartbeats (one round trip each) sit in front of the next batch of entries and
 /// halve, or worse, what the learner receives under load. So an empty AppendEntries to a
-/// learner is sent only if nothing was sent to it for 3/4 of the RPC deadline (= of the
-/// heartbeat interval, so openraft's periodic heartbeat still goes out); otherwise it is answered here with `Success` for the `prev_log_id` the
-/// learner already confirmed. This never touches voters: their heartbeats confirm leadership.
+/// learner goes out in line only if nothing was sent to it for 3/4 of the RPC deadline (= of
+/// the heartbeat interval, so openraft's periodic heartbeat still goes out); otherwise it is
+/// answered here with `Success` for the `prev_log_id` the learner already confirmed, and a copy
+/// is sent *beside* the replication stream (see [`commit_notifier`]): the learner still hears
+/// of the commit one way later, not at the next heartbeat, and entries never queue behind it.
+/// This never touches voters: their heartbeats confirm leadership.
 pub struct GroupPeer {
+    link: PeerLink,
+    learner: bool,
+    last_sent: Option<tokio::time::Instant>,
+    /// The newest commit-only AppendEntries answered here, for [`commit_notifier`] (started
+    /// on first use; it ends when this peer is dropped).
+    commit_notices: Option<tokio::sync::watch::Sender<Option<AppendEntriesRequest<TypeConfig>>>>,
+}
+
+/// Where one group's messages to one target go.
+#[derive(Clone)]
+struct PeerLink {
     group: GroupId,
     target: u64,
     addr: String,
     pool: Arc<PeerPool>,
-    learner: bool,
-    last_sent: Option<tokio::time::Instant>,
+}
+
+/// Most commit notices in flight to one learner; more wait (the newest wins).
+const COMMIT_NOTICES_IN_FLIGHT_MAX: usize = 16;
+/// Least time between two commit notices to one learner.
+const COMMIT_NOTICE_GAP: Duration = Duration::from_millis(5);
+
+/// Sends the newest thinned commit-only AppendEntries to a learner, beside openraft's
+/// one-in-flight replication stream: at most one every [`COMMIT_NOTICE_GAP`], at most
+/// [`COMMIT_NOTICES_IN_FLIGHT_MAX`] unanswered, each within `ttl`; only the newest waiting one
+/// is sent. The answers are only logged: a learner never counts toward a commit, and a notice
+/// it applies late is harmless (the follower commits min(its accepted log, the leader's commit),
+/// neither of which goes back; a notice from a deposed leader is refused by its vote).
+async fn commit_notifier(
+    link: PeerLink,
+    mut rx: tokio::sync::watch::Receiver<Option<AppendEntriesRequest<TypeConfig>>>,
+    ttl: Duration,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(COMMIT_NOTICES_IN_FLIGHT_MAX));
+    while rx.changed().await.is_ok() {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(req) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let link = link.clone();
+        tokio::spawn(async move {
+            let option = RPCOption::new(ttl);
+            let res: Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> =
+                link.call(Rpc::Append, &req, &option).await;
+            if let Err(e) = res {
+                tracing::debug!(group = %link.group, target = link.target, "commit notice: {e}");
+            }
+            drop(permit);
+        });
+        tokio::time::sleep(COMMIT_NOTICE_GAP).await;
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -205,7 +258,7 @@ enum Rpc {
     Snapshot,
 }
 
-impl GroupPeer {
+impl PeerLink {
     async fn call<Req, Resp, E>(
         &self,
         rpc: Rpc,
@@ -264,6 +317,18 @@ impl GroupPeer {
     }
 }
 
+impl GroupPeer {
+    /// Hands a thinned commit-only AppendEntries to this peer's [`commit_notifier`].
+    fn notify_commit(&mut self, rpc: AppendEntriesRequest<TypeConfig>, ttl: Duration) {
+        let tx = self.commit_notices.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            tokio::spawn(commit_notifier(self.link.clone(), rx, ttl));
+            tx
+        });
+        tx.send_replace(Some(rpc));
+    }
+}
+
 impl RaftNetwork<TypeConfig> for GroupPeer {
     /// Sends at most [`APPEND_BYTES_MAX`] of entries (at least one). openraft 0.9 caps a
     /// payload only by entry count, and its deadline is the heartbeat interval: a learner that
@@ -278,6 +343,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         if self.learner && rpc.entries.is_empty() {
             let window = option.hard_ttl() * 3 / 4;
             if self.last_sent.is_some_and(|t| t.elapsed() < window) {
+                self.notify_commit(rpc, option.hard_ttl());
                 return Ok(AppendEntriesResponse::Success);
             }
         }
@@ -286,7 +352,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         let shortened = keep < rpc.entries.len();
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        let reply = self.call(Rpc::Append, &rpc, &option).await?;
+        let reply = self.link.call(Rpc::Append, &rpc, &option).await?;
         // Only an answered request vouches for the learner until the next real heartbeat.
         self.last_sent = Some(sent_at);
         match reply {
@@ -305,7 +371,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.link.call(Rpc::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -313,7 +379,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.link.call(Rpc::Vote, &rpc, &option).await
     }
 }
 

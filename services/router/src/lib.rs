@@ -5,10 +5,11 @@
 //!   replica must have applied before it answers.
 //! - [`VersionVector`]: a session's `group → highest revision observed`; never goes backwards.
 //! - [`Rounds`]: coalescing. Callers that need a round (a sync, a leadership confirmation)
-//!   while one is running share the next one, started after they arrived.
+//!   while one is running share the next one, started after they arrived; long rounds overlap
+//!   ([`Rounds::spacing`]).
 
 mod plan;
 mod rounds;
 
 pub use plan::{plan_read, ReadLevel, ReadPlan, VersionVector};
-pub use rounds::{Join, Rounds};
+pub use rounds::{Join, Rounds, SPACING_MAX, SPACING_MIN};

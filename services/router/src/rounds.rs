@@ -1,6 +1,15 @@
 //! Coalesced rounds. A round answers every waiter that joined *before it started*: a round
 //! already running may have been sent before a waiter's own write, so the waiter joins the
-//! next one. One driver runs rounds back to back while anyone waits.
+//! next one. One driver starts rounds while anyone waits: the next one as soon as the last
+//! finishes, or — when rounds are long (a sync across the WAN) — [`Rounds::spacing`] after the
+//! last one started, so a waiter that just missed a round does not wait for it to come back
+//! before its own is sent (rounds overlap; the shell bounds how many are in flight).
+
+use std::time::Duration;
+
+/// Shortest and longest gap [`Rounds::spacing`] gives between overlapping round starts.
+pub const SPACING_MIN: Duration = Duration::from_millis(1);
+pub const SPACING_MAX: Duration = Duration::from_millis(50);
 
 /// What a caller of [`Rounds::join`] must do.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +30,8 @@ pub struct Rounds<W> {
     per_round_max: usize,
     rounds_started: u64,
     answered: u64,
+    /// Smoothed duration of a round in µs (0: none measured yet).
+    round_us: u64,
 }
 
 impl<W> Rounds<W> {
@@ -34,7 +45,30 @@ impl<W> Rounds<W> {
             per_round_max: per_round_max.max(1),
             rounds_started: 0,
             answered: 0,
+            round_us: 0,
         }
+    }
+
+    /// Records how long a finished round took (smoothed, ⅛ weight per round).
+    pub fn finished(&mut self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.round_us = if self.round_us == 0 {
+            us
+        } else {
+            self.round_us - self.round_us / 8 + us / 8
+        };
+    }
+
+    /// How long after starting a round the driver may start the next while that one is still
+    /// in flight: a quarter of a typical round, within [`SPACING_MIN`, `SPACING_MAX`]
+    /// (`SPACING_MAX` until a round has been measured). A waiter then waits at most this long
+    /// for its round to be sent, instead of up to a whole round; a group sees at most four
+    /// rounds per round trip from one router.
+    pub fn spacing(&self) -> Duration {
+        if self.round_us == 0 {
+            return SPACING_MAX;
+        }
+        Duration::from_micros(self.round_us / 4).clamp(SPACING_MIN, SPACING_MAX)
     }
 
     /// Adds a waiter. `Err(w)` gives it back when the queue is full.
@@ -150,6 +184,25 @@ mod tests {
         while r.next_round().is_some() {}
         assert_eq!(r.rounds_started(), 1);
         assert_eq!(r.answered(), 100);
+    }
+
+    #[test]
+    fn spacing_is_a_quarter_of_a_round_within_bounds() {
+        let mut r: Rounds<u8> = Rounds::new(1, 1);
+        assert_eq!(r.spacing(), SPACING_MAX, "unmeasured: the cautious end");
+        r.finished(Duration::from_millis(80));
+        assert_eq!(r.spacing(), Duration::from_millis(20));
+        // Smoothed: one fast round moves it by an eighth, not all the way.
+        r.finished(Duration::from_millis(0));
+        assert!(r.spacing() > Duration::from_millis(15), "{:?}", r.spacing());
+        for _ in 0..100 {
+            r.finished(Duration::from_micros(300));
+        }
+        assert_eq!(r.spacing(), SPACING_MIN, "intra-region rounds");
+        for _ in 0..100 {
+            r.finished(Duration::from_millis(480));
+        }
+        assert_eq!(r.spacing(), SPACING_MAX, "a 480 ms round trip");
     }
 
     #[test]

@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 
 /// Most reads waiting for one group's sync at one router; more are refused at once.
 const SYNC_WAITERS_MAX: usize = 65_536;
+/// Most sync rounds of one group in flight from one router at once (rounds overlap when they
+/// are long: see `Rounds::spacing`).
+const SYNC_ROUNDS_IN_FLIGHT_MAX: usize = 8;
 
 /// A session as a request presents it.
 #[derive(Clone, Debug, Default)]
@@ -65,6 +68,7 @@ type SyncReply = oneshot::Sender<std::result::Result<u64, String>>;
 /// One group's coalesced syncs at this router.
 struct GroupSync {
     rounds: Mutex<Rounds<SyncReply>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
     synced_reads: AtomicU64,
 }
 
@@ -83,6 +87,7 @@ impl Syncers {
             .or_insert_with(|| {
                 Arc::new(GroupSync {
                     rounds: Mutex::new(Rounds::new(SYNC_WAITERS_MAX, SYNC_WAITERS_MAX)),
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(SYNC_ROUNDS_IN_FLIGHT_MAX)),
                     synced_reads: AtomicU64::new(0),
                 })
             })
@@ -389,7 +394,9 @@ impl NodeCtx {
 
     /// The group's read index, coalesced: every read that needs a sync of the group while one
     /// is in flight shares the next one, started after it arrived — one round trip to the
-    /// leader serves a whole batch.
+    /// leader serves a whole batch. Across the WAN the next round does not wait for the last to
+    /// come back: it starts `Rounds::spacing` (a quarter of a round, 1–50 ms) after it, so a
+    /// switching read waits one round trip plus at most the spacing, not up to two round trips.
     pub async fn sync(self: &Arc<Self>, h: &GroupHandle) -> Result<u64> {
         let group = h.shared.group;
         let gs = self.syncers.get(group);
@@ -409,15 +416,38 @@ impl NodeCtx {
                 tokio::spawn(async move {
                     let wait = Duration::from_millis(ctx.limits.sync_wait_ms_max);
                     loop {
-                        let round = gs
-                            .rounds
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .next_round();
+                        // Bounded: at most SYNC_ROUNDS_IN_FLIGHT_MAX rounds of one group.
+                        let Ok(permit) = gs.in_flight.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let (round, spacing) = {
+                            let mut r = gs.rounds.lock().unwrap_or_else(|p| p.into_inner());
+                            (r.next_round(), r.spacing())
+                        };
                         let Some(waiters) = round else { return };
-                        let res = ctx.read_index(&h, wait).await.map_err(|e| e.to_string());
-                        for w in waiters {
-                            let _ = w.send(res.clone());
+                        let done = Arc::new(tokio::sync::Notify::new());
+                        let finished = done.clone();
+                        let (ctx, h, gs) = (ctx.clone(), h.clone(), gs.clone());
+                        tokio::spawn(async move {
+                            let started = tokio::time::Instant::now();
+                            let res = ctx.read_index(&h, wait).await.map_err(|e| e.to_string());
+                            if res.is_ok() {
+                                gs.rounds
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .finished(started.elapsed());
+                            }
+                            for w in waiters {
+                                let _ = w.send(res.clone());
+                            }
+                            drop(permit);
+                            finished.notify_one();
+                        });
+                        // The next round starts when this one is back, or `spacing` after it
+                        // was sent if it is still out (a WAN round trip).
+                        tokio::select! {
+                            _ = done.notified() => {}
+                            _ = tokio::time::sleep(spacing) => {}
                         }
                     }
                 });

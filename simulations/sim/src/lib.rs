@@ -61,59 +61,144 @@ pub fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// Throughput per mode for each workload mix, as grouped bars.
+/// What a deployment label in the charts stands for.
+fn mode_name(mode: &str) -> &str {
+    match mode {
+        "a" => "a: Meridian, one ensemble across regions",
+        "b" => "b: Meridian, one group + observers",
+        "c" => "c: per-region groups, no sync (not SC)",
+        "d" => "d: Meridian composition",
+        "etcd-a" => "etcd-a: etcd 3.4 across regions",
+        "zk-a" => "zk-a: ZooKeeper 3.8 voters across regions",
+        "zk-b" => "zk-b: ZooKeeper 3.8 voters + observers",
+        other => other,
+    }
+}
+
+/// Throughput per deployment for each workload mix, as grouped bars on a log scale: one panel
+/// for all regions together, then one per region (closed-loop totals favour whichever region
+/// a deployment favours, so the per-region panels are the fairer view).
 pub fn svg(out: &serde_json::Value) -> String {
     let runs = out["runs"].as_array().cloned().unwrap_or_default();
-    let mut mixes: Vec<String> = Vec::new();
+    let mut mixes: Vec<(String, String)> = Vec::new();
     let mut modes: Vec<String> = Vec::new();
-    let mut val: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut regions: Vec<String> = Vec::new();
+    // (panel, mix, mode) → ops/s; panel "" is all regions.
+    let mut val: BTreeMap<(String, usize, String), f64> = BTreeMap::new();
     for r in &runs {
-        let mix = format!("r{} l{} b{}", r["read_ratio"], r["locality"], r["burst"]);
+        let mix = (
+            format!(
+                "{:.0}% reads, {:.0}% local",
+                r["read_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+                r["locality"].as_f64().unwrap_or(0.0) * 100.0
+            ),
+            format!("burst {}", r["burst"].as_f64().unwrap_or(0.0)),
+        );
         let mode = r["mode"].as_str().unwrap_or("?").to_string();
-        if !mixes.contains(&mix) {
-            mixes.push(mix.clone());
-        }
+        let mi = match mixes.iter().position(|m| *m == mix) {
+            Some(i) => i,
+            None => {
+                mixes.push(mix);
+                mixes.len() - 1
+            }
+        };
         if !modes.contains(&mode) {
             modes.push(mode.clone());
         }
-        val.insert((mix, mode), r["ops_per_sec"].as_f64().unwrap_or(0.0));
+        val.insert(
+            (String::new(), mi, mode.clone()),
+            r["ops_per_sec"].as_f64().unwrap_or(0.0),
+        );
+        if let Some(per) = r["regions"].as_object() {
+            for (region, v) in per {
+                if !regions.contains(region) {
+                    regions.push(region.clone());
+                }
+                val.insert(
+                    (region.clone(), mi, mode.clone()),
+                    v["ops_per_sec"].as_f64().unwrap_or(0.0),
+                );
+            }
+        }
     }
+    // Log scale from 1 ops/s to the next power of ten above the largest value.
     let max = val.values().cloned().fold(1.0, f64::max);
-    let (bar_w, gap, h) = (18.0, 30.0, 300.0);
+    let decades = max.log10().ceil().max(1.0);
+    let (bar_w, gap, plot_h, left) = (14.0, 26.0, 170.0, 70.0);
     let group_w = bar_w * modes.len() as f64 + gap;
-    let width = 80.0 + group_w * mixes.len() as f64;
+    let width = left + group_w * mixes.len() as f64 + 10.0;
+    let legend_h = 16.0 * modes.len().div_ceil(2) as f64 + 10.0;
+    let panel_h = plot_h + 70.0;
+    let mut panels = vec![String::new()];
+    panels.extend(regions.iter().cloned());
+    let height = 30.0 + legend_h + panel_h * panels.len() as f64;
     let colors = [
         "#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#76b7b2", "#b07aa1", "#9c755f",
     ];
+    let y_of = |v: f64| -> f64 {
+        let frac = if v <= 1.0 { 0.0 } else { v.log10() / decades };
+        plot_h * (1.0 - frac)
+    };
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<text x=\"10\" y=\"16\">{} — total ops/s per mode (a ensemble, b observers, c no sync, d Meridian; etcd/zk: peers)</text>\n",
-        h + 90.0,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"18\" font-size=\"13\">{} — throughput (ops/s, log scale) per deployment and workload mix</text>\n",
         out["scenario"].as_str().unwrap_or("")
     );
-    for (gi, mix) in mixes.iter().enumerate() {
-        let x0 = 60.0 + gi as f64 * group_w;
-        for (mi, mode) in modes.iter().enumerate() {
-            let v = val
-                .get(&(mix.clone(), mode.clone()))
-                .copied()
-                .unwrap_or(0.0);
-            let bh = v / max * h;
-            let x = x0 + mi as f64 * bar_w;
-            s.push_str(&format!(
-                "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"{}\"><title>mode {mode}: {v:.0} ops/s</title></rect>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{mode}</text>\n",
-                30.0 + h - bh,
-                bar_w - 2.0,
-                colors[mi % colors.len()],
-                x + bar_w / 2.0,
-                h + 45.0
-            ));
-        }
+    for (i, mode) in modes.iter().enumerate() {
+        let (col, row) = (i % 2, i / 2);
+        let (x, y) = (10.0 + col as f64 * 330.0, 32.0 + row as f64 * 16.0);
         s.push_str(&format!(
-            "<text x=\"{x0}\" y=\"{}\">{mix}</text>\n",
-            h + 65.0
+            "<rect x=\"{x}\" y=\"{y}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            colors[i % colors.len()],
+            x + 14.0,
+            y + 9.0,
+            mode_name(mode)
         ));
     }
-    s.push_str(&format!("<text x=\"5\" y=\"40\">{max:.0}</text>\n</svg>\n"));
+    for (pi, panel) in panels.iter().enumerate() {
+        let top = 30.0 + legend_h + pi as f64 * panel_h + 20.0;
+        let title = if panel.is_empty() {
+            "all regions".to_string()
+        } else {
+            format!("clients in {panel}")
+        };
+        s.push_str(&format!(
+            "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{title}</text>\n",
+            top - 6.0
+        ));
+        for d in 0..=(decades as u32) {
+            let v = 10f64.powi(d as i32);
+            let y = top + y_of(v);
+            s.push_str(&format!(
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.0}</text>\n",
+                width - 10.0,
+                left - 4.0,
+                y + 4.0
+            ));
+        }
+        for (gi, (line1, line2)) in mixes.iter().enumerate() {
+            let x0 = left + 8.0 + gi as f64 * group_w;
+            for (mi, mode) in modes.iter().enumerate() {
+                let Some(v) = val.get(&(panel.clone(), gi, mode.clone())).copied() else {
+                    continue;
+                };
+                let y = top + y_of(v);
+                let x = x0 + mi as f64 * bar_w;
+                s.push_str(&format!(
+                    "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>{}: {v:.0} ops/s</title></rect>\n",
+                    bar_w - 2.0,
+                    top + plot_h - y,
+                    colors[mi % colors.len()],
+                    mode_name(mode)
+                ));
+            }
+            s.push_str(&format!(
+                "<text x=\"{x0}\" y=\"{}\">{line1}</text><text x=\"{x0}\" y=\"{}\">{line2}</text>\n",
+                top + plot_h + 14.0,
+                top + plot_h + 27.0
+            ));
+        }
+    }
+    s.push_str("</svg>\n");
     s
 }
 
@@ -194,5 +279,49 @@ impl Collector {
 
     pub fn take(&self) -> BTreeMap<String, RegionResult> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(mode: &str, total: f64, east: f64) -> serde_json::Value {
+        serde_json::json!({"mode": mode, "read_ratio": 0.9, "locality": 0.5, "burst": 25.0,
+            "ops_per_sec": total, "regions": {"us-east": {"ops_per_sec": east},
+            "eu-west": {"ops_per_sec": total - east}}})
+    }
+
+    /// One panel for all regions and one per region; bars on a log scale, so ten times the
+    /// throughput is one decade taller, whatever the largest value.
+    #[test]
+    fn chart_has_a_panel_per_region_and_log_bars() {
+        let out = serde_json::json!({"scenario": "t",
+            "runs": [run("a", 100.0, 60.0), run("d", 1000.0, 600.0)]});
+        let chart = svg(&out);
+        assert!(chart.starts_with("<svg"), "{chart}");
+        for panel in ["all regions", "clients in us-east", "clients in eu-west"] {
+            assert!(chart.contains(panel), "no panel {panel}");
+        }
+        assert!(chart.contains("d: Meridian composition"), "legend");
+        assert!(chart.contains("90% reads, 50% local"), "mix label");
+        // Bar heights of the first panel: a (100 ops/s) and d (1000 ops/s).
+        let heights: Vec<f64> = chart
+            .lines()
+            .filter(|l| l.starts_with("<rect x=") && l.contains("<title>"))
+            .take(2)
+            .map(|l| {
+                let h = l.split("height=\"").nth(1).expect("height");
+                h[..h.find('"').expect("quote")].parse().expect("number")
+            })
+            .collect();
+        assert_eq!(heights.len(), 2);
+        // 3 decades (1..1,000) over 170 px: the top bar fills the plot, one decade less is
+        // a third shorter.
+        assert!((heights[1] - 170.0).abs() < 0.01, "{heights:?}");
+        assert!(
+            (heights[1] - heights[0] - 170.0 / 3.0).abs() < 0.01,
+            "{heights:?}"
+        );
     }
 }

@@ -52,24 +52,21 @@ fn runs_modes_and_reports_per_region() {
     // `sim chart` draws the same chart again from the JSON; a file that is not a results
     // file is refused with what is wrong.
     let again = dir.path().join("again.svg");
-    let o = std::process::Command::new(common::BIN)
-        .args(["sim", "chart"])
-        .arg(&json)
-        .arg("--svg")
-        .arg(&again)
-        .output()
-        .expect("run meridian sim chart");
+    let chart_of = |results: &std::path::Path| {
+        Command::new(common::BIN)
+            .args(["sim", "chart"])
+            .arg(results)
+            .arg("--svg")
+            .arg(&again)
+            .output()
+            .expect("run meridian sim chart")
+    };
+    let o = chart_of(&json);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(std::fs::read_to_string(&again).expect("svg"), chart);
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"mode\": \"d\"}").expect("write");
-    let o = std::process::Command::new(common::BIN)
-        .args(["sim", "chart"])
-        .arg(&bad)
-        .arg("--svg")
-        .arg(&again)
-        .output()
-        .expect("run meridian sim chart");
+    let o = chart_of(&bad);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no \"runs\" list"), "{err}");

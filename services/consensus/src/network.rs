@@ -215,11 +215,16 @@ struct PeerLink {
 
 /// Most commit notices in flight to one learner; more wait (the newest wins).
 const COMMIT_NOTICES_IN_FLIGHT_MAX: usize = 16;
-/// Least time between two commit notices to one learner.
-const COMMIT_NOTICE_GAP: Duration = Duration::from_millis(5);
+/// Least time between two commit notices to one learner: 1/16 of the RPC deadline (= the
+/// heartbeat, about two round trips), at least 5 ms — an eighth of a round trip of delay at
+/// most, and a few dozen messages a second per learner, not one per commit.
+fn commit_notice_gap(ttl: Duration) -> Duration {
+    (ttl / 16).max(Duration::from_millis(5))
+}
 
 /// Sends the newest thinned commit-only AppendEntries to a learner, beside openraft's
-/// one-in-flight replication stream: at most one every [`COMMIT_NOTICE_GAP`], at most
+/// one-in-flight replication stream: at most one every [`commit_notice_gap`], only when the
+/// commit moved since the last one sent, at most
 /// [`COMMIT_NOTICES_IN_FLIGHT_MAX`] unanswered, each within `ttl`; only the newest waiting one
 /// is sent. The answers are only logged: a learner never counts toward a commit, and a notice
 /// it applies late is harmless (the follower commits min(its accepted log, the leader's commit),
@@ -230,6 +235,8 @@ async fn commit_notifier(
     ttl: Duration,
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(COMMIT_NOTICES_IN_FLIGHT_MAX));
+    let gap = commit_notice_gap(ttl);
+    let mut last_commit = None;
     while rx.changed().await.is_ok() {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
@@ -237,6 +244,10 @@ async fn commit_notifier(
         let Some(req) = rx.borrow_and_update().clone() else {
             continue;
         };
+        if last_commit.is_some() && req.leader_commit == last_commit {
+            continue;
+        }
+        last_commit = req.leader_commit;
         let link = link.clone();
         tokio::spawn(async move {
             let option = RPCOption::new(ttl);
@@ -247,7 +258,7 @@ async fn commit_notifier(
             }
             drop(permit);
         });
-        tokio::time::sleep(COMMIT_NOTICE_GAP).await;
+        tokio::time::sleep(gap).await;
     }
 }
 

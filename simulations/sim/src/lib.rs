@@ -80,20 +80,23 @@ fn mode_name(mode: &str) -> &str {
 /// a deployment favours, so the per-region panels are the fairer view).
 pub fn svg(out: &serde_json::Value) -> String {
     let runs = out["runs"].as_array().cloned().unwrap_or_default();
-    let mut mixes: Vec<(String, String)> = Vec::new();
+    let mut mixes: Vec<[String; 3]> = Vec::new();
     let mut modes: Vec<String> = Vec::new();
     let mut regions: Vec<String> = Vec::new();
     // (panel, mix, mode) → ops/s; panel "" is all regions.
     let mut val: BTreeMap<(String, usize, String), f64> = BTreeMap::new();
     for r in &runs {
-        let mix = (
+        let mix = [
             format!(
-                "{:.0}% reads, {:.0}% local",
-                r["read_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+                "{:.0}% reads",
+                r["read_ratio"].as_f64().unwrap_or(0.0) * 100.0
+            ),
+            format!(
+                "{:.0}% local",
                 r["locality"].as_f64().unwrap_or(0.0) * 100.0
             ),
             format!("burst {}", r["burst"].as_f64().unwrap_or(0.0)),
-        );
+        ];
         let mode = r["mode"].as_str().unwrap_or("?").to_string();
         let mi = match mixes.iter().position(|m| *m == mix) {
             Some(i) => i,
@@ -125,10 +128,11 @@ pub fn svg(out: &serde_json::Value) -> String {
     let max = val.values().cloned().fold(1.0, f64::max);
     let decades = max.log10().ceil().max(1.0);
     let (bar_w, gap, plot_h, left) = (14.0, 26.0, 170.0, 70.0);
-    let group_w = bar_w * modes.len() as f64 + gap;
+    // Wide enough for the mix label ("90% reads", ~60 px) under few bars.
+    let group_w = (bar_w * modes.len() as f64 + gap).max(80.0);
     let width = left + group_w * mixes.len() as f64 + 10.0;
     let legend_h = 16.0 * modes.len().div_ceil(2) as f64 + 10.0;
-    let panel_h = plot_h + 70.0;
+    let panel_h = plot_h + 80.0;
     let mut panels = vec![String::new()];
     panels.extend(regions.iter().cloned());
     let height = 30.0 + legend_h + panel_h * panels.len() as f64;
@@ -175,7 +179,7 @@ pub fn svg(out: &serde_json::Value) -> String {
                 y + 4.0
             ));
         }
-        for (gi, (line1, line2)) in mixes.iter().enumerate() {
+        for (gi, label) in mixes.iter().enumerate() {
             let x0 = left + 8.0 + gi as f64 * group_w;
             for (mi, mode) in modes.iter().enumerate() {
                 let Some(v) = val.get(&(panel.clone(), gi, mode.clone())).copied() else {
@@ -191,11 +195,12 @@ pub fn svg(out: &serde_json::Value) -> String {
                     mode_name(mode)
                 ));
             }
-            s.push_str(&format!(
-                "<text x=\"{x0}\" y=\"{}\">{line1}</text><text x=\"{x0}\" y=\"{}\">{line2}</text>\n",
-                top + plot_h + 14.0,
-                top + plot_h + 27.0
-            ));
+            for (li, line) in label.iter().enumerate() {
+                s.push_str(&format!(
+                    "<text x=\"{x0}\" y=\"{}\">{line}</text>\n",
+                    top + plot_h + 14.0 + 13.0 * li as f64
+                ));
+            }
         }
     }
     s.push_str("</svg>\n");
@@ -304,7 +309,9 @@ mod tests {
             assert!(chart.contains(panel), "no panel {panel}");
         }
         assert!(chart.contains("d: Meridian composition"), "legend");
-        assert!(chart.contains("90% reads, 50% local"), "mix label");
+        for line in ["90% reads", "50% local", "burst 25"] {
+            assert!(chart.contains(&format!(">{line}<")), "mix label {line}");
+        }
         // Bar heights of the first panel: a (100 ops/s) and d (1000 ops/s).
         let heights: Vec<f64> = chart
             .lines()

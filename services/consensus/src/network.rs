@@ -244,7 +244,8 @@ async fn commit_notifier(
         let Some(req) = rx.borrow_and_update().clone() else {
             continue;
         };
-        if last_commit.is_some() && req.leader_commit == last_commit {
+        // Nothing new to tell (a notice without a commit tells nothing either).
+        if req.leader_commit == last_commit {
             continue;
         }
         last_commit = req.leader_commit;

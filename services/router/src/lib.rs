@@ -12,4 +12,4 @@ mod plan;
 mod rounds;
 
 pub use plan::{plan_read, ReadLevel, ReadPlan, VersionVector};
-pub use rounds::{Join, Rounds, SPACING_MAX, SPACING_MIN};
+pub use rounds::{Join, Rounds};

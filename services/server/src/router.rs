@@ -411,46 +411,7 @@ impl NodeCtx {
             }
             Ok(Join::Queued) => {}
             Ok(Join::Drive) => {
-                let ctx = self.clone();
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let wait = Duration::from_millis(ctx.limits.sync_wait_ms_max);
-                    loop {
-                        // Bounded: at most SYNC_ROUNDS_IN_FLIGHT_MAX rounds of one group.
-                        let Ok(permit) = gs.in_flight.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let (round, spacing) = {
-                            let mut r = gs.rounds.lock().unwrap_or_else(|p| p.into_inner());
-                            (r.next_round(), r.spacing())
-                        };
-                        let Some(waiters) = round else { return };
-                        let done = Arc::new(tokio::sync::Notify::new());
-                        let finished = done.clone();
-                        let (ctx, h, gs) = (ctx.clone(), h.clone(), gs.clone());
-                        tokio::spawn(async move {
-                            let started = tokio::time::Instant::now();
-                            let res = ctx.read_index(&h, wait).await.map_err(|e| e.to_string());
-                            if res.is_ok() {
-                                gs.rounds
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .finished(started.elapsed());
-                            }
-                            for w in waiters {
-                                let _ = w.send(res.clone());
-                            }
-                            drop(permit);
-                            finished.notify_one();
-                        });
-                        // The next round starts when this one is back, or `spacing` after it
-                        // was sent if it is still out (a WAN round trip).
-                        tokio::select! {
-                            _ = done.notified() => {}
-                            _ = tokio::time::sleep(spacing) => {}
-                        }
-                    }
-                });
+                tokio::spawn(self.clone().drive_syncs(h.clone(), gs));
             }
         }
         match rx.await {
@@ -461,5 +422,58 @@ impl NodeCtx {
             ))),
             Err(_) => Err(Error::Unavailable("the sync round was dropped".into())),
         }
+    }
+
+    /// Starts sync rounds of one group while reads wait: the next one when the last is back,
+    /// or `Rounds::spacing` after it was sent if it is still out (a WAN round trip); at most
+    /// SYNC_ROUNDS_IN_FLIGHT_MAX at once. Ends when nobody waits.
+    async fn drive_syncs(self: Arc<Self>, h: GroupHandle, gs: Arc<GroupSync>) {
+        loop {
+            let Ok(permit) = gs.in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let (round, spacing) = {
+                let mut r = gs.rounds.lock().unwrap_or_else(|p| p.into_inner());
+                (r.next_round(), r.spacing())
+            };
+            let Some(waiters) = round else { return };
+            let done = Arc::new(tokio::sync::Notify::new());
+            tokio::spawn(self.clone().sync_round(
+                h.clone(),
+                gs.clone(),
+                waiters,
+                done.clone(),
+                permit,
+            ));
+            tokio::select! {
+                _ = done.notified() => {}
+                _ = tokio::time::sleep(spacing) => {}
+            }
+        }
+    }
+
+    /// One round: the leader's read index for every waiter, and the round's duration for
+    /// `Rounds::spacing`.
+    async fn sync_round(
+        self: Arc<Self>,
+        h: GroupHandle,
+        gs: Arc<GroupSync>,
+        waiters: Vec<SyncReply>,
+        done: Arc<tokio::sync::Notify>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
+        let started = tokio::time::Instant::now();
+        let res = self.read_index(&h, wait).await.map_err(|e| e.to_string());
+        if res.is_ok() {
+            gs.rounds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finished(started.elapsed());
+        }
+        for w in waiters {
+            let _ = w.send(res.clone());
+        }
+        done.notify_one();
     }
 }

@@ -4,15 +4,18 @@
 //! - [`dev`]: `meridian dev`, a whole local cluster in one process.
 //! - [`bench`]: `meridian bench`, throughput and latency percentiles with hdrhistogram.
 //! - [`locks_cli`]: `meridian lease`, `meridian lock NAME -- COMMAND`, `meridian elect`.
+//! - [`placement_cli`]: `meridian placement show|set-policy`.
 //! - [`ops`]: `meridian topology check`, `meridian wan-proxy`, `meridian wan cut|heal|status`.
 
 mod bench;
 mod bench_geo;
 mod bench_locks;
+mod bench_placement;
 mod dev;
 mod locks_cli;
 mod ops;
 mod output;
+mod placement_cli;
 mod sim;
 mod sim_run;
 mod txn_parse;
@@ -55,7 +58,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run a whole local cluster (3 nodes) until Ctrl-C.
+    /// Run a local cluster until Ctrl-C: by default 9 nodes in 3 regions, with the WAN emulator.
     Dev(dev::DevArgs),
     /// One node of `meridian dev --processes` (started by it).
     #[command(hide = true)]
@@ -68,9 +71,14 @@ enum Command {
     BenchGeo(bench_geo::BenchGeoArgs),
     /// Measure locks and leases: latency, failover, keepalive aggregation, memory.
     BenchLocks(bench_locks::BenchLocksArgs),
+    /// Measure residency forwarding and how fast a placement change reaches every router.
+    BenchPlacement(bench_placement::BenchPlacementArgs),
     /// Topology files.
     #[command(subcommand)]
     Topology(ops::TopologyCmd),
+    /// The placement map (domains, owners, residency policies, epoch): show, set-policy.
+    #[command(subcommand)]
+    Placement(placement_cli::PlacementCmd),
     /// Run the WAN emulator standalone: relays that add a region pair's latency to any TCP traffic.
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
@@ -124,7 +132,11 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args, endpoints).await,
             Command::BenchGeo(args) => bench_geo::run(args).await,
             Command::BenchLocks(args) => bench_locks::run(args).await,
+            Command::BenchPlacement(args) => bench_placement::run(args).await,
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
+            Command::Placement(cmd) => {
+                placement_cli::run(client(endpoints)?, cli.output, cmd).await
+            }
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
             Command::Sim(cmd) => sim::run(cmd).await,

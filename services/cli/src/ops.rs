@@ -130,8 +130,14 @@ pub enum WanCmd {
 
 #[derive(clap::Args, Debug)]
 pub struct WanArgs {
-    /// The emulator's control address (printed by `meridian dev` and `meridian wan-proxy`).
-    #[arg(long, env = "MERIDIAN_WAN_CONTROL", default_value = "127.0.0.1:7700")]
+    /// The emulator's control address (printed by `meridian dev` and `meridian wan-proxy`);
+    /// accepted before or after the subcommand (`meridian wan status --control ADDR`).
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_WAN_CONTROL",
+        default_value = "127.0.0.1:7700"
+    )]
     control: String,
     #[command(subcommand)]
     cmd: WanCmd,
@@ -149,7 +155,16 @@ pub async fn wan(args: WanArgs) -> anyhow::Result<ExitCode> {
         WanCmd::HealAll => "heal-all".to_string(),
         WanCmd::Status => "status".to_string(),
     };
-    let answer = meridian_wan::control(&args.control, &line, CONTROL_TIMEOUT).await?;
+    let answer = meridian_wan::control(&args.control, &line, CONTROL_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            meridian_wan::WanError::Io(e) => anyhow::anyhow!(
+                "cannot reach the WAN emulator's control port {}: {e} \
+                 (the address `meridian dev` or `meridian wan-proxy` printed; --control ADDR)",
+                args.control
+            ),
+            e => e.into(),
+        })?;
     let answer = answer.trim();
     if args.cmd_is_status() {
         for part in answer.split("; ") {

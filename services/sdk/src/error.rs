@@ -22,6 +22,14 @@ pub enum Error {
         current: u64,
         message: String,
     },
+    /// A residency policy keeps the domain out of the region of the endpoint (mode "strict").
+    #[error("{message}")]
+    PolicyDenied {
+        domain: String,
+        policy: String,
+        region: String,
+        message: String,
+    },
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("{code:?}: {message}")]
@@ -53,6 +61,12 @@ impl Error {
             (_, Some(Kind::FutureRevision(f))) => Error::FutureRevision {
                 requested: f.requested,
                 current: f.current,
+                message,
+            },
+            (_, Some(Kind::PolicyDenied(p))) => Error::PolicyDenied {
+                domain: p.domain,
+                policy: p.policy,
+                region: p.region,
                 message,
             },
             (Code::Unavailable, _) => Error::Unavailable(message),

@@ -8,11 +8,13 @@
 //!   consistency across groups).
 //! - [`locks`]: leases, sessions (one keepalive for all of a session's leases; the session
 //!   knows it is lost before the server frees anything), locks with fencing tokens, election.
+//! - [`placement`]: the placement map (domains, owners, policies, epoch) and policy changes.
 //! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
 //! - [`error`]: the typed errors decoded from the server's status details.
 
 pub mod error;
 pub mod locks;
+pub mod placement;
 pub mod watch;
 
 pub use error::Error;
@@ -140,7 +142,8 @@ fn read_kind(c: Consistency) -> OpKind {
 }
 
 /// A request that carries its deadline to the server (`grpc-timeout`).
-fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+/// `msg` with a gRPC deadline.
+pub(crate) fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(timeout);
     r

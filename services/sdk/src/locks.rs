@@ -11,7 +11,7 @@
 //! gone — the session is lost for good and [`Session::lost`] resolves: stop acting on its
 //! locks (the `meridian lock` CLI terminates its command).
 
-use crate::{pb, Client, Error, OpKind};
+use crate::{pb, timed, Client, Error, OpKind};
 use meridian_proto::kv::lease_client::LeaseClient;
 use meridian_proto::kv::lock_client::LockClient;
 use meridian_proto::MAX_MESSAGE_BYTES;
@@ -32,12 +32,6 @@ fn lock_client(ch: Channel) -> LockClient<Channel> {
     LockClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(timeout);
-    r
 }
 
 /// The group a lease id belongs to (its top 16 bits).

@@ -14,7 +14,7 @@ use meridian_proto::peer::forward_client::ForwardClient;
 use meridian_proto::peer::ProposeRequest;
 use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_router::VersionVector;
-use meridian_topology::{Placement, Topology};
+use meridian_topology::Topology;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::ServerState;
 use std::collections::BTreeMap;
@@ -33,7 +33,8 @@ pub struct NodeCtx {
     pub pool: Arc<PeerPool>,
     pub limits: Limits,
     pub topology: Arc<Topology>,
-    pub placement: Placement,
+    /// The placement map this router follows (from its replica of the global group).
+    pub placement: Arc<crate::placement::PlacementView>,
     pub watches: Arc<tokio::sync::Semaphore>,
     /// The write batcher of each group this node votes in.
     pub proposers: BTreeMap<GroupId, Proposer>,

@@ -31,6 +31,15 @@ pub enum Error {
     Deadline(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("domain {domain} has a residency policy ({policy}) that keeps it out of region {region}, where this request arrived; use an endpoint in an allowed region")]
+    PolicyDenied {
+        domain: String,
+        policy: String,
+        region: String,
+    },
+    /// Another router's answer to a request this one forwarded, passed on unchanged.
+    #[error("{}", .0.message())]
+    Forwarded(Status),
     /// The state machine refused the command; nothing changed.
     #[error("{message}")]
     Rejected { rule: String, message: String },
@@ -113,6 +122,20 @@ impl From<Error> for Status {
                 message,
                 Kind::Unavailable(kv::Unavailable { reason }),
             ),
+            Error::PolicyDenied {
+                domain,
+                policy,
+                region,
+            } => with_detail(
+                Code::PermissionDenied,
+                message,
+                Kind::PolicyDenied(kv::PolicyDenied {
+                    domain,
+                    policy,
+                    region,
+                }),
+            ),
+            Error::Forwarded(status) => status,
             Error::Deadline(_) => Status::new(Code::DeadlineExceeded, message),
             Error::Internal(_) => Status::new(Code::Internal, message),
             Error::Rejected { rule, .. } => with_detail(

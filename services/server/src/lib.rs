@@ -12,6 +12,10 @@
 //! - [`lock_service`]: leases, locks, fencing and election; [`keepalive`]: one aggregated
 //!   keepalive per (router, group) per interval; [`lease_driver`]: the leader's lease clock
 //!   (expiry, checkpoints, lock-delays); [`lock_waits`]: herd-free waits for a grant.
+//! - [`placement`]: the router's view of the placement map, followed through the global
+//!   group's local replica, and its seeding from the topology; [`placement_service`]: the
+//!   `Placement` API (show, set-policy); [`residency`]: where a request may be served under
+//!   its domain's policy (here, proxied to an allowed region, or `PolicyDenied`).
 
 pub mod config;
 pub mod convert;
@@ -23,7 +27,10 @@ pub mod lease_driver;
 pub mod lock_service;
 pub mod lock_waits;
 pub mod node;
+pub mod placement;
+pub mod placement_service;
 pub mod proposer;
+pub mod residency;
 pub mod router;
 pub mod service;
 pub mod watch;

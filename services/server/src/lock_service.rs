@@ -49,6 +49,12 @@ impl LockService {
         cmd: LeaseCommand,
     ) -> Result<(meridian_consensus::GroupHandle, u64, LeaseResult)> {
         let group = self.ctx.route_lease(&cmd)?;
+        match &cmd {
+            LeaseCommand::Acquire { name: key, .. }
+            | LeaseCommand::Release { key }
+            | LeaseCommand::Proclaim { key, .. } => self.ctx.serve_here(group, key, false)?,
+            _ => {}
+        }
         let (h, rev, res) = self.ctx.write(group, Command::Lease(cmd)).await?;
         match res {
             CommandResult::Lease(r) => Ok((h, rev, r)),
@@ -244,6 +250,7 @@ impl Lease for LockService {
             .into());
         }
         let group = self.ctx.route_prefix(&req.path)?;
+        self.ctx.serve_here(group, &req.path, true)?;
         if let Some(id) = req.reuse.iter().find(|id| lease_group(**id) == group.0) {
             let h = self.ctx.group(group)?;
             let rev = h.shared.applied();
@@ -560,6 +567,7 @@ impl Lock for LockService {
             )
         })?;
         let group = self.ctx.route_key(&req.name)?;
+        self.ctx.serve_here(group, &req.name, false)?;
         let ready = self
             .ctx
             .prepare_read(group, Some(&linearizable()), None)
@@ -611,6 +619,7 @@ impl Lock for LockService {
         let name = request.into_inner().name;
         lock_name(&name)?;
         let group = self.ctx.route_key(&name)?;
+        self.ctx.serve_here(group, &name, false)?;
         let ready = self.ctx.prepare_read(group, None, None).await?;
         Ok(Response::new(self.leader_of(&ready.handle, &name)))
     }
@@ -624,6 +633,7 @@ impl Lock for LockService {
         let name = request.into_inner().name;
         lock_name(&name)?;
         let group = self.ctx.route_key(&name)?;
+        self.ctx.serve_here(group, &name, false)?;
         let ready = self.ctx.prepare_read(group, None, None).await?;
         let h = ready.handle;
         let permit = self.ctx.watches.clone().try_acquire_owned().map_err(|_| {

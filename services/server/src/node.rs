@@ -8,6 +8,7 @@ use crate::keepalive::KeepAlives;
 use crate::lease_driver::LeaderLeases;
 use crate::lock_service::LockService;
 use crate::lock_waits::LockWaits;
+use crate::placement_service::PlacementService;
 use crate::proposer::Proposer;
 use crate::router::Syncers;
 use crate::service::KvService;
@@ -18,6 +19,7 @@ use meridian_proto::io::{Dialer, Incoming};
 use meridian_proto::kv::kv_server::KvServer;
 use meridian_proto::kv::lease_server::LeaseServer;
 use meridian_proto::kv::lock_server::LockServer;
+use meridian_proto::kv::placement_server::PlacementServer;
 use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
 use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
@@ -316,7 +318,9 @@ impl Node {
             host: host.clone(),
             pool,
             limits: config.limits.clone(),
-            placement: topology.placement(),
+            placement: Arc::new(crate::placement::PlacementView::new(
+                topology.placement_map(),
+            )),
             topology: topology.clone(),
             watches: Arc::new(tokio::sync::Semaphore::new(config.limits.watches_max)),
             proposers,
@@ -340,6 +344,25 @@ impl Node {
         let peer = PeerServer::new(PeerService::new(host.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
+        let global = topology.global_group().map(|g| g.id);
+        for (group, shared) in &shareds {
+            if Some(*group) != global {
+                continue;
+            }
+            tokio::spawn(crate::placement::follow(
+                ctx.placement.clone(),
+                shared.clone(),
+                shutdown_rx.clone(),
+            ));
+            if let Some(proposer) = ctx.proposers.get(group) {
+                tokio::spawn(crate::placement::seed(
+                    proposer.clone(),
+                    shared.clone(),
+                    topology.placement_map(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
         for (group, shared) in shareds {
             if let Some(w) = ctx.lock_waits.get(&group) {
                 tokio::spawn(crate::lock_waits::run(
@@ -367,6 +390,9 @@ impl Node {
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
+        let placement = PlacementServer::new(PlacementService::new(ctx.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
@@ -378,7 +404,8 @@ impl Node {
                 .add_service(peer)
                 .add_service(forward)
                 .add_service(lease)
-                .add_service(lock);
+                .add_service(lock)
+                .add_service(placement);
             let stop = async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             };

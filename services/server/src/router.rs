@@ -128,6 +128,8 @@ impl NodeCtx {
     /// The group owning `key` (longest-prefix domain).
     pub fn route_key(&self, key: &str) -> Result<GroupId> {
         self.placement
+            .current()
+            .lookup
             .group_of(key)
             .map(|(g, _)| g)
             .ok_or_else(|| self.no_domain(key))
@@ -135,7 +137,7 @@ impl NodeCtx {
 
     /// The one group holding every key under `prefix`; a prefix spanning groups is refused.
     pub fn route_prefix(&self, prefix: &str) -> Result<GroupId> {
-        let groups = self.placement.groups_under(prefix);
+        let groups = self.placement.current().lookup.groups_under(prefix);
         match groups.as_slice() {
             [] => Err(self.no_domain(prefix)),
             [g] => Ok(*g),
@@ -145,46 +147,28 @@ impl NodeCtx {
 
     /// The one group a write command touches; commands spanning groups are refused.
     pub fn route_command(&self, cmd: &Command) -> Result<GroupId> {
+        match cmd {
+            Command::Batch(_) => return Err(Error::Internal("a batch is never routed".into())),
+            Command::Lease(l) => return self.route_lease(l),
+            Command::Placement(_) => {
+                return self
+                    .topology
+                    .global_group()
+                    .map(|g| g.id)
+                    .ok_or_else(|| Error::Internal("no global group holds a placement map".into()))
+            }
+            Command::Put(_) | Command::Delete(_) | Command::Txn { .. } => {}
+        }
+        let scopes = crate::residency::command_scopes(cmd);
         let mut groups = BTreeSet::new();
-        let mut first = None;
-        let mut add = |key: &str, prefix: bool| -> Result<()> {
-            first.get_or_insert_with(|| key.to_string());
-            let g = if prefix {
+        for (key, prefix) in &scopes {
+            groups.insert(if *prefix {
                 self.route_prefix(key)?
             } else {
                 self.route_key(key)?
-            };
-            groups.insert(g);
-            Ok(())
-        };
-        fn op_scope(op: &Op) -> (&str, bool) {
-            match op {
-                Op::Put(p) => (p.key.as_str(), false),
-                Op::Delete(d) => (d.key.as_str(), d.prefix),
-                Op::Get { key } => (key.as_str(), false),
-            }
+            });
         }
-        match cmd {
-            Command::Put(p) => add(&p.key, false)?,
-            Command::Delete(d) => add(&d.key, d.prefix)?,
-            Command::Txn {
-                compares,
-                success,
-                failure,
-            } => {
-                for c in compares {
-                    add(&c.key, false)?;
-                }
-                for op in success.iter().chain(failure) {
-                    let (k, p) = op_scope(op);
-                    add(k, p)?;
-                }
-            }
-            Command::Batch(_) => {
-                return Err(Error::Internal("a batch is never routed".into()));
-            }
-            Command::Lease(l) => return self.route_lease(l),
-        }
+        let first = scopes.first().map(|(k, _)| *k);
         let groups: Vec<GroupId> = groups.into_iter().collect();
         match groups.as_slice() {
             [g] => {
@@ -196,7 +180,7 @@ impl NodeCtx {
                 "txn",
                 "the transaction touches no key",
             )),
-            many => Err(self.cross_group(first.as_deref().unwrap_or("txn"), many)),
+            many => Err(self.cross_group(first.unwrap_or("txn"), many)),
         }
     }
 
@@ -292,8 +276,9 @@ impl NodeCtx {
     }
 
     fn no_domain(&self, key: &str) -> Error {
-        let domains: Vec<&str> = self
-            .placement
+        let current = self.placement.current();
+        let domains: Vec<&str> = current
+            .lookup
             .domains()
             .iter()
             .map(|d| d.prefix.as_str())

@@ -3,6 +3,7 @@
 use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::error::Error;
+use crate::residency::{command_scopes, proxied_request, was_proxied, Route};
 use crate::router::Session;
 use crate::watch::watch_stream;
 use meridian_proto::kv as pb;
@@ -43,9 +44,9 @@ impl KvService {
         after: Option<String>,
         limit: usize,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let mut names: std::collections::BTreeSet<String> = self
-            .ctx
-            .placement
+        let current = self.ctx.placement.current();
+        let mut names: std::collections::BTreeSet<String> = current
+            .lookup
             .domains()
             .iter()
             .filter_map(|d| d.prefix.strip_prefix(path))
@@ -54,7 +55,7 @@ impl KvService {
             .map(str::to_string)
             .collect();
         let mut header = None;
-        if let Some((group, _)) = self.ctx.placement.group_of(path) {
+        if let Some((group, _)) = current.lookup.group_of(path) {
             let r = self
                 .ctx
                 .prepare_read(group, req.read.as_ref(), req.session.as_ref())
@@ -94,10 +95,20 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let proxied = was_proxied(&request);
         let req = request.into_inner();
         let session = Session::from_pb(req.session.as_ref());
-        let cmd = Command::Put(convert::put(req)?);
+        let cmd = Command::Put(convert::put(req.clone())?);
         let group = self.ctx.route_command(&cmd)?;
+        if let Route::Proxy(to) = self.ctx.residency(group, &command_scopes(&cmd), proxied)? {
+            return self
+                .ctx
+                .proxy(&to, |mut c, t| {
+                    let r = proxied_request(req.clone(), Some(t));
+                    async move { c.put(r).await }
+                })
+                .await;
+        }
         let (h, rev, result) = self.ctx.write(group, cmd).await?;
         let header = self.ctx.header(&h, rev, &session.vector);
         match convert::op_result_out(single(result)?, &header).result {
@@ -110,9 +121,19 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let proxied = was_proxied(&request);
         let req = request.into_inner();
         let key = convert::key(&req.key)?;
         let group = self.ctx.route_key(&key)?;
+        if let Route::Proxy(to) = self.ctx.residency(group, &[(&key, false)], proxied)? {
+            return self
+                .ctx
+                .proxy(&to, |mut c, t| {
+                    let r = proxied_request(req.clone(), Some(t));
+                    async move { c.get(r).await }
+                })
+                .await;
+        }
         let r = self
             .ctx
             .prepare_read(group, req.read.as_ref(), req.session.as_ref())
@@ -131,11 +152,21 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let proxied = was_proxied(&request);
         let req = request.into_inner();
         let prefix = convert::prefix(&req.prefix)?;
         let after = convert::after(&req.after)?;
         let limit = self.limit(req.limit);
         let group = self.ctx.route_prefix(&prefix)?;
+        if let Route::Proxy(to) = self.ctx.residency(group, &[(&prefix, true)], proxied)? {
+            return self
+                .ctx
+                .proxy(&to, |mut c, t| {
+                    let r = proxied_request(req.clone(), Some(t));
+                    async move { c.range(r).await }
+                })
+                .await;
+        }
         let r = self
             .ctx
             .prepare_read(group, req.read.as_ref(), req.session.as_ref())
@@ -160,14 +191,32 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let proxied = was_proxied(&request);
         let req = request.into_inner();
         let path = convert::prefix(&req.path)?;
         let after = convert::after(&req.after)?;
         let limit = self.limit(req.limit);
-        if self.ctx.placement.groups_under(&path).len() > 1 {
+        if self
+            .ctx
+            .placement
+            .current()
+            .lookup
+            .groups_under(&path)
+            .len()
+            > 1
+        {
             return self.list_across_domains(req, &path, after, limit).await;
         }
         let group = self.ctx.route_prefix(&path)?;
+        if let Route::Proxy(to) = self.ctx.residency(group, &[(&path, true)], proxied)? {
+            return self
+                .ctx
+                .proxy(&to, |mut c, t| {
+                    let r = proxied_request(req.clone(), Some(t));
+                    async move { c.list(r).await }
+                })
+                .await;
+        }
         let r = self
             .ctx
             .prepare_read(group, req.read.as_ref(), req.session.as_ref())
@@ -187,10 +236,20 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let proxied = was_proxied(&request);
         let req = request.into_inner();
         let session = Session::from_pb(req.session.as_ref());
-        let cmd = Command::Delete(convert::delete(req)?);
+        let cmd = Command::Delete(convert::delete(req.clone())?);
         let group = self.ctx.route_command(&cmd)?;
+        if let Route::Proxy(to) = self.ctx.residency(group, &command_scopes(&cmd), proxied)? {
+            return self
+                .ctx
+                .proxy(&to, |mut c, t| {
+                    let r = proxied_request(req.clone(), Some(t));
+                    async move { c.delete(r).await }
+                })
+                .await;
+        }
         let (h, rev, result) = self.ctx.write(group, cmd).await?;
         let header = self.ctx.header(&h, rev, &session.vector);
         match convert::op_result_out(single(result)?, &header).result {
@@ -203,10 +262,20 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let proxied = was_proxied(&request);
         let req = request.into_inner();
         let session = Session::from_pb(req.session.as_ref());
-        let cmd = convert::txn(req)?;
+        let cmd = convert::txn(req.clone())?;
         let group = self.ctx.route_command(&cmd)?;
+        if let Route::Proxy(to) = self.ctx.residency(group, &command_scopes(&cmd), proxied)? {
+            return self
+                .ctx
+                .proxy(&to, |mut c, t| {
+                    let r = proxied_request(req.clone(), Some(t));
+                    async move { c.txn(r).await }
+                })
+                .await;
+        }
         let (h, rev, result) = self.ctx.write(group, cmd).await?;
         let header = self.ctx.header(&h, rev, &session.vector);
         match result {
@@ -229,7 +298,8 @@ impl Kv for KvService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let stream = watch_stream(self.ctx.clone(), request.into_inner()).await?;
+        let proxied = was_proxied(&request);
+        let stream = watch_stream(self.ctx.clone(), request.into_inner(), proxied).await?;
         Ok(Response::new(stream))
     }
 

@@ -6,6 +6,7 @@
 use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::error::Error;
+use crate::residency::{proxied_request, Route};
 use meridian_proto::kv as pb;
 use meridian_storage::{GroupShared, Notice};
 use meridian_types::Event;
@@ -40,7 +41,11 @@ impl Filter {
     }
 }
 
-pub async fn watch_stream(ctx: Arc<NodeCtx>, req: pb::WatchRequest) -> Result<WatchStream, Error> {
+pub async fn watch_stream(
+    ctx: Arc<NodeCtx>,
+    req: pb::WatchRequest,
+    proxied: bool,
+) -> Result<WatchStream, Error> {
     let key = if req.prefix {
         convert::prefix(&req.key)?
     } else {
@@ -52,6 +57,9 @@ pub async fn watch_stream(ctx: Arc<NodeCtx>, req: pb::WatchRequest) -> Result<Wa
     } else {
         ctx.route_key(&key)?
     };
+    if let Route::Proxy(to) = ctx.residency(group, &[(&key, req.prefix)], proxied)? {
+        return proxy_watch(&ctx, &to, req).await;
+    }
     let h = ctx.group(group)?;
     let shared = h.shared.clone();
     let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
@@ -271,4 +279,32 @@ impl Watcher {
             let _ = self.tx.send(Err(status)).await;
         }
     }
+}
+
+/// A watch served by a router of another region (residency `forward`, or a group with no
+/// replica here): its stream is relayed as it comes, holding one of this node's watch slots.
+async fn proxy_watch(
+    ctx: &Arc<NodeCtx>,
+    to: &[String],
+    req: pb::WatchRequest,
+) -> Result<WatchStream, Error> {
+    use tokio_stream::StreamExt;
+    let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
+        Error::Unavailable(format!(
+            "this node serves its maximum of {} watches; use another endpoint",
+            ctx.limits.watches_max
+        ))
+    })?;
+    let upstream = ctx
+        .proxy(to, |mut c, _| {
+            let r = proxied_request(req.clone(), None);
+            async move { c.watch(r).await }
+        })
+        .await
+        .map_err(Error::Forwarded)?
+        .into_inner();
+    Ok(Box::pin(upstream.map(move |item| {
+        let _held = &permit;
+        item
+    })))
 }

@@ -75,6 +75,7 @@ impl KvState {
                 CommandResult::Op(self.put(revision, op, events))
             }
             Command::Lease(l) => self.apply_lease(revision, l, events),
+            Command::Placement(c) => self.apply_placement(revision, c, events),
             Command::Delete(op) => CommandResult::Op(self.delete(revision, op, events)),
             Command::Txn {
                 compares,

@@ -1,6 +1,7 @@
 //! Durable storage for a node's Raft groups.
 //!
 //! - [`kv`]: a group's keys in memory and the deterministic rules that change them.
+//! - [`placement`]: the placement map as one reserved key of the global group's state.
 //! - [`sm`]: the openraft state machine, generic over [`persist::SmPersist`].
 //! - [`group`]: the read/watch face of a group's applied state, shared with the server.
 //! - [`writer`]: the node's one writer thread: every group's log and state-machine batches in
@@ -20,6 +21,7 @@ pub mod kv;
 pub mod leases;
 pub mod mem;
 pub mod persist;
+pub mod placement;
 pub mod sm;
 pub mod writer;
 

@@ -6,7 +6,8 @@
 //! - `check` (private): every validation rule; collects every problem with its
 //!   line and path instead of stopping at the first.
 //! - [`model`]: [`Topology`] and its queries (voters, learners, a node's groups, round trips).
-//! - [`placement`]: [`Placement`], longest-prefix match from keys to groups.
+//! - [`Placement`] (from `meridian-placement`): longest-prefix match from keys to groups;
+//!   [`Topology::placement_map`] is the map a cluster is seeded with.
 //! - [`error`]: [`Problem`] and [`TopologyError`].
 //!
 //! The file format and the rules are documented in `topology/README.md`.
@@ -14,13 +15,12 @@
 mod check;
 pub mod error;
 pub mod model;
-pub mod placement;
 mod raw;
 
 pub use check::{validate_domain_prefix, RTT_MS_MAX};
 pub use error::{Problem, TopologyError};
+pub use meridian_placement::Placement;
 pub use model::{Domain, GroupKind, GroupSpec, NodeSpec, Region, Role, Topology};
-pub use placement::Placement;
 
 use std::path::Path;
 

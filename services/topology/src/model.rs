@@ -1,8 +1,8 @@
 //! The validated topology and the questions the rest of Meridian asks it: who votes and who
 //! learns in a group, which groups a node hosts, how far apart a group's members are.
 
-use crate::placement::Placement;
-use meridian_types::GroupId;
+use meridian_placement::Placement;
+use meridian_types::{GroupId, GroupPlacement, PlacementMap};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,12 +58,8 @@ pub struct GroupSpec {
     pub learner_regions: Vec<String>,
 }
 
-/// A key prefix and the group that owns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Domain {
-    pub prefix: String,
-    pub group: GroupId,
-}
+/// A key prefix, the group that owns it, and its residency policy.
+pub type Domain = meridian_types::DomainPlacement;
 
 /// How a node takes part in a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -108,6 +104,7 @@ impl Topology {
             domains: vec![Domain {
                 prefix: "/".to_string(),
                 group: GroupId(1),
+                policy: None,
             }],
             rtt_ms: BTreeMap::new(),
         }
@@ -208,6 +205,35 @@ impl Topology {
     /// The domains as a longest-prefix-match map.
     pub fn placement(&self) -> Placement {
         Placement::new(self.domains.clone())
+    }
+
+    /// The placement map this topology seeds a cluster with (epoch 0 until committed): every
+    /// region's tags, every group's replicas counted per region, every domain and its policy.
+    pub fn placement_map(&self) -> PlacementMap {
+        let mut map = PlacementMap {
+            epoch: 0,
+            regions: self
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), r.tags.clone()))
+                .collect(),
+            groups: BTreeMap::new(),
+            domains: self.placement().domains().to_vec(),
+        };
+        for g in &self.groups {
+            let mut entry = GroupPlacement {
+                name: g.name.clone(),
+                ..Default::default()
+            };
+            for n in self.voters(g.id) {
+                *entry.voters.entry(n.region.clone()).or_default() += 1;
+            }
+            for n in self.learners(g.id) {
+                *entry.learners.entry(n.region.clone()).or_default() += 1;
+            }
+            map.groups.insert(g.id, entry);
+        }
+        map
     }
 
     fn sorted_nodes(&self, keep: impl Fn(&NodeSpec) -> bool) -> Vec<&NodeSpec> {

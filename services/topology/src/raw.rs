@@ -61,4 +61,15 @@ pub(crate) struct RawGroup {
 pub(crate) struct RawDomain {
     pub prefix: Spanned<String>,
     pub group: Spanned<String>,
+    #[serde(default)]
+    pub policy: Option<Spanned<RawPolicy>>,
+}
+
+/// `policy = { allowed = ["jurisdiction:eu", "eu-west"], mode = "forward" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub allowed: Vec<String>,
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
 }

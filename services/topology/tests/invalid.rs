@@ -517,3 +517,76 @@ fn several_problems_all_reported() {
         "FILE: LOCATION: MESSAGE, got {first}"
     );
 }
+
+/// A policy that a replica of the domain's group breaks is refused, naming the domain, the
+/// policy and the offending regions (here region a's learners of group b).
+#[test]
+fn residency_policy_broken_by_a_learner() {
+    let t = edit(
+        "prefix = \"/b/\"\ngroup = \"b\"\n",
+        "prefix = \"/b/\"\ngroup = \"b\"\npolicy = { allowed = [\"b\", \"c\"], mode = \"strict\" }\n",
+    );
+    let line = line_of(&t, "policy = ");
+    check(
+        &t,
+        &[(
+            &format!("line {line}: domains[1] (\"/b/\").policy"),
+            "domain /b/ has policy (allowed = b,c, mode = strict) but its group b (g2) keeps replicas (voters or learners) in a,",
+        )],
+    );
+}
+
+/// A policy naming a tag no region carries, or a region that does not exist, is refused;
+/// so is an unknown mode.
+#[test]
+fn residency_policy_names_unknown_things() {
+    let tag = edit(
+        "prefix = \"/b/\"\ngroup = \"b\"\n",
+        "prefix = \"/b/\"\ngroup = \"b\"\npolicy = { allowed = [\"jurisdiction:mars\"] }\n",
+    );
+    check(
+        &tag,
+        &[(
+            "domains[1] (\"/b/\").policy",
+            "unknown tag jurisdiction:mars",
+        )],
+    );
+    let region = edit(
+        "prefix = \"/b/\"\ngroup = \"b\"\n",
+        "prefix = \"/b/\"\ngroup = \"b\"\npolicy = { allowed = [\"atlantis\"] }\n",
+    );
+    check(
+        &region,
+        &[("domains[1] (\"/b/\").policy", "unknown region \"atlantis\"")],
+    );
+    let mode = edit(
+        "prefix = \"/b/\"\ngroup = \"b\"\n",
+        "prefix = \"/b/\"\ngroup = \"b\"\npolicy = { allowed = [\"b\"], mode = \"lax\" }\n",
+    );
+    check(
+        &mode,
+        &[(
+            "domains[1] (\"/b/\").policy.mode",
+            "unknown policy mode \"lax\"",
+        )],
+    );
+}
+
+/// A group whose replicas all sit where the policy allows passes: the global group's learners
+/// follow its voters, a regional group without learner regions stays home.
+#[test]
+fn residency_policy_satisfied() {
+    let t = edit(
+        "[[groups]]\nid = 10",
+        "[[groups]]\nid = 4\nname = \"b-private\"\nkind = \"regional\"\nhome = \"b\"\nvoters = [4, 5, 6]\n\n[[groups]]\nid = 10",
+    ) + "\n[[domains]]\nprefix = \"/b/pii/\"\ngroup = \"b-private\"\npolicy = { allowed = [\"b\"] }\n";
+    let topo = Topology::parse(&t, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let d = topo
+        .domains
+        .iter()
+        .find(|d| d.prefix == "/b/pii/")
+        .expect("domain");
+    assert_eq!(d.group, GroupId(4));
+    assert!(d.policy.is_some());
+    assert!(topo.learners(GroupId(4)).is_empty());
+}

@@ -225,3 +225,58 @@ fn unreadable_file() {
         "{text}"
     );
 }
+
+/// compliance-3region: local-3region plus group eu-private (voters in eu-west, no learner
+/// anywhere else) owning /eu-west/pii/ (forward) and /eu-west/pii-strict/ (strict), both
+/// allowed only where jurisdiction = eu. Adding a us-east learner to it is refused, naming the
+/// domain, the policy and the region.
+#[test]
+fn compliance_file_keeps_eu_data_in_the_eu() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../topology/compliance-3region.toml"
+    );
+    let t = load(path);
+    let private = t.group_by_name("eu-private").expect("eu-private group").id;
+    assert_eq!(ids(t.voters(private)), vec![4, 5, 6]);
+    assert!(t.learners(private).is_empty());
+    for n in 1..=9 {
+        let hosts = t.groups_of_node(n).iter().any(|(g, _)| *g == private);
+        assert_eq!(hosts, (4..=6).contains(&n), "node {n}");
+    }
+    let modes: Vec<(String, String)> = t
+        .domains
+        .iter()
+        .filter_map(|d| d.policy.as_ref().map(|p| (d.prefix.clone(), p.to_string())))
+        .collect();
+    assert_eq!(
+        modes,
+        vec![
+            (
+                "/eu-west/pii/".to_string(),
+                "allowed = jurisdiction:eu, mode = forward".to_string()
+            ),
+            (
+                "/eu-west/pii-strict/".to_string(),
+                "allowed = jurisdiction:eu, mode = strict".to_string()
+            ),
+        ]
+    );
+    let text = std::fs::read_to_string(path).expect("read");
+    let broken = text.replacen(
+        "voters = [4, 5, 6]\nlearner_regions = []",
+        "voters = [4, 5, 6]\nlearner_regions = [\"us-east\"]",
+        1,
+    );
+    assert_ne!(broken, text);
+    let e = Topology::parse(&broken, "c.toml").expect_err("a us-east learner breaks the policy");
+    let printed = e.to_string();
+    for needle in [
+        "/eu-west/pii/",
+        "jurisdiction:eu",
+        "us-east",
+        "/eu-west/pii-strict/",
+    ] {
+        assert!(printed.contains(needle), "{needle:?} not in {printed}");
+    }
+}

@@ -142,6 +142,8 @@ pub enum Command {
     /// per revision and a mod_revision still names exactly one value. Never nested.
     Batch(Vec<Command>),
     Lease(LeaseCommand),
+    /// A change to the placement map; the global group only.
+    Placement(crate::placement::PlacementChange),
 }
 
 impl Command {
@@ -178,6 +180,7 @@ impl Command {
                 Some(keys)
             }
             Command::Batch(_) => None,
+            Command::Placement(_) => Some(vec![crate::placement::PLACEMENT_KEY]),
             Command::Lease(l) => match l {
                 // A grant only draws a number; a refresh or checkpoint touches no key.
                 LeaseCommand::Grant { .. }

@@ -3,6 +3,8 @@
 //! - [`ids`]: identifiers (`GroupId` newtype, the node id).
 //! - [`path`]: the key-path rules (leading `/`, no empty/`.`/`..` segment, 4 KiB) and value limits.
 //! - [`command`]: what a client asks a group's state machine to do, and what it answers.
+//! - [`placement`]: the placement map's data (domains, group replicas, policies, epoch) and
+//!   the changes the global group applies to it.
 //! - [`raft`]: the openraft type configuration every group uses.
 //!
 //! This crate does no IO and knows nothing of gRPC or fjall.
@@ -10,6 +12,7 @@
 pub mod command;
 pub mod ids;
 pub mod path;
+pub mod placement;
 pub mod raft;
 
 pub use command::{
@@ -19,6 +22,10 @@ pub use command::{
 };
 pub use ids::{GroupId, NodeId};
 pub use path::{validate_key, validate_prefix, validate_value, PathError};
+pub use placement::{
+    DomainPlacement, GroupPlacement, PlacementChange, PlacementMap, Policy, PolicyMode, Selector,
+    PLACEMENT_KEY,
+};
 pub use raft::TypeConfig;
 
 /// Largest value a key may hold (1 MiB), as ZooKeeper's default `jute.maxbuffer`.

@@ -228,6 +228,11 @@ pub struct DevCluster {
 
 impl DevCluster {
     pub fn start(extra: &[&str]) -> DevCluster {
+        Self::start_logging(extra, "warn,openraft=warn")
+    }
+
+    /// As [`DevCluster::start`], with `MERIDIAN_LOG` = `log` for the cluster and its nodes.
+    pub fn start_logging(extra: &[&str], log_filter: &str) -> DevCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ready_path = dir.path().join("ready.json");
         let port = free_port("127.0.1.1");
@@ -238,7 +243,7 @@ impl DevCluster {
             .arg("--ready-file")
             .arg(&ready_path)
             .args(extra)
-            .env("MERIDIAN_LOG", "warn,openraft=warn")
+            .env("MERIDIAN_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -4,13 +4,14 @@
 //!
 //! - [`members`]: regions, nodes (ids, addresses) and the round-trip matrix.
 //! - [`groups`]: voters, homes, learner regions, the global group's survival rule.
-//! - [`domains`]: domain prefixes and their owners.
+//! - [`domains`]: domain prefixes, their owners and policies; residency (every replica where
+//!   its domains' policies allow) is judged here on the finished topology.
 
 mod domains;
 mod groups;
 mod members;
 
-pub use domains::validate_domain_prefix;
+pub use meridian_placement::validate_domain_prefix;
 
 use crate::error::{Problem, TopologyError};
 use crate::model::Topology;
@@ -61,14 +62,37 @@ pub(crate) fn parse(text: &str, source_name: &str) -> Result<Topology, TopologyE
             problems: checker.problems,
         });
     }
-    Ok(Topology {
+    let topology = Topology {
         name: raw.name.into_inner(),
         regions,
         nodes,
         groups,
         domains,
         rtt_ms,
-    })
+    };
+    // Residency: every replica of a group must sit where each of its domains' policies allows.
+    for (prefix, message) in meridian_placement::check_map(&topology.placement_map()) {
+        let at = raw
+            .domains
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.get_ref().prefix.get_ref() == &prefix);
+        match at {
+            Some((i, d)) => checker.report(
+                Some(d.get_ref().policy.as_ref().map_or(d.span(), |p| p.span())),
+                format!("domains[{i}] ({prefix:?}).policy"),
+                message,
+            ),
+            None => checker.report(None, "domains", message),
+        }
+    }
+    if !checker.problems.is_empty() {
+        return Err(TopologyError {
+            source_name: source_name.to_string(),
+            problems: checker.problems,
+        });
+    }
+    Ok(topology)
 }
 
 /// What the earlier sections established, for the later ones to check names against.

@@ -5,8 +5,7 @@
 //! candidate domains are its own ancestors: lookups walk the key's `/` boundaries from the
 //! longest down and binary-search each, O(depth × log domains) with no allocation.
 
-use crate::model::Domain;
-use meridian_types::GroupId;
+use meridian_types::{DomainPlacement as Domain, GroupId};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -31,6 +30,11 @@ impl Placement {
     /// prefix without its trailing slash (key `/us-east` for domain `/us-east/`) belongs to
     /// that domain too.
     pub fn group_of(&self, key: &str) -> Option<(GroupId, &str)> {
+        self.domain_of(key).map(|d| (d.group, d.prefix.as_str()))
+    }
+
+    /// The domain owning `key` (see [`Placement::group_of`]), with its policy.
+    pub fn domain_of(&self, key: &str) -> Option<&Domain> {
         if key.is_empty() {
             return None;
         }
@@ -42,11 +46,24 @@ impl Placement {
                     .cmp(key.as_bytes().iter().chain(std::iter::once(&b'/')))
             });
             if let Ok(i) = with_slash {
-                return self.domains.get(i).map(|d| (d.group, d.prefix.as_str()));
+                return self.domains.get(i);
             }
         }
         self.longest_ancestor(key)
-            .map(|d| (d.group, d.prefix.as_str()))
+    }
+
+    /// The domain whose prefix is exactly `prefix`.
+    pub fn domain(&self, prefix: &str) -> Option<&Domain> {
+        self.exact(prefix)
+    }
+
+    /// Every domain whose prefix starts with `prefix` (nested under it, itself included).
+    pub fn domains_under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Domain> + 'a {
+        let start = self.domains.partition_point(|d| d.prefix.as_str() < prefix);
+        self.domains
+            .iter()
+            .skip(start)
+            .take_while(move |d| d.prefix.starts_with(prefix))
     }
 
     /// Every group holding keys that start with `prefix`: the owner of the longest domain
@@ -57,13 +74,7 @@ impl Placement {
         if let Some(d) = self.longest_ancestor(prefix) {
             groups.insert(d.group);
         }
-        let start = self.domains.partition_point(|d| d.prefix.as_str() < prefix);
-        for d in self.domains.iter().skip(start) {
-            if !d.prefix.starts_with(prefix) {
-                break;
-            }
-            groups.insert(d.group);
-        }
+        groups.extend(self.domains_under(prefix).map(|d| d.group));
         groups.into_iter().collect()
     }
 
@@ -99,6 +110,7 @@ mod tests {
                 .map(|(p, g)| Domain {
                     prefix: p.to_string(),
                     group: GroupId(*g),
+                    policy: None,
                 })
                 .collect(),
         )

@@ -1,0 +1,47 @@
+//! The placement map as a client sees it: `placement` shows the map the endpoint's router
+//! follows; `set_policy` changes a domain's residency policy through the global group.
+
+use crate::{pb, timed, Client, Error, OpKind};
+use meridian_proto::kv::placement_client::PlacementClient;
+use tonic::transport::Channel;
+
+fn placement_client(ch: Channel) -> PlacementClient<Channel> {
+    PlacementClient::new(ch)
+}
+
+impl Client {
+    /// The map the endpoint's router routes by, with its epoch.
+    pub async fn placement(&self) -> Result<pb::PlacementShowResponse, Error> {
+        self.call_channel(OpKind::Read, self.opts().rpc_timeout, |ch, t| {
+            let r = timed(pb::PlacementShowRequest {}, t);
+            async move { placement_client(ch).show(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Sets (or with `None` clears) the policy of domain `prefix`; refused, with nothing
+    /// changed, when a replica of its group would break it. `expected_epoch` (0: any) makes it
+    /// a compare-and-set on the map. Returns the new epoch.
+    pub async fn set_policy(
+        &self,
+        prefix: &str,
+        policy: Option<pb::PlacementPolicy>,
+        expected_epoch: u64,
+    ) -> Result<u64, Error> {
+        let req = pb::PlacementSetPolicyRequest {
+            prefix: prefix.to_string(),
+            policy,
+            expected_epoch,
+        };
+        self.call_channel(OpKind::Write, self.opts().rpc_timeout, |ch, t| {
+            let r = timed(req.clone(), t);
+            async move {
+                placement_client(ch)
+                    .set_policy(r)
+                    .await
+                    .map(|r| r.into_inner().epoch)
+            }
+        })
+        .await
+    }
+}

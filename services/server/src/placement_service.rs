@@ -1,0 +1,84 @@
+//! `meridian.v1.Placement`: show the map this router follows; change a domain's policy through
+//! the global group (which refuses a change that breaks a policy, naming domain, policy and
+//! regions). A change is answered once this router has installed it, so a `show` at the same
+//! endpoint right after sees it.
+
+use crate::ctx::NodeCtx;
+use crate::error::Error;
+use crate::placement::{map_out, policy_in};
+use meridian_proto::kv as pb;
+use meridian_proto::kv::placement_server::Placement;
+use meridian_types::{Command, CommandResult, PlacementChange};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+pub struct PlacementService {
+    ctx: Arc<NodeCtx>,
+}
+
+impl PlacementService {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        Self { ctx }
+    }
+
+    async fn change(&self, change: PlacementChange) -> Result<u64, Error> {
+        let Some(global) = self.ctx.topology.global_group().map(|g| g.id) else {
+            return Err(Error::invalid(
+                "no_global_group",
+                "placement",
+                "this cluster has no global group, so its placement is the topology file's and \
+                 cannot change while it runs",
+            ));
+        };
+        let (_, revision, result) = self.ctx.write(global, Command::Placement(change)).await?;
+        match result {
+            CommandResult::Applied => {}
+            CommandResult::Rejected(r) => return Err(r.into()),
+            other => {
+                return Err(Error::Internal(format!(
+                    "placement change answered {other:?}"
+                )))
+            }
+        }
+        let wait = Duration::from_millis(self.ctx.limits.sync_wait_ms_max);
+        if !self.ctx.placement.wait_epoch(revision, wait).await {
+            return Err(Error::Unavailable(format!(
+                "the change was committed at epoch {revision}, but this router's replica of the \
+                 global group has not applied it within {} ms; other routers will follow",
+                self.ctx.limits.sync_wait_ms_max
+            )));
+        }
+        Ok(revision)
+    }
+}
+
+#[tonic::async_trait]
+impl Placement for PlacementService {
+    async fn show(
+        &self,
+        _request: Request<pb::PlacementShowRequest>,
+    ) -> Result<Response<pb::PlacementShowResponse>, Status> {
+        let current = self.ctx.placement.current();
+        Ok(Response::new(map_out(
+            &current.map,
+            self.ctx.node_id,
+            &self.ctx.region,
+        )))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::PlacementSetPolicyRequest>,
+    ) -> Result<Response<pb::PlacementSetPolicyResponse>, Status> {
+        let req = request.into_inner();
+        let policy = req.policy.as_ref().map(policy_in).transpose()?;
+        let change = PlacementChange::SetPolicy {
+            prefix: req.prefix,
+            policy,
+            expected_epoch: (req.expected_epoch != 0).then_some(req.expected_epoch),
+        };
+        let epoch = self.change(change).await?;
+        Ok(Response::new(pb::PlacementSetPolicyResponse { epoch }))
+    }
+}

@@ -1,0 +1,219 @@
+//! Residency (DESIGN.md §7): where a request on a key or prefix may be served. A domain's
+//! policy names the regions that may hold its data; its group keeps replicas only there (the
+//! topology check and the global group's state machine refuse anything else). A request that
+//! reaches a router outside those regions is either refused (`strict`: `PolicyDenied`) or
+//! proxied whole to a router of the nearest allowed region (`forward`) — it never touches this
+//! node's log, state or disk, and nothing about its keys or values is logged here. A request
+//! for a group this node holds no replica of (no policy involved) is proxied the same way.
+//!
+//! A proxied request carries [`PROXIED_HEADER`]; a router never proxies it again.
+
+use crate::ctx::NodeCtx;
+use crate::error::{Error, Result};
+use meridian_proto::kv::kv_client::KvClient;
+use meridian_proto::MAX_MESSAGE_BYTES;
+use meridian_types::{Command, DomainPlacement, GroupId, Op, Policy, PolicyMode};
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Metadata key marking a request one router proxied to another.
+pub const PROXIED_HEADER: &str = "meridian-proxied";
+
+/// Where a request is served.
+pub enum Route {
+    /// By this router, from its local replica (or its usual forwarding of writes).
+    Local,
+    /// By a router at one of these addresses, nearest first.
+    Proxy(Vec<String>),
+}
+
+/// Whether a request was proxied to us by another router.
+pub fn was_proxied<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(PROXIED_HEADER)
+}
+
+impl NodeCtx {
+    /// Where a request on `scopes` (each a key, or every key under it when the flag is set),
+    /// all owned by `group`, is served; `PolicyDenied` when a strict policy keeps one of them
+    /// out of this region.
+    pub fn residency(
+        &self,
+        group: GroupId,
+        scopes: &[(&str, bool)],
+        proxied: bool,
+    ) -> Result<Route> {
+        let current = self.placement.current();
+        let tags = current.map.regions.get(&self.region);
+        let mut in_scope: Vec<&DomainPlacement> = Vec::new();
+        for (scope, prefix) in scopes {
+            in_scope.extend(current.lookup.domain_of(scope));
+            if *prefix {
+                in_scope.extend(current.lookup.domains_under(scope));
+            }
+        }
+        let policies: Vec<(&str, &Policy)> = in_scope
+            .iter()
+            .filter_map(|d| d.policy.as_ref().map(|p| (d.prefix.as_str(), p)))
+            .collect();
+        let excluded = |p: &Policy| !p.allows(&self.region, tags);
+        // A strict policy that excludes this region refuses, whatever else is in scope.
+        if let Some((domain, p)) = policies
+            .iter()
+            .find(|(_, p)| p.mode == PolicyMode::Strict && excluded(p))
+        {
+            return Err(Error::PolicyDenied {
+                domain: domain.to_string(),
+                policy: p.to_string(),
+                region: self.region.clone(),
+            });
+        }
+        if policies.iter().any(|(_, p)| excluded(p)) {
+            return self.proxy_route(group, proxied, |region| {
+                let tags = current.map.regions.get(region);
+                policies.iter().all(|(_, p)| p.allows(region, tags))
+            });
+        }
+        if self.host.get(group).is_some() {
+            return Ok(Route::Local);
+        }
+        self.proxy_route(group, proxied, |_| true)
+    }
+
+    /// For services that are not forwarded across regions (leases, locks, election): `Ok` when
+    /// this router may serve `scope` itself; `PolicyDenied` under a strict policy; otherwise a
+    /// clear `Unavailable` naming where it is served.
+    pub fn serve_here(&self, group: GroupId, scope: &str, prefix: bool) -> Result<()> {
+        match self.residency(group, &[(scope, prefix)], false)? {
+            Route::Local => Ok(()),
+            Route::Proxy(to) => Err(Error::Unavailable(format!(
+                "leases, locks and elections of group {} are served by routers that hold a                  replica of it ({}), not by node {} in region {}; use one of those endpoints",
+                self.group_label(group),
+                to.join(", "),
+                self.node_id,
+                self.region
+            ))),
+        }
+    }
+
+    fn proxy_route(
+        &self,
+        group: GroupId,
+        proxied: bool,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Result<Route> {
+        if proxied {
+            return Err(Error::Unavailable(format!(
+                "node {} (region {}) received a forwarded request for group {} that it cannot \
+                 serve either; the routers disagree on placement — retry shortly",
+                self.node_id,
+                self.region,
+                self.group_label(group)
+            )));
+        }
+        let mut hosts: Vec<(u64, u64, String)> = self
+            .topology
+            .voters(group)
+            .into_iter()
+            .chain(self.topology.learners(group))
+            .filter(|n| n.id != self.node_id && allowed(&n.region))
+            .map(|n| {
+                (
+                    self.topology.rtt_ms(&self.region, &n.region),
+                    n.id,
+                    n.address.clone(),
+                )
+            })
+            .collect();
+        hosts.sort();
+        if hosts.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "no node that may serve group {} is known to this router (node {}, region {})",
+                self.group_label(group),
+                self.node_id,
+                self.region
+            )));
+        }
+        Ok(Route::Proxy(hosts.into_iter().map(|(_, _, a)| a).collect()))
+    }
+
+    /// Sends one request to the first of `targets` that takes it (a target that never got it
+    /// is skipped), with the write deadline; the answer — success or typed error — is the
+    /// remote router's, unchanged.
+    pub async fn proxy<T, F, Fut>(
+        &self,
+        targets: &[String],
+        call: F,
+    ) -> std::result::Result<Response<T>, Status>
+    where
+        F: Fn(KvClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
+        let timeout = Duration::from_millis(self.limits.write_timeout_ms);
+        let mut last = None;
+        for addr in targets {
+            let channel = match self.pool.channel(addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(Status::unavailable(format!("router at {addr}: {e}")));
+                    continue;
+                }
+            };
+            let client = KvClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            match tokio::time::timeout(timeout, call(client, timeout)).await {
+                Err(_) => {
+                    return Err(Error::Deadline(format!(
+                        "the router at {addr} this request was forwarded to (residency) did not \
+                         answer within {} ms; a write may have been applied",
+                        self.limits.write_timeout_ms
+                    ))
+                    .into())
+                }
+                Ok(Err(s)) if meridian_proto::io::never_sent(&s) => last = Some(s),
+                Ok(res) => return res,
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no router to forward to")))
+    }
+}
+
+/// The keys (flag false) and prefixes (flag true) a write command touches.
+pub fn command_scopes(cmd: &Command) -> Vec<(&str, bool)> {
+    fn op_scope(op: &Op) -> (&str, bool) {
+        match op {
+            Op::Put(p) => (p.key.as_str(), false),
+            Op::Delete(d) => (d.key.as_str(), d.prefix),
+            Op::Get { key } => (key.as_str(), false),
+        }
+    }
+    match cmd {
+        Command::Put(p) => vec![(p.key.as_str(), false)],
+        Command::Delete(d) => vec![(d.key.as_str(), d.prefix)],
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => compares
+            .iter()
+            .map(|c| (c.key.as_str(), false))
+            .chain(success.iter().chain(failure).map(op_scope))
+            .collect(),
+        Command::Batch(_) | Command::Lease(_) | Command::Placement(_) => Vec::new(),
+    }
+}
+
+/// `msg` marked as proxied, with a deadline (none for a stream that lives on).
+pub fn proxied_request<T>(msg: T, timeout: Option<Duration>) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    req.metadata_mut().insert(
+        PROXIED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    req
+}

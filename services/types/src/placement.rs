@@ -1,0 +1,151 @@
+//! The placement map's data (DESIGN.md §7, the Meta-of-Meta): which group owns which domain,
+//! where each group keeps replicas, and each domain's residency policy — versioned by an
+//! epoch, the global group's revision of its last change. Plain data; the rules that judge a
+//! change live in `meridian-placement`.
+
+use crate::GroupId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The whole map as the global group holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementMap {
+    /// The global group's revision of the change that produced this map; 0 for a map read
+    /// from a topology file and not (yet) committed.
+    pub epoch: u64,
+    /// Region name → its tags (policies match on them).
+    pub regions: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every group and where its replicas are.
+    pub groups: BTreeMap<GroupId, GroupPlacement>,
+    /// Domains sorted by prefix, one per prefix.
+    pub domains: Vec<DomainPlacement>,
+}
+
+/// Where one group keeps its replicas: node counts per region.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPlacement {
+    pub name: String,
+    pub voters: BTreeMap<String, u32>,
+    pub learners: BTreeMap<String, u32>,
+}
+
+impl GroupPlacement {
+    /// Every region holding a replica (voter or learner), sorted.
+    pub fn regions(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .voters
+            .keys()
+            .chain(self.learners.keys())
+            .map(String::as_str)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// A key prefix, its owner and its policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainPlacement {
+    pub prefix: String,
+    pub group: GroupId,
+    pub policy: Option<Policy>,
+}
+
+/// Where a domain's data may live, and what clients elsewhere get.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// A region is allowed when any selector matches it.
+    pub allowed: Vec<Selector>,
+    pub mode: PolicyMode,
+}
+
+/// One entry of a policy's allowed list: a region by name, or every region carrying a tag.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Selector {
+    Region(String),
+    Tag { key: String, value: String },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyMode {
+    /// Clients elsewhere may read and write; their requests are forwarded to an allowed
+    /// region and nothing is stored outside.
+    #[default]
+    Forward,
+    /// Clients outside the allowed regions are refused (`PolicyDenied`).
+    Strict,
+}
+
+impl Selector {
+    /// `key:value` is a tag, anything else a region name.
+    pub fn parse(text: &str) -> Selector {
+        match text.split_once(':') {
+            Some((key, value)) => Selector::Tag {
+                key: key.to_string(),
+                value: value.to_string(),
+            },
+            None => Selector::Region(text.to_string()),
+        }
+    }
+
+    pub fn matches(&self, region: &str, tags: Option<&BTreeMap<String, String>>) -> bool {
+        match self {
+            Selector::Region(name) => name == region,
+            Selector::Tag { key, value } => tags.and_then(|t| t.get(key)) == Some(value),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `region` (with `tags`) may hold the domain's data.
+    pub fn allows(&self, region: &str, tags: Option<&BTreeMap<String, String>>) -> bool {
+        self.allowed.iter().any(|s| s.matches(region, tags))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Region(name) => write!(f, "{name}"),
+            Selector::Tag { key, value } => write!(f, "{key}:{value}"),
+        }
+    }
+}
+
+impl fmt::Display for PolicyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyMode::Forward => "forward",
+            PolicyMode::Strict => "strict",
+        })
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let allowed: Vec<String> = self.allowed.iter().map(|s| s.to_string()).collect();
+        write!(f, "allowed = {}, mode = {}", allowed.join(","), self.mode)
+    }
+}
+
+/// A change to the map, proposed to the global group. Applying one either changes the map (the
+/// new epoch is the entry's revision) or is refused with nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlacementChange {
+    /// The first map, from the topology file. Applied only when the group holds no map yet;
+    /// after that the committed map is the truth and later seeds change nothing.
+    Seed(PlacementMap),
+    /// Sets (or with `None` clears) the policy of the domain `prefix`.
+    SetPolicy {
+        prefix: String,
+        policy: Option<Policy>,
+        /// Refuse unless the map is still at this epoch (compare-and-set for operators).
+        expected_epoch: Option<u64>,
+    },
+}
+
+/// The key under which the global group stores the map: not a valid client path (no leading
+/// `/`), so no client read, write, scan or watch can reach it.
+pub const PLACEMENT_KEY: &str = "@placement";

@@ -170,6 +170,8 @@ pub async fn wan(args: WanArgs) -> anyhow::Result<ExitCode> {
         for part in answer.split("; ") {
             println!("{part}");
         }
+    } else if answer.is_empty() {
+        println!("ok");
     } else {
         println!("ok {answer}");
     }

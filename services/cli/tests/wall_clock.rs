@@ -14,7 +14,7 @@ async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
     common::watchdog(Duration::from_secs(300));
     assert!(
         std::path::Path::new(LIBFAKETIME).exists(),
-        "{LIBFAKETIME} is missing: apt-get install faketime (.ci/run does)"
+        "{LIBFAKETIME} is missing: apt-get install faketime (scripts/test does)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let ip = "127.0.45.1";

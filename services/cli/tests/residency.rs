@@ -180,6 +180,27 @@ async fn policy_bound_data_stays_in_its_regions() {
             "strict get from {r}"
         );
     }
+    // A request proxied from outside is judged by the region it arrived in, by the receiving
+    // router too (so a router with an older map cannot let a strict refusal through).
+    let mut kv = meridian_proto::kv::kv_client::KvClient::connect(format!(
+        "http://{}",
+        dev.endpoint("eu-west")
+    ))
+    .await
+    .expect("connect to eu-west");
+    let mut req = tonic::Request::new(pb::GetRequest {
+        key: b"/eu-west/pii-strict/x".to_vec(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("meridian-proxied", "ap-northeast".parse().expect("ascii"));
+    let status = kv
+        .get(req)
+        .await
+        .expect_err("strict from ap-northeast, via eu-west");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("ap-northeast"), "{status:?}");
+
     // Leases (and so locks) of policy-bound domains are served only where the group lives:
     // strict refuses, forward names the endpoints to use; eu-west grants.
     assert!(

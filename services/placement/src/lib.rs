@@ -4,11 +4,14 @@
 //! - [`rules`]: [`apply`] judges a change to the placement map (the global group's state
 //!   machine applies changes only through it); [`check_map`] finds every residency problem of
 //!   a whole map (the topology check uses it too).
+//! - [`moves`]: the global group's half of an online domain move (begin, advance, commit,
+//!   abort), judged like every other change.
 //! - [`prefix`]: the domain-prefix rule.
 //!
 //! The map's data types are in `meridian_types::placement`.
 
 pub mod lookup;
+pub mod moves;
 pub mod prefix;
 pub mod rules;
 

@@ -111,6 +111,7 @@ mod tests {
                     prefix: p.to_string(),
                     group: GroupId(*g),
                     policy: None,
+                    moving: None,
                 })
                 .collect(),
         )

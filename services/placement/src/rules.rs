@@ -19,7 +19,7 @@ impl fmt::Display for Refusal {
     }
 }
 
-fn refuse(rule: &'static str, message: String) -> Refusal {
+pub(crate) fn refuse(rule: &'static str, message: String) -> Refusal {
     Refusal { rule, message }
 }
 
@@ -142,19 +142,18 @@ pub fn apply(
             map.epoch = revision;
             Ok(Some(map))
         }
+        PlacementChange::BeginMove { .. }
+        | PlacementChange::AdvanceMove { .. }
+        | PlacementChange::CommitMove { .. }
+        | PlacementChange::AbortMove { .. } => {
+            crate::moves::apply_move(seeded(current)?, change, revision).map(Some)
+        }
         PlacementChange::SetPolicy {
             prefix,
             policy,
             expected_epoch,
         } => {
-            let Some(current) = current else {
-                return Err(refuse(
-                    "no_placement_map",
-                    "the placement map has not been seeded yet (the global group's leader seeds \
-                     it from the topology right after it is elected); retry shortly"
-                        .into(),
-                ));
-            };
+            let current = seeded(current)?;
             check_epoch(current, *expected_epoch)?;
             validate_domain_prefix(prefix).map_err(|e| refuse("bad_prefix", e))?;
             let Some(i) = current.domains.iter().position(|d| &d.prefix == prefix) else {
@@ -195,7 +194,19 @@ pub fn apply(
     }
 }
 
-fn check_epoch(current: &PlacementMap, expected: Option<u64>) -> Result<(), Refusal> {
+/// The map, or why there is none yet.
+pub(crate) fn seeded(current: Option<&PlacementMap>) -> Result<&PlacementMap, Refusal> {
+    current.ok_or_else(|| {
+        refuse(
+            "no_placement_map",
+            "the placement map has not been seeded yet (the global group's leader seeds it from \
+             the topology right after it is elected); retry shortly"
+                .into(),
+        )
+    })
+}
+
+pub(crate) fn check_epoch(current: &PlacementMap, expected: Option<u64>) -> Result<(), Refusal> {
     match expected {
         Some(e) if e != current.epoch => Err(refuse(
             "stale_epoch",
@@ -242,16 +253,19 @@ mod tests {
                     prefix: "/eu-west/".into(),
                     group: GroupId(2),
                     policy: None,
+                    moving: None,
                 },
                 DomainPlacement {
                     prefix: "/eu-west/pii/".into(),
                     group: GroupId(4),
                     policy: None,
+                    moving: None,
                 },
                 DomainPlacement {
                     prefix: "/us-east/".into(),
                     group: GroupId(1),
                     policy: None,
+                    moving: None,
                 },
             ],
         }

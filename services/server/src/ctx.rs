@@ -7,7 +7,7 @@
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::proposer::{Proposer, WriteError};
-use crate::router::Syncers;
+use crate::syncs::Syncers;
 use meridian_consensus::{GroupHandle, Host, PeerPool};
 use meridian_proto::kv as pb;
 use meridian_proto::peer::forward_client::ForwardClient;

@@ -5,7 +5,8 @@
 //! `DelayEnd` (lock-delays). A node that stops leading forgets its deadlines; the next leader
 //! starts from the replicated records (docs/leases.md).
 
-use crate::ctx::NodeCtx;
+use crate::proposer::Proposer;
+use meridian_consensus::GroupHandle;
 use meridian_locks::{Clock, ExpiryTracker, TrackerConfig};
 use meridian_storage::{GroupShared, Notice};
 use meridian_types::{Command, CommandResult, GroupId, LeaseCommand};
@@ -49,6 +50,13 @@ impl LeaderLeases {
     }
 }
 
+/// The driver's two timings: how often it looks at the clock, and how long a proposal may take.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverTiming {
+    pub tick: Duration,
+    pub write_timeout: Duration,
+}
+
 pub type SharedLeaderLeases = Arc<Mutex<LeaderLeases>>;
 
 fn lock(s: &SharedLeaderLeases) -> std::sync::MutexGuard<'_, LeaderLeases> {
@@ -56,17 +64,19 @@ fn lock(s: &SharedLeaderLeases) -> std::sync::MutexGuard<'_, LeaderLeases> {
 }
 
 /// Runs for the life of the node on every node that votes in `group`.
+///
+/// It gets only what it uses: the group's replica, its proposer (it proposes only while it
+/// leads), the lease state it shares with the lease service, the clock and its two timings.
 pub async fn run(
-    ctx: Arc<NodeCtx>,
-    group: GroupId,
+    h: GroupHandle,
+    proposer: Proposer,
     state: SharedLeaderLeases,
     clock: Arc<dyn Clock>,
+    timing: DriverTiming,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Ok(h) = ctx.group(group) else {
-        return;
-    };
-    let tick = Duration::from_millis(ctx.limits.lease_tick_ms);
+    let group = h.shared.group;
+    let tick = timing.tick;
     let mut metrics = h.raft.metrics();
     loop {
         // Wait to lead.
@@ -86,7 +96,9 @@ pub async fn run(
         // Barrier: everything committed before this term is applied here before deadlines
         // are set, so no refresh of an earlier leader is missed.
         let ready = async {
-            let index = ctx.read_index(&h, TAKEOVER_WAIT).await.ok()?;
+            // Asked of the local Raft: this node leads (if it lost leadership meanwhile, the
+            // barrier fails and the loop waits to lead again).
+            let index = h.read_index(TAKEOVER_WAIT).await.ok()?;
             h.shared.wait_applied(index, TAKEOVER_WAIT).await
         };
         let ready = tokio::select! {
@@ -139,14 +151,27 @@ pub async fn run(
             };
             if !due.is_empty() {
                 tracing::debug!(%group, n = due.len(), "leases expired");
-                propose(&ctx, group, LeaseCommand::Expire { leases: due }).await;
+                propose(
+                    &proposer,
+                    timing.write_timeout,
+                    group,
+                    LeaseCommand::Expire { leases: due },
+                )
+                .await;
             }
             for (name, seq) in delays {
-                propose(&ctx, group, LeaseCommand::DelayEnd { name, seq }).await;
+                propose(
+                    &proposer,
+                    timing.write_timeout,
+                    group,
+                    LeaseCommand::DelayEnd { name, seq },
+                )
+                .await;
             }
             if !checkpoints.is_empty() {
                 propose(
-                    &ctx,
+                    &proposer,
+                    timing.write_timeout,
                     group,
                     LeaseCommand::Checkpoint {
                         leases: checkpoints,
@@ -216,18 +241,18 @@ fn absorb(
     }
 }
 
-async fn propose(ctx: &NodeCtx, group: GroupId, cmd: LeaseCommand) {
-    let timeout = Duration::from_millis(ctx.limits.write_timeout_ms);
-    let Ok(res) = tokio::time::timeout(timeout, ctx.write_local(group, Command::Lease(cmd))).await
-    else {
+async fn propose(proposer: &Proposer, timeout: Duration, group: GroupId, cmd: LeaseCommand) {
+    let Ok(res) = tokio::time::timeout(timeout, proposer.propose(Command::Lease(cmd))).await else {
         tracing::warn!(%group, "lease command not committed within {timeout:?}");
         return;
     };
     match res {
-        Ok((_, CommandResult::Rejected(r))) => {
+        Ok(Ok((_, CommandResult::Rejected(r)))) => {
             tracing::warn!(%group, rule = %r.rule, "lease command refused: {}", r.message)
         }
-        Ok(_) => {}
-        Err(_) => tracing::debug!(%group, "lease command not committed (leadership moved?)"),
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) | Err(_) => {
+            tracing::debug!(%group, "lease command not committed (leadership moved?)")
+        }
     }
 }

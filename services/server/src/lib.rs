@@ -5,7 +5,7 @@
 //!   and peers, bootstrap.
 //! - [`ctx`]: what handlers share; the write path (propose here or forward to the leader).
 //! - [`router`]: the composition router — key → group, sessions, sync-on-switch (coalesced),
-//!   version vectors, consistency levels; [`forward`]: writes forwarded by other routers.
+//!   version vectors, consistency levels ([`syncs`]: the state of its coalesced syncs); [`forward`]: writes forwarded by other routers.
 //! - [`proposer`]: batches concurrent writes with disjoint keys into one Raft entry.
 //! - [`service`]: the client API; [`watch`]: watch streams; [`convert`]: wire <-> domain with
 //!   every input rule; [`error`]: the one place errors become gRPC statuses.
@@ -33,6 +33,7 @@ pub mod proposer;
 pub mod residency;
 pub mod router;
 pub mod service;
+pub mod syncs;
 pub mod watch;
 
 pub use config::{NodeConfig, Peer};

@@ -10,8 +10,8 @@ use crate::lock_service::LockService;
 use crate::lock_waits::LockWaits;
 use crate::placement_service::PlacementService;
 use crate::proposer::Proposer;
-use crate::router::Syncers;
 use crate::service::KvService;
+use crate::syncs::Syncers;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerService, Raft};
 use meridian_locks::{Clock, MonotonicClock};
@@ -372,12 +372,20 @@ impl Node {
                 ));
             }
         }
+        let timing = crate::lease_driver::DriverTiming {
+            tick: Duration::from_millis(config.limits.lease_tick_ms),
+            write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
+        };
         for (group, state) in &ctx.leader_leases {
+            let (Some(h), Some(proposer)) = (ctx.host.get(*group), ctx.proposers.get(group)) else {
+                continue;
+            };
             tokio::spawn(crate::lease_driver::run(
-                ctx.clone(),
-                *group,
+                h,
+                proposer.clone(),
                 state.clone(),
                 clock.clone(),
+                timing,
                 shutdown_rx.clone(),
             ));
         }

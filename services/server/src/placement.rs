@@ -169,7 +169,17 @@ pub fn map_out(map: &PlacementMap, node: u64, region: &str) -> pb::PlacementShow
                     .map(|g| g.name.clone())
                     .unwrap_or_default(),
                 policy: d.policy.as_ref().map(policy_out),
-                state: "serving".into(),
+                state: match &d.moving {
+                    None => "serving".into(),
+                    Some(m) => format!(
+                        "moving to {} ({}, move {})",
+                        map.groups
+                            .get(&m.to)
+                            .map_or(m.to.to_string(), |g| g.name.clone()),
+                        m.step,
+                        m.id
+                    ),
+                },
             })
             .collect(),
         groups: map

@@ -6,19 +6,23 @@
 //! node's log, state or disk, and nothing about its keys or values is logged here. A request
 //! for a group this node holds no replica of (no policy involved) is proxied the same way.
 //!
-//! A proxied request carries [`PROXIED_HEADER`]; a router never proxies it again.
+//! A proxied request carries [`PROXIED_HEADER`] with the region it arrived in; a router never
+//! proxies it again, and judges `strict` policies by that region — so a router that has not yet
+//! installed a newer policy cannot let a request through that the receiving router's map
+//! refuses.
 
 use crate::ctx::NodeCtx;
 use crate::error::{Error, Result};
 use meridian_proto::kv::kv_client::KvClient;
 use meridian_proto::MAX_MESSAGE_BYTES;
-use meridian_types::{Command, DomainPlacement, GroupId, Op, Policy, PolicyMode};
+use meridian_types::{DomainPlacement, GroupId, Policy, PolicyMode};
 use std::future::Future;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-/// Metadata key marking a request one router proxied to another.
+/// Metadata key marking a request one router proxied to another; its value is the region the
+/// request arrived in.
 pub const PROXIED_HEADER: &str = "meridian-proxied";
 
 /// Where a request is served.
@@ -29,9 +33,11 @@ pub enum Route {
     Proxy(Vec<String>),
 }
 
-/// Whether a request was proxied to us by another router.
-pub fn was_proxied<T>(req: &Request<T>) -> bool {
-    req.metadata().contains_key(PROXIED_HEADER)
+/// The region a request arrived in, when another router proxied it to us.
+pub fn proxied_from<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get(PROXIED_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_string())
 }
 
 impl NodeCtx {
@@ -42,10 +48,12 @@ impl NodeCtx {
         &self,
         group: GroupId,
         scopes: &[(&str, bool)],
-        proxied: bool,
+        proxied: Option<&str>,
     ) -> Result<Route> {
         let current = self.placement.current();
-        let tags = current.map.regions.get(&self.region);
+        // A proxied request is judged by the region it arrived in.
+        let region = proxied.unwrap_or(&self.region);
+        let tags = current.map.regions.get(region);
         let mut in_scope: Vec<&DomainPlacement> = Vec::new();
         for (scope, prefix) in scopes {
             in_scope.extend(current.lookup.domain_of(scope));
@@ -57,7 +65,7 @@ impl NodeCtx {
             .iter()
             .filter_map(|d| d.policy.as_ref().map(|p| (d.prefix.as_str(), p)))
             .collect();
-        let excluded = |p: &Policy| !p.allows(&self.region, tags);
+        let excluded = |p: &Policy| !p.allows(region, tags);
         // A strict policy that excludes this region refuses, whatever else is in scope.
         if let Some((domain, p)) = policies
             .iter()
@@ -66,10 +74,10 @@ impl NodeCtx {
             return Err(Error::PolicyDenied {
                 domain: domain.to_string(),
                 policy: p.to_string(),
-                region: self.region.clone(),
+                region: region.to_string(),
             });
         }
-        if policies.iter().any(|(_, p)| excluded(p)) {
+        if proxied.is_none() && policies.iter().any(|(_, p)| excluded(p)) {
             return self.proxy_route(group, proxied, |region| {
                 let tags = current.map.regions.get(region);
                 policies.iter().all(|(_, p)| p.allows(region, tags))
@@ -85,7 +93,7 @@ impl NodeCtx {
     /// this router may serve `scope` itself; `PolicyDenied` under a strict policy; otherwise a
     /// clear `Unavailable` naming where it is served.
     pub fn serve_here(&self, group: GroupId, scope: &str, prefix: bool) -> Result<()> {
-        match self.residency(group, &[(scope, prefix)], false)? {
+        match self.residency(group, &[(scope, prefix)], None)? {
             Route::Local => Ok(()),
             Route::Proxy(to) => Err(Error::Unavailable(format!(
                 "leases, locks and elections of group {} are served by routers that hold a                  replica of it ({}), not by node {} in region {}; use one of those endpoints",
@@ -100,10 +108,10 @@ impl NodeCtx {
     fn proxy_route(
         &self,
         group: GroupId,
-        proxied: bool,
+        proxied: Option<&str>,
         allowed: impl Fn(&str) -> bool,
     ) -> Result<Route> {
-        if proxied {
+        if proxied.is_some() {
             return Err(Error::Unavailable(format!(
                 "node {} (region {}) received a forwarded request for group {} that it cannot \
                  serve either; the routers disagree on placement — retry shortly",
@@ -180,40 +188,43 @@ impl NodeCtx {
     }
 }
 
-/// The keys (flag false) and prefixes (flag true) a write command touches.
-pub fn command_scopes(cmd: &Command) -> Vec<(&str, bool)> {
-    fn op_scope(op: &Op) -> (&str, bool) {
-        match op {
-            Op::Put(p) => (p.key.as_str(), false),
-            Op::Delete(d) => (d.key.as_str(), d.prefix),
-            Op::Get { key } => (key.as_str(), false),
+impl NodeCtx {
+    /// The unary request `msg` on `scopes` of `group`: `None` when this router serves it,
+    /// otherwise the answer of the router it was proxied to (`call` sends it there).
+    pub async fn answer_elsewhere<M, T, F, Fut>(
+        &self,
+        group: GroupId,
+        scopes: &[(&str, bool)],
+        proxied: Option<&str>,
+        msg: &M,
+        call: F,
+    ) -> std::result::Result<Option<Response<T>>, Status>
+    where
+        M: Clone,
+        F: Fn(KvClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
+        match self.residency(group, scopes, proxied)? {
+            Route::Local => Ok(None),
+            Route::Proxy(to) => self
+                .proxy(&to, |c, t| {
+                    call(c, proxied_request(msg.clone(), Some(t), &self.region))
+                })
+                .await
+                .map(Some),
         }
-    }
-    match cmd {
-        Command::Put(p) => vec![(p.key.as_str(), false)],
-        Command::Delete(d) => vec![(d.key.as_str(), d.prefix)],
-        Command::Txn {
-            compares,
-            success,
-            failure,
-        } => compares
-            .iter()
-            .map(|c| (c.key.as_str(), false))
-            .chain(success.iter().chain(failure).map(op_scope))
-            .collect(),
-        Command::Batch(_) | Command::Lease(_) | Command::Placement(_) => Vec::new(),
     }
 }
 
-/// `msg` marked as proxied, with a deadline (none for a stream that lives on).
-pub fn proxied_request<T>(msg: T, timeout: Option<Duration>) -> Request<T> {
+/// `msg` marked as proxied from `region`, with a deadline (none for a stream that lives on).
+pub fn proxied_request<T>(msg: T, timeout: Option<Duration>, region: &str) -> Request<T> {
     let mut req = Request::new(msg);
     if let Some(t) = timeout {
         req.set_timeout(t);
     }
-    req.metadata_mut().insert(
-        PROXIED_HEADER,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
+    // Region names are ASCII in practice; one that is not still marks the request proxied.
+    let value = tonic::metadata::MetadataValue::try_from(region)
+        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("non-ascii-region"));
+    req.metadata_mut().insert(PROXIED_HEADER, value);
     req
 }

@@ -5,21 +5,16 @@
 
 use crate::ctx::NodeCtx;
 use crate::error::{Error, Result};
+use crate::syncs::{GroupSync, SyncReply, SYNC_WAITERS_MAX};
 use meridian_consensus::GroupHandle;
 use meridian_proto::kv as pb;
-use meridian_router::{plan_read, Join, ReadLevel, Rounds, VersionVector};
+use meridian_router::{plan_read, Join, ReadLevel, VersionVector};
 use meridian_types::{Command, GroupId, LeaseCommand, Op};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-/// Most reads waiting for one group's sync at one router; more are refused at once.
-const SYNC_WAITERS_MAX: usize = 65_536;
-/// Most sync rounds of one group in flight from one router at once (rounds overlap when they
-/// are long: see `Rounds::spacing`).
-const SYNC_ROUNDS_IN_FLIGHT_MAX: usize = 8;
 
 /// A session as a request presents it.
 #[derive(Clone, Debug, Default)]
@@ -61,49 +56,6 @@ pub fn read_level(opts: Option<&pb::ReadOptions>) -> Result<(ReadLevel, u64)> {
         }
     };
     Ok((level, min_revision))
-}
-
-type SyncReply = oneshot::Sender<std::result::Result<u64, String>>;
-
-/// One group's coalesced syncs at this router.
-struct GroupSync {
-    rounds: Mutex<Rounds<SyncReply>>,
-    in_flight: Arc<tokio::sync::Semaphore>,
-    synced_reads: AtomicU64,
-}
-
-/// Coalesced syncs of every group, and their counters.
-#[derive(Default)]
-pub struct Syncers {
-    groups: Mutex<BTreeMap<GroupId, Arc<GroupSync>>>,
-}
-
-impl Syncers {
-    fn get(&self, group: GroupId) -> Arc<GroupSync> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(group)
-            .or_insert_with(|| {
-                Arc::new(GroupSync {
-                    rounds: Mutex::new(Rounds::new(SYNC_WAITERS_MAX, SYNC_WAITERS_MAX)),
-                    in_flight: Arc::new(tokio::sync::Semaphore::new(SYNC_ROUNDS_IN_FLIGHT_MAX)),
-                    synced_reads: AtomicU64::new(0),
-                })
-            })
-            .clone()
-    }
-
-    /// (syncs sent, reads served after a sync) for `group`.
-    pub fn counters(&self, group: GroupId) -> (u64, u64) {
-        let s = self.get(group);
-        let sent = s
-            .rounds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .rounds_started();
-        (sent, s.synced_reads.load(Ordering::Relaxed))
-    }
 }
 
 /// A read ready to be served by the local replica.
@@ -159,7 +111,7 @@ impl NodeCtx {
             }
             Command::Put(_) | Command::Delete(_) | Command::Txn { .. } => {}
         }
-        let scopes = crate::residency::command_scopes(cmd);
+        let scopes = cmd.scopes();
         let mut groups = BTreeSet::new();
         for (key, prefix) in &scopes {
             groups.insert(if *prefix {

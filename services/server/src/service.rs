@@ -3,7 +3,7 @@
 use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::error::Error;
-use crate::residency::{command_scopes, proxied_request, was_proxied, Route};
+use crate::residency::proxied_from;
 use crate::router::Session;
 use crate::watch::watch_stream;
 use meridian_proto::kv as pb;
@@ -95,19 +95,23 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let proxied = was_proxied(&request);
+        let proxied = proxied_from(&request);
         let req = request.into_inner();
         let session = Session::from_pb(req.session.as_ref());
         let cmd = Command::Put(convert::put(req.clone())?);
         let group = self.ctx.route_command(&cmd)?;
-        if let Route::Proxy(to) = self.ctx.residency(group, &command_scopes(&cmd), proxied)? {
-            return self
-                .ctx
-                .proxy(&to, |mut c, t| {
-                    let r = proxied_request(req.clone(), Some(t));
-                    async move { c.put(r).await }
-                })
-                .await;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &cmd.scopes(),
+                proxied.as_deref(),
+                &req,
+                |mut c, r| async move { c.put(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
         }
         let (h, rev, result) = self.ctx.write(group, cmd).await?;
         let header = self.ctx.header(&h, rev, &session.vector);
@@ -121,18 +125,22 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let proxied = was_proxied(&request);
+        let proxied = proxied_from(&request);
         let req = request.into_inner();
         let key = convert::key(&req.key)?;
         let group = self.ctx.route_key(&key)?;
-        if let Route::Proxy(to) = self.ctx.residency(group, &[(&key, false)], proxied)? {
-            return self
-                .ctx
-                .proxy(&to, |mut c, t| {
-                    let r = proxied_request(req.clone(), Some(t));
-                    async move { c.get(r).await }
-                })
-                .await;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &[(&key, false)],
+                proxied.as_deref(),
+                &req,
+                |mut c, r| async move { c.get(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
         }
         let r = self
             .ctx
@@ -152,20 +160,24 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let proxied = was_proxied(&request);
+        let proxied = proxied_from(&request);
         let req = request.into_inner();
         let prefix = convert::prefix(&req.prefix)?;
         let after = convert::after(&req.after)?;
         let limit = self.limit(req.limit);
         let group = self.ctx.route_prefix(&prefix)?;
-        if let Route::Proxy(to) = self.ctx.residency(group, &[(&prefix, true)], proxied)? {
-            return self
-                .ctx
-                .proxy(&to, |mut c, t| {
-                    let r = proxied_request(req.clone(), Some(t));
-                    async move { c.range(r).await }
-                })
-                .await;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &[(&prefix, true)],
+                proxied.as_deref(),
+                &req,
+                |mut c, r| async move { c.range(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
         }
         let r = self
             .ctx
@@ -191,7 +203,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let proxied = was_proxied(&request);
+        let proxied = proxied_from(&request);
         let req = request.into_inner();
         let path = convert::prefix(&req.path)?;
         let after = convert::after(&req.after)?;
@@ -208,14 +220,18 @@ impl Kv for KvService {
             return self.list_across_domains(req, &path, after, limit).await;
         }
         let group = self.ctx.route_prefix(&path)?;
-        if let Route::Proxy(to) = self.ctx.residency(group, &[(&path, true)], proxied)? {
-            return self
-                .ctx
-                .proxy(&to, |mut c, t| {
-                    let r = proxied_request(req.clone(), Some(t));
-                    async move { c.list(r).await }
-                })
-                .await;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &[(&path, true)],
+                proxied.as_deref(),
+                &req,
+                |mut c, r| async move { c.list(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
         }
         let r = self
             .ctx
@@ -236,19 +252,23 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let proxied = was_proxied(&request);
+        let proxied = proxied_from(&request);
         let req = request.into_inner();
         let session = Session::from_pb(req.session.as_ref());
         let cmd = Command::Delete(convert::delete(req.clone())?);
         let group = self.ctx.route_command(&cmd)?;
-        if let Route::Proxy(to) = self.ctx.residency(group, &command_scopes(&cmd), proxied)? {
-            return self
-                .ctx
-                .proxy(&to, |mut c, t| {
-                    let r = proxied_request(req.clone(), Some(t));
-                    async move { c.delete(r).await }
-                })
-                .await;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &cmd.scopes(),
+                proxied.as_deref(),
+                &req,
+                |mut c, r| async move { c.delete(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
         }
         let (h, rev, result) = self.ctx.write(group, cmd).await?;
         let header = self.ctx.header(&h, rev, &session.vector);
@@ -262,19 +282,23 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let proxied = was_proxied(&request);
+        let proxied = proxied_from(&request);
         let req = request.into_inner();
         let session = Session::from_pb(req.session.as_ref());
         let cmd = convert::txn(req.clone())?;
         let group = self.ctx.route_command(&cmd)?;
-        if let Route::Proxy(to) = self.ctx.residency(group, &command_scopes(&cmd), proxied)? {
-            return self
-                .ctx
-                .proxy(&to, |mut c, t| {
-                    let r = proxied_request(req.clone(), Some(t));
-                    async move { c.txn(r).await }
-                })
-                .await;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &cmd.scopes(),
+                proxied.as_deref(),
+                &req,
+                |mut c, r| async move { c.txn(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
         }
         let (h, rev, result) = self.ctx.write(group, cmd).await?;
         let header = self.ctx.header(&h, rev, &session.vector);
@@ -298,8 +322,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let proxied = was_proxied(&request);
-        let stream = watch_stream(self.ctx.clone(), request.into_inner(), proxied).await?;
+        let proxied = proxied_from(&request);
+        let stream =
+            watch_stream(self.ctx.clone(), request.into_inner(), proxied.as_deref()).await?;
         Ok(Response::new(stream))
     }
 

@@ -44,7 +44,7 @@ impl Filter {
 pub async fn watch_stream(
     ctx: Arc<NodeCtx>,
     req: pb::WatchRequest,
-    proxied: bool,
+    proxied: Option<&str>,
 ) -> Result<WatchStream, Error> {
     let key = if req.prefix {
         convert::prefix(&req.key)?
@@ -297,7 +297,7 @@ async fn proxy_watch(
     })?;
     let upstream = ctx
         .proxy(to, |mut c, _| {
-            let r = proxied_request(req.clone(), None);
+            let r = proxied_request(req.clone(), None, &ctx.region);
             async move { c.watch(r).await }
         })
         .await

@@ -86,6 +86,7 @@ mod tests {
                 prefix: "/a/".into(),
                 group: GroupId(1),
                 policy: None,
+                moving: None,
             }],
         }
     }

@@ -105,6 +105,7 @@ impl Topology {
                 prefix: "/".to_string(),
                 group: GroupId(1),
                 policy: None,
+                moving: None,
             }],
             rtt_ms: BTreeMap::new(),
         }

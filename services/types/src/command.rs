@@ -196,6 +196,35 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The keys (flag false) and prefixes (flag true) a client command touches, in order:
+    /// what routing and residency judge. Batches, lease and placement commands have none here
+    /// (they are routed by what they name).
+    pub fn scopes(&self) -> Vec<(&str, bool)> {
+        fn op_scope(op: &Op) -> (&str, bool) {
+            match op {
+                Op::Put(p) => (p.key.as_str(), false),
+                Op::Delete(d) => (d.key.as_str(), d.prefix),
+                Op::Get { key } => (key.as_str(), false),
+            }
+        }
+        match self {
+            Command::Put(p) => vec![(p.key.as_str(), false)],
+            Command::Delete(d) => vec![(d.key.as_str(), d.prefix)],
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => compares
+                .iter()
+                .map(|c| (c.key.as_str(), false))
+                .chain(success.iter().chain(failure).map(op_scope))
+                .collect(),
+            Command::Batch(_) | Command::Lease(_) | Command::Placement(_) => Vec::new(),
+        }
+    }
+}
+
 /// What applying an entry answered. Blank and membership entries answer `Applied`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {

@@ -51,6 +51,39 @@ pub struct DomainPlacement {
     pub prefix: String,
     pub group: GroupId,
     pub policy: Option<Policy>,
+    /// A move of this domain to another group, while one is under way.
+    pub moving: Option<MoveState>,
+}
+
+/// A domain move in progress: a durable state of the global group, so that whoever drives the
+/// move next (a new leader, a restarted driver) knows where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveState {
+    pub to: GroupId,
+    /// The epoch the move began at: names the move in every later step.
+    pub id: u64,
+    pub step: MoveStep,
+}
+
+/// Where a move stands (docs/placement.md, "online moves").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MoveStep {
+    /// Recorded in the map; the source has not frozen the prefix yet.
+    Begun,
+    /// The source refuses writes under the prefix; its keys are exported.
+    Frozen,
+    /// The target holds the keys; the next step commits the new owner.
+    Imported,
+}
+
+impl fmt::Display for MoveStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MoveStep::Begun => "begun",
+            MoveStep::Frozen => "frozen",
+            MoveStep::Imported => "imported",
+        })
+    }
 }
 
 /// Where a domain's data may live, and what clients elsewhere get.
@@ -144,6 +177,22 @@ pub enum PlacementChange {
         /// Refuse unless the map is still at this epoch (compare-and-set for operators).
         expected_epoch: Option<u64>,
     },
+    /// Starts moving `prefix` (carved out of its domain if it is not one) to group `to`.
+    BeginMove {
+        prefix: String,
+        to: GroupId,
+        expected_epoch: Option<u64>,
+    },
+    /// Records that move `id` of `prefix` reached `step` (steps only go forward).
+    AdvanceMove {
+        prefix: String,
+        id: u64,
+        step: MoveStep,
+    },
+    /// Ends move `id`: the domain now belongs to the move's target.
+    CommitMove { prefix: String, id: u64 },
+    /// Abandons move `id` (only before the target holds the keys); the owner stays.
+    AbortMove { prefix: String, id: u64 },
 }
 
 /// The key under which the global group stores the map: not a valid client path (no leading

@@ -77,6 +77,7 @@ impl Checker {
                 prefix: prefix.to_string(),
                 group,
                 policy,
+                moving: None,
             });
         }
         out

@@ -81,6 +81,65 @@ impl KvService {
     }
 }
 
+/// Where a write was answered.
+enum Written<T> {
+    /// By the router it was proxied to (residency): its answer, unchanged.
+    Elsewhere(Response<T>),
+    /// Here (committed through this router): the response header and the result.
+    Here(pb::ResponseHeader, CommandResult),
+}
+
+/// Requests that carry a session.
+trait WithSession {
+    fn session(&self) -> Option<&pb::Session>;
+}
+
+macro_rules! with_session {
+    ($($t:ty),*) => {$(
+        impl WithSession for $t {
+            fn session(&self) -> Option<&pb::Session> {
+                self.session.as_ref()
+            }
+        }
+    )*};
+}
+with_session!(pb::PutRequest, pb::DeleteRequest, pb::TxnRequest);
+
+impl KvService {
+    /// A write: converted by `to_cmd`, routed, proxied whole when residency says so (`call`
+    /// sends it), otherwise committed through this router (proposed here or forwarded to the
+    /// group's leader).
+    async fn write<M, T, F, Fut>(
+        &self,
+        request: Request<M>,
+        to_cmd: impl FnOnce(M) -> Result<Command, Error>,
+        call: F,
+    ) -> Result<Written<T>, Status>
+    where
+        M: Clone + WithSession,
+        F: Fn(KvClient<tonic::transport::Channel>, Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let proxied = proxied_from(&request);
+        let req = request.into_inner();
+        let session = Session::from_pb(req.session());
+        let cmd = to_cmd(req.clone())?;
+        let group = self.ctx.route_command(&cmd)?;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(group, &cmd.scopes(), proxied.as_deref(), &req, call)
+            .await?
+        {
+            return Ok(Written::Elsewhere(answer));
+        }
+        let (h, rev, result) = self.ctx.write(group, cmd).await?;
+        Ok(Written::Here(
+            self.ctx.header(&h, rev, &session.vector),
+            result,
+        ))
+    }
+}
+
 fn single(result: CommandResult) -> Result<OpResult, Status> {
     match result {
         CommandResult::Op(r) => Ok(r),
@@ -95,26 +154,17 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
-        let session = Session::from_pb(req.session.as_ref());
-        let cmd = Command::Put(convert::put(req.clone())?);
-        let group = self.ctx.route_command(&cmd)?;
-        if let Some(answer) = self
-            .ctx
-            .answer_elsewhere(
-                group,
-                &cmd.scopes(),
-                proxied.as_deref(),
-                &req,
+        let (header, result) = match self
+            .write(
+                request,
+                |r| Ok(Command::Put(convert::put(r)?)),
                 |mut c, r| async move { c.put(r).await },
             )
             .await?
         {
-            return Ok(answer);
-        }
-        let (h, rev, result) = self.ctx.write(group, cmd).await?;
-        let header = self.ctx.header(&h, rev, &session.vector);
+            Written::Elsewhere(answer) => return Ok(answer),
+            Written::Here(header, result) => (header, result),
+        };
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Put(p)) => Ok(Response::new(p)),
             _ => Err(Error::Internal("put answered with another result".into()).into()),
@@ -252,26 +302,17 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
-        let session = Session::from_pb(req.session.as_ref());
-        let cmd = Command::Delete(convert::delete(req.clone())?);
-        let group = self.ctx.route_command(&cmd)?;
-        if let Some(answer) = self
-            .ctx
-            .answer_elsewhere(
-                group,
-                &cmd.scopes(),
-                proxied.as_deref(),
-                &req,
+        let (header, result) = match self
+            .write(
+                request,
+                |r| Ok(Command::Delete(convert::delete(r)?)),
                 |mut c, r| async move { c.delete(r).await },
             )
             .await?
         {
-            return Ok(answer);
-        }
-        let (h, rev, result) = self.ctx.write(group, cmd).await?;
-        let header = self.ctx.header(&h, rev, &session.vector);
+            Written::Elsewhere(answer) => return Ok(answer),
+            Written::Here(header, result) => (header, result),
+        };
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Delete(d)) => Ok(Response::new(d)),
             _ => Err(Error::Internal("delete answered with another result".into()).into()),
@@ -282,26 +323,17 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
-        let session = Session::from_pb(req.session.as_ref());
-        let cmd = convert::txn(req.clone())?;
-        let group = self.ctx.route_command(&cmd)?;
-        if let Some(answer) = self
-            .ctx
-            .answer_elsewhere(
-                group,
-                &cmd.scopes(),
-                proxied.as_deref(),
-                &req,
+        let (header, result) = match self
+            .write(
+                request,
+                convert::txn,
                 |mut c, r| async move { c.txn(r).await },
             )
             .await?
         {
-            return Ok(answer);
-        }
-        let (h, rev, result) = self.ctx.write(group, cmd).await?;
-        let header = self.ctx.header(&h, rev, &session.vector);
+            Written::Elsewhere(answer) => return Ok(answer),
+            Written::Here(header, result) => (header, result),
+        };
         match result {
             CommandResult::Txn { succeeded, results } => Ok(Response::new(pb::TxnResponse {
                 header: Some(header.clone()),

@@ -384,9 +384,12 @@ impl Client {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.opts.call_timeout.max(rpc_timeout);
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.opts.call_timeout.max(rpc_timeout);
         let mut backoff = BACKOFF_MS_MIN;
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
             let (ep, channel) = self.channel()?;
             let res = tokio::time::timeout(rpc_timeout, f(channel, rpc_timeout)).await;
             let err = match res {
@@ -447,7 +450,14 @@ impl Client {
                 _ => return Err(err),
             };
             if tokio::time::Instant::now() >= deadline {
-                return Err(err);
+                // Say what really happened: the last answer came after several tries.
+                return Err(match err {
+                    Error::Unavailable(m) if attempts > 1 => Error::Unavailable(format!(
+                        "{m} (gave up after {attempts} attempts over {:.1} s, the call's deadline)",
+                        started.elapsed().as_secs_f64()
+                    )),
+                    e => e,
+                });
             }
             if !retry_now {
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
@@ -665,6 +675,30 @@ mod tests {
 
     fn client() -> Client {
         Client::connect(&["127.0.0.1:1"]).expect("client")
+    }
+
+    /// A read that keeps finding no router says, when it gives up, that it tried several times
+    /// until its deadline — not only the last attempt's error.
+    #[tokio::test]
+    async fn giving_up_says_how_long_it_tried() {
+        let c = Client::new(
+            vec!["127.0.0.1:1".to_string()],
+            Options {
+                call_timeout: Duration::from_millis(600),
+                rpc_timeout: Duration::from_millis(200),
+                ..Options::default()
+            },
+        )
+        .expect("client");
+        match c.get("/x").await {
+            Err(Error::Unavailable(m)) => {
+                assert!(
+                    m.contains("gave up after") && m.contains("attempts over"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
     }
 
     /// The last group is what the server uses to decide a sync: it must name the previous

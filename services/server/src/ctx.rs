@@ -149,6 +149,11 @@ impl NodeCtx {
                 self.limits.write_timeout_ms
             ))),
             Ok(Err(e)) => Err(e),
+            // The key's subtree moved away from this group (nothing changed).
+            Ok(Ok((_, CommandResult::WrongGroup { epoch }))) => Err(Error::WrongGroup {
+                epoch,
+                group: group.0,
+            }),
             Ok(Ok((rev, result))) => Ok((h, rev, result)),
         }
     }

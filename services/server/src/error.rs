@@ -37,6 +37,10 @@ pub enum Error {
         policy: String,
         region: String,
     },
+    /// The group no longer takes writes under this key: its subtree moved away at `epoch`.
+    /// Nothing changed; route again once the placement map is past `epoch`.
+    #[error("group {group} no longer owns this key: its subtree moved away at placement epoch {epoch}; retry (the router routes again once it has that epoch)")]
+    WrongGroup { epoch: u64, group: u64 },
     /// Another router's answer to a request this one forwarded, passed on unchanged.
     #[error("{}", .0.message())]
     Forwarded(Status),
@@ -134,6 +138,13 @@ impl From<Error> for Status {
                     policy,
                     region,
                 }),
+            ),
+            // Unavailable with a typed detail: refused before anything changed, so a client may
+            // retry it (the SDK does) — a router catches up and routes it again.
+            Error::WrongGroup { epoch, group } => with_detail(
+                Code::Unavailable,
+                message,
+                Kind::WrongGroup(kv::WrongGroup { epoch, group }),
             ),
             Error::Forwarded(status) => status,
             Error::Deadline(_) => Status::new(Code::DeadlineExceeded, message),

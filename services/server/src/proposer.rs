@@ -72,11 +72,13 @@ fn size_of(cmd: &Command) -> usize {
         Command::Put(p) => p.key.len() + p.value.len(),
         Command::Delete(d) => d.key.len(),
         // A txn may carry up to 128 values: measure it, so a batch stays within its bytes.
-        Command::Txn { .. } | Command::Batch(_) | Command::Lease(_) | Command::Placement(_) => {
-            bincode::serialized_size(cmd).map_or(BATCH_BYTES_MAX, |n| {
-                usize::try_from(n).unwrap_or(BATCH_BYTES_MAX)
-            })
-        }
+        Command::Txn { .. }
+        | Command::Batch(_)
+        | Command::Lease(_)
+        | Command::Placement(_)
+        | Command::Move(_) => bincode::serialized_size(cmd).map_or(BATCH_BYTES_MAX, |n| {
+            usize::try_from(n).unwrap_or(BATCH_BYTES_MAX)
+        }),
     }
 }
 

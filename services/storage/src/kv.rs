@@ -7,7 +7,7 @@
 use crate::leases::{Dirty, LeaseState, LockState};
 use meridian_types::{
     Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
-    KeyValue, Op, OpResult, PutOp, Rejection,
+    KeyValue, LeaseCommand, Op, OpResult, PutOp, Rejection,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +68,14 @@ impl KvState {
                     })
                     .collect(),
             ),
+            Command::Put(_) | Command::Delete(_) | Command::Txn { .. } | Command::Lease(_)
+                if self.moved_away(cmd).is_some() =>
+            {
+                CommandResult::WrongGroup {
+                    epoch: self.moved_away(cmd).unwrap_or_default(),
+                }
+            }
+            Command::Move(m) => self.apply_move(revision, m, events),
             Command::Put(op) => {
                 if !self.lease_usable(op.lease) {
                     return missing_lease(op.lease);
@@ -104,6 +112,20 @@ impl KvState {
                 CommandResult::Txn { succeeded, results }
             }
         }
+    }
+
+    /// The epoch a key or lock `cmd` writes moved away at, if any did (`moves.rs`).
+    fn moved_away(&self, cmd: &Command) -> Option<u64> {
+        let lock_name = match cmd {
+            Command::Lease(LeaseCommand::Acquire { name: key, .. })
+            | Command::Lease(LeaseCommand::Proclaim { key, .. }) => Some(key.as_str()),
+            _ => None,
+        };
+        lock_name
+            .map(|k| (k, false))
+            .into_iter()
+            .chain(cmd.scopes())
+            .find_map(|(k, prefix)| self.frozen_at(k, prefix))
     }
 
     fn conditions_hold(

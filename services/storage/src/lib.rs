@@ -1,6 +1,8 @@
 //! Durable storage for a node's Raft groups.
 //!
 //! - [`kv`]: a group's keys in memory and the deterministic rules that change them.
+//! - [`moves`]: a domain move's source half (freeze, export, unfreeze) and target half
+//!   (import), and the `WrongGroup` answer to writes under a subtree that moved away.
 //! - [`placement`]: the placement map as one reserved key of the global group's state.
 //! - [`sm`]: the openraft state machine, generic over [`persist::SmPersist`].
 //! - [`group`]: the read/watch face of a group's applied state, shared with the server.
@@ -20,6 +22,7 @@ pub mod group;
 pub mod kv;
 pub mod leases;
 pub mod mem;
+pub mod moves;
 pub mod persist;
 pub mod placement;
 pub mod sm;

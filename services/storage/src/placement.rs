@@ -5,8 +5,7 @@
 
 use crate::kv::KvState;
 use meridian_types::{
-    CommandResult, Event, EventKind, KeyValue, PlacementChange, PlacementMap, Rejection,
-    PLACEMENT_KEY,
+    CommandResult, Event, PlacementChange, PlacementMap, Rejection, PLACEMENT_KEY,
 };
 
 impl KvState {
@@ -29,33 +28,16 @@ impl KvState {
                 message: r.message,
             }),
             Ok(None) => CommandResult::Applied,
-            Ok(Some(map)) => {
-                let value = match bincode::serialize(&map) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return CommandResult::Rejected(Rejection {
-                            rule: "internal".into(),
-                            message: format!("encoding the placement map: {e}"),
-                        })
-                    }
-                };
-                let prev = self.keys.get(PLACEMENT_KEY).cloned();
-                let kv = KeyValue {
-                    key: PLACEMENT_KEY.to_string(),
-                    value,
-                    create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
-                    mod_revision: revision,
-                    version: prev.as_ref().map_or(1, |p| p.version + 1),
-                    lease: 0,
-                };
-                self.keys.insert(PLACEMENT_KEY.to_string(), kv.clone());
-                events.push(Event {
-                    kind: EventKind::Put,
-                    kv,
-                    prev_kv: prev,
-                });
-                CommandResult::Applied
-            }
+            Ok(Some(map)) => match bincode::serialize(&map) {
+                Ok(value) => {
+                    self.put_internal(revision, PLACEMENT_KEY, value, events);
+                    CommandResult::Applied
+                }
+                Err(e) => CommandResult::Rejected(Rejection {
+                    rule: "internal".into(),
+                    message: format!("encoding the placement map: {e}"),
+                }),
+            },
         }
     }
 }

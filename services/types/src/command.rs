@@ -144,6 +144,27 @@ pub enum Command {
     Lease(LeaseCommand),
     /// A change to the placement map; the global group only.
     Placement(crate::placement::PlacementChange),
+    /// A domain move's step in the source or the target group (docs/placement.md).
+    Move(MoveCommand),
+}
+
+/// The source's and the target's halves of a domain move. Each is idempotent, so a driver that
+/// crashed can repeat the step it was at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveCommand {
+    /// Source: from this entry on, writes under `prefix` are answered `WrongGroup{epoch}`;
+    /// answers every key under it (`Exported`). Refused (nothing changes) while a key under it
+    /// is attached to a lease or a lock there is held or queued for.
+    Freeze { prefix: String, epoch: u64 },
+    /// Source, when the move is abandoned before the import: writes are accepted again.
+    Unfreeze { prefix: String, epoch: u64 },
+    /// Target: creates `keys` at this entry's revision (versions kept); a repeat of move `id`
+    /// changes nothing.
+    Import {
+        prefix: String,
+        id: u64,
+        keys: Vec<KeyValue>,
+    },
 }
 
 impl Command {
@@ -181,6 +202,8 @@ impl Command {
             }
             Command::Batch(_) => None,
             Command::Placement(_) => Some(vec![crate::placement::PLACEMENT_KEY]),
+            // A move step touches a whole subtree.
+            Command::Move(_) => None,
             Command::Lease(l) => match l {
                 // A grant only draws a number; a refresh or checkpoint touches no key.
                 LeaseCommand::Grant { .. }
@@ -220,7 +243,9 @@ impl Command {
                 .map(|c| (c.key.as_str(), false))
                 .chain(success.iter().chain(failure).map(op_scope))
                 .collect(),
-            Command::Batch(_) | Command::Lease(_) | Command::Placement(_) => Vec::new(),
+            Command::Batch(_) | Command::Lease(_) | Command::Placement(_) | Command::Move(_) => {
+                Vec::new()
+            }
         }
     }
 }
@@ -237,6 +262,13 @@ pub enum CommandResult {
     /// One result per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
     Lease(LeaseResult),
+    /// A `MoveCommand::Freeze`: every key under the prefix as it is now.
+    Exported(Vec<KeyValue>),
+    /// A write under a subtree that moved away (frozen at `epoch`): route it again once the
+    /// placement map is past that epoch. Nothing changed.
+    WrongGroup {
+        epoch: u64,
+    },
     Rejected(Rejection),
 }
 

@@ -15,7 +15,7 @@ use meridian_placement::Placement;
 use meridian_proto::kv as pb;
 use meridian_storage::GroupShared;
 use meridian_types::{
-    Command, CommandResult, GroupId, PlacementChange, PlacementMap, Policy, PolicyMode, Selector,
+    Command, CommandResult, PlacementChange, PlacementMap, Policy, PolicyMode, Selector,
 };
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -75,11 +75,8 @@ impl PlacementView {
     /// Waits (bounded) until the installed map is at `epoch` or later.
     pub async fn wait_epoch(&self, epoch: u64, timeout: Duration) -> bool {
         let mut rx = self.epoch.subscribe();
-        let reached = matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|e| *e >= epoch)).await,
-            Ok(Ok(_))
-        );
-        reached
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|e| *e >= epoch)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 }
 
@@ -92,8 +89,16 @@ pub async fn follow(
 ) {
     let mut notices = global.subscribe();
     loop {
-        if let Some(map) = global.read().placement_map() {
-            view.install(map);
+        // Most applied batches of the global group are locks and leases: decode the map only
+        // when its epoch moved past the one installed.
+        let newer = global
+            .read()
+            .placement_epoch()
+            .is_some_and(|e| e > view.epoch());
+        if newer {
+            if let Some(map) = global.read().placement_map() {
+                view.install(map);
+            }
         }
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -117,7 +122,7 @@ pub async fn seed(
 ) {
     let group = global.group;
     loop {
-        if global.read().placement_map().is_some() {
+        if global.read().placement_epoch().is_some() {
             return;
         }
         match proposer
@@ -230,9 +235,4 @@ pub fn policy_in(p: &pb::PlacementPolicy) -> Result<Policy> {
         allowed.push(Selector::parse(a));
     }
     Ok(Policy { allowed, mode })
-}
-
-/// Whether `group` is the one holding the placement map.
-pub fn is_global(topology: &meridian_topology::Topology, group: GroupId) -> bool {
-    topology.global_group().is_some_and(|g| g.id == group)
 }

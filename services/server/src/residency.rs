@@ -96,7 +96,8 @@ impl NodeCtx {
         match self.residency(group, &[(scope, prefix)], None)? {
             Route::Local => Ok(()),
             Route::Proxy(to) => Err(Error::Unavailable(format!(
-                "leases, locks and elections of group {} are served by routers that hold a                  replica of it ({}), not by node {} in region {}; use one of those endpoints",
+                "leases, locks and elections of group {} are served by routers that hold a \
+                 replica of it ({}), not by node {} in region {}; use one of those endpoints",
                 self.group_label(group),
                 to.join(", "),
                 self.node_id,

@@ -7,6 +7,7 @@ use crate::ctx::NodeCtx;
 use crate::error::{Error, Result};
 use crate::syncs::{GroupSync, SyncReply, SYNC_WAITERS_MAX};
 use meridian_consensus::GroupHandle;
+use meridian_placement::Placement;
 use meridian_proto::kv as pb;
 use meridian_router::{plan_read, Join, ReadLevel, VersionVector};
 use meridian_types::{Command, GroupId, LeaseCommand, Op};
@@ -79,18 +80,23 @@ impl ReadyRead {
 impl NodeCtx {
     /// The group owning `key` (longest-prefix domain).
     pub fn route_key(&self, key: &str) -> Result<GroupId> {
-        self.placement
-            .current()
-            .lookup
+        self.key_in(&self.placement.current().lookup, key)
+    }
+
+    /// The one group holding every key under `prefix`; a prefix spanning groups is refused.
+    pub fn route_prefix(&self, prefix: &str) -> Result<GroupId> {
+        self.prefix_in(&self.placement.current().lookup, prefix)
+    }
+
+    fn key_in(&self, lookup: &Placement, key: &str) -> Result<GroupId> {
+        lookup
             .group_of(key)
             .map(|(g, _)| g)
             .ok_or_else(|| self.no_domain(key))
     }
 
-    /// The one group holding every key under `prefix`; a prefix spanning groups is refused.
-    pub fn route_prefix(&self, prefix: &str) -> Result<GroupId> {
-        let groups = self.placement.current().lookup.groups_under(prefix);
-        match groups.as_slice() {
+    fn prefix_in(&self, lookup: &Placement, prefix: &str) -> Result<GroupId> {
+        match lookup.groups_under(prefix).as_slice() {
             [] => Err(self.no_domain(prefix)),
             [g] => Ok(*g),
             many => Err(self.cross_group(prefix, many)),
@@ -117,12 +123,14 @@ impl NodeCtx {
             Command::Put(_) | Command::Delete(_) | Command::Txn { .. } => {}
         }
         let scopes = cmd.scopes();
+        // One map for the whole command (one epoch, one lookup), however many keys it has.
+        let current = self.placement.current();
         let mut groups = BTreeSet::new();
         for (key, prefix) in &scopes {
             groups.insert(if *prefix {
-                self.route_prefix(key)?
+                self.prefix_in(&current.lookup, key)?
             } else {
-                self.route_key(key)?
+                self.key_in(&current.lookup, key)?
             });
         }
         let first = scopes.first().map(|(k, _)| *k);

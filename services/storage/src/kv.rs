@@ -58,6 +58,9 @@ impl KvState {
         cmd: &Command,
         events: &mut Vec<Event>,
     ) -> CommandResult {
+        if let Some(epoch) = self.moved_away(cmd) {
+            return CommandResult::WrongGroup { epoch };
+        }
         match cmd {
             Command::Batch(cmds) => CommandResult::Batch(
                 cmds.iter()
@@ -68,13 +71,6 @@ impl KvState {
                     })
                     .collect(),
             ),
-            Command::Put(_) | Command::Delete(_) | Command::Txn { .. } | Command::Lease(_)
-                if self.moved_away(cmd).is_some() =>
-            {
-                CommandResult::WrongGroup {
-                    epoch: self.moved_away(cmd).unwrap_or_default(),
-                }
-            }
             Command::Move(m) => self.apply_move(revision, m, events),
             Command::Put(op) => {
                 if !self.lease_usable(op.lease) {
@@ -114,8 +110,12 @@ impl KvState {
         }
     }
 
-    /// The epoch a key or lock `cmd` writes moved away at, if any did (`moves.rs`).
+    /// The epoch a key or lock `cmd` writes moved away at, if any did (`moves.rs`). Costs one
+    /// map probe when nothing is frozen (the common case: this is on every write).
     fn moved_away(&self, cmd: &Command) -> Option<u64> {
+        if !self.any_frozen() {
+            return None;
+        }
         let lock_name = match cmd {
             Command::Lease(LeaseCommand::Acquire { name: key, .. })
             | Command::Lease(LeaseCommand::Proclaim { key, .. }) => Some(key.as_str()),

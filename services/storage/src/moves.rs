@@ -6,6 +6,7 @@
 
 use crate::kv::KvState;
 use meridian_types::{CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection};
+use std::ops::Bound;
 
 /// Reserved key prefix of frozen subtrees.
 pub const FROZEN: &str = "@frozen";
@@ -25,17 +26,22 @@ impl KvState {
     /// The epoch `key` (or, with `prefix`, any key under it) was frozen at, if its subtree
     /// moved away.
     pub fn frozen_at(&self, key: &str, prefix: bool) -> Option<u64> {
-        let mut markers = self
-            .keys
-            .range(FROZEN.to_string()..)
-            .take_while(|(k, _)| k.starts_with(FROZEN))
-            .peekable();
-        markers.peek()?;
-        markers.find_map(|(k, kv)| {
+        self.frozen_markers().find_map(|(k, kv)| {
             let frozen = k.get(FROZEN.len()..)?;
             let hit = key.starts_with(frozen) || (prefix && frozen.starts_with(key));
             hit.then(|| epoch_of(&kv.value))
         })
+    }
+
+    /// Whether any subtree of this group is frozen.
+    pub(crate) fn any_frozen(&self) -> bool {
+        self.frozen_markers().next().is_some()
+    }
+
+    fn frozen_markers(&self) -> impl Iterator<Item = (&String, &KeyValue)> {
+        self.keys
+            .range::<str, _>((Bound::Included(FROZEN), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(FROZEN))
     }
 
     pub(crate) fn apply_move(

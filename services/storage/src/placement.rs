@@ -9,6 +9,12 @@ use meridian_types::{
 };
 
 impl KvState {
+    /// The epoch of the committed placement map (its key's `mod_revision`), without decoding
+    /// it: followers decode only when this moved.
+    pub fn placement_epoch(&self) -> Option<u64> {
+        self.keys.get(PLACEMENT_KEY).map(|kv| kv.mod_revision)
+    }
+
     /// The committed placement map, if this group holds one.
     pub fn placement_map(&self) -> Option<PlacementMap> {
         let kv = self.keys.get(PLACEMENT_KEY)?;

@@ -18,6 +18,9 @@ pub enum SimCmd {
         topology: PathBuf,
         #[arg(long)]
         workload: PathBuf,
+        /// Also write the plan as JSON (`meridian placement apply` executes it).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Draw the chart of a results file written by `sim run --json` (or the comparison's
     /// merged JSON) again, without running anything.
@@ -33,7 +36,11 @@ pub enum SimCmd {
 pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCmd::Run(args) => crate::sim_run::run(args).await,
-        SimCmd::Plan { topology, workload } => {
+        SimCmd::Plan {
+            topology,
+            workload,
+            json,
+        } => {
             let t = Topology::load(&topology)?;
             let name = workload.display().to_string();
             let text =
@@ -41,6 +48,11 @@ pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
             let w = meridian_planner::Workload::parse(&text, &name)?;
             let plans = meridian_planner::plan(&t, &w, &name)?;
             print!("{}", meridian_planner::render(&plans));
+            if let Some(path) = json {
+                let out = serde_json::to_string_pretty(&plan_json(&t, &plans)?)?;
+                std::fs::write(&path, out + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         SimCmd::Chart { results, svg } => {
@@ -59,4 +71,47 @@ pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The group that would own a domain for `owner`: the global group, or the region's own group
+/// (the one named after it, else the first regional group at home there).
+fn owner_group(t: &Topology, owner: &meridian_planner::Owner) -> Option<String> {
+    match owner {
+        meridian_planner::Owner::Global { .. } => t.global_group().map(|g| g.name.clone()),
+        meridian_planner::Owner::Region(r) => t
+            .groups
+            .iter()
+            .find(|g| g.home.as_deref() == Some(r) && g.name == *r)
+            .or_else(|| t.groups.iter().find(|g| g.home.as_deref() == Some(r)))
+            .map(|g| g.name.clone()),
+    }
+}
+
+/// The plan as `meridian placement apply` reads it: per domain, the recommended owner and its
+/// group, and every candidate's predicted mean latency.
+pub fn plan_json(
+    t: &Topology,
+    plans: &[meridian_planner::DomainPlan],
+) -> anyhow::Result<serde_json::Value> {
+    let mut domains = Vec::new();
+    for p in plans {
+        let Some(best) = p.candidates.get(p.recommended) else {
+            continue;
+        };
+        let group = owner_group(t, &best.owner).with_context(|| {
+            format!(
+                "no group of the topology is at home in {} ({})",
+                best.owner, p.prefix
+            )
+        })?;
+        domains.push(serde_json::json!({
+            "prefix": p.prefix,
+            "recommended": {"owner": best.owner.to_string(), "group": group, "mean_ms": best.weighted_ms},
+            "candidates": p.candidates.iter().map(|c| serde_json::json!({
+                "owner": c.owner.to_string(),
+                "mean_ms": c.weighted_ms,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(serde_json::json!({ "domains": domains }))
 }

@@ -112,6 +112,7 @@ mod tests {
                     group: GroupId(*g),
                     policy: None,
                     moving: None,
+                    since: 0,
                 })
                 .collect(),
         )

@@ -10,7 +10,10 @@
 
 use crate::rules::{check_epoch, group_label, offending_regions, refuse, Refusal};
 use crate::{validate_domain_prefix, Placement};
-use meridian_types::{DomainPlacement, MoveState, MoveStep, PlacementChange, PlacementMap};
+use meridian_types::placement::MOVE_HISTORY_MAX;
+use meridian_types::{
+    DomainPlacement, MoveRecord, MoveState, MoveStep, PlacementChange, PlacementMap,
+};
 
 /// Applies a move change to `current` at `revision`; the new map's epoch is `revision`.
 pub fn apply_move(
@@ -90,9 +93,11 @@ pub fn apply_move(
                 }
             }
             let state = MoveState {
+                from: owner.group,
                 to: *to,
                 id: revision,
                 step: MoveStep::Begun,
+                imported_at: 0,
             };
             match map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 Some(d) => d.moving = Some(state),
@@ -102,12 +107,18 @@ pub fn apply_move(
                         group: owner.group,
                         policy: owner.policy.clone(),
                         moving: Some(state),
+                        since: owner.since,
                     });
                     map.domains.sort_by(|a, b| a.prefix.cmp(&b.prefix));
                 }
             }
         }
-        PlacementChange::AdvanceMove { prefix, id, step } => {
+        PlacementChange::AdvanceMove {
+            prefix,
+            id,
+            step,
+            at,
+        } => {
             let m = moving(&mut map, prefix, *id)?;
             if *step <= m.step {
                 return Err(refuse(
@@ -118,7 +129,16 @@ pub fn apply_move(
                     ),
                 ));
             }
+            if *step == MoveStep::Committed {
+                return Err(refuse(
+                    "move_step",
+                    "a move is committed with CommitMove, not advanced to it".into(),
+                ));
+            }
             m.step = *step;
+            if *step == MoveStep::Imported {
+                m.imported_at = *at;
+            }
         }
         PlacementChange::CommitMove { prefix, id } => {
             let m = moving(&mut map, prefix, *id)?;
@@ -131,15 +151,16 @@ pub fn apply_move(
                     ),
                 ));
             }
-            let to = m.to;
+            m.step = MoveStep::Committed;
+            let (to, at) = (m.to, m.imported_at);
             if let Some(d) = map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 d.group = to;
-                d.moving = None;
+                d.since = at;
             }
         }
-        PlacementChange::AbortMove { prefix, id } => {
+        PlacementChange::AbortMove { prefix, id, reason } => {
             let m = moving(&mut map, prefix, *id)?;
-            if m.step == MoveStep::Imported {
+            if m.step >= MoveStep::Imported {
                 return Err(refuse(
                     "move_step",
                     format!(
@@ -147,9 +168,28 @@ pub fn apply_move(
                     ),
                 ));
             }
+            let m = m.clone();
             if let Some(d) = map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 d.moving = None;
             }
+            record(&mut map, prefix, &m, Some(reason.clone()), revision);
+        }
+        PlacementChange::FinishMove { prefix, id } => {
+            let m = moving(&mut map, prefix, *id)?;
+            if m.step != MoveStep::Committed {
+                return Err(refuse(
+                    "move_step",
+                    format!(
+                        "move {id} of {prefix} is {}; it finishes only after its commit",
+                        m.step
+                    ),
+                ));
+            }
+            let m = m.clone();
+            if let Some(d) = map.domains.iter_mut().find(|d| d.prefix == *prefix) {
+                d.moving = None;
+            }
+            record(&mut map, prefix, &m, None, revision);
         }
         PlacementChange::Seed(_) | PlacementChange::SetPolicy { .. } => {
             return Err(refuse("internal", "not a move change".into()))
@@ -157,6 +197,26 @@ pub fn apply_move(
     }
     map.epoch = revision;
     Ok(map)
+}
+
+/// Remembers how a move ended (bounded, oldest dropped first).
+fn record(
+    map: &mut PlacementMap,
+    prefix: &str,
+    m: &MoveState,
+    aborted: Option<String>,
+    epoch: u64,
+) {
+    map.moves_done.push(MoveRecord {
+        prefix: prefix.to_string(),
+        id: m.id,
+        from: m.from,
+        to: m.to,
+        aborted,
+        epoch,
+    });
+    let excess = map.moves_done.len().saturating_sub(MOVE_HISTORY_MAX);
+    map.moves_done.drain(..excess);
 }
 
 /// The state of move `id` of `prefix`, or why there is none.
@@ -201,6 +261,7 @@ mod tests {
             group: GroupId(g),
             policy,
             moving: None,
+            since: 0,
         };
         let seed = PlacementMap {
             epoch: 0,
@@ -215,6 +276,7 @@ mod tests {
                 d("/eu/", 2, None),
                 d("/eu/pii/", 3, Some(eu)),
             ],
+            moves_done: Vec::new(),
         };
         apply(None, &PlacementChange::Seed(seed), 1)
             .unwrap()
@@ -247,9 +309,11 @@ mod tests {
         assert_eq!(
             d.moving,
             Some(MoveState {
+                from: GroupId(1),
                 to: GroupId(2),
                 id: 5,
-                step: MoveStep::Begun
+                step: MoveStep::Begun,
+                imported_at: 0,
             })
         );
         assert_eq!(m1.epoch, 5);
@@ -257,6 +321,7 @@ mod tests {
             prefix: "/us/orders/".into(),
             id: 5,
             step: s,
+            at: 40,
         };
         let commit = PlacementChange::CommitMove {
             prefix: "/us/orders/".into(),
@@ -272,6 +337,7 @@ mod tests {
         let abort = PlacementChange::AbortMove {
             prefix: "/us/orders/".into(),
             id: 5,
+            reason: "test".into(),
         };
         assert_eq!(step(&m3, abort, 8).unwrap_err().rule, "move_step");
         let m4 = step(&m3, commit, 8).unwrap();
@@ -280,7 +346,32 @@ mod tests {
             .iter()
             .find(|d| d.prefix == "/us/orders/")
             .expect("domain");
+        assert_eq!(d.group, GroupId(2), "the target owns it from the commit");
+        assert_eq!(d.since, 40, "from the import's revision");
+        assert_eq!(d.moving.as_ref().map(|m| m.step), Some(MoveStep::Committed));
+        let finish = PlacementChange::FinishMove {
+            prefix: "/us/orders/".into(),
+            id: 5,
+        };
+        assert_eq!(step(&m3, finish.clone(), 9).unwrap_err().rule, "move_step");
+        let m4 = step(&m4, finish, 9).unwrap();
+        let d = m4
+            .domains
+            .iter()
+            .find(|d| d.prefix == "/us/orders/")
+            .expect("domain");
         assert_eq!((d.group, d.moving.clone()), (GroupId(2), None));
+        assert_eq!(
+            m4.moves_done,
+            vec![MoveRecord {
+                prefix: "/us/orders/".into(),
+                id: 5,
+                from: GroupId(1),
+                to: GroupId(2),
+                aborted: None,
+                epoch: 9
+            }]
+        );
         assert_eq!(
             Placement::of_map(&m4).group_of("/us/orders/1").map(|g| g.0),
             Some(GroupId(2))
@@ -298,6 +389,7 @@ mod tests {
         let wrong = PlacementChange::AbortMove {
             prefix: "/us/".into(),
             id: 4,
+            reason: "r".into(),
         };
         assert_eq!(step(&m1, wrong, 6).unwrap_err().rule, "no_such_move");
         let m2 = step(
@@ -305,6 +397,7 @@ mod tests {
             PlacementChange::AbortMove {
                 prefix: "/us/".into(),
                 id: 5,
+                reason: "move_blocked: a lease".into(),
             },
             6,
         )
@@ -315,6 +408,10 @@ mod tests {
             .find(|d| d.prefix == "/us/")
             .expect("domain");
         assert_eq!((d.group, d.moving.clone()), (GroupId(1), None));
+        assert_eq!(
+            m2.moves_done.last().and_then(|r| r.aborted.as_deref()),
+            Some("move_blocked: a lease")
+        );
     }
 
     /// Bad input, each refused with its rule and nothing changed.

@@ -145,7 +145,8 @@ pub fn apply(
         PlacementChange::BeginMove { .. }
         | PlacementChange::AdvanceMove { .. }
         | PlacementChange::CommitMove { .. }
-        | PlacementChange::AbortMove { .. } => {
+        | PlacementChange::AbortMove { .. }
+        | PlacementChange::FinishMove { .. } => {
             crate::moves::apply_move(seeded(current)?, change, revision).map(Some)
         }
         PlacementChange::SetPolicy {
@@ -254,20 +255,24 @@ mod tests {
                     group: GroupId(2),
                     policy: None,
                     moving: None,
+                    since: 0,
                 },
                 DomainPlacement {
                     prefix: "/eu-west/pii/".into(),
                     group: GroupId(4),
                     policy: None,
                     moving: None,
+                    since: 0,
                 },
                 DomainPlacement {
                     prefix: "/us-east/".into(),
                     group: GroupId(1),
                     policy: None,
                     moving: None,
+                    since: 0,
                 },
             ],
+            moves_done: Vec::new(),
         }
     }
 

@@ -185,7 +185,8 @@ pub fn event_out(ev: &Event, prev_kv: bool) -> pb::Event {
     pb::Event {
         r#type: match ev.kind {
             EventKind::Put => pb::event::EventType::Put as i32,
-            EventKind::Delete => pb::event::EventType::Delete as i32,
+            // Watchers never receive these (watch.rs filters them); a delete is the nearest.
+            EventKind::Delete | EventKind::Dropped => pb::event::EventType::Delete as i32,
         },
         kv: Some(kv_out(ev.kv.clone())),
         prev_kv: if prev_kv {

@@ -122,23 +122,47 @@ impl NodeCtx {
         cmd: Command,
     ) -> Result<(GroupHandle, u64, CommandResult)> {
         let h = self.group(group)?;
+        let (rev, result) = self.commit(group, cmd).await?;
+        Ok((h, rev, result))
+    }
+
+    /// Commits `cmd` in `group`, which this node need not hold a replica of (a move's driver
+    /// writes to groups of other regions): proposed here when this node leads, otherwise sent
+    /// to the leader — as this node's replica knows it, or found from the group's voters.
+    pub async fn commit(&self, group: GroupId, cmd: Command) -> Result<(u64, CommandResult)> {
+        let local = self.host.get(group);
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
         let work = async {
-            let mut target = match self.write_local(group, cmd.clone()).await {
+            let mut targets: Vec<String> = match self.write_local(group, cmd.clone()).await {
                 Ok((rev, result)) => return Ok((rev, result)),
-                Err(LocalWrite::NotLeader(Some((_, addr)))) => addr,
+                Err(LocalWrite::NotLeader(Some((_, addr)))) => vec![addr],
                 Err(LocalWrite::NotLeader(None)) => return Err(self.no_leader(group)),
-                Err(LocalWrite::NoProposer) => match self.leader(&h) {
-                    Some((_, addr)) => addr,
-                    None => return Err(self.no_leader(group)),
+                Err(LocalWrite::NoProposer) => match &local {
+                    Some(h) => match self.leader(h) {
+                        Some((_, addr)) => vec![addr],
+                        None => return Err(self.no_leader(group)),
+                    },
+                    None => self.voter_addresses(group),
                 },
                 Err(LocalWrite::Failed(e)) => return Err(e),
             };
-            for _ in 0..FORWARD_HOPS_MAX {
-                match self.forward(&target, group, &cmd, timeout).await? {
-                    Forwarded::Done(rev, result) => return Ok((rev, result)),
-                    Forwarded::NotLeader(Some(next)) if next != target => target = next,
-                    Forwarded::NotLeader(_) => break,
+            targets.reverse();
+            let mut hops = 0;
+            while let Some(target) = targets.pop() {
+                match self.forward(&target, group, &cmd, timeout).await {
+                    Ok(Forwarded::Done(rev, result)) => return Ok((rev, result)),
+                    Ok(Forwarded::NotLeader(Some(next))) if next != target => {
+                        hops += 1;
+                        if hops > FORWARD_HOPS_MAX {
+                            break;
+                        }
+                        targets.push(next);
+                    }
+                    Ok(Forwarded::NotLeader(_)) => {}
+                    // A voter that never got it: try the next one (only when this node has no
+                    // replica to ask for the leader).
+                    Err(Error::Unavailable(_)) if local.is_none() && !targets.is_empty() => {}
+                    Err(e) => return Err(e),
                 }
             }
             Err(self.no_leader(group))
@@ -154,8 +178,26 @@ impl NodeCtx {
                 epoch,
                 group: group.0,
             }),
-            Ok(Ok((rev, result))) => Ok((h, rev, result)),
+            Ok(Ok(done)) => Ok(done),
         }
+    }
+
+    /// The addresses of `group`'s voters, nearest first.
+    pub fn voter_addresses(&self, group: GroupId) -> Vec<String> {
+        let mut voters: Vec<(u64, u64, String)> = self
+            .topology
+            .voters(group)
+            .into_iter()
+            .map(|n| {
+                (
+                    self.topology.rtt_ms(&self.region, &n.region),
+                    n.id,
+                    n.address.clone(),
+                )
+            })
+            .collect();
+        voters.sort();
+        voters.into_iter().map(|(_, _, a)| a).collect()
     }
 
     /// Proposes on this node, which must lead `group`.

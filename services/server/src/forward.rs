@@ -5,7 +5,8 @@ use crate::ctx::{LocalWrite, NodeCtx};
 use crate::error::Error;
 use meridian_proto::peer::forward_server::Forward;
 use meridian_proto::peer::{
-    LeaseRemainingReply, LeaseRemainingRequest, ProposeReply, ProposeRequest,
+    LeaseRemainingReply, LeaseRemainingRequest, MoveCopyReply, MoveCopyRequest, ProposeReply,
+    ProposeRequest,
 };
 use meridian_types::{Command, GroupId};
 use std::sync::Arc;
@@ -44,13 +45,19 @@ impl Forward for ForwardService {
         let group = GroupId(req.group);
         let cmd: Command = bincode::deserialize(&req.command)
             .map_err(|e| Status::invalid_argument(format!("undecodable forwarded write: {e}")))?;
-        // The sender routed it; check it against this node's placement all the same.
-        let owner = self.ctx.route_command(&cmd)?;
+        // The sender routed it; check it against this node's placement all the same (a move's
+        // step names its group itself).
+        let owner = match &cmd {
+            Command::Move(_) => group,
+            _ => self.ctx.route_command(&cmd)?,
+        };
         if owner != group {
-            return Err(Error::Unavailable(format!(
-                "the write was forwarded to group {group}, but this node places it in group {owner}; \
-                 retry once placements agree"
-            ))
+            // The sender's map is older than ours (a domain moved): it waits for our epoch and
+            // routes again.
+            return Err(Error::WrongGroup {
+                epoch: self.ctx.placement.epoch(),
+                group: group.0,
+            }
             .into());
         }
         let timeout = Duration::from_millis(self.ctx.limits.write_timeout_ms);
@@ -73,6 +80,14 @@ impl Forward for ForwardService {
             Err(LocalWrite::NoProposer) => self.not_leader(group, None),
             Err(LocalWrite::Failed(e)) => return Err(e.into()),
         };
+        Ok(Response::new(reply))
+    }
+
+    async fn move_copy(
+        &self,
+        request: Request<MoveCopyRequest>,
+    ) -> Result<Response<MoveCopyReply>, Status> {
+        let reply = crate::moves::serve_copy(&self.ctx, request.into_inner()).await?;
         Ok(Response::new(reply))
     }
 

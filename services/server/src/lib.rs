@@ -26,6 +26,7 @@ pub mod keepalive;
 pub mod lease_driver;
 pub mod lock_service;
 pub mod lock_waits;
+pub mod moves;
 pub mod node;
 pub mod placement;
 pub mod placement_service;

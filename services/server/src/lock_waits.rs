@@ -90,7 +90,7 @@ pub async fn run(
                             continue;
                         }
                         let outcome = match ev.kind {
-                            EventKind::Delete => Some(WaitOutcome::Gone),
+                            EventKind::Delete | EventKind::Dropped => Some(WaitOutcome::Gone),
                             EventKind::Put => outcome_of(&shared, key),
                         };
                         if let Some(o) = outcome {

@@ -361,6 +361,9 @@ impl Node {
                     topology.placement_map(),
                     shutdown_rx.clone(),
                 ));
+                if let Some(h) = ctx.host.get(*group) {
+                    tokio::spawn(crate::moves::drive(ctx.clone(), h, shutdown_rx.clone()));
+                }
             }
         }
         for (group, shared) in shareds {

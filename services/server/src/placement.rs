@@ -72,6 +72,11 @@ impl PlacementView {
         self.epoch.send_replace(epoch);
     }
 
+    /// Wakes on every newly installed epoch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
     /// Waits (bounded) until the installed map is at `epoch` or later.
     pub async fn wait_epoch(&self, epoch: u64, timeout: Duration) -> bool {
         let mut rx = self.epoch.subscribe();
@@ -174,6 +179,18 @@ pub fn map_out(map: &PlacementMap, node: u64, region: &str) -> pb::PlacementShow
                     .map(|g| g.name.clone())
                     .unwrap_or_default(),
                 policy: d.policy.as_ref().map(policy_out),
+                moving: d.moving.as_ref().map(|m| pb::PlacementMoveState {
+                    id: m.id,
+                    from: m.from.0,
+                    to: m.to.0,
+                    to_name: map
+                        .groups
+                        .get(&m.to)
+                        .map(|g| g.name.clone())
+                        .unwrap_or_default(),
+                    step: m.step.to_string(),
+                }),
+                since: d.since,
                 state: match &d.moving {
                     None => "serving".into(),
                     Some(m) => format!(
@@ -199,6 +216,19 @@ pub fn map_out(map: &PlacementMap, node: u64, region: &str) -> pb::PlacementShow
             .collect(),
         node,
         region: region.to_string(),
+        moves_done: map
+            .moves_done
+            .iter()
+            .map(|r| pb::PlacementMoveRecord {
+                prefix: r.prefix.clone(),
+                id: r.id,
+                from: r.from.0,
+                to: r.to.0,
+                aborted: r.aborted.is_some(),
+                reason: r.aborted.clone().unwrap_or_default(),
+                epoch: r.epoch,
+            })
+            .collect(),
     }
 }
 

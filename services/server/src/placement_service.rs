@@ -67,6 +67,56 @@ impl Placement for PlacementService {
         )))
     }
 
+    async fn r#move(
+        &self,
+        request: Request<pb::PlacementMoveRequest>,
+    ) -> Result<Response<pb::PlacementMoveResponse>, Status> {
+        let req = request.into_inner();
+        let current = self.ctx.placement.current();
+        let to = req.to.trim();
+        let group = current
+            .map
+            .groups
+            .iter()
+            .find(|(id, g)| g.name == to || id.0.to_string() == to || id.to_string() == to)
+            .map(|(id, _)| *id);
+        let Some(group) = group else {
+            let names: Vec<String> = current
+                .map
+                .groups
+                .iter()
+                .map(|(id, g)| format!("{} ({id})", g.name))
+                .collect();
+            return Err(Error::invalid(
+                "unknown_group",
+                "to",
+                format!("no group {to:?} to move to (groups: {})", names.join(", ")),
+            )
+            .into());
+        };
+        let change = PlacementChange::BeginMove {
+            prefix: req.prefix.clone(),
+            to: group,
+            expected_epoch: (req.expected_epoch != 0).then_some(req.expected_epoch),
+        };
+        let id = self.change(change).await?;
+        let from = self
+            .ctx
+            .placement
+            .current()
+            .map
+            .domains
+            .iter()
+            .find(|d| d.prefix == req.prefix)
+            .and_then(|d| d.moving.as_ref().map(|m| m.from.0))
+            .unwrap_or_default();
+        Ok(Response::new(pb::PlacementMoveResponse {
+            id,
+            from,
+            to: group.0,
+        }))
+    }
+
     async fn set_policy(
         &self,
         request: Request<pb::PlacementSetPolicyRequest>,

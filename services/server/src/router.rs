@@ -88,14 +88,14 @@ impl NodeCtx {
         self.prefix_in(&self.placement.current().lookup, prefix)
     }
 
-    fn key_in(&self, lookup: &Placement, key: &str) -> Result<GroupId> {
+    pub fn key_in(&self, lookup: &Placement, key: &str) -> Result<GroupId> {
         lookup
             .group_of(key)
             .map(|(g, _)| g)
             .ok_or_else(|| self.no_domain(key))
     }
 
-    fn prefix_in(&self, lookup: &Placement, prefix: &str) -> Result<GroupId> {
+    pub fn prefix_in(&self, lookup: &Placement, prefix: &str) -> Result<GroupId> {
         match lookup.groups_under(prefix).as_slice() {
             [] => Err(self.no_domain(prefix)),
             [g] => Ok(*g),
@@ -280,9 +280,21 @@ impl NodeCtx {
         opts: Option<&pb::ReadOptions>,
         session: Option<&pb::Session>,
     ) -> Result<ReadyRead> {
+        self.prepare_read_from(group, opts, session, 0).await
+    }
+
+    /// [`Self::prepare_read`] of a domain whose copy in `group` begins at revision `floor`
+    /// (a domain that moved in: the replica must hold the import before it answers).
+    pub async fn prepare_read_from(
+        self: &Arc<Self>,
+        group: GroupId,
+        opts: Option<&pb::ReadOptions>,
+        session: Option<&pb::Session>,
+        floor: u64,
+    ) -> Result<ReadyRead> {
         let (level, min_revision) = read_level(opts)?;
         let mut session = Session::from_pb(session);
-        session.vector.observe(group, min_revision);
+        session.vector.observe(group, min_revision.max(floor));
         let handle = self.group(group)?;
         let plan = plan_read(
             level,
@@ -340,6 +352,47 @@ impl NodeCtx {
             lag_ms: lag_ms.unwrap_or(u64::MAX),
             synced: plan.sync,
         })
+    }
+
+    /// The revision the copy of the domain holding `scope` in `group` begins at (non-zero only
+    /// for a domain that moved into `group`).
+    pub fn domain_floor(&self, group: GroupId, scope: &str) -> u64 {
+        self.placement
+            .current()
+            .lookup
+            .domain_of(scope)
+            .filter(|d| d.group == group)
+            .map_or(0, |d| d.since)
+    }
+
+    /// After `group` answered `WrongGroup{epoch}` (the scope moved away from it): waits until
+    /// this router's map routes the request elsewhere — the move's commit, at an epoch after
+    /// `epoch` — and returns the new group. Bounded by `deadline`; the caller never sees the
+    /// move unless it takes longer than that.
+    pub async fn reroute(
+        &self,
+        group: GroupId,
+        epoch: u64,
+        deadline: tokio::time::Instant,
+        route: impl Fn(&Placement) -> Result<GroupId>,
+    ) -> Result<GroupId> {
+        let mut epochs = self.placement.subscribe();
+        loop {
+            let now = route(&self.placement.current().lookup)?;
+            if now != group {
+                return Ok(now);
+            }
+            let changed = tokio::time::timeout_at(deadline, epochs.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(Error::Unavailable(format!(
+                    "the keys moved away from group {} (move {epoch}) and this router (node {}, \
+                     epoch {}) has not learned their new owner in time; nothing changed — retry",
+                    self.group_label(group),
+                    self.node_id,
+                    self.placement.epoch()
+                )));
+            }
+        }
     }
 
     /// The group's read index, coalesced: every read that needs a sync of the group while one

@@ -11,6 +11,7 @@ use meridian_proto::kv::kv_client::KvClient;
 use meridian_proto::kv::kv_server::Kv;
 use meridian_types::{Command, CommandResult, GroupId, OpResult};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -124,19 +125,83 @@ impl KvService {
         let req = request.into_inner();
         let session = Session::from_pb(req.session());
         let cmd = to_cmd(req.clone())?;
-        let group = self.ctx.route_command(&cmd)?;
-        if let Some(answer) = self
-            .ctx
-            .answer_elsewhere(group, &cmd.scopes(), proxied.as_deref(), &req, call)
-            .await?
-        {
-            return Ok(Written::Elsewhere(answer));
+        let mut group = self.ctx.route_command(&cmd)?;
+        let deadline = self.deadline();
+        loop {
+            if let Some(answer) = self
+                .ctx
+                .answer_elsewhere(group, &cmd.scopes(), proxied.as_deref(), &req, &call)
+                .await?
+            {
+                return Ok(Written::Elsewhere(answer));
+            }
+            match self.ctx.write(group, cmd.clone()).await {
+                Ok((h, rev, result)) => {
+                    return Ok(Written::Here(
+                        self.ctx.header(&h, rev, &session.vector),
+                        result,
+                    ))
+                }
+                // The keys moved to another group: nothing changed; route again once this
+                // router knows where they went.
+                Err(Error::WrongGroup { epoch, .. }) => {
+                    group = self
+                        .ctx
+                        .reroute(group, epoch, deadline, |_| self.ctx.route_command(&cmd))
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        let (h, rev, result) = self.ctx.write(group, cmd).await?;
-        Ok(Written::Here(
-            self.ctx.header(&h, rev, &session.vector),
-            result,
-        ))
+    }
+
+    /// How long a request may wait for a domain move to finish before the caller sees it.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_millis(self.ctx.limits.write_timeout_ms)
+    }
+
+    /// A read of `scope` (a key, or every key under it with `prefix`) served by this router:
+    /// from the local replica of its group, which must hold the domain's copy (`since`) and
+    /// still own it (a released subtree is answered `WrongGroup`, then routed again). `read`
+    /// runs on the replica's state; `route` says where the scope lives by a map.
+    async fn read_here<R>(
+        &self,
+        scope: &str,
+        prefix: bool,
+        opts: (Option<&pb::ReadOptions>, Option<&pb::Session>),
+        route: impl Fn(&meridian_placement::Placement) -> Result<GroupId, Error>,
+        read: impl Fn(&meridian_storage::KvState) -> R,
+        mut group: GroupId,
+    ) -> Result<(R, crate::router::ReadyRead, u64), Error> {
+        let deadline = self.deadline();
+        loop {
+            let floor = self.ctx.domain_floor(group, scope);
+            let r = self
+                .ctx
+                .prepare_read_from(group, opts.0, opts.1, floor)
+                .await?;
+            let (out, rev, released) = {
+                let s = r.handle.shared.read();
+                (read(&s), s.revision, s.released_at(scope, prefix))
+            };
+            match released {
+                None => return Ok((out, r, rev)),
+                Some(epoch) => {
+                    group = self.ctx.reroute(group, epoch, deadline, &route).await?;
+                    // The new owner may be served elsewhere (residency); the caller routes
+                    // such a request from the start.
+                    if !matches!(
+                        self.ctx.residency(group, &[(scope, prefix)], None)?,
+                        crate::residency::Route::Local
+                    ) {
+                        return Err(Error::WrongGroup {
+                            epoch,
+                            group: group.0,
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -192,14 +257,16 @@ impl Kv for KvService {
         {
             return Ok(answer);
         }
-        let r = self
-            .ctx
-            .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+        let (kv, r, rev) = self
+            .read_here(
+                &key,
+                false,
+                (req.read.as_ref(), req.session.as_ref()),
+                |l| self.ctx.key_in(l, &key),
+                |s| s.get(&key).cloned(),
+                group,
+            )
             .await?;
-        let (kv, rev) = {
-            let s = r.handle.shared.read();
-            (s.get(&key).cloned(), s.revision)
-        };
         Ok(Response::new(pb::GetResponse {
             header: Some(r.header(&self.ctx, rev)),
             kv: kv.map(convert::kv_out),
@@ -229,14 +296,16 @@ impl Kv for KvService {
         {
             return Ok(answer);
         }
-        let r = self
-            .ctx
-            .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+        let ((kvs, more), r, rev) = self
+            .read_here(
+                &prefix,
+                true,
+                (req.read.as_ref(), req.session.as_ref()),
+                |l| self.ctx.prefix_in(l, &prefix),
+                |s| s.range(&prefix, after.as_deref(), limit),
+                group,
+            )
             .await?;
-        let ((kvs, more), rev) = {
-            let s = r.handle.shared.read();
-            (s.range(&prefix, after.as_deref(), limit), s.revision)
-        };
         let out = if req.keys_only {
             kvs.into_iter().map(convert::kv_keys_only).collect()
         } else {
@@ -283,14 +352,16 @@ impl Kv for KvService {
         {
             return Ok(answer);
         }
-        let r = self
-            .ctx
-            .prepare_read(group, req.read.as_ref(), req.session.as_ref())
+        let ((children, more), r, rev) = self
+            .read_here(
+                &path,
+                true,
+                (req.read.as_ref(), req.session.as_ref()),
+                |l| self.ctx.prefix_in(l, &path),
+                |s| s.children(&path, after.as_deref(), limit),
+                group,
+            )
             .await?;
-        let ((children, more), rev) = {
-            let s = r.handle.shared.read();
-            (s.children(&path, after.as_deref(), limit), s.revision)
-        };
         Ok(Response::new(pb::ListResponse {
             header: Some(r.header(&self.ctx, rev)),
             children,

@@ -33,6 +33,9 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, ev: &Event) -> bool {
+        if ev.kind == meridian_types::EventKind::Dropped {
+            return false;
+        }
         if self.prefix {
             ev.kv.key.starts_with(&self.key)
         } else {
@@ -95,6 +98,15 @@ pub async fn watch_stream(
             oldest: compacted + 1,
         });
     }
+    // A domain that moved into this group: its history here begins after the import (what
+    // came before is the old owner's, in another revision space).
+    let since = ctx.domain_floor(group, &key);
+    if since > 0 && start <= since {
+        return Err(Error::Compacted {
+            requested: start,
+            oldest: since + 1,
+        });
+    }
     let progress_ms = if req.progress_interval_ms == 0 {
         ctx.limits.watch_progress_interval_ms
     } else {
@@ -107,13 +119,19 @@ pub async fn watch_stream(
     };
     let (tx, rx) = mpsc::channel(WATCH_BUFFER_MAX);
     let node = ctx.node_id;
+    let follow = Follow {
+        placement: ctx.placement.clone(),
+        host: ctx.host.clone(),
+        wait: Duration::from_millis(ctx.limits.sync_wait_ms_max),
+    };
     tokio::spawn(async move {
         let _permit = permit;
-        let w = Watcher {
+        let mut w = Watcher {
             shared,
             filter,
             tx,
             node,
+            follow,
         };
         w.run(start, live, Duration::from_millis(progress_ms.max(10)))
             .await;
@@ -126,6 +144,24 @@ struct Watcher {
     filter: Filter,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     node: u64,
+    follow: Follow,
+}
+
+/// What a watcher needs to follow its domain to a new group (docs/placement.md).
+struct Follow {
+    placement: Arc<crate::placement::PlacementView>,
+    host: Arc<meridian_consensus::Host>,
+    wait: Duration,
+}
+
+/// Where a watcher stands after its domain's owner changed.
+enum Moved {
+    /// Still here (no move, or the source has not applied its freeze yet).
+    Stay,
+    /// Continue on this group's replica from this revision.
+    To(Arc<GroupShared>, u64),
+    /// The new owner has no replica here: the client re-opens the watch (its router routes it).
+    Gone(Status),
 }
 
 /// Why a watcher stopped without an error for the client.
@@ -217,12 +253,60 @@ impl Watcher {
         }
     }
 
+    /// After the map changed: whether the watched domain now lives in another group, and if
+    /// so, everything the old group holds has been delivered (it is frozen: nothing comes after
+    /// its freeze) — continue at the new group after the import, which re-creates what was
+    /// already delivered.
+    async fn moved(&self, next: u64) -> Result<(Moved, u64), Closed> {
+        let current = self.follow.placement.current();
+        let Some(domain) = current.lookup.domain_of(&self.filter.key) else {
+            return Ok((Moved::Stay, next));
+        };
+        if domain.group == self.shared.group || domain.since == 0 {
+            return Ok((Moved::Stay, next));
+        }
+        let frozen = self
+            .shared
+            .read()
+            .frozen_at(&self.filter.key, self.filter.prefix)
+            .is_some();
+        if !frozen {
+            return Ok((Moved::Stay, next));
+        }
+        // Deliver what the old group applied (up to and past its freeze).
+        let next = match self.catch_up(next).await? {
+            Ok(n) => n,
+            Err(s) => return Ok((Moved::Gone(s), next)),
+        };
+        let Some(h) = self.follow.host.get(domain.group) else {
+            return Ok((
+                Moved::Gone(
+                    Error::WrongGroup {
+                        epoch: current.map.epoch,
+                        group: self.shared.group.0,
+                    }
+                    .into(),
+                ),
+                next,
+            ));
+        };
+        if h.shared
+            .wait_applied(domain.since, self.follow.wait)
+            .await
+            .is_none()
+        {
+            return Ok((Moved::Stay, next));
+        }
+        Ok((Moved::To(h.shared.clone(), domain.since + 1), next))
+    }
+
     async fn run(
-        &self,
+        &mut self,
         start: u64,
         mut live: broadcast::Receiver<Arc<Notice>>,
         progress: Duration,
     ) {
+        let mut epochs = self.follow.placement.subscribe();
         let outcome: Result<Result<(), Status>, Closed> = async {
             let mut next = match self.catch_up(start).await? {
                 Ok(n) => n,
@@ -238,8 +322,30 @@ impl Watcher {
             .await?;
             let mut ticker = tokio::time::interval(progress);
             ticker.tick().await;
+            let mut check_move = true;
             loop {
+                if check_move {
+                    let (moved, n) = self.moved(next).await?;
+                    next = n;
+                    match moved {
+                        Moved::Stay => {}
+                        Moved::Gone(s) => return Ok(Err(s)),
+                        Moved::To(shared, from) => {
+                            tracing::debug!(from = %self.shared.group, to = %shared.group, "a watch follows its domain");
+                            live = shared.subscribe();
+                            self.shared = shared;
+                            next = match self.catch_up(from).await? {
+                                Ok(n) => n,
+                                Err(s) => return Ok(Err(s)),
+                            };
+                        }
+                    }
+                    // A frozen source that has not yet been released is looked at again on
+                    // its next change or tick.
+                    check_move = false;
+                }
                 tokio::select! {
+                    _ = epochs.changed() => check_move = true,
                     notice = live.recv() => match notice {
                         Ok(n) => match &*n {
                             Notice::Applied {
@@ -263,6 +369,9 @@ impl Watcher {
                         Err(broadcast::error::RecvError::Closed) => return Ok(Ok(())),
                     },
                     _ = ticker.tick() => {
+                        check_move = self.follow.placement.current().lookup
+                            .domain_of(&self.filter.key)
+                            .is_some_and(|d| d.group != self.shared.group);
                         self.send(Ok(pb::WatchResponse {
                             header: Some(self.header(next - 1)),
                             events: Vec::new(),

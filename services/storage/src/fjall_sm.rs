@@ -175,6 +175,11 @@ impl SmPersist for FjallSm {
             ops.push(match ev.kind {
                 EventKind::Put => WriteOp::Put(self.kv.clone(), key, bincode::serialize(&ev.kv)?),
                 EventKind::Delete => WriteOp::Remove(self.kv.clone(), key),
+                // Not a change of the data: no history entry, no watcher sees it.
+                EventKind::Dropped => {
+                    ops.push(WriteOp::Remove(self.kv.clone(), key));
+                    continue;
+                }
             });
             ops.push(WriteOp::Put(
                 self.hist.clone(),

@@ -204,6 +204,10 @@ impl MemSm {
                 meridian_types::EventKind::Delete => {
                     g.loaded.kv.keys.remove(&ev.kv.key);
                 }
+                meridian_types::EventKind::Dropped => {
+                    g.loaded.kv.keys.remove(&ev.kv.key);
+                    continue;
+                }
             }
             g.history.push_back(ev.clone());
         }

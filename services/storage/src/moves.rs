@@ -6,6 +6,7 @@
 
 use crate::kv::KvState;
 use meridian_types::{CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection};
+use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 
 /// Reserved key prefix of frozen subtrees.
@@ -22,14 +23,47 @@ fn reject(rule: &str, message: String) -> CommandResult {
     })
 }
 
+/// What a frozen subtree's marker holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frozen {
+    /// The epoch (move id) it froze at.
+    pub epoch: u64,
+    /// Nested domains that stay: not frozen, not exported, not released.
+    pub except: Vec<String>,
+    /// The target owns it now and this group dropped its keys: reads are refused too.
+    pub released: bool,
+}
+
+impl Frozen {
+    fn covers(&self, frozen: &str, key: &str, prefix: bool) -> bool {
+        let under = key.starts_with(frozen) && !self.except.iter().any(|e| key.starts_with(e));
+        under || (prefix && frozen.starts_with(key))
+    }
+}
+
 impl KvState {
     /// The epoch `key` (or, with `prefix`, any key under it) was frozen at, if its subtree
     /// moved away.
     pub fn frozen_at(&self, key: &str, prefix: bool) -> Option<u64> {
+        self.frozen_covering(key, prefix).map(|f| f.epoch)
+    }
+
+    /// The epoch `key` (or any key under a `prefix`) was released at: this group no longer
+    /// holds it, so a read of it here must be answered `WrongGroup`.
+    pub fn released_at(&self, key: &str, prefix: bool) -> Option<u64> {
+        if !self.any_frozen() {
+            return None;
+        }
+        self.frozen_covering(key, prefix)
+            .filter(|f| f.released)
+            .map(|f| f.epoch)
+    }
+
+    fn frozen_covering(&self, key: &str, prefix: bool) -> Option<Frozen> {
         self.frozen_markers().find_map(|(k, kv)| {
             let frozen = k.get(FROZEN.len()..)?;
-            let hit = key.starts_with(frozen) || (prefix && frozen.starts_with(key));
-            hit.then(|| epoch_of(&kv.value))
+            let marker = decode(&kv.value);
+            marker.covers(frozen, key, prefix).then_some(marker)
         })
     }
 
@@ -44,6 +78,25 @@ impl KvState {
             .take_while(|(k, _)| k.starts_with(FROZEN))
     }
 
+    fn marker(&self, prefix: &str) -> Option<Frozen> {
+        self.keys
+            .get(&format!("{FROZEN}{prefix}"))
+            .map(|kv| decode(&kv.value))
+    }
+
+    /// The keys of the subtree that move with it.
+    fn moving_keys<'a>(
+        &'a self,
+        prefix: &'a str,
+        except: &'a [String],
+    ) -> impl Iterator<Item = &'a KeyValue> + 'a {
+        self.keys
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .filter(move |(k, _)| !except.iter().any(|e| k.starts_with(e.as_str())))
+            .map(|(_, kv)| kv)
+    }
+
     pub(crate) fn apply_move(
         &mut self,
         revision: u64,
@@ -51,44 +104,108 @@ impl KvState {
         events: &mut Vec<Event>,
     ) -> CommandResult {
         match cmd {
-            MoveCommand::Freeze { prefix, epoch } => {
-                let marker = format!("{FROZEN}{prefix}");
-                if !self.keys.contains_key(&marker) {
-                    let blocked = self.move_blockers(prefix);
-                    if !blocked.is_empty() {
+            MoveCommand::Freeze {
+                prefix,
+                epoch,
+                except,
+            } => {
+                let marker = match self.marker(prefix) {
+                    Some(m) if m.epoch != *epoch => {
                         return reject(
-                            "move_blocked",
+                            "move_conflict",
                             format!(
-                                "{prefix} cannot move while keys under it are attached to leases \
-                                 or locks under it are held or queued for (release them or let \
-                                 their leases expire, then move): {}",
-                                blocked.join(", ")
+                                "{prefix} is frozen by the move of epoch {}, not {epoch}",
+                                m.epoch
                             ),
+                        )
+                    }
+                    Some(m) => m,
+                    None => {
+                        let blocked = self.move_blockers(prefix, except);
+                        if !blocked.is_empty() {
+                            return reject(
+                                "move_blocked",
+                                format!(
+                                    "{prefix} cannot move while keys under it are attached to \
+                                     leases or locks under it are held or queued for (release \
+                                     them or let their leases expire, then move): {}",
+                                    blocked.join(", ")
+                                ),
+                            );
+                        }
+                        let m = Frozen {
+                            epoch: *epoch,
+                            except: except.clone(),
+                            released: false,
+                        };
+                        self.put_internal(
+                            revision,
+                            &format!("{FROZEN}{prefix}"),
+                            encode(&m),
+                            events,
                         );
+                        m
                     }
-                    self.put_internal(revision, &marker, epoch.to_be_bytes().to_vec(), events);
+                };
+                if marker.released {
+                    return reject(
+                        "move_step",
+                        format!("{prefix} was already released to its new owner (move {epoch})"),
+                    );
                 }
-                CommandResult::Exported(
-                    self.keys
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                        .map(|(_, kv)| kv.clone())
-                        .collect(),
-                )
+                CommandResult::Exported(self.moving_keys(prefix, &marker.except).cloned().collect())
             }
-            MoveCommand::Unfreeze { prefix, epoch } => {
-                let marker = format!("{FROZEN}{prefix}");
-                match self.keys.get(&marker).map(|kv| epoch_of(&kv.value)) {
-                    Some(e) if e == *epoch => {
-                        self.remove_key(revision, &marker, false, events);
-                        CommandResult::Applied
-                    }
-                    Some(e) => reject(
-                        "no_such_move",
-                        format!("{prefix} was frozen by the move of epoch {e}, not {epoch}"),
-                    ),
-                    None => CommandResult::Applied,
+            MoveCommand::Unfreeze { prefix, epoch } => match self.marker(prefix) {
+                Some(m) if m.epoch == *epoch && !m.released => {
+                    self.remove_key(revision, &format!("{FROZEN}{prefix}"), false, events);
+                    CommandResult::Applied
                 }
+                Some(m) if m.epoch == *epoch => reject(
+                    "move_step",
+                    format!("{prefix} was released to its new owner; the move cannot be undone"),
+                ),
+                Some(m) => reject(
+                    "no_such_move",
+                    format!(
+                        "{prefix} was frozen by the move of epoch {}, not {epoch}",
+                        m.epoch
+                    ),
+                ),
+                None => CommandResult::Applied,
+            },
+            MoveCommand::Release { prefix, epoch } => {
+                let Some(mut m) = self.marker(prefix).filter(|m| m.epoch == *epoch) else {
+                    return reject(
+                        "no_such_move",
+                        format!("{prefix} is not frozen by the move of epoch {epoch}"),
+                    );
+                };
+                if m.released {
+                    return CommandResult::Applied;
+                }
+                let gone: Vec<String> = self
+                    .moving_keys(prefix, &m.except)
+                    .map(|kv| kv.key.clone())
+                    .collect();
+                for key in gone {
+                    if let Some(prev) = self.keys.remove(&key) {
+                        events.push(Event {
+                            kind: EventKind::Dropped,
+                            kv: KeyValue {
+                                key,
+                                value: Vec::new(),
+                                create_revision: 0,
+                                mod_revision: revision,
+                                version: 0,
+                                lease: 0,
+                            },
+                            prev_kv: Some(prev),
+                        });
+                    }
+                }
+                m.released = true;
+                self.put_internal(revision, &format!("{FROZEN}{prefix}"), encode(&m), events);
+                CommandResult::Applied
             }
             MoveCommand::Import { prefix, id, keys } => {
                 let done = format!("{IMPORTED}{id}");
@@ -130,19 +247,18 @@ impl KvState {
     }
 
     /// Keys under `prefix` with a lease, and locks under it with holders or waiters.
-    fn move_blockers(&self, prefix: &str) -> Vec<String> {
+    fn move_blockers(&self, prefix: &str, except: &[String]) -> Vec<String> {
         let mut out: Vec<String> = self
-            .keys
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(_, kv)| kv.lease != 0)
-            .map(|(k, _)| k.clone())
+            .moving_keys(prefix, except)
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| kv.key.clone())
             .take(LISTED_MAX)
             .collect();
         out.extend(
             self.locks
                 .keys()
                 .filter(|name| name.starts_with(prefix))
+                .filter(|name| !except.iter().any(|e| name.starts_with(e.as_str())))
                 .map(|name| format!("lock {name}"))
                 .take(LISTED_MAX),
         );
@@ -175,11 +291,13 @@ impl KvState {
     }
 }
 
-fn epoch_of(bytes: &[u8]) -> u64 {
-    bytes
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
+fn encode(m: &Frozen) -> Vec<u8> {
+    bincode::serialize(m).unwrap_or_default()
+}
+
+/// A marker this version cannot read freezes everything under it (the safe side).
+fn decode(bytes: &[u8]) -> Frozen {
+    bincode::deserialize(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -199,6 +317,7 @@ mod tests {
         MoveCommand::Freeze {
             prefix: prefix.into(),
             epoch,
+            except: Vec::new(),
         }
     }
 
@@ -352,6 +471,76 @@ mod tests {
         };
         assert!(
             matches!(mv(&mut dst, 9, stray).0, CommandResult::Rejected(ref r) if r.rule == "bad_import")
+        );
+    }
+
+    /// Nested domains that stay are neither frozen nor exported; a release drops the moved keys
+    /// (no watcher-visible event), refuses reads under it from then on, and is repeatable.
+    #[test]
+    fn nested_domains_stay_and_release_drops_the_rest() {
+        let mut s = KvState::default();
+        put(&mut s, 1, "/a/1", "x");
+        put(&mut s, 2, "/a/keep/1", "k");
+        let f = MoveCommand::Freeze {
+            prefix: "/a/".into(),
+            epoch: 5,
+            except: vec!["/a/keep/".into()],
+        };
+        let CommandResult::Exported(keys) = mv(&mut s, 3, f.clone()).0 else {
+            panic!("export")
+        };
+        assert_eq!(
+            keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            vec!["/a/1"]
+        );
+        assert!(matches!(
+            put(&mut s, 4, "/a/keep/2", "k"),
+            CommandResult::Op(_)
+        ));
+        assert_eq!(
+            put(&mut s, 4, "/a/2", "n"),
+            CommandResult::WrongGroup { epoch: 5 }
+        );
+        let other = MoveCommand::Freeze {
+            prefix: "/a/".into(),
+            epoch: 6,
+            except: vec![],
+        };
+        assert!(
+            matches!(mv(&mut s, 5, other).0, CommandResult::Rejected(ref r) if r.rule == "move_conflict")
+        );
+        assert_eq!(
+            s.released_at("/a/1", false),
+            None,
+            "reads go on until the release"
+        );
+        let release = MoveCommand::Release {
+            prefix: "/a/".into(),
+            epoch: 5,
+        };
+        let (r, ev) = mv(&mut s, 6, release.clone());
+        assert_eq!(r, CommandResult::Applied);
+        assert!(ev
+            .iter()
+            .any(|e| e.kind == EventKind::Dropped && e.kv.key == "/a/1"));
+        assert!(ev.iter().all(|e| e.kind != EventKind::Delete));
+        assert!(s.get("/a/1").is_none());
+        assert!(s.get("/a/keep/1").is_some(), "the nested domain stays");
+        assert_eq!(s.released_at("/a/1", false), Some(5));
+        assert_eq!(s.released_at("/a/", true), Some(5));
+        assert_eq!(s.released_at("/a/keep/1", false), None);
+        let (r, ev) = mv(&mut s, 7, release);
+        assert_eq!(r, CommandResult::Applied);
+        assert!(ev.is_empty(), "a repeated release changes nothing");
+        let undo = MoveCommand::Unfreeze {
+            prefix: "/a/".into(),
+            epoch: 5,
+        };
+        assert!(
+            matches!(mv(&mut s, 8, undo).0, CommandResult::Rejected(ref r) if r.rule == "move_step")
+        );
+        assert!(
+            matches!(mv(&mut s, 8, f).0, CommandResult::Rejected(ref r) if r.rule == "move_step")
         );
     }
 }

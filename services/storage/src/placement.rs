@@ -75,7 +75,9 @@ mod tests {
                 group: GroupId(1),
                 policy: None,
                 moving: None,
+                since: 0,
             }],
+            moves_done: Vec::new(),
         }
     }
 

@@ -106,6 +106,7 @@ impl Topology {
                 group: GroupId(1),
                 policy: None,
                 moving: None,
+                since: 0,
             }],
             rtt_ms: BTreeMap::new(),
         }
@@ -220,6 +221,7 @@ impl Topology {
                 .collect(),
             groups: BTreeMap::new(),
             domains: self.placement().domains().to_vec(),
+            moves_done: Vec::new(),
         };
         for g in &self.groups {
             let mut entry = GroupPlacement {

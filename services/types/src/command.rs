@@ -19,6 +19,9 @@ pub struct KeyValue {
 pub enum EventKind {
     Put,
     Delete,
+    /// The key left this group with its moved subtree (a domain move's release): the data did
+    /// not change, so watchers never see it; the store drops the key.
+    Dropped,
 }
 
 /// One change, as a watcher sees it. For a delete, `kv` holds the key and the deleting revision.
@@ -155,9 +158,17 @@ pub enum MoveCommand {
     /// Source: from this entry on, writes under `prefix` are answered `WrongGroup{epoch}`;
     /// answers every key under it (`Exported`). Refused (nothing changes) while a key under it
     /// is attached to a lease or a lock there is held or queued for.
-    Freeze { prefix: String, epoch: u64 },
+    /// Keys under `except` (nested domains that stay) are neither frozen nor exported.
+    Freeze {
+        prefix: String,
+        epoch: u64,
+        except: Vec<String>,
+    },
     /// Source, when the move is abandoned before the import: writes are accepted again.
     Unfreeze { prefix: String, epoch: u64 },
+    /// Source, once the target owns the subtree: its keys are dropped (no watcher sees it) and
+    /// reads under it are answered `WrongGroup` from then on, like writes.
+    Release { prefix: String, epoch: u64 },
     /// Target: creates `keys` at this entry's revision (versions kept); a repeat of move `id`
     /// changes nothing.
     Import {

@@ -23,8 +23,8 @@ pub use command::{
 pub use ids::{GroupId, NodeId};
 pub use path::{validate_key, validate_prefix, validate_value, PathError};
 pub use placement::{
-    DomainPlacement, GroupPlacement, MoveState, MoveStep, PlacementChange, PlacementMap, Policy,
-    PolicyMode, Selector, PLACEMENT_KEY,
+    DomainPlacement, GroupPlacement, MoveRecord, MoveState, MoveStep, PlacementChange,
+    PlacementMap, Policy, PolicyMode, Selector, PLACEMENT_KEY,
 };
 pub use raft::TypeConfig;
 

@@ -20,6 +20,9 @@ pub struct PlacementMap {
     pub groups: BTreeMap<GroupId, GroupPlacement>,
     /// Domains sorted by prefix, one per prefix.
     pub domains: Vec<DomainPlacement>,
+    /// The last finished moves, committed or aborted, oldest first (at most
+    /// [`MOVE_HISTORY_MAX`]): how `meridian placement move` learns how its move ended.
+    pub moves_done: Vec<MoveRecord>,
 }
 
 /// Where one group keeps its replicas: node counts per region.
@@ -53,16 +56,24 @@ pub struct DomainPlacement {
     pub policy: Option<Policy>,
     /// A move of this domain to another group, while one is under way.
     pub moving: Option<MoveState>,
+    /// The owner's revision its copy of the domain begins at: the import of the move that
+    /// brought it here (0: it was always here). Reads of the domain wait for the local replica
+    /// to reach it, and a watch that follows the domain resumes after it.
+    pub since: u64,
 }
 
 /// A domain move in progress: a durable state of the global group, so that whoever drives the
 /// move next (a new leader, a restarted driver) knows where it stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveState {
+    /// The group that owned the prefix when the move began.
+    pub from: GroupId,
     pub to: GroupId,
     /// The epoch the move began at: names the move in every later step.
     pub id: u64,
     pub step: MoveStep,
+    /// The target's revision of the import (set with step `Imported`).
+    pub imported_at: u64,
 }
 
 /// Where a move stands (docs/placement.md, "online moves").
@@ -74,6 +85,8 @@ pub enum MoveStep {
     Frozen,
     /// The target holds the keys; the next step commits the new owner.
     Imported,
+    /// The target owns the prefix; the source still has to drop its copy.
+    Committed,
 }
 
 impl fmt::Display for MoveStep {
@@ -82,6 +95,7 @@ impl fmt::Display for MoveStep {
             MoveStep::Begun => "begun",
             MoveStep::Frozen => "frozen",
             MoveStep::Imported => "imported",
+            MoveStep::Committed => "committed",
         })
     }
 }
@@ -188,13 +202,38 @@ pub enum PlacementChange {
         prefix: String,
         id: u64,
         step: MoveStep,
+        /// With `Imported`: the target's revision of the import.
+        at: u64,
     },
     /// Ends move `id`: the domain now belongs to the move's target.
     CommitMove { prefix: String, id: u64 },
     /// Abandons move `id` (only before the target holds the keys); the owner stays.
-    AbortMove { prefix: String, id: u64 },
+    AbortMove {
+        prefix: String,
+        id: u64,
+        /// Why, for the operator (kept in `moves_done`).
+        reason: String,
+    },
+    /// The source dropped its copy: the move is done.
+    FinishMove { prefix: String, id: u64 },
 }
 
 /// The key under which the global group stores the map: not a valid client path (no leading
 /// `/`), so no client read, write, scan or watch can reach it.
+/// How a finished move ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub prefix: String,
+    pub id: u64,
+    pub from: GroupId,
+    pub to: GroupId,
+    /// `None`: committed; otherwise why it was rolled back.
+    pub aborted: Option<String>,
+    /// The epoch it ended at.
+    pub epoch: u64,
+}
+
+/// Most finished moves the map remembers.
+pub const MOVE_HISTORY_MAX: usize = 32;
+
 pub const PLACEMENT_KEY: &str = "@placement";

@@ -78,6 +78,7 @@ impl Checker {
                 group,
                 policy,
                 moving: None,
+                since: 0,
             });
         }
         out

@@ -1,0 +1,341 @@
+//! Online domain moves (docs/placement.md, "online moves"): the driver and the copy step.
+//!
+//! A move is a durable state of the placement map in the global group; this module only ever
+//! acts on what the map says, so a crash of whoever drives it loses nothing — the next leader of
+//! the global group reads the map and repeats the step it stands at (every step is idempotent)
+//! or, before the import, rolls the move back.
+//!
+//! | map step    | the driver (global group's leader)                        | then          |
+//! |-------------|-----------------------------------------------------------|---------------|
+//! | `Begun`     | `Freeze` at the source (writes under the prefix stop)      | `Frozen`      |
+//! | `Frozen`    | `MoveCopy` at a voter of the target: freeze again (answers the keys), `Import` into the target | `Imported{at}` |
+//! | `Imported`  | `CommitMove`: the target owns the prefix; routers follow   | `Committed`   |
+//! | `Committed` | `Release` at the source (drops its copy)                   | `FinishMove`  |
+//!
+//! A source that refuses the freeze (leases or locks under the prefix) rolls the move back
+//! (`Unfreeze`, `AbortMove` with the reason, kept in `moves_done`). The moved data never
+//! passes through the driver: the copy runs on a replica of the target group, which the global
+//! group has checked against every policy of the moved domains.
+
+use crate::ctx::NodeCtx;
+use crate::error::{Error, Result};
+use meridian_consensus::GroupHandle;
+use meridian_proto::peer::forward_client::ForwardClient;
+use meridian_proto::peer::{MoveCopyReply, MoveCopyRequest};
+use meridian_proto::PEER_MESSAGE_BYTES;
+use meridian_types::{
+    Command, CommandResult, DomainPlacement, GroupId, MoveCommand, MoveState, MoveStep,
+    PlacementChange, PlacementMap,
+};
+use openraft::ServerState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How often the driver looks at the map when nothing wakes it.
+const DRIVE_TICK: Duration = Duration::from_millis(200);
+/// Pause after a step that failed for a reason that may pass (a leader election, a timeout).
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// A move that cannot get its source frozen or its copy made for this long is rolled back.
+const STUCK_MAX: Duration = Duration::from_secs(60);
+/// Test hook: the driver pauses this long after each step, so process tests can kill nodes at
+/// a chosen step. Never set in production.
+pub const STEP_PAUSE_ENV: &str = "MERIDIAN_TEST_MOVE_STEP_PAUSE_MS";
+
+/// Runs on every voter of the global group; acts only while this node leads it. Ends on
+/// shutdown.
+pub async fn drive(ctx: Arc<NodeCtx>, global: GroupHandle, mut shutdown: watch::Receiver<bool>) {
+    let pause = std::env::var(STEP_PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let mut epochs = ctx.placement.subscribe();
+    // When this driver first saw each move stuck before its import (move id → since).
+    let mut stuck: std::collections::BTreeMap<u64, Instant> = Default::default();
+    loop {
+        let leads = global.raft.metrics().borrow().state == ServerState::Leader;
+        let mut progressed = false;
+        if leads {
+            let map = ctx.placement.current().map.clone();
+            if let Some((domain, m)) = next_move(&map) {
+                match step(&ctx, &map, &domain, &m, &mut stuck).await {
+                    Ok(()) => {
+                        progressed = true;
+                        if let Some(p) = pause {
+                            tokio::time::sleep(p).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(prefix = %domain.prefix, id = m.id, step = %m.step, "move step failed, will retry: {e}");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                }
+            }
+        }
+        if progressed {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = epochs.changed() => {}
+            _ = tokio::time::sleep(DRIVE_TICK) => {}
+        }
+    }
+}
+
+/// The move to work on: the oldest one under way.
+fn next_move(map: &PlacementMap) -> Option<(DomainPlacement, MoveState)> {
+    map.domains
+        .iter()
+        .filter_map(|d| d.moving.clone().map(|m| (d.clone(), m)))
+        .min_by_key(|(_, m)| m.id)
+}
+
+/// Nested domains of `prefix` that stay where they are.
+fn nested(map: &PlacementMap, prefix: &str) -> Vec<String> {
+    map.domains
+        .iter()
+        .filter(|d| d.prefix != prefix && d.prefix.starts_with(prefix))
+        .map(|d| d.prefix.clone())
+        .collect()
+}
+
+/// Runs the step the map says `m` stands at; the map moving on is the proof it ran.
+async fn step(
+    ctx: &NodeCtx,
+    map: &PlacementMap,
+    domain: &DomainPlacement,
+    m: &MoveState,
+    stuck: &mut std::collections::BTreeMap<u64, Instant>,
+) -> Result<()> {
+    let prefix = domain.prefix.clone();
+    let id = m.id;
+    let advance = |step, at| PlacementChange::AdvanceMove {
+        prefix: prefix.clone(),
+        id,
+        step,
+        at,
+    };
+    match m.step {
+        MoveStep::Begun | MoveStep::Frozen => {
+            let since = *stuck.entry(id).or_insert_with(Instant::now);
+            if since.elapsed() > STUCK_MAX {
+                return abort(
+                    ctx,
+                    &prefix,
+                    m,
+                    format!(
+                        "the move did not get past step {} within {} s (the source or the \
+                         target group kept failing; see the leader's log)",
+                        m.step,
+                        STUCK_MAX.as_secs()
+                    ),
+                )
+                .await;
+            }
+        }
+        MoveStep::Imported | MoveStep::Committed => {
+            stuck.remove(&id);
+        }
+    }
+    match m.step {
+        MoveStep::Begun => {
+            let freeze = MoveCommand::Freeze {
+                prefix: prefix.clone(),
+                epoch: id,
+                except: nested(map, &prefix),
+            };
+            match ctx.commit(m.from, Command::Move(freeze)).await? {
+                (_, CommandResult::Exported(_)) | (_, CommandResult::Applied) => {
+                    tracing::info!(%prefix, id, "move: source frozen");
+                    change(ctx, advance(MoveStep::Frozen, 0)).await
+                }
+                (_, CommandResult::Rejected(r)) => {
+                    abort(ctx, &prefix, m, format!("{}: {}", r.rule, r.message)).await
+                }
+                (_, other) => Err(Error::Internal(format!("freeze answered {other:?}"))),
+            }
+        }
+        MoveStep::Frozen => {
+            let reply = copy(ctx, map, &prefix, m).await?;
+            tracing::info!(%prefix, id, keys = reply.keys, at = reply.import_revision, "move: imported at the target");
+            change(ctx, advance(MoveStep::Imported, reply.import_revision)).await
+        }
+        MoveStep::Imported => {
+            change(
+                ctx,
+                PlacementChange::CommitMove {
+                    prefix: prefix.clone(),
+                    id,
+                },
+            )
+            .await?;
+            tracing::info!(%prefix, id, "move: committed, the target owns it");
+            Ok(())
+        }
+        MoveStep::Committed => {
+            let release = MoveCommand::Release {
+                prefix: prefix.clone(),
+                epoch: id,
+            };
+            match ctx.commit(m.from, Command::Move(release)).await? {
+                (_, CommandResult::Applied) => {}
+                (_, CommandResult::Rejected(r)) => {
+                    // Not frozen by this move: the source never held it frozen under this id
+                    // (cannot happen after a commit) — finishing is still right: the target
+                    // owns the prefix.
+                    tracing::warn!(%prefix, id, "move: release refused: {}", r.message);
+                }
+                (_, other) => return Err(Error::Internal(format!("release answered {other:?}"))),
+            }
+            change(
+                ctx,
+                PlacementChange::FinishMove {
+                    prefix: prefix.clone(),
+                    id,
+                },
+            )
+            .await?;
+            tracing::info!(%prefix, id, "move: finished, the source dropped its copy");
+            Ok(())
+        }
+    }
+}
+
+/// Rolls the move back: the source takes writes again, the map forgets the move and records
+/// why.
+async fn abort(ctx: &NodeCtx, prefix: &str, m: &MoveState, reason: String) -> Result<()> {
+    let unfreeze = MoveCommand::Unfreeze {
+        prefix: prefix.to_string(),
+        epoch: m.id,
+    };
+    match ctx.commit(m.from, Command::Move(unfreeze)).await? {
+        (_, CommandResult::Applied) => {}
+        (_, CommandResult::Rejected(r)) => {
+            return Err(Error::Internal(format!(
+                "rolling back move {} of {prefix}: the source refused to unfreeze: {}",
+                m.id, r.message
+            )))
+        }
+        (_, other) => return Err(Error::Internal(format!("unfreeze answered {other:?}"))),
+    }
+    tracing::warn!(%prefix, id = m.id, "move rolled back: {reason}");
+    change(
+        ctx,
+        PlacementChange::AbortMove {
+            prefix: prefix.to_string(),
+            id: m.id,
+            reason,
+        },
+    )
+    .await
+}
+
+/// Commits a change of the map in the global group. A refusal means the map moved on under
+/// this driver (another leader ran the step): not an error, the next look sees it.
+async fn change(ctx: &NodeCtx, change: PlacementChange) -> Result<()> {
+    let global = ctx
+        .topology
+        .global_group()
+        .map(|g| g.id)
+        .ok_or_else(|| Error::Internal("a move without a global group".into()))?;
+    let (rev, result) = ctx.commit(global, Command::Placement(change)).await?;
+    if let CommandResult::Rejected(r) = result {
+        tracing::info!(rule = %r.rule, "move step already taken: {}", r.message);
+    }
+    // Act on the map this entry produced, not on the one before it.
+    ctx.placement
+        .wait_epoch(rev, Duration::from_millis(ctx.limits.sync_wait_ms_max))
+        .await;
+    Ok(())
+}
+
+/// Asks a voter of the target group (nearest first) to copy the subtree.
+async fn copy(
+    ctx: &NodeCtx,
+    map: &PlacementMap,
+    prefix: &str,
+    m: &MoveState,
+) -> Result<MoveCopyReply> {
+    let timeout = Duration::from_millis(ctx.limits.write_timeout_ms * 2);
+    let request = MoveCopyRequest {
+        prefix: prefix.to_string(),
+        id: m.id,
+        from: m.from.0,
+        to: m.to.0,
+        except: nested(map, prefix),
+    };
+    let mut last = Error::Unavailable(format!("group {} has no voters", m.to));
+    for addr in ctx.voter_addresses(m.to) {
+        let channel = match ctx.pool.channel(&addr) {
+            Ok(c) => c,
+            Err(e) => {
+                last = Error::Unavailable(format!("voter at {addr}: {e}"));
+                continue;
+            }
+        };
+        let mut client = ForwardClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(request.clone());
+        req.set_timeout(timeout);
+        match client.move_copy(req).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(s) => {
+                last = Error::Unavailable(format!(
+                    "copying {prefix} at the target's voter {addr}: {}",
+                    s.message()
+                ))
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The copy step, on a voter of the target group: the source's answer to a (repeated) freeze
+/// is the subtree; it is imported into the target once per move id.
+pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyReply> {
+    let (from, to) = (GroupId(req.from), GroupId(req.to));
+    if ctx.host.get(to).is_none() {
+        return Err(Error::Unavailable(format!(
+            "node {} holds no replica of group {}, so it does not copy into it",
+            ctx.node_id,
+            ctx.group_label(to)
+        )));
+    }
+    let freeze = MoveCommand::Freeze {
+        prefix: req.prefix.clone(),
+        epoch: req.id,
+        except: req.except,
+    };
+    let keys = match ctx.commit(from, Command::Move(freeze)).await? {
+        (_, CommandResult::Exported(keys)) => keys,
+        (_, CommandResult::Rejected(r)) => return Err(r.into()),
+        (_, other) => return Err(Error::Internal(format!("freeze answered {other:?}"))),
+    };
+    let count = keys.len() as u64;
+    let import = MoveCommand::Import {
+        prefix: req.prefix,
+        id: req.id,
+        keys,
+    };
+    match ctx.commit(to, Command::Move(import)).await? {
+        (rev, CommandResult::Applied) => {
+            // A repeated import changed nothing: the first one's revision is the one that
+            // counts, read from the marker once this replica has applied the entry.
+            let h = ctx.group(to)?;
+            ctx.wait_applied(&h, rev).await?;
+            let first = h
+                .shared
+                .read()
+                .get(&format!("{}{}", meridian_storage::moves::IMPORTED, req.id))
+                .map(|kv| kv.mod_revision);
+            Ok(MoveCopyReply {
+                import_revision: first.unwrap_or(rev),
+                keys: count,
+            })
+        }
+        (_, CommandResult::Rejected(r)) => Err(r.into()),
+        (_, other) => Err(Error::Internal(format!("import answered {other:?}"))),
+    }
+}

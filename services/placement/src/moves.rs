@@ -98,6 +98,7 @@ pub fn apply_move(
                 id: revision,
                 step: MoveStep::Begun,
                 imported_at: 0,
+                aborted: None,
             };
             match map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 Some(d) => d.moving = Some(state),
@@ -113,46 +114,17 @@ pub fn apply_move(
                 }
             }
         }
-        PlacementChange::AdvanceMove {
-            prefix,
-            id,
-            step,
-            at,
-        } => {
+        PlacementChange::CommitMove { prefix, id, at } => {
             let m = moving(&mut map, prefix, *id)?;
-            if *step <= m.step {
+            if m.step != MoveStep::Begun {
                 return Err(refuse(
                     "move_step",
-                    format!(
-                        "move {id} of {prefix} is already {}; steps only go forward",
-                        m.step
-                    ),
-                ));
-            }
-            if *step == MoveStep::Committed {
-                return Err(refuse(
-                    "move_step",
-                    "a move is committed with CommitMove, not advanced to it".into(),
-                ));
-            }
-            m.step = *step;
-            if *step == MoveStep::Imported {
-                m.imported_at = *at;
-            }
-        }
-        PlacementChange::CommitMove { prefix, id } => {
-            let m = moving(&mut map, prefix, *id)?;
-            if m.step != MoveStep::Imported {
-                return Err(refuse(
-                    "move_step",
-                    format!(
-                        "move {id} of {prefix} is {}; it commits only once the target holds the keys",
-                        m.step
-                    ),
+                    format!("move {id} of {prefix} is already {}", m.step),
                 ));
             }
             m.step = MoveStep::Committed;
-            let (to, at) = (m.to, m.imported_at);
+            m.imported_at = *at;
+            let (to, at) = (m.to, *at);
             if let Some(d) = map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 d.group = to;
                 d.since = at;
@@ -160,36 +132,31 @@ pub fn apply_move(
         }
         PlacementChange::AbortMove { prefix, id, reason } => {
             let m = moving(&mut map, prefix, *id)?;
-            if m.step >= MoveStep::Imported {
+            if m.step != MoveStep::Begun {
                 return Err(refuse(
                     "move_step",
                     format!(
-                        "move {id} of {prefix} has reached its target; it can only be committed"
-                    ),
-                ));
-            }
-            let m = m.clone();
-            if let Some(d) = map.domains.iter_mut().find(|d| d.prefix == *prefix) {
-                d.moving = None;
-            }
-            record(&mut map, prefix, &m, Some(reason.clone()), revision);
-        }
-        PlacementChange::FinishMove { prefix, id } => {
-            let m = moving(&mut map, prefix, *id)?;
-            if m.step != MoveStep::Committed {
-                return Err(refuse(
-                    "move_step",
-                    format!(
-                        "move {id} of {prefix} is {}; it finishes only after its commit",
+                        "move {id} of {prefix} is already {}; it cannot be rolled back",
                         m.step
                     ),
                 ));
             }
+            m.step = MoveStep::Aborted;
+            m.aborted = Some(reason.clone());
+        }
+        PlacementChange::FinishMove { prefix, id } => {
+            let m = moving(&mut map, prefix, *id)?;
+            if m.step == MoveStep::Begun {
+                return Err(refuse(
+                    "move_step",
+                    format!("move {id} of {prefix} is neither committed nor rolled back yet"),
+                ));
+            }
             let m = m.clone();
             if let Some(d) = map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 d.moving = None;
             }
-            record(&mut map, prefix, &m, None, revision);
+            record(&mut map, prefix, &m, m.aborted.clone(), revision);
         }
         PlacementChange::Seed(_) | PlacementChange::SetPolicy { .. } => {
             return Err(refuse("internal", "not a move change".into()))
@@ -314,33 +281,32 @@ mod tests {
                 id: 5,
                 step: MoveStep::Begun,
                 imported_at: 0,
+                aborted: None,
             })
         );
         assert_eq!(m1.epoch, 5);
-        let adv = |s| PlacementChange::AdvanceMove {
-            prefix: "/us/orders/".into(),
-            id: 5,
-            step: s,
-            at: 40,
-        };
         let commit = PlacementChange::CommitMove {
             prefix: "/us/orders/".into(),
             id: 5,
+            at: 40,
         };
-        assert_eq!(step(&m1, commit.clone(), 6).unwrap_err().rule, "move_step");
-        let m2 = step(&m1, adv(MoveStep::Frozen), 6).unwrap();
+        let m3 = m1.clone();
+        let m4 = step(&m3, commit.clone(), 8).unwrap();
         assert_eq!(
-            step(&m2, adv(MoveStep::Frozen), 7).unwrap_err().rule,
-            "move_step"
+            step(&m4, commit, 9).unwrap_err().rule,
+            "move_step",
+            "a second commit"
         );
-        let m3 = step(&m2, adv(MoveStep::Imported), 7).unwrap();
         let abort = PlacementChange::AbortMove {
             prefix: "/us/orders/".into(),
             id: 5,
             reason: "test".into(),
         };
-        assert_eq!(step(&m3, abort, 8).unwrap_err().rule, "move_step");
-        let m4 = step(&m3, commit, 8).unwrap();
+        assert_eq!(
+            step(&m4, abort, 9).unwrap_err().rule,
+            "move_step",
+            "no rollback after the commit"
+        );
         let d = m4
             .domains
             .iter()
@@ -407,9 +373,35 @@ mod tests {
             .iter()
             .find(|d| d.prefix == "/us/")
             .expect("domain");
+        assert_eq!(d.group, GroupId(1), "the owner never changed");
+        assert_eq!(d.moving.as_ref().map(|m| m.step), Some(MoveStep::Aborted));
+        let commit = PlacementChange::CommitMove {
+            prefix: "/us/".into(),
+            id: 5,
+            at: 9,
+        };
+        assert_eq!(
+            step(&m2, commit, 7).unwrap_err().rule,
+            "move_step",
+            "a late copy cannot commit a rolled-back move"
+        );
+        let m3 = step(
+            &m2,
+            PlacementChange::FinishMove {
+                prefix: "/us/".into(),
+                id: 5,
+            },
+            7,
+        )
+        .unwrap();
+        let d = m3
+            .domains
+            .iter()
+            .find(|d| d.prefix == "/us/")
+            .expect("domain");
         assert_eq!((d.group, d.moving.clone()), (GroupId(1), None));
         assert_eq!(
-            m2.moves_done.last().and_then(|r| r.aborted.as_deref()),
+            m3.moves_done.last().and_then(|r| r.aborted.as_deref()),
             Some("move_blocked: a lease")
         );
     }

@@ -143,7 +143,6 @@ pub fn apply(
             Ok(Some(map))
         }
         PlacementChange::BeginMove { .. }
-        | PlacementChange::AdvanceMove { .. }
         | PlacementChange::CommitMove { .. }
         | PlacementChange::AbortMove { .. }
         | PlacementChange::FinishMove { .. } => {

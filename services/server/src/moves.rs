@@ -5,15 +5,15 @@
 //! the global group reads the map and repeats the step it stands at (every step is idempotent)
 //! or, before the import, rolls the move back.
 //!
-//! | map step    | the driver (global group's leader)                        | then          |
-//! |-------------|-----------------------------------------------------------|---------------|
-//! | `Begun`     | `Freeze` at the source (writes under the prefix stop)      | `Frozen`      |
-//! | `Frozen`    | `MoveCopy` at a voter of the target: freeze again (answers the keys), `Import` into the target | `Imported{at}` |
-//! | `Imported`  | `CommitMove`: the target owns the prefix; routers follow   | `Committed`   |
-//! | `Committed` | `Release` at the source (drops its copy)                   | `FinishMove`  |
+//! | map step    | who does what                                                          |
+//! |-------------|------------------------------------------------------------------------|
+//! | `Begun`     | the driver asks a voter of the target for the copy: it freezes the prefix at the source (writes under it stop; the answer is its keys), imports them into the target and commits `CommitMove{at}` in the global group |
+//! | `Committed` | the target owns the prefix, routers follow; the driver has the source `Release` it (drop its copy), then `FinishMove` |
+//! | `Aborted`   | rolled back (a refused freeze, or a copy stuck for a minute): the target `Discard`s what it imported, the source `Unfreeze`s, then `FinishMove` |
 //!
 //! A source that refuses the freeze (leases or locks under the prefix) rolls the move back
-//! (`Unfreeze`, `AbortMove` with the reason, kept in `moves_done`). The moved data never
+//! (`AbortMove` with the reason, kept in `moves_done`; the global group then refuses a late
+//! `CommitMove`, so the cleanup cannot race a copy). The moved data never
 //! passes through the driver: the copy runs on a replica of the target group, which the global
 //! group has checked against every policy of the moved domains.
 
@@ -110,14 +110,8 @@ async fn step(
 ) -> Result<()> {
     let prefix = domain.prefix.clone();
     let id = m.id;
-    let advance = |step, at| PlacementChange::AdvanceMove {
-        prefix: prefix.clone(),
-        id,
-        step,
-        at,
-    };
     match m.step {
-        MoveStep::Begun | MoveStep::Frozen => {
+        MoveStep::Begun => {
             let since = *stuck.entry(id).or_insert_with(Instant::now);
             if since.elapsed() > STUCK_MAX {
                 return abort(
@@ -125,55 +119,34 @@ async fn step(
                     &prefix,
                     m,
                     format!(
-                        "the move did not get past step {} within {} s (the source or the \
-                         target group kept failing; see the leader's log)",
-                        m.step,
+                        "the copy did not complete within {} s (the source or the target group \
+                         kept failing; see the log of the global group's leader)",
                         STUCK_MAX.as_secs()
                     ),
                 )
                 .await;
             }
-        }
-        MoveStep::Imported | MoveStep::Committed => {
-            stuck.remove(&id);
-        }
-    }
-    match m.step {
-        MoveStep::Begun => {
-            let freeze = MoveCommand::Freeze {
-                prefix: prefix.clone(),
-                epoch: id,
-                except: nested(map, &prefix),
-            };
-            match ctx.commit(m.from, Command::Move(freeze)).await? {
-                (_, CommandResult::Exported(_)) | (_, CommandResult::Applied) => {
-                    tracing::info!(%prefix, id, "move: source frozen");
-                    change(ctx, advance(MoveStep::Frozen, 0)).await
-                }
-                (_, CommandResult::Rejected(r)) => {
-                    abort(ctx, &prefix, m, format!("{}: {}", r.rule, r.message)).await
-                }
-                (_, other) => Err(Error::Internal(format!("freeze answered {other:?}"))),
-            }
-        }
-        MoveStep::Frozen => {
+            let epoch = ctx.placement.epoch();
             let reply = copy(ctx, map, &prefix, m).await?;
-            tracing::info!(%prefix, id, keys = reply.keys, at = reply.import_revision, "move: imported at the target");
-            change(ctx, advance(MoveStep::Imported, reply.import_revision)).await
-        }
-        MoveStep::Imported => {
-            change(
-                ctx,
-                PlacementChange::CommitMove {
-                    prefix: prefix.clone(),
-                    id,
-                },
-            )
-            .await?;
-            tracing::info!(%prefix, id, "move: committed, the target owns it");
+            if !reply.refused.is_empty() {
+                return abort(ctx, &prefix, m, reply.refused).await;
+            }
+            tracing::info!(%prefix, id, keys = reply.keys, at = reply.import_revision, "move: copied and committed");
+            // The copy committed the new owner; look again once this router has it.
+            ctx.placement
+                .wait_epoch(
+                    epoch + 1,
+                    Duration::from_millis(ctx.limits.sync_wait_ms_max),
+                )
+                .await;
             Ok(())
         }
+        MoveStep::Aborted => {
+            stuck.remove(&id);
+            roll_back(ctx, map, &prefix, m).await
+        }
         MoveStep::Committed => {
+            stuck.remove(&id);
             let release = MoveCommand::Release {
                 prefix: prefix.clone(),
                 epoch: id,
@@ -181,9 +154,7 @@ async fn step(
             match ctx.commit(m.from, Command::Move(release)).await? {
                 (_, CommandResult::Applied) => {}
                 (_, CommandResult::Rejected(r)) => {
-                    // Not frozen by this move: the source never held it frozen under this id
-                    // (cannot happen after a commit) — finishing is still right: the target
-                    // owns the prefix.
+                    // The source holds no freeze of this move: nothing of it to drop.
                     tracing::warn!(%prefix, id, "move: release refused: {}", r.message);
                 }
                 (_, other) => return Err(Error::Internal(format!("release answered {other:?}"))),
@@ -202,24 +173,10 @@ async fn step(
     }
 }
 
-/// Rolls the move back: the source takes writes again, the map forgets the move and records
-/// why.
+/// Rolls the move back: first in the global group (so a late copy can no longer commit it),
+/// then the cleanup of step `Aborted` runs.
 async fn abort(ctx: &NodeCtx, prefix: &str, m: &MoveState, reason: String) -> Result<()> {
-    let unfreeze = MoveCommand::Unfreeze {
-        prefix: prefix.to_string(),
-        epoch: m.id,
-    };
-    match ctx.commit(m.from, Command::Move(unfreeze)).await? {
-        (_, CommandResult::Applied) => {}
-        (_, CommandResult::Rejected(r)) => {
-            return Err(Error::Internal(format!(
-                "rolling back move {} of {prefix}: the source refused to unfreeze: {}",
-                m.id, r.message
-            )))
-        }
-        (_, other) => return Err(Error::Internal(format!("unfreeze answered {other:?}"))),
-    }
-    tracing::warn!(%prefix, id = m.id, "move rolled back: {reason}");
+    tracing::warn!(%prefix, id = m.id, "rolling the move back: {reason}");
     change(
         ctx,
         PlacementChange::AbortMove {
@@ -229,6 +186,48 @@ async fn abort(ctx: &NodeCtx, prefix: &str, m: &MoveState, reason: String) -> Re
         },
     )
     .await
+}
+
+/// Step `Aborted`: the target drops whatever a copy imported, the source takes writes again,
+/// and the move is over.
+async fn roll_back(ctx: &NodeCtx, map: &PlacementMap, prefix: &str, m: &MoveState) -> Result<()> {
+    let discard = MoveCommand::Discard {
+        prefix: prefix.to_string(),
+        id: m.id,
+        except: nested(map, prefix),
+    };
+    match ctx.commit(m.to, Command::Move(discard)).await? {
+        (_, CommandResult::Applied) => {}
+        (_, other) => {
+            return Err(Error::Internal(format!(
+                "rolling back move {} of {prefix}: the target answered the discard with {other:?}",
+                m.id
+            )))
+        }
+    }
+    let unfreeze = MoveCommand::Unfreeze {
+        prefix: prefix.to_string(),
+        epoch: m.id,
+    };
+    match ctx.commit(m.from, Command::Move(unfreeze)).await? {
+        (_, CommandResult::Applied) => {}
+        (_, other) => {
+            return Err(Error::Internal(format!(
+                "rolling back move {} of {prefix}: the source answered the unfreeze with {other:?}",
+                m.id
+            )))
+        }
+    }
+    change(
+        ctx,
+        PlacementChange::FinishMove {
+            prefix: prefix.to_string(),
+            id: m.id,
+        },
+    )
+    .await?;
+    tracing::warn!(%prefix, id = m.id, "move rolled back: {}", m.aborted.as_deref().unwrap_or(""));
+    Ok(())
 }
 
 /// Commits a change of the map in the global group. A refusal means the map moved on under
@@ -296,13 +295,11 @@ async fn copy(
 /// is the subtree; it is imported into the target once per move id.
 pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyReply> {
     let (from, to) = (GroupId(req.from), GroupId(req.to));
-    if ctx.host.get(to).is_none() {
-        return Err(Error::Unavailable(format!(
-            "node {} holds no replica of group {}, so it does not copy into it",
-            ctx.node_id,
-            ctx.group_label(to)
-        )));
-    }
+    let refused = |r: meridian_types::Rejection| MoveCopyReply {
+        refused: format!("{}: {}", r.rule, r.message),
+        ..Default::default()
+    };
+    let h = ctx.group(to)?;
     let freeze = MoveCommand::Freeze {
         prefix: req.prefix.clone(),
         epoch: req.id,
@@ -310,32 +307,45 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
     };
     let keys = match ctx.commit(from, Command::Move(freeze)).await? {
         (_, CommandResult::Exported(keys)) => keys,
-        (_, CommandResult::Rejected(r)) => return Err(r.into()),
+        (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
         (_, other) => return Err(Error::Internal(format!("freeze answered {other:?}"))),
     };
     let count = keys.len() as u64;
     let import = MoveCommand::Import {
-        prefix: req.prefix,
+        prefix: req.prefix.clone(),
         id: req.id,
         keys,
     };
-    match ctx.commit(to, Command::Move(import)).await? {
-        (rev, CommandResult::Applied) => {
-            // A repeated import changed nothing: the first one's revision is the one that
-            // counts, read from the marker once this replica has applied the entry.
-            let h = ctx.group(to)?;
-            ctx.wait_applied(&h, rev).await?;
-            let first = h
-                .shared
-                .read()
-                .get(&format!("{}{}", meridian_storage::moves::IMPORTED, req.id))
-                .map(|kv| kv.mod_revision);
-            Ok(MoveCopyReply {
-                import_revision: first.unwrap_or(rev),
-                keys: count,
-            })
-        }
-        (_, CommandResult::Rejected(r)) => Err(r.into()),
-        (_, other) => Err(Error::Internal(format!("import answered {other:?}"))),
+    let rev = match ctx.commit(to, Command::Move(import)).await? {
+        (rev, CommandResult::Applied) => rev,
+        (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+        (_, other) => return Err(Error::Internal(format!("import answered {other:?}"))),
+    };
+    // A repeated import changed nothing: the first one's revision is the one that counts,
+    // read from its marker once this replica has applied the entry.
+    ctx.wait_applied(&h, rev).await?;
+    let at = h
+        .shared
+        .read()
+        .get(&format!("{}{}", meridian_storage::moves::IMPORTED, req.id))
+        .map_or(rev, |kv| kv.mod_revision);
+    let global = ctx
+        .topology
+        .global_group()
+        .map(|g| g.id)
+        .ok_or_else(|| Error::Internal("a move without a global group".into()))?;
+    let commit = PlacementChange::CommitMove {
+        prefix: req.prefix,
+        id: req.id,
+        at,
+    };
+    if let (_, CommandResult::Rejected(r)) = ctx.commit(global, Command::Placement(commit)).await? {
+        // Already committed (a repeated copy), or rolled back meanwhile: the map says which.
+        tracing::info!(rule = %r.rule, "move commit not taken: {}", r.message);
     }
+    Ok(MoveCopyReply {
+        import_revision: at,
+        keys: count,
+        refused: String::new(),
+    })
 }

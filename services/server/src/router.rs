@@ -365,10 +365,11 @@ impl NodeCtx {
             .map_or(0, |d| d.since)
     }
 
-    /// After `group` answered `WrongGroup{epoch}` (the scope moved away from it): waits until
-    /// this router's map routes the request elsewhere — the move's commit, at an epoch after
-    /// `epoch` — and returns the new group. Bounded by `deadline`; the caller never sees the
-    /// move unless it takes longer than that.
+    /// After `group` answered `WrongGroup{epoch}` (the scope is moving away from it, or moved):
+    /// waits until this router's map changes — the move's commit routes the request to the new
+    /// owner; a rollback's end sends it back to the old one, writable again — and returns
+    /// where to try next. Bounded by `deadline`; the caller never sees the move unless it takes
+    /// longer than that.
     pub async fn reroute(
         &self,
         group: GroupId,
@@ -377,22 +378,21 @@ impl NodeCtx {
         route: impl Fn(&Placement) -> Result<GroupId>,
     ) -> Result<GroupId> {
         let mut epochs = self.placement.subscribe();
-        loop {
-            let now = route(&self.placement.current().lookup)?;
-            if now != group {
-                return Ok(now);
-            }
-            let changed = tokio::time::timeout_at(deadline, epochs.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
-                return Err(Error::Unavailable(format!(
-                    "the keys moved away from group {} (move {epoch}) and this router (node {}, \
-                     epoch {}) has not learned their new owner in time; nothing changed — retry",
-                    self.group_label(group),
-                    self.node_id,
-                    self.placement.epoch()
-                )));
-            }
+        let now = route(&self.placement.current().lookup)?;
+        if now != group {
+            return Ok(now);
         }
+        let changed = tokio::time::timeout_at(deadline, epochs.changed()).await;
+        if !matches!(changed, Ok(Ok(()))) {
+            return Err(Error::Unavailable(format!(
+                "the keys are moving away from group {} (move {epoch}) and this router (node {}, \
+                 epoch {}) has not learned their new owner in time; nothing changed — retry",
+                self.group_label(group),
+                self.node_id,
+                self.placement.epoch()
+            )));
+        }
+        route(&self.placement.current().lookup)
     }
 
     /// The group's read index, coalesced: every read that needs a sync of the group while one

@@ -188,23 +188,25 @@ impl KvState {
                     .map(|kv| kv.key.clone())
                     .collect();
                 for key in gone {
-                    if let Some(prev) = self.keys.remove(&key) {
-                        events.push(Event {
-                            kind: EventKind::Dropped,
-                            kv: KeyValue {
-                                key,
-                                value: Vec::new(),
-                                create_revision: 0,
-                                mod_revision: revision,
-                                version: 0,
-                                lease: 0,
-                            },
-                            prev_kv: Some(prev),
-                        });
-                    }
+                    self.drop_key(revision, key, events);
                 }
                 m.released = true;
                 self.put_internal(revision, &format!("{FROZEN}{prefix}"), encode(&m), events);
+                CommandResult::Applied
+            }
+            MoveCommand::Discard { prefix, id, except } => {
+                let done = format!("{IMPORTED}{id}");
+                if !self.keys.contains_key(&done) {
+                    return CommandResult::Applied;
+                }
+                let gone: Vec<String> = self
+                    .moving_keys(prefix, except)
+                    .map(|kv| kv.key.clone())
+                    .collect();
+                for key in gone {
+                    self.drop_key(revision, key, events);
+                }
+                self.remove_key(revision, &done, false, events);
                 CommandResult::Applied
             }
             MoveCommand::Import { prefix, id, keys } => {
@@ -243,6 +245,24 @@ impl KvState {
                 self.put_internal(revision, &done, prefix.as_bytes().to_vec(), events);
                 CommandResult::Applied
             }
+        }
+    }
+
+    /// Removes `key` as a move does: not a change of the data, so no watcher sees it.
+    fn drop_key(&mut self, revision: u64, key: String, events: &mut Vec<Event>) {
+        if let Some(prev) = self.keys.remove(&key) {
+            events.push(Event {
+                kind: EventKind::Dropped,
+                kv: KeyValue {
+                    key,
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: revision,
+                    version: 0,
+                    lease: 0,
+                },
+                prev_kv: Some(prev),
+            });
         }
     }
 
@@ -464,6 +484,20 @@ mod tests {
         let (r, ev) = mv(&mut dst, 8, import);
         assert_eq!(r, CommandResult::Applied);
         assert!(ev.is_empty(), "a repeated import changes nothing");
+        // A rolled-back move: the target drops what the import created, once.
+        let discard = MoveCommand::Discard {
+            prefix: "/a/".into(),
+            id: 3,
+            except: vec![],
+        };
+        let (r, ev) = mv(&mut dst, 9, discard.clone());
+        assert_eq!(r, CommandResult::Applied);
+        assert!(dst.get("/a/k").is_none());
+        assert!(dst.get("/b/x").is_some(), "other keys stay");
+        assert!(ev.iter().any(|e| e.kind == EventKind::Dropped));
+        let (r, ev) = mv(&mut dst, 10, discard);
+        assert_eq!(r, CommandResult::Applied);
+        assert!(ev.is_empty(), "nothing imported, nothing to drop");
         let stray = MoveCommand::Import {
             prefix: "/c/".into(),
             id: 4,

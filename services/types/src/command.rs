@@ -169,6 +169,13 @@ pub enum MoveCommand {
     /// Source, once the target owns the subtree: its keys are dropped (no watcher sees it) and
     /// reads under it are answered `WrongGroup` from then on, like writes.
     Release { prefix: String, epoch: u64 },
+    /// Target, when move `id` is rolled back: drops what its import created (keys under
+    /// `except` stay) — nothing, when it never imported.
+    Discard {
+        prefix: String,
+        id: u64,
+        except: Vec<String>,
+    },
     /// Target: creates `keys` at this entry's revision (versions kept); a repeat of move `id`
     /// changes nothing.
     Import {

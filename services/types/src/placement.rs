@@ -72,30 +72,31 @@ pub struct MoveState {
     /// The epoch the move began at: names the move in every later step.
     pub id: u64,
     pub step: MoveStep,
-    /// The target's revision of the import (set with step `Imported`).
+    /// The target's revision of the import (set by the commit).
     pub imported_at: u64,
+    /// Why it was rolled back (set by the abort).
+    pub aborted: Option<String>,
 }
 
 /// Where a move stands (docs/placement.md, "online moves").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum MoveStep {
-    /// Recorded in the map; the source has not frozen the prefix yet.
+    /// Recorded in the map; the copy (freeze at the source, import at the target) may be
+    /// under way or done — both are idempotent, so whoever drives the move repeats it.
     Begun,
-    /// The source refuses writes under the prefix; its keys are exported.
-    Frozen,
-    /// The target holds the keys; the next step commits the new owner.
-    Imported,
     /// The target owns the prefix; the source still has to drop its copy.
     Committed,
+    /// Rolled back (the reason is in the state): the target drops whatever a copy imported,
+    /// then the source takes writes again. The owner never changed.
+    Aborted,
 }
 
 impl fmt::Display for MoveStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             MoveStep::Begun => "begun",
-            MoveStep::Frozen => "frozen",
-            MoveStep::Imported => "imported",
             MoveStep::Committed => "committed",
+            MoveStep::Aborted => "aborted",
         })
     }
 }
@@ -198,15 +199,9 @@ pub enum PlacementChange {
         expected_epoch: Option<u64>,
     },
     /// Records that move `id` of `prefix` reached `step` (steps only go forward).
-    AdvanceMove {
-        prefix: String,
-        id: u64,
-        step: MoveStep,
-        /// With `Imported`: the target's revision of the import.
-        at: u64,
-    },
     /// Ends move `id`: the domain now belongs to the move's target.
-    CommitMove { prefix: String, id: u64 },
+    /// The target holds the keys (imported at its revision `at`): it owns the prefix now.
+    CommitMove { prefix: String, id: u64, at: u64 },
     /// Abandons move `id` (only before the target holds the keys); the owner stays.
     AbortMove {
         prefix: String,
@@ -214,7 +209,8 @@ pub enum PlacementChange {
         /// Why, for the operator (kept in `moves_done`).
         reason: String,
     },
-    /// The source dropped its copy: the move is done.
+    /// The source dropped its copy (committed), or the target its import and the source its
+    /// freeze (aborted): the move is over.
     FinishMove { prefix: String, id: u64 },
 }
 

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{DevCluster, BIN};
+use common::{DevCluster, Nodes, BIN};
 use meridian_checker::locks::{FencedResource, Hold, LockHistory};
 use meridian_sdk::{pb, Client, Options};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -52,122 +52,6 @@ fn client(dev: &DevCluster, region: &str) -> Client {
         },
     )
     .expect("client")
-}
-
-/// The node processes of the cluster: id → (pid, restart argv, address).
-struct Nodes {
-    pids: BTreeMap<u64, u32>,
-    restart: BTreeMap<u64, Vec<String>>,
-    address: BTreeMap<u64, String>,
-    restarted: Vec<Child>,
-}
-
-impl Nodes {
-    fn of(dev: &DevCluster) -> Nodes {
-        let mut n = Nodes {
-            pids: BTreeMap::new(),
-            restart: BTreeMap::new(),
-            address: BTreeMap::new(),
-            restarted: Vec::new(),
-        };
-        for (id, v) in dev.ready["nodes"]
-            .as_object()
-            .expect("nodes in the ready file")
-        {
-            let id: u64 = id.parse().expect("node id");
-            n.pids.insert(id, v["pid"].as_u64().expect("pid") as u32);
-            n.address
-                .insert(id, v["address"].as_str().expect("address").to_string());
-            n.restart.insert(
-                id,
-                v["restart"]
-                    .as_array()
-                    .expect("restart")
-                    .iter()
-                    .map(|a| a.as_str().expect("arg").to_string())
-                    .collect(),
-            );
-        }
-        n
-    }
-
-    fn signal(&self, id: u64, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pids[&id].to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} node {id}");
-    }
-
-    fn restart(&mut self, id: u64, dir: &std::path::Path) {
-        let argv = &self.restart[&id];
-        let log = std::fs::File::create(dir.join(format!("restart-{id}.log"))).expect("log");
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("restart node");
-        self.pids.insert(id, child.id());
-        self.restarted.push(child);
-    }
-
-    /// The node that leads `group` and its term (highest term among those that say so).
-    async fn leader(&self, group: u64) -> Option<(u64, u64)> {
-        let mut best: Option<(u64, u64)> = None;
-        for (id, addr) in &self.address {
-            let c = Client::new(
-                vec![addr.clone()],
-                Options {
-                    call_timeout: Duration::from_secs(1),
-                    rpc_timeout: Duration::from_secs(1),
-                    ..Options::default()
-                },
-            )
-            .ok()?;
-            let Ok(s) = c.status(false).await else {
-                continue;
-            };
-            for g in s
-                .groups
-                .iter()
-                .filter(|g| g.group == group && g.state == "Leader")
-            {
-                if best.is_none_or(|(t, _)| g.term > t) {
-                    best = Some((g.term, *id));
-                }
-            }
-        }
-        best.map(|(term, id)| (id, term))
-    }
-
-    /// Waits for a leader of `group` elected in a term after `after`.
-    async fn new_leader(&self, group: u64, after: u64, within: Duration) -> (u64, u64) {
-        let start = Instant::now();
-        loop {
-            if let Some((l, term)) = self.leader(group).await {
-                if term > after {
-                    return (l, term);
-                }
-            }
-            assert!(
-                start.elapsed() < within,
-                "no new leader of group {group} within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.restarted {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// What the resource server saw: (client, token revision, accepted, wall ns).

@@ -44,6 +44,10 @@ pub struct Limits {
     /// Longest a lock acquire may wait, and the longest lock-delay.
     pub lock_wait_ms_max: u64,
     pub lock_delay_ms_max: u64,
+    /// Test hook, 0 in production: a domain move pauses this long at each of its points
+    /// (before the copy, between freeze and import, before the release) so process tests can
+    /// kill nodes at a chosen step.
+    pub move_step_pause_ms: u64,
 }
 
 impl Default for Limits {
@@ -62,6 +66,7 @@ impl Default for Limits {
             lease_tick_ms: 50,
             lock_wait_ms_max: 600_000,
             lock_delay_ms_max: 60_000,
+            move_step_pause_ms: 0,
         }
     }
 }

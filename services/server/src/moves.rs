@@ -38,17 +38,20 @@ const DRIVE_TICK: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// A move that cannot get its source frozen or its copy made for this long is rolled back.
 const STUCK_MAX: Duration = Duration::from_secs(60);
-/// Test hook: the driver pauses this long after each step, so process tests can kill nodes at
-/// a chosen step. Never set in production.
-pub const STEP_PAUSE_ENV: &str = "MERIDIAN_TEST_MOVE_STEP_PAUSE_MS";
+/// Test hook (`limits.move_step_pause_ms`, 0 in production): pause at each point of a move —
+/// the driver before the copy and before the release, the copy between the freeze and the
+/// import — so process tests can kill nodes at a chosen step.
+async fn test_pause(ctx: &NodeCtx, point: &str) {
+    let ms = ctx.limits.move_step_pause_ms;
+    if ms > 0 {
+        tracing::info!(point, "move: test pause of {ms} ms");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
 
 /// Runs on every voter of the global group; acts only while this node leads it. Ends on
 /// shutdown.
 pub async fn drive(ctx: Arc<NodeCtx>, global: GroupHandle, mut shutdown: watch::Receiver<bool>) {
-    let pause = std::env::var(STEP_PAUSE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis);
     let mut epochs = ctx.placement.subscribe();
     // When this driver first saw each move stuck before its import (move id → since).
     let mut stuck: std::collections::BTreeMap<u64, Instant> = Default::default();
@@ -59,12 +62,7 @@ pub async fn drive(ctx: Arc<NodeCtx>, global: GroupHandle, mut shutdown: watch::
             let map = ctx.placement.current().map.clone();
             if let Some((domain, m)) = next_move(&map) {
                 match step(&ctx, &map, &domain, &m, &mut stuck).await {
-                    Ok(()) => {
-                        progressed = true;
-                        if let Some(p) = pause {
-                            tokio::time::sleep(p).await;
-                        }
-                    }
+                    Ok(()) => progressed = true,
                     Err(e) => {
                         tracing::warn!(prefix = %domain.prefix, id = m.id, step = %m.step, "move step failed, will retry: {e}");
                         tokio::time::sleep(RETRY_PAUSE).await;
@@ -126,6 +124,7 @@ async fn step(
                 )
                 .await;
             }
+            test_pause(ctx, "begun").await;
             let epoch = ctx.placement.epoch();
             let reply = copy(ctx, map, &prefix, m).await?;
             if !reply.refused.is_empty() {
@@ -147,6 +146,7 @@ async fn step(
         }
         MoveStep::Committed => {
             stuck.remove(&id);
+            test_pause(ctx, "committed").await;
             let release = MoveCommand::Release {
                 prefix: prefix.clone(),
                 epoch: id,
@@ -311,6 +311,7 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
         (_, other) => return Err(Error::Internal(format!("freeze answered {other:?}"))),
     };
     let count = keys.len() as u64;
+    test_pause(ctx, "frozen").await;
     let import = MoveCommand::Import {
         prefix: req.prefix.clone(),
         id: req.id,

@@ -134,10 +134,11 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
     if let Some(seed) = args.seed {
         s.seed = seed;
     }
-    if !args.deterministic && !s.faults.is_empty() {
+    if !args.deterministic && (!s.faults.is_empty() || !s.moves.is_empty()) {
         anyhow::bail!(
-            "{name}: faults are scheduled only in the deterministic simulation (--deterministic); \
-             the real run injects them with `meridian dev --processes` and the WAN emulator"
+            "{name}: faults and moves are scheduled only in the deterministic simulation \
+             (--deterministic); the real run injects faults with `meridian dev --processes` \
+             and the WAN emulator, and moves with `meridian placement move`"
         );
     }
     let base = match &s.topology {
@@ -190,6 +191,25 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                         out.workload_s,
                         out.wall.as_secs_f64()
                     );
+                    for m in &out.moves {
+                        eprintln!(
+                            "  move {} -> {}: {} (virtual {:.1}-{:.1} s){}",
+                            m.prefix,
+                            m.to,
+                            if m.committed {
+                                "committed"
+                            } else {
+                                "not committed"
+                            },
+                            m.begun_s,
+                            m.ended_s,
+                            if m.note.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", m.note)
+                            }
+                        );
+                    }
                     for (what, verdict) in [
                         ("sequential consistency", out.sequential.clone().err()),
                         ("linearizability", out.linearizable.clone().err()),
@@ -206,6 +226,7 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                         "sequential_violation": out.sequential.clone().err(),
                         "linearizable": out.linearizable.is_ok(),
                         "linearizable_violation": out.linearizable.clone().err(),
+                        "moves": out.moves,
                     });
                     out.regions
                 }

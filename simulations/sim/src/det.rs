@@ -38,6 +38,24 @@ pub struct Record {
     pub linearizable: bool,
     pub kind: usize,
     pub op: Op,
+    /// The group and revision of the answer (its header), when there was one.
+    pub served: Option<(u64, u64)>,
+}
+
+/// How a scheduled domain move ended in a simulated run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MoveOutcome {
+    pub prefix: String,
+    pub to: String,
+    /// Virtual seconds since the start of the workload when it began and ended.
+    pub begun_s: f64,
+    pub ended_s: f64,
+    pub committed: bool,
+    /// The owner afterwards and its revision the domain's copy begins at.
+    pub group: u64,
+    pub since: u64,
+    /// Why it did not run or was rolled back.
+    pub note: String,
 }
 
 /// What a simulated run produced.
@@ -51,6 +69,8 @@ pub struct Outcome {
     pub linearizable: Result<usize, String>,
     /// Virtual time the workload ran.
     pub workload_s: f64,
+    /// The scenario's domain moves, in order.
+    pub moves: Vec<MoveOutcome>,
     /// Wall-clock time the whole simulation took.
     pub wall: Duration,
 }
@@ -220,6 +240,7 @@ pub fn simulate(
                         .group_of(&step.key)
                         .map_or(0, |(g, _)| g.0);
                     let start_us = now_us();
+                    let mut served = None;
                     let (kind, end_us) = if step.read {
                         let consistency = if step.linearizable {
                             Consistency::Linearizable
@@ -227,14 +248,17 @@ pub fn simulate(
                             Consistency::Sequential
                         };
                         match client.get_with(&step.key, consistency).await {
-                            Ok(r) => (
-                                OpKind::Read {
-                                    key: step.key.clone(),
-                                    value: r.kv.as_ref().map(|kv| value_id(&kv.value)),
-                                    mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
-                                },
-                                Some(now_us()),
-                            ),
+                            Ok(r) => {
+                                served = r.header.as_ref().map(|h| (h.group, h.revision));
+                                (
+                                    OpKind::Read {
+                                        key: step.key.clone(),
+                                        value: r.kv.as_ref().map(|kv| value_id(&kv.value)),
+                                        mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
+                                    },
+                                    Some(now_us()),
+                                )
+                            }
                             Err(_) => {
                                 record_failure(&records, id, &region, start_us, &step, group);
                                 continue;
@@ -246,14 +270,17 @@ pub fn simulate(
                         let mut value = format!("{vid}|").into_bytes();
                         value.resize(pad.max(value.len()), b'x');
                         match client.put(&step.key, value).await {
-                            Ok(r) => (
-                                OpKind::Write {
-                                    key: step.key.clone(),
-                                    value: vid,
-                                    revision: r.header.as_ref().map(|h| h.revision),
-                                },
-                                Some(now_us()),
-                            ),
+                            Ok(r) => {
+                                served = r.header.as_ref().map(|h| (h.group, h.revision));
+                                (
+                                    OpKind::Write {
+                                        key: step.key.clone(),
+                                        value: vid,
+                                        revision: r.header.as_ref().map(|h| h.revision),
+                                    },
+                                    Some(now_us()),
+                                )
+                            }
                             Err(_) => (
                                 OpKind::Write {
                                     key: step.key.clone(),
@@ -279,11 +306,69 @@ pub fn simulate(
                                 group,
                                 kind,
                             },
+                            served,
                         });
                 }
                 Ok(())
             });
         }
+    }
+
+    // The scheduled domain moves, one after another, from a client in the first region —
+    // only in modes whose topology has the target group (a and b have one group).
+    let moves_out: Arc<Mutex<Vec<MoveOutcome>>> = Arc::default();
+    if !s.moves.is_empty() {
+        let region = regions.first().cloned().unwrap_or_default();
+        let endpoints: Vec<String> = topology
+            .nodes
+            .iter()
+            .filter(|n| n.region == region)
+            .map(|n| n.address.clone())
+            .collect();
+        let client = Client::new(
+            endpoints,
+            Options {
+                rpc_timeout: Duration::from_secs(5),
+                call_timeout: Duration::from_secs(20),
+                dialer: Some(dialer.clone()),
+                ..Options::default()
+            },
+        )?;
+        host_region.push(("mover".to_string(), region));
+        let (plan, out, topology) = (s.moves.clone(), moves_out.clone(), topology.clone());
+        sim.client("mover", async move {
+            let start = tokio::time::Instant::now() + warmup;
+            for m in plan {
+                let at = start + Duration::from_secs_f64(m.at_s);
+                tokio::time::sleep_until(at).await;
+                let since_start = |t: tokio::time::Instant| (t - start).as_secs_f64();
+                let mut done = MoveOutcome {
+                    prefix: m.prefix.clone(),
+                    to: m.to.clone(),
+                    begun_s: since_start(tokio::time::Instant::now()),
+                    ended_s: 0.0,
+                    committed: false,
+                    group: 0,
+                    since: 0,
+                    note: String::new(),
+                };
+                if topology.group_by_name(&m.to).is_none() {
+                    done.note = format!("skipped: mode has no group {}", m.to);
+                    out.lock().unwrap_or_else(|p| p.into_inner()).push(done);
+                    continue;
+                }
+                match run_move(&client, &m.prefix, &m.to).await {
+                    Ok((committed, group, since, note)) => {
+                        (done.committed, done.group, done.since, done.note) =
+                            (committed, group, since, note);
+                    }
+                    Err(e) => done.note = e,
+                }
+                done.ended_s = since_start(tokio::time::Instant::now());
+                out.lock().unwrap_or_else(|p| p.into_inner()).push(done);
+            }
+            Ok(())
+        });
     }
 
     // Per-pair latency: half the topology's round trip between the two hosts' regions.
@@ -384,6 +469,14 @@ pub fn simulate(
             None => e.errors += 1,
         }
     }
+    let moves = std::mem::take(&mut *moves_out.lock().unwrap_or_else(|p| p.into_inner()));
+    let initial = |prefix: &str| {
+        topology
+            .placement()
+            .group_of(prefix)
+            .map_or(0, |(g, _)| g.0)
+    };
+    let records = across_moves(records, &moves, initial);
     let (sequential, linearizable) = check(&records);
     Ok(Outcome {
         records,
@@ -391,8 +484,109 @@ pub fn simulate(
         sequential,
         linearizable,
         workload_s: run.as_secs_f64(),
+        moves,
         wall: wall.elapsed(),
     })
+}
+
+/// Begins moving `prefix` to `to` (retrying while the cluster is busy, e.g. in a fault) and
+/// waits for its end: (committed, owner afterwards, its `since`, the rollback's reason).
+async fn run_move(
+    client: &Client,
+    prefix: &str,
+    to: &str,
+) -> Result<(bool, u64, u64, String), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        match client.move_domain(prefix, to, 0).await {
+            Ok(r) => break r.id,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("the move never began: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    loop {
+        if let Ok(m) = client.placement().await {
+            if let Some(r) = m.moves_done.iter().find(|r| r.id == id) {
+                let (group, since) = m
+                    .domains
+                    .iter()
+                    .find(|d| d.prefix == prefix)
+                    .map_or((0, 0), |d| (d.group, d.since));
+                return Ok((!r.aborted, group, since, r.reason.clone()));
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("move {id} did not end within 120 virtual seconds"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Puts the operations on moved domains in one revision order across their owners, as the
+/// checkers need (a key in one group, its writes ordered by revision): the domain becomes one
+/// virtual group, and a revision of the group that served an operation is counted within the
+/// segment of the move that brought the domain there — every operation of an earlier owner
+/// comes before (the source is frozen before the import). A read that returned a key the
+/// import created reports the import's revision, not its write's: that one is dropped (the
+/// value still ties it to its write).
+pub fn across_moves(
+    mut records: Vec<Record>,
+    moves: &[MoveOutcome],
+    initial: impl Fn(&str) -> u64,
+) -> Vec<Record> {
+    const SEGMENT: u64 = 1_000_000_000_000;
+    let mut prefixes: Vec<&str> = moves
+        .iter()
+        .filter(|m| m.committed)
+        .map(|m| m.prefix.as_str())
+        .collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    for (pi, prefix) in prefixes.iter().enumerate() {
+        // (group, since) of each owner in order.
+        let mut segments = vec![(initial(prefix), 0u64)];
+        segments.extend(
+            moves
+                .iter()
+                .filter(|m| m.committed && m.prefix == *prefix)
+                .map(|m| (m.group, m.since)),
+        );
+        let segment_of = |group: u64, revision: u64| -> (u64, bool) {
+            let at = segments
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, (g, since))| *g == group && revision >= *since)
+                .map_or(0, |(i, _)| i as u64);
+            let imported = at > 0 && segments[at as usize].1 == revision;
+            (at * SEGMENT + revision, imported)
+        };
+        for r in records
+            .iter_mut()
+            .filter(|r| r.op.kind.key().starts_with(prefix))
+        {
+            r.op.group = 1_000_000 + pi as u64;
+            let Some((group, _)) = r.served else {
+                continue;
+            };
+            match &mut r.op.kind {
+                OpKind::Write { revision, .. } => {
+                    if let Some(rev) = revision {
+                        *rev = segment_of(group, *rev).0;
+                    }
+                }
+                OpKind::Read { mod_revision, .. } => {
+                    if let Some(rev) = *mod_revision {
+                        let (mapped, imported) = segment_of(group, rev);
+                        *mod_revision = (!imported).then_some(mapped);
+                    }
+                }
+            }
+        }
+    }
+    records
 }
 
 /// A failed read: nothing was observed, so only the error count remembers it.
@@ -424,6 +618,7 @@ fn record_failure(
                     mod_revision: None,
                 },
             },
+            served: None,
         });
 }
 

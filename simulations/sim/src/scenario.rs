@@ -59,6 +59,19 @@ pub struct Scenario {
     /// Simulation: faults, at virtual times counted from the start of the workload.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Simulation: online domain moves, at virtual times counted from the start of the
+    /// workload, run one after another (each waits for the one before to end).
+    #[serde(default)]
+    pub moves: Vec<MoveAt>,
+}
+
+/// One scheduled domain move: `prefix` (a domain path, carved out if needed) to group `to`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MoveAt {
+    pub at_s: f64,
+    pub prefix: String,
+    pub to: String,
 }
 
 /// One scheduled fault. `target` is a region name (all its nodes) or `n<ID>` (one node).
@@ -131,6 +144,17 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                 "faults[{i}]: at_s must be ≥ 0 and for_s above 0 (got {} and {})",
                 f.at_s, f.for_s
             ));
+        }
+    }
+    for (i, m) in s.moves.iter().enumerate() {
+        if !(m.at_s >= 0.0 && m.at_s.is_finite()) {
+            return bad(format!("moves[{i}]: at_s must be ≥ 0 (got {})", m.at_s));
+        }
+        if let Err(e) = meridian_placement::validate_domain_prefix(&m.prefix) {
+            return bad(format!("moves[{i}].prefix: {e}"));
+        }
+        if m.to.trim().is_empty() {
+            return bad(format!("moves[{i}].to: name the target group"));
         }
     }
     Ok(s)
@@ -413,6 +437,14 @@ mod tests {
             ),
             (format!("{base}burst=[0.5]\n"), "at least 1"),
             (format!("{base}colour=1\n"), "unknown field"),
+            (
+                format!("{base}[[moves]]\nat_s=1\nprefix='/a'\nto='g'\n"),
+                "moves[0].prefix",
+            ),
+            (
+                format!("{base}[[moves]]\nat_s=1\nprefix='/a/'\nto=' '\n"),
+                "moves[0].to",
+            ),
             (
                 format!("{base}[[faults]]\nat_s=1\nkind='explode'\ntarget='us-east'\nfor_s=1\n"),
                 "unknown variant",

@@ -337,6 +337,47 @@ async fn a_move_under_load_loses_nothing() {
     if let Err(v) = check_sequential(&history) {
         panic!("the history across the moves is not sequentially consistent: {v}");
     }
+
+    // The planner's recommendation, applied: /us-east/orders/ is written mostly from eu-west.
+    let plan = dev.dir.path().join("plan.json");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = std::process::Command::new(common::BIN)
+        .args(["sim", "plan", "--topology"])
+        .arg(format!("{root}/topology/local-3region.toml"))
+        .arg("--workload")
+        .arg(format!("{root}/simulations/scenarios/plan-moves.toml"))
+        .arg("--json")
+        .arg(&plan)
+        .output()
+        .expect("sim plan");
+    assert!(out.status.success(), "sim plan: {out:?}");
+    let apply = |extra: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(["--endpoint", &dev.endpoint("us-east"), "placement", "apply"])
+            .arg(&plan)
+            .args(extra)
+            .output()
+            .expect("placement apply");
+        assert!(out.status.success(), "placement apply {extra:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let dry = apply(&["--dry-run"]);
+    assert!(
+        dry.contains("would move /us-east/orders/ from us-east to eu-west")
+            && dry.contains("/ap-northeast/ already lives in ap-northeast"),
+        "{dry}"
+    );
+    let (_, m) = wait_map(&admin).await;
+    assert_eq!(owner(&m).0, US_EAST, "a dry run changes nothing");
+    let done = apply(&[]);
+    assert!(
+        done.contains("moved /us-east/orders/ from g1 to g2"),
+        "{done}"
+    );
+    let (_, m) = wait_map(&admin).await;
+    assert_eq!(owner(&m).0, EU_WEST, "the plan was applied");
+    let again = apply(&[]);
+    assert!(again.contains("already lives in eu-west"), "{again}");
 }
 
 async fn wait_map(c: &Client) -> (u64, pb::PlacementShowResponse) {

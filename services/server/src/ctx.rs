@@ -184,20 +184,26 @@ impl NodeCtx {
 
     /// The addresses of `group`'s voters, nearest first.
     pub fn voter_addresses(&self, group: GroupId) -> Vec<String> {
-        let mut voters: Vec<(u64, u64, String)> = self
-            .topology
-            .voters(group)
+        self.nearest_first(self.topology.voters(group))
+    }
+
+    /// The addresses of `nodes`, nearest to this router's region first (ties by node id).
+    pub fn nearest_first<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = &'a meridian_topology::NodeSpec>,
+    ) -> Vec<String> {
+        let mut by_rtt: Vec<(u64, u64, &str)> = nodes
             .into_iter()
             .map(|n| {
                 (
                     self.topology.rtt_ms(&self.region, &n.region),
                     n.id,
-                    n.address.clone(),
+                    n.address.as_str(),
                 )
             })
             .collect();
-        voters.sort();
-        voters.into_iter().map(|(_, _, a)| a).collect()
+        by_rtt.sort();
+        by_rtt.into_iter().map(|(_, _, a)| a.to_string()).collect()
     }
 
     /// Proposes on this node, which must lead `group`.

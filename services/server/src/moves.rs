@@ -196,28 +196,12 @@ async fn roll_back(ctx: &NodeCtx, map: &PlacementMap, prefix: &str, m: &MoveStat
         id: m.id,
         except: nested(map, prefix),
     };
-    match ctx.commit(m.to, Command::Move(discard)).await? {
-        (_, CommandResult::Applied) => {}
-        (_, other) => {
-            return Err(Error::Internal(format!(
-                "rolling back move {} of {prefix}: the target answered the discard with {other:?}",
-                m.id
-            )))
-        }
-    }
+    applied(ctx, m.to, discard, "the target", "discard").await?;
     let unfreeze = MoveCommand::Unfreeze {
         prefix: prefix.to_string(),
         epoch: m.id,
     };
-    match ctx.commit(m.from, Command::Move(unfreeze)).await? {
-        (_, CommandResult::Applied) => {}
-        (_, other) => {
-            return Err(Error::Internal(format!(
-                "rolling back move {} of {prefix}: the source answered the unfreeze with {other:?}",
-                m.id
-            )))
-        }
-    }
+    applied(ctx, m.from, unfreeze, "the source", "unfreeze").await?;
     change(
         ctx,
         PlacementChange::FinishMove {
@@ -228,6 +212,22 @@ async fn roll_back(ctx: &NodeCtx, map: &PlacementMap, prefix: &str, m: &MoveStat
     .await?;
     tracing::warn!(%prefix, id = m.id, "move rolled back: {}", m.aborted.as_deref().unwrap_or(""));
     Ok(())
+}
+
+/// Commits a rollback step in `group`, which must apply it.
+async fn applied(
+    ctx: &NodeCtx,
+    group: GroupId,
+    cmd: MoveCommand,
+    who: &str,
+    what: &str,
+) -> Result<()> {
+    match ctx.commit(group, Command::Move(cmd)).await? {
+        (_, CommandResult::Applied) => Ok(()),
+        (_, other) => Err(Error::Internal(format!(
+            "rolling back a move: {who} answered the {what} with {other:?}"
+        ))),
+    }
 }
 
 /// Commits a change of the map in the global group. A refusal means the map moved on under

@@ -15,7 +15,7 @@ use meridian_placement::Placement;
 use meridian_proto::kv as pb;
 use meridian_storage::GroupShared;
 use meridian_types::{
-    Command, CommandResult, PlacementChange, PlacementMap, Policy, PolicyMode, Selector,
+    Command, CommandResult, GroupId, PlacementChange, PlacementMap, Policy, PolicyMode, Selector,
 };
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -157,6 +157,12 @@ pub async fn seed(
 
 /// The map as the wire shows it.
 pub fn map_out(map: &PlacementMap, node: u64, region: &str) -> pb::PlacementShowResponse {
+    let name = |g: &GroupId| {
+        map.groups
+            .get(g)
+            .map(|g| g.name.clone())
+            .unwrap_or_default()
+    };
     let counts = |m: &std::collections::BTreeMap<String, u32>| -> Vec<pb::RegionCount> {
         m.iter()
             .map(|(region, nodes)| pb::RegionCount {
@@ -173,21 +179,13 @@ pub fn map_out(map: &PlacementMap, node: u64, region: &str) -> pb::PlacementShow
             .map(|d| pb::PlacementDomain {
                 prefix: d.prefix.clone(),
                 group: d.group.0,
-                group_name: map
-                    .groups
-                    .get(&d.group)
-                    .map(|g| g.name.clone())
-                    .unwrap_or_default(),
+                group_name: name(&d.group),
                 policy: d.policy.as_ref().map(policy_out),
                 moving: d.moving.as_ref().map(|m| pb::PlacementMoveState {
                     id: m.id,
                     from: m.from.0,
                     to: m.to.0,
-                    to_name: map
-                        .groups
-                        .get(&m.to)
-                        .map(|g| g.name.clone())
-                        .unwrap_or_default(),
+                    to_name: name(&m.to),
                     step: m.step.to_string(),
                 }),
                 since: d.since,

@@ -121,21 +121,13 @@ impl NodeCtx {
                 self.group_label(group)
             )));
         }
-        let mut hosts: Vec<(u64, u64, String)> = self
-            .topology
-            .voters(group)
-            .into_iter()
-            .chain(self.topology.learners(group))
-            .filter(|n| n.id != self.node_id && allowed(&n.region))
-            .map(|n| {
-                (
-                    self.topology.rtt_ms(&self.region, &n.region),
-                    n.id,
-                    n.address.clone(),
-                )
-            })
-            .collect();
-        hosts.sort();
+        let hosts = self.nearest_first(
+            self.topology
+                .voters(group)
+                .into_iter()
+                .chain(self.topology.learners(group))
+                .filter(|n| n.id != self.node_id && allowed(&n.region)),
+        );
         if hosts.is_empty() {
             return Err(Error::Unavailable(format!(
                 "no node that may serve group {} is known to this router (node {}, region {})",
@@ -144,7 +136,7 @@ impl NodeCtx {
                 self.region
             )));
         }
-        Ok(Route::Proxy(hosts.into_iter().map(|(_, _, a)| a).collect()))
+        Ok(Route::Proxy(hosts))
     }
 
     /// Sends one request to the first of `targets` that takes it (a target that never got it

@@ -121,9 +121,10 @@ pub fn check_map(map: &PlacementMap) -> Vec<(String, String)> {
     out
 }
 
-/// Applies `change` at the global group's `revision`. `Ok(None)`: nothing to change (a seed
-/// when a map exists). `Ok(Some(map))`: the new map, its epoch = `revision`.
-pub fn apply(
+/// Applies a seed or a policy change at the global group's `revision` (moves are judged by
+/// [`crate::moves::apply_move`]; [`crate::apply`] takes any change). `Ok(None)`: nothing to
+/// change (a seed when a map exists). `Ok(Some(map))`: the new map, its epoch = `revision`.
+pub fn apply_rule(
     current: Option<&PlacementMap>,
     change: &PlacementChange,
     revision: u64,
@@ -145,9 +146,10 @@ pub fn apply(
         PlacementChange::BeginMove { .. }
         | PlacementChange::CommitMove { .. }
         | PlacementChange::AbortMove { .. }
-        | PlacementChange::FinishMove { .. } => {
-            crate::moves::apply_move(seeded(current)?, change, revision).map(Some)
-        }
+        | PlacementChange::FinishMove { .. } => Err(refuse(
+            "internal",
+            "a move change is judged by moves::apply_move".into(),
+        )),
         PlacementChange::SetPolicy {
             prefix,
             policy,
@@ -223,6 +225,7 @@ pub(crate) fn check_epoch(current: &PlacementMap, expected: Option<u64>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply;
     use meridian_types::{DomainPlacement, GroupPlacement, PolicyMode};
     use std::collections::BTreeMap;
 

@@ -240,7 +240,10 @@ async fn change(ctx: &NodeCtx, change: PlacementChange) -> Result<()> {
         .ok_or_else(|| Error::Internal("a move without a global group".into()))?;
     let (rev, result) = ctx.commit(global, Command::Placement(change)).await?;
     if let CommandResult::Rejected(r) = result {
+        // The map moved on under this driver; look again once this replica shows it.
         tracing::info!(rule = %r.rule, "move step already taken: {}", r.message);
+        tokio::time::sleep(RETRY_PAUSE).await;
+        return Ok(());
     }
     // Act on the map this entry produced, not on the one before it.
     ctx.placement

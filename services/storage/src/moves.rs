@@ -13,6 +13,8 @@ use std::ops::Bound;
 pub const FROZEN: &str = "@frozen";
 /// Reserved key prefix of imports already applied (by move id).
 pub const IMPORTED: &str = "@imported/";
+/// The value of an import marker whose move was rolled back.
+const DISCARDED: &[u8] = b"discarded";
 /// Most keys a refusal lists.
 const LISTED_MAX: usize = 10;
 
@@ -196,17 +198,23 @@ impl KvState {
             }
             MoveCommand::Discard { prefix, id, except } => {
                 let done = format!("{IMPORTED}{id}");
-                if !self.keys.contains_key(&done) {
-                    return CommandResult::Applied;
+                match self.keys.get(&done) {
+                    // Already discarded.
+                    Some(kv) if kv.value == DISCARDED => return CommandResult::Applied,
+                    Some(_) => {
+                        let gone: Vec<String> = self
+                            .moving_keys(prefix, except)
+                            .map(|kv| kv.key.clone())
+                            .collect();
+                        for key in gone {
+                            self.drop_key(revision, key, events);
+                        }
+                    }
+                    None => {}
                 }
-                let gone: Vec<String> = self
-                    .moving_keys(prefix, except)
-                    .map(|kv| kv.key.clone())
-                    .collect();
-                for key in gone {
-                    self.drop_key(revision, key, events);
-                }
-                self.remove_key(revision, &done, false, events);
+                // The marker stays, saying "discarded": a copy still in flight whose import
+                // lands after this changes nothing.
+                self.put_internal(revision, &done, DISCARDED.to_vec(), events);
                 CommandResult::Applied
             }
             MoveCommand::Import { prefix, id, keys } => {
@@ -497,7 +505,36 @@ mod tests {
         assert!(ev.iter().any(|e| e.kind == EventKind::Dropped));
         let (r, ev) = mv(&mut dst, 10, discard);
         assert_eq!(r, CommandResult::Applied);
-        assert!(ev.is_empty(), "nothing imported, nothing to drop");
+        assert!(ev.is_empty(), "already discarded: nothing changes");
+        // A copy whose import lands after the rollback changes nothing.
+        let late = MoveCommand::Import {
+            prefix: "/a/".into(),
+            id: 3,
+            keys: keys.clone(),
+        };
+        let (r, ev) = mv(&mut dst, 11, late);
+        assert_eq!(r, CommandResult::Applied);
+        assert!(
+            ev.is_empty() && dst.get("/a/k").is_none(),
+            "a late import is ignored"
+        );
+        // A rollback before any import leaves the marker, so a late import is ignored too.
+        let early = MoveCommand::Discard {
+            prefix: "/a/".into(),
+            id: 5,
+            except: vec![],
+        };
+        assert_eq!(mv(&mut dst, 12, early).0, CommandResult::Applied);
+        let late = MoveCommand::Import {
+            prefix: "/a/".into(),
+            id: 5,
+            keys: keys.clone(),
+        };
+        mv(&mut dst, 13, late);
+        assert!(
+            dst.get("/a/k").is_none(),
+            "a late import of a rolled-back move is ignored"
+        );
         let stray = MoveCommand::Import {
             prefix: "/c/".into(),
             id: 4,

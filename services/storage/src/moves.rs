@@ -5,7 +5,9 @@
 //! still served (the data does not change while frozen).
 
 use crate::kv::KvState;
-use meridian_types::{CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection};
+use meridian_types::{
+    CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection, MOVE_BYTES_MAX,
+};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 
@@ -123,6 +125,20 @@ impl KvState {
                     }
                     Some(m) => m,
                     None => {
+                        let bytes: usize = self
+                            .moving_keys(prefix, except)
+                            .map(|kv| kv.key.len() + kv.value.len())
+                            .sum();
+                        if bytes > MOVE_BYTES_MAX {
+                            return reject(
+                                "move_too_large",
+                                format!(
+                                    "{prefix} holds {bytes} bytes of keys and values, more than \
+                                     the {MOVE_BYTES_MAX} one move carries; move smaller \
+                                     prefixes under it one at a time"
+                                ),
+                            );
+                        }
                         let blocked = self.move_blockers(prefix, except);
                         if !blocked.is_empty() {
                             return reject(
@@ -427,6 +443,29 @@ mod tests {
             put(&mut s, 10, "/a/orders/3", "n"),
             CommandResult::Op(_)
         ));
+    }
+
+    /// A subtree larger than one move carries is refused with its size; nothing changes.
+    #[test]
+    fn too_large_a_subtree_is_refused() {
+        let mut s = KvState::default();
+        let big = vec![b'x'; 1024 * 1024];
+        for i in 0..17 {
+            s.apply(
+                i + 1,
+                &Command::Put(PutOp::new(&format!("/a/{i}"), big.clone())),
+            );
+        }
+        let (r, ev) = mv(&mut s, 20, freeze("/a/", 20));
+        match r {
+            CommandResult::Rejected(r) => {
+                assert_eq!(r.rule, "move_too_large");
+                assert!(r.message.contains("smaller prefixes"), "{}", r.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ev.is_empty());
+        assert!(s.frozen_at("/a/1", false).is_none(), "nothing frozen");
     }
 
     /// A subtree with an ephemeral key or a lock cannot move; the refusal lists them.

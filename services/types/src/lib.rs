@@ -30,6 +30,9 @@ pub use raft::TypeConfig;
 
 /// Largest value a key may hold (1 MiB), as ZooKeeper's default `jute.maxbuffer`.
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Most bytes (keys + values) one domain move carries: the subtree travels as one message and
+/// one Raft entry at each end (the peer message limit is 32 MiB).
+pub const MOVE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Longest key path, in bytes.
 pub const KEY_BYTES_MAX: usize = 4096;
 /// Most operations one transaction may carry (compares and ops counted separately), as etcd.

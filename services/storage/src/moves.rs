@@ -453,7 +453,7 @@ mod tests {
         for i in 0..17 {
             s.apply(
                 i + 1,
-                &Command::Put(PutOp::new(&format!("/a/{i}"), big.clone())),
+                &Command::Put(PutOp::new(format!("/a/{i}"), big.clone())),
             );
         }
         let (r, ev) = mv(&mut s, 20, freeze("/a/", 20));

@@ -302,7 +302,7 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
         refused: format!("{}: {}", r.rule, r.message),
         ..Default::default()
     };
-    let h = ctx.group(to)?;
+    ctx.group(to)?;
     let freeze = MoveCommand::Freeze {
         prefix: req.prefix.clone(),
         epoch: req.id,
@@ -320,19 +320,19 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
         id: req.id,
         keys,
     };
-    let rev = match ctx.commit(to, Command::Move(import)).await? {
-        (rev, CommandResult::Applied) => rev,
+    // The import's revision comes with its answer (a repeat answers the first one's), so
+    // nothing here waits for this replica to apply a possibly large entry.
+    let at = match ctx.commit(to, Command::Move(import)).await? {
+        (_, CommandResult::Imported { at: 0 }) => {
+            return Ok(MoveCopyReply {
+                refused: "move_step: the move was rolled back before its import".into(),
+                ..Default::default()
+            })
+        }
+        (_, CommandResult::Imported { at }) => at,
         (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
         (_, other) => return Err(Error::Internal(format!("import answered {other:?}"))),
     };
-    // A repeated import changed nothing: the first one's revision is the one that counts,
-    // read from its marker once this replica has applied the entry.
-    ctx.wait_applied(&h, rev).await?;
-    let at = h
-        .shared
-        .read()
-        .get(&format!("{}{}", meridian_storage::moves::IMPORTED, req.id))
-        .map_or(rev, |kv| kv.mod_revision);
     let global = ctx
         .topology
         .global_group()

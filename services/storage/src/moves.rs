@@ -235,8 +235,13 @@ impl KvState {
             }
             MoveCommand::Import { prefix, id, keys } => {
                 let done = format!("{IMPORTED}{id}");
-                if self.keys.contains_key(&done) {
-                    return CommandResult::Applied;
+                if let Some(kv) = self.keys.get(&done) {
+                    let at = if kv.value == DISCARDED {
+                        0
+                    } else {
+                        kv.mod_revision
+                    };
+                    return CommandResult::Imported { at };
                 }
                 if let Some(k) = keys.iter().find(|kv| !kv.key.starts_with(prefix.as_str())) {
                     return reject(
@@ -267,7 +272,7 @@ impl KvState {
                     });
                 }
                 self.put_internal(revision, &done, prefix.as_bytes().to_vec(), events);
-                CommandResult::Applied
+                CommandResult::Imported { at: revision }
             }
         }
     }
@@ -516,7 +521,7 @@ mod tests {
             keys: keys.clone(),
         };
         let (r, ev) = mv(&mut dst, 7, import.clone());
-        assert_eq!(r, CommandResult::Applied);
+        assert_eq!(r, CommandResult::Imported { at: 7 });
         let k = dst.get("/a/k").expect("imported");
         assert_eq!(
             (
@@ -529,7 +534,11 @@ mod tests {
         );
         assert!(ev.iter().any(|e| e.kv.key == "/a/k"));
         let (r, ev) = mv(&mut dst, 8, import);
-        assert_eq!(r, CommandResult::Applied);
+        assert_eq!(
+            r,
+            CommandResult::Imported { at: 7 },
+            "a repeat answers the first import's revision"
+        );
         assert!(ev.is_empty(), "a repeated import changes nothing");
         // A rolled-back move: the target drops what the import created, once.
         let discard = MoveCommand::Discard {
@@ -552,7 +561,11 @@ mod tests {
             keys: keys.clone(),
         };
         let (r, ev) = mv(&mut dst, 11, late);
-        assert_eq!(r, CommandResult::Applied);
+        assert_eq!(
+            r,
+            CommandResult::Imported { at: 0 },
+            "rolled back: no import"
+        );
         assert!(
             ev.is_empty() && dst.get("/a/k").is_none(),
             "a late import is ignored"

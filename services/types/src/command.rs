@@ -282,6 +282,11 @@ pub enum CommandResult {
     Lease(LeaseResult),
     /// A `MoveCommand::Freeze`: every key under the prefix as it is now.
     Exported(Vec<KeyValue>),
+    /// A `MoveCommand::Import`: the revision the move's import happened at (this entry's, or
+    /// the first one's when repeated; 0 when the move was rolled back before it).
+    Imported {
+        at: u64,
+    },
     /// A write under a subtree that moved away (frozen at `epoch`): route it again once the
     /// placement map is past that epoch. Nothing changed.
     WrongGroup {

@@ -237,11 +237,14 @@ impl Watcher {
                 return Ok(Err(self.compacted_error(next)));
             }
             // Everything up to `applied` is in the history (it is written before it is published).
+            // A later revision may be in it only in part (its batch still being written): it is
+            // left to the live notice, which carries it whole.
             let applied = self.shared.applied();
-            let events = match self.shared.history_from(next, WATCH_BATCH_EVENTS_MAX) {
+            let mut events = match self.shared.history_from(next, WATCH_BATCH_EVENTS_MAX) {
                 Ok(e) => e,
                 Err(e) => return Ok(Err(Error::Internal(e.to_string()).into())),
             };
+            events.retain(|e| e.revision() <= applied);
             let full = events.len() >= WATCH_BATCH_EVENTS_MAX;
             self.send_events(&events, next).await?;
             let last = events.last().map_or(0, |e| e.revision());

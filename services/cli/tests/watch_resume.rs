@@ -110,11 +110,10 @@ async fn watchers_see_every_change_once_in_order_across_leader_kill() {
             killed = Some(current);
         }
         let key = format!("/w/k{i:04}");
-        let r = writer
-            .put(&key, format!("v{i}"))
-            .await
-            .expect("put acknowledged");
-        acked.push((key, r.header.expect("header").revision));
+        // The put right after the kill may break on the dead leader's connection.
+        let rev =
+            common::put_settled(&writer, &key, &format!("v{i}"), Duration::from_secs(30)).await;
+        acked.push((key, rev));
     }
     writer.put(DONE_KEY, "1").await.expect("done marker");
 

@@ -209,6 +209,42 @@ pub async fn one_node(
     (dir, node, addr)
 }
 
+/// Puts `key = value` as a careful client must when the leader dies under it: an answer that
+/// says the write *may* have been applied (the connection broke after it was sent) is settled
+/// by a linearizable read — once a new leader has committed in its term, the fate of every
+/// entry from the old term is decided — and the put is repeated only if the value is absent.
+/// Returns the revision the value holds. Each test key must get a value of its own.
+pub async fn put_settled(client: &Client, key: &str, value: &str, within: Duration) -> u64 {
+    let until = Instant::now() + within;
+    loop {
+        let err = match client.put(key, value).await {
+            Ok(r) => return r.header.expect("put header").revision,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < until,
+            "put {key} not settled within {within:?}: {err}"
+        );
+        // Settle the doubt before deciding to write again.
+        let read = loop {
+            match client.get_with(key, Consistency::Linearizable).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < until,
+                        "reading {key} to settle a doubtful put failed: {e} (put: {err})"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        if let Some(kv) = read.kv.filter(|kv| kv.value == value.as_bytes()) {
+            return kv.mod_revision;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Ends the whole test process if it is still running after `limit`: a hung test fails with a
 /// message instead of stalling CI. Call first thing in every test of a binary.
 pub fn watchdog(limit: Duration) {

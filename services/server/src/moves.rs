@@ -38,6 +38,12 @@ const DRIVE_TICK: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// A move that cannot get its source frozen or its copy made for this long is rolled back.
 const STUCK_MAX: Duration = Duration::from_secs(60);
+/// Most keys of one pre-copy page (each also bounded to 1 MiB by the source).
+const PAGE_KEYS: u32 = 1000;
+/// Most keys one release slice drops at the source.
+const RELEASE_SLICE_KEYS: u32 = 1000;
+/// Pause between release slices, leaving the source's replicas room for other work.
+const SLICE_GAP: Duration = Duration::from_millis(20);
 /// Test hook (`limits.move_step_pause_ms`, 0 in production): pause at each point of a move —
 /// the driver before the copy and before the release, the copy between the freeze and the
 /// import — so process tests can kill nodes at a chosen step.
@@ -147,17 +153,25 @@ async fn step(
         MoveStep::Committed => {
             stuck.remove(&id);
             test_pause(ctx, "committed").await;
-            let release = MoveCommand::Release {
-                prefix: prefix.clone(),
-                epoch: id,
-            };
-            match ctx.commit(m.from, Command::Move(release)).await? {
-                (_, CommandResult::Applied) => {}
-                (_, CommandResult::Rejected(r)) => {
-                    // The source holds no freeze of this move: nothing of it to drop.
-                    tracing::warn!(%prefix, id, "move: release refused: {}", r.message);
+            // In slices, so the source's replicas never apply one huge entry.
+            loop {
+                let release = MoveCommand::ReleaseSome {
+                    prefix: prefix.clone(),
+                    epoch: id,
+                    limit: RELEASE_SLICE_KEYS,
+                };
+                match ctx.commit(m.from, Command::Move(release)).await? {
+                    (_, CommandResult::Released { left: 0 }) => break,
+                    (_, CommandResult::Released { .. }) => tokio::time::sleep(SLICE_GAP).await,
+                    (_, CommandResult::Rejected(r)) => {
+                        // The source holds no freeze of this move: nothing of it to drop.
+                        tracing::warn!(%prefix, id, "move: release refused: {}", r.message);
+                        break;
+                    }
+                    (_, other) => {
+                        return Err(Error::Internal(format!("release answered {other:?}")))
+                    }
                 }
-                (_, other) => return Err(Error::Internal(format!("release answered {other:?}"))),
             }
             change(
                 ctx,
@@ -303,35 +317,89 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
         ..Default::default()
     };
     ctx.group(to)?;
-    let freeze = MoveCommand::Freeze {
-        prefix: req.prefix.clone(),
-        epoch: req.id,
-        except: req.except,
+    let rolled_back = || MoveCopyReply {
+        refused: "move_step: the move was rolled back before its import".into(),
+        ..Default::default()
     };
-    let keys = match ctx.commit(from, Command::Move(freeze)).await? {
-        (_, CommandResult::Exported(keys)) => keys,
-        (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
-        (_, other) => return Err(Error::Internal(format!("freeze answered {other:?}"))),
-    };
-    let count = keys.len() as u64;
-    test_pause(ctx, "frozen").await;
-    let import = MoveCommand::Import {
-        prefix: req.prefix.clone(),
-        id: req.id,
-        keys,
-    };
-    // The import's revision comes with its answer (a repeat answers the first one's), so
-    // nothing here waits for this replica to apply a possibly large entry.
-    let at = match ctx.commit(to, Command::Move(import)).await? {
-        (_, CommandResult::Imported { at: 0 }) => {
-            return Ok(MoveCopyReply {
-                refused: "move_step: the move was rolled back before its import".into(),
-                ..Default::default()
-            })
+    // The pre-copy: pages of the subtree, read at the source while writes go on, staged at
+    // the target where no client sees them yet. The first page's revision bounds what the
+    // freeze must still carry.
+    let mut after_key = String::new();
+    let mut after = None;
+    let mut count = 0u64;
+    let mut imported = None;
+    loop {
+        let export = MoveCommand::Export {
+            prefix: req.prefix.clone(),
+            except: req.except.clone(),
+            after: after_key.clone(),
+            limit: PAGE_KEYS,
+        };
+        let page = match ctx.commit(from, Command::Move(export)).await? {
+            (rev, CommandResult::Exported(page)) => {
+                after.get_or_insert(rev);
+                page
+            }
+            (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+            (_, other) => return Err(Error::Internal(format!("export answered {other:?}"))),
+        };
+        let Some(last) = page.last() else { break };
+        after_key = last.key.clone();
+        count += page.len() as u64;
+        let stage = MoveCommand::Stage {
+            prefix: req.prefix.clone(),
+            id: req.id,
+            keys: page,
+        };
+        match ctx.commit(to, Command::Move(stage)).await? {
+            (_, CommandResult::Applied) => {}
+            (_, CommandResult::Imported { at: 0 }) => return Ok(rolled_back()),
+            // A copy before this one already imported: commit what it did.
+            (_, CommandResult::Imported { at }) => {
+                imported = Some(at);
+                break;
+            }
+            (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+            (_, other) => return Err(Error::Internal(format!("stage answered {other:?}"))),
         }
-        (_, CommandResult::Imported { at }) => at,
-        (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
-        (_, other) => return Err(Error::Internal(format!("import answered {other:?}"))),
+    }
+    let at = match imported {
+        Some(at) => at,
+        None => {
+            // The pause begins: the freeze answers only what changed during the pre-copy.
+            let freeze = MoveCommand::FreezeAfter {
+                prefix: req.prefix.clone(),
+                epoch: req.id,
+                except: req.except.clone(),
+                after: after.unwrap_or(0),
+            };
+            let (changed, present) = match ctx.commit(from, Command::Move(freeze)).await? {
+                (_, CommandResult::Delta { changed, present }) => (changed, present),
+                (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+                (_, other) => return Err(Error::Internal(format!("freeze answered {other:?}"))),
+            };
+            test_pause(ctx, "frozen").await;
+            let import = MoveCommand::ImportDelta {
+                prefix: req.prefix.clone(),
+                id: req.id,
+                except: req.except.clone(),
+                changed,
+                present,
+            };
+            // The import's revision comes with its answer (a repeat answers the first one's),
+            // so nothing here waits for this replica to apply it.
+            match ctx.commit(to, Command::Move(import)).await? {
+                (_, CommandResult::Imported { at: 0 }) => return Ok(rolled_back()),
+                (_, CommandResult::Imported { at }) => at,
+                // A pre-copy that missed a key (it cannot, unless a bug): the next copy starts
+                // over; the move is rolled back if it keeps failing.
+                (_, CommandResult::Rejected(r)) if r.rule == "bad_import" => {
+                    return Err(Error::Internal(format!("import refused: {}", r.message)))
+                }
+                (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+                (_, other) => return Err(Error::Internal(format!("import answered {other:?}"))),
+            }
+        }
     };
     let global = ctx
         .topology

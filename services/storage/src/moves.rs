@@ -9,12 +9,17 @@ use meridian_types::{
     CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection, MOVE_BYTES_MAX,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 /// Reserved key prefix of frozen subtrees.
 pub const FROZEN: &str = "@frozen";
 /// Reserved key prefix of imports already applied (by move id).
 pub const IMPORTED: &str = "@imported/";
+/// Reserved key prefix of pre-copies under way (by move id); the value is the prefix.
+pub const STAGED: &str = "@staged/";
+/// Most bytes of keys and values one pre-copy page carries.
+const EXPORT_PAGE_BYTES: usize = 1024 * 1024;
 /// The value of an import marker whose move was rolled back.
 const DISCARDED: &[u8] = b"discarded";
 /// Most keys a refusal lists.
@@ -112,67 +117,31 @@ impl KvState {
                 prefix,
                 epoch,
                 except,
-            } => {
-                let marker = match self.marker(prefix) {
-                    Some(m) if m.epoch != *epoch => {
-                        return reject(
-                            "move_conflict",
-                            format!(
-                                "{prefix} is frozen by the move of epoch {}, not {epoch}",
-                                m.epoch
-                            ),
-                        )
-                    }
-                    Some(m) => m,
-                    None => {
-                        let bytes: usize = self
-                            .moving_keys(prefix, except)
-                            .map(|kv| kv.key.len() + kv.value.len())
-                            .sum();
-                        if bytes > MOVE_BYTES_MAX {
-                            return reject(
-                                "move_too_large",
-                                format!(
-                                    "{prefix} holds {bytes} bytes of keys and values, more than \
-                                     the {MOVE_BYTES_MAX} one move carries; move smaller \
-                                     prefixes under it one at a time"
-                                ),
-                            );
-                        }
-                        let blocked = self.move_blockers(prefix, except);
-                        if !blocked.is_empty() {
-                            return reject(
-                                "move_blocked",
-                                format!(
-                                    "{prefix} cannot move while keys under it are attached to \
-                                     leases or locks under it are held or queued for (release \
-                                     them or let their leases expire, then move): {}",
-                                    blocked.join(", ")
-                                ),
-                            );
-                        }
-                        let m = Frozen {
-                            epoch: *epoch,
-                            except: except.clone(),
-                            released: false,
-                        };
-                        self.put_internal(
-                            revision,
-                            &format!("{FROZEN}{prefix}"),
-                            encode(&m),
-                            events,
-                        );
-                        m
-                    }
-                };
-                if marker.released {
-                    return reject(
-                        "move_step",
-                        format!("{prefix} was already released to its new owner (move {epoch})"),
-                    );
+            } => match self.freeze(revision, prefix, *epoch, except, events) {
+                Ok(m) => {
+                    CommandResult::Exported(self.moving_keys(prefix, &m.except).cloned().collect())
                 }
-                CommandResult::Exported(self.moving_keys(prefix, &marker.except).cloned().collect())
-            }
+                Err(refused) => *refused,
+            },
+            MoveCommand::FreezeAfter {
+                prefix,
+                epoch,
+                except,
+                after,
+            } => match self.freeze(revision, prefix, *epoch, except, events) {
+                Ok(m) => {
+                    let mut changed = Vec::new();
+                    let mut present = Vec::new();
+                    for kv in self.moving_keys(prefix, &m.except) {
+                        if kv.mod_revision > *after {
+                            changed.push(kv.clone());
+                        }
+                        present.push(kv.key.clone());
+                    }
+                    CommandResult::Delta { changed, present }
+                }
+                Err(refused) => *refused,
+            },
             MoveCommand::Unfreeze { prefix, epoch } => match self.marker(prefix) {
                 Some(m) if m.epoch == *epoch && !m.released => {
                     self.remove_key(revision, &format!("{FROZEN}{prefix}"), false, events);
@@ -192,41 +161,33 @@ impl KvState {
                 None => CommandResult::Applied,
             },
             MoveCommand::Release { prefix, epoch } => {
-                let Some(mut m) = self.marker(prefix).filter(|m| m.epoch == *epoch) else {
-                    return reject(
-                        "no_such_move",
-                        format!("{prefix} is not frozen by the move of epoch {epoch}"),
-                    );
-                };
-                if m.released {
-                    return CommandResult::Applied;
+                match self.release(revision, prefix, *epoch, usize::MAX, events) {
+                    CommandResult::Released { .. } => CommandResult::Applied,
+                    other => other,
                 }
-                let gone: Vec<String> = self
-                    .moving_keys(prefix, &m.except)
-                    .map(|kv| kv.key.clone())
-                    .collect();
-                for key in gone {
-                    self.drop_key(revision, key, events);
-                }
-                m.released = true;
-                self.put_internal(revision, &format!("{FROZEN}{prefix}"), encode(&m), events);
-                CommandResult::Applied
             }
+            MoveCommand::ReleaseSome {
+                prefix,
+                epoch,
+                limit,
+            } => self.release(revision, prefix, *epoch, (*limit).max(1) as usize, events),
             MoveCommand::Discard { prefix, id, except } => {
                 let done = format!("{IMPORTED}{id}");
-                match self.keys.get(&done) {
-                    // Already discarded.
-                    Some(kv) if kv.value == DISCARDED => return CommandResult::Applied,
-                    Some(_) => {
-                        let gone: Vec<String> = self
-                            .moving_keys(prefix, except)
-                            .map(|kv| kv.key.clone())
-                            .collect();
-                        for key in gone {
-                            self.drop_key(revision, key, events);
-                        }
+                let staged = format!("{STAGED}{id}");
+                if self.keys.get(&done).is_some_and(|kv| kv.value == DISCARDED) {
+                    return CommandResult::Applied;
+                }
+                if self.keys.contains_key(&done) || self.keys.contains_key(&staged) {
+                    let gone: Vec<String> = self
+                        .moving_keys(prefix, except)
+                        .map(|kv| kv.key.clone())
+                        .collect();
+                    for key in gone {
+                        self.drop_key(revision, key, events);
                     }
-                    None => {}
+                }
+                if self.keys.contains_key(&staged) {
+                    self.remove_key(revision, &staged, false, events);
                 }
                 // The marker stays, saying "discarded": a copy still in flight whose import
                 // lands after this changes nothing.
@@ -234,13 +195,59 @@ impl KvState {
                 CommandResult::Applied
             }
             MoveCommand::Import { prefix, id, keys } => {
-                let done = format!("{IMPORTED}{id}");
-                if let Some(kv) = self.keys.get(&done) {
-                    let at = if kv.value == DISCARDED {
-                        0
-                    } else {
-                        kv.mod_revision
-                    };
+                self.import(revision, prefix, *id, &[], keys, None, events)
+            }
+            MoveCommand::ImportDelta {
+                prefix,
+                id,
+                except,
+                changed,
+                present,
+            } => self.import(
+                revision,
+                prefix,
+                *id,
+                except,
+                changed,
+                Some(present),
+                events,
+            ),
+            MoveCommand::Export {
+                prefix,
+                except,
+                after,
+                limit,
+            } => {
+                if self.marker(prefix).is_some_and(|m| m.released) {
+                    return reject(
+                        "move_step",
+                        format!("{prefix} was already released to its new owner"),
+                    );
+                }
+                let from = if after.as_str() >= prefix.as_str() {
+                    Bound::Excluded(after.as_str())
+                } else {
+                    Bound::Included(prefix.as_str())
+                };
+                let mut bytes = 0;
+                let page = self
+                    .keys
+                    .range::<str, _>((from, Bound::Unbounded))
+                    .map(|(_, kv)| kv)
+                    .take_while(|kv| kv.key.starts_with(prefix.as_str()))
+                    .filter(|kv| !except.iter().any(|e| kv.key.starts_with(e.as_str())))
+                    .take((*limit).max(1) as usize)
+                    .take_while(|kv| {
+                        let fits = bytes < EXPORT_PAGE_BYTES;
+                        bytes += kv.key.len() + kv.value.len();
+                        fits
+                    })
+                    .cloned()
+                    .collect();
+                CommandResult::Exported(page)
+            }
+            MoveCommand::Stage { prefix, id, keys } => {
+                if let Some(at) = self.import_outcome(*id) {
                     return CommandResult::Imported { at };
                 }
                 if let Some(k) = keys.iter().find(|kv| !kv.key.starts_with(prefix.as_str())) {
@@ -249,32 +256,215 @@ impl KvState {
                         format!("{} is not under the moved prefix {prefix}", k.key),
                     );
                 }
-                // A subtree that once moved away from here and now comes back.
-                let marker = format!("{FROZEN}{prefix}");
-                if self.keys.contains_key(&marker) {
-                    self.remove_key(revision, &marker, false, events);
-                }
                 for kv in keys {
-                    let prev = self.keys.get(&kv.key).cloned();
-                    let new = KeyValue {
-                        key: kv.key.clone(),
-                        value: kv.value.clone(),
-                        create_revision: revision,
-                        mod_revision: revision,
-                        version: kv.version.max(1),
-                        lease: 0,
-                    };
-                    self.keys.insert(kv.key.clone(), new.clone());
-                    events.push(Event {
-                        kind: EventKind::Put,
-                        kv: new,
-                        prev_kv: prev,
-                    });
+                    self.place(revision, kv, events);
                 }
-                self.put_internal(revision, &done, prefix.as_bytes().to_vec(), events);
-                CommandResult::Imported { at: revision }
+                let staged = format!("{STAGED}{id}");
+                if !self.keys.contains_key(&staged) {
+                    self.put_internal(revision, &staged, prefix.as_bytes().to_vec(), events);
+                }
+                CommandResult::Applied
             }
         }
+    }
+
+    /// Freezes `prefix` for move `epoch` (or finds it frozen by it): the checks of a first
+    /// freeze, then the marker.
+    fn freeze(
+        &mut self,
+        revision: u64,
+        prefix: &str,
+        epoch: u64,
+        except: &[String],
+        events: &mut Vec<Event>,
+    ) -> Result<Frozen, Box<CommandResult>> {
+        let marker = match self.marker(prefix) {
+            Some(m) if m.epoch != epoch => {
+                return Err(Box::new(reject(
+                    "move_conflict",
+                    format!(
+                        "{prefix} is frozen by the move of epoch {}, not {epoch}",
+                        m.epoch
+                    ),
+                )))
+            }
+            Some(m) => m,
+            None => {
+                let bytes: usize = self
+                    .moving_keys(prefix, except)
+                    .map(|kv| kv.key.len() + kv.value.len())
+                    .sum();
+                if bytes > MOVE_BYTES_MAX {
+                    return Err(Box::new(reject(
+                        "move_too_large",
+                        format!(
+                            "{prefix} holds {bytes} bytes of keys and values, more than the \
+                             {MOVE_BYTES_MAX} one move carries; move smaller prefixes under it \
+                             one at a time"
+                        ),
+                    )));
+                }
+                let blocked = self.move_blockers(prefix, except);
+                if !blocked.is_empty() {
+                    return Err(Box::new(reject(
+                        "move_blocked",
+                        format!(
+                            "{prefix} cannot move while keys under it are attached to leases or \
+                             locks under it are held or queued for (release them or let their \
+                             leases expire, then move): {}",
+                            blocked.join(", ")
+                        ),
+                    )));
+                }
+                let m = Frozen {
+                    epoch,
+                    except: except.to_vec(),
+                    released: false,
+                };
+                self.put_internal(revision, &format!("{FROZEN}{prefix}"), encode(&m), events);
+                m
+            }
+        };
+        if marker.released {
+            return Err(Box::new(reject(
+                "move_step",
+                format!("{prefix} was already released to its new owner (move {epoch})"),
+            )));
+        }
+        Ok(marker)
+    }
+
+    /// Refuses reads under `prefix` from now on and drops at most `limit` of its keys.
+    fn release(
+        &mut self,
+        revision: u64,
+        prefix: &str,
+        epoch: u64,
+        limit: usize,
+        events: &mut Vec<Event>,
+    ) -> CommandResult {
+        let Some(mut m) = self.marker(prefix).filter(|m| m.epoch == epoch) else {
+            return reject(
+                "no_such_move",
+                format!("{prefix} is not frozen by the move of epoch {epoch}"),
+            );
+        };
+        if !m.released {
+            m.released = true;
+            self.put_internal(revision, &format!("{FROZEN}{prefix}"), encode(&m), events);
+        }
+        let gone: Vec<String> = self
+            .moving_keys(prefix, &m.except)
+            .take(limit)
+            .map(|kv| kv.key.clone())
+            .collect();
+        for key in gone {
+            self.drop_key(revision, key, events);
+        }
+        CommandResult::Released {
+            left: self.moving_keys(prefix, &m.except).count() as u64,
+        }
+    }
+
+    /// What became of move `id`'s import here: its revision, 0 when rolled back, `None` when
+    /// it has not happened.
+    fn import_outcome(&self, id: u64) -> Option<u64> {
+        self.keys.get(&format!("{IMPORTED}{id}")).map(|kv| {
+            if kv.value == DISCARDED {
+                0
+            } else {
+                kv.mod_revision
+            }
+        })
+    }
+
+    /// The import of move `id`, once: `changed` written at this revision; with `present` (a
+    /// pre-copy), staged keys it does not name are dropped — and every name must be here.
+    #[allow(clippy::too_many_arguments)]
+    fn import(
+        &mut self,
+        revision: u64,
+        prefix: &str,
+        id: u64,
+        except: &[String],
+        changed: &[KeyValue],
+        present: Option<&Vec<String>>,
+        events: &mut Vec<Event>,
+    ) -> CommandResult {
+        if let Some(at) = self.import_outcome(id) {
+            return CommandResult::Imported { at };
+        }
+        if let Some(k) = changed.iter().find(|kv| !kv.key.starts_with(prefix)) {
+            return reject(
+                "bad_import",
+                format!("{} is not under the moved prefix {prefix}", k.key),
+            );
+        }
+        if let Some(present) = present {
+            let keep: BTreeSet<&str> = present
+                .iter()
+                .map(String::as_str)
+                .chain(changed.iter().map(|kv| kv.key.as_str()))
+                .collect();
+            if let Some(missing) = keep.iter().find(|k| !self.keys.contains_key(**k)) {
+                let fresh = changed.iter().any(|kv| kv.key == *missing);
+                if !fresh {
+                    return reject(
+                        "bad_import",
+                        format!(
+                            "{missing} is under {prefix} at the source but the pre-copy did not \
+                             bring it; copy again"
+                        ),
+                    );
+                }
+            }
+            let stale: Vec<String> = self
+                .moving_keys(prefix, except)
+                .filter(|kv| !keep.contains(kv.key.as_str()))
+                .map(|kv| kv.key.clone())
+                .collect();
+            for key in stale {
+                self.drop_key(revision, key, events);
+            }
+        }
+        // A subtree that once moved away from here and now comes back.
+        let marker = format!("{FROZEN}{prefix}");
+        if self.keys.contains_key(&marker) {
+            self.remove_key(revision, &marker, false, events);
+        }
+        for kv in changed {
+            self.place(revision, kv, events);
+        }
+        let staged = format!("{STAGED}{id}");
+        if self.keys.contains_key(&staged) {
+            self.remove_key(revision, &staged, false, events);
+        }
+        self.put_internal(
+            revision,
+            &format!("{IMPORTED}{id}"),
+            prefix.as_bytes().to_vec(),
+            events,
+        );
+        CommandResult::Imported { at: revision }
+    }
+
+    /// Writes a moved key at `revision` with its version (its history here starts now).
+    fn place(&mut self, revision: u64, kv: &KeyValue, events: &mut Vec<Event>) {
+        let prev = self.keys.get(&kv.key).cloned();
+        let new = KeyValue {
+            key: kv.key.clone(),
+            value: kv.value.clone(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: kv.version.max(1),
+            lease: 0,
+        };
+        self.keys.insert(kv.key.clone(), new.clone());
+        events.push(Event {
+            kind: EventKind::Put,
+            kv: new,
+            prev_kv: prev,
+        });
     }
 
     /// Removes `key` as a move does: not a change of the data, so no watcher sees it.
@@ -664,6 +854,215 @@ mod tests {
         );
         assert!(
             matches!(mv(&mut s, 8, f).0, CommandResult::Rejected(ref r) if r.rule == "move_step")
+        );
+    }
+
+    /// The pre-copy: pages exported while writes go on, staged at the target where no read
+    /// sees them; the freeze answers only what changed after the first page plus every name;
+    /// the import completes it (updated, created and deleted keys all right), once. A rollback
+    /// drops staged keys too.
+    #[test]
+    fn a_pre_copy_then_a_delta_brings_exactly_the_source_state() {
+        let mut src = KvState::default();
+        for i in 0..7 {
+            put(&mut src, i + 1, &format!("/a/{i}"), "old");
+        }
+        put(&mut src, 8, "/b/x", "elsewhere");
+        let export = |after: &str| MoveCommand::Export {
+            prefix: "/a/".into(),
+            except: vec![],
+            after: after.into(),
+            limit: 3,
+        };
+        let mut dst = KvState::default();
+        let mut rev = 10;
+        let mut after_key = String::new();
+        let mut first = None;
+        loop {
+            rev += 1;
+            let (r, ev) = mv(&mut src, rev, export(&after_key));
+            assert!(ev.is_empty(), "an export changes nothing");
+            let CommandResult::Exported(page) = r else {
+                panic!("{r:?}")
+            };
+            first.get_or_insert(rev);
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= 3);
+            after_key = last.key.clone();
+            let stage = MoveCommand::Stage {
+                prefix: "/a/".into(),
+                id: 4,
+                keys: page,
+            };
+            assert_eq!(mv(&mut dst, rev, stage).0, CommandResult::Applied);
+            // Writes go on at the source between pages.
+            if rev == 11 {
+                put(&mut src, 12, "/a/0", "new");
+                src.apply(
+                    13,
+                    &Command::Delete(DeleteOp {
+                        key: "/a/1".into(),
+                        prefix: false,
+                        expected_version: None,
+                        expected_mod_revision: None,
+                        prev_kv: false,
+                    }),
+                );
+                put(&mut src, 14, "/a/9", "created");
+                rev = 14;
+            }
+        }
+        let after = first.expect("a page");
+        let f = MoveCommand::FreezeAfter {
+            prefix: "/a/".into(),
+            epoch: 4,
+            except: vec![],
+            after,
+        };
+        let (r, _) = mv(&mut src, 30, f);
+        let CommandResult::Delta { changed, present } = r else {
+            panic!("{r:?}")
+        };
+        let changed_keys: Vec<&str> = changed.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            changed_keys,
+            vec!["/a/0", "/a/9"],
+            "only what changed after the first page"
+        );
+        assert_eq!(present.len(), 7);
+        let import = MoveCommand::ImportDelta {
+            prefix: "/a/".into(),
+            id: 4,
+            except: vec![],
+            changed,
+            present,
+        };
+        let (r, ev) = mv(&mut dst, 31, import.clone());
+        assert_eq!(r, CommandResult::Imported { at: 31 });
+        assert!(ev
+            .iter()
+            .any(|e| e.kind == EventKind::Dropped && e.kv.key == "/a/1"));
+        let view = |s: &KvState| -> Vec<(String, Vec<u8>)> {
+            s.keys
+                .range("/a/".to_string()..)
+                .take_while(|(k, _)| k.starts_with("/a/"))
+                .map(|(k, kv)| (k.clone(), kv.value.clone()))
+                .collect()
+        };
+        assert_eq!(
+            view(&dst),
+            view(&src),
+            "the target holds exactly the source's subtree"
+        );
+        assert_eq!(dst.get("/a/0").map(|k| k.version), Some(2), "versions kept");
+        assert!(!dst.keys.contains_key(&format!("{STAGED}4")));
+        let (r, ev) = mv(&mut dst, 32, import);
+        assert_eq!(r, CommandResult::Imported { at: 31 });
+        assert!(ev.is_empty(), "a repeated import changes nothing");
+        // A late stage of the same move changes nothing either.
+        let late = MoveCommand::Stage {
+            prefix: "/a/".into(),
+            id: 4,
+            keys: vec![KeyValue {
+                key: "/a/1".into(),
+                value: b"zombie".to_vec(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+                lease: 0,
+            }],
+        };
+        assert_eq!(mv(&mut dst, 33, late).0, CommandResult::Imported { at: 31 });
+        assert!(dst.get("/a/1").is_none());
+
+        // A pre-copy that is rolled back: its staged keys go; a late import is ignored.
+        let mut t = KvState::default();
+        put(&mut t, 1, "/t/own", "mine");
+        let stage = MoveCommand::Stage {
+            prefix: "/a/".into(),
+            id: 6,
+            keys: vec![KeyValue {
+                key: "/a/1".into(),
+                value: b"old".to_vec(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+                lease: 0,
+            }],
+        };
+        assert_eq!(mv(&mut t, 2, stage).0, CommandResult::Applied);
+        let discard = MoveCommand::Discard {
+            prefix: "/a/".into(),
+            id: 6,
+            except: vec![],
+        };
+        assert_eq!(mv(&mut t, 3, discard).0, CommandResult::Applied);
+        assert!(t.get("/a/1").is_none() && t.get("/t/own").is_some());
+        let late = MoveCommand::ImportDelta {
+            prefix: "/a/".into(),
+            id: 6,
+            except: vec![],
+            changed: vec![],
+            present: vec!["/a/1".into()],
+        };
+        assert_eq!(mv(&mut t, 4, late).0, CommandResult::Imported { at: 0 });
+        // An import naming a key the pre-copy never brought is refused, changing nothing.
+        let gap = MoveCommand::ImportDelta {
+            prefix: "/a/".into(),
+            id: 7,
+            except: vec![],
+            changed: vec![],
+            present: vec!["/a/never".into()],
+        };
+        let (r, ev) = mv(&mut t, 5, gap);
+        assert!(
+            matches!(r, CommandResult::Rejected(ref r) if r.rule == "bad_import"),
+            "{r:?}"
+        );
+        assert!(ev.is_empty());
+    }
+
+    /// A release in slices refuses reads from its first slice and drops the rest in bounded
+    /// steps, counting what is left.
+    #[test]
+    fn a_release_goes_in_slices() {
+        let mut s = KvState::default();
+        for i in 0..5 {
+            put(&mut s, i + 1, &format!("/a/{i}"), "v");
+        }
+        mv(&mut s, 6, freeze("/a/", 6));
+        let some = MoveCommand::ReleaseSome {
+            prefix: "/a/".into(),
+            epoch: 6,
+            limit: 2,
+        };
+        assert_eq!(
+            mv(&mut s, 7, some.clone()).0,
+            CommandResult::Released { left: 3 }
+        );
+        assert_eq!(
+            s.released_at("/a/4", false),
+            Some(6),
+            "reads refused from the first slice"
+        );
+        assert_eq!(
+            mv(&mut s, 8, some.clone()).0,
+            CommandResult::Released { left: 1 }
+        );
+        let (r, ev) = mv(&mut s, 9, some.clone());
+        assert_eq!(r, CommandResult::Released { left: 0 });
+        assert_eq!(ev.len(), 1);
+        let (r, ev) = mv(&mut s, 10, some);
+        assert_eq!(r, CommandResult::Released { left: 0 });
+        assert!(ev.is_empty());
+        let export = MoveCommand::Export {
+            prefix: "/a/".into(),
+            except: vec![],
+            after: String::new(),
+            limit: 10,
+        };
+        assert!(
+            matches!(mv(&mut s, 11, export).0, CommandResult::Rejected(ref r) if r.rule == "move_step")
         );
     }
 }

@@ -183,6 +183,46 @@ pub enum MoveCommand {
         id: u64,
         keys: Vec<KeyValue>,
     },
+    /// Source, before the freeze (the pre-copy): at most `limit` keys under `prefix` after
+    /// `after` in key order, as they are at this entry (`Exported`). Changes nothing.
+    Export {
+        prefix: String,
+        except: Vec<String>,
+        after: String,
+        limit: u32,
+    },
+    /// Target, before the import: writes a page of the pre-copy (versions kept) where no
+    /// client sees it yet — routers still send the prefix to the source. Answers `Applied`, or
+    /// `Imported{at}` when move `id` already imported (0: rolled back).
+    Stage {
+        prefix: String,
+        id: u64,
+        keys: Vec<KeyValue>,
+    },
+    /// Source: `Freeze`, answering only what changed after revision `after` (the pre-copy's
+    /// first page) and the names of every key under the prefix (`Delta`).
+    FreezeAfter {
+        prefix: String,
+        epoch: u64,
+        except: Vec<String>,
+        after: u64,
+    },
+    /// Target: the import that completes a pre-copy — `changed` written at this entry's
+    /// revision, staged keys not in `present` dropped; once per move `id` (`Imported{at}`).
+    ImportDelta {
+        prefix: String,
+        id: u64,
+        except: Vec<String>,
+        changed: Vec<KeyValue>,
+        present: Vec<String>,
+    },
+    /// Source, once the target owns the subtree: reads under it are refused from now on and at
+    /// most `limit` of its keys are dropped (`Released{left}`); repeated until none is left.
+    ReleaseSome {
+        prefix: String,
+        epoch: u64,
+        limit: u32,
+    },
 }
 
 impl Command {
@@ -293,6 +333,16 @@ pub enum CommandResult {
         epoch: u64,
     },
     Rejected(Rejection),
+    /// A `MoveCommand::FreezeAfter`: the keys changed after the pre-copy began, and the name
+    /// of every key under the prefix now.
+    Delta {
+        changed: Vec<KeyValue>,
+        present: Vec<String>,
+    },
+    /// A `MoveCommand::ReleaseSome`: how many keys of the subtree the source still holds.
+    Released {
+        left: u64,
+    },
 }
 
 /// How a lock shares its holders. Fixed by the first acquire of a lock; later acquires must

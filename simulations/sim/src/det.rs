@@ -529,8 +529,8 @@ async fn run_move(
 /// virtual group, and a revision of the group that served an operation is counted within the
 /// segment of the move that brought the domain there — every operation of an earlier owner
 /// comes before (the source is frozen before the import). A read that returned a key the
-/// import created reports the import's revision, not its write's: that one is dropped (the
-/// value still ties it to its write).
+/// import (or the pre-copy staged before it) placed reports a revision at or below the import's,
+/// not its write's: that one is dropped (the value still ties it to its write).
 pub fn across_moves(
     mut records: Vec<Record>,
     moves: &[MoveOutcome],
@@ -568,7 +568,7 @@ pub fn across_moves(
             .filter(|r| r.op.kind.key().starts_with(prefix))
         {
             r.op.group = 1_000_000 + pi as u64;
-            let Some((group, _)) = r.served else {
+            let Some((group, served_at)) = r.served else {
                 continue;
             };
             match &mut r.op.kind {
@@ -579,8 +579,13 @@ pub fn across_moves(
                 }
                 OpKind::Read { mod_revision, .. } => {
                     if let Some(rev) = *mod_revision {
-                        let (mapped, imported) = segment_of(group, rev);
-                        *mod_revision = (!imported).then_some(mapped);
+                        // The segment is the one the serving replica stood in; a key its
+                        // import (or the pre-copy before it) placed has a revision at or
+                        // below that segment's `since`.
+                        let (at, _) = segment_of(group, served_at);
+                        let since = segments[(at / SEGMENT) as usize].1;
+                        let imported = at >= SEGMENT && rev <= since;
+                        *mod_revision = (!imported).then_some(at - served_at + rev);
                     }
                 }
             }

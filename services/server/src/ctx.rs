@@ -24,6 +24,8 @@ use std::time::Duration;
 
 /// Most times one write follows `NotLeader` hints before giving up.
 const FORWARD_HOPS_MAX: usize = 3;
+/// Longest a move's target leader holds a handed-over write for the import.
+const IMPORT_WAIT: Duration = Duration::from_secs(2);
 
 pub struct NodeCtx {
     pub node_id: u64,
@@ -213,6 +215,9 @@ impl NodeCtx {
         cmd: Command,
     ) -> std::result::Result<(u64, CommandResult), LocalWrite> {
         let proposer = self.proposers.get(&group).ok_or(LocalWrite::NoProposer)?;
+        if let Command::AfterImport { id, .. } = &cmd {
+            self.await_import(group, *id).await;
+        }
         match proposer.propose(cmd).await {
             Err(e) => Err(LocalWrite::Failed(e)),
             Ok(Ok((rev, result))) => Ok((rev, result)),
@@ -221,6 +226,23 @@ impl NodeCtx {
             Ok(Err(WriteError::Failed(msg))) => Err(LocalWrite::Failed(Error::Deadline(format!(
                 "{msg}; the write may have been applied"
             )))),
+        }
+    }
+
+    /// A write handed over to move `id`'s target may arrive before the import (the source's
+    /// answer to the freeze is still on its way): the target's leader holds it until its own
+    /// replica has the import — or the rollback's discard — bounded by IMPORT_WAIT, rather than
+    /// refuse it and cost the router a round trip. The state machine decides either way.
+    async fn await_import(&self, group: GroupId, id: u64) {
+        let Some(h) = self.host.get(group) else {
+            return;
+        };
+        if h.raft.metrics().borrow().state != ServerState::Leader {
+            return;
+        }
+        let until = tokio::time::Instant::now() + IMPORT_WAIT;
+        while h.shared.read().import_outcome(id).is_none() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

@@ -48,7 +48,8 @@ impl Forward for ForwardService {
         // The sender routed it; check it against this node's placement all the same (a move's
         // step names its group itself).
         let owner = match &cmd {
-            Command::Move(_) => group,
+            // A move's step, or a write handed over to its target: the state machine judges.
+            Command::Move(_) | Command::AfterImport { .. } => group,
             _ => self.ctx.route_command(&cmd)?,
         };
         if owner != group {

@@ -120,6 +120,7 @@ async fn step(
             if since.elapsed() > STUCK_MAX {
                 return abort(
                     ctx,
+                    map,
                     &prefix,
                     m,
                     format!(
@@ -134,7 +135,7 @@ async fn step(
             let epoch = ctx.placement.epoch();
             let reply = copy(ctx, map, &prefix, m).await?;
             if !reply.refused.is_empty() {
-                return abort(ctx, &prefix, m, reply.refused).await;
+                return abort(ctx, map, &prefix, m, reply.refused).await;
             }
             tracing::info!(%prefix, id, keys = reply.keys, at = reply.import_revision, "move: copied and committed");
             // The copy committed the new owner; look again once this router has it.
@@ -187,9 +188,43 @@ async fn step(
     }
 }
 
-/// Rolls the move back: first in the global group (so a late copy can no longer commit it),
-/// then the cleanup of step `Aborted` runs.
-async fn abort(ctx: &NodeCtx, prefix: &str, m: &MoveState, reason: String) -> Result<()> {
+/// Rolls the move back — unless the target already imported it. The target's log decides:
+/// its `Discard` either comes first (a late import changes nothing; the rollback is recorded in
+/// the global group, then the cleanup of step `Aborted` runs) or finds the import, which is
+/// where the target took the subtree over (writes may have followed it), and the move is
+/// committed instead.
+async fn abort(
+    ctx: &NodeCtx,
+    map: &PlacementMap,
+    prefix: &str,
+    m: &MoveState,
+    reason: String,
+) -> Result<()> {
+    let discard = MoveCommand::Discard {
+        prefix: prefix.to_string(),
+        id: m.id,
+        except: nested(map, prefix),
+    };
+    match ctx.commit(m.to, Command::Move(discard)).await? {
+        (_, CommandResult::Applied) => {}
+        (_, CommandResult::Imported { at }) => {
+            tracing::info!(%prefix, id = m.id, at, "move: the target already imported it; committing instead of rolling back");
+            return change(
+                ctx,
+                PlacementChange::CommitMove {
+                    prefix: prefix.to_string(),
+                    id: m.id,
+                    at,
+                },
+            )
+            .await;
+        }
+        (_, other) => {
+            return Err(Error::Internal(format!(
+                "rolling back a move: the target answered the discard with {other:?}"
+            )))
+        }
+    }
     tracing::warn!(%prefix, id = m.id, "rolling the move back: {reason}");
     change(
         ctx,
@@ -202,8 +237,9 @@ async fn abort(ctx: &NodeCtx, prefix: &str, m: &MoveState, reason: String) -> Re
     .await
 }
 
-/// Step `Aborted`: the target drops whatever a copy imported, the source takes writes again,
-/// and the move is over.
+/// Step `Aborted`: the target drops whatever a pre-copy staged (an import cannot have
+/// happened: the rollback was recorded only after the target's discard), the source takes
+/// writes again, and the move is over.
 async fn roll_back(ctx: &NodeCtx, map: &PlacementMap, prefix: &str, m: &MoveState) -> Result<()> {
     let discard = MoveCommand::Discard {
         prefix: prefix.to_string(),
@@ -420,4 +456,53 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
         keys: count,
         refused: String::new(),
     })
+}
+
+/// Where a request that `from` refused with `WrongGroup{epoch}` can go before this router's
+/// map shows the move committed: the target of move `epoch` of the domain holding `scopes`
+/// (all of them inside it),
+/// when the map shows that move under way from `from` and this node holds a replica of the
+/// target (to serve its reads and to carry the session). The request then goes as
+/// `Command::AfterImport`, which the target takes only once it holds the import.
+pub fn handover(
+    ctx: &NodeCtx,
+    from: GroupId,
+    epoch: u64,
+    scopes: &[(&str, bool)],
+) -> Option<GroupId> {
+    let current = ctx.placement.current();
+    let domain = current.lookup.domain_of(scopes.first()?.0)?;
+    let d = current
+        .map
+        .domains
+        .iter()
+        .find(|d| d.prefix == domain.prefix)?;
+    let m = d.moving.as_ref()?;
+    let inside = scopes.iter().all(|(k, _)| k.starts_with(d.prefix.as_str()));
+    (inside
+        && m.id == epoch
+        && m.from == from
+        && m.step == MoveStep::Begun
+        && ctx.host.get(m.to).is_some())
+    .then_some(m.to)
+}
+
+/// Waits (until `until`) for this node's replica of `group` to hold move `id`'s import; its
+/// revision, or `None` when the move was rolled back or the import did not arrive in time.
+pub async fn imported(
+    ctx: &NodeCtx,
+    group: GroupId,
+    id: u64,
+    until: tokio::time::Instant,
+) -> Option<u64> {
+    let h = ctx.host.get(group)?;
+    loop {
+        if let Some(at) = h.shared.read().import_outcome(id) {
+            return (at > 0).then_some(at);
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

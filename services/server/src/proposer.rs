@@ -72,6 +72,7 @@ fn size_of(cmd: &Command) -> usize {
         Command::Put(p) => p.key.len() + p.value.len(),
         Command::Delete(d) => d.key.len(),
         // A txn may carry up to 128 values: measure it, so a batch stays within its bytes.
+        Command::AfterImport { cmd, .. } => size_of(cmd) + 16,
         Command::Txn { .. }
         | Command::Batch(_)
         | Command::Lease(_)

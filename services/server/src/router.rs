@@ -107,9 +107,11 @@ impl NodeCtx {
     pub fn route_command(&self, cmd: &Command) -> Result<GroupId> {
         match cmd {
             Command::Batch(_) => return Err(Error::Internal("a batch is never routed".into())),
-            Command::Move(_) => {
+            Command::Move(_) | Command::AfterImport { .. } => {
                 return Err(Error::Internal(
-                    "a move step goes to the group its driver names, never routed by key".into(),
+                    "a move step, or a write handed over to a move's target, goes to the group \
+                     named with it, never routed by key"
+                        .into(),
                 ))
             }
             Command::Lease(l) => return self.route_lease(l),

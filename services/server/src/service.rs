@@ -127,6 +127,8 @@ impl KvService {
         let cmd = to_cmd(req.clone())?;
         let mut group = self.ctx.route_command(&cmd)?;
         let deadline = self.deadline();
+        // (source, move id) while the write is handed over to a move's target.
+        let mut handed: Option<(GroupId, u64)> = None;
         loop {
             if let Some(answer) = self
                 .ctx
@@ -135,20 +137,38 @@ impl KvService {
             {
                 return Ok(Written::Elsewhere(answer));
             }
-            match self.ctx.write(group, cmd.clone()).await {
+            let attempt = match handed {
+                Some((_, id)) => Command::AfterImport {
+                    id,
+                    cmd: Box::new(cmd.clone()),
+                },
+                None => cmd.clone(),
+            };
+            match self.ctx.write(group, attempt).await {
                 Ok((h, rev, result)) => {
                     return Ok(Written::Here(
                         self.ctx.header(&h, rev, &session.vector),
                         result,
                     ))
                 }
-                // The keys moved to another group: nothing changed; route again once this
-                // router knows where they went.
+                // The keys are moving, or moved, to another group: nothing changed. While the
+                // move is under way the write goes to its target, which takes it once it holds
+                // the import; otherwise (or when the target did not take it) route again once
+                // this router's map shows where they went.
                 Err(Error::WrongGroup { epoch, .. }) => {
-                    group = self
-                        .ctx
-                        .reroute(group, epoch, deadline, |_| self.ctx.route_command(&cmd))
-                        .await?;
+                    let (from, epoch) = handed.take().unwrap_or((group, epoch));
+                    match crate::moves::handover(&self.ctx, from, epoch, &cmd.scopes()) {
+                        Some(to) if to != group => {
+                            handed = Some((from, epoch));
+                            group = to;
+                        }
+                        _ => {
+                            group = self
+                                .ctx
+                                .reroute(from, epoch, deadline, |_| self.ctx.route_command(&cmd))
+                                .await?;
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -162,8 +182,10 @@ impl KvService {
 
     /// A read of `scope` (a key, or every key under it with `prefix`) served by this router:
     /// from the local replica of its group, which must hold the domain's copy (`since`) and
-    /// still own it (a released subtree is answered `WrongGroup`, then routed again). `read`
-    /// runs on the replica's state; `route` says where the scope lives by a map.
+    /// still own it. A subtree frozen for a move is read at the move's target once its replica
+    /// holds the import (the target may take writes from then on); failing that, or once
+    /// released, it is routed again by the map. `read` runs on the replica's state; `route`
+    /// says where the scope lives by a map.
     async fn read_here<R>(
         &self,
         scope: &str,
@@ -180,13 +202,30 @@ impl KvService {
                 .ctx
                 .prepare_read_from(group, opts.0, opts.1, floor)
                 .await?;
-            let (out, rev, released) = {
+            let (out, rev, frozen) = {
                 let s = r.handle.shared.read();
-                (read(&s), s.revision, s.released_at(scope, prefix))
+                (read(&s), s.revision, s.frozen_at(scope, prefix))
             };
-            match released {
+            match frozen {
                 None => return Ok((out, r, rev)),
                 Some(epoch) => {
+                    // Moving away: the target serves it once it holds the import (from then
+                    // on it may take writes, so the source's frozen copy would be stale).
+                    if let Some(to) =
+                        crate::moves::handover(&self.ctx, group, epoch, &[(scope, prefix)])
+                    {
+                        let r = self.ctx.prepare_read_from(to, opts.0, opts.1, 0).await?;
+                        if crate::moves::imported(&self.ctx, to, epoch, deadline)
+                            .await
+                            .is_some()
+                        {
+                            let (out, rev) = {
+                                let s = r.handle.shared.read();
+                                (read(&s), s.revision)
+                            };
+                            return Ok((out, r, rev));
+                        }
+                    }
                     group = self.ctx.reroute(group, epoch, deadline, &route).await?;
                     // The new owner may be served elsewhere (residency); the caller routes
                     // such a request from the start.

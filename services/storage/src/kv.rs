@@ -52,12 +52,16 @@ impl KvState {
         (result, events)
     }
 
-    fn apply_one(
+    pub(crate) fn apply_one(
         &mut self,
         revision: u64,
         cmd: &Command,
         events: &mut Vec<Event>,
     ) -> CommandResult {
+        // Judged by the move's import first; the write inside it by the usual rules.
+        if let Command::AfterImport { id, cmd } = cmd {
+            return self.apply_after_import(revision, *id, cmd, events);
+        }
         if let Some(epoch) = self.moved_away(cmd) {
             return CommandResult::WrongGroup { epoch };
         }
@@ -72,6 +76,8 @@ impl KvState {
                     .collect(),
             ),
             Command::Move(m) => self.apply_move(revision, m, events),
+            // Judged above, before the freeze check.
+            Command::AfterImport { id, cmd } => self.apply_after_import(revision, *id, cmd, events),
             Command::Put(op) => {
                 if !self.lease_usable(op.lease) {
                     return missing_lease(op.lease);

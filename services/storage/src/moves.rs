@@ -6,7 +6,7 @@
 
 use crate::kv::KvState;
 use meridian_types::{
-    CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection, MOVE_BYTES_MAX,
+    Command, CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection, MOVE_BYTES_MAX,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -174,10 +174,14 @@ impl KvState {
             MoveCommand::Discard { prefix, id, except } => {
                 let done = format!("{IMPORTED}{id}");
                 let staged = format!("{STAGED}{id}");
-                if self.keys.get(&done).is_some_and(|kv| kv.value == DISCARDED) {
-                    return CommandResult::Applied;
+                match self.import_outcome(*id) {
+                    Some(0) => return CommandResult::Applied,
+                    // The import is where this group took the subtree over (writes may have
+                    // followed it): too late to roll back — the driver commits instead.
+                    Some(at) => return CommandResult::Imported { at },
+                    None => {}
                 }
-                if self.keys.contains_key(&done) || self.keys.contains_key(&staged) {
+                if self.keys.contains_key(&staged) {
                     let gone: Vec<String> = self
                         .moving_keys(prefix, except)
                         .map(|kv| kv.key.clone())
@@ -185,8 +189,6 @@ impl KvState {
                     for key in gone {
                         self.drop_key(revision, key, events);
                     }
-                }
-                if self.keys.contains_key(&staged) {
                     self.remove_key(revision, &staged, false, events);
                 }
                 // The marker stays, saying "discarded": a copy still in flight whose import
@@ -266,6 +268,38 @@ impl KvState {
                 CommandResult::Applied
             }
         }
+    }
+
+    /// A write sent here before the router's map showed move `id` committed: applied once the
+    /// import is here (this group owns the subtree from then on), else `WrongGroup{id}`.
+    pub(crate) fn apply_after_import(
+        &mut self,
+        revision: u64,
+        id: u64,
+        cmd: &Command,
+        events: &mut Vec<Event>,
+    ) -> CommandResult {
+        let prefix = match self.keys.get(&format!("{IMPORTED}{id}")) {
+            Some(kv) if kv.value != DISCARDED => String::from_utf8_lossy(&kv.value).into_owned(),
+            _ => return CommandResult::WrongGroup { epoch: id },
+        };
+        if matches!(
+            cmd,
+            Command::AfterImport { .. } | Command::Batch(_) | Command::Move(_)
+        ) {
+            return reject(
+                "bad_handover",
+                "only a key write can follow a move's import".into(),
+            );
+        }
+        let scopes = cmd.scopes();
+        if scopes.is_empty() || scopes.iter().any(|(k, _)| !k.starts_with(prefix.as_str())) {
+            return reject(
+                "bad_handover",
+                format!("the write reaches outside {prefix}, the subtree move {id} brought here"),
+            );
+        }
+        self.apply_one(revision, cmd, events)
     }
 
     /// Freezes `prefix` for move `epoch` (or finds it frozen by it): the checks of a first
@@ -368,7 +402,7 @@ impl KvState {
 
     /// What became of move `id`'s import here: its revision, 0 when rolled back, `None` when
     /// it has not happened.
-    fn import_outcome(&self, id: u64) -> Option<u64> {
+    pub fn import_outcome(&self, id: u64) -> Option<u64> {
         self.keys.get(&format!("{IMPORTED}{id}")).map(|kv| {
             if kv.value == DISCARDED {
                 0
@@ -542,7 +576,7 @@ fn decode(bytes: &[u8]) -> Frozen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_types::{Command, DeleteOp, LeaseCommand, LockKind, LockMode, Op, PutOp};
+    use meridian_types::{DeleteOp, LeaseCommand, LockKind, LockMode, Op, PutOp};
 
     fn put(s: &mut KvState, rev: u64, key: &str, value: &str) -> CommandResult {
         s.apply(rev, &Command::Put(PutOp::new(key, value))).0
@@ -730,35 +764,18 @@ mod tests {
             "a repeat answers the first import's revision"
         );
         assert!(ev.is_empty(), "a repeated import changes nothing");
-        // A rolled-back move: the target drops what the import created, once.
+        // The import decided the move: a rollback asked for afterwards changes nothing and
+        // answers the import's revision, so the driver commits instead.
         let discard = MoveCommand::Discard {
             prefix: "/a/".into(),
             id: 3,
             except: vec![],
         };
-        let (r, ev) = mv(&mut dst, 9, discard.clone());
-        assert_eq!(r, CommandResult::Applied);
-        assert!(dst.get("/a/k").is_none());
-        assert!(dst.get("/b/x").is_some(), "other keys stay");
-        assert!(ev.iter().any(|e| e.kind == EventKind::Dropped));
-        let (r, ev) = mv(&mut dst, 10, discard);
-        assert_eq!(r, CommandResult::Applied);
-        assert!(ev.is_empty(), "already discarded: nothing changes");
-        // A copy whose import lands after the rollback changes nothing.
-        let late = MoveCommand::Import {
-            prefix: "/a/".into(),
-            id: 3,
-            keys: keys.clone(),
-        };
-        let (r, ev) = mv(&mut dst, 11, late);
-        assert_eq!(
-            r,
-            CommandResult::Imported { at: 0 },
-            "rolled back: no import"
-        );
+        let (r, ev) = mv(&mut dst, 9, discard);
+        assert_eq!(r, CommandResult::Imported { at: 7 });
         assert!(
-            ev.is_empty() && dst.get("/a/k").is_none(),
-            "a late import is ignored"
+            ev.is_empty() && dst.get("/a/k").is_some(),
+            "nothing dropped"
         );
         // A rollback before any import leaves the marker, so a late import is ignored too.
         let early = MoveCommand::Discard {
@@ -766,15 +783,17 @@ mod tests {
             id: 5,
             except: vec![],
         };
-        assert_eq!(mv(&mut dst, 12, early).0, CommandResult::Applied);
+        let mut fresh = KvState::default();
+        assert_eq!(mv(&mut fresh, 12, early).0, CommandResult::Applied);
         let late = MoveCommand::Import {
             prefix: "/a/".into(),
             id: 5,
             keys: keys.clone(),
         };
-        mv(&mut dst, 13, late);
+        let (r, _) = mv(&mut fresh, 13, late);
+        assert_eq!(r, CommandResult::Imported { at: 0 });
         assert!(
-            dst.get("/a/k").is_none(),
+            fresh.get("/a/k").is_none(),
             "a late import of a rolled-back move is ignored"
         );
         let stray = MoveCommand::Import {
@@ -1064,5 +1083,53 @@ mod tests {
         assert!(
             matches!(mv(&mut s, 11, export).0, CommandResult::Rejected(ref r) if r.rule == "move_step")
         );
+    }
+
+    /// A write handed over to the target before the map shows the commit waits for the import:
+    /// refused (`WrongGroup{id}`, nothing changed) before it, applied after it, and only inside
+    /// the imported subtree; a rolled-back move never takes it.
+    #[test]
+    fn a_handed_over_write_needs_the_import() {
+        let mut dst = KvState::default();
+        let write = |key: &str| Command::AfterImport {
+            id: 4,
+            cmd: Box::new(Command::Put(PutOp::new(key, "w"))),
+        };
+        let (r, ev) = dst.apply(1, &write("/a/1"));
+        assert_eq!(r, CommandResult::WrongGroup { epoch: 4 });
+        assert!(ev.is_empty() && dst.get("/a/1").is_none());
+        let import = MoveCommand::Import {
+            prefix: "/a/".into(),
+            id: 4,
+            keys: vec![],
+        };
+        mv(&mut dst, 2, import);
+        assert!(matches!(
+            dst.apply(3, &write("/a/1")).0,
+            CommandResult::Op(_)
+        ));
+        assert_eq!(dst.get("/a/1").map(|k| k.mod_revision), Some(3));
+        let (r, ev) = dst.apply(4, &write("/b/1"));
+        assert!(
+            matches!(r, CommandResult::Rejected(ref r) if r.rule == "bad_handover"),
+            "{r:?}"
+        );
+        assert!(ev.is_empty());
+        // Discarded before any import: never taken.
+        let discard = MoveCommand::Discard {
+            prefix: "/c/".into(),
+            id: 5,
+            except: vec![],
+        };
+        mv(&mut dst, 5, discard);
+        let late = Command::AfterImport {
+            id: 5,
+            cmd: Box::new(Command::Put(PutOp::new("/c/1", "w"))),
+        };
+        assert_eq!(
+            dst.apply(6, &late).0,
+            CommandResult::WrongGroup { epoch: 5 }
+        );
+        assert!(dst.get("/c/1").is_none());
     }
 }

@@ -149,6 +149,14 @@ pub enum Command {
     Placement(crate::placement::PlacementChange),
     /// A domain move's step in the source or the target group (docs/placement.md).
     Move(MoveCommand),
+    /// A write a router sends to a move's target before its map shows the move committed
+    /// (the source answered `WrongGroup`): applied only once move `id`'s import is here —
+    /// the import is the point where the target owns the subtree — otherwise answered
+    /// `WrongGroup{id}`, changing nothing. Never nested.
+    AfterImport {
+        id: u64,
+        cmd: Box<Command>,
+    },
 }
 
 /// The source's and the target's halves of a domain move. Each is idempotent, so a driver that
@@ -259,6 +267,7 @@ impl Command {
                 Some(keys)
             }
             Command::Batch(_) => None,
+            Command::AfterImport { cmd, .. } => cmd.keys(),
             Command::Placement(_) => Some(vec![crate::placement::PLACEMENT_KEY]),
             // A move step touches a whole subtree.
             Command::Move(_) => None,
@@ -301,6 +310,7 @@ impl Command {
                 .map(|c| (c.key.as_str(), false))
                 .chain(success.iter().chain(failure).map(op_scope))
                 .collect(),
+            Command::AfterImport { cmd, .. } => cmd.scopes(),
             Command::Batch(_) | Command::Lease(_) | Command::Placement(_) | Command::Move(_) => {
                 Vec::new()
             }

@@ -44,6 +44,9 @@ pub struct Limits {
     /// Longest a lock acquire may wait, and the longest lock-delay.
     pub lock_wait_ms_max: u64,
     pub lock_delay_ms_max: u64,
+    /// Most keys a second a domain move's pre-copy (at the target) and release (at the source)
+    /// move, so the groups' other work keeps its pace; 0: as fast as the groups allow.
+    pub move_keys_per_s: u64,
     /// Test hook, 0 in production: a domain move pauses this long at each of its points
     /// (before the copy, between freeze and import, before the release) so process tests can
     /// kill nodes at a chosen step.
@@ -66,6 +69,7 @@ impl Default for Limits {
             lease_tick_ms: 50,
             lock_wait_ms_max: 600_000,
             lock_delay_ms_max: 60_000,
+            move_keys_per_s: 2000,
             move_step_pause_ms: 0,
         }
     }

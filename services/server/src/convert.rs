@@ -184,7 +184,7 @@ pub fn kv_keys_only(kv: KeyValue) -> pb::KeyValue {
 pub fn event_out(ev: &Event, prev_kv: bool) -> pb::Event {
     pb::Event {
         r#type: match ev.kind {
-            EventKind::Put => pb::event::EventType::Put as i32,
+            EventKind::Put | EventKind::Placed => pb::event::EventType::Put as i32,
             // Watchers never receive these (watch.rs filters them); a delete is the nearest.
             EventKind::Delete | EventKind::Dropped => pb::event::EventType::Delete as i32,
         },

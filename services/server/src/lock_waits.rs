@@ -91,7 +91,7 @@ pub async fn run(
                         }
                         let outcome = match ev.kind {
                             EventKind::Delete | EventKind::Dropped => Some(WaitOutcome::Gone),
-                            EventKind::Put => outcome_of(&shared, key),
+                            EventKind::Put | EventKind::Placed => outcome_of(&shared, key),
                         };
                         if let Some(o) = outcome {
                             waits.resolve(key, o);

@@ -7,15 +7,18 @@
 //!
 //! | map step    | who does what                                                          |
 //! |-------------|------------------------------------------------------------------------|
-//! | `Begun`     | the driver asks a voter of the target for the copy: it freezes the prefix at the source (writes under it stop; the answer is its keys), imports them into the target and commits `CommitMove{at}` in the global group |
-//! | `Committed` | the target owns the prefix, routers follow; the driver has the source `Release` it (drop its copy), then `FinishMove` |
-//! | `Aborted`   | rolled back (a refused freeze, or a copy stuck for a minute): the target `Discard`s what it imported, the source `Unfreeze`s, then `FinishMove` |
+//! | `Begun`     | the driver asks a voter of the target for the copy: it pre-copies the subtree in pages (`Export` at the source, `Stage` at the target, writes go on), freezes the source (`FreezeAfter`: writes and reads under the prefix stop there; the answer is what changed since the first page), imports that (`ImportDelta` — from here the target owns the prefix) and commits `CommitMove{at}` in the global group |
+//! | `Committed` | routers follow the map; the driver has the source release its copy in slices (`ReleaseSome`), then `FinishMove` |
+//! | `Aborted`   | rolled back (a refused freeze, or a copy stuck for a minute, and the target's `Discard` came before any import): the source `Unfreeze`s, then `FinishMove` |
 //!
-//! A source that refuses the freeze (leases or locks under the prefix) rolls the move back
-//! (`AbortMove` with the reason, kept in `moves_done`; the global group then refuses a late
-//! `CommitMove`, so the cleanup cannot race a copy). The moved data never
-//! passes through the driver: the copy runs on a replica of the target group, which the global
-//! group has checked against every policy of the moved domains.
+//! **The import decides.** A router whose request the frozen source refuses hands it to the
+//! move's target (`handover`: a write as `Command::AfterImport`, a read at the target's replica
+//! once it holds the import) instead of waiting for its map, so the pause is the freeze's
+//! answer crossing to the target, not a commit in the global group. So a rollback must ask the
+//! target first: its `Discard` either comes before the import (which then changes nothing) or
+//! finds it, and the move is committed instead (`abort`). The moved data never passes through
+//! the driver: the copy runs on a replica of the target group, which the global group has
+//! checked against every policy of the moved domains.
 
 use crate::ctx::NodeCtx;
 use crate::error::{Error, Result};
@@ -36,14 +39,51 @@ use tokio::sync::watch;
 const DRIVE_TICK: Duration = Duration::from_millis(200);
 /// Pause after a step that failed for a reason that may pass (a leader election, a timeout).
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
-/// A move that cannot get its source frozen or its copy made for this long is rolled back.
+/// A move that cannot get its source frozen or its copy made for this long (counted again
+/// after a copy attempt that ran long enough to have made progress) is rolled back.
 const STUCK_MAX: Duration = Duration::from_secs(60);
 /// Most keys of one pre-copy page (each also bounded to 1 MiB by the source).
 const PAGE_KEYS: u32 = 1000;
 /// Most keys one release slice drops at the source.
 const RELEASE_SLICE_KEYS: u32 = 1000;
-/// Pause between release slices, leaving the source's replicas room for other work.
-const SLICE_GAP: Duration = Duration::from_millis(20);
+/// Least pause between release slices and between pre-copy pages, leaving the replicas of both
+/// groups room for other work (nobody waits for these steps); `limits.move_keys_per_s` may
+/// space them more.
+const SLICE_GAP: Duration = Duration::from_millis(30);
+/// Longest the driver waits for one copy (a paced pre-copy of a large subtree takes minutes;
+/// a copy that cannot make progress fails sooner, each of its steps within the write deadline).
+const COPY_DEADLINE: Duration = Duration::from_secs(900);
+/// A copy attempt that ran this long made progress: the stuck clock starts again after it.
+const COPY_PROGRESS: Duration = Duration::from_secs(10);
+
+/// Spaces the bulk steps of a move (pre-copy pages, release slices) to at most `per_s` keys a
+/// second (0: no limit) and at least [`SLICE_GAP`] apart.
+struct Pace {
+    start: tokio::time::Instant,
+    keys: u64,
+    per_s: u64,
+}
+
+impl Pace {
+    fn new(per_s: u64) -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            keys: 0,
+            per_s,
+        }
+    }
+
+    /// After a step that moved `keys` keys: waits until the next may start.
+    async fn after(&mut self, keys: u64) {
+        self.keys += keys;
+        let now = tokio::time::Instant::now();
+        let mut next = now + SLICE_GAP;
+        if let Some(ms) = self.keys.saturating_mul(1000).checked_div(self.per_s) {
+            next = next.max(self.start + Duration::from_millis(ms));
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
 /// Test hook (`limits.move_step_pause_ms`, 0 in production): pause at each point of a move —
 /// the driver before the copy and before the release, the copy between the freeze and the
 /// import — so process tests can kill nodes at a chosen step.
@@ -133,7 +173,16 @@ async fn step(
             }
             test_pause(ctx, "begun").await;
             let epoch = ctx.placement.epoch();
-            let reply = copy(ctx, map, &prefix, m).await?;
+            let attempt = Instant::now();
+            let reply = match copy(ctx, map, &prefix, m).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if attempt.elapsed() > COPY_PROGRESS {
+                        stuck.insert(id, Instant::now());
+                    }
+                    return Err(e);
+                }
+            };
             if !reply.refused.is_empty() {
                 return abort(ctx, map, &prefix, m, reply.refused).await;
             }
@@ -155,6 +204,7 @@ async fn step(
             stuck.remove(&id);
             test_pause(ctx, "committed").await;
             // In slices, so the source's replicas never apply one huge entry.
+            let mut pace = Pace::new(ctx.limits.move_keys_per_s);
             loop {
                 let release = MoveCommand::ReleaseSome {
                     prefix: prefix.clone(),
@@ -163,7 +213,9 @@ async fn step(
                 };
                 match ctx.commit(m.from, Command::Move(release)).await? {
                     (_, CommandResult::Released { left: 0 }) => break,
-                    (_, CommandResult::Released { .. }) => tokio::time::sleep(SLICE_GAP).await,
+                    (_, CommandResult::Released { .. }) => {
+                        pace.after(RELEASE_SLICE_KEYS as u64).await
+                    }
                     (_, CommandResult::Rejected(r)) => {
                         // The source holds no freeze of this move: nothing of it to drop.
                         tracing::warn!(%prefix, id, "move: release refused: {}", r.message);
@@ -309,7 +361,7 @@ async fn copy(
     prefix: &str,
     m: &MoveState,
 ) -> Result<MoveCopyReply> {
-    let timeout = Duration::from_millis(ctx.limits.write_timeout_ms * 2);
+    let timeout = COPY_DEADLINE;
     let request = MoveCopyRequest {
         prefix: prefix.to_string(),
         id: m.id,
@@ -364,6 +416,7 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
     let mut after = None;
     let mut count = 0u64;
     let mut imported = None;
+    let mut pace = Pace::new(ctx.limits.move_keys_per_s);
     loop {
         let export = MoveCommand::Export {
             prefix: req.prefix.clone(),
@@ -381,7 +434,8 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
         };
         let Some(last) = page.last() else { break };
         after_key = last.key.clone();
-        count += page.len() as u64;
+        let keys = page.len() as u64;
+        count += keys;
         let stage = MoveCommand::Stage {
             prefix: req.prefix.clone(),
             id: req.id,
@@ -398,42 +452,70 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
             (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
             (_, other) => return Err(Error::Internal(format!("stage answered {other:?}"))),
         }
+        pace.after(keys).await;
     }
     let at = match imported {
         Some(at) => at,
         None => {
-            // The pause begins: the freeze answers only what changed during the pre-copy.
-            let freeze = MoveCommand::FreezeAfter {
-                prefix: req.prefix.clone(),
-                epoch: req.id,
-                except: req.except.clone(),
-                after: after.unwrap_or(0),
-            };
-            let (changed, present) = match ctx.commit(from, Command::Move(freeze)).await? {
-                (_, CommandResult::Delta { changed, present }) => (changed, present),
-                (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
-                (_, other) => return Err(Error::Internal(format!("freeze answered {other:?}"))),
-            };
-            test_pause(ctx, "frozen").await;
-            let import = MoveCommand::ImportDelta {
-                prefix: req.prefix.clone(),
-                id: req.id,
-                except: req.except.clone(),
-                changed,
-                present,
-            };
-            // The import's revision comes with its answer (a repeat answers the first one's),
-            // so nothing here waits for this replica to apply it.
-            match ctx.commit(to, Command::Move(import)).await? {
-                (_, CommandResult::Imported { at: 0 }) => return Ok(rolled_back()),
-                (_, CommandResult::Imported { at }) => at,
-                // A pre-copy that missed a key (it cannot, unless a bug): the next copy starts
-                // over; the move is rolled back if it keeps failing.
-                (_, CommandResult::Rejected(r)) if r.rule == "bad_import" => {
-                    return Err(Error::Internal(format!("import refused: {}", r.message)))
+            // The pause begins: the freeze answers only what changed during the pre-copy and
+            // how many keys there are; their names only if a key was deleted meanwhile.
+            let mut names = false;
+            loop {
+                let freeze = MoveCommand::FreezeAfter {
+                    prefix: req.prefix.clone(),
+                    epoch: req.id,
+                    except: req.except.clone(),
+                    after: after.unwrap_or(0),
+                    names,
+                };
+                let frozen_at = Instant::now();
+                let (changed, count, present) =
+                    match ctx.commit(from, Command::Move(freeze)).await? {
+                        (
+                            _,
+                            CommandResult::Delta {
+                                changed,
+                                count,
+                                present,
+                            },
+                        ) => (changed, count, present),
+                        (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+                        (_, other) => {
+                            return Err(Error::Internal(format!("freeze answered {other:?}")))
+                        }
+                    };
+                tracing::info!(prefix = %req.prefix, id = req.id, changed = changed.len(), count, names, freeze_ms = frozen_at.elapsed().as_millis() as u64, "move: frozen at the source");
+                test_pause(ctx, "frozen").await;
+                let import_at = Instant::now();
+                let import = MoveCommand::ImportDelta {
+                    prefix: req.prefix.clone(),
+                    id: req.id,
+                    except: req.except.clone(),
+                    changed,
+                    present: names.then_some(present),
+                    count,
+                };
+                // The import's revision comes with its answer (a repeat answers the first
+                // one's), so nothing here waits for this replica to apply it.
+                match ctx.commit(to, Command::Move(import)).await? {
+                    (_, CommandResult::Imported { at: 0 }) => return Ok(rolled_back()),
+                    (_, CommandResult::Imported { at }) => {
+                        tracing::info!(prefix = %req.prefix, id = req.id, at, import_ms = import_at.elapsed().as_millis() as u64, "move: imported at the target");
+                        break at;
+                    }
+                    (_, CommandResult::Rejected(r)) if r.rule == "names_needed" && !names => {
+                        names = true;
+                    }
+                    // A pre-copy that missed a key (it cannot, unless a bug): the next copy
+                    // starts over; the move is rolled back if it keeps failing.
+                    (_, CommandResult::Rejected(r)) if r.rule == "bad_import" => {
+                        return Err(Error::Internal(format!("import refused: {}", r.message)))
+                    }
+                    (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
+                    (_, other) => {
+                        return Err(Error::Internal(format!("import answered {other:?}")))
+                    }
                 }
-                (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
-                (_, other) => return Err(Error::Internal(format!("import answered {other:?}"))),
             }
         }
     };

@@ -33,7 +33,10 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, ev: &Event) -> bool {
-        if ev.kind == meridian_types::EventKind::Dropped {
+        if matches!(
+            ev.kind,
+            meridian_types::EventKind::Dropped | meridian_types::EventKind::Placed
+        ) {
             return false;
         }
         if self.prefix {

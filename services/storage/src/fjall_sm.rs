@@ -180,6 +180,14 @@ impl SmPersist for FjallSm {
                     ops.push(WriteOp::Remove(self.kv.clone(), key));
                     continue;
                 }
+                EventKind::Placed => {
+                    ops.push(WriteOp::Put(
+                        self.kv.clone(),
+                        key,
+                        bincode::serialize(&ev.kv)?,
+                    ));
+                    continue;
+                }
             });
             ops.push(WriteOp::Put(
                 self.hist.clone(),

@@ -208,6 +208,10 @@ impl MemSm {
                     g.loaded.kv.keys.remove(&ev.kv.key);
                     continue;
                 }
+                meridian_types::EventKind::Placed => {
+                    g.loaded.kv.keys.insert(ev.kv.key.clone(), ev.kv.clone());
+                    continue;
+                }
             }
             g.history.push_back(ev.clone());
         }

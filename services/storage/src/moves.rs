@@ -32,6 +32,14 @@ fn reject(rule: &str, message: String) -> CommandResult {
     })
 }
 
+/// How an import tells which staged keys the source no longer has.
+enum Staged {
+    /// The name of every key under the prefix at the source.
+    Exactly(Vec<String>),
+    /// How many there are: enough when nothing was deleted during the pre-copy.
+    Count(u64),
+}
+
 /// What a frozen subtree's marker holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frozen {
@@ -128,17 +136,26 @@ impl KvState {
                 epoch,
                 except,
                 after,
+                names,
             } => match self.freeze(revision, prefix, *epoch, except, events) {
                 Ok(m) => {
                     let mut changed = Vec::new();
                     let mut present = Vec::new();
+                    let mut count = 0;
                     for kv in self.moving_keys(prefix, &m.except) {
                         if kv.mod_revision > *after {
                             changed.push(kv.clone());
                         }
-                        present.push(kv.key.clone());
+                        if *names {
+                            present.push(kv.key.clone());
+                        }
+                        count += 1;
                     }
-                    CommandResult::Delta { changed, present }
+                    CommandResult::Delta {
+                        changed,
+                        count,
+                        present,
+                    }
                 }
                 Err(refused) => *refused,
             },
@@ -197,7 +214,8 @@ impl KvState {
                 CommandResult::Applied
             }
             MoveCommand::Import { prefix, id, keys } => {
-                self.import(revision, prefix, *id, &[], keys, None, events)
+                let staged = Staged::Exactly(keys.iter().map(|kv| kv.key.clone()).collect());
+                self.import(revision, prefix, *id, &[], keys, &staged, events)
             }
             MoveCommand::ImportDelta {
                 prefix,
@@ -205,15 +223,14 @@ impl KvState {
                 except,
                 changed,
                 present,
-            } => self.import(
-                revision,
-                prefix,
-                *id,
-                except,
-                changed,
-                Some(present),
-                events,
-            ),
+                count,
+            } => {
+                let staged = match present {
+                    Some(names) => Staged::Exactly(names.clone()),
+                    None => Staged::Count(*count),
+                };
+                self.import(revision, prefix, *id, except, changed, &staged, events)
+            }
             MoveCommand::Export {
                 prefix,
                 except,
@@ -412,8 +429,8 @@ impl KvState {
         })
     }
 
-    /// The import of move `id`, once: `changed` written at this revision; with `present` (a
-    /// pre-copy), staged keys it does not name are dropped — and every name must be here.
+    /// The import of move `id`, once: `changed` written at this revision; staged keys the
+    /// source no longer has are dropped (`staged` says how to tell).
     #[allow(clippy::too_many_arguments)]
     fn import(
         &mut self,
@@ -422,7 +439,7 @@ impl KvState {
         id: u64,
         except: &[String],
         changed: &[KeyValue],
-        present: Option<&Vec<String>>,
+        staged: &Staged,
         events: &mut Vec<Event>,
     ) -> CommandResult {
         if let Some(at) = self.import_outcome(id) {
@@ -434,15 +451,14 @@ impl KvState {
                 format!("{} is not under the moved prefix {prefix}", k.key),
             );
         }
-        if let Some(present) = present {
-            let keep: BTreeSet<&str> = present
-                .iter()
-                .map(String::as_str)
-                .chain(changed.iter().map(|kv| kv.key.as_str()))
-                .collect();
-            if let Some(missing) = keep.iter().find(|k| !self.keys.contains_key(**k)) {
-                let fresh = changed.iter().any(|kv| kv.key == *missing);
-                if !fresh {
+        match staged {
+            Staged::Exactly(present) => {
+                let keep: BTreeSet<&str> = present.iter().map(String::as_str).collect();
+                let fresh: BTreeSet<&str> = changed.iter().map(|kv| kv.key.as_str()).collect();
+                if let Some(missing) = keep
+                    .iter()
+                    .find(|k| !fresh.contains(**k) && !self.keys.contains_key(**k))
+                {
                     return reject(
                         "bad_import",
                         format!(
@@ -451,14 +467,35 @@ impl KvState {
                         ),
                     );
                 }
+                let stale: Vec<String> = self
+                    .moving_keys(prefix, except)
+                    .filter(|kv| {
+                        !keep.contains(kv.key.as_str()) && !fresh.contains(kv.key.as_str())
+                    })
+                    .map(|kv| kv.key.clone())
+                    .collect();
+                for key in stale {
+                    self.drop_key(revision, key, events);
+                }
             }
-            let stale: Vec<String> = self
-                .moving_keys(prefix, except)
-                .filter(|kv| !keep.contains(kv.key.as_str()))
-                .map(|kv| kv.key.clone())
-                .collect();
-            for key in stale {
-                self.drop_key(revision, key, events);
+            // Every key the source has is staged or changed, so the two sets are equal exactly
+            // when their sizes are: more here means a staged key was deleted at the source.
+            Staged::Count(count) => {
+                let here = self.moving_keys(prefix, except).count() as u64;
+                let new = changed
+                    .iter()
+                    .filter(|kv| !self.keys.contains_key(&kv.key))
+                    .count() as u64;
+                if here + new != *count {
+                    return reject(
+                        "names_needed",
+                        format!(
+                            "{prefix} would hold {} keys here but {count} at the source: keys \
+                             were deleted during the pre-copy; import with their names",
+                            here + new
+                        ),
+                    );
+                }
             }
         }
         // A subtree that once moved away from here and now comes back.
@@ -495,7 +532,7 @@ impl KvState {
         };
         self.keys.insert(kv.key.clone(), new.clone());
         events.push(Event {
-            kind: EventKind::Put,
+            kind: EventKind::Placed,
             kv: new,
             prev_kv: prev,
         });
@@ -932,14 +969,20 @@ mod tests {
             }
         }
         let after = first.expect("a page");
-        let f = MoveCommand::FreezeAfter {
+        let freeze = |names: bool| MoveCommand::FreezeAfter {
             prefix: "/a/".into(),
             epoch: 4,
             except: vec![],
             after,
+            names,
         };
-        let (r, _) = mv(&mut src, 30, f);
-        let CommandResult::Delta { changed, present } = r else {
+        let (r, _) = mv(&mut src, 30, freeze(false));
+        let CommandResult::Delta {
+            changed,
+            count,
+            present,
+        } = r
+        else {
             panic!("{r:?}")
         };
         let changed_keys: Vec<&str> = changed.iter().map(|kv| kv.key.as_str()).collect();
@@ -948,13 +991,34 @@ mod tests {
             vec!["/a/0", "/a/9"],
             "only what changed after the first page"
         );
+        assert_eq!((count, present.len()), (7, 0), "names only when asked");
+        // A key was deleted during the pre-copy: the count gives it away, nothing changes.
+        let by_count = MoveCommand::ImportDelta {
+            prefix: "/a/".into(),
+            id: 4,
+            except: vec![],
+            changed: changed.clone(),
+            present: None,
+            count,
+        };
+        let (r, ev) = mv(&mut dst, 31, by_count);
+        assert!(
+            matches!(r, CommandResult::Rejected(ref r) if r.rule == "names_needed"),
+            "{r:?}"
+        );
+        assert!(ev.is_empty());
+        let (r, _) = mv(&mut src, 31, freeze(true));
+        let CommandResult::Delta { present, .. } = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(present.len(), 7);
         let import = MoveCommand::ImportDelta {
             prefix: "/a/".into(),
             id: 4,
             except: vec![],
             changed,
-            present,
+            present: Some(present),
+            count,
         };
         let (r, ev) = mv(&mut dst, 31, import.clone());
         assert_eq!(r, CommandResult::Imported { at: 31 });
@@ -1022,7 +1086,8 @@ mod tests {
             id: 6,
             except: vec![],
             changed: vec![],
-            present: vec!["/a/1".into()],
+            present: None,
+            count: 1,
         };
         assert_eq!(mv(&mut t, 4, late).0, CommandResult::Imported { at: 0 });
         // An import naming a key the pre-copy never brought is refused, changing nothing.
@@ -1031,7 +1096,8 @@ mod tests {
             id: 7,
             except: vec![],
             changed: vec![],
-            present: vec!["/a/never".into()],
+            present: Some(vec!["/a/never".into()]),
+            count: 1,
         };
         let (r, ev) = mv(&mut t, 5, gap);
         assert!(
@@ -1131,5 +1197,68 @@ mod tests {
             CommandResult::WrongGroup { epoch: 5 }
         );
         assert!(dst.get("/c/1").is_none());
+    }
+
+    /// Nothing deleted during the pre-copy: the count is enough, and the import completes it.
+    #[test]
+    fn without_deletes_the_count_is_enough() {
+        let mut src = KvState::default();
+        for i in 0..4 {
+            put(&mut src, i + 1, &format!("/a/{i}"), "old");
+        }
+        let export = MoveCommand::Export {
+            prefix: "/a/".into(),
+            except: vec![],
+            after: String::new(),
+            limit: 100,
+        };
+        let CommandResult::Exported(page) = mv(&mut src, 5, export).0 else {
+            panic!("export")
+        };
+        let mut dst = KvState::default();
+        let stage = MoveCommand::Stage {
+            prefix: "/a/".into(),
+            id: 2,
+            keys: page,
+        };
+        mv(&mut dst, 1, stage);
+        put(&mut src, 6, "/a/1", "new");
+        put(&mut src, 7, "/a/7", "created");
+        let freeze = MoveCommand::FreezeAfter {
+            prefix: "/a/".into(),
+            epoch: 2,
+            except: vec![],
+            after: 5,
+            names: false,
+        };
+        let CommandResult::Delta { changed, count, .. } = mv(&mut src, 8, freeze).0 else {
+            panic!("delta")
+        };
+        assert_eq!((changed.len(), count), (2, 5));
+        let import = MoveCommand::ImportDelta {
+            prefix: "/a/".into(),
+            id: 2,
+            except: vec![],
+            changed,
+            present: None,
+            count,
+        };
+        assert_eq!(mv(&mut dst, 2, import).0, CommandResult::Imported { at: 2 });
+        let values: Vec<(&str, &[u8])> = dst
+            .keys
+            .range("/a/".to_string()..)
+            .take_while(|(k, _)| k.starts_with("/a/"))
+            .map(|(k, kv)| (k.as_str(), kv.value.as_slice()))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("/a/0", &b"old"[..]),
+                ("/a/1", b"new"),
+                ("/a/2", b"old"),
+                ("/a/3", b"old"),
+                ("/a/7", b"created")
+            ]
+        );
     }
 }

@@ -22,6 +22,9 @@ pub enum EventKind {
     /// The key left this group with its moved subtree (a domain move's release): the data did
     /// not change, so watchers never see it; the store drops the key.
     Dropped,
+    /// The key arrived with a moved subtree (a domain move's pre-copy or import): not a change
+    /// of the data either, so watchers never see it and it has no history; the store writes it.
+    Placed,
 }
 
 /// One change, as a watcher sees it. For a delete, `kv` holds the key and the deleting revision.
@@ -208,21 +211,27 @@ pub enum MoveCommand {
         keys: Vec<KeyValue>,
     },
     /// Source: `Freeze`, answering only what changed after revision `after` (the pre-copy's
-    /// first page) and the names of every key under the prefix (`Delta`).
+    /// first page), how many keys are under the prefix, and with `names` the name of each
+    /// (`Delta`).
     FreezeAfter {
         prefix: String,
         epoch: u64,
         except: Vec<String>,
         after: u64,
+        names: bool,
     },
     /// Target: the import that completes a pre-copy — `changed` written at this entry's
-    /// revision, staged keys not in `present` dropped; once per move `id` (`Imported{at}`).
+    /// revision; once per move `id` (`Imported{at}`). Staged keys the source no longer has are
+    /// dropped: those not in `present` when it is given; without it the subtree must come to
+    /// `count` keys (nothing was deleted during the pre-copy), else it is refused with
+    /// `names_needed`, changing nothing.
     ImportDelta {
         prefix: String,
         id: u64,
         except: Vec<String>,
         changed: Vec<KeyValue>,
-        present: Vec<String>,
+        present: Option<Vec<String>>,
+        count: u64,
     },
     /// Source, once the target owns the subtree: reads under it are refused from now on and at
     /// most `limit` of its keys are dropped (`Released{left}`); repeated until none is left.
@@ -343,10 +352,11 @@ pub enum CommandResult {
         epoch: u64,
     },
     Rejected(Rejection),
-    /// A `MoveCommand::FreezeAfter`: the keys changed after the pre-copy began, and the name
-    /// of every key under the prefix now.
+    /// A `MoveCommand::FreezeAfter`: the keys changed after the pre-copy began, how many keys
+    /// are under the prefix now, and (when asked) their names.
     Delta {
         changed: Vec<KeyValue>,
+        count: u64,
         present: Vec<String>,
     },
     /// A `MoveCommand::ReleaseSome`: how many keys of the subtree the source still holds.

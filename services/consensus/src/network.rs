@@ -124,6 +124,7 @@ pub struct GroupNetworkFactory {
     group: GroupId,
     pool: Arc<PeerPool>,
     learners: Arc<std::collections::BTreeSet<u64>>,
+    applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl GroupNetworkFactory {
@@ -132,7 +133,16 @@ impl GroupNetworkFactory {
             group,
             pool,
             learners: Arc::default(),
+            applied: None,
         }
+    }
+
+    /// This node's applied index of the group: while it leads, the commit index (moments
+    /// later). With it, a target whose append is still out hears of a commit beside it
+    /// (see [`GroupPeer`]).
+    pub fn with_applied(mut self, applied: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.applied = Some(applied);
+        self
     }
 
     /// Nodes that are only ever learners of this group (never voters): their empty
@@ -158,6 +168,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             learner: self.learners.contains(&target),
             last_sent: None,
             commit_notices: None,
+            applied: self.applied.clone(),
         }
     }
 }
@@ -195,6 +206,17 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// is sent *beside* the replication stream (see [`commit_notifier`]): the learner still hears
 /// of the commit one way later, not at the next heartbeat, and entries never queue behind it.
 /// This never touches voters: their heartbeats confirm leadership.
+///
+/// The other half of the same limit: while an append is out to a far target (a voter or a
+/// learner in another region), openraft sends nothing else to it, so a commit of those very
+/// entries (made by nearer voters' acknowledgements) reaches it only with the next request —
+/// one and a half round trips after the append left. So while an append is out for longer
+/// than [`NOTICE_AFTER`], a commit of its entries is sent beside it as a commit-only
+/// AppendEntries whose `prev_log_id` is the append's last entry: the target processes it after
+/// the append (one connection, one Raft core, in order) and commits at half a round trip after
+/// the commit; should it overtake the append, the target answers `Conflict`, changes nothing,
+/// and the next request tells it. The answer is only logged; the leader's view of the target
+/// comes from the append's own answer.
 pub struct GroupPeer {
     link: PeerLink,
     learner: bool,
@@ -202,6 +224,8 @@ pub struct GroupPeer {
     /// The newest commit-only AppendEntries answered here, for [`commit_notifier`] (started
     /// on first use; it ends when this peer is dropped).
     commit_notices: Option<tokio::sync::watch::Sender<Option<AppendEntriesRequest<TypeConfig>>>>,
+    /// The leader's applied index, for commit notices while an append is out.
+    applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// Where one group's messages to one target go.
@@ -212,6 +236,9 @@ struct PeerLink {
     addr: String,
     pool: Arc<PeerPool>,
 }
+
+/// An append out this long is a far target's: a commit of its entries goes beside it.
+const NOTICE_AFTER: Duration = Duration::from_millis(5);
 
 /// Most commit notices in flight to one learner; more wait (the newest wins).
 const COMMIT_NOTICES_IN_FLIGHT_MAX: usize = 16;
@@ -341,6 +368,61 @@ impl GroupPeer {
     }
 }
 
+impl GroupPeer {
+    /// Sends `rpc` (entries) and, while it is out, a commit notice each time the leader's
+    /// commit (its applied index) moves into its entries — at most one per entry range.
+    async fn call_with_notices(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+        mut applied: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) else {
+            return self.link.call(Rpc::Append, rpc, option).await;
+        };
+        let (first, last) = (first.log_id.index, last.log_id);
+        let sent_at = tokio::time::Instant::now();
+        let mut told = rpc.leader_commit.map_or(0, |c| c.index);
+        let call = self.link.call(Rpc::Append, rpc, option);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                reply = &mut call => return reply,
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return call.await;
+                    }
+                    let upto = (*applied.borrow_and_update()).min(last.index);
+                    if upto < first || upto <= told || sent_at.elapsed() < NOTICE_AFTER {
+                        continue;
+                    }
+                    let Ok(i) = usize::try_from(upto - first) else { continue };
+                    let Some(commit) = rpc.entries.get(i).map(|e| e.log_id) else { continue };
+                    told = upto;
+                    let notice: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+                        vote: rpc.vote,
+                        prev_log_id: Some(last),
+                        entries: Vec::new(),
+                        leader_commit: Some(commit),
+                    };
+                    let link = self.link.clone();
+                    let ttl = option.hard_ttl();
+                    tokio::spawn(async move {
+                        let res: Result<
+                            AppendEntriesResponse<u64>,
+                            RPCError<u64, BasicNode, RaftError<u64>>,
+                        > = link.call(Rpc::Append, &notice, &RPCOption::new(ttl)).await;
+                        match res {
+                            Ok(AppendEntriesResponse::Success) => {}
+                            other => tracing::debug!(group = %link.group, target = link.target, "commit notice beside an append: {other:?}"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for GroupPeer {
     /// Sends at most [`APPEND_BYTES_MAX`] of entries (at least one). openraft 0.9 caps a
     /// payload only by entry count, and its deadline is the heartbeat interval: a learner that
@@ -364,7 +446,12 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         let shortened = keep < rpc.entries.len();
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        let reply = self.link.call(Rpc::Append, &rpc, &option).await?;
+        let reply = match self.applied.clone() {
+            Some(applied) if !rpc.entries.is_empty() => {
+                self.call_with_notices(&rpc, &option, applied).await?
+            }
+            _ => self.link.call(Rpc::Append, &rpc, &option).await?,
+        };
         // Only an answered request vouches for the learner until the next real heartbeat.
         self.last_sent = Some(sent_at);
         match reply {

@@ -262,6 +262,7 @@ impl Node {
                 Stores::Disk(store) => {
                     let (log, sm) = store.group(group, history).map_err(storage_err)?;
                     let shared = sm.shared();
+                    let network = network.with_applied(shared.applied_watch());
                     (
                         Raft::new(config.node_id, raft_config, network, log, sm).await,
                         shared,
@@ -270,6 +271,7 @@ impl Node {
                 Stores::Memory(disk) => {
                     let (log, sm) = disk.group(group, history).map_err(storage_err)?;
                     let shared = sm.shared();
+                    let network = network.with_applied(shared.applied_watch());
                     (
                         Raft::new(config.node_id, raft_config, network, log, sm).await,
                         shared,

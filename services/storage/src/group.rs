@@ -69,6 +69,11 @@ impl GroupShared {
         *self.applied.borrow()
     }
 
+    /// Follows the applied revision (on a leader: the commit index, moments later).
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// Revisions up to and including this one are no longer in the watch history.
     pub fn compacted(&self) -> u64 {
         self.compacted.load(Ordering::Acquire)

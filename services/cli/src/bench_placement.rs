@@ -352,6 +352,35 @@ async fn writer(
     w
 }
 
+/// Reads `{prefix}w{n % keys}` (sequentially consistent) from `c` one after another until
+/// `running` is cleared or `hard_stop` passes; an error is recorded and the loop goes on.
+async fn reader(
+    c: Client,
+    prefix: String,
+    keys: u64,
+    t0: Instant,
+    running: Arc<AtomicBool>,
+    hard_stop: Instant,
+) -> Writes {
+    let mut r = Writes::default();
+    let mut n = 0u64;
+    while running.load(Ordering::Relaxed) && Instant::now() < hard_stop {
+        let key = format!("{prefix}w{:03}", n % keys);
+        let start = Instant::now();
+        let result = c.get(&key).await;
+        let lat = start.elapsed();
+        let at = start.duration_since(t0);
+        let ok = result.is_ok();
+        if let Err(e) = result {
+            r.errors.push((at, e.to_string()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        r.samples.push(Sample { start: at, lat, ok });
+        n += 1;
+    }
+    r
+}
+
 /// One move as the bench saw it, in time from the start of part 3.
 struct MoveWindow {
     to: &'static str,
@@ -633,6 +662,20 @@ async fn moves(
         running.clone(),
         hard_stop,
     ));
+    let mut readers = Vec::new();
+    for region in [MOVE_HOME, MOVE_AWAY] {
+        readers.push((
+            region,
+            tokio::spawn(reader(
+                dev.client(region)?,
+                MOVE_PREFIX.to_string(),
+                WRITER_KEYS,
+                t0,
+                running.clone(),
+                hard_stop,
+            )),
+        ));
+    }
     let mut others = Vec::new();
     for (region, prefix) in other {
         others.push((
@@ -675,6 +718,10 @@ async fn moves(
     let mut other_writes = Vec::new();
     for (region, prefix, h) in others {
         other_writes.push((region, prefix, join_writer(prefix, h).await?));
+    }
+    let mut reads = Vec::new();
+    for (region, h) in readers {
+        reads.push((region, join_writer(MOVE_PREFIX, h).await?));
     }
 
     // Per move: the longest write that overlapped it, against the writes to the new owner in
@@ -803,6 +850,38 @@ async fn moves(
                     ms(h_in, 0.99) / ms(h_out, 0.99)
                 }
             ));
+        }
+    }
+
+    println!(
+        "\n  reads of {MOVE_PREFIX} (sequential), one closed-loop reader per region: served \
+         throughout, paused from the freeze to the import"
+    );
+    println!("  | reader | period | reads | failed | p50 / p99 / max ms | longest read overlapping a move, per move |");
+    println!("  |---|---|---:|---:|---:|---|");
+    for (region, r) in &reads {
+        let longest: Vec<String> = windows
+            .iter()
+            .map(|w| {
+                let (h, _) = in_spans(&r.samples, &[(w.begin, w.end())]);
+                format!("{:.0}", h.max() as f64 / 1000.0)
+            })
+            .collect();
+        for (period, spans, per_move) in [
+            ("during moves", during.clone(), longest.join(" ")),
+            ("outside moves", outside.clone(), String::new()),
+        ] {
+            let (h, _) = in_spans(&r.samples, &spans);
+            let failed = r
+                .errors
+                .iter()
+                .filter(|(at, _)| spans.iter().any(|(a, b)| at >= a && at < b))
+                .count();
+            println!(
+                "  | from {region} | {period} | {} | {failed} | {} | {per_move} |",
+                h.len(),
+                pct(&h)
+            );
         }
     }
 

@@ -50,8 +50,6 @@ pub struct NodeCtx {
     pub clock: Arc<dyn meridian_locks::Clock>,
     /// Lease deadlines of each group this node votes in, while it leads.
     pub leader_leases: BTreeMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
-    /// Aggregated keepalives of this router's clients, per group.
-    pub keepalives: crate::keepalive::KeepAlives,
     /// Queued lock acquires waiting for their grant, per group hosted here.
     pub lock_waits: BTreeMap<GroupId, Arc<crate::lock_waits::LockWaits>>,
 }

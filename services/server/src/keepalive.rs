@@ -52,9 +52,14 @@ fn guard(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 /// Keeps `ids` (all of `group`) alive; answers each id's TTL or `None` when it is gone.
-pub async fn keep_alive(ctx: &Arc<NodeCtx>, group: GroupId, ids: Vec<u64>) -> Result<Answers> {
-    ctx.keepalives.requests.fetch_add(1, Ordering::Relaxed);
-    let pending = ctx.keepalives.pending(group);
+pub async fn keep_alive(
+    ctx: &Arc<NodeCtx>,
+    keepalives: &Arc<KeepAlives>,
+    group: GroupId,
+    ids: Vec<u64>,
+) -> Result<Answers> {
+    keepalives.requests.fetch_add(1, Ordering::Relaxed);
+    let pending = keepalives.pending(group);
     let (tx, rx) = oneshot::channel();
     {
         let mut p = guard(&pending);
@@ -72,6 +77,7 @@ pub async fn keep_alive(ctx: &Arc<NodeCtx>, group: GroupId, ids: Vec<u64>) -> Re
             p.flusher = true;
             tokio::spawn(flush_loop(
                 Arc::downgrade(ctx),
+                Arc::downgrade(keepalives),
                 group,
                 Arc::downgrade(&pending),
             ));
@@ -93,9 +99,16 @@ pub async fn keep_alive(ctx: &Arc<NodeCtx>, group: GroupId, ids: Vec<u64>) -> Re
 
 /// One per (router, group) while keepalives arrive: every interval, one `Refresh` entry for
 /// whatever arrived since the last one. Exits once an interval passes with nothing to send.
-async fn flush_loop(ctx: Weak<NodeCtx>, group: GroupId, pending: Weak<Mutex<Pending>>) {
+async fn flush_loop(
+    ctx: Weak<NodeCtx>,
+    keepalives: Weak<KeepAlives>,
+    group: GroupId,
+    pending: Weak<Mutex<Pending>>,
+) {
     loop {
-        let Some(ctx) = ctx.upgrade() else { return };
+        let (Some(ctx), Some(keepalives)) = (ctx.upgrade(), keepalives.upgrade()) else {
+            return;
+        };
         tokio::time::sleep(Duration::from_millis(ctx.limits.keepalive_interval_ms)).await;
         let Some(pending) = pending.upgrade() else {
             return;
@@ -126,7 +139,7 @@ async fn flush_loop(ctx: Weak<NodeCtx>, group: GroupId, pending: Weak<Mutex<Pend
                 (ids, take)
             }
         };
-        ctx.keepalives.refreshes.fetch_add(1, Ordering::Relaxed);
+        keepalives.refreshes.fetch_add(1, Ordering::Relaxed);
         let ids: Vec<u64> = ids.into_iter().collect();
         let cmd = Command::Lease(LeaseCommand::Refresh { ids: ids.clone() });
         let outcome = match ctx.write(group, cmd).await {

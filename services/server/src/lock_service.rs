@@ -37,11 +37,12 @@ const OBSERVE_BUFFER: usize = 16;
 #[derive(Clone)]
 pub struct LockService {
     ctx: Arc<NodeCtx>,
+    keepalives: Arc<keepalive::KeepAlives>,
 }
 
 impl LockService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        Self { ctx }
+    pub fn new(ctx: Arc<NodeCtx>, keepalives: Arc<keepalive::KeepAlives>) -> Self {
+        Self { ctx, keepalives }
     }
 
     async fn propose(
@@ -306,7 +307,8 @@ impl Lease for LockService {
         }
         // Each answer covers a whole aggregated refresh: report only this request's leases.
         let waits = by_group.into_iter().map(|(g, ids)| async move {
-            let answers = keepalive::keep_alive(&self.ctx, g, ids.clone()).await?;
+            let answers =
+                keepalive::keep_alive(&self.ctx, &self.keepalives, g, ids.clone()).await?;
             Ok::<_, Error>(
                 ids.into_iter()
                     .map(|id| {

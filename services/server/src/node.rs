@@ -331,7 +331,6 @@ impl Node {
             forwarded_writes: AtomicU64::new(0),
             clock: clock.clone(),
             leader_leases,
-            keepalives: KeepAlives::default(),
             lock_waits,
         });
         if !config.router.sync_on_switch {
@@ -340,7 +339,10 @@ impl Node {
             );
         }
         let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let kv = KvServer::new(KvService::new(ctx.clone()))
+        // Aggregated keepalives of this router's clients: the Lease service feeds them, the
+        // status reports their counters.
+        let keepalives = Arc::new(KeepAlives::default());
+        let kv = KvServer::new(KvService::new(ctx.clone(), keepalives.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let peer = PeerServer::new(PeerService::new(host.clone()))
@@ -394,10 +396,10 @@ impl Node {
                 shutdown_rx.clone(),
             ));
         }
-        let lease = LeaseServer::new(LockService::new(ctx.clone()))
+        let lease = LeaseServer::new(LockService::new(ctx.clone(), keepalives.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let lock = LockServer::new(LockService::new(ctx.clone()))
+        let lock = LockServer::new(LockService::new(ctx.clone(), keepalives))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))

@@ -17,11 +17,13 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct KvService {
     ctx: Arc<NodeCtx>,
+    /// Only for the status's keepalive counters.
+    keepalives: Arc<crate::keepalive::KeepAlives>,
 }
 
 impl KvService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        Self { ctx }
+    pub fn new(ctx: Arc<NodeCtx>, keepalives: Arc<crate::keepalive::KeepAlives>) -> Self {
+        Self { ctx, keepalives }
     }
 
     fn limit(&self, requested: u32) -> usize {
@@ -474,7 +476,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let mut me = local_status(&self.ctx);
+        let mut me = local_status(&self.ctx, &self.keepalives);
         if request.into_inner().cluster {
             let others: Vec<_> = self
                 .ctx
@@ -517,7 +519,7 @@ impl Kv for KvService {
 /// Longest a cluster status waits for each other node.
 const STATUS_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn local_status(ctx: &NodeCtx) -> pb::StatusResponse {
+fn local_status(ctx: &NodeCtx, keepalives: &crate::keepalive::KeepAlives) -> pb::StatusResponse {
     let groups = ctx
         .host
         .groups()
@@ -535,12 +537,10 @@ fn local_status(ctx: &NodeCtx) -> pb::StatusResponse {
         forwarded_writes: ctx
             .forwarded_writes
             .load(std::sync::atomic::Ordering::Relaxed),
-        keepalive_requests: ctx
-            .keepalives
+        keepalive_requests: keepalives
             .requests
             .load(std::sync::atomic::Ordering::Relaxed),
-        keepalive_refreshes: ctx
-            .keepalives
+        keepalive_refreshes: keepalives
             .refreshes
             .load(std::sync::atomic::Ordering::Relaxed),
     }

@@ -16,7 +16,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -123,7 +123,8 @@ impl PeerPool {
 pub struct GroupNetworkFactory {
     group: GroupId,
     pool: Arc<PeerPool>,
-    learners: Arc<std::collections::BTreeSet<u64>>,
+    /// Nodes that are only ever learners of this group, with their round trip from here.
+    learners: Arc<std::collections::BTreeMap<u64, Duration>>,
     applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
@@ -145,11 +146,17 @@ impl GroupNetworkFactory {
         self
     }
 
-    /// Nodes that are only ever learners of this group (never voters): their empty
-    /// AppendEntries are thinned out (see [`GroupPeer`]). Invariant: a node listed here is not
-    /// promoted to voter while this factory lives.
-    pub fn with_learners(mut self, learners: impl IntoIterator<Item = u64>) -> Self {
-        self.learners = Arc::new(learners.into_iter().collect());
+    /// Nodes that are only ever learners of this group (never voters), each with its round
+    /// trip in milliseconds from this node's region: their appends run on their own deadline
+    /// and their empty AppendEntries are thinned out (see [`GroupPeer`]). Invariant: a node
+    /// listed here is not promoted to voter while this factory lives.
+    pub fn with_learners(mut self, learners: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        self.learners = Arc::new(
+            learners
+                .into_iter()
+                .map(|(id, rtt_ms)| (id, Duration::from_millis(rtt_ms)))
+                .collect(),
+        );
         self
     }
 }
@@ -165,8 +172,10 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
                 addr: node.addr.clone(),
                 pool: self.pool.clone(),
             },
-            learner: self.learners.contains(&target),
+            learner: self.learners.get(&target).copied(),
             last_sent: None,
+            confirmed: None,
+            carried: None,
             commit_notices: None,
             applied: self.applied.clone(),
         }
@@ -219,13 +228,58 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// comes from the append's own answer.
 pub struct GroupPeer {
     link: PeerLink,
-    learner: bool,
+    /// For a node that is only ever a learner of this group: its round trip from here.
+    learner: Option<Duration>,
     last_sent: Option<tokio::time::Instant>,
+    /// A learner's log matches the leader's up to here, as a real answer established.
+    confirmed: Option<LogId<u64>>,
+    /// The append out to a learner, if any (see [`Carried`]).
+    carried: Option<Carried>,
     /// The newest commit-only AppendEntries answered here, for [`commit_notifier`] (started
     /// on first use; it ends when this peer is dropped).
     commit_notices: Option<tokio::sync::watch::Sender<Option<AppendEntriesRequest<TypeConfig>>>>,
     /// The leader's applied index, for commit notices while an append is out.
     applied: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+type AppendReply = Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>;
+
+/// An append to a learner running on the learner's own deadline ([`learner_deadline`]),
+/// whatever openraft's: the call that sent it, or the next one that asks for the same entries,
+/// takes its answer.
+struct Carried {
+    prev: Option<LogId<u64>>,
+    /// The last entry sent (`prev` for an empty append).
+    last: Option<LogId<u64>>,
+    sent_at: tokio::time::Instant,
+    reply: tokio::sync::watch::Receiver<Option<AppendReply>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Carried {
+    /// A carried append nobody will ask for again stops (no-op once it has its answer).
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A copy of an append's answer (openraft 0.9's `AppendEntriesResponse` is not `Clone`).
+fn clone_reply(reply: &AppendReply) -> AppendReply {
+    match reply {
+        Ok(AppendEntriesResponse::Success) => Ok(AppendEntriesResponse::Success),
+        Ok(AppendEntriesResponse::PartialSuccess(m)) => {
+            Ok(AppendEntriesResponse::PartialSuccess(*m))
+        }
+        Ok(AppendEntriesResponse::Conflict) => Ok(AppendEntriesResponse::Conflict),
+        Ok(AppendEntriesResponse::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(*v)),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// How long an append to a learner `rtt` away may take: ten round trips, at least 2 s (a full
+/// 1 MiB payload over a loaded WAN link).
+pub fn learner_deadline(rtt: Duration) -> Duration {
+    (rtt * 10).max(Duration::from_secs(2))
 }
 
 /// Where one group's messages to one target go.
@@ -368,56 +422,169 @@ impl GroupPeer {
     }
 }
 
-impl GroupPeer {
-    /// Sends `rpc` (entries) and, while it is out, a commit notice each time the leader's
-    /// commit (its applied index) moves into its entries — at most one per entry range.
-    async fn call_with_notices(
-        &self,
-        rpc: &AppendEntriesRequest<TypeConfig>,
-        option: &RPCOption,
-        mut applied: tokio::sync::watch::Receiver<u64>,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) else {
-            return self.link.call(Rpc::Append, rpc, option).await;
-        };
-        let (first, last) = (first.log_id.index, last.log_id);
-        let sent_at = tokio::time::Instant::now();
-        let mut told = rpc.leader_commit.map_or(0, |c| c.index);
-        let call = self.link.call(Rpc::Append, rpc, option);
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                reply = &mut call => return reply,
-                changed = applied.changed() => {
-                    if changed.is_err() {
-                        return call.await;
-                    }
-                    let upto = (*applied.borrow_and_update()).min(last.index);
-                    if upto < first || upto <= told || sent_at.elapsed() < NOTICE_AFTER {
-                        continue;
-                    }
-                    let Ok(i) = usize::try_from(upto - first) else { continue };
-                    let Some(commit) = rpc.entries.get(i).map(|e| e.log_id) else { continue };
-                    told = upto;
-                    let notice: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
-                        vote: rpc.vote,
-                        prev_log_id: Some(last),
-                        entries: Vec::new(),
-                        leader_commit: Some(commit),
-                    };
-                    let link = self.link.clone();
-                    let ttl = option.hard_ttl();
-                    tokio::spawn(async move {
-                        let res: Result<
-                            AppendEntriesResponse<u64>,
-                            RPCError<u64, BasicNode, RaftError<u64>>,
-                        > = link.call(Rpc::Append, &notice, &RPCOption::new(ttl)).await;
-                        match res {
-                            Ok(AppendEntriesResponse::Success) => {}
-                            other => tracing::debug!(group = %link.group, target = link.target, "commit notice beside an append: {other:?}"),
-                        }
-                    });
+/// Sends `rpc` (entries) and, while it is out, a commit notice each time the leader's
+/// commit (its applied index) moves into its entries — at most one per entry range.
+async fn call_with_notices(
+    link: &PeerLink,
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    option: &RPCOption,
+    mut applied: tokio::sync::watch::Receiver<u64>,
+) -> AppendReply {
+    let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) else {
+        return link.call(Rpc::Append, rpc, option).await;
+    };
+    let (first, last) = (first.log_id.index, last.log_id);
+    let sent_at = tokio::time::Instant::now();
+    let mut told = rpc.leader_commit.map_or(0, |c| c.index);
+    let call = link.call(Rpc::Append, rpc, option);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            reply = &mut call => return reply,
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return call.await;
                 }
+                let upto = (*applied.borrow_and_update()).min(last.index);
+                if upto < first || upto <= told || sent_at.elapsed() < NOTICE_AFTER {
+                    continue;
+                }
+                let Ok(i) = usize::try_from(upto - first) else { continue };
+                let Some(commit) = rpc.entries.get(i).map(|e| e.log_id) else { continue };
+                told = upto;
+                let notice: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+                    vote: rpc.vote,
+                    prev_log_id: Some(last),
+                    entries: Vec::new(),
+                    leader_commit: Some(commit),
+                };
+                let link = link.clone();
+                let ttl = option.hard_ttl();
+                tokio::spawn(async move {
+                    let res: Result<
+                        AppendEntriesResponse<u64>,
+                        RPCError<u64, BasicNode, RaftError<u64>>,
+                    > = link.call(Rpc::Append, &notice, &RPCOption::new(ttl)).await;
+                    match res {
+                        Ok(AppendEntriesResponse::Success) => {}
+                        other => tracing::debug!(group = %link.group, target = link.target, "commit notice beside an append: {other:?}"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl GroupPeer {
+    /// An append to a learner `rtt` away (see [`GroupPeer`]): empty ones are thinned; the rest
+    /// are carried on the learner's own deadline, and this call waits for the answer for at
+    /// most 3/4 of openraft's deadline when it may answer "no progress yet" instead.
+    async fn append_to_learner(
+        &mut self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+        rtt: Duration,
+    ) -> AppendReply {
+        // What openraft's heartbeat interval was before per-target timing: two round trips.
+        let span = option.hard_ttl().max(rtt * 2);
+        self.harvest_heartbeat();
+        if rpc.entries.is_empty() {
+            let window = span * 3 / 4;
+            if self.carried.is_some() || self.last_sent.is_some_and(|t| t.elapsed() < window) {
+                self.notify_commit(rpc, span);
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
+        let asked_last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let joins = self
+            .carried
+            .as_ref()
+            .is_some_and(|c| c.prev == rpc.prev_log_id && c.last > c.prev);
+        if !joins {
+            let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
+            rpc.entries.truncate(keep);
+            self.carry(rpc, learner_deadline(rtt));
+        }
+        let Some(carried) = self.carried.as_ref() else {
+            unreachable!("an append was just carried or joined");
+        };
+        let prev = carried.prev;
+        let mut reply = carried.reply.clone();
+        // "No progress yet" is a true answer only from where the learner is known to match
+        // (and openraft refuses a match of nothing).
+        let quiet = prev.is_some() && prev == self.confirmed;
+        let answer = if quiet {
+            match tokio::time::timeout(option.hard_ttl() * 3 / 4, reply.wait_for(Option::is_some))
+                .await
+            {
+                Err(_) => return Ok(AppendEntriesResponse::PartialSuccess(prev)),
+                Ok(answer) => answer.map(|a| a.as_ref().map(clone_reply)),
+            }
+        } else {
+            reply
+                .wait_for(Option::is_some)
+                .await
+                .map(|a| a.as_ref().map(clone_reply))
+        };
+        let carried = self.carried.take();
+        let (Ok(Some(answer)), Some(carried)) = (answer, carried) else {
+            let e = std::io::Error::other("append to a learner ended without an answer");
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        };
+        // Only an answered request vouches for the learner until the next real heartbeat.
+        self.last_sent = Some(carried.sent_at);
+        let matched = match answer? {
+            AppendEntriesResponse::Success => carried.last,
+            AppendEntriesResponse::PartialSuccess(m) => m,
+            other => return Ok(other),
+        };
+        self.confirmed = matched;
+        if matched >= asked_last {
+            Ok(AppendEntriesResponse::Success)
+        } else {
+            Ok(AppendEntriesResponse::PartialSuccess(matched))
+        }
+    }
+
+    /// Sends `rpc` to the learner in a task of its own, on `deadline`.
+    fn carry(&mut self, rpc: AppendEntriesRequest<TypeConfig>, deadline: Duration) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let link = self.link.clone();
+        let applied = self.applied.clone();
+        let prev = rpc.prev_log_id;
+        let last = rpc.entries.last().map(|e| e.log_id).or(prev);
+        let task = tokio::spawn(async move {
+            let option = RPCOption::new(deadline);
+            let reply = match applied {
+                Some(applied) if !rpc.entries.is_empty() => {
+                    call_with_notices(&link, &rpc, &option, applied).await
+                }
+                _ => link.call(Rpc::Append, &rpc, &option).await,
+            };
+            tx.send_replace(Some(reply));
+        });
+        self.carried = Some(Carried {
+            prev,
+            last,
+            sent_at: tokio::time::Instant::now(),
+            reply: rx,
+            task: task.abort_handle(),
+        });
+    }
+
+    /// Takes in a carried empty append (a heartbeat) that has its answer: nobody asks for it
+    /// again, and an answer still vouches for the learner.
+    fn harvest_heartbeat(&mut self) {
+        let done = self
+            .carried
+            .as_ref()
+            .is_some_and(|c| c.last == c.prev && c.reply.borrow().is_some());
+        if !done {
+            return;
+        }
+        if let Some(c) = self.carried.take() {
+            if matches!(*c.reply.borrow(), Some(Ok(AppendEntriesResponse::Success))) {
+                self.last_sent = Some(c.sent_at);
             }
         }
     }
@@ -434,12 +601,8 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        if self.learner && rpc.entries.is_empty() {
-            let window = option.hard_ttl() * 3 / 4;
-            if self.last_sent.is_some_and(|t| t.elapsed() < window) {
-                self.notify_commit(rpc, option.hard_ttl());
-                return Ok(AppendEntriesResponse::Success);
-            }
+        if let Some(rtt) = self.learner {
+            return self.append_to_learner(rpc, option, rtt).await;
         }
         let sent_at = tokio::time::Instant::now();
         let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
@@ -448,7 +611,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
         let last = rpc.entries.last().map(|e| e.log_id);
         let reply = match self.applied.clone() {
             Some(applied) if !rpc.entries.is_empty() => {
-                self.call_with_notices(&rpc, &option, applied).await?
+                call_with_notices(&self.link, &rpc, &option, applied).await?
             }
             _ => self.link.call(Rpc::Append, &rpc, &option).await?,
         };

@@ -1,5 +1,8 @@
 //! Raft timing. openraft 0.9 uses `heartbeat_interval` as the AppendEntries timeout, so the
-//! heartbeat must exceed the worst round trip to any replica; election timeouts scale with it.
+//! heartbeat must exceed the worst round trip to any *voter*; election timeouts scale with it.
+//! Learners are not bound by it: their appends run on their own deadline (see
+//! `network::GroupPeer`), so a regional group keeps intra-region timing however far its
+//! learners are.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -28,11 +31,14 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 100,
-            // As etcd's defaults: ten heartbeats, so a busy disk or CPU does not depose a
-            // healthy leader; failover still completes within about two seconds.
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
+            heartbeat_interval_ms: 50,
+            // Eight heartbeats at least (openraft ticks every 1.5 heartbeats), so a busy disk
+            // or CPU does not depose a healthy leader. openraft 0.9 draws each node's timeout T
+            // once; a follower that knew a leader stands only after the leader's lease
+            // (`election_timeout_max`) plus T without hearing it — 1.1–1.4 s, plus a tick —
+            // and wins at once (the others' leases have run out): failover under 2 s.
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 700,
             install_snapshot_timeout_ms: 5_000,
             max_payload_entries: 1024,
             snapshot_logs_since_last: 20_000,
@@ -47,25 +53,29 @@ impl Default for Timing {
 pub struct TimingError(String);
 
 impl Timing {
-    /// This timing adapted to a group whose members are up to `rtt_ms` apart (DESIGN.md §3:
-    /// openraft 0.9's AppendEntries deadline is the heartbeat interval, so the heartbeat must
-    /// exceed the widest round trip with room for a loaded link):
-    /// heartbeat = max(base, 2 × rtt + 20 ms); election timeout = [max(base, 4 × heartbeat),
-    /// max(base, 2 × that)]; snapshot chunk deadline ≥ 10 × rtt.
-    pub fn for_round_trip(&self, rtt_ms: u64) -> Timing {
-        if rtt_ms == 0 {
-            return self.clone();
+    /// This timing adapted to a group whose voters are up to `voters_rtt_ms` apart and whose
+    /// members (learners too) up to `members_rtt_ms` (openraft 0.9's AppendEntries deadline is
+    /// the heartbeat interval, so the heartbeat must exceed the voters' widest round trip with
+    /// room for a loaded link; learners have their own deadline):
+    /// heartbeat = max(base, 2 × voters' rtt + 20 ms); election timeout =
+    /// [max(base, 4 × heartbeat), max(base, 2 × that)]; snapshot chunk deadline ≥ 10 × the
+    /// members' rtt.
+    pub fn for_group(&self, voters_rtt_ms: u64, members_rtt_ms: u64) -> Timing {
+        let mut t = self.clone();
+        t.install_snapshot_timeout_ms = self
+            .install_snapshot_timeout_ms
+            .max(10 * members_rtt_ms.max(voters_rtt_ms));
+        if voters_rtt_ms == 0 {
+            return t;
         }
-        let heartbeat = self.heartbeat_interval_ms.max(2 * rtt_ms + 20);
-        let election_min = self.election_timeout_min_ms.max(4 * heartbeat);
-        let election_max = self.election_timeout_max_ms.max(2 * election_min);
-        Timing {
-            heartbeat_interval_ms: heartbeat,
-            election_timeout_min_ms: election_min,
-            election_timeout_max_ms: election_max,
-            install_snapshot_timeout_ms: self.install_snapshot_timeout_ms.max(10 * rtt_ms),
-            ..self.clone()
-        }
+        t.heartbeat_interval_ms = self.heartbeat_interval_ms.max(2 * voters_rtt_ms + 20);
+        t.election_timeout_min_ms = self
+            .election_timeout_min_ms
+            .max(4 * t.heartbeat_interval_ms);
+        t.election_timeout_max_ms = self
+            .election_timeout_max_ms
+            .max(2 * t.election_timeout_min_ms);
+        t
     }
 
     pub fn raft_config(&self, cluster_name: &str) -> Result<Arc<openraft::Config>, TimingError> {
@@ -107,18 +117,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wan_timing_scales_with_the_widest_round_trip() {
+    fn voters_round_trip_sets_the_pace_learners_only_the_snapshot_deadline() {
         let base = Timing::default();
-        assert_eq!(base.for_round_trip(0), base);
-        let t = base.for_round_trip(240);
+        assert_eq!(base.for_group(0, 0), base);
+        // The global group: voters 240 ms apart.
+        let t = base.for_group(240, 240);
         assert_eq!(t.heartbeat_interval_ms, 500);
         assert_eq!(t.election_timeout_min_ms, 2_000);
         assert_eq!(t.election_timeout_max_ms, 4_000);
+        assert_eq!(t.install_snapshot_timeout_ms, 5_000);
         assert!(t.raft_config("x").is_ok());
+        // A regional group: voters together, learners 240 ms away — intra-region timing.
+        let t = base.for_group(0, 240);
+        assert_eq!(t.heartbeat_interval_ms, 50);
+        assert_eq!(t.election_timeout_min_ms, 400);
+        assert_eq!(t.election_timeout_max_ms, 700);
+        let t = base.for_group(0, 800);
+        assert_eq!(t.install_snapshot_timeout_ms, 8_000);
         // A small round trip keeps the configured values.
-        let t = base.for_round_trip(10);
-        assert_eq!(t.heartbeat_interval_ms, 100);
-        assert_eq!(t.election_timeout_min_ms, 1_000);
+        let t = base.for_group(10, 10);
+        assert_eq!(t.heartbeat_interval_ms, 50);
+        assert_eq!(t.election_timeout_min_ms, 400);
         assert!(t.raft_config("x").is_ok());
     }
 }

@@ -24,7 +24,7 @@ use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
 use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
 use meridian_storage::{MemDisk, NodeStore};
-use meridian_topology::{GroupKind, Role, Topology};
+use meridian_topology::{Role, Topology};
 use meridian_types::GroupId;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
@@ -41,22 +41,36 @@ const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a voter that leads checks that its group has every learner the topology asks for.
 const LEARNER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The round trip a group's Raft timing must allow for: from the home region to its farthest
-/// learner region for a regional group (its leader never leaves home); the widest pair of
-/// member regions for the global group (its leader may be in any of them).
-pub fn group_round_trip(topology: &Topology, group: GroupId) -> u64 {
-    let Some(spec) = topology.group(group) else {
-        return 0;
+/// The round trips a group's Raft timing must allow for: (between its voters, between any two
+/// members). Its heartbeat and election timeouts follow its voters (a regional group's are in
+/// one region: 0); learners only stretch its snapshot deadline, their appends having their own
+/// (see [`learner_round_trips`]).
+pub fn group_round_trips(topology: &Topology, group: GroupId) -> (u64, u64) {
+    let widest = |regions: &[&str]| {
+        let mut widest = 0;
+        for a in regions {
+            for b in regions {
+                widest = widest.max(topology.rtt_ms(a, b));
+            }
+        }
+        widest
     };
-    match (spec.kind, &spec.home) {
-        (GroupKind::Regional, Some(home)) => spec
-            .learner_regions
-            .iter()
-            .map(|r| topology.rtt_ms(home, r))
-            .max()
-            .unwrap_or(0),
-        _ => topology.group_max_rtt_ms(group),
-    }
+    let voters: Vec<&str> = topology
+        .voters(group)
+        .into_iter()
+        .map(|n| n.region.as_str())
+        .collect();
+    (widest(&voters), topology.group_max_rtt_ms(group))
+}
+
+/// The learners of `group` with their round trip from `region` (where this node, leading the
+/// group, sends from).
+pub fn learner_round_trips(topology: &Topology, group: GroupId, region: &str) -> Vec<(u64, u64)> {
+    topology
+        .learners(group)
+        .iter()
+        .map(|n| (n.id, topology.rtt_ms(region, &n.region)))
+        .collect()
 }
 
 /// While this node leads `group`, adds every topology learner missing from its membership.
@@ -249,14 +263,14 @@ impl Node {
         let mut leader_leases = BTreeMap::new();
         let mut shareds = Vec::new();
         for (group, role) in topology.groups_of_node(config.node_id) {
-            let rtt = group_round_trip(&topology, group);
+            let (voters_rtt, members_rtt) = group_round_trips(&topology, group);
             let raft_config = config
                 .raft
-                .for_round_trip(rtt)
+                .for_group(voters_rtt, members_rtt)
                 .raft_config(&config.cluster_name)
                 .map_err(|e| StartError::Raft(e.to_string()))?;
             let network = GroupNetworkFactory::new(group, pool.clone())
-                .with_learners(topology.learners(group).iter().map(|n| n.id));
+                .with_learners(learner_round_trips(&topology, group, &me.region));
             let history = config.limits.history_revisions_max;
             let (raft, shared) = match &stores {
                 Stores::Disk(store) => {

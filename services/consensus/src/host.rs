@@ -1,6 +1,7 @@
 //! The groups one node hosts, and the peer service that routes each incoming Raft message to
 //! its group by the group id it carries.
 
+use crate::lease::{LeaderLease, VoteGuard};
 use crate::Raft;
 use meridian_proto::peer::peer_server::Peer;
 use meridian_proto::peer::{RaftMessage, ReadIndexReply, ReadIndexRequest};
@@ -11,7 +12,7 @@ use meridian_types::GroupId;
 use openraft::ServerState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -26,6 +27,10 @@ pub struct GroupHandle {
     barrier: Arc<Mutex<Option<(u64, u64)>>>,
     confirmations: Arc<Mutex<Rounds<ConfirmReply>>>,
     contacts: Arc<Mutex<Contacts>>,
+    /// The read lease while this node leads (never valid without [`GroupHandle::with_lease`]).
+    lease: Arc<LeaderLease>,
+    /// Refuses votes this node promised not to give (see [`VoteGuard`]).
+    vote_guard: Arc<VoteGuard>,
 }
 
 type ConfirmReply = oneshot::Sender<Result<u64, String>>;
@@ -55,7 +60,45 @@ impl GroupHandle {
                 READS_PER_CONFIRMATION_MAX,
             ))),
             contacts: Arc::default(),
+            lease: Arc::new(LeaderLease::new(Duration::ZERO)),
+            vote_guard: Arc::new(VoteGuard::new(Duration::ZERO, false)),
         }
+    }
+
+    /// Serve linearizable reads under `lease` while it holds (the group's network factory feeds
+    /// it), and refuse votes as `vote_guard` says.
+    pub fn with_lease(mut self, lease: Arc<LeaderLease>, vote_guard: Arc<VoteGuard>) -> Self {
+        self.lease = lease;
+        self.vote_guard = vote_guard;
+        self
+    }
+
+    /// The read index under this node's leader lease, if it leads and the lease holds: its
+    /// last log index (at or past the commit index, so every acknowledged write is in it).
+    fn lease_read_index(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let until = self.lease.valid_until(m.id, &m.vote, &voters)?;
+        (Instant::now() < until).then_some(m.last_log_index.unwrap_or(0))
+    }
+
+    /// Why this node must refuse a vote now, if it must: it promised a leader (see
+    /// [`VoteGuard`]), or it leads under a lease that still holds.
+    pub fn vote_refusal(&self) -> Option<String> {
+        if let Some(r) = self.vote_guard.refusal() {
+            return Some(r);
+        }
+        self.lease_read_index()
+            .map(|_| "this node leads under a read lease that still holds".to_string())
+    }
+
+    /// This node accepted an AppendEntries of its leader.
+    pub fn heard_leader(&self) {
+        self.vote_guard.heard_leader();
     }
 
     /// Records an AppendEntries (or heartbeat) from the leader reporting `leader_commit`.
@@ -154,6 +197,9 @@ impl GroupHandle {
                 index
             }
         };
+        if let Some(index) = self.lease_read_index() {
+            return Ok(index.max(barrier));
+        }
         let read_index = self.confirmed_read_log_id(timeout).await?;
         Ok(read_index.max(barrier))
     }
@@ -253,13 +299,23 @@ impl Peer for PeerService {
         if matches!(res, Ok(openraft::raft::AppendEntriesResponse::Success)) {
             handle.leader_contact(leader_commit);
         }
+        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+        {
+            handle.heard_leader();
+        }
         encode(msg.group, &res)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
-        let raft = self.raft(msg.group)?;
-        let res = raft.vote(decode(&msg)?).await;
+        let handle = self.handle(msg.group)?;
+        if let Some(refusal) = handle.vote_refusal() {
+            return Err(Status::unavailable(format!(
+                "group {}: vote refused: {refusal}",
+                msg.group
+            )));
+        }
+        let res = handle.raft.vote(decode(&msg)?).await;
         encode(msg.group, &res)
     }
 

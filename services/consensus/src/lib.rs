@@ -4,14 +4,17 @@
 //! - [`network`]: the peer transport: one tonic channel per peer node shared by every group,
 //!   the group id in each message, a deadline on every RPC.
 //! - [`host`]: the groups a node hosts, and the peer gRPC service that feeds them.
+//! - [`lease`]: the leader's read lease, and the vote guard that keeps its promise.
 //!
 //! Invariant: nothing here knows keys or values; commands are opaque `meridian_types::Command`s.
 
 pub mod host;
+pub mod lease;
 pub mod network;
 pub mod timing;
 
 pub use host::{GroupHandle, Host, PeerService};
+pub use lease::{LeaderLease, VoteGuard};
 pub use network::{GroupNetworkFactory, PeerPool};
 pub use timing::Timing;
 

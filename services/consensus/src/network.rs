@@ -126,6 +126,7 @@ pub struct GroupNetworkFactory {
     /// Nodes that are only ever learners of this group, with their round trip from here.
     learners: Arc<std::collections::BTreeMap<u64, Duration>>,
     applied: Option<tokio::sync::watch::Receiver<u64>>,
+    lease: Option<Arc<crate::LeaderLease>>,
 }
 
 impl GroupNetworkFactory {
@@ -135,7 +136,14 @@ impl GroupNetworkFactory {
             pool,
             learners: Arc::default(),
             applied: None,
+            lease: None,
         }
+    }
+
+    /// The group's leader lease: every voter's answer to an AppendEntries feeds it.
+    pub fn with_lease(mut self, lease: Arc<crate::LeaderLease>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// This node's applied index of the group: while it leads, the commit index (moments
@@ -178,6 +186,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             carried: None,
             commit_notices: None,
             applied: self.applied.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -240,6 +249,8 @@ pub struct GroupPeer {
     commit_notices: Option<tokio::sync::watch::Sender<Option<AppendEntriesRequest<TypeConfig>>>>,
     /// The leader's applied index, for commit notices while an append is out.
     applied: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Fed with a voter's every answer that accepts the leader's vote.
+    lease: Option<Arc<crate::LeaderLease>>,
 }
 
 type AppendReply = Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>;
@@ -605,6 +616,7 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
             return self.append_to_learner(rpc, option, rtt).await;
         }
         let sent_at = tokio::time::Instant::now();
+        let vote = rpc.vote;
         let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
         let shortened = keep < rpc.entries.len();
         rpc.entries.truncate(keep);
@@ -615,8 +627,12 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
             }
             _ => self.link.call(Rpc::Append, &rpc, &option).await?,
         };
-        // Only an answered request vouches for the learner until the next real heartbeat.
         self.last_sent = Some(sent_at);
+        if let Some(lease) = &self.lease {
+            if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
+                lease.acked(self.link.target, vote, sent_at);
+            }
+        }
         match reply {
             AppendEntriesResponse::Success if shortened => {
                 Ok(AppendEntriesResponse::PartialSuccess(last))

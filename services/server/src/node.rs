@@ -13,7 +13,9 @@ use crate::proposer::Proposer;
 use crate::service::KvService;
 use crate::syncs::Syncers;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
-use meridian_consensus::{GroupHandle, GroupNetworkFactory, Host, PeerPool, PeerService, Raft};
+use meridian_consensus::{
+    GroupHandle, GroupNetworkFactory, Host, LeaderLease, PeerPool, PeerService, Raft, VoteGuard,
+};
 use meridian_locks::{Clock, MonotonicClock};
 use meridian_proto::io::{Dialer, Incoming};
 use meridian_proto::kv::kv_server::KvServer;
@@ -269,7 +271,10 @@ impl Node {
                 .for_group(voters_rtt, members_rtt)
                 .raft_config(&config.cluster_name)
                 .map_err(|e| StartError::Raft(e.to_string()))?;
+            let election_max = Duration::from_millis(raft_config.election_timeout_max);
+            let lease = Arc::new(LeaderLease::new(election_max));
             let network = GroupNetworkFactory::new(group, pool.clone())
+                .with_lease(lease.clone())
                 .with_learners(learner_round_trips(&topology, group, &me.region));
             let history = config.limits.history_revisions_max;
             let (raft, shared) = match &stores {
@@ -295,7 +300,12 @@ impl Node {
             let raft = raft.map_err(|e| StartError::Raft(e.to_string()))?;
             lock_waits.insert(group, Arc::new(LockWaits::default()));
             shareds.push((group, shared.clone()));
-            host.insert(group, GroupHandle::new(raft.clone(), shared));
+            let knew_leader = raft.metrics().borrow().vote.committed;
+            let guard = Arc::new(VoteGuard::new(election_max, knew_leader));
+            host.insert(
+                group,
+                GroupHandle::new(raft.clone(), shared).with_lease(lease, guard),
+            );
             if role == Role::Voter {
                 leader_leases.insert(group, Arc::new(std::sync::Mutex::new(LeaderLeases::new())));
                 proposers.insert(group, Proposer::start(group, raft.clone()));

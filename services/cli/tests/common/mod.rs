@@ -101,6 +101,19 @@ impl ProcCluster {
         }
     }
 
+    /// Sends `sig` (e.g. "-STOP", "-CONT") to node `id`.
+    pub fn signal(&self, id: u64, sig: &str) {
+        let child = self.children[(id - 1) as usize]
+            .as_ref()
+            .expect("node is running");
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} node {id}");
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.kill(id);
         let c = self.spawn(id);

@@ -274,7 +274,9 @@ impl Drop for Carried {
     }
 }
 
-/// A copy of an append's answer (openraft 0.9's `AppendEntriesResponse` is not `Clone`).
+/// A copy of an append's answer (openraft 0.9's `AppendEntriesResponse` is not `Clone`). The
+/// error is openraft's own type, as `RaftNetwork` returns it: large, not ours to box.
+#[allow(clippy::result_large_err)]
 fn clone_reply(reply: &AppendReply) -> AppendReply {
     match reply {
         Ok(AppendEntriesResponse::Success) => Ok(AppendEntriesResponse::Success),

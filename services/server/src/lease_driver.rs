@@ -219,7 +219,7 @@ fn absorb(
     let mut s = lock(state);
     if rescan {
         leases = st.leases.keys().copied().collect();
-        locks = st.locks.keys().cloned().collect();
+        locks = st.locks.keys().map(|n| n.to_string()).collect();
     }
     for id in leases {
         match st.leases.get(&id) {
@@ -229,11 +229,11 @@ fn absorb(
     }
     for name in locks {
         let mut present = Vec::new();
-        if let Some(l) = st.locks.get(&name) {
-            for (seq, w) in &l.waiters {
+        if let Some(l) = st.locks.get(name.as_str()) {
+            for (seq, w) in l.waiters.iter() {
                 if w.is_delay() {
-                    s.tracker.observe_delay(now, &name, *seq, w.lock_delay_ms);
-                    present.push(*seq);
+                    s.tracker.observe_delay(now, &name, seq, w.lock_delay_ms);
+                    present.push(seq);
                 }
             }
         }

@@ -15,6 +15,8 @@ use meridian_proto::peer::forward_client::ForwardClient;
 use meridian_proto::peer::LeaseRemainingRequest;
 use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_router::VersionVector;
+use meridian_storage::leases::KeyRef;
+use meridian_storage::locks::waiter_key;
 use meridian_storage::Notice;
 use meridian_types::{
     lease_group, validate_key, validate_prefix, validate_value, Command, CommandResult, GroupId,
@@ -129,22 +131,23 @@ impl LockService {
     /// The current leader of election (mutex) `name`: its key, value and token.
     fn leader_of(&self, h: &meridian_consensus::GroupHandle, name: &str) -> pb::LeaderResponse {
         let st = h.shared.read();
-        let holder = st.locks.get(name).and_then(|l| l.holders().next().cloned());
+        let holder = st
+            .locks
+            .get(name)
+            .and_then(|l| l.holders().next())
+            .map(|(seq, w)| (waiter_key(name, seq), w.granted));
         let revision = st.revision;
         let mut out = pb::LeaderResponse {
             header: None,
             ..Default::default()
         };
-        if let Some(w) = holder {
+        if let Some((key, granted)) = holder {
             out.has_leader = true;
-            out.value = st
-                .get(&w.key)
-                .map(|kv| kv.value.clone())
-                .unwrap_or_default();
-            out.key = w.key;
+            out.value = st.get(&key).map(|kv| kv.value.clone()).unwrap_or_default();
+            out.key = key;
             out.token = Some(pb::FencingToken {
                 group: h.shared.group.0,
-                revision: w.granted.unwrap_or_default(),
+                revision: granted.unwrap_or_default(),
             });
         }
         out.header = Some(self.ctx.header(h, revision, &VersionVector::default()));
@@ -367,7 +370,7 @@ impl Lease for LockService {
                 .into());
             };
             let keys: Vec<String> = if req.keys {
-                l.keys.iter().cloned().collect()
+                l.keys.iter().map(KeyRef::to_key).collect()
             } else {
                 Vec::new()
             };
@@ -578,10 +581,10 @@ impl Lock for LockService {
         let valid = token.group == group.0 && st.fence_valid(&req.name, token.revision);
         let holders = st
             .locks
-            .get(&req.name)
+            .get(req.name.as_str())
             .map(|l| {
                 l.holders()
-                    .filter_map(|w| w.granted)
+                    .filter_map(|(_, w)| w.granted)
                     .map(|revision| pb::FencingToken {
                         group: group.0,
                         revision,

@@ -2,7 +2,8 @@
 //! metadata in three keyspaces. Every apply is one atomic batch that includes `last_applied`.
 
 use crate::kv::KvState;
-use crate::leases::{LeaseState, LockState};
+use crate::leases::LeaseState;
+use crate::locks::LockState;
 use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmPersist};
 use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
@@ -133,8 +134,8 @@ impl SmPersist for FjallSm {
         for item in self.meta.prefix(LOCK_PREFIX) {
             let (k, v) = item.into_inner()?;
             let name = String::from_utf8_lossy(&k[LOCK_PREFIX.len()..]).into_owned();
-            kv.locks
-                .insert(name, bincode::deserialize::<LockState>(&v)?);
+            let lock = LockState::decode(&name, &v)?;
+            kv.locks.insert(name.into(), lock);
         }
         kv.rebuild_lease_keys();
         kv.sequence = self.get(SEQUENCE)?.unwrap_or(0);
@@ -200,7 +201,8 @@ impl SmPersist for FjallSm {
             ops.push(self.record_op(&lease_key(*id), record.as_ref())?);
         }
         for (name, lock) in c.locks {
-            ops.push(self.record_op(&lock_key(name), lock.as_ref())?);
+            let record = lock.as_ref().map(|l| l.record(name));
+            ops.push(self.record_op(&lock_key(name), record.as_ref())?);
         }
         if let Some(to) = c.compact_to {
             ops.push(WriteOp::RemoveRange(
@@ -263,7 +265,7 @@ impl SmPersist for FjallSm {
             ops.push(self.record_op(&lease_key(*id), Some(&l.record))?);
         }
         for (name, l) in &kv.locks {
-            ops.push(self.record_op(&lock_key(name), Some(l))?);
+            ops.push(self.record_op(&lock_key(name), Some(&l.record(name)))?);
         }
         let index = meta.last_log_id.map_or(0, |l| l.index);
         ops.push(self.meta_op(COMPACTED, &index)?);

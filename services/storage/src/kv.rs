@@ -4,7 +4,8 @@
 //! layers derive their writes from those events, so the fjall and the in-memory stores share
 //! every rule here.
 
-use crate::leases::{Dirty, LeaseState, LockState};
+use crate::leases::{Dirty, LeaseState};
+use crate::locks::LockState;
 use meridian_types::{
     Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
     KeyValue, LeaseCommand, Op, OpResult, PutOp, Rejection,
@@ -12,6 +13,7 @@ use meridian_types::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// All keys of a group plus the counter behind sequential keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +25,10 @@ pub struct KvState {
     pub revision: u64,
     /// Live leases, with the keys attached to each.
     pub leases: BTreeMap<u64, LeaseState>,
-    /// Lock queues by lock name.
-    pub locks: BTreeMap<String, LockState>,
+    /// Lock queues by lock name. A lease refers to a waiter's key by this very name
+    /// (`leases::KeyRef`), hence the `Arc`. Persisted as it always was (`locks::serde_locks`).
+    #[serde(with = "crate::locks::serde_locks")]
+    pub locks: BTreeMap<Arc<str>, LockState>,
     /// Leases and locks changed since the store last took this (not part of the state).
     #[serde(skip)]
     pub dirty: Dirty,

@@ -1,6 +1,8 @@
 //! Durable storage for a node's Raft groups.
 //!
 //! - [`kv`]: a group's keys in memory and the deterministic rules that change them.
+//! - [`leases`]: leases and the keys attached to them; [`locks`]: lock queues (both inside
+//!   [`KvState`], both deterministic).
 //! - [`moves`]: a domain move's source half (freeze, export, unfreeze) and target half
 //!   (import), and the `WrongGroup` answer to writes under a subtree that moved away.
 //! - [`placement`]: the placement map as one reserved key of the global group's state.
@@ -21,6 +23,7 @@ pub mod fjall_sm;
 pub mod group;
 pub mod kv;
 pub mod leases;
+pub mod locks;
 pub mod mem;
 pub mod moves;
 pub mod persist;

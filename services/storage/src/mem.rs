@@ -240,10 +240,10 @@ impl MemSm {
         for (name, lock) in c.locks {
             match lock {
                 Some(l) => {
-                    g.loaded.kv.locks.insert(name.clone(), l.clone());
+                    g.loaded.kv.locks.insert(name.as_str().into(), l.clone());
                 }
                 None => {
-                    g.loaded.kv.locks.remove(name);
+                    g.loaded.kv.locks.remove(name.as_str());
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! [`crate::StateMachine`].
 
 use crate::kv::KvState;
-use crate::leases::LockState;
+use crate::locks::LockState;
 use crate::Result;
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
 use meridian_types::{Event, LeaseRecord};

@@ -229,12 +229,13 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let kv: KvState = bincode::deserialize(&data).map_err(|e| {
+        let mut kv: KvState = bincode::deserialize(&data).map_err(|e| {
             crate::Error::from(e).into_raft(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Read,
             )
         })?;
+        kv.share_lease_keys();
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let snapshot_err = |e: crate::Error| {
             e.into_raft(

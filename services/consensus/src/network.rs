@@ -180,7 +180,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
                 addr: node.addr.clone(),
                 pool: self.pool.clone(),
             },
-            learner: self.learners.get(&target).copied(),
+            learner: self.learners.contains_key(&target),
+            rtt: self.learners.get(&target).copied().unwrap_or_default(),
             last_sent: None,
             confirmed: None,
             carried: None,
@@ -223,7 +224,10 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// answered here with `Success` for the `prev_log_id` the learner already confirmed, and a copy
 /// is sent *beside* the replication stream (see [`commit_notifier`]): the learner still hears
 /// of the commit one way later, not at the next heartbeat, and entries never queue behind it.
-/// This never touches voters: their heartbeats confirm leadership.
+/// The same holds for a voter's replication stream (a Global Lock release would otherwise wait
+/// behind its acquire's commit notice for a round trip); what confirms leadership is untouched:
+/// openraft's read-index rounds use fresh clients, whose empty appends always go out, and the
+/// read lease ([`crate::LeaderLease`]) counts only real answers.
 ///
 /// The other half of the same limit: while an append is out to a far target (a voter or a
 /// learner in another region), openraft sends nothing else to it, so a commit of those very
@@ -235,10 +239,25 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// the commit; should it overtake the append, the target answers `Conflict`, changes nothing,
 /// and the next request tells it. The answer is only logged; the leader's view of the target
 /// comes from the append's own answer.
+///
+/// Per-target deadlines: openraft 0.9 cuts every AppendEntries at its heartbeat interval, which
+/// would tie the heartbeat — and the election timeout, and so failover — to the slowest append
+/// (a learner 240 ms away, a 1 MiB payload behind a loaded disk). So every append is *carried*
+/// ([`GroupPeer::append_carried`]): sent by a task of its own on the target's deadline
+/// ([`learner_deadline`] of its round trip, at least ten heartbeats), and openraft's call waits
+/// for its answer at most 3/4 heartbeat. If the answer is not in and the request starts where
+/// the target is known to match (`prev_log_id` = the last match a real answer established), the
+/// call answers `PartialSuccess(prev_log_id)` — "no progress yet", which is true — and openraft,
+/// finding entries unsent, asks again at once with the same `prev_log_id`: that call joins the
+/// carried append instead of sending another. Still one append in flight per target. openraft
+/// 0.9 uses such an answer only for the target's progress (unchanged) and a metric; the read
+/// lease counts real answers only.
 pub struct GroupPeer {
     link: PeerLink,
-    /// For a node that is only ever a learner of this group: its round trip from here.
-    learner: Option<Duration>,
+    /// The target is only ever a learner of this group (never counts toward a commit).
+    learner: bool,
+    /// The target's round trip from here, when known (learners); zero otherwise.
+    rtt: Duration,
     last_sent: Option<tokio::time::Instant>,
     /// A learner's log matches the leader's up to here, as a real answer established.
     confirmed: Option<LogId<u64>>,
@@ -259,6 +278,7 @@ type AppendReply = Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, R
 /// whatever openraft's: the call that sent it, or the next one that asks for the same entries,
 /// takes its answer.
 struct Carried {
+    vote: openraft::Vote<u64>,
     prev: Option<LogId<u64>>,
     /// The last entry sent (`prev` for an empty append).
     last: Option<LogId<u64>>,
@@ -489,17 +509,18 @@ async fn call_with_notices(
 }
 
 impl GroupPeer {
-    /// An append to a learner `rtt` away (see [`GroupPeer`]): empty ones are thinned; the rest
-    /// are carried on the learner's own deadline, and this call waits for the answer for at
-    /// most 3/4 of openraft's deadline when it may answer "no progress yet" instead.
-    async fn append_to_learner(
+    /// An append (see [`GroupPeer`]): an empty one is thinned; the rest are carried on the
+    /// target's own deadline, and this call waits for the answer for at most 3/4 of openraft's
+    /// deadline when it may answer "no progress yet" instead.
+    async fn append_carried(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-        rtt: Duration,
     ) -> AppendReply {
-        // What openraft's heartbeat interval was before per-target timing: two round trips.
-        let span = option.hard_ttl().max(rtt * 2);
+        let heartbeat = option.hard_ttl();
+        // A learner's pace: what openraft's heartbeat was before per-target timing, two round
+        // trips; a voter's: the heartbeat.
+        let span = heartbeat.max(self.rtt * 2);
         self.harvest_heartbeat();
         if rpc.entries.is_empty() {
             let window = span * 3 / 4;
@@ -516,20 +537,19 @@ impl GroupPeer {
         if !joins {
             let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
             rpc.entries.truncate(keep);
-            self.carry(rpc, learner_deadline(rtt));
+            let deadline = learner_deadline(self.rtt).max(heartbeat * 10);
+            self.carry(rpc, deadline);
         }
         let Some(carried) = self.carried.as_ref() else {
             unreachable!("an append was just carried or joined");
         };
         let prev = carried.prev;
         let mut reply = carried.reply.clone();
-        // "No progress yet" is a true answer only from where the learner is known to match
+        // "No progress yet" is a true answer only from where the target is known to match
         // (and openraft refuses a match of nothing).
         let quiet = prev.is_some() && prev == self.confirmed;
         let answer = if quiet {
-            match tokio::time::timeout(option.hard_ttl() * 3 / 4, reply.wait_for(Option::is_some))
-                .await
-            {
+            match tokio::time::timeout(heartbeat * 3 / 4, reply.wait_for(Option::is_some)).await {
                 Err(_) => return Ok(AppendEntriesResponse::PartialSuccess(prev)),
                 Ok(answer) => answer.map(|a| a.as_ref().map(clone_reply)),
             }
@@ -541,12 +561,19 @@ impl GroupPeer {
         };
         let carried = self.carried.take();
         let (Ok(Some(answer)), Some(carried)) = (answer, carried) else {
-            let e = std::io::Error::other("append to a learner ended without an answer");
+            let e = std::io::Error::other("an append ended without an answer");
             return Err(RPCError::Network(NetworkError::new(&e)));
         };
-        // Only an answered request vouches for the learner until the next real heartbeat.
+        let answer = answer?;
+        // Only an answered request vouches for the target until the next real heartbeat; a
+        // voter's answer that accepts the vote feeds the read lease.
         self.last_sent = Some(carried.sent_at);
-        let matched = match answer? {
+        if let (Some(lease), false) = (&self.lease, self.learner) {
+            if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+                lease.acked(self.link.target, carried.vote, carried.sent_at);
+            }
+        }
+        let matched = match answer {
             AppendEntriesResponse::Success => carried.last,
             AppendEntriesResponse::PartialSuccess(m) => m,
             other => return Ok(other),
@@ -559,12 +586,13 @@ impl GroupPeer {
         }
     }
 
-    /// Sends `rpc` to the learner in a task of its own, on `deadline`.
+    /// Sends `rpc` to the target in a task of its own, on `deadline`.
     fn carry(&mut self, rpc: AppendEntriesRequest<TypeConfig>, deadline: Duration) {
         let (tx, rx) = tokio::sync::watch::channel(None);
         let link = self.link.clone();
         let applied = self.applied.clone();
         let prev = rpc.prev_log_id;
+        let vote = rpc.vote;
         let last = rpc.entries.last().map(|e| e.log_id).or(prev);
         let task = tokio::spawn(async move {
             let option = RPCOption::new(deadline);
@@ -577,6 +605,7 @@ impl GroupPeer {
             tx.send_replace(Some(reply));
         });
         self.carried = Some(Carried {
+            vote,
             prev,
             last,
             sent_at: tokio::time::Instant::now(),
@@ -611,36 +640,10 @@ impl RaftNetwork<TypeConfig> for GroupPeer {
     /// its last entry; the follower commits no further than what a request carried.
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        if let Some(rtt) = self.learner {
-            return self.append_to_learner(rpc, option, rtt).await;
-        }
-        let sent_at = tokio::time::Instant::now();
-        let vote = rpc.vote;
-        let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
-        let shortened = keep < rpc.entries.len();
-        rpc.entries.truncate(keep);
-        let last = rpc.entries.last().map(|e| e.log_id);
-        let reply = match self.applied.clone() {
-            Some(applied) if !rpc.entries.is_empty() => {
-                call_with_notices(&self.link, &rpc, &option, applied).await?
-            }
-            _ => self.link.call(Rpc::Append, &rpc, &option).await?,
-        };
-        self.last_sent = Some(sent_at);
-        if let Some(lease) = &self.lease {
-            if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
-                lease.acked(self.link.target, vote, sent_at);
-            }
-        }
-        match reply {
-            AppendEntriesResponse::Success if shortened => {
-                Ok(AppendEntriesResponse::PartialSuccess(last))
-            }
-            other => Ok(other),
-        }
+        self.append_carried(rpc, option).await
     }
 
     async fn install_snapshot(

@@ -259,9 +259,9 @@ pub struct GroupPeer {
     /// The target's round trip from here, when known (learners); zero otherwise.
     rtt: Duration,
     last_sent: Option<tokio::time::Instant>,
-    /// A learner's log matches the leader's up to here, as a real answer established.
+    /// The target's log matches the leader's up to here, as a real answer established.
     confirmed: Option<LogId<u64>>,
-    /// The append out to a learner, if any (see [`Carried`]).
+    /// The append out to the target, if any (see [`Carried`]).
     carried: Option<Carried>,
     /// The newest commit-only AppendEntries answered here, for [`commit_notifier`] (started
     /// on first use; it ends when this peer is dropped).
@@ -274,9 +274,8 @@ pub struct GroupPeer {
 
 type AppendReply = Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>;
 
-/// An append to a learner running on the learner's own deadline ([`learner_deadline`]),
-/// whatever openraft's: the call that sent it, or the next one that asks for the same entries,
-/// takes its answer.
+/// An append running on its target's own deadline (see [`GroupPeer`]), whatever openraft's:
+/// the call that sent it, or the next one that asks for the same entries, takes its answer.
 struct Carried {
     vote: openraft::Vote<u64>,
     prev: Option<LogId<u64>>,
@@ -615,7 +614,7 @@ impl GroupPeer {
     }
 
     /// Takes in a carried empty append (a heartbeat) that has its answer: nobody asks for it
-    /// again, and an answer still vouches for the learner.
+    /// again, and an answer still vouches for the target.
     fn harvest_heartbeat(&mut self) {
         let done = self
             .carried

@@ -48,21 +48,10 @@ const LEARNER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// one region: 0); learners only stretch its snapshot deadline, their appends having their own
 /// (see [`learner_round_trips`]).
 pub fn group_round_trips(topology: &Topology, group: GroupId) -> (u64, u64) {
-    let widest = |regions: &[&str]| {
-        let mut widest = 0;
-        for a in regions {
-            for b in regions {
-                widest = widest.max(topology.rtt_ms(a, b));
-            }
-        }
-        widest
-    };
-    let voters: Vec<&str> = topology
-        .voters(group)
-        .into_iter()
-        .map(|n| n.region.as_str())
-        .collect();
-    (widest(&voters), topology.group_max_rtt_ms(group))
+    (
+        topology.voters_max_rtt_ms(group),
+        topology.group_max_rtt_ms(group),
+    )
 }
 
 /// The learners of `group` with their round trip from `region` (where this node, leading the

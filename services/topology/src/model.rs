@@ -190,9 +190,24 @@ impl Topology {
             .chain(self.learners(group))
             .map(|n| n.region.as_str())
             .collect();
+        self.widest_rtt_ms(&regions)
+    }
+
+    /// Widest round trip between any two regions holding a voter of `group`; 0 if its voters
+    /// share a region (every regional group) or the group is unknown.
+    pub fn voters_max_rtt_ms(&self, group: GroupId) -> u64 {
+        let regions: BTreeSet<&str> = self
+            .voters(group)
+            .into_iter()
+            .map(|n| n.region.as_str())
+            .collect();
+        self.widest_rtt_ms(&regions)
+    }
+
+    fn widest_rtt_ms(&self, regions: &BTreeSet<&str>) -> u64 {
         let mut widest = 0;
-        for a in &regions {
-            for b in &regions {
+        for a in regions {
+            for b in regions {
                 widest = widest.max(self.rtt_ms(a, b));
             }
         }

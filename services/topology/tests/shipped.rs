@@ -142,6 +142,10 @@ fn round_trips() {
     assert_eq!(t.group_max_rtt_ms(GroupId(1)), 240);
     assert_eq!(t.group_max_rtt_ms(GroupId(10)), 240);
     assert_eq!(t.group_max_rtt_ms(GroupId(99)), 0);
+    // Its voters' own widest round trip is 0 (one region); the global group's voters span all.
+    assert_eq!(t.voters_max_rtt_ms(GroupId(1)), 0);
+    assert_eq!(t.voters_max_rtt_ms(GroupId(10)), 240);
+    assert_eq!(t.voters_max_rtt_ms(GroupId(99)), 0);
 
     let five = load(FIVE);
     assert_eq!(five.rtt_ms("eu-central", "ap-northeast"), 265);

@@ -3,21 +3,26 @@
 
 use crate::lease::{LeaderLease, VoteGuard};
 use crate::Raft;
+use futures::{Stream, StreamExt};
 use meridian_proto::peer::peer_server::Peer;
 use meridian_proto::peer::{RaftMessage, ReadIndexReply, ReadIndexRequest};
 use meridian_router::{Join, Rounds};
 use meridian_storage::GroupShared;
+use meridian_types::raft::{Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use meridian_types::Command;
 use meridian_types::GroupId;
-use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::raft::{AppendEntriesRequest, StreamAppendError};
+use openraft::{ReadPolicy, ServerState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Clone)]
 pub struct GroupHandle {
@@ -77,7 +82,7 @@ impl GroupHandle {
     /// last log index (at or past the commit index, so every acknowledged write is in it).
     fn lease_read_index(&self) -> Option<u64> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         if m.state != ServerState::Leader {
             return None;
         }
@@ -114,7 +119,7 @@ impl GroupHandle {
     /// since the last leader contact whose commit this replica has applied, otherwise. `None`
     /// when no such contact is known (never heard from a leader since start).
     pub fn lag_ms(&self) -> Option<u64> {
-        if self.raft.metrics().borrow().state == ServerState::Leader {
+        if self.raft.metrics().borrow_watched().state == ServerState::Leader {
             return Some(0);
         }
         let applied = self.shared.applied();
@@ -152,9 +157,13 @@ impl GroupHandle {
                             .unwrap_or_else(|p| p.into_inner())
                             .next_round();
                         let Some(waiters) = round else { return };
-                        let res = match tokio::time::timeout(timeout, raft.get_read_log_id()).await
+                        let res = match tokio::time::timeout(
+                            timeout,
+                            raft.get_read_log_id(ReadPolicy::ReadIndex),
+                        )
+                        .await
                         {
-                            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
+                            Ok(Ok((read_log_id, _))) => Ok(read_log_id.index()),
                             Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
                             Err(_) => Err(format!(
                                 "leadership not confirmed by a quorum within {} ms",
@@ -179,18 +188,18 @@ impl GroupHandle {
     /// may be older than writes it acknowledged before the crash. So the first read of each
     /// (process, term) commits an empty entry first: committing it commits everything before it.
     pub async fn read_index(&self, timeout: Duration) -> Result<u64, String> {
-        let term = self.raft.metrics().borrow().current_term;
+        let term = self.raft.metrics().borrow_watched().current_term;
         let known = *self.barrier.lock().unwrap_or_else(|p| p.into_inner());
         let barrier = match known {
             Some((t, index)) if t == term => index,
             _ => {
-                let res = tokio::time::timeout(
-                    timeout,
-                    self.raft.client_write(Command::Batch(Vec::new())),
-                )
-                .await
-                .map_err(|_| format!("leadership not confirmed within {} ms", timeout.as_millis()))?
-                .map_err(|e| format!("leadership not confirmed: {e}"))?;
+                let res =
+                    tokio::time::timeout(timeout, write(&self.raft, Command::Batch(Vec::new())))
+                        .await
+                        .map_err(|_| {
+                            format!("leadership not confirmed within {} ms", timeout.as_millis())
+                        })?
+                        .map_err(|e| format!("leadership not confirmed: {e}"))?;
                 let index = res.log_id.index;
                 *self.barrier.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((res.log_id.leader_id.term, index));
@@ -202,6 +211,36 @@ impl GroupHandle {
         }
         let read_index = self.confirmed_read_log_id(timeout).await?;
         Ok(read_index.max(barrier))
+    }
+}
+
+/// Longest a write waits for a new leader's first quorum acknowledgement (see [`write`]).
+pub const LEASE_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// `raft.client_write(cmd)`, waiting out openraft 0.10's refusal of a leader that has no fresh
+/// quorum acknowledgement (`ForwardReason::LeaseExpired`: right after an election, or after a
+/// stall): such a refusal happens before anything is appended, so the write is retried every
+/// few ms for up to [`LEASE_WAIT_MAX`], then the refusal is returned.
+pub async fn write(
+    raft: &Raft,
+    cmd: Command,
+) -> Result<
+    openraft::raft::ClientWriteResponse<TypeConfig>,
+    openraft::error::RaftError<TypeConfig, openraft::error::ClientWriteError<TypeConfig>>,
+> {
+    use openraft::error::{ClientWriteError, ForwardReason, RaftError};
+    let started = Instant::now();
+    loop {
+        let res = raft.client_write(cmd.clone()).await;
+        match &res {
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.reason == ForwardReason::LeaseExpired
+                    && started.elapsed() < LEASE_WAIT_MAX =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => return res,
+        }
     }
 }
 
@@ -257,11 +296,20 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PeerService {
     host: Arc<Host>,
+    /// Turns true when the node stops: replication streams end then (a server's graceful
+    /// shutdown waits for every open stream, and a leader's never ends by itself).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl PeerService {
     pub fn new(host: Arc<Host>) -> Self {
-        Self { host }
+        Self { host, stop: None }
+    }
+
+    /// Ends every replication stream this service serves once `stop` turns true.
+    pub fn stop_on(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     fn handle(&self, group: u64) -> Result<GroupHandle, Status> {
@@ -280,30 +328,131 @@ fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
 
-fn encode<T: Serialize>(group: u64, value: &T) -> Result<Response<RaftMessage>, Status> {
-    let payload = bincode::serialize(value).map_err(|e| Status::internal(e.to_string()))?;
+/// A unary answer: the Raft's result, its error as text (openraft 0.10's errors are not meant
+/// to cross versions; the sender only reports them).
+fn encode<T: Serialize, E: std::fmt::Display>(
+    group: u64,
+    result: Result<T, E>,
+) -> Result<Response<RaftMessage>, Status> {
+    let result: Result<T, String> = result.map_err(|e| e.to_string());
+    let payload = bincode::serialize(&result).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftMessage { group, payload }))
 }
 
+/// Most requests of one replication stream taken in and not yet answered (openraft's own
+/// pipeline holds 64); each one's leader commit waits here for its answer.
+const STREAM_COMMITS_MAX: usize = 1024;
+
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(
+    type StreamAppendStream = AnswerStream;
+
+    /// A leader's replication stream for one group: each request goes to the group's
+    /// `Raft::stream_append` as it arrives; each answer goes back in order. A malformed
+    /// message, or one for another group, ends the stream with `InvalidArgument` after the
+    /// answers to what came before it.
+    async fn stream_append(
         &self,
-        request: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let handle = self.handle(msg.group)?;
-        let req: openraft::raft::AppendEntriesRequest<meridian_types::TypeConfig> = decode(&msg)?;
-        let leader_commit = req.leader_commit.map_or(0, |l| l.index);
-        let res = handle.raft.append_entries(req).await;
-        if matches!(res, Ok(openraft::raft::AppendEntriesResponse::Success)) {
-            handle.leader_contact(leader_commit);
-        }
-        if matches!(&res, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
-        {
-            handle.heard_leader();
-        }
-        encode(msg.group, &res)
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let group: u64 = request
+            .metadata()
+            .get(crate::network::GROUP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "a replication stream names its group in `{}`",
+                    crate::network::GROUP_HEADER
+                ))
+            })?;
+        let handle = self.handle(group)?;
+        let commits: Arc<Mutex<VecDeque<u64>>> = Arc::default();
+        let broken: Arc<Mutex<Option<Status>>> = Arc::default();
+        let inbound = request.into_inner();
+        let input = {
+            let (commits, broken) = (commits.clone(), broken.clone());
+            futures::stream::unfold(inbound, move |mut inbound| {
+                let (commits, broken) = (commits.clone(), broken.clone());
+                async move {
+                    let fail = |status: Status| {
+                        *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                    };
+                    let msg = match inbound.message().await {
+                        Ok(Some(msg)) => msg,
+                        Ok(None) => return None,
+                        Err(status) => {
+                            fail(status);
+                            return None;
+                        }
+                    };
+                    if msg.group != group {
+                        fail(Status::invalid_argument(format!(
+                            "a message for group {} on group {group}'s replication stream",
+                            msg.group
+                        )));
+                        return None;
+                    }
+                    let req: AppendEntriesRequest<TypeConfig> = match decode(&msg) {
+                        Ok(r) => r,
+                        Err(status) => {
+                            fail(status);
+                            return None;
+                        }
+                    };
+                    let mut c = commits.lock().unwrap_or_else(|p| p.into_inner());
+                    if c.len() >= STREAM_COMMITS_MAX {
+                        drop(c);
+                        fail(Status::resource_exhausted(format!(
+                            "more than {STREAM_COMMITS_MAX} requests unanswered on one stream"
+                        )));
+                        return None;
+                    }
+                    c.push_back(req.leader_commit.map_or(0, |l| l.index));
+                    drop(c);
+                    Some((req, inbound))
+                }
+            })
+        };
+        let answers = handle.raft.stream_append(input).map(move |res| match res {
+            Ok(answer) => {
+                let commit = commits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_front();
+                if !matches!(answer, Err(StreamAppendError::HigherVote(_))) {
+                    handle.heard_leader();
+                    if let (Ok(_), Some(commit)) = (&answer, commit) {
+                        handle.leader_contact(commit);
+                    }
+                }
+                let payload = bincode::serialize(&answer)
+                    .map_err(|e| Status::internal(format!("encoding an answer: {e}")))?;
+                Ok(RaftMessage { group, payload })
+            }
+            Err(fatal) => Err(Status::unavailable(format!(
+                "group {group} stopped: {fatal}"
+            ))),
+        });
+        // After the answers, why the input ended early (if it did).
+        let tail = futures::stream::once(async move {
+            broken.lock().unwrap_or_else(|p| p.into_inner()).take()
+        })
+        .filter_map(|b| async move { b.map(Err) });
+        let stop = self.stop.clone();
+        let stopped = async move {
+            match stop {
+                Some(mut stop) => {
+                    let _ = stop.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        Ok(Response::new(Box::pin(
+            answers.chain(tail).take_until(stopped),
+        )))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -316,7 +465,24 @@ impl Peer for PeerService {
             )));
         }
         let res = handle.raft.vote(decode(&msg)?).await;
-        encode(msg.group, &res)
+        encode(msg.group, res)
+    }
+
+    /// A candidate asks whether it could win; refused for the same reasons as a vote.
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let handle = self.handle(msg.group)?;
+        if let Some(refusal) = handle.vote_refusal() {
+            return Err(Status::unavailable(format!(
+                "group {}: pre-vote refused: {refusal}",
+                msg.group
+            )));
+        }
+        let res = handle.raft.pre_vote(decode(&msg)?).await;
+        encode(msg.group, res)
     }
 
     async fn install_snapshot(
@@ -325,8 +491,17 @@ impl Peer for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         let raft = self.raft(msg.group)?;
-        let res = raft.install_snapshot(decode(&msg)?).await;
-        encode(msg.group, &res)
+        let (vote, meta, data): (Vote, SnapshotMeta, SnapshotData) = decode(&msg)?;
+        let res = raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: data,
+                },
+            )
+            .await;
+        encode(msg.group, res)
     }
 
     async fn read_index(

@@ -3,14 +3,14 @@
 //!
 //! The argument (docs/consistency.md, "Lease reads"): a voter that answered an AppendEntries of
 //! leader vote V sent at `t` refuses votes until it has not heard from V's leader for
-//! `election_timeout_max` (openraft 0.9's own leader lease, and [`VoteGuard`] here besides, which
+//! `election_timeout_max` (openraft's own leader lease, and [`VoteGuard`] here besides, which
 //! also covers a voter that restarted). So once a quorum (the leader counts itself) answered
 //! requests sent at or after `t`, no other leader can be elected before `t + election_timeout_max`
 //! on the voters' clocks. The leader trusts `t + election_timeout_max × (1 − DRIFT) − MARGIN` on
 //! its own monotonic clock: clock *rates* may differ by up to [`DRIFT`]; wall time plays no part.
 //! A lease is tied to the leader's vote, so it never crosses a leader change.
 
-use openraft::Vote;
+use meridian_types::raft::Vote;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub struct LeaderLease {
     /// How long a voter refuses other candidates after hearing the leader.
     guard: Duration,
     /// The newest AppendEntries each voter answered for vote V: (V, when it was sent).
-    acks: Mutex<BTreeMap<u64, (Vote<u64>, Instant)>>,
+    acks: Mutex<BTreeMap<u64, (Vote, Instant)>>,
 }
 
 impl LeaderLease {
@@ -46,7 +46,7 @@ impl LeaderLease {
     }
 
     /// `target` answered (accepting the vote) an AppendEntries of `vote` sent at `sent_at`.
-    pub fn acked(&self, target: u64, vote: Vote<u64>, sent_at: Instant) {
+    pub fn acked(&self, target: u64, vote: Vote, sent_at: Instant) {
         let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
         let newer = acks
             .get(&target)
@@ -58,12 +58,7 @@ impl LeaderLease {
 
     /// Until when node `me`, leading with `vote` among `voters`, may serve reads alone; `None`
     /// when no quorum answered this vote yet.
-    pub fn valid_until(
-        &self,
-        me: u64,
-        vote: &Vote<u64>,
-        voters: &BTreeSet<u64>,
-    ) -> Option<Instant> {
+    pub fn valid_until(&self, me: u64, vote: &Vote, voters: &BTreeSet<u64>) -> Option<Instant> {
         if !voters.contains(&me) {
             return None;
         }
@@ -149,12 +144,10 @@ impl VoteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::Vote;
+    use meridian_types::raft::Vote;
 
-    fn committed(term: u64, node: u64) -> Vote<u64> {
-        let mut v = Vote::new(term, node);
-        v.commit();
-        v
+    fn committed(term: u64, node: u64) -> Vote {
+        Vote::new_committed(term, node)
     }
 
     #[test]

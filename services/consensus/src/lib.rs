@@ -18,4 +18,5 @@ pub use lease::{LeaderLease, VoteGuard};
 pub use network::{GroupNetworkFactory, PeerPool};
 pub use timing::Timing;
 
-pub type Raft = openraft::Raft<meridian_types::TypeConfig>;
+/// A group's Raft on this node (its state machine over fjall, or memory in simulation).
+pub type Raft = openraft::Raft<meridian_types::TypeConfig, meridian_storage::StateMachine>;

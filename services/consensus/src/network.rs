@@ -1,27 +1,36 @@
 //! The peer transport. A [`PeerPool`] keeps one lazily connected HTTP/2 channel per peer
 //! address; every group's [`GroupNetworkFactory`] borrows from it, so N groups between two nodes
 //! share one connection. Payloads are openraft's types, bincode-encoded, wrapped with the group.
+//!
+//! Replication is a stream ([`GroupPeer`]): openraft 0.10 hands each target's AppendEntries
+//! requests to `stream_append` as it produces them, and they go out on one gRPC bidirectional
+//! stream (`Peer/StreamAppend`) into the target's `Raft::stream_append`, any number in flight;
+//! the answers come back in order. Over a WAN link the entries reach a learner one way after
+//! they are written, not one round trip after the previous batch was answered.
 
+use crate::LeaderLease;
+use futures::{Stream, StreamExt};
 use meridian_proto::io::Dialer;
 use meridian_proto::peer::peer_client::PeerClient;
 use meridian_proto::peer::{RaftMessage, ReadIndexRequest};
 use meridian_proto::PEER_MESSAGE_BYTES;
-use meridian_types::raft::TypeConfig;
+use meridian_types::raft::{Entry, Snapshot, SnapshotData, TypeConfig, Vote};
 use meridian_types::GroupId;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, LogId};
+use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 /// Deadline for establishing a connection to a peer.
@@ -120,13 +129,15 @@ impl PeerPool {
     }
 }
 
+/// Metadata naming the group of a `StreamAppend` stream (its messages carry it too).
+pub const GROUP_HEADER: &str = "meridian-group";
+
 pub struct GroupNetworkFactory {
     group: GroupId,
     pool: Arc<PeerPool>,
     /// Nodes that are only ever learners of this group, with their round trip from here.
-    learners: Arc<std::collections::BTreeMap<u64, Duration>>,
-    applied: Option<tokio::sync::watch::Receiver<u64>>,
-    lease: Option<Arc<crate::LeaderLease>>,
+    learners: Arc<BTreeMap<u64, Duration>>,
+    lease: Option<Arc<LeaderLease>>,
 }
 
 impl GroupNetworkFactory {
@@ -135,29 +146,20 @@ impl GroupNetworkFactory {
             group,
             pool,
             learners: Arc::default(),
-            applied: None,
             lease: None,
         }
     }
 
     /// The group's leader lease: every voter's answer to an AppendEntries feeds it.
-    pub fn with_lease(mut self, lease: Arc<crate::LeaderLease>) -> Self {
+    pub fn with_lease(mut self, lease: Arc<LeaderLease>) -> Self {
         self.lease = Some(lease);
         self
     }
 
-    /// This node's applied index of the group: while it leads, the commit index (moments
-    /// later). With it, a target whose append is still out hears of a commit beside it
-    /// (see [`GroupPeer`]).
-    pub fn with_applied(mut self, applied: tokio::sync::watch::Receiver<u64>) -> Self {
-        self.applied = Some(applied);
-        self
-    }
-
     /// Nodes that are only ever learners of this group (never voters), each with its round
-    /// trip in milliseconds from this node's region: their appends run on their own deadline
-    /// and their empty AppendEntries are thinned out (see [`GroupPeer`]). Invariant: a node
-    /// listed here is not promoted to voter while this factory lives.
+    /// trip in milliseconds from this node's region: their answers are awaited on their own
+    /// deadline ([`learner_deadline`]) and never feed the lease. Invariant: a node listed here
+    /// is not promoted to voter while this factory lives.
     pub fn with_learners(mut self, learners: impl IntoIterator<Item = (u64, u64)>) -> Self {
         self.learners = Arc::new(
             learners
@@ -173,6 +175,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     type Network = GroupPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        let learner = self.learners.get(&target).copied();
         GroupPeer {
             link: PeerLink {
                 group: self.group,
@@ -180,23 +183,26 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
                 addr: node.addr.clone(),
                 pool: self.pool.clone(),
             },
-            learner: self.learners.contains_key(&target),
-            rtt: self.learners.get(&target).copied().unwrap_or_default(),
-            last_sent: None,
-            confirmed: None,
-            carried: None,
-            commit_notices: None,
-            applied: self.applied.clone(),
-            lease: self.lease.clone(),
+            rtt: learner.unwrap_or_default(),
+            lease: if learner.is_some() {
+                None
+            } else {
+                self.lease.clone()
+            },
+            failures: 0,
         }
     }
 }
 
-/// Most entry bytes one AppendEntries carries (a single larger entry still goes alone).
+/// Most entry bytes one AppendEntries message carries (a single larger entry still goes alone).
 pub const APPEND_BYTES_MAX: u64 = 1024 * 1024;
 
+/// Most AppendEntries messages out on one stream without an answer; past it the stream waits.
+/// openraft's own pipeline to a target is shorter (64); this bounds the bookkeeping.
+pub const STREAM_IN_FLIGHT_MAX: usize = 256;
+
 /// How many leading entries fit in `budget` bytes (at least one when there are any).
-fn entries_within(entries: &[openraft::Entry<TypeConfig>], budget: u64) -> usize {
+fn entries_within(entries: &[Entry], budget: u64) -> usize {
     let mut total = 0u64;
     for (i, e) in entries.iter().enumerate() {
         let size = bincode::serialized_size(e).unwrap_or(u64::MAX);
@@ -208,110 +214,73 @@ fn entries_within(entries: &[openraft::Entry<TypeConfig>], budget: u64) -> usize
     entries.len()
 }
 
+/// `req` as messages of at most [`APPEND_BYTES_MAX`] of entries each (one for an empty
+/// request), chained: each starts where the previous one ends. The target commits no further
+/// than what a message carried, so every part may carry the leader's commit.
+fn split(req: AppendEntriesRequest<TypeConfig>) -> Vec<AppendEntriesRequest<TypeConfig>> {
+    let AppendEntriesRequest {
+        vote,
+        mut prev_log_id,
+        leader_commit,
+        mut entries,
+    } = req;
+    let mut parts = Vec::new();
+    loop {
+        let keep = entries_within(&entries, APPEND_BYTES_MAX);
+        let rest = entries.split_off(keep);
+        let last = entries.last().map(|e| e.log_id).or(prev_log_id);
+        parts.push(AppendEntriesRequest {
+            vote,
+            prev_log_id,
+            leader_commit,
+            entries,
+        });
+        if rest.is_empty() {
+            return parts;
+        }
+        prev_log_id = last;
+        entries = rest;
+    }
+}
+
 /// HTTP/2 flow-control windows of peer connections. The defaults (64 KiB) cap a connection
 /// at one window per round trip — 0.4 MB/s over a 170 ms link, too little for a learner.
 pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
-/// The network to one target of one group.
-///
-/// openraft 0.9 sends an empty AppendEntries to every idle target each time the commit index
-/// moves, and allows one request in flight per target. Over a WAN link to a learner those
-/// commit-only heartbeats (one round trip each) sit in front of the next batch of entries and
-/// halve, or worse, what the learner receives under load. So an empty AppendEntries to a
-/// learner goes out in line only if nothing was sent to it for 3/4 of the RPC deadline (= of
-/// the heartbeat interval, so openraft's periodic heartbeat still goes out); otherwise it is
-/// answered here with `Success` for the `prev_log_id` the learner already confirmed, and a copy
-/// is sent *beside* the replication stream (see [`commit_notifier`]): the learner still hears
-/// of the commit one way later, not at the next heartbeat, and entries never queue behind it.
-/// The same holds for a voter's replication stream (a Global Lock release would otherwise wait
-/// behind its acquire's commit notice for a round trip); what confirms leadership is untouched:
-/// openraft's read-index rounds use fresh clients, whose empty appends always go out, and the
-/// read lease ([`crate::LeaderLease`]) counts only real answers.
-///
-/// The other half of the same limit: while an append is out to a far target (a voter or a
-/// learner in another region), openraft sends nothing else to it, so a commit of those very
-/// entries (made by nearer voters' acknowledgements) reaches it only with the next request —
-/// one and a half round trips after the append left. So while an append is out for longer
-/// than [`NOTICE_AFTER`], a commit of its entries is sent beside it as a commit-only
-/// AppendEntries whose `prev_log_id` is the append's last entry: the target processes it after
-/// the append (one connection, one Raft core, in order) and commits at half a round trip after
-/// the commit; should it overtake the append, the target answers `Conflict`, changes nothing,
-/// and the next request tells it. The answer is only logged; the leader's view of the target
-/// comes from the append's own answer.
-///
-/// Per-target deadlines: openraft 0.9 cuts every AppendEntries at its heartbeat interval, which
-/// would tie the heartbeat — and the election timeout, and so failover — to the slowest append
-/// (a learner 240 ms away, a 1 MiB payload behind a loaded disk). So every append is *carried*
-/// ([`GroupPeer::append_carried`]): sent by a task of its own on the target's deadline
-/// ([`learner_deadline`] of its round trip, at least ten heartbeats), and openraft's call waits
-/// for its answer at most 3/4 heartbeat. If the answer is not in and the request starts where
-/// the target is known to match (`prev_log_id` = the last match a real answer established), the
-/// call answers `PartialSuccess(prev_log_id)` — "no progress yet", which is true — and openraft,
-/// finding entries unsent, asks again at once with the same `prev_log_id`: that call joins the
-/// carried append instead of sending another. Still one append in flight per target. openraft
-/// 0.9 uses such an answer only for the target's progress (unchanged) and a metric; the read
-/// lease counts real answers only.
-pub struct GroupPeer {
-    link: PeerLink,
-    /// The target is only ever a learner of this group (never counts toward a commit).
-    learner: bool,
-    /// The target's round trip from here, when known (learners); zero otherwise.
-    rtt: Duration,
-    last_sent: Option<tokio::time::Instant>,
-    /// The target's log matches the leader's up to here, as a real answer established.
-    confirmed: Option<LogId<u64>>,
-    /// The append out to the target, if any (see [`Carried`]).
-    carried: Option<Carried>,
-    /// The newest commit-only AppendEntries answered here, for [`commit_notifier`] (started
-    /// on first use; it ends when this peer is dropped).
-    commit_notices: Option<tokio::sync::watch::Sender<Option<AppendEntriesRequest<TypeConfig>>>>,
-    /// The leader's applied index, for commit notices while an append is out.
-    applied: Option<tokio::sync::watch::Receiver<u64>>,
-    /// Fed with a voter's every answer that accepts the leader's vote.
-    lease: Option<Arc<crate::LeaderLease>>,
-}
-
-type AppendReply = Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>;
-
-/// An append running on its target's own deadline (see [`GroupPeer`]), whatever openraft's:
-/// the call that sent it, or the next one that asks for the same entries, takes its answer.
-struct Carried {
-    vote: openraft::Vote<u64>,
-    prev: Option<LogId<u64>>,
-    /// The last entry sent (`prev` for an empty append).
-    last: Option<LogId<u64>>,
-    sent_at: tokio::time::Instant,
-    reply: tokio::sync::watch::Receiver<Option<AppendReply>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Carried {
-    /// A carried append nobody will ask for again stops (no-op once it has its answer).
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A copy of an append's answer (openraft 0.9's `AppendEntriesResponse` is not `Clone`). The
-/// error is openraft's own type, as `RaftNetwork` returns it: large, not ours to box.
-#[allow(clippy::result_large_err)]
-fn clone_reply(reply: &AppendReply) -> AppendReply {
-    match reply {
-        Ok(AppendEntriesResponse::Success) => Ok(AppendEntriesResponse::Success),
-        Ok(AppendEntriesResponse::PartialSuccess(m)) => {
-            Ok(AppendEntriesResponse::PartialSuccess(*m))
-        }
-        Ok(AppendEntriesResponse::Conflict) => Ok(AppendEntriesResponse::Conflict),
-        Ok(AppendEntriesResponse::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(*v)),
-        Err(e) => Err(e.clone()),
-    }
-}
-
-/// How long an append to a learner `rtt` away may take: ten round trips, at least 2 s (a full
+/// How long an answer from a learner `rtt` away may take: ten round trips, at least 2 s (a full
 /// 1 MiB payload over a loaded WAN link).
 pub fn learner_deadline(rtt: Duration) -> Duration {
     (rtt * 10).max(Duration::from_secs(2))
+}
+
+/// The network to one target of one group.
+///
+/// Replication ([`GroupPeer::stream_append`]): every request openraft produces leaves at once
+/// on the target's stream, cut into messages of at most [`APPEND_BYTES_MAX`] of entries; the
+/// target answers each in order, and the parts of one request are answered as one. An answer
+/// overdue by the target's deadline (its [`learner_deadline`], at least ten heartbeats) ends the
+/// stream as unreachable, and openraft opens another after its backoff. Heartbeats are streams
+/// of one request (openraft 0.10's heartbeat worker), on the heartbeat's deadline.
+///
+/// A voter's every answer that accepts the leader's vote feeds the read lease
+/// ([`LeaderLease`]) with the time its request left.
+pub struct GroupPeer {
+    link: PeerLink,
+    /// The target's round trip from here, when it is a learner; zero for a voter.
+    rtt: Duration,
+    /// Fed with the target's answers when it is a voter.
+    lease: Option<Arc<LeaderLease>>,
+    /// Streams that failed to open in a row (see [`open_backoff`]).
+    failures: u32,
+}
+
+/// How long a failed stream open is held before it is reported: 10 ms, doubling with each
+/// failure in a row, at most 500 ms. openraft opens the next stream as soon as it hears of the
+/// failure, and a refused connection fails at once: without this, a leader would dial a
+/// stopped peer in a busy loop.
+fn open_backoff(failures: u32) -> Duration {
+    Duration::from_millis(10u64 << failures.min(6)).min(Duration::from_millis(500))
 }
 
 /// Where one group's messages to one target go.
@@ -323,85 +292,40 @@ struct PeerLink {
     pool: Arc<PeerPool>,
 }
 
-/// An append out this long is a far target's: a commit of its entries goes beside it.
-const NOTICE_AFTER: Duration = Duration::from_millis(5);
-
-/// Most commit notices in flight to one learner; more wait (the newest wins).
-const COMMIT_NOTICES_IN_FLIGHT_MAX: usize = 16;
-/// Least time between two commit notices to one learner: 1/16 of the RPC deadline (= the
-/// heartbeat, about two round trips), at least 5 ms — an eighth of a round trip of delay at
-/// most, and a few dozen messages a second per learner, not one per commit.
-fn commit_notice_gap(ttl: Duration) -> Duration {
-    (ttl / 16).max(Duration::from_millis(5))
-}
-
-/// Sends the newest thinned commit-only AppendEntries to a learner, beside openraft's
-/// one-in-flight replication stream: at most one every [`commit_notice_gap`], only when the
-/// commit moved since the last one sent, at most
-/// [`COMMIT_NOTICES_IN_FLIGHT_MAX`] unanswered, each within `ttl`; only the newest waiting one
-/// is sent. The answers are only logged: a learner never counts toward a commit, and a notice
-/// it applies late is harmless (the follower commits min(its accepted log, the leader's commit),
-/// neither of which goes back; a notice from a deposed leader is refused by its vote).
-async fn commit_notifier(
-    link: PeerLink,
-    mut rx: tokio::sync::watch::Receiver<Option<AppendEntriesRequest<TypeConfig>>>,
-    ttl: Duration,
-) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(COMMIT_NOTICES_IN_FLIGHT_MAX));
-    let gap = commit_notice_gap(ttl);
-    let mut last_commit = None;
-    while rx.changed().await.is_ok() {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(req) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        // Nothing new to tell (a notice without a commit tells nothing either).
-        if req.leader_commit == last_commit {
-            continue;
-        }
-        last_commit = req.leader_commit;
-        let link = link.clone();
-        tokio::spawn(async move {
-            let option = RPCOption::new(ttl);
-            let res: Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> =
-                link.call(Rpc::Append, &req, &option).await;
-            if let Err(e) = res {
-                tracing::debug!(group = %link.group, target = link.target, "commit notice: {e}");
-            }
-            drop(permit);
-        });
-        tokio::time::sleep(gap).await;
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Rpc {
-    Append,
     Vote,
+    PreVote,
     Snapshot,
 }
 
+fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn network<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(e))
+}
+
 impl PeerLink {
-    async fn call<Req, Resp, E>(
+    fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
+        self.pool.client(&self.addr).map_err(|e| unreachable(&e))
+    }
+
+    /// A unary call within `ttl`. The answer is the peer's `Result<Resp, String>`: an error
+    /// there (the target's Raft refused or stopped) counts as unreachable.
+    async fn call<Req, Resp>(
         &self,
         rpc: Rpc,
         req: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
     {
-        let payload =
-            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self
-            .pool
-            .client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let ttl = option.hard_ttl();
+        let payload = bincode::serialize(req).map_err(|e| network(&e))?;
+        let mut client = self.client()?;
         let sent_bytes = payload.len();
         let mut request = tonic::Request::new(RaftMessage {
             group: self.group.0,
@@ -410,12 +334,12 @@ impl PeerLink {
         request.set_timeout(ttl);
         let fut = async {
             match rpc {
-                Rpc::Append => client.append_entries(request).await,
                 Rpc::Vote => client.vote(request).await,
+                Rpc::PreVote => client.pre_vote(request).await,
                 Rpc::Snapshot => client.install_snapshot(request).await,
             }
         };
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let res = tokio::time::timeout(ttl, fut).await;
         tracing::debug!(
             group = %self.group,
@@ -428,252 +352,345 @@ impl PeerLink {
         let reply = match res {
             Err(_) => {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "peer rpc deadline");
-                return Err(RPCError::Network(NetworkError::new(&e)));
+                return Err(network(&e));
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+                return Err(unreachable(&status));
             }
-            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Err(status)) => return Err(network(&status)),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let result: Result<Resp, String> =
+            bincode::deserialize(&reply.payload).map_err(|e| network(&e))?;
+        result.map_err(|e| unreachable(&std::io::Error::other(e)))
     }
 }
+
+/// One request of a stream, out on the wire, waiting for its answers.
+struct Sent {
+    /// Messages it was cut into (as many answers make its one).
+    parts: usize,
+    vote: Vote,
+    sent_at: Instant,
+}
+
+/// The requests of one stream that have left and are not answered yet, oldest first.
+#[derive(Default)]
+struct InFlight {
+    queue: Mutex<VecDeque<Sent>>,
+    /// Signalled when a request leaves or room frees up.
+    changed: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Sent>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The answer of a request cut into parts: the first refusal, else the last part's match.
+fn merge(
+    answers: impl IntoIterator<Item = StreamAppendResult<TypeConfig>>,
+) -> Option<StreamAppendResult<TypeConfig>> {
+    let mut merged = None;
+    for a in answers {
+        if a.is_err() {
+            return Some(a);
+        }
+        merged = Some(a);
+    }
+    merged
+}
+
+type Answers = BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
 
 impl GroupPeer {
-    /// Hands a thinned commit-only AppendEntries to this peer's [`commit_notifier`].
-    fn notify_commit(&mut self, rpc: AppendEntriesRequest<TypeConfig>, ttl: Duration) {
-        let tx = self.commit_notices.get_or_insert_with(|| {
-            let (tx, rx) = tokio::sync::watch::channel(None);
-            tokio::spawn(commit_notifier(self.link.clone(), rx, ttl));
-            tx
-        });
-        tx.send_replace(Some(rpc));
-    }
-}
-
-/// Sends `rpc` (entries) and, while it is out, a commit notice each time the leader's
-/// commit (its applied index) moves into its entries — at most one per entry range.
-async fn call_with_notices(
-    link: &PeerLink,
-    rpc: &AppendEntriesRequest<TypeConfig>,
-    option: &RPCOption,
-    mut applied: tokio::sync::watch::Receiver<u64>,
-) -> AppendReply {
-    let (Some(first), Some(last)) = (rpc.entries.first(), rpc.entries.last()) else {
-        return link.call(Rpc::Append, rpc, option).await;
-    };
-    let (first, last) = (first.log_id.index, last.log_id);
-    let sent_at = tokio::time::Instant::now();
-    let mut told = rpc.leader_commit.map_or(0, |c| c.index);
-    let call = link.call(Rpc::Append, rpc, option);
-    tokio::pin!(call);
-    loop {
-        tokio::select! {
-            reply = &mut call => return reply,
-            changed = applied.changed() => {
-                if changed.is_err() {
-                    return call.await;
-                }
-                let upto = (*applied.borrow_and_update()).min(last.index);
-                if upto < first || upto <= told || sent_at.elapsed() < NOTICE_AFTER {
-                    continue;
-                }
-                let Ok(i) = usize::try_from(upto - first) else { continue };
-                let Some(commit) = rpc.entries.get(i).map(|e| e.log_id) else { continue };
-                told = upto;
-                let notice: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
-                    vote: rpc.vote,
-                    prev_log_id: Some(last),
-                    entries: Vec::new(),
-                    leader_commit: Some(commit),
-                };
-                let link = link.clone();
-                let ttl = option.hard_ttl();
-                tokio::spawn(async move {
-                    let res: Result<
-                        AppendEntriesResponse<u64>,
-                        RPCError<u64, BasicNode, RaftError<u64>>,
-                    > = link.call(Rpc::Append, &notice, &RPCOption::new(ttl)).await;
-                    match res {
-                        Ok(AppendEntriesResponse::Success) => {}
-                        other => tracing::debug!(group = %link.group, target = link.target, "commit notice beside an append: {other:?}"),
-                    }
-                });
-            }
+    /// How long the oldest request out may wait for its answer: the learner's deadline, or ten
+    /// of openraft's deadlines (its heartbeat) for a voter.
+    fn deadline(&self, ttl: Duration) -> Duration {
+        if self.lease.is_none() {
+            learner_deadline(self.rtt).max(ttl * 10)
+        } else {
+            ttl * 10
         }
     }
-}
 
-impl GroupPeer {
-    /// An append (see [`GroupPeer`]): an empty one is thinned; the rest are carried on the
-    /// target's own deadline, and this call waits for the answer for at most 3/4 of openraft's
-    /// deadline when it may answer "no progress yet" instead.
-    async fn append_carried(
+    /// [`GroupPeer::open_stream`], holding a failure for its [`open_backoff`].
+    async fn open<S>(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> AppendReply {
-        let heartbeat = option.hard_ttl();
-        // A learner's pace: what openraft's heartbeat was before per-target timing, two round
-        // trips; a voter's: the heartbeat.
-        let span = heartbeat.max(self.rtt * 2);
-        self.harvest_heartbeat();
-        if rpc.entries.is_empty() {
-            let window = span * 3 / 4;
-            if self.carried.is_some() || self.last_sent.is_some_and(|t| t.elapsed() < window) {
-                self.notify_commit(rpc, span);
-                return Ok(AppendEntriesResponse::Success);
+        input: S,
+        deadline: Duration,
+    ) -> Result<Answers, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        match self.open_stream(input, deadline).await {
+            Ok(answers) => {
+                self.failures = 0;
+                Ok(answers)
             }
-        }
-        let asked_last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-        let joins = self
-            .carried
-            .as_ref()
-            .is_some_and(|c| c.prev == rpc.prev_log_id && c.last > c.prev);
-        if !joins {
-            let keep = entries_within(&rpc.entries, APPEND_BYTES_MAX);
-            rpc.entries.truncate(keep);
-            let deadline = learner_deadline(self.rtt).max(heartbeat * 10);
-            self.carry(rpc, deadline);
-        }
-        let Some(carried) = self.carried.as_ref() else {
-            unreachable!("an append was just carried or joined");
-        };
-        let prev = carried.prev;
-        let mut reply = carried.reply.clone();
-        // "No progress yet" is a true answer only from where the target is known to match
-        // (and openraft refuses a match of nothing).
-        let quiet = prev.is_some() && prev == self.confirmed;
-        let answer = if quiet {
-            match tokio::time::timeout(heartbeat * 3 / 4, reply.wait_for(Option::is_some)).await {
-                Err(_) => return Ok(AppendEntriesResponse::PartialSuccess(prev)),
-                Ok(answer) => answer.map(|a| a.as_ref().map(clone_reply)),
+            Err(e) => {
+                tokio::time::sleep(open_backoff(self.failures)).await;
+                self.failures = self.failures.saturating_add(1);
+                Err(e)
             }
-        } else {
-            reply
-                .wait_for(Option::is_some)
-                .await
-                .map(|a| a.as_ref().map(clone_reply))
-        };
-        let carried = self.carried.take();
-        let (Ok(Some(answer)), Some(carried)) = (answer, carried) else {
-            let e = std::io::Error::other("an append ended without an answer");
-            return Err(RPCError::Network(NetworkError::new(&e)));
-        };
-        let answer = answer?;
-        // Only an answered request vouches for the target until the next real heartbeat; a
-        // voter's answer that accepts the vote feeds the read lease.
-        self.last_sent = Some(carried.sent_at);
-        if let (Some(lease), false) = (&self.lease, self.learner) {
-            if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
-                lease.acked(self.link.target, carried.vote, carried.sent_at);
-            }
-        }
-        let matched = match answer {
-            AppendEntriesResponse::Success => carried.last,
-            AppendEntriesResponse::PartialSuccess(m) => m,
-            other => return Ok(other),
-        };
-        self.confirmed = matched;
-        if matched >= asked_last {
-            Ok(AppendEntriesResponse::Success)
-        } else {
-            Ok(AppendEntriesResponse::PartialSuccess(matched))
         }
     }
 
-    /// Sends `rpc` to the target in a task of its own, on `deadline`.
-    fn carry(&mut self, rpc: AppendEntriesRequest<TypeConfig>, deadline: Duration) {
-        let (tx, rx) = tokio::sync::watch::channel(None);
+    /// Opens the stream: requests leave as openraft yields them (cut and recorded in
+    /// `in_flight`), answers are merged per request and checked against the deadline.
+    async fn open_stream<S>(
+        &self,
+        input: S,
+        deadline: Duration,
+    ) -> Result<Answers, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
         let link = self.link.clone();
-        let applied = self.applied.clone();
-        let prev = rpc.prev_log_id;
-        let vote = rpc.vote;
-        let last = rpc.entries.last().map(|e| e.log_id).or(prev);
-        let task = tokio::spawn(async move {
-            let option = RPCOption::new(deadline);
-            let reply = match applied {
-                Some(applied) if !rpc.entries.is_empty() => {
-                    call_with_notices(&link, &rpc, &option, applied).await
+        let mut client = link.client()?;
+        let in_flight = Arc::new(InFlight::default());
+        let group = link.group.0;
+        let sending = in_flight.clone();
+        let requests = futures::stream::unfold(
+            (input, sending, VecDeque::<RaftMessage>::new()),
+            move |(mut input, in_flight, mut ready)| async move {
+                loop {
+                    if let Some(msg) = ready.pop_front() {
+                        return Some((msg, (input, in_flight, ready)));
+                    }
+                    // Room first: a full stream waits for answers before taking more.
+                    loop {
+                        let notified = in_flight.changed.notified();
+                        if in_flight.lock().len() < STREAM_IN_FLIGHT_MAX {
+                            break;
+                        }
+                        notified.await;
+                    }
+                    let req = input.next().await?;
+                    let vote = req.vote;
+                    let parts = split(req);
+                    for part in &parts {
+                        match bincode::serialize(part) {
+                            Ok(payload) => ready.push_back(RaftMessage { group, payload }),
+                            Err(e) => {
+                                tracing::error!(group, "an AppendEntries does not encode: {e}");
+                                return None;
+                            }
+                        }
+                    }
+                    in_flight.lock().push_back(Sent {
+                        parts: parts.len(),
+                        vote,
+                        sent_at: Instant::now(),
+                    });
+                    in_flight.changed.notify_waiters();
                 }
-                _ => link.call(Rpc::Append, &rpc, &option).await,
-            };
-            tx.send_replace(Some(reply));
-        });
-        self.carried = Some(Carried {
-            vote,
-            prev,
-            last,
-            sent_at: tokio::time::Instant::now(),
-            reply: rx,
-            task: task.abort_handle(),
-        });
-    }
-
-    /// Takes in a carried empty append (a heartbeat) that has its answer: nobody asks for it
-    /// again, and an answer still vouches for the target.
-    fn harvest_heartbeat(&mut self) {
-        let done = self
-            .carried
-            .as_ref()
-            .is_some_and(|c| c.last == c.prev && c.reply.borrow().is_some());
-        if !done {
-            return;
+            },
+        );
+        let mut request = tonic::Request::new(requests);
+        // No grpc-timeout: the stream lasts as long as this leader replicates; each answer
+        // has its deadline below.
+        if let Ok(v) = group.to_string().parse() {
+            request.metadata_mut().insert(GROUP_HEADER, v);
         }
-        if let Some(c) = self.carried.take() {
-            if matches!(*c.reply.borrow(), Some(Ok(AppendEntriesResponse::Success))) {
-                self.last_sent = Some(c.sent_at);
-            }
-        }
+        let opened = tokio::time::timeout(deadline, client.stream_append(request))
+            .await
+            .map_err(|_| {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "opening the replication stream timed out",
+                );
+                unreachable(&e)
+            })?
+            .map_err(|status| unreachable(&status))?;
+        let answers = opened.into_inner();
+        let lease = self.lease.clone();
+        let target = link.target;
+        let stream =
+            futures::stream::unfold(Some((answers, in_flight, lease)), move |state| async move {
+                let (mut answers, in_flight, lease) = state?;
+                let next = next_answer(&mut answers, &in_flight, deadline).await;
+                let (sent, answer) = match next {
+                    Ok(Some(x)) => x,
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(e), None)),
+                };
+                if let (Some(lease), false) = (
+                    &lease,
+                    matches!(answer, Err(StreamAppendError::HigherVote(_))),
+                ) {
+                    lease.acked(target, sent.vote, sent.sent_at);
+                }
+                let go_on = answer.is_ok();
+                let item = Ok(answer);
+                Some((item, go_on.then_some((answers, in_flight, lease))))
+            });
+        Ok(Box::pin(stream))
     }
 }
 
-impl RaftNetwork<TypeConfig> for GroupPeer {
-    /// Sends at most [`APPEND_BYTES_MAX`] of entries (at least one). openraft 0.9 caps a
-    /// payload only by entry count, and its deadline is the heartbeat interval: a learner that
-    /// fell behind over a WAN link would otherwise be sent ever larger payloads that never
-    /// arrive in time, and never catch up. A shortened request answers `PartialSuccess` up to
-    /// its last entry; the follower commits no further than what a request carried.
+/// The next request's merged answer, with what was recorded when it left: `None` when the
+/// target ended the stream with nothing out; an error when it broke the stream, answered what
+/// was not asked, or the oldest request's answer is overdue by `deadline`.
+async fn next_answer(
+    answers: &mut tonic::Streaming<RaftMessage>,
+    in_flight: &InFlight,
+    deadline: Duration,
+) -> Result<Option<(Sent, StreamAppendResult<TypeConfig>)>, RPCError<TypeConfig>> {
+    // Wait for a request to leave (nothing can be answered before).
+    let (parts, due) = loop {
+        let notified = in_flight.changed.notified();
+        if let Some(front) = in_flight.lock().front() {
+            break (front.parts, front.sent_at + deadline);
+        }
+        tokio::select! {
+            _ = notified => continue,
+            msg = answers.message() => match msg {
+                Ok(None) => return Ok(None),
+                Ok(Some(_)) => {
+                    let e = std::io::Error::other("an answer came with no request out");
+                    return Err(network(&e));
+                }
+                Err(status) => return Err(unreachable(&status)),
+            },
+        }
+    };
+    let mut got = Vec::with_capacity(parts);
+    while got.len() < parts {
+        let msg = match tokio::time::timeout_at(due, answers.message()).await {
+            Err(_) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} ms", deadline.as_millis()),
+                );
+                return Err(unreachable(&e));
+            }
+            Ok(Err(status)) => return Err(unreachable(&status)),
+            Ok(Ok(None)) => {
+                let e = std::io::Error::other("the target ended the stream with requests out");
+                return Err(unreachable(&e));
+            }
+            Ok(Ok(Some(msg))) => msg,
+        };
+        let answer: StreamAppendResult<TypeConfig> =
+            bincode::deserialize(&msg.payload).map_err(|e| network(&e))?;
+        let refused = answer.is_err();
+        got.push(answer);
+        if refused {
+            break;
+        }
+    }
+    let sent = in_flight.lock().pop_front();
+    in_flight.changed.notify_waiters();
+    let (Some(sent), Some(answer)) = (sent, merge(got)) else {
+        let e = std::io::Error::other("an answer without its request");
+        return Err(network(&e));
+    };
+    Ok(Some((sent, answer)))
+}
+
+impl RaftNetworkV2<TypeConfig> for GroupPeer {
+    type SnapshotData = SnapshotData;
+
+    /// One request on a stream of its own (openraft 0.10 replicates through
+    /// [`GroupPeer::stream_append`]; this serves any other caller).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.append_carried(rpc, option).await
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let deadline = self.deadline(option.hard_ttl());
+        let input = futures::stream::iter([rpc]);
+        let mut answers = self.open(input, deadline).await?;
+        match answers.next().await {
+            Some(Ok(Ok(_))) => Ok(AppendEntriesResponse::Success),
+            Some(Ok(Err(StreamAppendError::Conflict(_)))) => Ok(AppendEntriesResponse::Conflict),
+            Some(Ok(Err(StreamAppendError::HigherVote(v)))) => {
+                Ok(AppendEntriesResponse::HigherVote(v))
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(unreachable(&std::io::Error::other(
+                "the target ended the stream without an answer",
+            ))),
+        }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        self.link.call(Rpc::Snapshot, &rpc, &option).await
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let deadline = self.deadline(option.hard_ttl());
+        Box::pin(async move {
+            let answers: BoxStream<'s, _> = self.open(input, deadline).await?;
+            Ok(answers)
+        })
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.link.call(Rpc::Vote, &rpc, &option).await
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.link.call(Rpc::Vote, &rpc, option.hard_ttl()).await
     }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.link.call(Rpc::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    /// The whole snapshot in one message (Meridian's snapshots are the group's keys: tens of
+    /// MB at most, under [`PEER_MESSAGE_BYTES`]), within openraft's snapshot deadline.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot);
+        let call = self.link.call(Rpc::Snapshot, &req, option.hard_ttl());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = call => res.map_err(|e| match e {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => match r.source {},
+            }),
+        }
+    }
+}
+
+/// A log id, for tests of [`split`].
+#[cfg(test)]
+fn lid(index: u64) -> meridian_types::raft::LogId {
+    meridian_types::raft::log_id(1, 1, index)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use openraft::EntryPayload;
 
-    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+    fn entry(index: u64, bytes: usize) -> Entry {
         let op = meridian_types::PutOp::new("/k", vec![b'x'; bytes]);
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: lid(index),
             payload: EntryPayload::Normal(meridian_types::Command::Put(op)),
         }
     }
@@ -691,5 +708,45 @@ mod tests {
             "one entry always goes"
         );
         assert_eq!(entries_within(&[], APPEND_BYTES_MAX), 0);
+    }
+
+    #[test]
+    fn a_large_request_is_cut_into_chained_parts_carrying_the_commit() {
+        let req = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(lid(3)),
+            leader_commit: Some(lid(5)),
+            entries: (4..=13).map(|i| entry(i, 300_000)).collect(),
+        };
+        let parts = split(req);
+        assert_eq!(parts.len(), 4, "3 + 3 + 3 + 1 entries");
+        let mut prev = Some(lid(3));
+        for p in &parts {
+            assert_eq!(p.prev_log_id, prev, "each part starts where the last ended");
+            assert_eq!(p.leader_commit, Some(lid(5)));
+            prev = p.entries.last().map(|e| e.log_id);
+        }
+        assert_eq!(prev, Some(lid(13)));
+        let empty = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(lid(3)),
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        assert_eq!(split(empty).len(), 1, "a heartbeat is one message");
+    }
+
+    #[test]
+    fn parts_answer_as_one_the_first_refusal_wins() {
+        assert_eq!(
+            merge([Ok(Some(lid(3))), Ok(Some(lid(6)))]),
+            Some(Ok(Some(lid(6))))
+        );
+        let conflict = Err(StreamAppendError::Conflict(lid(4)));
+        assert_eq!(
+            merge([Ok(Some(lid(3))), conflict.clone(), Ok(Some(lid(9)))]),
+            Some(conflict)
+        );
+        assert_eq!(merge([]), None);
     }
 }

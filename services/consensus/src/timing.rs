@@ -1,7 +1,7 @@
-//! Raft timing. openraft 0.9 uses `heartbeat_interval` as the AppendEntries timeout, so the
+//! Raft timing. openraft 0.10 gives each heartbeat `heartbeat_interval` to be answered, so the
 //! heartbeat must exceed the worst round trip to any *voter*; election timeouts scale with it.
-//! Learners are not bound by it: their appends run on their own deadline (see
-//! `network::GroupPeer`), so a regional group keeps intra-region timing however far its
+//! Learners are not bound by it: their replication stream's answers have their own deadline
+//! (see `network::GroupPeer`), so a regional group keeps intra-region timing however far its
 //! learners are.
 
 use serde::{Deserialize, Serialize};
@@ -33,10 +33,10 @@ impl Default for Timing {
         Self {
             heartbeat_interval_ms: 50,
             // Eight heartbeats at least (openraft ticks every 1.5 heartbeats), so a busy disk
-            // or CPU does not depose a healthy leader. openraft 0.9 draws each node's timeout T
-            // once; a follower that knew a leader stands only after the leader's lease
-            // (`election_timeout_max`) plus T without hearing it — 1.1–1.4 s, plus a tick —
-            // and wins at once (the others' leases have run out): failover under 2 s.
+            // or CPU does not depose a healthy leader. openraft draws a timeout T in this range
+            // for each campaign; a follower that knew a leader stands only after the leader's
+            // lease (`election_timeout_max`) plus T without hearing it — 1.1–1.4 s, plus a
+            // tick — and wins at once (the others' leases have run out): failover under 2 s.
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 700,
             install_snapshot_timeout_ms: 5_000,
@@ -54,7 +54,7 @@ pub struct TimingError(String);
 
 impl Timing {
     /// This timing adapted to a group whose voters are up to `voters_rtt_ms` apart and whose
-    /// members (learners too) up to `members_rtt_ms` (openraft 0.9's AppendEntries deadline is
+    /// members (learners too) up to `members_rtt_ms` (openraft's heartbeat deadline is
     /// the heartbeat interval, so the heartbeat must exceed the voters' widest round trip with
     /// room for a loaded link; learners have their own deadline):
     /// heartbeat = max(base, 2 × voters' rtt + 20 ms); election timeout =
@@ -103,6 +103,9 @@ impl Timing {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
             snapshot_max_chunk_size: 1024 * 1024,
+            // A node that cannot win (cut off, restarted, behind) asks before it bumps its term,
+            // so it never deposes a healthy leader when it comes back.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         config

@@ -95,9 +95,8 @@ async fn run() {
             .get(g)
             .expect("leader group");
         for i in 0..5 {
-            let r = lh
-                .raft
-                .client_write(put(&format!("/g{}/k{i}", g.0), &format!("{}", g.0)))
+            let cmd = put(&format!("/g{}/k{i}", g.0), &format!("{}", g.0));
+            let r = meridian_consensus::host::write(&lh.raft, cmd)
                 .await
                 .expect("write");
             last_write.insert(g, r.log_id.index);

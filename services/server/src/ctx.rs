@@ -16,6 +16,7 @@ use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_router::VersionVector;
 use meridian_topology::Topology;
 use meridian_types::{Command, CommandResult, GroupId};
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,7 +88,7 @@ impl NodeCtx {
             group: h.shared.group.0,
             revision,
             node: self.node_id,
-            raft_term: h.raft.metrics().borrow().current_term,
+            raft_term: h.raft.metrics().borrow_watched().current_term,
             vector: vector.to_wire(),
             lag_ms: 0,
             synced: false,
@@ -96,7 +97,7 @@ impl NodeCtx {
 
     /// The leader of `h`'s group as (id, address), if one is known.
     pub fn leader(&self, h: &GroupHandle) -> Option<(u64, String)> {
-        let m = h.raft.metrics().borrow().clone();
+        let m = h.raft.metrics().borrow_watched().clone();
         let leader = m.current_leader?;
         let addr = m
             .membership_config
@@ -235,7 +236,7 @@ impl NodeCtx {
         let Some(h) = self.host.get(group) else {
             return;
         };
-        if h.raft.metrics().borrow().state != ServerState::Leader {
+        if h.raft.metrics().borrow_watched().state != ServerState::Leader {
             return;
         }
         let until = tokio::time::Instant::now() + IMPORT_WAIT;
@@ -302,7 +303,7 @@ impl NodeCtx {
     /// The group's read index: leadership confirmed by a quorum of its voters. Asked of the
     /// local Raft when this node leads, of the leader over the peer connection otherwise.
     pub async fn read_index(&self, h: &GroupHandle, wait: Duration) -> Result<u64> {
-        let is_leader = h.raft.metrics().borrow().state == ServerState::Leader;
+        let is_leader = h.raft.metrics().borrow_watched().state == ServerState::Leader;
         if is_leader {
             return h.read_index(wait).await.map_err(Error::Unavailable);
         }

@@ -10,6 +10,7 @@ use meridian_consensus::GroupHandle;
 use meridian_locks::{Clock, ExpiryTracker, TrackerConfig};
 use meridian_storage::{GroupShared, Notice};
 use meridian_types::{Command, CommandResult, GroupId, LeaseCommand};
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -130,7 +131,7 @@ pub async fn run(
                 _ = interval.tick() => {}
             }
             let still = {
-                let m = metrics.borrow();
+                let m = metrics.borrow_watched();
                 m.state == ServerState::Leader && m.current_term == term
             };
             if !still {

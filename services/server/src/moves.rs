@@ -30,6 +30,7 @@ use meridian_types::{
     Command, CommandResult, DomainPlacement, GroupId, MoveCommand, MoveState, MoveStep,
     PlacementChange, PlacementMap,
 };
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,7 +103,7 @@ pub async fn drive(ctx: Arc<NodeCtx>, global: GroupHandle, mut shutdown: watch::
     // When this driver first saw each move stuck before its import (move id → since).
     let mut stuck: std::collections::BTreeMap<u64, Instant> = Default::default();
     loop {
-        let leads = global.raft.metrics().borrow().state == ServerState::Leader;
+        let leads = global.raft.metrics().borrow_watched().state == ServerState::Leader;
         let mut progressed = false;
         if leads {
             let map = ctx.placement.current().map.clone();

@@ -28,6 +28,7 @@ use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
 use meridian_storage::{MemDisk, NodeStore};
 use meridian_topology::{Role, Topology};
 use meridian_types::GroupId;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,7 +79,7 @@ async fn keep_learners(
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(LEARNER_CHECK_INTERVAL) => {}
         }
-        let m = raft.metrics().borrow().clone();
+        let m = raft.metrics().borrow_watched().clone();
         if m.state != openraft::ServerState::Leader {
             continue;
         }
@@ -270,7 +271,6 @@ impl Node {
                 Stores::Disk(store) => {
                     let (log, sm) = store.group(group, history).map_err(storage_err)?;
                     let shared = sm.shared();
-                    let network = network.with_applied(shared.applied_watch());
                     (
                         Raft::new(config.node_id, raft_config, network, log, sm).await,
                         shared,
@@ -279,7 +279,6 @@ impl Node {
                 Stores::Memory(disk) => {
                     let (log, sm) = disk.group(group, history).map_err(storage_err)?;
                     let shared = sm.shared();
-                    let network = network.with_applied(shared.applied_watch());
                     (
                         Raft::new(config.node_id, raft_config, network, log, sm).await,
                         shared,
@@ -289,7 +288,7 @@ impl Node {
             let raft = raft.map_err(|e| StartError::Raft(e.to_string()))?;
             lock_waits.insert(group, Arc::new(LockWaits::default()));
             shareds.push((group, shared.clone()));
-            let knew_leader = raft.metrics().borrow().vote.committed;
+            let knew_leader = raft.metrics().borrow_watched().vote.committed;
             let guard = Arc::new(VoteGuard::new(election_max, knew_leader));
             host.insert(
                 group,
@@ -358,7 +357,7 @@ impl Node {
         let kv = KvServer::new(KvService::new(ctx.clone(), keepalives.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let peer = PeerServer::new(PeerService::new(host.clone()))
+        let peer = PeerServer::new(PeerService::new(host.clone()).stop_on(shutdown_rx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
         let global = topology.global_group().map(|g| g.id);

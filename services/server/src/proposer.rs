@@ -1,8 +1,7 @@
 //! Batches concurrent client writes of one group into single Raft entries.
 //!
-//! openraft 0.9 waits for the fsync of every append inside its core loop, so one entry per
-//! client write caps a group at one write per fsync. The proposer drains whatever writes are
-//! queued, packs those with disjoint keys into one `Command::Batch` entry (one fsync for all),
+//! One entry per client write costs a group one log append (and its share of an fsync) per
+//! write. The proposer drains whatever writes are queued, packs those with disjoint keys into one `Command::Batch` entry (one fsync for all),
 //! and keeps a bounded number of entries in flight. A command whose keys overlap the current
 //! batch, or that may touch a whole prefix, starts the next entry, so every key still changes at
 //! most once per revision.
@@ -139,7 +138,7 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) {
         }
         None => return,
     };
-    match raft.client_write(cmd).await {
+    match meridian_consensus::host::write(raft, cmd).await {
         Ok(resp) => {
             let rev = resp.log_id.index;
             match resp.data {

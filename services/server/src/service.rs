@@ -10,6 +10,7 @@ use meridian_proto::kv as pb;
 use meridian_proto::kv::kv_client::KvClient;
 use meridian_proto::kv::kv_server::Kv;
 use meridian_types::{Command, CommandResult, GroupId, OpResult};
+use openraft::async_runtime::watch::WatchReceiver;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -551,7 +552,7 @@ fn group_status(
     group: GroupId,
     h: &meridian_consensus::GroupHandle,
 ) -> pb::GroupStatus {
-    let m = h.raft.metrics().borrow().clone();
+    let m = h.raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
     let matched = |id: &u64| -> u64 {

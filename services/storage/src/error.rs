@@ -1,6 +1,3 @@
-use meridian_types::raft::StorageError;
-use openraft::{ErrorSubject, ErrorVerb};
-
 /// Everything that can go wrong below the state machine and the log.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,20 +13,32 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl Error {
-    pub fn into_raft(self, subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageError {
-        StorageError::from_io_error(subject, verb, std::io::Error::other(self.to_string()))
+impl From<Error> for std::io::Error {
+    /// openraft's storage traits speak `io::Error`; the message keeps what went wrong.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn sm_err(e: Error) -> StorageError {
-    e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write)
+/// A storage failure as openraft's traits return it, naming what was being done.
+pub(crate) fn io_err(what: &str, e: Error) -> std::io::Error {
+    let kind = match &e {
+        Error::Io(io) => io.kind(),
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, format!("{what}: {e}"))
 }
-pub(crate) fn log_write_err(e: Error) -> StorageError {
-    e.into_raft(ErrorSubject::Logs, ErrorVerb::Write)
+pub(crate) fn sm_err(e: Error) -> std::io::Error {
+    io_err("state machine", e)
 }
-pub(crate) fn log_read_err(e: Error) -> StorageError {
-    e.into_raft(ErrorSubject::Logs, ErrorVerb::Read)
+pub(crate) fn log_write_err(e: Error) -> std::io::Error {
+    io_err("writing the log", e)
+}
+pub(crate) fn log_read_err(e: Error) -> std::io::Error {
+    io_err("reading the log", e)
 }

@@ -5,13 +5,13 @@
 //! `append` returns, as openraft requires. In-memory `last` and `purged` are the truth for
 //! reads; fjall catches up in queue order.
 
-use crate::error::{log_read_err, log_write_err};
+use crate::error::{io_err, log_read_err, log_write_err};
 use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
 use fjall::Keyspace;
-use meridian_types::raft::{Entry, LogId, StorageError, TypeConfig, Vote};
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
+use meridian_types::raft::{Entry, LogId, TypeConfig, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::RaftLogReader;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -84,7 +84,7 @@ impl FjallLogStore {
 
     /// Queues `ops` behind everything queued before; neither readability nor durability is
     /// waited for (truncations, purges and the advisory committed index).
-    async fn queue(&self, ops: Vec<WriteOp>) -> std::result::Result<(), StorageError> {
+    async fn queue(&self, ops: Vec<WriteOp>) -> std::io::Result<()> {
         self.writer
             .submit(WriteReq {
                 ops,
@@ -172,16 +172,21 @@ impl RaftLogReader<TypeConfig> for FjallLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> std::result::Result<Vec<Entry>, StorageError> {
+    ) -> std::io::Result<Vec<Entry>> {
         let (start, end) = bounds(&range);
         self.read_range(start, end).map_err(log_read_err)
+    }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        self.get_meta(VOTE)
+            .map_err(|e| io_err("reading the vote", e))
     }
 }
 
 impl RaftLogStorage<TypeConfig> for FjallLogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let (purged, next_index) = {
             let p = self.lock();
             (p.purged, p.next_index)
@@ -206,25 +211,17 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> std::result::Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> std::io::Result<()> {
         let op = self
             .put_meta(VOTE, vote)
-            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Write))?;
+            .map_err(|e| io_err("saving the vote", e))?;
         self.writer
             .write_durable(vec![op])
             .await
-            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Write))
+            .map_err(|e| io_err("saving the vote", e))
     }
 
-    async fn read_vote(&mut self) -> std::result::Result<Option<Vote>, StorageError> {
-        self.get_meta(VOTE)
-            .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Read))
-    }
-
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId>,
-    ) -> std::result::Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> std::io::Result<()> {
         // Advisory (it only lets a restart re-apply sooner): queued, never waited for.
         let op = self
             .put_meta(COMMITTED, &committed)
@@ -232,7 +229,7 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
         self.queue(vec![op]).await
     }
 
-    async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> std::io::Result<Option<LogId>> {
         Ok(self
             .get_meta::<Option<LogId>>(COMMITTED)
             .map_err(log_read_err)?
@@ -242,8 +239,8 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> std::result::Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> std::io::Result<()>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -274,7 +271,7 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
                 }
             }
         });
-        let durable = Box::new(move |r| callback.log_io_completed(r));
+        let durable = Box::new(move |r| callback.io_completed(r));
         self.writer
             .submit(WriteReq {
                 ops,
@@ -285,21 +282,23 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
             .map_err(log_write_err)
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+    /// Removes every entry after `last_log_id` (all of them for `None`).
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> std::io::Result<()> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
         {
             let mut p = self.lock();
-            p.entries.split_off(&log_id.index);
-            p.next_index = p.next_index.min(log_id.index);
+            p.entries.split_off(&from);
+            p.next_index = p.next_index.min(from);
         }
         let op = WriteOp::RemoveRange(
             self.log.clone(),
-            index_key(log_id.index).to_vec(),
+            index_key(from).to_vec(),
             index_key(u64::MAX).to_vec(),
         );
         self.queue(vec![op]).await
     }
 
-    async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> std::io::Result<()> {
         {
             let mut p = self.lock();
             p.purged = Some(log_id);

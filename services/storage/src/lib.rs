@@ -78,7 +78,7 @@ impl NodeStore {
         &self,
         group: GroupId,
         history_revisions_max: u64,
-    ) -> Result<(FjallLogStore, StateMachine<FjallSm>)> {
+    ) -> Result<(FjallLogStore, StateMachine)> {
         let ks = |suffix: &str| {
             self.db.keyspace(
                 &format!("g{}_{suffix}", group.0),
@@ -116,7 +116,7 @@ impl MemDisk {
         &self,
         group: GroupId,
         history_revisions_max: u64,
-    ) -> Result<(MemLogStore, StateMachine<MemSm>)> {
+    ) -> Result<(MemLogStore, StateMachine)> {
         let (log, sm) = self
             .groups
             .lock()
@@ -130,7 +130,7 @@ impl MemDisk {
 }
 
 /// An in-memory log store and state machine for `group`.
-pub fn mem_group(group: GroupId, history_revisions_max: u64) -> (MemLogStore, StateMachine<MemSm>) {
+pub fn mem_group(group: GroupId, history_revisions_max: u64) -> (MemLogStore, StateMachine) {
     let sm = StateMachine::open(group, Arc::new(MemSm::default()), history_revisions_max)
         .unwrap_or_else(|_| unreachable!("the in-memory store cannot fail to load"));
     (MemLogStore::default(), sm)

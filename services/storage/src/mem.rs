@@ -5,9 +5,9 @@
 use crate::kv::KvState;
 use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmPersist};
 use crate::Result;
-use meridian_types::raft::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig, Vote};
+use meridian_types::raft::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
 use meridian_types::Event;
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::RaftLogReader;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
@@ -37,7 +37,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> std::result::Result<Vec<Entry>, StorageError> {
+    ) -> std::io::Result<Vec<Entry>> {
         Ok(self
             .lock()
             .entries
@@ -45,12 +45,16 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
             .map(|(_, e)| e.clone())
             .collect())
     }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        Ok(self.lock().vote)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for MemLogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let g = self.lock();
         let last = g
             .entries
@@ -68,32 +72,25 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> std::result::Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> std::io::Result<()> {
         self.lock().vote = Some(*vote);
         Ok(())
     }
 
-    async fn read_vote(&mut self) -> std::result::Result<Option<Vote>, StorageError> {
-        Ok(self.lock().vote)
-    }
-
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId>,
-    ) -> std::result::Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> std::io::Result<()> {
         self.lock().committed = committed;
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> std::io::Result<Option<LogId>> {
         Ok(self.lock().committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> std::result::Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> std::io::Result<()>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -104,16 +101,17 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
                 g.entries.insert(e.log_id.index, e);
             }
         }
-        callback.log_io_completed(Ok(()));
+        callback.io_completed(Ok(()));
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
-        self.lock().entries.split_off(&log_id.index);
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> std::io::Result<()> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.lock().entries.split_off(&from);
         Ok(())
     }
 
-    async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> std::io::Result<()> {
         let mut g = self.lock();
         g.purged = Some(log_id);
         g.entries = g.entries.split_off(&(log_id.index + 1));

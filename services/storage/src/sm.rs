@@ -2,17 +2,18 @@
 //! [`KvState`], writes the changes and `last_applied` in one atomic commit, then tells readers
 //! and watchers.
 
-use crate::error::sm_err;
+use crate::error::{io_err, sm_err};
 use crate::group::GroupShared;
 use crate::kv::KvState;
 use crate::persist::{ApplyCommit, SmPersist};
+use futures::TryStreamExt;
 use meridian_types::raft::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use meridian_types::{CommandResult, GroupId};
-use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
-use std::io::Cursor;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 /// How many revisions of change history watchers can resume from, by default.
@@ -27,19 +28,19 @@ struct Applied {
     membership: StoredMembership,
 }
 
-pub struct StateMachine<P: SmPersist> {
+/// A group's state machine over the node's persistence (fjall, or memory in simulation).
+pub struct StateMachine {
     shared: Arc<GroupShared>,
-    persist: Arc<P>,
+    persist: Arc<dyn SmPersist>,
     applied: Arc<Mutex<Applied>>,
     snapshot: CurrentSnapshot,
-    snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
     history_revisions_max: u64,
 }
 
-impl<P: SmPersist> StateMachine<P> {
+impl StateMachine {
     pub fn open(
         group: GroupId,
-        persist: Arc<P>,
+        persist: Arc<dyn SmPersist>,
         history_revisions_max: u64,
     ) -> crate::Result<Self> {
         let loaded = persist.load()?;
@@ -59,7 +60,6 @@ impl<P: SmPersist> StateMachine<P> {
                 membership: loaded.membership,
             })),
             snapshot: Arc::new(Mutex::new(loaded.snapshot)),
-            snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             history_revisions_max: history_revisions_max.max(1),
         })
     }
@@ -75,16 +75,17 @@ impl<P: SmPersist> StateMachine<P> {
 }
 
 /// Builds a snapshot from a consistent copy of the state taken under the state lock.
-pub struct SnapshotBuilder<P: SmPersist> {
+pub struct SnapshotBuilder {
     shared: Arc<GroupShared>,
-    persist: Arc<P>,
+    persist: Arc<dyn SmPersist>,
     applied: Arc<Mutex<Applied>>,
     snapshot: CurrentSnapshot,
-    snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl<P: SmPersist> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<P> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         // The state lock is held while copying, and apply updates `applied` under the same
         // lock, so the copy and its last_applied agree.
         let (kv, applied) = {
@@ -97,53 +98,47 @@ impl<P: SmPersist> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<P> {
             (guard.clone(), applied)
         };
         let data = bincode::serialize(&kv).map_err(|e| sm_err(e.into()))?;
-        let seq = self
-            .snapshot_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let snapshot_id = match &applied.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
-            None => format!("0-0-{seq}"),
-        };
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
-            snapshot_id,
         };
-        self.persist.save_snapshot(&meta, &data).map_err(|e| {
-            e.into_raft(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-            )
-        })?;
+        self.persist
+            .save_snapshot(&meta, &data)
+            .map_err(|e| io_err("saving a snapshot", e))?;
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: data,
         })
     }
 }
 
-impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
-    type SnapshotBuilder = SnapshotBuilder<P>;
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let a = self.applied();
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    /// Applies the batch openraft hands over in one atomic commit, then answers each entry's
+    /// client (after the commit is in the store, as before 0.10).
+    async fn apply<S>(&mut self, entries: S) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
+        let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut responders = Vec::with_capacity(batch.len());
         let mut results = Vec::new();
         let mut events = Vec::new();
         let pending = {
             let mut state = self.shared.write();
             let mut applied = self.applied();
             let mut staged: KvState = std::mem::take(&mut *state);
-            for entry in entries {
+            for (entry, responder) in batch {
+                responders.push(responder);
                 applied.last_applied = Some(entry.log_id);
                 staged.revision = entry.log_id.index;
                 let result = match &entry.payload {
@@ -162,7 +157,7 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             }
             let Some(last_applied) = applied.last_applied else {
                 *state = staged;
-                return Ok(results);
+                return Ok(());
             };
             let compacted = self.shared.compacted();
             // Compact in steps of an eighth of the window, not on every apply.
@@ -206,7 +201,12 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
         };
         // Commits queue in apply order: openraft applies one batch at a time.
         pending.await.map_err(sm_err)?;
-        Ok(results)
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -215,34 +215,19 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             persist: self.persist.clone(),
             applied: self.applied.clone(),
             snapshot: self.snapshot.clone(),
-            snapshot_seq: self.snapshot_seq.clone(),
         }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let mut kv: KvState = bincode::deserialize(&data).map_err(|e| {
-            crate::Error::from(e).into_raft(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-            )
-        })?;
+        data: SnapshotData,
+    ) -> io::Result<()> {
+        let mut kv: KvState = bincode::deserialize(&data)
+            .map_err(|e| io_err("reading a received snapshot", e.into()))?;
         kv.share_lease_keys();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        let snapshot_err = |e: crate::Error| {
-            e.into_raft(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-            )
-        };
+        let snapshot_err = |e: crate::Error| io_err("installing a snapshot", e);
         let pending = self
             .persist
             .install(&kv, meta, &data)
@@ -262,7 +247,7 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let snap = self
             .snapshot
             .lock()
@@ -270,7 +255,7 @@ impl<P: SmPersist> RaftStateMachine<TypeConfig> for StateMachine<P> {
             .clone();
         Ok(snap.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: data,
         }))
     }
 }

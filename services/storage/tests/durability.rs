@@ -2,14 +2,14 @@
 //! come back exactly, and the watch history survives.
 
 use meridian_storage::NodeStore;
-use meridian_types::raft::{Entry, LogId};
+use meridian_types::raft::{log_id, Entry, Vote};
 use meridian_types::{Command, GroupId, PutOp};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, Vote};
+use openraft::{EntryPayload, RaftLogReader};
 
 fn put(key: &str, index: u64) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        log_id: log_id(1, 1, index),
         payload: EntryPayload::Normal(Command::Put(PutOp::new(key, format!("v{index}")))),
     }
 }
@@ -26,7 +26,8 @@ async fn reopen_keeps_everything() {
             let entries: Vec<Entry> = (1..=5).map(|i| put(&format!("/k{i}"), i)).collect();
             // Returns once openraft's flush callback fired, i.e. after the fsync.
             log.blocking_append(entries.clone()).await.unwrap();
-            sm.apply(entries).await.unwrap();
+            let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+            sm.apply(stream).await.unwrap();
         }
         store.sync().await.unwrap();
     }

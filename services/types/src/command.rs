@@ -162,6 +162,32 @@ pub enum Command {
     },
 }
 
+/// What openraft logs of an entry: the command's kind and key, never a value.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Put(op) => write!(f, "put {} ({} bytes)", op.key, op.value.len()),
+            Command::Delete(op) => write!(f, "delete {}", op.key),
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => write!(
+                f,
+                "txn ({} compares, {}/{} ops)",
+                compares.len(),
+                success.len(),
+                failure.len()
+            ),
+            Command::Batch(cmds) => write!(f, "batch of {}", cmds.len()),
+            Command::Lease(_) => f.write_str("lease"),
+            Command::Placement(_) => f.write_str("placement"),
+            Command::Move(_) => f.write_str("move"),
+            Command::AfterImport { id, cmd } => write!(f, "after import {id}: {cmd}"),
+        }
+    }
+}
+
 /// The source's and the target's halves of a domain move. Each is idempotent, so a driver that
 /// crashed can repeat the step it was at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! - [`placement`]: the placement map's data (domains, group replicas, policies, epoch) and
 //!   the changes the global group applies to it.
 //! - [`raft`]: the openraft type configuration every group uses.
+//! - [`runtime`]: openraft's async runtime (tokio, with random numbers a simulation can seed).
 //!
 //! This crate does no IO and knows nothing of gRPC or fjall.
 
@@ -14,6 +15,7 @@ pub mod ids;
 pub mod path;
 pub mod placement;
 pub mod raft;
+pub mod runtime;
 
 pub use command::{
     lease_group, Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event,

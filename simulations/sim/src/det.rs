@@ -7,7 +7,8 @@
 //! What makes a run repeatable: turmoil steps every host in a fixed order and seeds each host's
 //! tokio runtime (the `select!` fairness draw) when built with `--cfg tokio_unstable` (see
 //! `.cargo/config.toml`); openraft's random election timeout is pinned per node
-//! (`Timing::fixed_election_offset_ms`); the workload draws from its own seeded generator;
+//! (`Timing::fixed_election_offset_ms`) and its other draws (the tick's first phase) follow the
+//! seed (`meridian_types::runtime::seed_thread_rng`); the workload draws from its own seeded generator;
 //! lease deadlines use tokio's (virtual) clock; nothing here reads the wall clock.
 
 use crate::scenario::{FaultKind, Mix, Scenario, Workload};
@@ -114,6 +115,8 @@ pub fn simulate(
         .iter()
         .map(|f| f.at_s + f.for_s)
         .fold(0.0, f64::max);
+    // Every host runs on this thread: openraft's random numbers follow the seed.
+    meridian_types::runtime::seed_thread_rng(seed);
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(seed)

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 pub(crate) const SYNC_WAITERS_MAX: usize = 65_536;
 /// Most sync rounds of one group in flight from one router at once (rounds overlap when they
 /// are long: see `Rounds::spacing`).
-pub(crate) const SYNC_ROUNDS_IN_FLIGHT_MAX: usize = 8;
+pub(crate) const SYNC_ROUNDS_IN_FLIGHT_MAX: usize = 48;
 
 pub(crate) type SyncReply = oneshot::Sender<std::result::Result<u64, String>>;
 

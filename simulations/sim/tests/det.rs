@@ -194,9 +194,11 @@ fn faults_in_the_scenario_are_survived() {
 /// local learner heard that the entries were committed only at the next heartbeat, its
 /// commit-only AppendEntries being thinned out (they now go beside the replication stream).
 /// Every read here is linearizable (always syncs); most operations are on remote groups, a
-/// tenth are writes, from four clients per region. Before: 1.25-2.8x the round trip (eu-west
-/// reading us-east: 198 ms over a 75 ms round trip); after: 1.13-1.16x. Virtual time, one
-/// seed: the numbers are exact, not a timing guess.
+/// tenth are writes, from four clients per region. Means before: 1.25-2.8x the round trip
+/// (eu-west reading us-east: 198 ms over a 75 ms round trip); with overlapping rounds on
+/// openraft 0.9: 1.13-1.16x; on 0.10's pipelined streams with rounds a 32nd of a round trip
+/// apart: p95 1.01-1.04x (eu-west → us-east 78 ms over 75). Asserted at p95 ≤ 1.1x + 5 ms.
+/// Virtual time, one seed: the numbers are exact, not a timing guess.
 #[test]
 fn a_remote_sync_waits_one_round_trip_not_two() {
     let topo_text = mode_topology(TOPO, "d").expect("topology");
@@ -214,9 +216,9 @@ fn a_remote_sync_waits_one_round_trip_not_two() {
     let out = simulate(&s, &topo_text, "d", mix, 11).expect("simulation");
     assert_eq!(out.sequential, Ok(()));
     assert!(out.linearizable.is_ok(), "{:?}", out.linearizable);
-    // Mean latency of remote linearizable reads per (client region, owner region), against
+    // Latencies of remote linearizable reads per (client region, owner region), against
     // that pair's round trip.
-    let mut sums: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let mut lat: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     for r in &out.records {
         let (Some(end), OpKind::Read { .. }) = (r.end_us, &r.op.kind) else {
             continue;
@@ -225,28 +227,37 @@ fn a_remote_sync_waits_one_round_trip_not_two() {
         if !r.linearizable || owner == r.region {
             continue;
         }
-        let e = sums.entry((r.region.clone(), owner)).or_default();
-        e.0 += end - r.start_us;
-        e.1 += 1;
+        lat.entry((r.region.clone(), owner))
+            .or_default()
+            .push(end - r.start_us);
     }
-    assert_eq!(sums.len(), 6, "every region read both others: {sums:?}");
+    assert_eq!(lat.len(), 6, "every region read both others: {lat:?}");
     let mut slow = Vec::new();
-    for ((from, owner), (total_us, n)) in &sums {
-        assert!(*n >= 30, "{from} → {owner}: only {n} reads");
-        let mean_ms = *total_us as f64 / *n as f64 / 1000.0;
+    for ((from, owner), us) in &mut lat {
+        let n = us.len();
+        assert!(n >= 30, "{from} → {owner}: only {n} reads");
+        us.sort_unstable();
+        let mean_ms = us.iter().sum::<u64>() as f64 / n as f64 / 1000.0;
+        let p95_ms = us[(n * 95).div_ceil(100) - 1] as f64 / 1000.0;
         let rtt = topo.rtt_ms(from, owner) as f64;
-        eprintln!("{from} → {owner}: {n} reads, mean {mean_ms:.1} ms, round trip {rtt} ms");
-        if mean_ms >= 1.25 * rtt + 5.0 {
+        eprintln!(
+            "{from} → {owner}: {n} reads, mean {mean_ms:.1} ms, p95 {p95_ms:.1} ms, round trip {rtt} ms"
+        );
+        if p95_ms > P95_OVER_RTT_MAX * rtt + 5.0 {
             slow.push(format!(
-                "{from} → {owner}: {mean_ms:.1} ms over {n} reads, round trip {rtt} ms"
+                "{from} → {owner}: p95 {p95_ms:.1} ms over {n} reads, round trip {rtt} ms"
             ));
         }
     }
     assert!(
         slow.is_empty(),
-        "remote linearizable reads wait for more than the sync round trip: {slow:?}"
+        "remote linearizable reads wait for more than one sync round trip at p95: {slow:?}"
     );
 }
+
+/// A remote linearizable read's p95 may exceed its round trip by this factor (plus 5 ms of
+/// local work): one round trip, not two.
+const P95_OVER_RTT_MAX: f64 = 1.1;
 
 /// Online domain moves under the workload and a crash: us-east's domain moves to eu-west while
 /// eu-west's node 4 is down, then back; both commit, operations on the domain were served by

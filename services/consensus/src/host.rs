@@ -323,6 +323,33 @@ impl PeerService {
     }
 }
 
+impl PeerService {
+    /// A vote (or pre-vote) request, unless this node must refuse it now (see
+    /// [`GroupHandle::vote_refusal`]).
+    async fn guarded_vote(
+        &self,
+        request: Request<RaftMessage>,
+        pre: bool,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        let handle = self.handle(msg.group)?;
+        if let Some(refusal) = handle.vote_refusal() {
+            let what = if pre { "pre-vote" } else { "vote" };
+            return Err(Status::unavailable(format!(
+                "group {}: {what} refused: {refusal}",
+                msg.group
+            )));
+        }
+        let req = decode(&msg)?;
+        let res = if pre {
+            handle.raft.pre_vote(req).await
+        } else {
+            handle.raft.vote(req).await
+        };
+        encode(msg.group, res)
+    }
+}
+
 fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
     bincode::deserialize(&msg.payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
@@ -456,16 +483,7 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let handle = self.handle(msg.group)?;
-        if let Some(refusal) = handle.vote_refusal() {
-            return Err(Status::unavailable(format!(
-                "group {}: vote refused: {refusal}",
-                msg.group
-            )));
-        }
-        let res = handle.raft.vote(decode(&msg)?).await;
-        encode(msg.group, res)
+        self.guarded_vote(request, false).await
     }
 
     /// A candidate asks whether it could win; refused for the same reasons as a vote.
@@ -473,16 +491,7 @@ impl Peer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let handle = self.handle(msg.group)?;
-        if let Some(refusal) = handle.vote_refusal() {
-            return Err(Status::unavailable(format!(
-                "group {}: pre-vote refused: {refusal}",
-                msg.group
-            )));
-        }
-        let res = handle.raft.pre_vote(decode(&msg)?).await;
-        encode(msg.group, res)
+        self.guarded_vote(request, true).await
     }
 
     async fn install_snapshot(

@@ -220,7 +220,9 @@ pub const LEASE_WAIT_MAX: Duration = Duration::from_secs(2);
 /// `raft.client_write(cmd)`, waiting out openraft 0.10's refusal of a leader that has no fresh
 /// quorum acknowledgement (`ForwardReason::LeaseExpired`: right after an election, or after a
 /// stall): such a refusal happens before anything is appended, so the write is retried every
-/// few ms for up to [`LEASE_WAIT_MAX`], then the refusal is returned.
+/// few ms for up to [`LEASE_WAIT_MAX`], then the refusal is returned. While the leader's
+/// metrics show a fresh acknowledgement (the common case) the command goes as is, with no copy
+/// kept for a retry.
 pub async fn write(
     raft: &Raft,
     cmd: Command,
@@ -231,17 +233,32 @@ pub async fn write(
     use openraft::error::{ClientWriteError, ForwardReason, RaftError};
     let started = Instant::now();
     loop {
+        if quorum_acked_lately(raft) || started.elapsed() >= LEASE_WAIT_MAX {
+            return raft.client_write(cmd).await;
+        }
         let res = raft.client_write(cmd.clone()).await;
         match &res {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                if f.reason == ForwardReason::LeaseExpired
-                    && started.elapsed() < LEASE_WAIT_MAX =>
+                if f.reason == ForwardReason::LeaseExpired =>
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             _ => return res,
         }
     }
+}
+
+/// Whether `raft` leads with a quorum acknowledgement younger than half its leader lease
+/// (openraft's lease is `election_timeout_max`), going by its metrics: they lag the leader's
+/// own record, never lead it, so a write now will not be refused as `LeaseExpired`.
+fn quorum_acked_lately(raft: &Raft) -> bool {
+    let half_lease = Duration::from_millis(raft.config().election_timeout_max / 2);
+    let m = raft.metrics();
+    let m = m.borrow_watched();
+    m.state == ServerState::Leader
+        && m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|acked| openraft::Instant::elapsed(&acked.into_inner()) < half_lease)
 }
 
 #[derive(Default)]
@@ -349,6 +366,13 @@ impl PeerService {
         encode(msg.group, res)
     }
 }
+
+/// Largest snapshot a node takes (Meridian's groups hold small metadata: this is far above
+/// any real one, and bounds what a broken or hostile sender can make a node buffer).
+pub const SNAPSHOT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Most memory reserved up front for an incoming snapshot (it grows past this as bytes come).
+const SNAPSHOT_PREALLOC_MAX: u64 = 64 * 1024 * 1024;
 
 fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
     bincode::deserialize(&msg.payload)
@@ -494,13 +518,47 @@ impl Peer for PeerService {
         self.guarded_vote(request, true).await
     }
 
+    /// A snapshot arrives in chunks (see [`crate::network::SNAPSHOT_CHUNK_BYTES`]): the first
+    /// message names the vote, the snapshot and its length; the bytes that follow must add up
+    /// to exactly that length (at most [`SNAPSHOT_BYTES_MAX`]) before openraft installs it.
     async fn install_snapshot(
         &self,
-        request: Request<RaftMessage>,
+        request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        let raft = self.raft(msg.group)?;
-        let (vote, meta, data): (Vote, SnapshotMeta, SnapshotData) = decode(&msg)?;
+        let mut parts = request.into_inner();
+        let head = parts
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let group = head.group;
+        let raft = self.raft(group)?;
+        let (vote, meta, len): (Vote, SnapshotMeta, u64) = decode(&head)?;
+        if len > SNAPSHOT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a snapshot of {len} bytes for group {group}: at most {SNAPSHOT_BYTES_MAX} are taken"
+            )));
+        }
+        let mut data: SnapshotData = Vec::with_capacity(len.min(SNAPSHOT_PREALLOC_MAX) as usize);
+        while let Some(part) = parts.message().await? {
+            if part.group != group {
+                return Err(Status::invalid_argument(format!(
+                    "a snapshot for group {group} carried a part for group {}",
+                    part.group
+                )));
+            }
+            if (data.len() + part.payload.len()) as u64 > len {
+                return Err(Status::invalid_argument(format!(
+                    "a snapshot for group {group} announced {len} bytes and sent more"
+                )));
+            }
+            data.extend_from_slice(&part.payload);
+        }
+        if data.len() as u64 != len {
+            return Err(Status::invalid_argument(format!(
+                "a snapshot for group {group} ended after {} of its {len} bytes",
+                data.len()
+            )));
+        }
         let res = raft
             .install_full_snapshot(
                 vote,
@@ -510,7 +568,7 @@ impl Peer for PeerService {
                 },
             )
             .await;
-        encode(msg.group, res)
+        encode(group, res)
     }
 
     async fn read_index(

@@ -183,7 +183,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
                 addr: node.addr.clone(),
                 pool: self.pool.clone(),
             },
-            rtt: learner.unwrap_or_default(),
+            learner_rtt: learner,
             lease: if learner.is_some() {
                 None
             } else {
@@ -248,6 +248,9 @@ fn split(req: AppendEntriesRequest<TypeConfig>) -> Vec<AppendEntriesRequest<Type
 pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
+/// Bytes of a snapshot per message of its stream (`Peer/InstallSnapshot`).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
 /// How long an answer from a learner `rtt` away may take: ten round trips, at least 2 s (a full
 /// 1 MiB payload over a loaded WAN link).
 pub fn learner_deadline(rtt: Duration) -> Duration {
@@ -267,9 +270,9 @@ pub fn learner_deadline(rtt: Duration) -> Duration {
 /// ([`LeaderLease`]) with the time its request left.
 pub struct GroupPeer {
     link: PeerLink,
-    /// The target's round trip from here, when it is a learner; zero for a voter.
-    rtt: Duration,
-    /// Fed with the target's answers when it is a voter.
+    /// The target's round trip from here when it is a learner of the group; None for a voter.
+    learner_rtt: Option<Duration>,
+    /// Fed with the target's answers when it is a voter (never for a learner).
     lease: Option<Arc<LeaderLease>>,
     /// Streams that failed to open in a row (see [`open_backoff`]).
     failures: u32,
@@ -296,7 +299,6 @@ struct PeerLink {
 enum Rpc {
     Vote,
     PreVote,
-    Snapshot,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -332,15 +334,56 @@ impl PeerLink {
             payload,
         });
         request.set_timeout(ttl);
-        let fut = async {
+        let call = async {
             match rpc {
                 Rpc::Vote => client.vote(request).await,
                 Rpc::PreVote => client.pre_vote(request).await,
-                Rpc::Snapshot => client.install_snapshot(request).await,
             }
         };
+        self.answer(sent_bytes, ttl, call).await
+    }
+
+    /// A snapshot as [`SNAPSHOT_CHUNK_BYTES`] chunks on one client stream, after a first
+    /// message with (vote, meta, length); each chunk gets `ttl`, and the answer `ttl` more.
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+        ttl: Duration,
+    ) -> Result<SnapshotResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let group = self.group.0;
+        let data = snapshot.snapshot;
+        let len = data.len();
+        let head =
+            bincode::serialize(&(vote, snapshot.meta, len as u64)).map_err(|e| network(&e))?;
+        let chunks = len.div_ceil(SNAPSHOT_CHUNK_BYTES);
+        let body = (0..chunks).map(move |i| RaftMessage {
+            group,
+            payload: data[i * SNAPSHOT_CHUNK_BYTES..len.min((i + 1) * SNAPSHOT_CHUNK_BYTES)]
+                .to_vec(),
+        });
+        let messages = std::iter::once(RaftMessage {
+            group,
+            payload: head,
+        })
+        .chain(body);
+        let total = ttl.saturating_mul(u32::try_from(chunks + 1).unwrap_or(u32::MAX));
+        let mut client = self.client()?;
+        let mut request = tonic::Request::new(futures::stream::iter(messages));
+        request.set_timeout(total);
+        let call = client.install_snapshot(request);
+        self.answer(len, total, call).await
+    }
+
+    /// The peer's answer to a call, within `ttl`.
+    async fn answer<Resp: DeserializeOwned>(
+        &self,
+        sent_bytes: usize,
+        ttl: Duration,
+        call: impl Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
         let started = Instant::now();
-        let res = tokio::time::timeout(ttl, fut).await;
+        let res = tokio::time::timeout(ttl, call).await;
         tracing::debug!(
             group = %self.group,
             target = self.target,
@@ -408,10 +451,9 @@ impl GroupPeer {
     /// How long the oldest request out may wait for its answer: the learner's deadline, or ten
     /// of openraft's deadlines (its heartbeat) for a voter.
     fn deadline(&self, ttl: Duration) -> Duration {
-        if self.lease.is_none() {
-            learner_deadline(self.rtt).max(ttl * 10)
-        } else {
-            ttl * 10
+        match self.learner_rtt {
+            Some(rtt) => learner_deadline(rtt).max(ttl * 10),
+            None => ttl * 10,
         }
     }
 
@@ -653,8 +695,8 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
         self.link.call(Rpc::PreVote, &rpc, option.hard_ttl()).await
     }
 
-    /// The whole snapshot in one message (Meridian's snapshots are the group's keys: tens of
-    /// MB at most, under [`PEER_MESSAGE_BYTES`]), within openraft's snapshot deadline.
+    /// The whole snapshot, in chunks on one stream ([`PeerLink::send_snapshot`]), each within
+    /// openraft's snapshot deadline.
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -662,8 +704,7 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = (vote, snapshot.meta, snapshot.snapshot);
-        let call = self.link.call(Rpc::Snapshot, &req, option.hard_ttl());
+        let call = self.link.send_snapshot(vote, snapshot, option.hard_ttl());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             res = call => res.map_err(|e| match e {
@@ -676,16 +717,15 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
     }
 }
 
-/// A log id, for tests of [`split`].
-#[cfg(test)]
-fn lid(index: u64) -> meridian_types::raft::LogId {
-    meridian_types::raft::log_id(1, 1, index)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use openraft::EntryPayload;
+
+    /// A log id of term 1, node 1.
+    fn lid(index: u64) -> meridian_types::raft::LogId {
+        meridian_types::raft::log_id(1, 1, index)
+    }
 
     fn entry(index: u64, bytes: usize) -> Entry {
         let op = meridian_types::PutOp::new("/k", vec![b'x'; bytes]);

@@ -102,7 +102,7 @@ impl Timing {
             max_payload_entries: self.max_payload_entries,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
-            snapshot_max_chunk_size: 1024 * 1024,
+            snapshot_max_chunk_size: crate::network::SNAPSHOT_CHUNK_BYTES as u64,
             // A node that cannot win (cut off, restarted, behind) asks before it bumps its term,
             // so it never deposes a healthy leader when it comes back.
             enable_pre_vote: Some(true),

@@ -16,7 +16,7 @@ use crate::RegionResult;
 use meridian_checker::{History, Op, OpKind, Timed};
 use meridian_locks::MonotonicClock;
 use meridian_proto::io::{BoxedIo, Dialer};
-use meridian_sdk::{Client, Consistency, Options};
+use meridian_sdk::{Client, Consistency, LockOptions, Options, Session};
 use meridian_server::{Node, NodeConfig, SimEnv};
 use meridian_storage::MemDisk;
 use meridian_topology::Topology;
@@ -59,6 +59,15 @@ pub struct MoveOutcome {
     pub note: String,
 }
 
+/// One acquire+release pair of a [`crate::scenario::Locker`], in virtual microseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LockPair {
+    /// The locker's index in the scenario.
+    pub locker: usize,
+    pub acquire_us: u64,
+    pub release_us: u64,
+}
+
 /// What a simulated run produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -72,6 +81,10 @@ pub struct Outcome {
     pub workload_s: f64,
     /// The scenario's domain moves, in order.
     pub moves: Vec<MoveOutcome>,
+    /// Every lockers' recorded acquire+release pairs, in the order they ended.
+    pub lock_pairs: Vec<LockPair>,
+    /// Which region's node led each group at the end of the run (group id → region).
+    pub leaders: BTreeMap<u64, String>,
     /// Wall-clock time the whole simulation took.
     pub wall: Duration,
 }
@@ -91,6 +104,35 @@ fn now_us() -> u64 {
     turmoil::sim_elapsed()
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// A client of `region`'s nodes, starting at its `shift`-th node (modulo their number).
+fn region_client(
+    topology: &Topology,
+    region: &str,
+    shift: usize,
+    dialer: &Dialer,
+) -> anyhow::Result<Client> {
+    let mut endpoints: Vec<String> = topology
+        .nodes
+        .iter()
+        .filter(|n| n.region == region)
+        .map(|n| n.address.clone())
+        .collect();
+    if endpoints.is_empty() {
+        anyhow::bail!("region {region:?} has no nodes in the topology");
+    }
+    let n = endpoints.len();
+    endpoints.rotate_left(shift % n);
+    Ok(Client::new(
+        endpoints,
+        Options {
+            rpc_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(10),
+            dialer: Some(dialer.clone()),
+            ..Options::default()
+        },
+    )?)
 }
 
 /// Runs `mix` of scenario `s` on `topology_text` (already the mode's topology) in mode `mode`,
@@ -205,30 +247,13 @@ pub fn simulate(
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
     let mut client_id = 0usize;
     for (ri, region) in regions.iter().enumerate() {
-        let endpoints: Vec<String> = topology
-            .nodes
-            .iter()
-            .filter(|n| &n.region == region)
-            .map(|n| n.address.clone())
-            .collect();
         for c in 0..s.clients_per_region {
             let name = format!("c{ri}x{c}");
             host_region.push((name.clone(), region.clone()));
             let id = client_id;
             client_id += 1;
             // Each client starts at a different node of its region.
-            let mut eps = endpoints.clone();
-            let shift = c % eps.len().max(1);
-            eps.rotate_left(shift);
-            let client = Client::new(
-                eps,
-                Options {
-                    rpc_timeout: Duration::from_secs(5),
-                    call_timeout: Duration::from_secs(10),
-                    dialer: Some(dialer.clone()),
-                    ..Options::default()
-                },
-            )?;
+            let client = region_client(&topology, region, c, &dialer)?;
             let mut work = Workload::new(s, mix, region, &regions, seed ^ (id as u64 + 1) << 20);
             let (records, region, topology) = (records.clone(), region.clone(), topology.clone());
             let pad = s.value_size;
@@ -374,6 +399,65 @@ pub fn simulate(
         });
     }
 
+    // The lockers: acquire+release pairs back to back, each timed.
+    let pairs_out: Arc<Mutex<Vec<LockPair>>> = Arc::default();
+    for (li, l) in s.lockers.iter().enumerate() {
+        let client = region_client(&topology, &l.region, 0, &dialer)?;
+        let name = format!("l{li}");
+        host_region.push((name.clone(), l.region.clone()));
+        let (out, lock) = (pairs_out.clone(), l.name.clone());
+        sim.client(name.as_str(), async move {
+            tokio::time::sleep(warmup).await;
+            let stop = tokio::time::Instant::now() + run;
+            let session = Session::new(client, Duration::from_secs(10));
+            let mut warm = true;
+            while tokio::time::Instant::now() < stop {
+                let t0 = tokio::time::Instant::now();
+                let Ok(Some(guard)) = session.lock(&lock, LockOptions::default()).await else {
+                    continue;
+                };
+                let t1 = tokio::time::Instant::now();
+                if guard.release().await.is_err() {
+                    continue;
+                }
+                let t2 = tokio::time::Instant::now();
+                if !std::mem::take(&mut warm) {
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(LockPair {
+                            locker: li,
+                            acquire_us: (t1 - t0).as_micros() as u64,
+                            release_us: (t2 - t1).as_micros() as u64,
+                        });
+                }
+            }
+            Ok(())
+        });
+    }
+
+    // Who leads each group at the end (asked of the first region's nodes).
+    let leaders_out: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    {
+        let first = regions.first().cloned().unwrap_or_default();
+        let client = region_client(&topology, &first, 0, &dialer)?;
+        host_region.push(("surveyor".to_string(), first));
+        let out = leaders_out.clone();
+        sim.client("surveyor", async move {
+            tokio::time::sleep(warmup + run).await;
+            if let Ok(status) = client.status(true).await {
+                let mut all = vec![status.clone()];
+                all.extend(status.nodes.iter().cloned());
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                for n in &all {
+                    for g in n.groups.iter().filter(|g| g.state == "Leader") {
+                        out.insert(g.group, n.region.clone());
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+
     // Per-pair latency: half the topology's round trip between the two hosts' regions.
     for (i, (a, ra)) in host_region.iter().enumerate() {
         for (b, rb) in &host_region[i + 1..] {
@@ -480,6 +564,8 @@ pub fn simulate(
             .map_or(0, |(g, _)| g.0)
     };
     let records = across_moves(records, &moves, initial);
+    let lock_pairs = std::mem::take(&mut *pairs_out.lock().unwrap_or_else(|p| p.into_inner()));
+    let leaders = std::mem::take(&mut *leaders_out.lock().unwrap_or_else(|p| p.into_inner()));
     let (sequential, linearizable) = check(&records);
     Ok(Outcome {
         records,
@@ -488,6 +574,8 @@ pub fn simulate(
         linearizable,
         workload_s: run.as_secs_f64(),
         moves,
+        lock_pairs,
+        leaders,
         wall: wall.elapsed(),
     })
 }

@@ -63,6 +63,18 @@ pub struct Scenario {
     /// workload, run one after another (each waits for the one before to end).
     #[serde(default)]
     pub moves: Vec<MoveAt>,
+    /// Simulation: clients that take a lock and release it, back to back, for the whole run.
+    #[serde(default)]
+    pub lockers: Vec<Locker>,
+}
+
+/// A client in `region` that acquires lock `name` and releases it again and again (one
+/// session; the first pair warms up its lease and connections and is not recorded).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Locker {
+    pub region: String,
+    pub name: String,
 }
 
 /// One scheduled domain move: `prefix` (a domain path, carved out if needed) to group `to`.

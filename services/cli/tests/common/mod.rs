@@ -25,6 +25,8 @@ pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub addrs: Vec<String>,
     pub children: Vec<Option<Child>>,
+    /// Extra environment of each node's process (index: id - 1).
+    pub env: Vec<Vec<(String, String)>>,
 }
 
 impl ProcCluster {
@@ -36,30 +38,48 @@ impl ProcCluster {
 
     /// As [`ProcCluster::start`], with `extra` TOML appended to every node's config.
     pub fn start_with(n: u64, subnet: u8, extra: &str) -> ProcCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addrs: Vec<String> = (1..=n)
+        let addrs = Self::addresses(n, subnet);
+        Self::start_custom(addrs, |_| extra.to_string(), |_| Vec::new())
+    }
+
+    /// Addresses 127.0.<subnet>.<id>:<a free port> for nodes 1..=n.
+    pub fn addresses(n: u64, subnet: u8) -> Vec<String> {
+        (1..=n)
             .map(|id| {
                 let ip = format!("127.0.{subnet}.{id}");
                 format!("{ip}:{}", free_port(&ip))
             })
-            .collect();
+            .collect()
+    }
+
+    /// One node per address (ids from 1), node `id` with `extra(id)` appended to its config
+    /// and `env(id)` added to its environment.
+    pub fn start_custom(
+        addrs: Vec<String>,
+        extra: impl Fn(u64) -> String,
+        env: impl Fn(u64) -> Vec<(String, String)>,
+    ) -> ProcCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
         let peers: String = addrs
             .iter()
             .enumerate()
             .map(|(i, a)| format!("[[peers]]\nid = {}\naddress = \"{a}\"\n", i + 1))
             .collect();
         for (i, a) in addrs.iter().enumerate() {
-            let id = i + 1;
+            let id = i as u64 + 1;
             let cfg = format!(
-                "node_id = {id}\nlisten = \"{a}\"\ndata_dir = \"{}\"\nregion = \"test\"\n{peers}{extra}",
-                dir.path().join(format!("node-{id}")).display()
+                "node_id = {id}\nlisten = \"{a}\"\ndata_dir = \"{}\"\nregion = \"test\"\n{peers}{}",
+                dir.path().join(format!("node-{id}")).display(),
+                extra(id)
             );
             std::fs::write(dir.path().join(format!("node-{id}.toml")), cfg).expect("write config");
         }
+        let n = addrs.len() as u64;
         let mut c = ProcCluster {
             dir,
             addrs,
             children: Vec::new(),
+            env: (1..=n).map(env).collect(),
         };
         for id in 1..=n {
             let child = c.spawn(id);
@@ -78,6 +98,7 @@ impl ProcCluster {
             .args(["server", "--config"])
             .arg(self.config_path(id))
             .env("MERIDIAN_LOG", "warn,openraft=warn")
+            .envs(self.env[(id - 1) as usize].iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -6,6 +6,7 @@
 //! - [`locks_cli`]: `meridian lease`, `meridian lock NAME -- COMMAND`, `meridian elect`.
 //! - [`placement_cli`]: `meridian placement show|set-policy`.
 //! - [`ops`]: `meridian topology check`, `meridian wan-proxy`, `meridian wan cut|heal|status`.
+//! - [`token_cli`]: `meridian token keygen|mint|attenuate|inspect|verify` (capability tokens).
 
 mod bench;
 mod bench_geo;
@@ -18,6 +19,7 @@ mod output;
 mod placement_cli;
 mod sim;
 mod sim_run;
+mod token_cli;
 mod txn_parse;
 mod verbs;
 
@@ -76,6 +78,9 @@ enum Command {
     /// Topology files.
     #[command(subcommand)]
     Topology(ops::TopologyCmd),
+    /// Capability tokens: keygen, mint, attenuate, inspect, verify (offline).
+    #[command(subcommand)]
+    Token(token_cli::TokenCmd),
     /// The placement map (domains, owners, residency policies, epoch): show, set-policy.
     #[command(subcommand)]
     Placement(placement_cli::PlacementCmd),
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
             Command::BenchLocks(args) => bench_locks::run(args).await,
             Command::BenchPlacement(args) => bench_placement::run(args).await,
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
+            Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
                 placement_cli::run(client(endpoints)?, cli.output, cmd).await
             }

@@ -246,6 +246,8 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct Verified {
     token: Biscuit,
     revocation_ids: Vec<String>,
+    /// The first block's `right(op, prefix)` facts.
+    rights: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Verified {
@@ -282,9 +284,15 @@ pub fn verify(token: &str, root: &RootPublicKey) -> Result<Verified, Refusal> {
         .iter()
         .map(|id| hex(id))
         .collect();
+    let rights: Vec<(String, String)> = AuthorizerBuilder::new()
+        .set_limits(limits())
+        .build(&b)
+        .and_then(|mut a| a.query("granted($op, $p) <- right($op, $p)"))
+        .map_err(|e| Refusal::Unauthenticated(format!("the token cannot be evaluated: {e}")))?;
     Ok(Verified {
         token: b,
         revocation_ids,
+        rights,
     })
 }
 
@@ -302,6 +310,17 @@ impl Verified {
     /// token and every token attenuated from it.
     pub fn revocation_ids(&self) -> &[String] {
         &self.revocation_ids
+    }
+
+    /// Whether this token allows `op` at or somewhere under `path`: on `path` itself, or on a
+    /// granted prefix below it. For showing the names on the way to what a token may read (an
+    /// `ls` above its prefix); the later blocks' checks are not consulted for the names below.
+    pub fn reaches(&self, op: Op, path: &str, now: SystemTime) -> bool {
+        self.authorize(op, path, now).is_ok()
+            || self
+                .rights
+                .iter()
+                .any(|(o, p)| o == op.name() && p.starts_with(path))
     }
 
     /// Whether this token allows `op` on `resource` (a key, a prefix asked for as a range, a

@@ -49,6 +49,26 @@ fn a_token_allows_its_operations_under_its_prefixes_and_nothing_else() {
 }
 
 #[test]
+fn a_token_reaches_down_to_its_prefixes() {
+    let root = RootKey::generate();
+    let t = mint(&root, &grant(&["/us-east/app/"], "read")).expect("mint");
+    let v = verify(&t, &root.public()).expect("verify");
+    for on_the_way in [
+        "/",
+        "/us-east",
+        "/us-east/",
+        "/us-east/app/",
+        "/us-east/app/x",
+    ] {
+        assert!(v.reaches(Op::Read, on_the_way, at(NOW)), "{on_the_way}");
+    }
+    for elsewhere in ["/eu-west/", "/us-east/db/", "/us-east/apps"] {
+        assert!(!v.reaches(Op::Read, elsewhere, at(NOW)), "{elsewhere}");
+    }
+    assert!(!v.reaches(Op::Write, "/", at(NOW)));
+}
+
+#[test]
 fn expired_foreign_tampered_and_garbage_tokens_are_unauthenticated() {
     let root = RootKey::generate();
     let t = mint(&root, &grant(&["/a/"], "read")).expect("mint");

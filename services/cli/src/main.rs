@@ -49,6 +49,9 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, env = "MERIDIAN_OUTPUT", value_enum, default_value_t = output::Format::Human)]
     output: output::Format,
+    /// Capability token sent with every request (docs/security.md).
+    #[arg(long, global = true, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,7 +136,7 @@ fn main() -> ExitCode {
             Command::Server { config } => run_server(config).await,
             Command::Dev(args) => dev::run(args).await,
             Command::DevNode(args) => dev::run_node(args).await,
-            Command::Shell => verbs::shell(endpoints, cli.output).await,
+            Command::Shell => verbs::shell(client(endpoints, &cli.token)?, cli.output).await,
             Command::Bench(args) => bench::run(args, endpoints).await,
             Command::BenchGeo(args) => bench_geo::run(args).await,
             Command::BenchLocks(args) => bench_locks::run(args).await,
@@ -141,16 +144,24 @@ fn main() -> ExitCode {
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
-                placement_cli::run(client(endpoints)?, cli.output, cmd).await
+                placement_cli::run(client(endpoints, &cli.token)?, cli.output, cmd).await
             }
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
             Command::Sim(cmd) => sim::run(cmd).await,
-            Command::Lease(cmd) => locks_cli::lease(client(endpoints)?, cli.output, cmd).await,
-            Command::Lock(args) => locks_cli::lock(client(endpoints)?, cli.output, args).await,
-            Command::Elect(args) => locks_cli::elect(client(endpoints)?, cli.output, args).await,
-            Command::LockProbe(args) => locks_cli::lock_probe(client(endpoints)?, args).await,
-            Command::Verb(v) => verbs::run_one(endpoints, cli.output, v).await,
+            Command::Lease(cmd) => {
+                locks_cli::lease(client(endpoints, &cli.token)?, cli.output, cmd).await
+            }
+            Command::Lock(args) => {
+                locks_cli::lock(client(endpoints, &cli.token)?, cli.output, args).await
+            }
+            Command::Elect(args) => {
+                locks_cli::elect(client(endpoints, &cli.token)?, cli.output, args).await
+            }
+            Command::LockProbe(args) => {
+                locks_cli::lock_probe(client(endpoints, &cli.token)?, args).await
+            }
+            Command::Verb(v) => verbs::run_one(client(endpoints, &cli.token)?, cli.output, v).await,
         }
     });
     match result {
@@ -162,8 +173,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn client(endpoints: Vec<String>) -> anyhow::Result<meridian_sdk::Client> {
-    Ok(meridian_sdk::Client::new(endpoints, Default::default())?)
+/// A client of `endpoints` sending `token` (the global `--token`, `MERIDIAN_TOKEN`).
+fn client(endpoints: Vec<String>, token: &Option<String>) -> anyhow::Result<meridian_sdk::Client> {
+    Ok(meridian_sdk::Client::new(
+        endpoints,
+        meridian_sdk::Options {
+            token: token.clone(),
+            ..Default::default()
+        },
+    )?)
 }
 
 async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {

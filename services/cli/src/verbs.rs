@@ -98,12 +98,7 @@ pub enum Verb {
     Status,
 }
 
-pub async fn run_one(
-    endpoints: Vec<String>,
-    format: Format,
-    verb: Verb,
-) -> anyhow::Result<ExitCode> {
-    let client = Client::new(endpoints, Default::default())?;
+pub async fn run_one(client: Client, format: Format, verb: Verb) -> anyhow::Result<ExitCode> {
     if let Verb::Put(args @ PutArgs { value: None, .. }) = verb {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -446,8 +441,7 @@ struct ShellLine {
 
 /// Runs every line of stdin in one session; prints one result line per command. Exits
 /// non-zero if any command failed.
-pub async fn shell(endpoints: Vec<String>, format: Format) -> anyhow::Result<ExitCode> {
-    let client = Client::new(endpoints, Default::default())?;
+pub async fn shell(client: Client, format: Format) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
     let mut failed = false;
     for line in stdin.lock().lines() {

@@ -71,6 +71,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Opens connections (deterministic simulation injects its sockets); None: TCP.
     pub dialer: Option<meridian_proto::io::Dialer>,
+    /// The capability token every request carries (docs/security.md); None: no token (a
+    /// cluster with security off).
+    pub token: Option<String>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             call_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(1),
             dialer: None,
+            token: None,
         }
     }
 }
@@ -130,6 +134,8 @@ struct Ticket {
 pub struct Client {
     inner: Arc<Mutex<Inner>>,
     opts: Options,
+    /// `Bearer TOKEN`, checked once when the client is made.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 const BACKOFF_MS_MIN: u64 = 20;
@@ -141,11 +147,32 @@ fn read_kind(c: Consistency) -> OpKind {
     }
 }
 
-/// A request that carries its deadline to the server (`grpc-timeout`).
-/// `msg` with a gRPC deadline.
-pub(crate) fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(timeout);
+/// What every request of one attempt carries: its deadline (`grpc-timeout`) and the client's
+/// capability token (`authorization: Bearer …`), if it has one.
+#[derive(Clone)]
+pub(crate) struct Stamp {
+    pub(crate) timeout: Duration,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Stamp {
+    /// `msg` as a request with the token only (a stream that lives on has no deadline).
+    pub(crate) fn untimed<T>(
+        token: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        msg: T,
+    ) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
+        r
+    }
+}
+
+/// `msg` as a request with `stamp`'s deadline and token.
+pub(crate) fn timed<T>(msg: T, stamp: Stamp) -> tonic::Request<T> {
+    let mut r = Stamp::untimed(stamp.token.as_ref(), msg);
+    r.set_timeout(stamp.timeout);
     r
 }
 const BACKOFF_MS_MAX: u64 = 500;
@@ -156,7 +183,17 @@ impl Client {
         if endpoints.is_empty() {
             return Err(Error::Config("no endpoint given".into()));
         }
+        let token = opts
+            .token
+            .as_deref()
+            .map(|t| {
+                format!("Bearer {}", t.trim()).parse().map_err(|_| {
+                    Error::Config("the token is not printable ASCII (base64url)".into())
+                })
+            })
+            .transpose()?;
         Ok(Self {
+            token,
             inner: Arc::new(Mutex::new(Inner {
                 endpoints,
                 current: 0,
@@ -168,6 +205,11 @@ impl Client {
             })),
             opts,
         })
+    }
+
+    /// The token's header value, for a stream opened outside [`Client::call_channel`].
+    pub(crate) fn token(&self) -> Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        self.token.as_ref()
     }
 
     pub fn connect(endpoints: &[&str]) -> Result<Self, Error> {
@@ -241,7 +283,7 @@ impl Client {
         f: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        F: FnMut(KvClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let ticket = self.begin();
@@ -355,7 +397,7 @@ impl Client {
     /// failures that leave nothing applied, until it succeeds or the call deadline passes.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
-        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        F: FnMut(KvClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.call_as(OpKind::Read, f).await
@@ -365,7 +407,7 @@ impl Client {
     /// deadline or cancellation (it may have been applied): it fails with that error.
     async fn call_as<T, F, Fut>(&self, kind: OpKind, mut f: F) -> Result<T, Error>
     where
-        F: FnMut(KvClient<Channel>, Duration) -> Fut,
+        F: FnMut(KvClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.call_channel(kind, self.opts.rpc_timeout, |ch, t| f(kv_client(ch), t))
@@ -381,7 +423,7 @@ impl Client {
         mut f: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(Channel, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let started = tokio::time::Instant::now();
@@ -391,7 +433,11 @@ impl Client {
         loop {
             attempts += 1;
             let (ep, channel) = self.channel()?;
-            let res = tokio::time::timeout(rpc_timeout, f(channel, rpc_timeout)).await;
+            let stamp = Stamp {
+                timeout: rpc_timeout,
+                token: self.token.clone(),
+            };
+            let res = tokio::time::timeout(rpc_timeout, f(channel, stamp)).await;
             let err = match res {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(status)) => {

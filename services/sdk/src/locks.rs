@@ -204,9 +204,12 @@ impl Client {
     pub async fn observe(&self, name: &str) -> Result<tonic::Streaming<pb::LeaderResponse>, Error> {
         let (_, ch) = self.channel()?;
         lock_client(ch)
-            .observe(pb::LeaderRequest {
-                name: name.to_string(),
-            })
+            .observe(crate::Stamp::untimed(
+                self.token(),
+                pb::LeaderRequest {
+                    name: name.to_string(),
+                },
+            ))
             .await
             .map(|r| r.into_inner())
             .map_err(Error::from_status)

@@ -100,6 +100,30 @@ pub struct NodeConfig {
     pub router: RouterConfig,
     pub raft: Timing,
     pub limits: Limits,
+    pub security: SecurityConfig,
+}
+
+/// `[security]` (docs/security.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The cluster's root public key (`ed25519/…`, printed by `meridian token keygen`). When
+    /// set, every client request must carry a token signed through it; unset: no checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_public_key: Option<String>,
+}
+
+impl SecurityConfig {
+    /// The parsed root public key, if one is configured.
+    pub fn root(&self) -> Result<Option<meridian_auth::RootPublicKey>, ConfigError> {
+        self.root_public_key
+            .as_deref()
+            .map(|k| {
+                meridian_auth::RootPublicKey::parse(k)
+                    .map_err(|e| ConfigError::Invalid(format!("security.root_public_key: {e}")))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +158,7 @@ impl Default for NodeConfig {
             router: RouterConfig::default(),
             raft: Timing::default(),
             limits: Limits::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -209,6 +234,7 @@ impl NodeConfig {
         self.raft
             .raft_config(&self.cluster_name)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.security.root()?;
         let l = &self.limits;
         if l.lease_ttl_ms_min == 0 || l.lease_ttl_ms_min > l.lease_ttl_ms_max {
             return Err(ConfigError::Invalid(format!(
@@ -279,6 +305,17 @@ mod tests {
             err.contains("malformed TOML") && err.contains("line 1"),
             "{err}"
         );
+    }
+
+    /// A root public key that does not parse is refused at load, saying which setting.
+    #[test]
+    fn a_broken_root_public_key_is_refused() {
+        let err = load_text("[security]\nroot_public_key = \"ed25519/zz\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("security.root_public_key"), "{err}");
+        let cfg = load_text("").unwrap();
+        assert_eq!(cfg.security.root().unwrap(), None);
     }
 
     /// Timing that cannot work is refused with the rule it breaks.

@@ -16,12 +16,14 @@
 //!   group's local replica, and its seeding from the topology; [`placement_service`]: the
 //!   `Placement` API (show, set-policy); [`residency`]: where a request may be served under
 //!   its domain's policy (here, proxied to an allowed region, or `PolicyDenied`).
+//! - [`gate`]: the capability-token check in front of every client RPC (docs/security.md).
 
 pub mod config;
 pub mod convert;
 pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod gate;
 pub mod keepalive;
 pub mod lease_driver;
 pub mod lock_service;

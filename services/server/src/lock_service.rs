@@ -6,8 +6,10 @@
 
 use crate::ctx::NodeCtx;
 use crate::error::{Error, Result};
+use crate::gate::Gate;
 use crate::keepalive;
 use crate::lock_waits::WaitOutcome;
+use meridian_auth::Op as Access;
 use meridian_proto::kv as pb;
 use meridian_proto::kv::lease_server::Lease;
 use meridian_proto::kv::lock_server::Lock;
@@ -40,11 +42,16 @@ const OBSERVE_BUFFER: usize = 16;
 pub struct LockService {
     ctx: Arc<NodeCtx>,
     keepalives: Arc<keepalive::KeepAlives>,
+    gate: Arc<Gate>,
 }
 
 impl LockService {
-    pub fn new(ctx: Arc<NodeCtx>, keepalives: Arc<keepalive::KeepAlives>) -> Self {
-        Self { ctx, keepalives }
+    pub fn new(ctx: Arc<NodeCtx>, keepalives: Arc<keepalive::KeepAlives>, gate: Arc<Gate>) -> Self {
+        Self {
+            ctx,
+            keepalives,
+            gate,
+        }
     }
 
     async fn propose(
@@ -239,8 +246,10 @@ impl Lease for LockService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> std::result::Result<Response<pb::LeaseGrantResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
         validate_prefix(&req.path).map_err(Error::from)?;
+        self.gate
+            .check(&meta, "lease grant", &[(Access::Lease, &req.path)])?;
         let l = &self.ctx.limits;
         if req.ttl_ms < l.lease_ttl_ms_min || req.ttl_ms > l.lease_ttl_ms_max {
             return Err(Error::invalid(
@@ -284,6 +293,8 @@ impl Lease for LockService {
         &self,
         request: Request<pb::LeaseKeepAliveRequest>,
     ) -> std::result::Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        // Keeping a lease alive needs only a valid token (as in etcd): it changes no key.
+        self.gate.token(request.metadata(), "lease keepalive")?;
         let ids = request.into_inner().ids;
         if ids.is_empty() || ids.len() > KEEPALIVE_IDS_MAX {
             return Err(Error::invalid(
@@ -335,8 +346,35 @@ impl Lease for LockService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> std::result::Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let id = request.into_inner().id;
-        self.lease_group(id)?;
+        let (meta, _, req) = request.into_parts();
+        let id = req.id;
+        let group = self.lease_group(id)?;
+        // Revoking deletes the lease's keys: the token must allow `lease` on every one of them
+        // (as etcd asks write permission on a lease's keys), read linearizably here.
+        if let Some(token) = self.gate.token(&meta, "lease revoke")? {
+            let ready = self
+                .ctx
+                .prepare_read(group, Some(&linearizable()), None)
+                .await?;
+            let keys: Vec<String> = ready
+                .handle
+                .shared
+                .read()
+                .leases
+                .get(&id)
+                .map(|l| l.keys.iter().map(KeyRef::to_key).collect())
+                .unwrap_or_default();
+            let now = std::time::SystemTime::now();
+            if keys
+                .iter()
+                .any(|k| token.authorize(Access::Lease, k, now).is_err())
+            {
+                return Err(self.gate.deny(
+                    format!("the token does not allow revoking lease {id}: it carries keys outside what the token allows"),
+                    "lease revoke",
+                ));
+            }
+        }
         let (h, rev, res) = self.propose(LeaseCommand::Revoke { id }).await?;
         match res {
             LeaseResult::Revoked { keys_deleted } => Ok(Response::new(pb::LeaseRevokeResponse {
@@ -351,6 +389,7 @@ impl Lease for LockService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> std::result::Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let token = self.gate.token(request.metadata(), "lease ttl")?;
         let req = request.into_inner();
         let group = self.lease_group(req.id)?;
         let ready = self
@@ -370,7 +409,12 @@ impl Lease for LockService {
                 .into());
             };
             let keys: Vec<String> = if req.keys {
-                l.keys.iter().map(KeyRef::to_key).collect()
+                // Only the keys the token may read.
+                l.keys
+                    .iter()
+                    .map(KeyRef::to_key)
+                    .filter(|k| Gate::allows(token.as_deref(), Access::Read, k))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -396,11 +440,17 @@ impl Lease for LockService {
         &self,
         request: Request<pb::LeaseListRequest>,
     ) -> std::result::Result<Response<pb::LeaseListResponse>, Status> {
-        let path = request.into_inner().path;
+        let (meta, _, req) = request.into_parts();
+        let path = req.path;
         let groups: Vec<GroupId> = if path.is_empty() {
+            // Every group's lease ids: administrators only.
+            self.gate
+                .check(&meta, "lease list", &[(Access::Admin, "/")])?;
             self.ctx.host.groups().into_iter().map(|(g, _)| g).collect()
         } else {
             validate_prefix(&path).map_err(Error::from)?;
+            self.gate
+                .check(&meta, "lease list", &[(Access::Lease, &path)])?;
             vec![self.ctx.route_prefix(&path)?]
         };
         let mut ids = Vec::new();
@@ -424,8 +474,10 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockAcquireRequest>,
     ) -> std::result::Result<Response<pb::LockAcquireResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
         lock_name(&req.name)?;
+        self.gate
+            .check(&meta, "lock acquire", &[(Access::Lock, &req.name)])?;
         validate_value(&req.value).map_err(Error::from)?;
         let (kind, mode) = lock_kind(req.kind, req.limit, req.mode)?;
         let l = &self.ctx.limits;
@@ -546,7 +598,10 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockReleaseRequest>,
     ) -> std::result::Result<Response<pb::LockReleaseResponse>, Status> {
-        let key = request.into_inner().key;
+        let (meta, _, req) = request.into_parts();
+        let key = req.key;
+        self.gate
+            .check(&meta, "lock release", &[(Access::Lock, &key)])?;
         validate_key(&key).map_err(Error::from)?;
         let (h, rev, res) = self.propose(LeaseCommand::Release { key }).await?;
         match res {
@@ -562,8 +617,10 @@ impl Lock for LockService {
         &self,
         request: Request<pb::CheckFenceRequest>,
     ) -> std::result::Result<Response<pb::CheckFenceResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
         lock_name(&req.name)?;
+        self.gate
+            .check(&meta, "check fence", &[(Access::Lock, &req.name)])?;
         let token = req.token.ok_or_else(|| {
             Error::invalid(
                 "fence_token",
@@ -603,8 +660,10 @@ impl Lock for LockService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> std::result::Result<Response<pb::ProclaimResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
         validate_key(&req.key).map_err(Error::from)?;
+        self.gate
+            .check(&meta, "proclaim", &[(Access::Lock, &req.key)])?;
         validate_value(&req.value).map_err(Error::from)?;
         let (h, rev, _) = self
             .propose(LeaseCommand::Proclaim {
@@ -621,8 +680,11 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> std::result::Result<Response<pb::LeaderResponse>, Status> {
-        let name = request.into_inner().name;
+        let (meta, _, req) = request.into_parts();
+        let name = req.name;
         lock_name(&name)?;
+        self.gate
+            .check(&meta, "election", &[(Access::Lock, &name)])?;
         let group = self.ctx.route_key(&name)?;
         self.ctx.serve_here(group, &name, false)?;
         let ready = self.ctx.prepare_read(group, None, None).await?;
@@ -635,8 +697,11 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> std::result::Result<Response<Self::ObserveStream>, Status> {
-        let name = request.into_inner().name;
+        let (meta, _, req) = request.into_parts();
+        let name = req.name;
         lock_name(&name)?;
+        self.gate
+            .check(&meta, "election", &[(Access::Lock, &name)])?;
         let group = self.ctx.route_key(&name)?;
         self.ctx.serve_here(group, &name, false)?;
         let ready = self.ctx.prepare_read(group, None, None).await?;

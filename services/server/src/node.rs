@@ -354,9 +354,17 @@ impl Node {
         // Aggregated keepalives of this router's clients: the Lease service feeds them, the
         // status reports their counters.
         let keepalives = Arc::new(KeepAlives::default());
-        let kv = KvServer::new(KvService::new(ctx.clone(), keepalives.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let gate = match config.security.root()? {
+            Some(root) => crate::gate::Gate::new(root),
+            None => crate::gate::Gate::open(),
+        };
+        let kv = KvServer::new(KvService::new(
+            ctx.clone(),
+            keepalives.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let peer = PeerServer::new(PeerService::new(host.clone()).stop_on(shutdown_rx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
@@ -408,16 +416,20 @@ impl Node {
                 shutdown_rx.clone(),
             ));
         }
-        let lease = LeaseServer::new(LockService::new(ctx.clone(), keepalives.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let lock = LockServer::new(LockService::new(ctx.clone(), keepalives))
+        let lease = LeaseServer::new(LockService::new(
+            ctx.clone(),
+            keepalives.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let lock = LockServer::new(LockService::new(ctx.clone(), keepalives, gate.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
-        let placement = PlacementServer::new(PlacementService::new(ctx.clone()))
+        let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut stop_server = shutdown_rx.clone();

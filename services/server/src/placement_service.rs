@@ -5,7 +5,9 @@
 
 use crate::ctx::NodeCtx;
 use crate::error::Error;
+use crate::gate::Gate;
 use crate::placement::{map_out, policy_in};
+use meridian_auth::Op as Access;
 use meridian_proto::kv as pb;
 use meridian_proto::kv::placement_server::Placement;
 use meridian_types::{Command, CommandResult, PlacementChange};
@@ -15,11 +17,12 @@ use tonic::{Request, Response, Status};
 
 pub struct PlacementService {
     ctx: Arc<NodeCtx>,
+    gate: Arc<Gate>,
 }
 
 impl PlacementService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        Self { ctx }
+    pub fn new(ctx: Arc<NodeCtx>, gate: Arc<Gate>) -> Self {
+        Self { ctx, gate }
     }
 
     async fn change(&self, change: PlacementChange) -> Result<u64, Error> {
@@ -57,8 +60,10 @@ impl PlacementService {
 impl Placement for PlacementService {
     async fn show(
         &self,
-        _request: Request<pb::PlacementShowRequest>,
+        request: Request<pb::PlacementShowRequest>,
     ) -> Result<Response<pb::PlacementShowResponse>, Status> {
+        // Any valid token may see where domains live (no keys, no values).
+        self.gate.token(request.metadata(), "placement show")?;
         let current = self.ctx.placement.current();
         Ok(Response::new(map_out(
             &current.map,
@@ -71,7 +76,9 @@ impl Placement for PlacementService {
         &self,
         request: Request<pb::PlacementMoveRequest>,
     ) -> Result<Response<pb::PlacementMoveResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.gate
+            .check(&meta, "placement move", &[(Access::Admin, &req.prefix)])?;
         let current = self.ctx.placement.current();
         let to = req.to.trim();
         let group = current
@@ -121,7 +128,12 @@ impl Placement for PlacementService {
         &self,
         request: Request<pb::PlacementSetPolicyRequest>,
     ) -> Result<Response<pb::PlacementSetPolicyResponse>, Status> {
-        let req = request.into_inner();
+        let (meta, _, req) = request.into_parts();
+        self.gate.check(
+            &meta,
+            "placement set-policy",
+            &[(Access::Admin, &req.prefix)],
+        )?;
         let policy = req.policy.as_ref().map(policy_in).transpose()?;
         let change = PlacementChange::SetPolicy {
             prefix: req.prefix,

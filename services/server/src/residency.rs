@@ -34,6 +34,24 @@ pub enum Route {
 }
 
 /// The region a request arrived in, when another router proxied it to us.
+/// Who a request came from: the region that proxied it here (None: its client asked this
+/// router) and the client's token, which travels on with a request proxied for it so that the
+/// next router checks the same authority (docs/security.md).
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub proxied: Option<String>,
+    pub token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Caller {
+    pub fn of<T>(req: &Request<T>) -> Self {
+        Self {
+            proxied: proxied_from(req),
+            token: crate::gate::carried(req.metadata()),
+        }
+    }
+}
+
 pub fn proxied_from<T>(req: &Request<T>) -> Option<String> {
     req.metadata()
         .get(PROXIED_HEADER)
@@ -188,7 +206,7 @@ impl NodeCtx {
         &self,
         group: GroupId,
         scopes: &[(&str, bool)],
-        proxied: Option<&str>,
+        caller: &Caller,
         msg: &M,
         call: F,
     ) -> std::result::Result<Option<Response<T>>, Status>
@@ -197,11 +215,14 @@ impl NodeCtx {
         F: Fn(KvClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = std::result::Result<Response<T>, Status>>,
     {
-        match self.residency(group, scopes, proxied)? {
+        match self.residency(group, scopes, caller.proxied.as_deref())? {
             Route::Local => Ok(None),
             Route::Proxy(to) => self
                 .proxy(&to, |c, t| {
-                    call(c, proxied_request(msg.clone(), Some(t), &self.region))
+                    call(
+                        c,
+                        proxied_request(msg.clone(), Some(t), &self.region, caller),
+                    )
                 })
                 .await
                 .map(Some),
@@ -209,9 +230,19 @@ impl NodeCtx {
     }
 }
 
-/// `msg` marked as proxied from `region`, with a deadline (none for a stream that lives on).
-pub fn proxied_request<T>(msg: T, timeout: Option<Duration>, region: &str) -> Request<T> {
+/// `msg` marked as proxied from `region` for `caller` (whose token it carries), with a
+/// deadline (none for a stream that lives on).
+pub fn proxied_request<T>(
+    msg: T,
+    timeout: Option<Duration>,
+    region: &str,
+    caller: &Caller,
+) -> Request<T> {
     let mut req = Request::new(msg);
+    if let Some(token) = &caller.token {
+        req.metadata_mut()
+            .insert(crate::gate::AUTHORIZATION, token.clone());
+    }
     if let Some(t) = timeout {
         req.set_timeout(t);
     }

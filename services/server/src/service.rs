@@ -3,9 +3,11 @@
 use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::error::Error;
-use crate::residency::proxied_from;
+use crate::gate::Gate;
+use crate::residency::Caller;
 use crate::router::Session;
 use crate::watch::watch_stream;
+use meridian_auth::Op as Access;
 use meridian_proto::kv as pb;
 use meridian_proto::kv::kv_client::KvClient;
 use meridian_proto::kv::kv_server::Kv;
@@ -20,11 +22,20 @@ pub struct KvService {
     ctx: Arc<NodeCtx>,
     /// Only for the status's keepalive counters.
     keepalives: Arc<crate::keepalive::KeepAlives>,
+    gate: Arc<Gate>,
 }
 
 impl KvService {
-    pub fn new(ctx: Arc<NodeCtx>, keepalives: Arc<crate::keepalive::KeepAlives>) -> Self {
-        Self { ctx, keepalives }
+    pub fn new(
+        ctx: Arc<NodeCtx>,
+        keepalives: Arc<crate::keepalive::KeepAlives>,
+        gate: Arc<Gate>,
+    ) -> Self {
+        Self {
+            ctx,
+            keepalives,
+            gate,
+        }
     }
 
     fn limit(&self, requested: u32) -> usize {
@@ -124,10 +135,11 @@ impl KvService {
         F: Fn(KvClient<tonic::transport::Channel>, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
+        let caller = Caller::of(&request);
+        let (meta, _, req) = request.into_parts();
         let session = Session::from_pb(req.session());
         let cmd = to_cmd(req.clone())?;
+        self.gate.check(&meta, "write", &crate::gate::needs(&cmd))?;
         let mut group = self.ctx.route_command(&cmd)?;
         let deadline = self.deadline();
         // (source, move id) while the write is handed over to a move's target.
@@ -135,7 +147,7 @@ impl KvService {
         loop {
             if let Some(answer) = self
                 .ctx
-                .answer_elsewhere(group, &cmd.scopes(), proxied.as_deref(), &req, &call)
+                .answer_elsewhere(group, &cmd.scopes(), &caller, &req, &call)
                 .await?
             {
                 return Ok(Written::Elsewhere(answer));
@@ -247,6 +259,60 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// Every child of the request's path, as this router or the one it proxies to sees them.
+    async fn list_all(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let path = convert::prefix(&req.path)?;
+        let after = convert::after(&req.after)?;
+        let limit = self.limit(req.limit);
+        if self
+            .ctx
+            .placement
+            .current()
+            .lookup
+            .groups_under(&path)
+            .len()
+            > 1
+        {
+            return self.list_across_domains(req, &path, after, limit).await;
+        }
+        let group = self.ctx.route_prefix(&path)?;
+        if let Some(answer) = self
+            .ctx
+            .answer_elsewhere(
+                group,
+                &[(&path, true)],
+                &caller,
+                &req,
+                |mut c, r| async move { c.list(r).await },
+            )
+            .await?
+        {
+            return Ok(answer);
+        }
+        let ((children, more), r, rev) = self
+            .read_here(
+                &path,
+                true,
+                (req.read.as_ref(), req.session.as_ref()),
+                |l| self.ctx.prefix_in(l, &path),
+                |s| s.children(&path, after.as_deref(), limit),
+                group,
+            )
+            .await?;
+        Ok(Response::new(pb::ListResponse {
+            header: Some(r.header(&self.ctx, rev)),
+            children,
+            more,
+        }))
+    }
+}
+
 fn single(result: CommandResult) -> Result<OpResult, Status> {
     match result {
         CommandResult::Op(r) => Ok(r),
@@ -282,16 +348,17 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
+        let caller = Caller::of(&request);
+        let (meta, _, req) = request.into_parts();
         let key = convert::key(&req.key)?;
+        self.gate.check(&meta, "get", &[(Access::Read, &key)])?;
         let group = self.ctx.route_key(&key)?;
         if let Some(answer) = self
             .ctx
             .answer_elsewhere(
                 group,
                 &[(&key, false)],
-                proxied.as_deref(),
+                &caller,
                 &req,
                 |mut c, r| async move { c.get(r).await },
             )
@@ -319,9 +386,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
+        let caller = Caller::of(&request);
+        let (meta, _, req) = request.into_parts();
         let prefix = convert::prefix(&req.prefix)?;
+        self.gate
+            .check(&meta, "range", &[(Access::Read, &prefix)])?;
         let after = convert::after(&req.after)?;
         let limit = self.limit(req.limit);
         let group = self.ctx.route_prefix(&prefix)?;
@@ -330,7 +399,7 @@ impl Kv for KvService {
             .answer_elsewhere(
                 group,
                 &[(&prefix, true)],
-                proxied.as_deref(),
+                &caller,
                 &req,
                 |mut c, r| async move { c.range(r).await },
             )
@@ -360,55 +429,31 @@ impl Kv for KvService {
         }))
     }
 
+    /// `ls`: what the token may see — every child when it may read the whole path, otherwise
+    /// only the children on the way to something it may read.
     async fn list(
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let proxied = proxied_from(&request);
-        let req = request.into_inner();
-        let path = convert::prefix(&req.path)?;
-        let after = convert::after(&req.after)?;
-        let limit = self.limit(req.limit);
-        if self
-            .ctx
-            .placement
-            .current()
-            .lookup
-            .groups_under(&path)
-            .len()
-            > 1
+        let token = self.gate.token(request.metadata(), "ls")?;
+        let path = convert::prefix(&request.get_ref().path)?;
+        let now = std::time::SystemTime::now();
+        if token
+            .as_deref()
+            .is_some_and(|t| !t.reaches(Access::Read, &path, now))
         {
-            return self.list_across_domains(req, &path, after, limit).await;
+            return Err(self.gate.refuse_op(Access::Read, &path, "ls"));
         }
-        let group = self.ctx.route_prefix(&path)?;
-        if let Some(answer) = self
-            .ctx
-            .answer_elsewhere(
-                group,
-                &[(&path, true)],
-                proxied.as_deref(),
-                &req,
-                |mut c, r| async move { c.list(r).await },
-            )
-            .await?
-        {
-            return Ok(answer);
+        let mut answer = self.list_all(request).await?;
+        if let Some(t) = token.as_deref() {
+            if t.authorize(Access::Read, &path, now).is_err() {
+                answer
+                    .get_mut()
+                    .children
+                    .retain(|c| t.reaches(Access::Read, &format!("{path}{c}"), now));
+            }
         }
-        let ((children, more), r, rev) = self
-            .read_here(
-                &path,
-                true,
-                (req.read.as_ref(), req.session.as_ref()),
-                |l| self.ctx.prefix_in(l, &path),
-                |s| s.children(&path, after.as_deref(), limit),
-                group,
-            )
-            .await?;
-        Ok(Response::new(pb::ListResponse {
-            header: Some(r.header(&self.ctx, rev)),
-            children,
-            more,
-        }))
+        Ok(answer)
     }
 
     async fn delete(
@@ -467,9 +512,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let proxied = proxied_from(&request);
-        let stream =
-            watch_stream(self.ctx.clone(), request.into_inner(), proxied.as_deref()).await?;
+        let caller = Caller::of(&request);
+        let (meta, _, req) = request.into_parts();
+        let key = if req.prefix {
+            convert::prefix(&req.key)?
+        } else {
+            convert::key(&req.key)?
+        };
+        self.gate.check(&meta, "watch", &[(Access::Watch, &key)])?;
+        let stream = watch_stream(self.ctx.clone(), req, &caller).await?;
         Ok(Response::new(stream))
     }
 
@@ -477,6 +528,8 @@ impl Kv for KvService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        // Any valid token may see the cluster's shape (no keys, no values).
+        self.gate.token(request.metadata(), "status")?;
         let mut me = local_status(&self.ctx, &self.keepalives);
         if request.into_inner().cluster {
             let others: Vec<_> = self

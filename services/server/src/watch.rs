@@ -6,7 +6,7 @@
 use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::error::Error;
-use crate::residency::{proxied_request, Route};
+use crate::residency::{proxied_request, Caller, Route};
 use meridian_proto::kv as pb;
 use meridian_storage::{GroupShared, Notice};
 use meridian_types::Event;
@@ -50,7 +50,7 @@ impl Filter {
 pub async fn watch_stream(
     ctx: Arc<NodeCtx>,
     req: pb::WatchRequest,
-    proxied: Option<&str>,
+    caller: &Caller,
 ) -> Result<WatchStream, Error> {
     let key = if req.prefix {
         convert::prefix(&req.key)?
@@ -63,8 +63,10 @@ pub async fn watch_stream(
     } else {
         ctx.route_key(&key)?
     };
-    if let Route::Proxy(to) = ctx.residency(group, &[(&key, req.prefix)], proxied)? {
-        return proxy_watch(&ctx, &to, req).await;
+    if let Route::Proxy(to) =
+        ctx.residency(group, &[(&key, req.prefix)], caller.proxied.as_deref())?
+    {
+        return proxy_watch(&ctx, &to, req, caller).await;
     }
     let h = ctx.group(group)?;
     let shared = h.shared.clone();
@@ -402,6 +404,7 @@ async fn proxy_watch(
     ctx: &Arc<NodeCtx>,
     to: &[String],
     req: pb::WatchRequest,
+    caller: &Caller,
 ) -> Result<WatchStream, Error> {
     use tokio_stream::StreamExt;
     let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
@@ -412,7 +415,7 @@ async fn proxy_watch(
     })?;
     let upstream = ctx
         .proxy(to, |mut c, _| {
-            let r = proxied_request(req.clone(), None, &ctx.region);
+            let r = proxied_request(req.clone(), None, &ctx.region, caller);
             async move { c.watch(r).await }
         })
         .await

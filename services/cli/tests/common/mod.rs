@@ -221,6 +221,15 @@ pub async fn one_node(
     ip: &str,
     tune: impl FnOnce(&mut meridian_server::NodeConfig),
 ) -> (tempfile::TempDir, meridian_server::Node, String) {
+    one_node_with_token(ip, tune, None).await
+}
+
+/// As [`one_node`], probing with `token` (a node with security on refuses an untokened probe).
+pub async fn one_node_with_token(
+    ip: &str,
+    tune: impl FnOnce(&mut meridian_server::NodeConfig),
+    token: Option<String>,
+) -> (tempfile::TempDir, meridian_server::Node, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = format!("{ip}:{}", free_port(ip));
     let mut cfg = meridian_server::NodeConfig {
@@ -235,7 +244,14 @@ pub async fn one_node(
     };
     tune(&mut cfg);
     let node = meridian_server::Node::start(cfg).await.expect("start node");
-    let probe = Client::new(vec![addr.clone()], Options::default()).expect("client");
+    let probe = Client::new(
+        vec![addr.clone()],
+        Options {
+            token,
+            ..Options::default()
+        },
+    )
+    .expect("client");
     probe
         .get_with("/probe", Consistency::Linearizable)
         .await

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// Node 1's clock rate: 8 % slow, inside the stated bound of 10 %.
 const SLOW_RATE: &str = "x0.92";
 
@@ -73,10 +72,7 @@ async fn wait_leader_except(cluster: &ProcCluster, not: u64, limit: Duration) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_clock_within_the_bound_serves_no_stale_lease_read_when_cut_off() {
     common::watchdog(Duration::from_secs(300));
-    assert!(
-        std::path::Path::new(LIBFAKETIME).exists(),
-        "{LIBFAKETIME} is missing: apt-get install faketime (scripts/test does)"
-    );
+    let libfaketime = common::libfaketime();
     // Every node reaches every other through a relay of the link between their "regions".
     let wan = Wan::new();
     for a in 1..=3 {
@@ -109,7 +105,7 @@ async fn a_slow_clock_within_the_bound_serves_no_stale_lease_read_when_cut_off()
         |id| {
             if id == 1 {
                 vec![
-                    ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+                    ("LD_PRELOAD".into(), libfaketime.into()),
                     ("FAKETIME".into(), format!("+0 {SLOW_RATE}")),
                 ]
             } else {

@@ -118,58 +118,37 @@ fn keygen_mint_attenuate_inspect_verify() {
     assert!(String::from_utf8_lossy(&foreign.stderr).contains("unauthenticated"));
 }
 
+/// `meridian token mint --root-key KEY --prefix PREFIX --ops OPS` and `extra`, expected to fail:
+/// its stderr.
+fn mint_fails(key: &str, prefix: &str, ops: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "token",
+        "mint",
+        "--root-key",
+        key,
+        "--prefix",
+        prefix,
+        "--ops",
+        ops,
+    ];
+    args.extend_from_slice(extra);
+    fails(&args)
+}
+
 #[test]
 fn token_mistakes_are_explained() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("root.key");
     let key = key.to_str().expect("path");
     ok(&["token", "keygen", "--out", key]);
-    let e = fails(&[
-        "token",
-        "mint",
-        "--root-key",
-        key,
-        "--prefix",
-        "/a/",
-        "--ops",
-        "read,fly",
-    ]);
+    let e = mint_fails(key, "/a/", "read,fly", &[]);
     assert!(e.contains("unknown operation \"fly\""), "{e}");
-    let e = fails(&[
-        "token",
-        "mint",
-        "--root-key",
-        key,
-        "--prefix",
-        "a/",
-        "--ops",
-        "read",
-    ]);
+    let e = mint_fails(key, "a/", "read", &[]);
     assert!(e.contains("must start with '/'"), "{e}");
-    let e = fails(&[
-        "token",
-        "mint",
-        "--root-key",
-        key,
-        "--prefix",
-        "/a/",
-        "--ops",
-        "read",
-        "--ttl",
-        "1w",
-    ]);
+    let e = mint_fails(key, "/a/", "read", &["--ttl", "1w"]);
     assert!(e.contains("unit"), "{e}");
     let missing = dir.path().join("missing.key");
-    let e = fails(&[
-        "token",
-        "mint",
-        "--root-key",
-        missing.to_str().expect("path"),
-        "--prefix",
-        "/a/",
-        "--ops",
-        "read",
-    ]);
+    let e = mint_fails(missing.to_str().expect("path"), "/a/", "read", &[]);
     assert!(e.contains("reading the root key"), "{e}");
     let e = fails(&["token", "inspect", "garbage"]);
     assert!(e.contains("not a Meridian token"), "{e}");

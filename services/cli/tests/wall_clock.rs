@@ -7,15 +7,10 @@ use meridian_sdk::{pb, Client, Options};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
     common::watchdog(Duration::from_secs(300));
-    assert!(
-        std::path::Path::new(LIBFAKETIME).exists(),
-        "{LIBFAKETIME} is missing: apt-get install faketime (scripts/test does)"
-    );
+    let libfaketime = common::libfaketime();
     let dir = tempfile::tempdir().expect("tempdir");
     let ip = "127.0.45.1";
     let addr = format!("{ip}:{}", common::free_port(ip));
@@ -34,7 +29,7 @@ async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
     let mut node = Command::new(common::BIN)
         .args(["server", "--config"])
         .arg(&config)
-        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("LD_PRELOAD", libfaketime)
         .env("FAKETIME_TIMESTAMP_FILE", &offset)
         .env("FAKETIME_NO_CACHE", "1")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")

@@ -8,7 +8,7 @@
 //! do more than the client's token allows.
 
 use meridian_auth::{Op, Refusal, RootPublicKey, Verified};
-use meridian_types::{Command, Op as TxnOp};
+use meridian_types::Command;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,30 +211,16 @@ pub fn carried(meta: &MetadataMap) -> Option<MetadataValue<Ascii>> {
 /// What a client's command needs of its token: `write` on every key it puts or deletes (a
 /// prefix delete: on the prefix), `read` on every key a txn compares or gets.
 pub fn needs(cmd: &Command) -> Vec<(Op, &str)> {
-    fn txn_op(op: &TxnOp) -> (Op, &str) {
-        match op {
-            TxnOp::Put(p) => (Op::Write, p.key.as_str()),
-            TxnOp::Delete(d) => (Op::Write, d.key.as_str()),
-            TxnOp::Get { key } => (Op::Read, key.as_str()),
-        }
-    }
     match cmd {
-        Command::Put(p) => vec![(Op::Write, p.key.as_str())],
-        Command::Delete(d) => vec![(Op::Write, d.key.as_str())],
-        Command::Txn {
-            compares,
-            success,
-            failure,
-        } => compares
-            .iter()
-            .map(|c| (Op::Read, c.key.as_str()))
-            .chain(success.iter().chain(failure).map(txn_op))
-            .collect(),
-        Command::AfterImport { cmd, .. } => needs(cmd),
         // Never built from a client's request; if one were, only an administrator may.
         Command::Batch(_) | Command::Lease(_) | Command::Placement(_) | Command::Move(_) => {
             vec![(Op::Admin, "/")]
         }
+        _ => cmd
+            .touches()
+            .into_iter()
+            .map(|t| (if t.write { Op::Write } else { Op::Read }, t.key))
+            .collect(),
     }
 }
 
@@ -242,7 +228,7 @@ pub fn needs(cmd: &Command) -> Vec<(Op, &str)> {
 mod tests {
     use super::*;
     use meridian_auth::{Grant, RootKey};
-    use meridian_types::{Compare, CompareResult, CompareTarget, DeleteOp, PutOp};
+    use meridian_types::{Compare, CompareResult, CompareTarget, DeleteOp, Op as TxnOp, PutOp};
     use std::time::Duration;
 
     fn meta(token: Option<&str>) -> MetadataMap {

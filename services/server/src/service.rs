@@ -530,7 +530,10 @@ impl Kv for KvService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         // Any valid token may see the cluster's shape (no keys, no values).
         self.gate.token(request.metadata(), "status")?;
+        // The other nodes are asked with the caller's token.
+        let token = crate::gate::carried(request.metadata());
         let mut me = local_status(&self.ctx, &self.keepalives);
+        me.auth_refused = self.gate.refused();
         if request.into_inner().cluster {
             let others: Vec<_> = self
                 .ctx
@@ -542,12 +545,16 @@ impl Kv for KvService {
                     let ctx = self.ctx.clone();
                     let addr = n.address.clone();
                     let id = n.id;
+                    let token = token.clone();
                     async move {
                         let res = async {
                             let channel = ctx.pool.channel(&addr).map_err(|e| e.to_string())?;
                             let mut c = KvClient::new(channel);
                             let mut req = Request::new(pb::StatusRequest { cluster: false });
                             req.set_timeout(STATUS_PEER_TIMEOUT);
+                            if let Some(t) = token {
+                                req.metadata_mut().insert(crate::gate::AUTHORIZATION, t);
+                            }
                             tokio::time::timeout(STATUS_PEER_TIMEOUT, c.status(req))
                                 .await
                                 .map_err(|_| "no answer in time".to_string())?
@@ -597,6 +604,8 @@ fn local_status(ctx: &NodeCtx, keepalives: &crate::keepalive::KeepAlives) -> pb:
         keepalive_refreshes: keepalives
             .refreshes
             .load(std::sync::atomic::Ordering::Relaxed),
+        // Set by the status handler, which holds the gate.
+        auth_refused: 0,
     }
 }
 

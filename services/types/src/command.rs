@@ -321,35 +321,77 @@ impl Command {
     }
 }
 
+/// One key (or, with `prefix`, every key under it) that a client command touches, and whether
+/// it changes it (`write`) or only reads it (a txn's compares and gets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Touch<'a> {
+    pub key: &'a str,
+    pub prefix: bool,
+    pub write: bool,
+}
+
 impl Command {
-    /// The keys (flag false) and prefixes (flag true) a client command touches, in order:
-    /// what routing and residency judge. Batches, lease and placement commands have none here
-    /// (they are routed by what they name).
-    pub fn scopes(&self) -> Vec<(&str, bool)> {
-        fn op_scope(op: &Op) -> (&str, bool) {
+    /// What a client command touches, in order: a put or delete its key (or prefix), a txn
+    /// every key it compares, then every op of both branches. Batches, lease, placement and
+    /// move commands touch nothing here (they are routed by what they name).
+    pub fn touches(&self) -> Vec<Touch<'_>> {
+        fn op_touch(op: &Op) -> Touch<'_> {
             match op {
-                Op::Put(p) => (p.key.as_str(), false),
-                Op::Delete(d) => (d.key.as_str(), d.prefix),
-                Op::Get { key } => (key.as_str(), false),
+                Op::Put(p) => Touch {
+                    key: &p.key,
+                    prefix: false,
+                    write: true,
+                },
+                Op::Delete(d) => Touch {
+                    key: &d.key,
+                    prefix: d.prefix,
+                    write: true,
+                },
+                Op::Get { key } => Touch {
+                    key,
+                    prefix: false,
+                    write: false,
+                },
             }
         }
         match self {
-            Command::Put(p) => vec![(p.key.as_str(), false)],
-            Command::Delete(d) => vec![(d.key.as_str(), d.prefix)],
+            Command::Put(p) => vec![Touch {
+                key: &p.key,
+                prefix: false,
+                write: true,
+            }],
+            Command::Delete(d) => vec![Touch {
+                key: &d.key,
+                prefix: d.prefix,
+                write: true,
+            }],
             Command::Txn {
                 compares,
                 success,
                 failure,
             } => compares
                 .iter()
-                .map(|c| (c.key.as_str(), false))
-                .chain(success.iter().chain(failure).map(op_scope))
+                .map(|c| Touch {
+                    key: &c.key,
+                    prefix: false,
+                    write: false,
+                })
+                .chain(success.iter().chain(failure).map(op_touch))
                 .collect(),
-            Command::AfterImport { cmd, .. } => cmd.scopes(),
+            Command::AfterImport { cmd, .. } => cmd.touches(),
             Command::Batch(_) | Command::Lease(_) | Command::Placement(_) | Command::Move(_) => {
                 Vec::new()
             }
         }
+    }
+
+    /// The keys (flag false) and prefixes (flag true) a client command touches, in order:
+    /// what routing and residency judge.
+    pub fn scopes(&self) -> Vec<(&str, bool)> {
+        self.touches()
+            .into_iter()
+            .map(|t| (t.key, t.prefix))
+            .collect()
     }
 }
 

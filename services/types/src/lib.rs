@@ -20,7 +20,7 @@ pub mod runtime;
 pub use command::{
     lease_group, Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event,
     EventKind, KeyValue, LeaseCommand, LeaseRecord, LeaseResult, LockKind, LockMode, MoveCommand,
-    Op, OpResult, PutOp, Rejection, LEASE_GROUP_SHIFT,
+    Op, OpResult, PutOp, Rejection, Touch, LEASE_GROUP_SHIFT,
 };
 pub use ids::{GroupId, NodeId};
 pub use path::{validate_key, validate_prefix, validate_value, PathError};

@@ -524,3 +524,13 @@ impl Drop for Nodes {
         }
     }
 }
+
+/// libfaketime's library (the `faketime` package; scripts/test installs it), checked present.
+pub fn libfaketime() -> &'static str {
+    const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: apt-get install faketime (scripts/test does)"
+    );
+    LIBFAKETIME
+}

@@ -26,3 +26,7 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest node-to-node message (Raft entries, forwarded writes): one client request can be
 /// `MAX_MESSAGE_BYTES`, and an entry or a forwarded write carries it plus framing.
 pub const PEER_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The metadata key of a request's capability token: `authorization: Bearer TOKEN`
+/// (docs/security.md).
+pub const AUTHORIZATION: &str = "authorization";

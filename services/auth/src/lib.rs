@@ -111,35 +111,52 @@ fn params(pairs: &[(&str, Term)]) -> HashMap<String, Term> {
         .collect()
 }
 
+/// The expiry check, in the first block and in an attenuation that shortens the time; a failed
+/// check that starts like it is an expired token (see [`Verified::authorize`]).
+const EXPIRY_CHECK: &str = "check if time($t), $t <= {expires};";
+
+/// `block` with Datalog `source` added, its `{name}` parameters bound from `params`.
+fn with_code(
+    block: BlockBuilder,
+    source: &str,
+    pairs: &[(&str, Term)],
+) -> Result<BlockBuilder, TokenError> {
+    block
+        .code_with_params(source, params(pairs), HashMap::new())
+        .map_err(|e| token_err("building the block", e))
+}
+
+/// `block` with the check that it ends at `expires`.
+fn with_expiry(block: BlockBuilder, expires: SystemTime) -> Result<BlockBuilder, TokenError> {
+    with_code(
+        block,
+        EXPIRY_CHECK,
+        &[("expires", Term::Date(unix_secs(expires)))],
+    )
+}
+
 /// A new token signed by `root`, granting `grant`.
 pub fn mint(root: &RootKey, grant: &Grant) -> Result<String, TokenError> {
     check_prefixes(&grant.prefixes)?;
     if grant.ops.is_empty() {
         return Err(TokenError("name at least one operation".into()));
     }
-    let mut builder = Biscuit::builder();
+    let mut authority = BlockBuilder::new();
     for prefix in &grant.prefixes {
         for op in grant.ops.iter() {
-            builder = builder
-                .code_with_params(
-                    "right({op}, {prefix});",
-                    params(&[
-                        ("op", Term::Str(op.name().into())),
-                        ("prefix", Term::Str(prefix.clone())),
-                    ]),
-                    HashMap::new(),
-                )
-                .map_err(|e| token_err("building the token", e))?;
+            authority = with_code(
+                authority,
+                "right({op}, {prefix});",
+                &[
+                    ("op", Term::Str(op.name().into())),
+                    ("prefix", Term::Str(prefix.clone())),
+                ],
+            )?;
         }
     }
-    builder = builder
-        .code_with_params(
-            "check if time($t), $t <= {expires};",
-            params(&[("expires", Term::Date(unix_secs(grant.expires)))]),
-            HashMap::new(),
-        )
-        .map_err(|e| token_err("building the token", e))?;
-    builder
+    authority = with_expiry(authority, grant.expires)?;
+    Biscuit::builder()
+        .merge(authority)
         .build(root.pair())
         .and_then(|b| b.to_base64())
         .map_err(|e| token_err("signing the token", e))
@@ -149,48 +166,34 @@ pub fn mint(root: &RootKey, grant: &Grant) -> Result<String, TokenError> {
 /// token can narrow it). The signatures are not verified here; a node verifies them.
 pub fn attenuate(token: &str, n: &Narrowing) -> Result<String, TokenError> {
     let parent = unverified(token)?;
+    if n.prefixes.is_none() && n.ops.is_none() && n.expires.is_none() {
+        return Err(TokenError(
+            "an attenuation must narrow something: --prefix, --ops or --ttl".into(),
+        ));
+    }
     let mut block = BlockBuilder::new();
-    let mut narrowed = false;
     if let Some(prefixes) = &n.prefixes {
         check_prefixes(prefixes)?;
         let set = prefixes.iter().cloned().map(Term::Str).collect();
-        block = block
-            .code_with_params(
-                "check if resource($r), {prefixes}.any($p -> $r.starts_with($p));",
-                params(&[("prefixes", Term::Set(set))]),
-                HashMap::new(),
-            )
-            .map_err(|e| token_err("building the block", e))?;
-        narrowed = true;
+        block = with_code(
+            block,
+            "check if resource($r), {prefixes}.any($p -> $r.starts_with($p));",
+            &[("prefixes", Term::Set(set))],
+        )?;
     }
     if let Some(ops) = &n.ops {
         if ops.is_empty() {
             return Err(TokenError("name at least one operation".into()));
         }
         let set = ops.iter().map(|o| Term::Str(o.name().into())).collect();
-        block = block
-            .code_with_params(
-                "check if operation($op), {ops}.contains($op);",
-                params(&[("ops", Term::Set(set))]),
-                HashMap::new(),
-            )
-            .map_err(|e| token_err("building the block", e))?;
-        narrowed = true;
+        block = with_code(
+            block,
+            "check if operation($op), {ops}.contains($op);",
+            &[("ops", Term::Set(set))],
+        )?;
     }
     if let Some(expires) = n.expires {
-        block = block
-            .code_with_params(
-                "check if time($t), $t <= {expires};",
-                params(&[("expires", Term::Date(unix_secs(expires)))]),
-                HashMap::new(),
-            )
-            .map_err(|e| token_err("building the block", e))?;
-        narrowed = true;
-    }
-    if !narrowed {
-        return Err(TokenError(
-            "an attenuation must narrow something: --prefix, --ops or --ttl".into(),
-        ));
+        block = with_expiry(block, expires)?;
     }
     parent
         .append(block)
@@ -366,7 +369,9 @@ impl Verified {
             _ => &[],
         };
         let expired = checks.iter().any(|c| match c {
-            FailedCheck::Block(b) => b.rule.starts_with("check if time("),
+            FailedCheck::Block(b) => EXPIRY_CHECK
+                .split_once(',')
+                .is_some_and(|(head, _)| b.rule.starts_with(head)),
             FailedCheck::Authorizer(_) => false,
         });
         if expired {

@@ -108,7 +108,7 @@ impl Rpc {
                     ..Default::default()
                 });
                 req.metadata_mut().insert(
-                    "authorization",
+                    meridian_proto::AUTHORIZATION,
                     format!("Bearer {token}").parse().expect("ascii"),
                 );
                 match kv.watch(req).await {

@@ -155,23 +155,22 @@ pub(crate) struct Stamp {
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
-impl Stamp {
-    /// `msg` as a request with the token only (a stream that lives on has no deadline).
-    pub(crate) fn untimed<T>(
-        token: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-        msg: T,
-    ) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        if let Some(t) = token {
-            r.metadata_mut().insert("authorization", t.clone());
-        }
-        r
+/// `msg` as a request carrying `token` (and no deadline: for a stream that lives on).
+pub(crate) fn authorized<T>(
+    msg: T,
+    token: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert(meridian_proto::AUTHORIZATION, t.clone());
     }
+    r
 }
 
 /// `msg` as a request with `stamp`'s deadline and token.
 pub(crate) fn timed<T>(msg: T, stamp: Stamp) -> tonic::Request<T> {
-    let mut r = Stamp::untimed(stamp.token.as_ref(), msg);
+    let mut r = authorized(msg, stamp.token.as_ref());
     r.set_timeout(stamp.timeout);
     r
 }

@@ -204,11 +204,11 @@ impl Client {
     pub async fn observe(&self, name: &str) -> Result<tonic::Streaming<pb::LeaderResponse>, Error> {
         let (_, ch) = self.channel()?;
         lock_client(ch)
-            .observe(crate::Stamp::untimed(
-                self.token(),
+            .observe(crate::authorized(
                 pb::LeaderRequest {
                     name: name.to_string(),
                 },
+                self.token(),
             ))
             .await
             .map(|r| r.into_inner())

@@ -72,7 +72,7 @@ impl Watcher {
         req.start_revision = self.next as i64;
         self.skip = self.partial;
         let (ep, mut c) = self.client.client()?;
-        let req = crate::Stamp::untimed(self.client.token(), req);
+        let req = crate::authorized(req, self.client.token());
         match tokio::time::timeout(self.client.opts().rpc_timeout, c.watch(req)).await {
             Ok(Ok(s)) => {
                 self.stream = Some(s.into_inner());

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::Status;
 
-/// The metadata key of a request's token.
-pub const AUTHORIZATION: &str = "authorization";
+pub use meridian_proto::AUTHORIZATION;
 
 /// Most verified tokens kept; past it the cache starts over (each token is verified again on
 /// its next use).
@@ -75,10 +74,6 @@ impl Gate {
     /// Every request needs a token signed (through its chain) by `root`.
     pub fn new(root: RootPublicKey) -> Arc<Self> {
         Self::with_root(Some(root))
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.root.is_some()
     }
 
     /// Requests refused so far.

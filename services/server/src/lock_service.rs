@@ -600,9 +600,9 @@ impl Lock for LockService {
     ) -> std::result::Result<Response<pb::LockReleaseResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         let key = req.key;
+        validate_key(&key).map_err(Error::from)?;
         self.gate
             .check(&meta, "lock release", &[(Access::Lock, &key)])?;
-        validate_key(&key).map_err(Error::from)?;
         let (h, rev, res) = self.propose(LeaseCommand::Release { key }).await?;
         match res {
             LeaseResult::Released { was_holder } => Ok(Response::new(pb::LockReleaseResponse {

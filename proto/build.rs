@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "meridian/v1/kv.proto",
             "meridian/v1/lock.proto",
             "meridian/v1/placement.proto",
+            "meridian/v1/tokens.proto",
             "meridian/v1/peer.proto",
         ],
         ["."],

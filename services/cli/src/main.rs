@@ -81,7 +81,7 @@ enum Command {
     /// Topology files.
     #[command(subcommand)]
     Topology(ops::TopologyCmd),
-    /// Capability tokens: keygen, mint, attenuate, inspect, verify (offline).
+    /// Capability tokens: keygen, mint, attenuate, inspect, verify (offline); revoke, revoked.
     #[command(subcommand)]
     Token(token_cli::TokenCmd),
     /// The placement map (domains, owners, residency policies, epoch): show, set-policy.
@@ -142,6 +142,12 @@ fn main() -> ExitCode {
             Command::BenchLocks(args) => bench_locks::run(args).await,
             Command::BenchPlacement(args) => bench_placement::run(args).await,
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
+            Command::Token(token_cli::TokenCmd::Revoke { ids }) => {
+                token_cli::revoke(client(endpoints, &cli.token)?, cli.output, ids).await
+            }
+            Command::Token(token_cli::TokenCmd::Revoked) => {
+                token_cli::revoked(client(endpoints, &cli.token)?, cli.output).await
+            }
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
                 placement_cli::run(client(endpoints, &cli.token)?, cli.output, cmd).await

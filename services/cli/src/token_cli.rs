@@ -1,5 +1,6 @@
 //! `meridian token keygen|mint|attenuate|inspect|verify`: capability tokens, made and read
-//! offline (docs/security.md). The token logic is `meridian_auth`'s; this is its shell.
+//! offline (docs/security.md); `meridian token revoke|revoked`: the cluster's revocation list,
+//! through an endpoint. The token logic is `meridian_auth`'s; this is its shell.
 
 use crate::output::Format;
 use anyhow::Context;
@@ -60,6 +61,74 @@ pub enum TokenCmd {
         #[arg(long, requires = "op")]
         key: Option<String>,
     },
+    /// Revoke, in every region, each token carrying one of these blocks: a revocation id (as
+    /// `inspect` prints it), or a token (its last block: that token and every token attenuated
+    /// from it). Needs `admin` on `/` (--token).
+    Revoke {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List the cluster's revoked ids (needs `admin` on `/`).
+    Revoked,
+}
+
+/// A revocation id as given, or the last block's id of a token given instead.
+fn revocation_id(arg: &str) -> anyhow::Result<String> {
+    let arg = arg.trim();
+    let hex = arg.len() == 128 && arg.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex {
+        return Ok(arg.to_ascii_lowercase());
+    }
+    let i = meridian_auth::inspect(arg).map_err(|e| {
+        anyhow::anyhow!(
+            "{:?}… is neither a revocation id (128 hex digits) nor a token: {e}",
+            arg.chars().take(24).collect::<String>()
+        )
+    })?;
+    i.revocation_ids
+        .last()
+        .cloned()
+        .context("the token has no blocks")
+}
+
+/// `meridian token revoke`.
+pub async fn revoke(
+    client: meridian_sdk::Client,
+    format: Format,
+    args: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let ids = args
+        .iter()
+        .map(|a| revocation_id(a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let r = client.revoke_tokens(&ids).await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({"revision": r.revision, "newly_revoked": r.newly_revoked, "ids": ids})
+        ),
+        Format::Human => println!(
+            "revoked {} id(s) ({} new) at revision {} of the global group",
+            ids.len(),
+            r.newly_revoked,
+            r.revision
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `meridian token revoked`.
+pub async fn revoked(client: meridian_sdk::Client, format: Format) -> anyhow::Result<ExitCode> {
+    let r = client.revoked_tokens().await?;
+    match format {
+        Format::Json => println!("{}", json!({"revision": r.revision, "ids": r.ids})),
+        Format::Human => {
+            for id in &r.ids {
+                println!("{id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_ops(s: &str) -> Result<OpSet, String> {
@@ -94,6 +163,9 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 pub fn run(cmd: TokenCmd, format: Format) -> anyhow::Result<ExitCode> {
     match cmd {
+        TokenCmd::Revoke { .. } | TokenCmd::Revoked => {
+            anyhow::bail!("`token revoke` and `token revoked` go through an endpoint")
+        }
         TokenCmd::Keygen { out } => {
             let key = RootKey::generate();
             write_secret(&out, &key.to_text())?;

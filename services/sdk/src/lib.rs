@@ -9,12 +9,14 @@
 //! - [`locks`]: leases, sessions (one keepalive for all of a session's leases; the session
 //!   knows it is lost before the server frees anything), locks with fencing tokens, election.
 //! - [`placement`]: the placement map (domains, owners, policies, epoch) and policy changes.
+//! - [`tokens`]: the cluster's token revocation list.
 //! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
 //! - [`error`]: the typed errors decoded from the server's status details.
 
 pub mod error;
 pub mod locks;
 pub mod placement;
+pub mod tokens;
 pub mod watch;
 
 pub use error::Error;

@@ -7,6 +7,7 @@
 //! the next router checks the same authority; nothing a router sends on behalf of a client can
 //! do more than the client's token allows.
 
+use crate::revocation::Revocations;
 use meridian_auth::{Op, Refusal, RootPublicKey, Verified};
 use meridian_types::Command;
 use std::collections::HashMap;
@@ -48,6 +49,9 @@ impl std::ops::Deref for Held {
 
 pub struct Gate {
     root: Option<RootPublicKey>,
+    /// The cluster's revocation list as this router follows it (checked on every request, the
+    /// cached tokens included).
+    revocations: Arc<Revocations>,
     verified: Mutex<HashMap<String, Arc<Held>>>,
     /// (token id, operation, resource) → when it was last found allowed (monotonic).
     decisions: Mutex<HashMap<(u64, Op, String), Instant>>,
@@ -58,12 +62,13 @@ pub struct Gate {
 impl Gate {
     /// No checks: security off.
     pub fn open() -> Arc<Self> {
-        Self::with_root(None)
+        Self::with_root(None, Arc::default())
     }
 
-    fn with_root(root: Option<RootPublicKey>) -> Arc<Self> {
+    fn with_root(root: Option<RootPublicKey>, revocations: Arc<Revocations>) -> Arc<Self> {
         Arc::new(Self {
             root,
+            revocations,
             verified: Mutex::default(),
             decisions: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -71,9 +76,10 @@ impl Gate {
         })
     }
 
-    /// Every request needs a token signed (through its chain) by `root`.
-    pub fn new(root: RootPublicKey) -> Arc<Self> {
-        Self::with_root(Some(root))
+    /// Every request needs a token signed (through its chain) by `root`, none of whose blocks
+    /// is in `revocations`.
+    pub fn new(root: RootPublicKey, revocations: Arc<Revocations>) -> Arc<Self> {
+        Self::with_root(Some(root), revocations)
     }
 
     /// Requests refused so far.
@@ -96,25 +102,37 @@ impl Gate {
             return Ok(None);
         };
         let text = bearer(meta).map_err(|r| self.refuse(r, what))?;
-        if let Some(v) = self
+        let cached = self
             .verified
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(text)
-        {
-            return Ok(Some(v.clone()));
+            .cloned();
+        let held = match cached {
+            Some(v) => v,
+            None => {
+                let verified =
+                    meridian_auth::verify(text, root).map_err(|r| self.refuse(r, what))?;
+                let v = Arc::new(Held {
+                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                    verified,
+                });
+                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= VERIFIED_MAX {
+                    cache.clear();
+                }
+                cache.insert(text.to_string(), v.clone());
+                v
+            }
+        };
+        if let Some(id) = self.revocations.revoked(held.revocation_ids()) {
+            let short: String = id.chars().take(16).collect();
+            return Err(self.refuse(
+                Refusal::Unauthenticated(format!("the token was revoked (block id {short}…)")),
+                what,
+            ));
         }
-        let verified = meridian_auth::verify(text, root).map_err(|r| self.refuse(r, what))?;
-        let v = Arc::new(Held {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            verified,
-        });
-        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= VERIFIED_MAX {
-            cache.clear();
-        }
-        cache.insert(text.to_string(), v.clone());
-        Ok(Some(v))
+        Ok(Some(held))
     }
 
     /// Refuses the request unless its token allows every `(op, resource)` of `needs`.
@@ -237,7 +255,7 @@ mod tests {
     #[test]
     fn the_gate_verifies_once_and_refuses_with_the_right_code() {
         let root = RootKey::generate();
-        let gate = Gate::new(root.public());
+        let gate = Gate::new(root.public(), Arc::default());
         let token = meridian_auth::mint(
             &root,
             &Grant {

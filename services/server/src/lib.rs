@@ -16,7 +16,9 @@
 //!   group's local replica, and its seeding from the topology; [`placement_service`]: the
 //!   `Placement` API (show, set-policy); [`residency`]: where a request may be served under
 //!   its domain's policy (here, proxied to an allowed region, or `PolicyDenied`).
-//! - [`gate`]: the capability-token check in front of every client RPC (docs/security.md).
+//! - [`gate`]: the capability-token check in front of every client RPC (docs/security.md);
+//!   [`revocation`]: the token revocation list, followed through the global group, and the
+//!   `Tokens` API (revoke, list).
 
 pub mod config;
 pub mod convert;
@@ -34,6 +36,7 @@ pub mod placement;
 pub mod placement_service;
 pub mod proposer;
 pub mod residency;
+pub mod revocation;
 pub mod router;
 pub mod service;
 pub mod syncs;

@@ -22,6 +22,7 @@ use meridian_proto::kv::kv_server::KvServer;
 use meridian_proto::kv::lease_server::LeaseServer;
 use meridian_proto::kv::lock_server::LockServer;
 use meridian_proto::kv::placement_server::PlacementServer;
+use meridian_proto::kv::tokens_server::TokensServer;
 use meridian_proto::peer::forward_server::ForwardServer;
 use meridian_proto::peer::peer_server::PeerServer;
 use meridian_proto::{MAX_MESSAGE_BYTES, PEER_MESSAGE_BYTES};
@@ -354,8 +355,9 @@ impl Node {
         // Aggregated keepalives of this router's clients: the Lease service feeds them, the
         // status reports their counters.
         let keepalives = Arc::new(KeepAlives::default());
+        let revocations = Arc::new(crate::revocation::Revocations::default());
         let gate = match config.security.root()? {
-            Some(root) => crate::gate::Gate::new(root),
+            Some(root) => crate::gate::Gate::new(root, revocations.clone()),
             None => crate::gate::Gate::open(),
         };
         let kv = KvServer::new(KvService::new(
@@ -375,6 +377,11 @@ impl Node {
             }
             tokio::spawn(crate::placement::follow(
                 ctx.placement.clone(),
+                shared.clone(),
+                shutdown_rx.clone(),
+            ));
+            tokio::spawn(crate::revocation::follow(
+                revocations.clone(),
                 shared.clone(),
                 shutdown_rx.clone(),
             ));
@@ -429,9 +436,16 @@ impl Node {
         let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
-        let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate))
+        let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let tokens = TokensServer::new(crate::revocation::TokensService::new(
+            ctx.clone(),
+            gate,
+            revocations,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
@@ -444,7 +458,8 @@ impl Node {
                 .add_service(forward)
                 .add_service(lease)
                 .add_service(lock)
-                .add_service(placement);
+                .add_service(placement)
+                .add_service(tokens);
             let stop = async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             };

@@ -69,7 +69,11 @@ async fn drive(
 }
 
 /// Runs the put then get workload at each client count against `endpoints`.
-pub async fn run(args: BenchArgs, endpoints: Vec<String>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: BenchArgs,
+    endpoints: Vec<String>,
+    options: meridian_sdk::Options,
+) -> anyhow::Result<ExitCode> {
     println!(
         "{:<10} {:<6} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
         "system", "op", "clients", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors"
@@ -77,7 +81,7 @@ pub async fn run(args: BenchArgs, endpoints: Vec<String>) -> anyhow::Result<Exit
     for &concurrency in &args.clients {
         // Separate sessions, each with its own connections, shared round-robin by the tasks.
         let clients: Vec<Client> = (0..args.connections.min(concurrency).max(1))
-            .map(|_| Client::new(endpoints.clone(), Default::default()))
+            .map(|_| Client::new(endpoints.clone(), options.clone()))
             .collect::<Result<_, _>>()
             .context("creating clients")?;
         let clients = Arc::new(clients);

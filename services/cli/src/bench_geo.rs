@@ -81,7 +81,20 @@ impl Dev {
         let ep = self.ready["regions"][region]["endpoint"]
             .as_str()
             .with_context(|| format!("no region {region}"))?;
-        Ok(Client::new(vec![ep.to_string()], Options::default())?)
+        Ok(Client::new(vec![ep.to_string()], self.options()?)?)
+    }
+
+    /// Client options carrying the dev's root token, over TLS verified against its CA (none
+    /// of it with `--insecure`).
+    pub(crate) fn options(&self) -> anyhow::Result<Options> {
+        let options = Options {
+            token: self.ready["token"].as_str().map(str::to_string),
+            ..Options::default()
+        };
+        Ok(match self.ready["ca"].as_str() {
+            Some(ca) => options.with_tls(std::path::Path::new(ca), None)?,
+            None => options,
+        })
     }
 }
 

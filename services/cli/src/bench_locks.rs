@@ -142,7 +142,7 @@ async fn failover(args: &BenchLocksArgs) -> anyhow::Result<()> {
     let eps = endpoints(&dev, "us-east");
     let opts = Options {
         call_timeout: Duration::from_secs(30),
-        ..Options::default()
+        ..dev.options()?
     };
     let holder_client = Client::new(eps.clone(), opts.clone())?;
     let ttl = Duration::from_secs(3);
@@ -276,8 +276,9 @@ async fn keepalive(args: &BenchLocksArgs) -> anyhow::Result<()> {
         args.sessions
     );
     // Sessions share 64 client connections (HTTP/2 caps concurrent streams per connection).
+    let opts = dev.options()?;
     let clients: Vec<Client> = (0..64)
-        .map(|_| Client::new(vec![ep.clone()], Options::default()))
+        .map(|_| Client::new(vec![ep.clone()], opts.clone()))
         .collect::<Result<_, _>>()?;
     let mut sessions = Vec::new();
     let t = Instant::now();
@@ -301,7 +302,7 @@ async fn keepalive(args: &BenchLocksArgs) -> anyhow::Result<()> {
             .await
             .map(|s| (s.keepalive_requests, s.keepalive_refreshes))
     };
-    let probe = Client::new(vec![ep.clone()], Options::default())?;
+    let probe = Client::new(vec![ep.clone()], dev.options()?)?;
     let (r0, f0) = status(probe.clone()).await?;
     let window = ttl * 2;
     tokio::time::sleep(window).await;

@@ -186,7 +186,7 @@ async fn changes(
                 Options {
                     call_timeout: Duration::from_secs(2),
                     rpc_timeout: Duration::from_secs(2),
-                    ..Options::default()
+                    ..dev.options()?
                 },
             )?;
             routers.push((r.name.clone(), c));

@@ -5,8 +5,9 @@
 //! on distinct loopback addresses; data lives in a temporary directory (or `--data-dir`, which
 //! survives restarts). `--nodes N` runs the old single-region cluster instead.
 
+use crate::dev_security::DevSecurity;
 use anyhow::Context;
-use meridian_sdk::{Client, Consistency};
+use meridian_sdk::{Client, Consistency, Options};
 use meridian_server::{Node, NodeConfig, Peer};
 use meridian_topology::Topology;
 use meridian_wan::{LinkSpec, Wan};
@@ -59,6 +60,9 @@ pub struct DevArgs {
     /// across groups (the anomaly test uses it to prove it can fail).
     #[arg(long, hide = true)]
     unsafe_no_sync: bool,
+    /// Run without security: no TLS, nodes check no tokens (docs/security.md).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Longest `meridian dev` waits for its cluster to serve.
@@ -104,6 +108,49 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Security for `nodes` (id, address) unless `--insecure`.
+fn secure(
+    args: &DevArgs,
+    data_dir: &std::path::Path,
+    nodes: &[(u64, String)],
+) -> anyhow::Result<Option<DevSecurity>> {
+    if args.insecure {
+        return Ok(None);
+    }
+    Ok(Some(DevSecurity::prepare(data_dir, args.port, nodes)?))
+}
+
+/// Client options carrying the dev's root token over TLS, if security is on.
+fn options(security: Option<&DevSecurity>) -> anyhow::Result<Options> {
+    match security {
+        Some(s) => s.options(),
+        None => Ok(Options::default()),
+    }
+}
+
+/// What `meridian dev` says about security, and the ready file's fields for it.
+fn announce(security: Option<&DevSecurity>) -> serde_json::Value {
+    match security {
+        Some(s) => {
+            println!("  {}", s.describe());
+            json!({"token": s.token, "token_file": s.token_file, "root_public_key": s.public_key,
+                   "ca": s.ca_file})
+        }
+        None => {
+            println!("  security off (--insecure): no TLS, nodes check no tokens");
+            json!({})
+        }
+    }
+}
+
+/// `ready` with the fields of `extra` added.
+fn merged(mut ready: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(r), serde_json::Value::Object(e)) = (ready.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    ready
+}
+
 async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let mut topology = match &args.topology {
         Some(path) => Topology::load(path)?,
@@ -113,6 +160,16 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
         n.address = with_port(&n.address, args.port);
     }
     let topology = Arc::new(topology);
+    let security = secure(
+        args,
+        &data_dir,
+        &topology
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.address.clone()))
+            .collect::<Vec<_>>(),
+    )?;
+    let security = security.as_ref();
 
     // The WAN emulator: one relay per (viewing region, node of another region).
     let wan = Wan::new();
@@ -168,7 +225,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
     let mut children = Vec::new();
     let mut node_info = serde_json::Map::new();
     for n in &topology.nodes {
-        let cfg = NodeConfig {
+        let mut cfg = NodeConfig {
             node_id: n.id,
             region: n.region.clone(),
             listen: n.address.clone(),
@@ -180,6 +237,10 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             },
             ..NodeConfig::default()
         };
+        match security {
+            Some(s) => s.apply(&mut cfg),
+            None => cfg.security.mode = meridian_server::config::SecurityMode::Insecure,
+        }
         if args.processes {
             let (child, argv) = spawn_node(args, &cfg, &data_dir)?;
             node_info.insert(
@@ -215,7 +276,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
         let Some(first) = topology.nodes.iter().find(|n| n.region == r.name) else {
             continue;
         };
-        let client = Client::new(vec![first.address.clone()], Default::default())?;
+        let client = Client::new(vec![first.address.clone()], options(security)?)?;
         for d in topology.placement().domains() {
             let probe = format!("{}meridian-ready", d.prefix);
             wait_ready(&client, &probe, deadline).await?;
@@ -248,6 +309,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             first.address, first.region
         );
     }
+    let secure = announce(security);
     if let Some(path) = &args.ready_file {
         let ready = json!({
             "topology": topology.name,
@@ -256,7 +318,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             "data_dir": data_dir,
             "nodes": node_info,
         });
-        write_ready(path, &ready)?;
+        write_ready(path, &merged(ready, secure))?;
     }
     crate::wait_for_signal().await;
     println!("meridian dev: stopping");
@@ -334,6 +396,8 @@ pub struct DevNodeArgs {
 /// that started it is gone (so no node outlives its cluster).
 pub async fn run_node(args: DevNodeArgs) -> anyhow::Result<ExitCode> {
     let cfg = NodeConfig::load(Some(&args.config))?;
+    cfg.validate()?;
+    crate::warn_insecure(&cfg)?;
     let mut topology = match &args.topology {
         Some(path) => Topology::load(path)?,
         None => Topology::parse(LOCAL_3REGION, "local-3region.toml (built in)")?,
@@ -398,9 +462,18 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
             address: node_address(id, args.port),
         })
         .collect();
+    let security = secure(
+        args,
+        &data_dir,
+        &peers
+            .iter()
+            .map(|p| (p.id, p.address.clone()))
+            .collect::<Vec<_>>(),
+    )?;
+    let security = security.as_ref();
     let mut nodes = Vec::new();
     for p in &peers {
-        let cfg = NodeConfig {
+        let mut cfg = NodeConfig {
             node_id: p.id,
             region: DEV_REGION.into(),
             listen: p.address.clone(),
@@ -408,13 +481,17 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
             peers: peers.clone(),
             ..NodeConfig::default()
         };
+        match security {
+            Some(s) => s.apply(&mut cfg),
+            None => cfg.security.mode = meridian_server::config::SecurityMode::Insecure,
+        }
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting node {} on {}", p.id, p.address))?;
         nodes.push(node);
     }
     let endpoints: Vec<String> = peers.iter().map(|p| p.address.clone()).collect();
-    let client = Client::new(endpoints.clone(), Default::default())?;
+    let client = Client::new(endpoints.clone(), options(security)?)?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     wait_ready(&client, "/meridian", deadline).await?;
     println!(
@@ -424,14 +501,13 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
     );
     println!("endpoint: {}", endpoints.join(","));
     println!("try: meridian --endpoint {} put /hello world", endpoints[0]);
+    let secure = announce(security);
     if let Some(path) = &args.ready_file {
-        write_ready(
-            path,
-            &json!({
-                "regions": { DEV_REGION: { "endpoint": endpoints[0], "endpoints": endpoints } },
-                "data_dir": data_dir,
-            }),
-        )?;
+        let ready = json!({
+            "regions": { DEV_REGION: { "endpoint": endpoints[0], "endpoints": endpoints } },
+            "data_dir": data_dir,
+        });
+        write_ready(path, &merged(ready, secure))?;
     }
     crate::wait_for_signal().await;
     println!("meridian dev: stopping");

@@ -1,7 +1,8 @@
 //! `meridian`: the server, the local dev cluster, the client verbs, the shell and the bench.
 //!
 //! - [`verbs`]: put/get/del/ls/txn/watch/status, their human and JSON output, and the shell.
-//! - [`dev`]: `meridian dev`, a whole local cluster in one process.
+//! - [`dev`]: `meridian dev`, a whole local cluster in one process; [`dev_security`]: its root
+//!   key and token (security on unless `--insecure`), which the CLI here picks up.
 //! - [`bench`]: `meridian bench`, throughput and latency percentiles with hdrhistogram.
 //! - [`locks_cli`]: `meridian lease`, `meridian lock NAME -- COMMAND`, `meridian elect`.
 //! - [`placement_cli`]: `meridian placement show|set-policy`.
@@ -13,6 +14,7 @@ mod bench_geo;
 mod bench_locks;
 mod bench_placement;
 mod dev;
+mod dev_security;
 mod locks_cli;
 mod ops;
 mod output;
@@ -52,6 +54,15 @@ struct Cli {
     /// Capability token sent with every request (docs/security.md).
     #[arg(long, global = true, env = "MERIDIAN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Connect over TLS, verifying routers against this CA certificate (PEM).
+    #[arg(long, global = true, env = "MERIDIAN_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM, of the cluster's CA) to present over TLS; with --tls-key.
+    #[arg(long, global = true, env = "MERIDIAN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "MERIDIAN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,43 +142,51 @@ fn main() -> ExitCode {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    let access = Access {
+        token: cli.token.clone(),
+        ca: cli.ca.clone(),
+        identity: cli.tls_cert.clone().zip(cli.tls_key.clone()),
+    };
     let result = rt.block_on(async move {
         match cli.command {
             Command::Server { config } => run_server(config).await,
             Command::Dev(args) => dev::run(args).await,
             Command::DevNode(args) => dev::run_node(args).await,
-            Command::Shell => verbs::shell(client(endpoints, &cli.token)?, cli.output).await,
-            Command::Bench(args) => bench::run(args, endpoints).await,
+            Command::Shell => verbs::shell(client(endpoints, &access)?, cli.output).await,
+            Command::Bench(args) => {
+                let options = access.options(&endpoints)?;
+                bench::run(args, endpoints, options).await
+            }
             Command::BenchGeo(args) => bench_geo::run(args).await,
             Command::BenchLocks(args) => bench_locks::run(args).await,
             Command::BenchPlacement(args) => bench_placement::run(args).await,
             Command::Topology(cmd) => Ok(ops::topology(cmd)),
             Command::Token(token_cli::TokenCmd::Revoke { ids }) => {
-                token_cli::revoke(client(endpoints, &cli.token)?, cli.output, ids).await
+                token_cli::revoke(client(endpoints, &access)?, cli.output, ids).await
             }
             Command::Token(token_cli::TokenCmd::Revoked) => {
-                token_cli::revoked(client(endpoints, &cli.token)?, cli.output).await
+                token_cli::revoked(client(endpoints, &access)?, cli.output).await
             }
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
-                placement_cli::run(client(endpoints, &cli.token)?, cli.output, cmd).await
+                placement_cli::run(client(endpoints, &access)?, cli.output, cmd).await
             }
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,
             Command::Sim(cmd) => sim::run(cmd).await,
             Command::Lease(cmd) => {
-                locks_cli::lease(client(endpoints, &cli.token)?, cli.output, cmd).await
+                locks_cli::lease(client(endpoints, &access)?, cli.output, cmd).await
             }
             Command::Lock(args) => {
-                locks_cli::lock(client(endpoints, &cli.token)?, cli.output, args).await
+                locks_cli::lock(client(endpoints, &access)?, cli.output, args).await
             }
             Command::Elect(args) => {
-                locks_cli::elect(client(endpoints, &cli.token)?, cli.output, args).await
+                locks_cli::elect(client(endpoints, &access)?, cli.output, args).await
             }
             Command::LockProbe(args) => {
-                locks_cli::lock_probe(client(endpoints, &cli.token)?, args).await
+                locks_cli::lock_probe(client(endpoints, &access)?, args).await
             }
-            Command::Verb(v) => verbs::run_one(client(endpoints, &cli.token)?, cli.output, v).await,
+            Command::Verb(v) => verbs::run_one(client(endpoints, &access)?, cli.output, v).await,
         }
     });
     match result {
@@ -179,19 +198,48 @@ fn main() -> ExitCode {
     }
 }
 
-/// A client of `endpoints` sending `token` (the global `--token`, `MERIDIAN_TOKEN`).
-fn client(endpoints: Vec<String>, token: &Option<String>) -> anyhow::Result<meridian_sdk::Client> {
-    Ok(meridian_sdk::Client::new(
-        endpoints,
-        meridian_sdk::Options {
-            token: token.clone(),
+/// What the CLI presents to a cluster: the global `--token`, `--ca`, `--tls-cert`/`--tls-key` (or
+/// their `MERIDIAN_` variables).
+struct Access {
+    token: Option<String>,
+    ca: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Access {
+    /// Client options for `endpoints`: what was given, else what a `meridian dev` on this
+    /// machine left for a loopback endpoint of its port (its root token, its CA).
+    fn options(&self, endpoints: &[String]) -> anyhow::Result<meridian_sdk::Options> {
+        let options = meridian_sdk::Options {
+            token: self
+                .token
+                .clone()
+                .or_else(|| dev_security::token_for(endpoints)),
             ..Default::default()
-        },
-    )?)
+        };
+        let ca = self.ca.clone().or_else(|| dev_security::ca_for(endpoints));
+        Ok(match ca {
+            Some(ca) => options.with_tls(
+                &ca,
+                self.identity
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )?,
+            None => options,
+        })
+    }
+}
+
+/// A client of `endpoints` with [`Access::options`].
+fn client(endpoints: Vec<String>, access: &Access) -> anyhow::Result<meridian_sdk::Client> {
+    let options = access.options(&endpoints)?;
+    Ok(meridian_sdk::Client::new(endpoints, options)?)
 }
 
 async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {
     let cfg = meridian_server::NodeConfig::load(Some(&config))?;
+    cfg.validate()?;
+    warn_insecure(&cfg)?;
     let node = meridian_server::Node::start(cfg).await?;
     println!(
         "meridian node {} serving on {}",
@@ -200,6 +248,21 @@ async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {
     wait_for_signal().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a configuration without tokens and mTLS unless it says `security.mode =
+/// "insecure"`, and then warns about what is off, at every start.
+pub fn warn_insecure(cfg: &meridian_server::NodeConfig) -> anyhow::Result<()> {
+    let off = cfg.security.required()?;
+    if !off.is_empty() {
+        tracing::warn!(
+            "security.mode = \"insecure\": running without {}; anyone who can reach {} is \
+             served (docs/security.md)",
+            off.join(" and "),
+            cfg.listen
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

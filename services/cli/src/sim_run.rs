@@ -75,7 +75,7 @@ async fn run_mix(
                 Options {
                     call_timeout: Duration::from_secs(10),
                     rpc_timeout: Duration::from_secs(10),
-                    ..Options::default()
+                    ..dev.options()?
                 },
             )?;
             let (region, results, done) = (region.clone(), results.clone(), done.clone());

@@ -569,11 +569,28 @@ fn render_status(s: &pb::StatusResponse) -> Rendered {
     for u in &s.unreachable {
         human.push_str(&format!("\nunreachable: {u}"));
     }
+    // Refused requests (tokens, TLS handshakes, peer admission; docs/security.md), per node.
+    let refused: Vec<(u64, u64)> = all
+        .iter()
+        .filter(|n| n.auth_refused > 0)
+        .map(|n| (n.node, n.auth_refused))
+        .collect();
+    if !refused.is_empty() {
+        let list: Vec<String> = refused
+            .iter()
+            .map(|(node, r)| format!("node {node}: {r}"))
+            .collect();
+        human.push_str(&format!("\nrefused requests: {}", list.join(", ")));
+    }
+    let refused_json: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .map(|n| (n.node.to_string(), json!(n.auth_refused)))
+        .collect();
     Rendered {
         human,
         json: json!({
             "node": s.node, "address": s.address, "region": s.region, "version": s.version,
-            "groups": json_groups, "unreachable": s.unreachable,
+            "groups": json_groups, "unreachable": s.unreachable, "auth_refused": refused_json,
         }),
     }
 }

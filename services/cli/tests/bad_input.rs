@@ -287,3 +287,60 @@ fn environment_overrides_the_file() {
         "{err}"
     );
 }
+
+/// `meridian server` refuses to run without tokens and mTLS unless the config says
+/// `security.mode = "insecure"`, and then says at every start what is off.
+#[test]
+fn a_server_without_security_is_refused_unless_it_says_insecure() {
+    common::watchdog(std::time::Duration::from_secs(300));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!(
+        "node_id = 1\nlisten = \"127.0.43.4:0\"\ndata_dir = \"{}\"\n",
+        dir.path().join("data").display()
+    );
+    let (ok, err) = server_with_config(&base);
+    assert!(!ok, "started without security");
+    assert!(
+        err.contains("security.mode = \"insecure\"")
+            && err.contains("token checks")
+            && err.contains("mTLS"),
+        "{err}"
+    );
+    let (ok, err) = server_with_config(&format!("{base}[security]\nmode = \"sloppy\"\n"));
+    assert!(!ok);
+    assert!(err.contains("sloppy"), "{err}");
+
+    let path = dir.path().join("insecure.toml");
+    std::fs::write(&path, format!("{base}[security]\nmode = \"insecure\"\n")).expect("config");
+    let log_path = dir.path().join("insecure.log");
+    let mut child = Command::new(common::BIN)
+        .args(["server", "--config"])
+        .arg(&path)
+        .env("MERIDIAN_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("run meridian server");
+    let start = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("security.mode = \"insecure\"") {
+            break log;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the insecure node exited ({status}): {log}");
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no warning within 30 s: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.contains("token checks") && log.contains("mTLS") && log.contains("127.0.43.4"),
+        "{log}"
+    );
+}

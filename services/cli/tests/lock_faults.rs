@@ -48,7 +48,7 @@ fn client(dev: &DevCluster, region: &str) -> Client {
         Options {
             call_timeout: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(5),
-            ..Options::default()
+            ..dev.options()
         },
     )
     .expect("client")
@@ -479,7 +479,7 @@ async fn a_regional_group_serves_writes_again_soon_after_losing_its_leader() {
         Options {
             call_timeout: Duration::from_secs(20),
             rpc_timeout: Duration::from_millis(800),
-            ..Options::default()
+            ..dev.options()
         },
     )
     .expect("client");

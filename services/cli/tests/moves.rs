@@ -440,7 +440,7 @@ async fn moves_survive_killed_nodes() {
         Options {
             call_timeout: Duration::from_secs(30),
             rpc_timeout: Duration::from_secs(3),
-            ..Options::default()
+            ..dev.options()
         },
     )
     .expect("client");
@@ -543,11 +543,14 @@ async fn moves_survive_killed_nodes() {
             assert_eq!(got.version, 1, "round {round}: {k} applied twice");
         }
     }
-    // The restarted nodes caught up: every region reads the last state.
+    // The restarted nodes caught up: every region reads the last state. Linearizable: a new
+    // session's sequential read may be served by a replica still a moment behind (that is
+    // sequential consistency); a linearizable one waits until this region's replica has
+    // everything the leader had, and would time out if a restarted node never caught up.
     for r in REGIONS {
         let c = client(&dev, r);
         let kvs: BTreeMap<String, String> = c
-            .range_all(PREFIX, Consistency::Sequential)
+            .range_all(PREFIX, Consistency::Linearizable)
             .await
             .unwrap_or_else(|e| panic!("range from {r}: {e}"))
             .into_iter()

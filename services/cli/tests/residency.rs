@@ -182,16 +182,12 @@ async fn policy_bound_data_stays_in_its_regions() {
     }
     // A request proxied from outside is judged by the region it arrived in, by the receiving
     // router too (so a router with an older map cannot let a strict refusal through).
-    let mut kv = meridian_proto::kv::kv_client::KvClient::connect(format!(
-        "http://{}",
-        dev.endpoint("eu-west")
-    ))
-    .await
-    .expect("connect to eu-west");
+    let mut kv = meridian_proto::kv::kv_client::KvClient::new(dev.channel("eu-west"));
     let mut req = tonic::Request::new(pb::GetRequest {
         key: b"/eu-west/pii-strict/x".to_vec(),
         ..Default::default()
     });
+    dev.authorize(&mut req);
     req.metadata_mut()
         .insert("meridian-proxied", "ap-northeast".parse().expect("ascii"));
     let status = kv

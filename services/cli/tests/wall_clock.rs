@@ -29,6 +29,7 @@ async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
     let mut node = Command::new(common::BIN)
         .args(["server", "--config"])
         .arg(&config)
+        .env("MERIDIAN_SECURITY__MODE", "insecure")
         .env("LD_PRELOAD", libfaketime)
         .env("FAKETIME_TIMESTAMP_FILE", &offset)
         .env("FAKETIME_NO_CACHE", "1")

@@ -1,6 +1,7 @@
 //! The groups one node hosts, and the peer service that routes each incoming Raft message to
 //! its group by the group id it carries.
 
+use crate::admission::Admission;
 use crate::lease::{LeaderLease, VoteGuard};
 use crate::Raft;
 use futures::{Stream, StreamExt};
@@ -89,6 +90,18 @@ impl GroupHandle {
         let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
         let until = self.lease.valid_until(m.id, &m.vote, &voters)?;
         (Instant::now() < until).then_some(m.last_log_index.unwrap_or(0))
+    }
+
+    /// The group's members (voters and learners) as this replica knows them; empty before it
+    /// knows any.
+    pub fn members(&self) -> BTreeSet<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Why this node must refuse a vote now, if it must: it promised a leader (see
@@ -316,11 +329,23 @@ pub struct PeerService {
     /// Turns true when the node stops: replication streams end then (a server's graceful
     /// shutdown waits for every open stream, and a leader's never ends by itself).
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Who may send (mTLS: a node of the topology, a member of the message's group).
+    admission: Arc<Admission>,
 }
 
 impl PeerService {
     pub fn new(host: Arc<Host>) -> Self {
-        Self { host, stop: None }
+        Self {
+            host,
+            stop: None,
+            admission: Arc::new(Admission::open()),
+        }
+    }
+
+    /// Admits only the senders `admission` admits.
+    pub fn admit(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Ends every replication stream this service serves once `stop` turns true.
@@ -334,10 +359,6 @@ impl PeerService {
             .get(GroupId(group))
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted on this node")))
     }
-
-    fn raft(&self, group: u64) -> Result<Raft, Status> {
-        self.handle(group).map(|h| h.raft)
-    }
 }
 
 impl PeerService {
@@ -348,10 +369,13 @@ impl PeerService {
         request: Request<RaftMessage>,
         pre: bool,
     ) -> Result<Response<RaftMessage>, Status> {
+        let what = if pre { "pre-vote" } else { "vote" };
+        let group = request.get_ref().group;
+        let handle = self.handle(group)?;
+        self.admission
+            .member(&request, group, || handle.members(), what)?;
         let msg = request.into_inner();
-        let handle = self.handle(msg.group)?;
         if let Some(refusal) = handle.vote_refusal() {
-            let what = if pre { "pre-vote" } else { "vote" };
             return Err(Status::unavailable(format!(
                 "group {}: {what} refused: {refusal}",
                 msg.group
@@ -420,6 +444,8 @@ impl Peer for PeerService {
                 ))
             })?;
         let handle = self.handle(group)?;
+        self.admission
+            .member(&request, group, || handle.members(), "replication stream")?;
         let commits: Arc<Mutex<VecDeque<u64>>> = Arc::default();
         let broken: Arc<Mutex<Option<Status>>> = Arc::default();
         let inbound = request.into_inner();
@@ -525,13 +551,17 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let sender = self.admission.sender(&request, "snapshot")?;
         let mut parts = request.into_inner();
         let head = parts
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         let group = head.group;
-        let raft = self.raft(group)?;
+        let handle = self.handle(group)?;
+        self.admission
+            .check_member(sender, group, || handle.members(), "snapshot")?;
+        let raft = handle.raft;
         let (vote, meta, len): (Vote, SnapshotMeta, u64) = decode(&head)?;
         if len > SNAPSHOT_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -575,6 +605,8 @@ impl Peer for PeerService {
         &self,
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
+        // Any node of the topology: a router syncs groups it holds no replica of.
+        self.admission.sender(&request, "read index")?;
         let group = request.into_inner().group;
         let handle = self.host.get(GroupId(group)).ok_or_else(|| {
             Status::not_found(format!("group {group} is not hosted on this node"))

@@ -8,6 +8,7 @@
 //!
 //! Invariant: nothing here knows keys or values; commands are opaque `meridian_types::Command`s.
 
+pub mod admission;
 pub mod host;
 pub mod lease;
 pub mod network;

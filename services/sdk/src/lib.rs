@@ -92,6 +92,22 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Connects over TLS (docs/security.md): routers are verified against the cluster's CA
+    /// certificate in `ca` (PEM) — a router's certificate must name the host dialed — and
+    /// `identity` (certificate chain and key files of the same CA), if given, is presented.
+    pub fn with_tls(
+        mut self,
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, Error> {
+        let tls = meridian_tls::ClientTls::load(ca, identity)
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+        self.dialer = Some(tls.dialer());
+        Ok(self)
+    }
+}
+
 struct Inner {
     endpoints: Vec<String>,
     current: usize,

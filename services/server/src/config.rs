@@ -103,14 +103,39 @@ pub struct NodeConfig {
     pub security: SecurityConfig,
 }
 
+/// Whether a node started by `meridian server` must run with security (docs/security.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityMode {
+    /// Tokens (`root_public_key`) and mTLS (`ca`, `cert`, `key`) are required.
+    #[default]
+    Secure,
+    /// Whatever is configured is used; what is missing is off, with a warning at every start.
+    Insecure,
+}
+
 /// `[security]` (docs/security.md).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
+    /// `secure` (the default): `meridian server` refuses to start without tokens and mTLS;
+    /// `insecure`: it starts with whatever is configured and warns about the rest.
+    pub mode: SecurityMode,
     /// The cluster's root public key (`ed25519/…`, printed by `meridian token keygen`). When
     /// set, every client request must carry a token signed through it; unset: no checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root_public_key: Option<String>,
+    /// mTLS: the cluster's CA certificate (PEM). With `cert` and `key` set too, the node serves
+    /// its port over TLS only, dials peers over TLS, and takes peer traffic only from nodes of
+    /// the topology (their certificates name them); reload with SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM), naming `n<ID>.node.meridian`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -123,6 +148,44 @@ impl SecurityConfig {
                     .map_err(|e| ConfigError::Invalid(format!("security.root_public_key: {e}")))
             })
             .transpose()
+    }
+
+    /// What is off (token checks, mTLS), for a node that must say so or refuse to start: an
+    /// error in `secure` mode when anything is, naming what is missing; in `insecure` mode the
+    /// list (empty when everything is on after all).
+    pub fn required(&self) -> Result<Vec<&'static str>, ConfigError> {
+        let mut off = Vec::new();
+        if self.root_public_key.is_none() {
+            off.push("token checks (security.root_public_key)");
+        }
+        if self.tls()?.is_none() {
+            off.push("mTLS (security.ca, security.cert, security.key)");
+        }
+        if off.is_empty() || self.mode == SecurityMode::Insecure {
+            return Ok(off);
+        }
+        Err(ConfigError::Invalid(format!(
+            "security is required and {} not configured (docs/security.md); to run without it \
+             anyway, say so: security.mode = \"insecure\"",
+            off.join(" and ")
+        )))
+    }
+
+    /// The TLS files, when mTLS is configured: all three of `ca`, `cert` and `key`, or none.
+    pub fn tls(&self) -> Result<Option<meridian_tls::TlsFiles>, ConfigError> {
+        match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(meridian_tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            _ => Err(ConfigError::Invalid(
+                "security.ca, security.cert and security.key go together: set all three (mTLS) \
+                 or none"
+                    .into(),
+            )),
+        }
     }
 }
 

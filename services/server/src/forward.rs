@@ -3,6 +3,7 @@
 
 use crate::ctx::{LocalWrite, NodeCtx};
 use crate::error::Error;
+use meridian_consensus::admission::Admission;
 use meridian_proto::peer::forward_server::Forward;
 use meridian_proto::peer::{
     LeaseRemainingReply, LeaseRemainingRequest, MoveCopyReply, MoveCopyRequest, ProposeReply,
@@ -16,11 +17,13 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct ForwardService {
     ctx: Arc<NodeCtx>,
+    /// Who may forward (mTLS: a node of the topology).
+    admission: Arc<Admission>,
 }
 
 impl ForwardService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        Self { ctx }
+    pub fn new(ctx: Arc<NodeCtx>, admission: Arc<Admission>) -> Self {
+        Self { ctx, admission }
     }
 
     fn not_leader(&self, group: GroupId, hint: Option<(u64, String)>) -> ProposeReply {
@@ -41,6 +44,7 @@ impl Forward for ForwardService {
         &self,
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
+        self.admission.sender(&request, "forwarded write")?;
         let req = request.into_inner();
         let group = GroupId(req.group);
         let cmd: Command = bincode::deserialize(&req.command)
@@ -88,6 +92,7 @@ impl Forward for ForwardService {
         &self,
         request: Request<MoveCopyRequest>,
     ) -> Result<Response<MoveCopyReply>, Status> {
+        self.admission.sender(&request, "move copy")?;
         let reply = crate::moves::serve_copy(&self.ctx, request.into_inner()).await?;
         Ok(Response::new(reply))
     }
@@ -96,6 +101,7 @@ impl Forward for ForwardService {
         &self,
         request: Request<LeaseRemainingRequest>,
     ) -> Result<Response<LeaseRemainingReply>, Status> {
+        self.admission.sender(&request, "lease remaining")?;
         let req = request.into_inner();
         let now = self.ctx.clock.now_ms();
         let remaining = self

@@ -57,7 +57,13 @@ pub struct Gate {
     decisions: Mutex<HashMap<(u64, Op, String), Instant>>,
     next_id: AtomicU64,
     refused: AtomicU64,
+    /// Refusals counted elsewhere that the status reports with the gate's (mTLS handshakes,
+    /// peer admission).
+    also: Mutex<Vec<RefusalCount>>,
 }
+
+/// A count of refusals kept by another part of the node.
+pub type RefusalCount = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl Gate {
     /// No checks: security off.
@@ -73,6 +79,7 @@ impl Gate {
             decisions: Mutex::default(),
             next_id: AtomicU64::new(1),
             refused: AtomicU64::new(0),
+            also: Mutex::default(),
         })
     }
 
@@ -82,9 +89,25 @@ impl Gate {
         Self::with_root(Some(root), revocations)
     }
 
-    /// Requests refused so far.
+    /// Requests refused so far: by the token check, and by every count added with
+    /// [`Gate::count_also`].
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        let also: u64 = self
+            .also
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|f| f())
+            .sum();
+        self.refused.load(Ordering::Relaxed) + also
+    }
+
+    /// Reports `count`'s refusals with the gate's.
+    pub fn count_also(&self, count: RefusalCount) {
+        self.also
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(count);
     }
 
     fn refuse(&self, refusal: Refusal, what: &str) -> Status {
@@ -93,6 +116,8 @@ impl Gate {
         match refusal {
             Refusal::Unauthenticated(m) => Status::unauthenticated(m),
             Refusal::PermissionDenied(m) => Status::permission_denied(m),
+            // Typed, so a client knows nothing was done and may simply ask again.
+            Refusal::Busy(m) => crate::error::Error::Unavailable(m).into(),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::placement_service::PlacementService;
 use crate::proposer::Proposer;
 use crate::service::KvService;
 use crate::syncs::Syncers;
+use meridian_consensus::admission::Admission;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{
     GroupHandle, GroupNetworkFactory, Host, LeaderLease, PeerPool, PeerService, Raft, VoteGuard,
@@ -31,7 +32,7 @@ use meridian_topology::{Role, Topology};
 use meridian_types::GroupId;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::BasicNode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -236,6 +237,27 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         };
+        let tls = match (&sim, config.security.tls()?) {
+            (_, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(StartError::Config(crate::config::ConfigError::Invalid(
+                    "security.ca/cert/key: mTLS runs over real sockets, not in a simulation".into(),
+                )))
+            }
+            (None, Some(files)) => Some(
+                meridian_tls::NodeTls::load(files, config.node_id).map_err(|e| {
+                    StartError::Config(crate::config::ConfigError::Invalid(format!(
+                        "security (mTLS): {e}"
+                    )))
+                })?,
+            ),
+        };
+        // With mTLS, peer traffic only from nodes of the topology (each group's from its
+        // members), and peers dialed as the node they must be.
+        let admission = Arc::new(match &tls {
+            Some(_) => Admission::nodes(topology.nodes.iter().map(|n| n.id)),
+            None => Admission::open(),
+        });
         let (stores, incoming, dialer) = match sim {
             Some(env) => (
                 Stores::Memory(env.disk),
@@ -247,6 +269,19 @@ impl Node {
                 None,
                 None,
             ),
+        };
+        let dialer = match &tls {
+            Some(tls) => {
+                let mut names = HashMap::new();
+                for n in &topology.nodes {
+                    names.insert(n.address.clone(), n.id);
+                    if let Some(relay) = config.dial.get(&n.address) {
+                        names.insert(relay.clone(), n.id);
+                    }
+                }
+                Some(tls.dialer(names))
+            }
+            None => dialer,
         };
         let pool = PeerPool::with_dialer(config.dial.clone().into_iter().collect(), dialer);
         let host = Host::new();
@@ -367,9 +402,22 @@ impl Node {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let peer = PeerServer::new(PeerService::new(host.clone()).stop_on(shutdown_rx.clone()))
-            .max_decoding_message_size(PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES);
+        {
+            let a = admission.clone();
+            gate.count_also(Box::new(move || a.refused()));
+        }
+        if let Some(tls) = &tls {
+            let t = tls.clone();
+            gate.count_also(Box::new(move || t.refused()));
+            tokio::spawn(reload_on_hangup(tls.clone(), shutdown_rx.clone()));
+        }
+        let peer = PeerServer::new(
+            PeerService::new(host.clone())
+                .stop_on(shutdown_rx.clone())
+                .admit(admission.clone()),
+        )
+        .max_decoding_message_size(PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES);
         let global = topology.global_group().map(|g| g.id);
         for (group, shared) in &shareds {
             if Some(*group) != global {
@@ -433,7 +481,7 @@ impl Node {
         let lock = LockServer::new(LockService::new(ctx.clone(), keepalives, gate.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let forward = ForwardServer::new(ForwardService::new(ctx.clone()))
+        let forward = ForwardServer::new(ForwardService::new(ctx.clone(), admission))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
         let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate.clone()))
@@ -463,15 +511,20 @@ impl Node {
             let stop = async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             };
-            let res = match listener {
+            let res = match (listener, tls) {
                 // With a custom incoming, the builder's tcp_nodelay does not apply: set it here,
                 // or Nagle plus delayed ACKs add ~40 ms to small responses.
-                Listener::Tcp(l) => {
+                (Listener::Tcp(l), Some(tls)) => {
+                    router
+                        .serve_with_incoming_shutdown(meridian_tls::incoming(l, tls), stop)
+                        .await
+                }
+                (Listener::Tcp(l), None) => {
                     let incoming =
                         tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                     router.serve_with_incoming_shutdown(incoming, stop).await
                 }
-                Listener::Injected(incoming) => {
+                (Listener::Injected(incoming), _) => {
                     router.serve_with_incoming_shutdown(incoming, stop).await
                 }
             };
@@ -554,6 +607,34 @@ impl Node {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "final sync of the store failed"),
             Err(_) => tracing::error!("final sync did not finish within {SHUTDOWN_STEP_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Reloads the node's TLS files on every SIGHUP (certificate rotation without downtime: new
+/// connections use the new certificate, open ones go on). A broken file keeps the old ones and
+/// says what is wrong. Ends on shutdown.
+async fn reload_on_hangup(tls: Arc<meridian_tls::NodeTls>, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files reload only on restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            h = hangups.recv() => {
+                if h.is_none() {
+                    return;
+                }
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and CA reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: TLS files not reloaded, the old ones stay: {e}"),
+                }
+            }
         }
     }
 }

@@ -56,6 +56,13 @@ impl PlacementService {
     }
 }
 
+/// A malformed domain prefix is an invalid argument whatever the token allows (the token check
+/// would call it a prefix the token does not cover).
+fn valid_prefix(prefix: &str) -> Result<(), Error> {
+    meridian_placement::validate_domain_prefix(prefix)
+        .map_err(|e| Error::invalid("bad_prefix", "prefix", e))
+}
+
 #[tonic::async_trait]
 impl Placement for PlacementService {
     async fn show(
@@ -77,6 +84,7 @@ impl Placement for PlacementService {
         request: Request<pb::PlacementMoveRequest>,
     ) -> Result<Response<pb::PlacementMoveResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        valid_prefix(&req.prefix)?;
         self.gate
             .check(&meta, "placement move", &[(Access::Admin, &req.prefix)])?;
         let current = self.ctx.placement.current();
@@ -129,6 +137,7 @@ impl Placement for PlacementService {
         request: Request<pb::PlacementSetPolicyRequest>,
     ) -> Result<Response<pb::PlacementSetPolicyResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        valid_prefix(&req.prefix)?;
         self.gate.check(
             &meta,
             "placement set-policy",

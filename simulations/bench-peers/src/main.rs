@@ -144,6 +144,8 @@ fn start_meridian(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs
             Command::new(bin)
                 .args(["server", "--config"])
                 .arg(&cfg)
+                // Side by side with an etcd that runs without TLS or auth.
+                .env("MERIDIAN_SECURITY__MODE", "insecure")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -27,6 +27,8 @@ pub struct ProcCluster {
     pub children: Vec<Option<Child>>,
     /// Extra environment of each node's process (index: id - 1).
     pub env: Vec<Vec<(String, String)>>,
+    /// What this cluster's clients (`client`, `client_at`, `wait_leader`) start from.
+    pub options: Options,
 }
 
 impl ProcCluster {
@@ -80,6 +82,7 @@ impl ProcCluster {
             addrs,
             children: Vec::new(),
             env: (1..=n).map(env).collect(),
+            options: Options::default(),
         };
         for id in 1..=n {
             let child = c.spawn(id);
@@ -98,6 +101,9 @@ impl ProcCluster {
             .args(["server", "--config"])
             .arg(self.config_path(id))
             .env("MERIDIAN_LOG", "warn,openraft=warn")
+            // These clusters test other things than security (tests/security.rs, mtls.rs and
+            // revocation.rs test it): say so, as `meridian server` requires.
+            .env("MERIDIAN_SECURITY__MODE", "insecure")
             .envs(self.env[(id - 1) as usize].iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -142,7 +148,7 @@ impl ProcCluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(self.addrs.clone(), Options::default()).expect("client")
+        Client::new(self.addrs.clone(), self.options.clone()).expect("client")
     }
 
     pub fn client_at(&self, first: u64) -> Client {
@@ -153,7 +159,7 @@ impl ProcCluster {
                 .filter(|a| *a != self.addr(first))
                 .cloned(),
         );
-        Client::new(eps, Options::default()).expect("client")
+        Client::new(eps, self.options.clone()).expect("client")
     }
 
     /// Waits until some node reports a leader that a linearizable read confirms; returns its id.
@@ -169,7 +175,7 @@ impl ProcCluster {
                     Options {
                         call_timeout: Duration::from_millis(500),
                         rpc_timeout: Duration::from_millis(500),
-                        ..Options::default()
+                        ..self.options.clone()
                     },
                 )
                 .expect("client");
@@ -380,10 +386,54 @@ impl DevCluster {
             Options {
                 call_timeout,
                 rpc_timeout: call_timeout,
-                ..Options::default()
+                ..self.options()
             },
         )
         .expect("client")
+    }
+
+    /// A raw gRPC channel to `region`'s first endpoint, over TLS when the dev runs it.
+    pub fn channel(&self, region: &str) -> tonic::transport::Channel {
+        let ep = self.endpoint(region);
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{ep}")).expect("endpoint");
+        match self.ready["ca"].as_str() {
+            Some(ca) => meridian_tls::ClientTls::load(Path::new(ca), None)
+                .expect("the dev's CA")
+                .dialer()
+                .channel(endpoint, &ep),
+            None => endpoint.connect_lazy(),
+        }
+    }
+
+    /// Adds the dev's root token to a raw request, if it has one.
+    pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(t) = self.token() {
+            req.metadata_mut().insert(
+                meridian_proto::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("ascii token"),
+            );
+        }
+    }
+
+    /// The dev's root token (security is on unless it was started `--insecure`).
+    pub fn token(&self) -> Option<String> {
+        self.ready["token"].as_str().map(str::to_string)
+    }
+
+    /// Client options carrying [`DevCluster::token`], over TLS verified against the dev's CA
+    /// (security is on unless it was started `--insecure`).
+    pub fn options(&self) -> Options {
+        let options = Options {
+            token: self.token(),
+            ..Options::default()
+        };
+        match self.ready["ca"].as_str() {
+            Some(ca) => options
+                .with_tls(std::path::Path::new(ca), None)
+                .expect("the dev's CA"),
+            None => options,
+        }
     }
 
     /// Runs `meridian wan ARGS` against this cluster's emulator; panics unless it succeeds.
@@ -415,6 +465,7 @@ pub struct Nodes {
     restart: BTreeMap<u64, Vec<String>>,
     address: BTreeMap<u64, String>,
     restarted: Vec<Child>,
+    options: Options,
 }
 
 impl Nodes {
@@ -424,6 +475,7 @@ impl Nodes {
             restart: BTreeMap::new(),
             address: BTreeMap::new(),
             restarted: Vec::new(),
+            options: dev.options(),
         };
         for (id, v) in dev.ready["nodes"]
             .as_object()
@@ -478,7 +530,7 @@ impl Nodes {
                 Options {
                     call_timeout: Duration::from_secs(1),
                     rpc_timeout: Duration::from_secs(1),
-                    ..Options::default()
+                    ..self.options.clone()
                 },
             )
             .ok()?;

@@ -1,0 +1,250 @@
+//! `meridian dev` with security on (the default; `--insecure` for none), docs/security.md:
+//! - tokens: a root key in the data directory (made once, reused when the directory is), every
+//!   node set to verify tokens with its public half, and a root token (every operation on `/`,
+//!   30 days) for the person at the keyboard;
+//! - mTLS: a CA in the data directory (made once, reused) and a certificate per node, naming
+//!   the node and its address, issued at every start.
+//!
+//! The token and the CA certificate are in the ready file, in the data directory and in files
+//! named after the port in the temporary directory, from where the CLI on this machine picks
+//! them up when it talks to a loopback endpoint on that port and was given none.
+
+use anyhow::Context;
+use meridian_auth::{Grant, OpSet, RootKey};
+use meridian_server::NodeConfig;
+use meridian_tls::gen;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How long the root token `meridian dev` mints lives.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// What a secure `meridian dev` made. Removes the well-known files when dropped.
+pub struct DevSecurity {
+    pub public_key: String,
+    pub token: String,
+    pub token_file: PathBuf,
+    /// The cluster's CA certificate (PEM).
+    pub ca_file: PathBuf,
+    tls_dir: PathBuf,
+    port: u16,
+    well_known: Vec<PathBuf>,
+}
+
+/// Where `meridian dev --port PORT` leaves its root token for the CLI on this machine.
+pub fn well_known_token_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("meridian-dev-{port}.token"))
+}
+
+/// Where `meridian dev --port PORT` leaves its CA certificate for the CLI on this machine.
+pub fn well_known_ca_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("meridian-dev-{port}.ca.pem"))
+}
+
+/// The port of `endpoints`' first endpoint when it is a loopback address.
+fn local_port(endpoints: &[String]) -> Option<u16> {
+    let first = endpoints.first()?;
+    let (host, port) = first.rsplit_once(':')?;
+    let host = host
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return None;
+    }
+    port.parse().ok()
+}
+
+/// The token a `meridian dev` on this machine left for `endpoints` (a loopback endpoint first,
+/// on the port the dev listens on), if any.
+pub fn token_for(endpoints: &[String]) -> Option<String> {
+    let text = std::fs::read_to_string(well_known_token_path(local_port(endpoints)?)).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// The CA certificate a `meridian dev` on this machine left for `endpoints`, if any.
+pub fn ca_for(endpoints: &[String]) -> Option<PathBuf> {
+    let path = well_known_ca_path(local_port(endpoints)?);
+    path.is_file().then_some(path)
+}
+
+/// Writes `text` to `path`, readable by its owner only, replacing what was there.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+impl DevSecurity {
+    /// The root key and CA of `data_dir` (made there if absent), a fresh root token, and a
+    /// certificate for each of `nodes` (id, address).
+    pub fn prepare(
+        data_dir: &Path,
+        port: u16,
+        nodes: &[(u64, String)],
+    ) -> anyhow::Result<DevSecurity> {
+        std::fs::create_dir_all(data_dir).context("creating the data directory")?;
+        let key_path = data_dir.join("root.key");
+        let key = match std::fs::read_to_string(&key_path) {
+            Ok(text) => RootKey::parse(&text)
+                .with_context(|| format!("the root key {}", key_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = RootKey::generate();
+                write_private(&key_path, &key.to_text())?;
+                key
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", key_path.display())),
+        };
+        let token = meridian_auth::mint(
+            &key,
+            &Grant {
+                prefixes: vec!["/".into()],
+                ops: OpSet::all(),
+                expires: SystemTime::now() + DEV_TOKEN_TTL,
+            },
+        )?;
+        let token_file = data_dir.join("root.token");
+        write_private(&token_file, &token)?;
+
+        let tls_dir = data_dir.join("tls");
+        std::fs::create_dir_all(&tls_dir).context("creating the TLS directory")?;
+        let ca_file = tls_dir.join("ca.pem");
+        let ca_key = tls_dir.join("ca.key");
+        let ca = match (
+            std::fs::read_to_string(&ca_file),
+            std::fs::read_to_string(&ca_key),
+        ) {
+            (Ok(cert), Ok(key)) => gen::Pem { cert, key },
+            _ => {
+                let ca = gen::ca("meridian dev CA").context("making the dev CA")?;
+                write_private(&ca_key, &ca.key)?;
+                write_private(&ca_file, &ca.cert)?;
+                ca
+            }
+        };
+        for (id, address) in nodes {
+            let pem = gen::node(&ca, *id, &[gen::host_of(address)])
+                .with_context(|| format!("making node {id}'s certificate"))?;
+            write_private(&tls_dir.join(format!("node-{id}.pem")), &pem.cert)?;
+            write_private(&tls_dir.join(format!("node-{id}.key")), &pem.key)?;
+        }
+
+        let mut well_known = Vec::new();
+        for (path, text) in [
+            (well_known_token_path(port), token.as_str()),
+            (well_known_ca_path(port), ca.cert.as_str()),
+        ] {
+            match write_private(&path, text) {
+                Ok(()) => well_known.push(path),
+                Err(e) => eprintln!("meridian dev: cannot leave it for the CLI: {e:#}"),
+            }
+        }
+        Ok(DevSecurity {
+            public_key: key.public().to_text(),
+            token,
+            token_file,
+            ca_file,
+            tls_dir,
+            port,
+            well_known,
+        })
+    }
+
+    /// Makes `cfg` verify tokens against this root and serve and dial over mTLS with its
+    /// node's certificate.
+    pub fn apply(&self, cfg: &mut NodeConfig) {
+        let id = cfg.node_id;
+        cfg.security.root_public_key = Some(self.public_key.clone());
+        cfg.security.ca = Some(self.ca_file.clone());
+        cfg.security.cert = Some(self.tls_dir.join(format!("node-{id}.pem")));
+        cfg.security.key = Some(self.tls_dir.join(format!("node-{id}.key")));
+    }
+
+    /// Client options carrying the root token, over TLS verified against the dev's CA.
+    pub fn options(&self) -> anyhow::Result<meridian_sdk::Options> {
+        Ok(meridian_sdk::Options {
+            token: Some(self.token.clone()),
+            ..Default::default()
+        }
+        .with_tls(&self.ca_file, None)?)
+    }
+
+    /// What `meridian dev` prints about it.
+    pub fn describe(&self) -> String {
+        format!(
+            "security on: mTLS (CA {}) and a token on every request. Root token (all \
+             operations on /, {} days) in {}; the CLI on this machine uses both by itself, \
+             elsewhere: --ca {} with export MERIDIAN_TOKEN=$(cat {})",
+            self.ca_file.display(),
+            DEV_TOKEN_TTL.as_secs() / 86_400,
+            self.token_file.display(),
+            self.ca_file.display(),
+            self.token_file.display()
+        )
+    }
+}
+
+impl Drop for DevSecurity {
+    fn drop(&mut self) {
+        // Only our own: another dev on the same port may have replaced them since (the token
+        // tells; the CA file goes with it).
+        let ours = std::fs::read_to_string(well_known_token_path(self.port))
+            .is_ok_and(|t| t == self.token);
+        if ours {
+            for p in &self.well_known {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_finds_the_token_of_a_local_dev_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A port no other test or dev uses.
+        let port = 1;
+        let nodes = [(1, "127.0.1.1:1".to_string())];
+        let s = DevSecurity::prepare(dir.path(), port, &nodes).expect("prepare");
+        let ep = |e: &str| vec![e.to_string()];
+        assert_eq!(ca_for(&ep("127.0.2.1:1")), Some(well_known_ca_path(1)));
+        assert_eq!(token_for(&ep("127.0.2.1:1")), Some(s.token.clone()));
+        assert_eq!(token_for(&ep("localhost:1")), Some(s.token.clone()));
+        assert_eq!(token_for(&ep("10.0.0.1:1")), None);
+        assert_eq!(token_for(&ep("127.0.2.1:2")), None);
+        // A second start reuses the key.
+        let again = DevSecurity::prepare(dir.path(), port, &nodes).expect("prepare again");
+        assert_eq!(again.public_key, s.public_key);
+        let mut cfg = NodeConfig {
+            node_id: 1,
+            ..NodeConfig::default()
+        };
+        again.apply(&mut cfg);
+        let files = cfg.security.tls().expect("tls").expect("all three");
+        assert!(meridian_tls::NodeTls::load(files, 1).is_ok());
+        drop(s);
+        // The first one's drop left the second's token alone.
+        assert_eq!(token_for(&ep("127.0.2.1:1")), Some(again.token.clone()));
+        drop(again);
+        assert_eq!(token_for(&ep("127.0.2.1:1")), None);
+        assert_eq!(ca_for(&ep("127.0.2.1:1")), None);
+    }
+}

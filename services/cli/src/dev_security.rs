@@ -13,9 +13,7 @@ use anyhow::Context;
 use meridian_auth::{Grant, OpSet, RootKey};
 use meridian_server::NodeConfig;
 use meridian_tls::gen;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -79,15 +77,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    crate::token_cli::write_secret(path, text)
 }
 
 impl DevSecurity {

@@ -264,8 +264,8 @@ pub fn run(cmd: TokenCmd, format: Format) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `text` to a new file readable by its owner only.
-fn write_secret(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to a new file readable by its owner only (refuses to overwrite).
+pub fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

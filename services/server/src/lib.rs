@@ -17,8 +17,8 @@
 //!   `Placement` API (show, set-policy); [`residency`]: where a request may be served under
 //!   its domain's policy (here, proxied to an allowed region, or `PolicyDenied`).
 //! - [`gate`]: the capability-token check in front of every client RPC (docs/security.md);
-//!   [`revocation`]: the token revocation list, followed through the global group, and the
-//!   `Tokens` API (revoke, list).
+//!   [`revocation`]: the token revocation list, followed through the global group;
+//!   [`tokens_service`]: the `Tokens` API (revoke, list).
 
 pub mod config;
 pub mod convert;
@@ -40,6 +40,7 @@ pub mod revocation;
 pub mod router;
 pub mod service;
 pub mod syncs;
+pub mod tokens_service;
 pub mod watch;
 
 pub use config::{NodeConfig, Peer};

@@ -487,7 +487,7 @@ impl Node {
         let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let tokens = TokensServer::new(crate::revocation::TokensService::new(
+        let tokens = TokensServer::new(crate::tokens_service::TokensService::new(
             ctx.clone(),
             gate,
             revocations,

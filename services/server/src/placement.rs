@@ -90,21 +90,33 @@ impl PlacementView {
 pub async fn follow(
     view: Arc<PlacementView>,
     global: Arc<GroupShared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut notices = global.subscribe();
-    loop {
-        // Most applied batches of the global group are locks and leases: decode the map only
-        // when its epoch moved past the one installed.
-        let newer = global
-            .read()
-            .placement_epoch()
-            .is_some_and(|e| e > view.epoch());
+    // Most applied batches of the global group are locks and leases: decode the map only
+    // when its epoch moved past the one installed.
+    each_apply(global, shutdown, |g| {
+        let newer = g.read().placement_epoch().is_some_and(|e| e > view.epoch());
         if newer {
-            if let Some(map) = global.read().placement_map() {
+            if let Some(map) = g.read().placement_map() {
                 view.install(map);
             }
         }
+    })
+    .await
+}
+
+/// Runs `look` at once and again after every batch the global group's local replica applies,
+/// until shutdown (or the group stops). What follows the global group — the placement map, the
+/// token revocation list — looks each time at the one key whose revision says whether its
+/// state moved.
+pub async fn each_apply(
+    global: Arc<GroupShared>,
+    mut shutdown: watch::Receiver<bool>,
+    mut look: impl FnMut(&GroupShared),
+) {
+    let mut notices = global.subscribe();
+    loop {
+        look(&global);
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
             n = notices.recv() => {

@@ -99,6 +99,20 @@ impl Dialer {
     }
 }
 
+/// The io errors in `status`'s chain of causes, outermost first.
+fn io_errors(status: &tonic::Status) -> impl Iterator<Item = &io::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    std::iter::from_fn(move || {
+        while let Some(e) = source {
+            source = e.source();
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                return Some(io);
+            }
+        }
+        None
+    })
+}
+
 /// Whether a failed call surely never reached the service: the connection to it could not be
 /// made. Only then may a write be retried blindly. tonic reports a connection that broke
 /// *after* the request went out as `Unavailable` too, so the code alone does not tell.
@@ -106,22 +120,30 @@ pub fn never_sent(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
         return false;
     }
+    let refused = io_errors(status).any(|io| {
+        matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
+        )
+    });
+    if refused {
+        return true;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
-            ) {
-                return true;
-            }
-        }
         if e.to_string().contains("connect") {
             return true;
         }
         source = e.source();
     }
     false
+}
+
+/// Whether the connection failed in its TLS handshake: a certificate that did not verify, on
+/// either side (a TLS dialer reports that as `PermissionDenied`). Trying again will not help.
+pub fn handshake_refused(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && io_errors(status).any(|io| io.kind() == io::ErrorKind::PermissionDenied)
 }
 
 /// Whether the service itself answered `Unavailable` with Meridian's typed detail: it refused

@@ -247,6 +247,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `id` is a revocation id as [`inspect`] and [`Verified::revocation_ids`] give them:
+/// the lowercase hex of a block's 64-byte Ed25519 signature.
+pub fn is_revocation_id(id: &str) -> bool {
+    id.len() == 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A token whose signatures chain up to the root key. Cheap to keep: a node verifies a token
 /// once and authorizes each request against the kept value.
 #[derive(Clone)]

@@ -74,11 +74,11 @@ pub enum TokenCmd {
 
 /// A revocation id as given, or the last block's id of a token given instead.
 fn revocation_id(arg: &str) -> anyhow::Result<String> {
-    let arg = arg.trim();
-    let hex = arg.len() == 128 && arg.bytes().all(|b| b.is_ascii_hexdigit());
-    if hex {
-        return Ok(arg.to_ascii_lowercase());
+    let id = arg.trim().to_ascii_lowercase();
+    if meridian_auth::is_revocation_id(&id) {
+        return Ok(id);
     }
+    let arg = arg.trim();
     let i = meridian_auth::inspect(arg).map_err(|e| {
         anyhow::anyhow!(
             "{:?}… is neither a revocation id (128 hex digits) nor a token: {e}",

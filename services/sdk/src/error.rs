@@ -38,21 +38,6 @@ pub enum Error {
     Config(String),
 }
 
-/// Whether the connection failed in its TLS handshake (`meridian_tls` reports that as
-/// `PermissionDenied`).
-fn tls_refused(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 impl Error {
     pub fn from_status(status: tonic::Status) -> Self {
         let message = status.message().to_string();
@@ -86,10 +71,12 @@ impl Error {
             },
             // The router's certificate failed verification (or ours was refused): trying
             // again will not help.
-            (Code::Unavailable, _) if tls_refused(&status) => Error::Other {
-                code: Code::Unauthenticated,
-                message,
-            },
+            (Code::Unavailable, _) if meridian_proto::io::handshake_refused(&status) => {
+                Error::Other {
+                    code: Code::Unauthenticated,
+                    message,
+                }
+            }
             (Code::Unavailable, _) => Error::Unavailable(message),
             (Code::InvalidArgument, None) => Error::InvalidArgument {
                 rule: String::new(),

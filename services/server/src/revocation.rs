@@ -100,13 +100,9 @@ pub async fn follow(
     .await
 }
 
-/// A revocation id as biscuit makes them: lowercase hex of a 64-byte signature.
+/// Refuses what is not a revocation id ([`meridian_auth::is_revocation_id`]).
 pub fn check_id(id: &str) -> Result<(), Error> {
-    let ok = id.len() == 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if ok {
+    if meridian_auth::is_revocation_id(id) {
         return Ok(());
     }
     Err(Error::invalid(

@@ -299,13 +299,7 @@ impl ClientTls {
         Dialer::new(move |addr: String| {
             let connector = connector.clone();
             Box::pin(async move {
-                let host = addr
-                    .rsplit_once(':')
-                    .map_or(addr.as_str(), |(h, _)| h)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let name = ServerName::try_from(host).map_err(|e| {
+                let name = ServerName::try_from(gen::host_of(&addr)).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!("{addr}: not a host to verify a certificate for: {e}"),
@@ -388,14 +382,7 @@ pub fn incoming(
             });
         }
     });
-    tokio_stream_like(rx)
-}
-
-/// The receiver as a stream (without a dependency on tokio-stream).
-fn tokio_stream_like<T: Send + 'static>(
-    rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[cfg(test)]

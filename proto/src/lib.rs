@@ -27,6 +27,12 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// `MAX_MESSAGE_BYTES`, and an entry or a forwarded write carries it plus framing.
 pub const PEER_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
-/// The metadata key of a request's capability token: `authorization: Bearer TOKEN`
-/// (docs/security.md).
+/// A metadata key of a request's capability token: `authorization: Bearer TOKEN`, HTTP's
+/// convention, for tools like grpcurl (docs/security.md).
 pub const AUTHORIZATION: &str = "authorization";
+
+/// The metadata key the SDK and the routers send a capability token in: the bare token. HPACK
+/// keeps it in the connection's header table, so every request after a connection's first
+/// carries it in a byte or two; h2 (like nghttp2) never indexes `authorization`, which would
+/// cost every request its ~600 characters, Huffman-coded by the client and decoded by the node.
+pub const TOKEN: &str = "meridian-token";

@@ -17,6 +17,7 @@
 
 mod key;
 mod op;
+mod plain;
 
 pub use key::{RootKey, RootPublicKey};
 pub use op::{Op, OpSet};
@@ -264,6 +265,8 @@ pub struct Verified {
     revocation_ids: Vec<String>,
     /// The first block's `right(op, prefix)` facts.
     rights: Vec<(String, String)>,
+    /// The token read into plain Rust, when it has exactly the shape Meridian writes.
+    plain: Option<plain::Plain>,
 }
 
 impl std::fmt::Debug for Verified {
@@ -300,15 +303,20 @@ pub fn verify(token: &str, root: &RootPublicKey) -> Result<Verified, Refusal> {
         .iter()
         .map(|id| hex(id))
         .collect();
-    let rights: Vec<(String, String)> = AuthorizerBuilder::new()
+    let cannot = |e| Refusal::Unauthenticated(format!("the token cannot be evaluated: {e}"));
+    let mut authorizer = AuthorizerBuilder::new()
         .set_limits(limits())
         .build(&b)
-        .and_then(|mut a| a.query("granted($op, $p) <- right($op, $p)"))
-        .map_err(|e| Refusal::Unauthenticated(format!("the token cannot be evaluated: {e}")))?;
+        .map_err(cannot)?;
+    let rights: Vec<(String, String)> = authorizer
+        .query("granted($op, $p) <- right($op, $p)")
+        .map_err(cannot)?;
+    let plain = plain::Plain::read(&authorizer, &rights);
     Ok(Verified {
         token: b,
         revocation_ids,
         rights,
+        plain,
     })
 }
 
@@ -355,8 +363,23 @@ impl Verified {
     }
 
     /// Whether this token allows `op` on `resource` (a key, a prefix asked for as a range, a
-    /// lock or lease name) at `now`.
+    /// lock or lease name) at `now`: read from the plain rights when the token has Meridian's
+    /// own shape, by a Datalog run otherwise.
     pub fn authorize(&self, op: Op, resource: &str, now: SystemTime) -> Result<(), Refusal> {
+        match &self.plain {
+            Some(plain) => plain.authorize(op, resource, now),
+            None => self.authorize_datalog(op, resource, now),
+        }
+    }
+
+    /// Whether this token was read into plain rights (its requests are authorized without
+    /// Datalog).
+    pub fn is_plain(&self) -> bool {
+        self.plain.is_some()
+    }
+
+    /// [`Verified::authorize`] by the token's Datalog.
+    fn authorize_datalog(&self, op: Op, resource: &str, now: SystemTime) -> Result<(), Refusal> {
         let build = || {
             AuthorizerBuilder::new()
                 .code_with_params(
@@ -403,6 +426,11 @@ impl Verified {
         if expired {
             return Refusal::Unauthenticated("the token has expired".into());
         }
+        Self::not_allowed(op, resource)
+    }
+
+    /// The refusal of a good token that does not allow `op` on `resource`.
+    fn not_allowed(op: Op, resource: &str) -> Refusal {
         Refusal::PermissionDenied(format!(
             "the token does not allow {} on {resource:?}",
             op.name()

@@ -63,6 +63,10 @@ pub struct DevArgs {
     /// Run without security: no TLS, nodes check no tokens (docs/security.md).
     #[arg(long)]
     insecure: bool,
+    /// Tokens without TLS: plain TCP between nodes and to clients (to measure what TLS costs,
+    /// or behind a mesh that encrypts; docs/security.md).
+    #[arg(long, conflicts_with = "insecure")]
+    no_tls: bool,
 }
 
 /// Longest `meridian dev` waits for its cluster to serve.
@@ -117,10 +121,24 @@ fn secure(
     if args.insecure {
         return Ok(None);
     }
-    Ok(Some(DevSecurity::prepare(data_dir, args.port, nodes)?))
+    Ok(Some(DevSecurity::prepare(
+        data_dir,
+        args.port,
+        nodes,
+        !args.no_tls,
+    )?))
 }
 
-/// Client options carrying the dev's root token over TLS, if security is on.
+/// Makes `cfg` as secure as the dev is.
+fn configure(security: Option<&DevSecurity>, cfg: &mut NodeConfig) {
+    match security {
+        Some(s) => s.apply(cfg),
+        None => cfg.security.mode = meridian_server::config::SecurityMode::Insecure,
+    }
+}
+
+/// Client options carrying the dev's root token (over TLS unless `--no-tls`), if security is
+/// on.
 fn options(security: Option<&DevSecurity>) -> anyhow::Result<Options> {
     match security {
         Some(s) => s.options(),
@@ -237,10 +255,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             },
             ..NodeConfig::default()
         };
-        match security {
-            Some(s) => s.apply(&mut cfg),
-            None => cfg.security.mode = meridian_server::config::SecurityMode::Insecure,
-        }
+        configure(security, &mut cfg);
         if args.processes {
             let (child, argv) = spawn_node(args, &cfg, &data_dir)?;
             node_info.insert(
@@ -481,10 +496,7 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
             peers: peers.clone(),
             ..NodeConfig::default()
         };
-        match security {
-            Some(s) => s.apply(&mut cfg),
-            None => cfg.security.mode = meridian_server::config::SecurityMode::Insecure,
-        }
+        configure(security, &mut cfg);
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting node {} on {}", p.id, p.address))?;

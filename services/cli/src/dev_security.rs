@@ -3,7 +3,8 @@
 //!   node set to verify tokens with its public half, and a root token (every operation on `/`,
 //!   30 days) for the person at the keyboard;
 //! - mTLS: a CA in the data directory (made once, reused) and a certificate per node, naming
-//!   the node and its address, issued at every start.
+//!   the node and its address, issued at every start (not with `--no-tls`: tokens over plain
+//!   TCP, to measure what TLS costs or behind a mesh that encrypts).
 //!
 //! The token and the CA certificate are in the ready file, in the data directory and in files
 //! named after the port in the temporary directory, from where the CLI on this machine picks
@@ -25,8 +26,8 @@ pub struct DevSecurity {
     pub public_key: String,
     pub token: String,
     pub token_file: PathBuf,
-    /// The cluster's CA certificate (PEM).
-    pub ca_file: PathBuf,
+    /// The cluster's CA certificate (PEM); None with tokens only (`--no-tls`).
+    pub ca_file: Option<PathBuf>,
     tls_dir: PathBuf,
     port: u16,
     well_known: Vec<PathBuf>,
@@ -81,12 +82,14 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 impl DevSecurity {
-    /// The root key and CA of `data_dir` (made there if absent), a fresh root token, and a
-    /// certificate for each of `nodes` (id, address).
+    /// The root key of `data_dir` (made there if absent) and a fresh root token; with `tls`,
+    /// also the CA of `data_dir` (made there if absent) and a certificate for each of `nodes`
+    /// (id, address).
     pub fn prepare(
         data_dir: &Path,
         port: u16,
         nodes: &[(u64, String)],
+        tls: bool,
     ) -> anyhow::Result<DevSecurity> {
         std::fs::create_dir_all(data_dir).context("creating the data directory")?;
         let key_path = data_dir.join("root.key");
@@ -112,7 +115,45 @@ impl DevSecurity {
         write_private(&token_file, &token)?;
 
         let tls_dir = data_dir.join("tls");
-        std::fs::create_dir_all(&tls_dir).context("creating the TLS directory")?;
+        let ca = if tls {
+            Some(Self::certificates(&tls_dir, nodes)?)
+        } else {
+            None
+        };
+
+        let mut well_known = Vec::new();
+        match write_private(&well_known_token_path(port), &token) {
+            Ok(()) => well_known.push(well_known_token_path(port)),
+            Err(e) => eprintln!("meridian dev: cannot leave the token for the CLI: {e:#}"),
+        }
+        let ca_path = well_known_ca_path(port);
+        match &ca {
+            Some(ca) => match write_private(&ca_path, &ca.cert) {
+                Ok(()) => well_known.push(ca_path),
+                Err(e) => eprintln!("meridian dev: cannot leave the CA for the CLI: {e:#}"),
+            },
+            // A CA left by an earlier dev on this port would send the CLI over TLS.
+            None => match std::fs::remove_file(&ca_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    eprintln!("meridian dev: cannot remove {}: {e}", ca_path.display())
+                }
+                _ => {}
+            },
+        }
+        Ok(DevSecurity {
+            public_key: key.public().to_text(),
+            token,
+            token_file,
+            ca_file: ca.map(|_| tls_dir.join("ca.pem")),
+            tls_dir,
+            port,
+            well_known,
+        })
+    }
+
+    /// The CA of `tls_dir` (made there if absent) and a fresh certificate for each of `nodes`.
+    fn certificates(tls_dir: &Path, nodes: &[(u64, String)]) -> anyhow::Result<gen::Pem> {
+        std::fs::create_dir_all(tls_dir).context("creating the TLS directory")?;
         let ca_file = tls_dir.join("ca.pem");
         let ca_key = tls_dir.join("ca.key");
         let ca = match (
@@ -133,57 +174,53 @@ impl DevSecurity {
             write_private(&tls_dir.join(format!("node-{id}.pem")), &pem.cert)?;
             write_private(&tls_dir.join(format!("node-{id}.key")), &pem.key)?;
         }
-
-        let mut well_known = Vec::new();
-        for (path, text) in [
-            (well_known_token_path(port), token.as_str()),
-            (well_known_ca_path(port), ca.cert.as_str()),
-        ] {
-            match write_private(&path, text) {
-                Ok(()) => well_known.push(path),
-                Err(e) => eprintln!("meridian dev: cannot leave it for the CLI: {e:#}"),
-            }
-        }
-        Ok(DevSecurity {
-            public_key: key.public().to_text(),
-            token,
-            token_file,
-            ca_file,
-            tls_dir,
-            port,
-            well_known,
-        })
+        Ok(ca)
     }
 
-    /// Makes `cfg` verify tokens against this root and serve and dial over mTLS with its
-    /// node's certificate.
+    /// Makes `cfg` verify tokens against this root and, with TLS, serve and dial over mTLS
+    /// with its node's certificate (without, the node runs in `insecure` mode: no TLS).
     pub fn apply(&self, cfg: &mut NodeConfig) {
         let id = cfg.node_id;
         cfg.security.root_public_key = Some(self.public_key.clone());
-        cfg.security.ca = Some(self.ca_file.clone());
-        cfg.security.cert = Some(self.tls_dir.join(format!("node-{id}.pem")));
-        cfg.security.key = Some(self.tls_dir.join(format!("node-{id}.key")));
+        match &self.ca_file {
+            Some(ca) => {
+                cfg.security.ca = Some(ca.clone());
+                cfg.security.cert = Some(self.tls_dir.join(format!("node-{id}.pem")));
+                cfg.security.key = Some(self.tls_dir.join(format!("node-{id}.key")));
+            }
+            None => cfg.security.mode = meridian_server::config::SecurityMode::Insecure,
+        }
     }
 
-    /// Client options carrying the root token, over TLS verified against the dev's CA.
+    /// Client options carrying the root token, over TLS verified against the dev's CA when it
+    /// has one.
     pub fn options(&self) -> anyhow::Result<meridian_sdk::Options> {
-        Ok(meridian_sdk::Options {
+        let options = meridian_sdk::Options {
             token: Some(self.token.clone()),
             ..Default::default()
-        }
-        .with_tls(&self.ca_file, None)?)
+        };
+        Ok(match &self.ca_file {
+            Some(ca) => options.with_tls(ca, None)?,
+            None => options,
+        })
     }
 
     /// What `meridian dev` prints about it.
     pub fn describe(&self) -> String {
+        let transport = match &self.ca_file {
+            Some(ca) => format!("mTLS (CA {})", ca.display()),
+            None => "no TLS (--no-tls)".to_string(),
+        };
+        let ca_flag = match &self.ca_file {
+            Some(ca) => format!("--ca {} ", ca.display()),
+            None => String::new(),
+        };
         format!(
-            "security on: mTLS (CA {}) and a token on every request. Root token (all \
-             operations on /, {} days) in {}; the CLI on this machine uses both by itself, \
-             elsewhere: --ca {} with export MERIDIAN_TOKEN=$(cat {})",
-            self.ca_file.display(),
+            "security on: {transport} and a token on every request. Root token (all \
+             operations on /, {} days) in {}; the CLI on this machine uses it by itself, \
+             elsewhere: {ca_flag}with export MERIDIAN_TOKEN=$(cat {})",
             DEV_TOKEN_TTL.as_secs() / 86_400,
             self.token_file.display(),
-            self.ca_file.display(),
             self.token_file.display()
         )
     }
@@ -213,7 +250,7 @@ mod tests {
         // A port no other test or dev uses.
         let port = 1;
         let nodes = [(1, "127.0.1.1:1".to_string())];
-        let s = DevSecurity::prepare(dir.path(), port, &nodes).expect("prepare");
+        let s = DevSecurity::prepare(dir.path(), port, &nodes, true).expect("prepare");
         let ep = |e: &str| vec![e.to_string()];
         assert_eq!(ca_for(&ep("127.0.2.1:1")), Some(well_known_ca_path(1)));
         assert_eq!(token_for(&ep("127.0.2.1:1")), Some(s.token.clone()));
@@ -221,7 +258,7 @@ mod tests {
         assert_eq!(token_for(&ep("10.0.0.1:1")), None);
         assert_eq!(token_for(&ep("127.0.2.1:2")), None);
         // A second start reuses the key.
-        let again = DevSecurity::prepare(dir.path(), port, &nodes).expect("prepare again");
+        let again = DevSecurity::prepare(dir.path(), port, &nodes, true).expect("prepare again");
         assert_eq!(again.public_key, s.public_key);
         let mut cfg = NodeConfig {
             node_id: 1,
@@ -236,5 +273,27 @@ mod tests {
         drop(again);
         assert_eq!(token_for(&ep("127.0.2.1:1")), None);
         assert_eq!(ca_for(&ep("127.0.2.1:1")), None);
+
+        // Tokens without TLS: the same key, no CA for the CLI (a stale one is removed), nodes
+        // in insecure mode with the root key.
+        let s = DevSecurity::prepare(dir.path(), port, &nodes, true).expect("prepare");
+        assert!(ca_for(&ep("127.0.2.1:1")).is_some());
+        let plain = DevSecurity::prepare(dir.path(), port, &nodes, false).expect("no tls");
+        assert_eq!(plain.public_key, s.public_key);
+        assert_eq!(ca_for(&ep("127.0.2.1:1")), None, "a stale CA is removed");
+        assert_eq!(token_for(&ep("127.0.2.1:1")), Some(plain.token.clone()));
+        let mut cfg = NodeConfig {
+            node_id: 1,
+            ..NodeConfig::default()
+        };
+        plain.apply(&mut cfg);
+        assert_eq!(cfg.security.tls().expect("tls"), None);
+        assert_eq!(
+            cfg.security.mode,
+            meridian_server::config::SecurityMode::Insecure
+        );
+        assert!(cfg.security.required().is_ok());
+        assert!(cfg.security.root_public_key.is_some());
+        assert!(plain.options().expect("options").token.is_some());
     }
 }

@@ -152,7 +152,7 @@ struct Ticket {
 pub struct Client {
     inner: Arc<Mutex<Inner>>,
     opts: Options,
-    /// `Bearer TOKEN`, checked once when the client is made.
+    /// The token as sent in `meridian-token`, checked once when the client is made.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
@@ -166,7 +166,7 @@ fn read_kind(c: Consistency) -> OpKind {
 }
 
 /// What every request of one attempt carries: its deadline (`grpc-timeout`) and the client's
-/// capability token (`authorization: Bearer …`), if it has one.
+/// capability token (`meridian-token`), if it has one.
 #[derive(Clone)]
 pub(crate) struct Stamp {
     pub(crate) timeout: Duration,
@@ -180,8 +180,7 @@ pub(crate) fn authorized<T>(
 ) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(t) = token {
-        r.metadata_mut()
-            .insert(meridian_proto::AUTHORIZATION, t.clone());
+        r.metadata_mut().insert(meridian_proto::TOKEN, t.clone());
     }
     r
 }
@@ -204,7 +203,7 @@ impl Client {
             .token
             .as_deref()
             .map(|t| {
-                format!("Bearer {}", t.trim()).parse().map_err(|_| {
+                t.trim().parse().map_err(|_| {
                     Error::Config("the token is not printable ASCII (base64url)".into())
                 })
             })

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::Status;
 
-pub use meridian_proto::AUTHORIZATION;
+pub use meridian_proto::{AUTHORIZATION, TOKEN};
 
 /// Most verified tokens kept; past it the cache starts over (each token is verified again on
 /// its next use).
@@ -28,8 +28,9 @@ pub const VERIFIED_MAX: usize = 4096;
 pub const DECISIONS_MAX: usize = 65_536;
 
 /// How long an allowed (token, operation, resource) is taken as allowed again without asking
-/// the token's Datalog (17-26 µs a request): a token that expires meanwhile is honoured at most
-/// this much longer. Refusals are never remembered.
+/// the token's Datalog (17-26 µs a request), for a token that is not of Meridian's own shape
+/// (those are read into plain rights and need no memory): a token that expires meanwhile is
+/// honoured at most this much longer. Refusals are never remembered.
 pub const DECISION_TTL: Duration = Duration::from_secs(1);
 
 /// A verified token as the gate keeps it: with a number of its own, so remembered decisions
@@ -178,7 +179,9 @@ impl Gate {
         Ok(())
     }
 
-    /// `token.authorize`, answered from the remembered decisions when one is fresh.
+    /// `token.authorize`: directly for a token of Meridian's own shape (plain rights, well under
+    /// a microsecond), otherwise (a Datalog run) answered from the remembered decisions when
+    /// one is fresh.
     fn authorize(
         &self,
         token: &Held,
@@ -186,6 +189,9 @@ impl Gate {
         resource: &str,
         now: SystemTime,
     ) -> Result<(), Refusal> {
+        if token.is_plain() {
+            return token.authorize(op, resource, now);
+        }
         let key = (token.id, op, resource.to_string());
         let fresh = self
             .decisions
@@ -225,25 +231,47 @@ impl Gate {
     }
 }
 
-/// The token of `authorization: Bearer TOKEN`.
+/// The request's token: the bare token of `meridian-token` (what the SDK sends) or of
+/// `authorization: Bearer TOKEN` (HTTP's convention); both may be sent only if they agree.
 fn bearer(meta: &MetadataMap) -> Result<&str, Refusal> {
-    let Some(value) = meta.get(AUTHORIZATION) else {
-        return Err(Refusal::Unauthenticated(
-            "no token: send `authorization: Bearer TOKEN` (the CLI's --token, MERIDIAN_TOKEN)"
-                .into(),
-        ));
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| Refusal::Unauthenticated("the authorization header is not text".into()))?;
-    text.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| {
-        Refusal::Unauthenticated("the authorization header is not `Bearer TOKEN`".into())
-    })
+    let token = meta
+        .get(TOKEN)
+        .map(|v| {
+            v.to_str()
+                .map(str::trim)
+                .map_err(|_| Refusal::Unauthenticated(format!("the {TOKEN} header is not text")))
+        })
+        .transpose()?;
+    let authorization = meta
+        .get(AUTHORIZATION)
+        .map(|v| {
+            let text = v.to_str().map_err(|_| {
+                Refusal::Unauthenticated("the authorization header is not text".into())
+            })?;
+            text.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| {
+                Refusal::Unauthenticated("the authorization header is not `Bearer TOKEN`".into())
+            })
+        })
+        .transpose()?;
+    match (token, authorization) {
+        (Some(t), Some(a)) if t != a => Err(Refusal::Unauthenticated(format!(
+            "two different tokens, in {TOKEN} and in authorization: send one"
+        ))),
+        (Some(t), _) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(Refusal::Unauthenticated(format!(
+            "no token: send `authorization: Bearer TOKEN` or `{TOKEN}: TOKEN` (the CLI's \
+             --token, MERIDIAN_TOKEN)"
+        ))),
+    }
 }
 
-/// The caller's authorization header, to carry on with a request proxied for it.
+/// The caller's token as a `meridian-token` value, to carry on with a request proxied for it
+/// (None without a readable one: the proxied request is then refused as the caller's was).
 pub fn carried(meta: &MetadataMap) -> Option<MetadataValue<Ascii>> {
-    meta.get(AUTHORIZATION).cloned()
+    if let Some(v) = meta.get(TOKEN) {
+        return Some(v.clone());
+    }
+    bearer(meta).ok().and_then(|t| t.parse().ok())
 }
 
 /// What a client's command needs of its token: `write` on every key it puts or deletes (a
@@ -296,8 +324,8 @@ mod tests {
         assert_eq!(gate.verified.lock().expect("lock").len(), 1);
         assert_eq!(
             gate.decisions.lock().expect("lock").len(),
-            2,
-            "allowed decisions kept"
+            0,
+            "a plain token needs no remembered decisions"
         );
         let e = gate
             .check(&ok, "put", &[(Op::Write, "/app/x")])
@@ -313,11 +341,43 @@ mod tests {
         basic.insert(AUTHORIZATION, "Basic abc".parse().expect("ascii"));
         let e = gate.check(&basic, "get", &[]).expect_err("not bearer");
         assert!(e.message().contains("Bearer"), "{e:?}");
-        assert_eq!(gate.refused(), 4);
+        let mut both = meta(Some(&token));
+        both.insert(TOKEN, token.parse().expect("ascii"));
+        assert!(gate.check(&both, "get", &[(Op::Read, "/app/x")]).is_ok());
+        let mut sdk = MetadataMap::new();
+        sdk.insert(TOKEN, token.parse().expect("ascii"));
+        assert!(gate.check(&sdk, "get", &[(Op::Read, "/app/x")]).is_ok());
+        assert_eq!(carried(&sdk), carried(&ok), "carried on as the bare token");
+        assert_eq!(
+            carried(&ok).expect("carried").to_str().ok(),
+            Some(token.as_str())
+        );
+        both.insert(TOKEN, "other".parse().expect("ascii"));
+        let e = gate.check(&both, "get", &[]).expect_err("two tokens");
+        assert!(e.message().contains("two different tokens"), "{e:?}");
+        assert_eq!(gate.refused(), 5);
+
+        // A token with a block of its own Datalog: each decision is a Datalog run, remembered.
+        let custom = biscuit_auth::UnverifiedBiscuit::from_base64(&token)
+            .and_then(|b| {
+                b.append(
+                    biscuit_auth::builder::BlockBuilder::new()
+                        .code("check if resource($r), $r.starts_with(\"/app/\");")
+                        .expect("block"),
+                )
+            })
+            .and_then(|b| b.to_base64())
+            .expect("append");
+        let custom = meta(Some(&custom));
+        assert!(gate.check(&custom, "get", &[(Op::Read, "/app/x")]).is_ok());
+        assert!(gate.check(&custom, "get", &[(Op::Read, "/app/y")]).is_ok());
+        assert!(gate
+            .check(&custom, "put", &[(Op::Write, "/app/x")])
+            .is_err());
         assert_eq!(
             gate.decisions.lock().expect("lock").len(),
             2,
-            "refusals are not kept"
+            "allowed decisions kept, refusals not"
         );
         assert!(Gate::open()
             .check(&meta(None), "get", &[(Op::Admin, "/")])

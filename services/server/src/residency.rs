@@ -241,7 +241,7 @@ pub fn proxied_request<T>(
     let mut req = Request::new(msg);
     if let Some(token) = &caller.token {
         req.metadata_mut()
-            .insert(crate::gate::AUTHORIZATION, token.clone());
+            .insert(meridian_proto::TOKEN, token.clone());
     }
     if let Some(t) = timeout {
         req.set_timeout(t);

@@ -553,7 +553,7 @@ impl Kv for KvService {
                             let mut req = Request::new(pb::StatusRequest { cluster: false });
                             req.set_timeout(STATUS_PEER_TIMEOUT);
                             if let Some(t) = token {
-                                req.metadata_mut().insert(crate::gate::AUTHORIZATION, t);
+                                req.metadata_mut().insert(meridian_proto::TOKEN, t);
                             }
                             tokio::time::timeout(STATUS_PEER_TIMEOUT, c.status(req))
                                 .await

@@ -6,6 +6,9 @@
 //! 3. repeated reads of one remote group (no sync after the first: a local read);
 //! 4. concurrent sessions switching to one remote group: WAN syncs sent per read;
 //! 5. learner apply lag under sustained writes over the 170 ms link, in entries and ms.
+//!
+//! `--security-cost` measures instead what security (mTLS and tokens) adds to a WAN sync round:
+//! the switch reads of (2) from eu-west, against a secure dev and an `--insecure` one in turn.
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -26,6 +29,9 @@ pub struct BenchGeoArgs {
     /// Port for the dev clusters.
     #[arg(long, default_value_t = 7450)]
     port: u16,
+    /// Only measure a WAN sync round with security on vs off (ROUNDS devs of each, in turn).
+    #[arg(long, value_name = "ROUNDS")]
+    security_cost: Option<usize>,
 }
 
 pub(crate) struct Dev {
@@ -176,7 +182,50 @@ async fn sync_counters(c: &Client) -> anyhow::Result<(u64, u64)> {
     Ok((g.syncs_sent, g.synced_reads))
 }
 
+/// Switch reads from eu-west of us-east's domain (one sync round over the 75 ms link each)
+/// against secure and `--insecure` devs with the WAN emulator, `rounds` of each in turn.
+async fn security_cost(args: &BenchGeoArgs, rounds: usize) -> anyhow::Result<ExitCode> {
+    let secs = args.seconds;
+    println!("# meridian bench-geo --security-cost: switch reads eu-west → us-east (75 ms round trip), {secs} s per dev, {rounds} devs each");
+    let (mut secure, mut insecure) = (hist(), hist());
+    for _ in 0..rounds {
+        for (on, h) in [(true, &mut secure), (false, &mut insecure)] {
+            let extra: &[&str] = if on { &[] } else { &["--insecure"] };
+            let dev = Dev::start_with(args.port, extra)?;
+            dev.client("us-east")?
+                .put("/us-east/bench/hot", "h")
+                .await?;
+            let (switch, _, _) = switch_reads(&dev, "eu-west", secs, 0).await?;
+            h.add(&switch).context("adding histograms")?;
+        }
+    }
+    println!("| security | reads | switch read p50 ms | p95 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for (name, h) in [
+        ("on (mTLS + token)", &secure),
+        ("off (--insecure)", &insecure),
+    ] {
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} |",
+            h.len(),
+            ms(h, 0.5),
+            ms(h, 0.95),
+            ms(h, 0.99)
+        );
+    }
+    println!(
+        "| on − off | | {:+.2} | {:+.2} | {:+.2} |",
+        ms(&secure, 0.5) - ms(&insecure, 0.5),
+        ms(&secure, 0.95) - ms(&insecure, 0.95),
+        ms(&secure, 0.99) - ms(&insecure, 0.99)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(args: BenchGeoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(rounds) = args.security_cost {
+        return security_cost(&args, rounds.max(1)).await;
+    }
     let secs = args.seconds;
     println!(
         "# meridian bench-geo: 3-region dev topology, 256-byte values, {secs} s per measurement"

@@ -67,6 +67,11 @@ pub struct DevArgs {
     /// or behind a mesh that encrypts; docs/security.md).
     #[arg(long, conflicts_with = "insecure")]
     no_tls: bool,
+    /// Port of every node's HTTP listener (Prometheus /metrics, /healthz, /readyz), on the
+    /// node's own address: by default the gRPC port + 1; 0 picks a free port per node. The
+    /// ready file lists them under "http".
+    #[arg(long)]
+    http_port: Option<u16>,
 }
 
 /// Longest `meridian dev` waits for its cluster to serve.
@@ -127,6 +132,24 @@ fn secure(
         nodes,
         !args.no_tls,
     )?))
+}
+
+/// The HTTP listener of the node at `address` (host:port): on its host, at `--http-port` (0: a
+/// free port found now) or the gRPC port + 1.
+fn http_listen(args: &DevArgs, address: &str) -> anyhow::Result<String> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let port = match args.http_port {
+        Some(0) => std::net::TcpListener::bind((host, 0))
+            .and_then(|l| l.local_addr())
+            .with_context(|| format!("finding a free HTTP port on {host}"))?
+            .port(),
+        Some(p) => p,
+        None => args
+            .port
+            .checked_add(1)
+            .context("--port 65535 leaves no port for HTTP: give --http-port")?,
+    };
+    Ok(with_port(address, port))
 }
 
 /// Makes `cfg` as secure as the dev is.
@@ -242,6 +265,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
     let mut nodes = Vec::new();
     let mut children = Vec::new();
     let mut node_info = serde_json::Map::new();
+    let mut http = serde_json::Map::new();
     for n in &topology.nodes {
         let mut cfg = NodeConfig {
             node_id: n.id,
@@ -256,6 +280,9 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             ..NodeConfig::default()
         };
         configure(security, &mut cfg);
+        let listen = http_listen(args, &n.address)?;
+        http.insert(n.id.to_string(), json!(listen));
+        cfg.http.listen = Some(listen);
         if args.processes {
             let (child, argv) = spawn_node(args, &cfg, &data_dir)?;
             node_info.insert(
@@ -318,6 +345,9 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
         Some(c) => println!("  WAN emulator control: {c}  (meridian wan status --control {c})"),
         None => println!("  WAN emulator: off"),
     }
+    if let Some(first) = http.values().next().and_then(|v| v.as_str()) {
+        println!("  metrics: http://{first}/metrics (every node: \"http\" in the ready file)");
+    }
     if let Some(first) = topology.nodes.first() {
         println!(
             "try: meridian --endpoint {} put /{}/hello world",
@@ -332,6 +362,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             "wan_control": control.map(|c| c.to_string()),
             "data_dir": data_dir,
             "nodes": node_info,
+            "http": http,
         });
         write_ready(path, &merged(ready, secure))?;
     }
@@ -487,6 +518,7 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
     )?;
     let security = security.as_ref();
     let mut nodes = Vec::new();
+    let mut http = serde_json::Map::new();
     for p in &peers {
         let mut cfg = NodeConfig {
             node_id: p.id,
@@ -497,6 +529,9 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
             ..NodeConfig::default()
         };
         configure(security, &mut cfg);
+        let listen = http_listen(args, &p.address)?;
+        http.insert(p.id.to_string(), json!(listen));
+        cfg.http.listen = Some(listen);
         let node = Node::start(cfg)
             .await
             .with_context(|| format!("starting node {} on {}", p.id, p.address))?;
@@ -512,12 +547,16 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
         data_dir.display()
     );
     println!("endpoint: {}", endpoints.join(","));
+    if let Some(first) = http.values().next().and_then(|v| v.as_str()) {
+        println!("metrics: http://{first}/metrics (every node: \"http\" in the ready file)");
+    }
     println!("try: meridian --endpoint {} put /hello world", endpoints[0]);
     let secure = announce(security);
     if let Some(path) = &args.ready_file {
         let ready = json!({
             "regions": { DEV_REGION: { "endpoint": endpoints[0], "endpoints": endpoints } },
             "data_dir": data_dir,
+            "http": http,
         });
         write_ready(path, &merged(ready, secure))?;
     }

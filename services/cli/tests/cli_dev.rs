@@ -25,7 +25,8 @@ impl Drop for Dev {
 fn start_dev(data: &Path, ready: &Path, port: u16) -> Dev {
     let _ = std::fs::remove_file(ready);
     let child = Command::new(common::BIN)
-        .args(["dev", "--port", &port.to_string(), "--data-dir"])
+        .args(["dev", "--port", &port.to_string(), "--http-port", "0"])
+        .arg("--data-dir")
         .arg(data)
         .arg("--ready-file")
         .arg(ready)

@@ -101,6 +101,28 @@ pub struct NodeConfig {
     pub raft: Timing,
     pub limits: Limits,
     pub security: SecurityConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the operator's HTTP listener — Prometheus `/metrics`, `/healthz`, `/readyz`
+/// (docs/operations.md). Plain HTTP, no token: bind it to an address only operators reach.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// host:port to serve on; unset (the default): no HTTP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `/readyz` fails while a replica this node hosts is known to lag its leader by more.
+    pub ready_lag_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ready_lag_ms: 5_000,
+        }
+    }
 }
 
 /// Whether a node started by `meridian server` must run with security (docs/security.md).
@@ -222,6 +244,7 @@ impl Default for NodeConfig {
             raft: Timing::default(),
             limits: Limits::default(),
             security: SecurityConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

@@ -126,6 +126,8 @@ pub struct Node {
     pub ctx: Arc<NodeCtx>,
     /// The bound TCP address (a simulated node reports its topology address's port on 0.0.0.0).
     pub local_addr: SocketAddr,
+    /// The bound address of the operator's HTTP listener (`[http] listen`), if it has one.
+    pub http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     /// None for a simulated node (its state lives in a [`MemDisk`]).
@@ -356,6 +358,23 @@ impl Node {
                 (Listener::Tcp(l), addr)
             }
         };
+        // The operator's HTTP listener, bound now so that a taken port stops the start.
+        let http = match &config.http.listen {
+            Some(http) => {
+                let l = tokio::net::TcpListener::bind(http)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: format!("{http} ([http] listen)"),
+                        source,
+                    })?;
+                let addr = l.local_addr().map_err(|source| StartError::Listen {
+                    addr: http.clone(),
+                    source,
+                })?;
+                Some((l, addr))
+            }
+            None => None,
+        };
         let address = match (&config.advertise, legacy) {
             (Some(a), _) => a.clone(),
             (None, false) => me.address.clone(),
@@ -402,6 +421,11 @@ impl Node {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // What the operator's HTTP listener shows (the status the Kv service answers).
+        let status_source: crate::http::StatusSource = {
+            let (ctx, keepalives, gate) = (ctx.clone(), keepalives.clone(), gate.clone());
+            Arc::new(move || crate::service::node_status(&ctx, &keepalives, &gate))
+        };
         {
             let a = admission.clone();
             gate.count_also(Box::new(move || a.refused()));
@@ -576,11 +600,26 @@ impl Node {
                 tokio::spawn(keep_learners(raft, group, learners, shutdown_rx.clone()));
             }
         }
+        let http_addr = http.as_ref().map(|(_, a)| *a);
+        if let Some((listener, addr)) = http {
+            let mut stop = shutdown_rx.clone();
+            let lag = Duration::from_millis(config.http.ready_lag_ms);
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::http::serve(listener, status_source, lag, stop).await {
+                    tracing::error!(error = %e, %addr, "the HTTP listener stopped");
+                }
+            });
+            tracing::info!(node = config.node_id, %addr, "metrics and health on http");
+        }
         let _ = shutdown_rx.borrow_and_update();
         tracing::info!(node = config.node_id, addr = %local_addr, "node serving");
         Ok(Node {
             ctx,
             local_addr,
+            http_addr,
             shutdown,
             server,
             store: match stores {

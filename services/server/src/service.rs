@@ -532,8 +532,7 @@ impl Kv for KvService {
         self.gate.token(request.metadata(), "status")?;
         // The other nodes are asked with the caller's token.
         let token = crate::gate::carried(request.metadata());
-        let mut me = local_status(&self.ctx, &self.keepalives);
-        me.auth_refused = self.gate.refused();
+        let mut me = node_status(&self.ctx, &self.keepalives, &self.gate);
         if request.into_inner().cluster {
             let others: Vec<_> = self
                 .ctx
@@ -580,7 +579,12 @@ impl Kv for KvService {
 /// Longest a cluster status waits for each other node.
 const STATUS_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn local_status(ctx: &NodeCtx, keepalives: &crate::keepalive::KeepAlives) -> pb::StatusResponse {
+/// This node's status, as its `Status` RPC answers it without `cluster` (and `/metrics` shows).
+pub(crate) fn node_status(
+    ctx: &NodeCtx,
+    keepalives: &crate::keepalive::KeepAlives,
+    gate: &crate::gate::Gate,
+) -> pb::StatusResponse {
     let groups = ctx
         .host
         .groups()
@@ -604,8 +608,7 @@ fn local_status(ctx: &NodeCtx, keepalives: &crate::keepalive::KeepAlives) -> pb:
         keepalive_refreshes: keepalives
             .refreshes
             .load(std::sync::atomic::Ordering::Relaxed),
-        // Set by the status handler, which holds the gate.
-        auth_refused: 0,
+        auth_refused: gate.refused(),
     }
 }
 

@@ -336,7 +336,8 @@ impl DevCluster {
         let port = free_port("127.0.1.1");
         let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
         let child = Command::new(BIN)
-            .args(["dev", "--port", &port.to_string(), "--data-dir"])
+            .args(["dev", "--port", &port.to_string(), "--http-port", "0"])
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--ready-file")
             .arg(&ready_path)

@@ -1,0 +1,161 @@
+//! The operator's HTTP listener on a real `meridian dev --nodes 3` (docs/operations.md):
+//! `/healthz`, `/readyz` once every group has a leader, and `/metrics` that Prometheus's own
+//! `promtool check metrics` accepts (Debian's `prometheus` package; scripts/test installs it)
+//! and whose values move as the cluster works: applied indexes after writes, refusals after a
+//! request with a forged token.
+
+mod common;
+
+use common::DevCluster;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `GET path` on `addr` over HTTP/1.1: (status code, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "a plain body is expected: {head}"
+    );
+    (code, body.to_string())
+}
+
+/// The value of the sample `name{labels…}` whose labels include every one of `with`.
+fn sample(text: &str, name: &str, with: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && with.iter().all(|w| l.contains(w)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} {with:?} in\n{text}"))
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: apt-get install prometheus (scripts/test does)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the output:\n{}{}\n--- the metrics:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_move_with_the_cluster() {
+    common::watchdog(Duration::from_secs(300));
+    let dev = DevCluster::start(&["--nodes", "3"]);
+    let http: Vec<String> = (1..=3)
+        .map(|id| {
+            dev.ready["http"][id.to_string()]
+                .as_str()
+                .expect("the ready file names each node's HTTP listener")
+                .to_string()
+        })
+        .collect();
+    for addr in &http {
+        assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_string()));
+    }
+    let start = Instant::now();
+    loop {
+        let (code, body) = get(&http[0], "/readyz");
+        if code == 200 {
+            assert_eq!(body, "ready\n");
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(get(&http[0], "/nope").0, 404);
+
+    let (code, before) = get(&http[0], "/metrics");
+    assert_eq!(code, 200);
+    promtool_check(&before);
+    let group = ["group=\"1\""];
+    let applied = sample(&before, "meridian_group_applied_index", &group);
+    let refused = sample(&before, "meridian_auth_refused_total", &[]);
+    assert_eq!(sample(&before, "meridian_node_info", &["node=\"1\""]), 1.0);
+    // Exactly one node says it leads group 1 (once a start-up election settles).
+    let start = Instant::now();
+    loop {
+        let leaders: Vec<f64> = http
+            .iter()
+            .map(|a| sample(&get(a, "/metrics").1, "meridian_group_is_leader", &group))
+            .collect();
+        if leaders.iter().sum::<f64>() == 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not exactly one leader of group 1: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let c = dev.client("local", Duration::from_secs(10));
+    for i in 0..20 {
+        c.put(&format!("/metrics-test/{i}"), "v")
+            .await
+            .expect("put");
+    }
+    // A request with a forged token is refused and counted (security is on in dev).
+    let forged = meridian_sdk::Client::new(
+        vec![dev.endpoint("local")],
+        meridian_sdk::Options {
+            token: Some("En0KEwoEcmVhZBgD".into()),
+            ..dev.options()
+        },
+    )
+    .expect("client");
+    assert!(forged.get("/metrics-test/0").await.is_err());
+
+    let start = Instant::now();
+    loop {
+        let (_, after) = get(&http[0], "/metrics");
+        let now = sample(&after, "meridian_group_applied_index", &group);
+        let refused_now = sample(&after, "meridian_auth_refused_total", &[]);
+        if now >= applied + 20.0 && refused_now > refused {
+            promtool_check(&after);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "applied {applied} → {now}, refused {refused} → {refused_now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -9,6 +9,11 @@
 
 pub mod io;
 
+/// The encoded `FileDescriptorSet` of the client-facing services (kv, lock, placement, tokens
+/// protos), for gRPC server reflection.
+pub const CLIENT_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/meridian_client_descriptor.bin"));
+
 #[allow(clippy::all, clippy::pedantic)]
 pub mod kv {
     tonic::include_proto!("meridian.v1");

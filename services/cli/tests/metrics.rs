@@ -2,7 +2,9 @@
 //! `/healthz`, `/readyz` once every group has a leader, and `/metrics` that Prometheus's own
 //! `promtool check metrics` accepts (Debian's `prometheus` package; scripts/test installs it)
 //! and whose values move as the cluster works: applied indexes after writes, refusals after a
-//! request with a forged token.
+//! request with a forged token. On the gRPC port: `grpc.health.v1` says SERVING (what a
+//! Kubernetes gRPC probe asks) and server reflection lists the client-facing services only
+//! (what grpcurl asks), neither with a token.
 
 mod common;
 
@@ -158,4 +160,81 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_and_reflection_answer_without_a_token() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    common::watchdog(Duration::from_secs(300));
+    let dev = DevCluster::start(&["--nodes", "3"]);
+    // The raw channel carries no token: health and reflection need none.
+    let mut health = HealthClient::new(dev.channel("local"));
+    let start = Instant::now();
+    for service in ["", "meridian.v1.Kv"] {
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health check")
+                .into_inner()
+                .status;
+            if status == ServingStatus::Serving as i32 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{service:?} never SERVING: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let e = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("an unknown service");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(dev.channel("local"));
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("an answer")
+        .expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "meridian.v1.Kv",
+        "meridian.v1.Lease",
+        "meridian.v1.Lock",
+        "meridian.v1.Placement",
+        "meridian.v1.Tokens",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("meridian.peer")),
+        "the node-to-node protocol is not shown: {names:?}"
+    );
 }

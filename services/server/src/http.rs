@@ -103,31 +103,13 @@ impl Reply {
     }
 }
 
-/// `/readyz`: ready when every group this node hosts has a known leader and this replica is
-/// not known to lag it by more than `max_lag`; otherwise 503 with each reason on a line.
+/// `/readyz`: `200 ready`, or 503 with each reason [`crate::health::unready`] gives on a line.
 fn readiness(s: &pb::StatusResponse, max_lag: Duration) -> Reply {
-    let mut reasons = String::new();
-    if s.groups.is_empty() {
-        reasons.push_str("no group is hosted yet\n");
-    }
-    for g in &s.groups {
-        if g.leader == 0 {
-            let _ = writeln!(reasons, "group {} ({}): no known leader", g.group, g.name);
-        } else if g.lag_ms > max_lag.as_millis() as u64 {
-            let _ = writeln!(
-                reasons,
-                "group {} ({}): this replica lags its leader by {} ms (bound {} ms)",
-                g.group,
-                g.name,
-                g.lag_ms,
-                max_lag.as_millis()
-            );
-        }
-    }
+    let reasons = crate::health::unready(s, max_lag);
     if reasons.is_empty() {
         Reply::text(200, "ready\n".into())
     } else {
-        Reply::unavailable(reasons)
+        Reply::unavailable(reasons.iter().map(|r| format!("{r}\n")).collect())
     }
 }
 

@@ -26,6 +26,7 @@ pub mod ctx;
 pub mod error;
 pub mod forward;
 pub mod gate;
+pub mod health;
 pub mod http;
 pub mod keepalive;
 pub mod lease_driver;

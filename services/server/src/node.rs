@@ -1,7 +1,7 @@
 //! A running node: opens the store, starts the group's Raft, serves clients and peers on one
 //! address, bootstraps the group on first start, and shuts all of it down on request.
 
-use crate::config::NodeConfig;
+use crate::config::{ConfigError, NodeConfig};
 use crate::ctx::NodeCtx;
 use crate::forward::ForwardService;
 use crate::keepalive::KeepAlives;
@@ -518,6 +518,12 @@ impl Node {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (health, reflection, reflection_alpha) = crate::health::services(
+            status_source.clone(),
+            Duration::from_millis(config.http.ready_lag_ms),
+            shutdown_rx.clone(),
+        )
+        .map_err(|e| StartError::Config(ConfigError::Invalid(format!("gRPC reflection: {e}"))))?;
         let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
@@ -531,7 +537,10 @@ impl Node {
                 .add_service(lease)
                 .add_service(lock)
                 .add_service(placement)
-                .add_service(tokens);
+                .add_service(tokens)
+                .add_service(health)
+                .add_service(reflection)
+                .add_service(reflection_alpha);
             let stop = async move {
                 let _ = stop_server.wait_for(|s| *s).await;
             };

@@ -9,6 +9,7 @@
 mod common;
 
 use common::DevCluster;
+use meridian_sdk::Consistency;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,6 +111,16 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     let group = ["group=\"1\""];
     let applied = sample(&before, "meridian_group_applied_index", &group);
     let refused = sample(&before, "meridian_auth_refused_total", &[]);
+    let fsyncs = sample(&before, "meridian_fsync_duration_seconds_count", &[]);
+    let seq = ["consistency=\"sequential\""];
+    let lin = ["consistency=\"linearizable\""];
+    let seq_reads = sample(&before, "meridian_read_duration_seconds_count", &seq);
+    let lin_reads = sample(&before, "meridian_read_duration_seconds_count", &lin);
+    let rounds = sample(
+        &before,
+        "meridian_sync_round_duration_seconds_count",
+        &group,
+    );
     assert_eq!(sample(&before, "meridian_node_info", &["node=\"1\""]), 1.0);
     // Exactly one node says it leads group 1 (once a start-up election settles).
     let start = Instant::now();
@@ -144,6 +155,16 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     )
     .expect("client");
     assert!(forged.get("/metrics-test/0").await.is_err());
+    // Reads at node 1 (the client's endpoint): 5 sequential, 5 linearizable (a sync round
+    // each, unless they share one).
+    for i in 0..5 {
+        c.get_with(&format!("/metrics-test/{i}"), Consistency::Sequential)
+            .await
+            .expect("sequential get");
+        c.get_with(&format!("/metrics-test/{i}"), Consistency::Linearizable)
+            .await
+            .expect("linearizable get");
+    }
 
     let start = Instant::now();
     loop {
@@ -152,6 +173,20 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         let refused_now = sample(&after, "meridian_auth_refused_total", &[]);
         if now >= applied + 20.0 && refused_now > refused {
             promtool_check(&after);
+            let fsyncs_now = sample(&after, "meridian_fsync_duration_seconds_count", &[]);
+            assert!(fsyncs_now > fsyncs, "fsyncs {fsyncs} → {fsyncs_now}");
+            let seq_now = sample(&after, "meridian_read_duration_seconds_count", &seq);
+            assert!(
+                seq_now >= seq_reads + 5.0,
+                "sequential reads {seq_reads} → {seq_now}"
+            );
+            let lin_now = sample(&after, "meridian_read_duration_seconds_count", &lin);
+            assert!(
+                lin_now >= lin_reads + 5.0,
+                "linearizable reads {lin_reads} → {lin_now}"
+            );
+            let rounds_now = sample(&after, "meridian_sync_round_duration_seconds_count", &group);
+            assert!(rounds_now > rounds, "sync rounds {rounds} → {rounds_now}");
             break;
         }
         assert!(

@@ -7,7 +7,7 @@
 //! group the node hosts has a known leader and this replica is not known to lag it by more
 //! than `[http] ready_lag_ms` — the rule `/readyz` answers by ([`unready`]).
 
-use crate::http::StatusSource;
+use crate::http::ScrapeSource;
 use meridian_proto::kv as pb;
 use std::time::Duration;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -47,7 +47,7 @@ pub fn unready(s: &pb::StatusResponse, max_lag: Duration) -> Vec<String> {
 /// readiness (from `status`) until `stop` says so.
 #[allow(clippy::type_complexity)]
 pub fn services(
-    status: StatusSource,
+    status: ScrapeSource,
     max_lag: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<
@@ -69,7 +69,7 @@ pub fn services(
         let mut last = None;
         loop {
             let status = status.clone();
-            let ready = tokio::task::spawn_blocking(move || unready(&status(), max_lag))
+            let ready = tokio::task::spawn_blocking(move || unready(&status().status, max_lag))
                 .await
                 .map(|r| r.is_empty())
                 .unwrap_or(false);

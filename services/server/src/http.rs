@@ -6,14 +6,16 @@
 //! Nothing here names a key or a value. The listener is plain HTTP without tokens: bind it
 //! where only operators and their Prometheus reach (as etcd's `--listen-metrics-urls`).
 
+use crate::metrics::{Observed, Scrape};
 use meridian_proto::kv as pb;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the listener shows: a fresh status of this node at each request.
-pub type StatusSource = Arc<dyn Fn() -> pb::StatusResponse + Send + Sync>;
+/// What the listener shows: a fresh reading of this node (status and histograms) at each
+/// request.
+pub type ScrapeSource = Arc<dyn Fn() -> Scrape + Send + Sync>;
 
 /// Longest one HTTP request may take (a scrape renders in well under a millisecond).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,13 +26,13 @@ const CONCURRENT_MAX: usize = 64;
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    status: StatusSource,
+    status: ScrapeSource,
     ready_lag: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::routing::get;
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MAX));
-    let guarded = move |f: fn(&pb::StatusResponse, Duration) -> Reply| {
+    let guarded = move |f: fn(&Scrape, Duration) -> Reply| {
         let status = status.clone();
         let limit = limit.clone();
         move || {
@@ -104,8 +106,8 @@ impl Reply {
 }
 
 /// `/readyz`: `200 ready`, or 503 with each reason [`crate::health::unready`] gives on a line.
-fn readiness(s: &pb::StatusResponse, max_lag: Duration) -> Reply {
-    let reasons = crate::health::unready(s, max_lag);
+fn readiness(s: &Scrape, max_lag: Duration) -> Reply {
+    let reasons = crate::health::unready(&s.status, max_lag);
     if reasons.is_empty() {
         Reply::text(200, "ready\n".into())
     } else {
@@ -127,6 +129,26 @@ impl Families {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn histogram(&mut self, o: &Observed) {
+        let labels: Vec<(&str, &str)> = o.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bucket = format!("{}_bucket", o.name);
+        for (le, n) in &o.histogram.buckets {
+            let le = le.to_string();
+            let mut l = labels.clone();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, *n as f64);
+        }
+        let mut l = labels.clone();
+        l.push(("le", "+Inf"));
+        self.sample(&bucket, &l, o.histogram.count as f64);
+        self.sample(&format!("{}_sum", o.name), &labels, o.histogram.sum_seconds);
+        self.sample(
+            &format!("{}_count", o.name),
+            &labels,
+            o.histogram.count as f64,
+        );
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -233,8 +255,9 @@ const NODE_METRICS: &[NodeMetric] = &[
     ),
 ];
 
-/// `s` in Prometheus's text format (version 0.0.4).
-pub fn render(s: &pb::StatusResponse) -> String {
+/// `scrape` in Prometheus's text format (version 0.0.4).
+pub fn render(scrape: &Scrape) -> String {
+    let s = &scrape.status;
     let mut f = Families(String::new());
     let node = s.node.to_string();
     f.family(
@@ -301,12 +324,43 @@ pub fn render(s: &pb::StatusResponse) -> String {
             );
         }
     }
+    let mut names: Vec<&str> = Vec::new();
+    for o in &scrape.histograms {
+        if !names.contains(&o.name) {
+            names.push(o.name);
+        }
+    }
+    for name in names {
+        let family: Vec<&Observed> = scrape
+            .histograms
+            .iter()
+            .filter(|o| o.name == name)
+            .collect();
+        f.family(name, "histogram", family[0].help);
+        for o in family {
+            f.histogram(o);
+        }
+    }
     f.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scrape() -> Scrape {
+        let h = meridian_types::metrics::Histogram::default();
+        h.observe(Duration::from_millis(3));
+        Scrape {
+            status: status(),
+            histograms: vec![Observed {
+                name: "meridian_fsync_duration_seconds",
+                help: "fsyncs",
+                labels: Vec::new(),
+                histogram: h.snapshot(),
+            }],
+        }
+    }
 
     fn status() -> pb::StatusResponse {
         pb::StatusResponse {
@@ -349,7 +403,7 @@ mod tests {
 
     #[test]
     fn the_status_renders_as_prometheus_text() {
-        let text = render(&status());
+        let text = render(&scrape());
         for line in [
             "meridian_node_info{node=\"2\",region=\"eu-\\\"west\\\"\",version=\"0.1.0\"} 1",
             "meridian_forwarded_writes_total 7",
@@ -359,6 +413,12 @@ mod tests {
             "meridian_group_sync_rounds_total{group=\"1\",name=\"us-east\"} 5",
             "meridian_group_member_lag_entries{group=\"2\",name=\"eu-west\",member=\"5\",member_region=\"eu-west\"} 4",
             "# TYPE meridian_group_synced_reads_total counter",
+            "# TYPE meridian_fsync_duration_seconds histogram",
+            "meridian_fsync_duration_seconds_bucket{le=\"0.0025\"} 0",
+            "meridian_fsync_duration_seconds_bucket{le=\"0.005\"} 1",
+            "meridian_fsync_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "meridian_fsync_duration_seconds_sum 0.003",
+            "meridian_fsync_duration_seconds_count 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }
@@ -374,7 +434,7 @@ mod tests {
 
     #[test]
     fn readiness_names_every_group_that_is_not_ready() {
-        let mut s = status();
+        let mut s = scrape();
         let lag = Duration::from_millis(100);
         let r = readiness(&s, lag);
         assert_eq!(r.code, 503);
@@ -386,7 +446,7 @@ mod tests {
         );
         assert!(!r.body.contains("group 2"), "{}", r.body);
         assert_eq!(readiness(&s, Duration::from_secs(1)).code, 200);
-        s.groups[1].leader = 0;
+        s.status.groups[1].leader = 0;
         let r = readiness(&s, Duration::from_secs(1));
         assert_eq!(r.code, 503);
         assert!(
@@ -394,7 +454,7 @@ mod tests {
             "{}",
             r.body
         );
-        s.groups.clear();
+        s.status.groups.clear();
         assert_eq!(readiness(&s, lag).code, 503);
     }
 }

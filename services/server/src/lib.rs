@@ -32,6 +32,7 @@ pub mod keepalive;
 pub mod lease_driver;
 pub mod lock_service;
 pub mod lock_waits;
+pub mod metrics;
 pub mod moves;
 pub mod node;
 pub mod placement;

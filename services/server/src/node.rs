@@ -414,17 +414,44 @@ impl Node {
             Some(root) => crate::gate::Gate::new(root, revocations.clone()),
             None => crate::gate::Gate::open(),
         };
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let kv = KvServer::new(KvService::new(
             ctx.clone(),
             keepalives.clone(),
             gate.clone(),
+            metrics.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        // What the operator's HTTP listener shows (the status the Kv service answers).
-        let status_source: crate::http::StatusSource = {
+        // What the operator's HTTP listener shows: the status the Kv service answers, and the
+        // histograms of reads, sync rounds and fsyncs.
+        let status_source: crate::http::ScrapeSource = {
             let (ctx, keepalives, gate) = (ctx.clone(), keepalives.clone(), gate.clone());
-            Arc::new(move || crate::service::node_status(&ctx, &keepalives, &gate))
+            let fsync = match &stores {
+                Stores::Disk(s) => Some(s.fsync_latency()),
+                Stores::Memory(_) => None,
+            };
+            Arc::new(move || {
+                let status = crate::service::node_status(&ctx, &keepalives, &gate);
+                let mut histograms = metrics.observed();
+                for g in &status.groups {
+                    histograms.push(crate::metrics::Observed {
+                        name: "meridian_sync_round_duration_seconds",
+                        help: "Read-index sync rounds this router completed, by group.",
+                        labels: vec![("group", g.group.to_string()), ("name", g.name.clone())],
+                        histogram: ctx.syncers.round_latency(GroupId(g.group)),
+                    });
+                }
+                if let Some(f) = &fsync {
+                    histograms.push(crate::metrics::Observed {
+                        name: "meridian_fsync_duration_seconds",
+                        help: "The log writer's fsyncs (one per group commit of every group).",
+                        labels: Vec::new(),
+                        histogram: f.snapshot(),
+                    });
+                }
+                crate::metrics::Scrape { status, histograms }
+            })
         };
         {
             let a = admission.clone();

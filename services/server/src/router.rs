@@ -471,10 +471,12 @@ impl NodeCtx {
         let started = tokio::time::Instant::now();
         let res = self.read_index(&h, wait).await.map_err(|e| e.to_string());
         if res.is_ok() {
+            let took = started.elapsed();
+            gs.round_latency.observe(took);
             gs.rounds
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .finished(started.elapsed());
+                .finished(took);
         }
         for w in waiters {
             let _ = w.send(res.clone());

@@ -23,6 +23,8 @@ pub struct KvService {
     /// Only for the status's keepalive counters.
     keepalives: Arc<crate::keepalive::KeepAlives>,
     gate: Arc<Gate>,
+    /// Where served reads' latencies are counted (`/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl KvService {
@@ -30,11 +32,13 @@ impl KvService {
         ctx: Arc<NodeCtx>,
         keepalives: Arc<crate::keepalive::KeepAlives>,
         gate: Arc<Gate>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             ctx,
             keepalives,
             gate,
+            metrics,
         }
     }
 
@@ -201,7 +205,30 @@ impl KvService {
     /// holds the import (the target may take writes from then on); failing that, or once
     /// released, it is routed again by the map. `read` runs on the replica's state; `route`
     /// says where the scope lives by a map.
+    /// [`KvService::read_untimed`], its duration counted by consistency when it succeeds.
     async fn read_here<R>(
+        &self,
+        scope: &str,
+        prefix: bool,
+        opts: (Option<&pb::ReadOptions>, Option<&pb::Session>),
+        route: impl Fn(&meridian_placement::Placement) -> Result<GroupId, Error>,
+        read: impl Fn(&meridian_storage::KvState) -> R,
+        group: GroupId,
+    ) -> Result<(R, crate::router::ReadyRead, u64), Error> {
+        let start = std::time::Instant::now();
+        let consistency = opts
+            .0
+            .map_or(pb::Consistency::Sequential, |o| o.consistency());
+        let out = self
+            .read_untimed(scope, prefix, opts, route, read, group)
+            .await;
+        if out.is_ok() {
+            self.metrics.read(consistency).observe(start.elapsed());
+        }
+        out
+    }
+
+    async fn read_untimed<R>(
         &self,
         scope: &str,
         prefix: bool,

@@ -4,6 +4,7 @@
 //! can own it without depending on the router.
 
 use meridian_router::Rounds;
+use meridian_types::metrics::{Histogram, HistogramSnapshot};
 use meridian_types::GroupId;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,8 @@ pub(crate) struct GroupSync {
     pub(crate) rounds: Mutex<Rounds<SyncReply>>,
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     pub(crate) synced_reads: AtomicU64,
+    /// How long each completed round took (sent to the leader's read index answered).
+    pub(crate) round_latency: Histogram,
 }
 
 /// Coalesced syncs of every group, and their counters.
@@ -42,6 +45,7 @@ impl Syncers {
                     rounds: Mutex::new(Rounds::new(SYNC_WAITERS_MAX, SYNC_WAITERS_MAX)),
                     in_flight: Arc::new(tokio::sync::Semaphore::new(SYNC_ROUNDS_IN_FLIGHT_MAX)),
                     synced_reads: AtomicU64::new(0),
+                    round_latency: Histogram::default(),
                 })
             })
             .clone()
@@ -56,5 +60,10 @@ impl Syncers {
             .unwrap_or_else(|p| p.into_inner())
             .rounds_started();
         (sent, s.synced_reads.load(Ordering::Relaxed))
+    }
+
+    /// The durations of `group`'s completed sync rounds from this router.
+    pub fn round_latency(&self, group: GroupId) -> HistogramSnapshot {
+        self.get(group).round_latency.snapshot()
     }
 }

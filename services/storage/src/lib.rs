@@ -53,6 +53,11 @@ pub struct NodeStore {
 }
 
 impl NodeStore {
+    /// The durations of the log writer's fsyncs (one per group commit).
+    pub fn fsync_latency(&self) -> Arc<meridian_types::metrics::Histogram> {
+        self.writer.fsync_latency()
+    }
+
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir)

@@ -11,7 +11,9 @@
 
 use crate::{Error, Result};
 use fjall::{Database, Keyspace, PersistMode};
+use meridian_types::metrics::Histogram;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
@@ -40,15 +42,24 @@ pub struct WriteReq {
 #[derive(Clone)]
 pub struct LogWriter {
     tx: SyncSender<WriteReq>,
+    /// How long each group commit's fsync took.
+    fsync: Arc<Histogram>,
 }
 
 impl LogWriter {
     pub fn start(db: Database) -> Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(WRITE_QUEUE_MAX);
+        let fsync = Arc::new(Histogram::default());
+        let observed = fsync.clone();
         let handle = std::thread::Builder::new()
             .name("meridian-log-writer".into())
-            .spawn(move || run(db, rx))?;
-        Ok((Self { tx }, handle))
+            .spawn(move || run(db, rx, &observed))?;
+        Ok((Self { tx, fsync }, handle))
+    }
+
+    /// The durations of this writer's fsyncs (one per group commit).
+    pub fn fsync_latency(&self) -> Arc<Histogram> {
+        self.fsync.clone()
     }
 
     /// Queues `req`; waits (off the async runtime) while the queue is full.
@@ -102,7 +113,7 @@ fn apply_ops(db: &Database, ops: Vec<WriteOp>) -> Result<()> {
     Ok(())
 }
 
-fn run(db: Database, rx: Receiver<WriteReq>) {
+fn run(db: Database, rx: Receiver<WriteReq>, fsync: &Histogram) {
     let mut failed: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut reqs = vec![first];
@@ -140,7 +151,9 @@ fn run(db: Database, rx: Receiver<WriteReq>) {
         if durable.is_empty() {
             continue;
         }
+        let start = std::time::Instant::now();
         let synced = db.persist(PersistMode::SyncData).map_err(|e| e.to_string());
+        fsync.observe(start.elapsed());
         if let Err(e) = &synced {
             failed.get_or_insert_with(|| e.clone());
         }

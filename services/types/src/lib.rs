@@ -12,6 +12,7 @@
 
 pub mod command;
 pub mod ids;
+pub mod metrics;
 pub mod path;
 pub mod placement;
 pub mod raft;

@@ -187,6 +187,11 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
             );
             let rounds_now = sample(&after, "meridian_sync_round_duration_seconds_count", &group);
             assert!(rounds_now > rounds, "sync rounds {rounds} → {rounds_now}");
+            let rpcs = "meridian_grpc_requests_total";
+            let puts = sample(&after, rpcs, &["/meridian.v1.Kv/Put\"", "code=\"OK\""]);
+            assert!(puts >= 20.0, "{puts} puts answered OK");
+            let forged = sample(&after, rpcs, &["/meridian.v1.Kv/Get\"", "UNAUTHENTICATED"]);
+            assert!(forged >= 1.0, "{forged} gets refused");
             break;
         }
         assert!(

@@ -324,6 +324,18 @@ pub fn render(scrape: &Scrape) -> String {
             );
         }
     }
+    f.family(
+        "meridian_grpc_requests_total",
+        "counter",
+        "gRPC requests this node answered, by method and status code.",
+    );
+    for (method, code, n) in &scrape.rpcs {
+        f.sample(
+            "meridian_grpc_requests_total",
+            &[("method", method), ("code", code)],
+            *n as f64,
+        );
+    }
     let mut names: Vec<&str> = Vec::new();
     for o in &scrape.histograms {
         if !names.contains(&o.name) {
@@ -353,6 +365,7 @@ mod tests {
         h.observe(Duration::from_millis(3));
         Scrape {
             status: status(),
+            rpcs: vec![("/meridian.v1.Kv/Get".into(), "NOT_FOUND", 3)],
             histograms: vec![Observed {
                 name: "meridian_fsync_duration_seconds",
                 help: "fsyncs",
@@ -419,6 +432,7 @@ mod tests {
             "meridian_fsync_duration_seconds_bucket{le=\"+Inf\"} 1",
             "meridian_fsync_duration_seconds_sum 0.003",
             "meridian_fsync_duration_seconds_count 1",
+            "meridian_grpc_requests_total{method=\"/meridian.v1.Kv/Get\",code=\"NOT_FOUND\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }

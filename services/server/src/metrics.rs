@@ -1,10 +1,13 @@
 //! What the node measures for `/metrics` beyond its status (server/src/http.rs renders both):
 //! latency histograms of client reads by consistency level, of each group's sync rounds
-//! (`syncs.rs`) and of the log writer's fsyncs (`meridian_storage::writer`). One entry:
+//! (`syncs.rs`) and of the log writer's fsyncs (`meridian_storage::writer`), and gRPC answers
+//! by method and code ([`CountRpcs`], a tower layer over the node's gRPC server). One entry:
 //! [`Metrics`], handed by `node.rs` to the Kv service; [`Scrape`] is one reading of it all.
 
 use meridian_proto::kv as pb;
 use meridian_types::metrics::{Histogram, HistogramSnapshot};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The node's own histograms.
 #[derive(Default)]
@@ -50,9 +53,196 @@ pub struct Observed {
     pub histogram: HistogramSnapshot,
 }
 
-/// One reading of the node: its status and its histograms.
+/// One reading of the node: its status, its histograms and its gRPC answers by method and code.
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
     pub status: pb::StatusResponse,
     pub histograms: Vec<Observed>,
+    pub rpcs: Vec<(String, &'static str, u64)>,
+}
+
+/// gRPC requests this node answered, by method (its path, `/meridian.v1.Kv/Get`) and status
+/// code. Methods are the node's own services, so the map stays small; past
+/// [`RPC_METHODS_MAX`] methods (a client probing made-up paths) the rest count as `other`.
+#[derive(Default)]
+pub struct RpcCounts {
+    by_method: std::sync::RwLock<std::collections::HashMap<String, Arc<[AtomicU64; 17]>>>,
+}
+
+/// Most distinct method paths counted one by one.
+pub const RPC_METHODS_MAX: usize = 256;
+
+impl RpcCounts {
+    fn counter(&self, method: &str) -> Arc<[AtomicU64; 17]> {
+        if let Some(c) = self
+            .by_method
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(method)
+        {
+            return c.clone();
+        }
+        let mut map = self.by_method.write().unwrap_or_else(|p| p.into_inner());
+        let key = if map.len() >= RPC_METHODS_MAX && !map.contains_key(method) {
+            "other"
+        } else {
+            method
+        };
+        map.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Counts one answer of `method` with gRPC status `code` (0 OK … 16 Unauthenticated; an
+    /// unknown code counts as 2, Unknown).
+    pub fn count(&self, method: &str, code: u16) {
+        let i = if code <= 16 { code as usize } else { 2 };
+        self.counter(method)[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (method, code name, answers) for every nonzero count, sorted.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, u64)> {
+        let map = self.by_method.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (method, counts) in map.iter() {
+            for (code, n) in counts.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((method.clone(), CODE_NAMES[code], n));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// gRPC status codes' names, by number.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A tower layer over the node's gRPC server that counts every answer in [`RpcCounts`]: by
+/// the `grpc-status` of its headers (an error answered at once) or of its trailers (the end of
+/// a unary answer or a stream). A stream that ends without trailers (the client went away) is
+/// counted as `CANCELLED`.
+#[derive(Clone)]
+pub struct CountRpcs(pub Arc<RpcCounts>);
+
+impl<S> tower::Layer<S> for CountRpcs {
+    type Service = Counting<S>;
+
+    fn layer(&self, inner: S) -> Counting<S> {
+        Counting {
+            inner,
+            counts: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Counting<S> {
+    inner: S,
+    counts: Arc<RpcCounts>,
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Counting<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<CountedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let method = req.uri().path().to_string();
+        let counts = self.counts.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let res = answer.await?;
+            let pending = match grpc_status(res.headers()) {
+                Some(code) => {
+                    counts.count(&method, code);
+                    None
+                }
+                None => Some((counts, method)),
+            };
+            Ok(res.map(|inner| CountedBody { inner, pending }))
+        })
+    }
+}
+
+/// An answer's body that counts its request when the trailers go by (or when it is dropped
+/// without them).
+pub struct CountedBody<B> {
+    inner: B,
+    /// Where to count, until counted.
+    pending: Option<(Arc<RpcCounts>, String)>,
+}
+
+impl<B> Drop for CountedBody<B> {
+    fn drop(&mut self) {
+        if let Some((counts, method)) = self.pending.take() {
+            counts.count(&method, 1);
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                if let Some((counts, method)) = self.pending.take() {
+                    counts.count(&method, code);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -415,6 +415,7 @@ impl Node {
             None => crate::gate::Gate::open(),
         };
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let rpcs = Arc::new(crate::metrics::RpcCounts::default());
         let kv = KvServer::new(KvService::new(
             ctx.clone(),
             keepalives.clone(),
@@ -431,6 +432,7 @@ impl Node {
                 Stores::Disk(s) => Some(s.fsync_latency()),
                 Stores::Memory(_) => None,
             };
+            let rpcs = rpcs.clone();
             Arc::new(move || {
                 let status = crate::service::node_status(&ctx, &keepalives, &gate);
                 let mut histograms = metrics.observed();
@@ -450,7 +452,11 @@ impl Node {
                         histogram: f.snapshot(),
                     });
                 }
-                crate::metrics::Scrape { status, histograms }
+                crate::metrics::Scrape {
+                    status,
+                    histograms,
+                    rpcs: rpcs.snapshot(),
+                }
             })
         };
         {
@@ -554,6 +560,7 @@ impl Node {
         let mut stop_server = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
+                .layer(crate::metrics::CountRpcs(rpcs))
                 .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
                 .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))

@@ -155,6 +155,13 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     )
     .expect("client");
     assert!(forged.get("/metrics-test/0").await.is_err());
+    // A lock (and the session lease it rides on) shows in the group's gauges.
+    let session = meridian_sdk::Session::new(c.clone(), Duration::from_secs(10));
+    let _guard = session
+        .lock("/metrics-test/lock", meridian_sdk::LockOptions::default())
+        .await
+        .expect("lock")
+        .expect("the lock is free");
     // Reads at node 1 (the client's endpoint): 5 sequential, 5 linearizable (a sync round
     // each, unless they share one).
     for i in 0..5 {
@@ -192,6 +199,9 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
             assert!(puts >= 20.0, "{puts} puts answered OK");
             let forged = sample(&after, rpcs, &["/meridian.v1.Kv/Get\"", "UNAUTHENTICATED"]);
             assert!(forged >= 1.0, "{forged} gets refused");
+            assert!(sample(&after, "meridian_group_leases", &group) >= 1.0);
+            assert_eq!(sample(&after, "meridian_group_locks_held", &group), 1.0);
+            assert_eq!(sample(&after, "meridian_group_lock_waiters", &group), 0.0);
             break;
         }
         assert!(

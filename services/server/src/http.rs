@@ -337,6 +337,22 @@ pub fn render(scrape: &Scrape) -> String {
         );
     }
     let mut names: Vec<&str> = Vec::new();
+    for g in &scrape.gauges {
+        if !names.contains(&g.name) {
+            names.push(g.name);
+        }
+    }
+    for name in names {
+        let family: Vec<&crate::metrics::Gauge> =
+            scrape.gauges.iter().filter(|g| g.name == name).collect();
+        f.family(name, "gauge", family[0].help);
+        for g in family {
+            let labels: Vec<(&str, &str)> =
+                g.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.sample(name, &labels, g.value);
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
     for o in &scrape.histograms {
         if !names.contains(&o.name) {
             names.push(o.name);
@@ -366,6 +382,12 @@ mod tests {
         Scrape {
             status: status(),
             rpcs: vec![("/meridian.v1.Kv/Get".into(), "NOT_FOUND", 3)],
+            gauges: vec![crate::metrics::Gauge {
+                name: "meridian_group_leases",
+                help: "leases",
+                labels: vec![("group", "1".into())],
+                value: 2.0,
+            }],
             histograms: vec![Observed {
                 name: "meridian_fsync_duration_seconds",
                 help: "fsyncs",
@@ -433,6 +455,7 @@ mod tests {
             "meridian_fsync_duration_seconds_sum 0.003",
             "meridian_fsync_duration_seconds_count 1",
             "meridian_grpc_requests_total{method=\"/meridian.v1.Kv/Get\",code=\"NOT_FOUND\"} 3",
+            "meridian_group_leases{group=\"1\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }

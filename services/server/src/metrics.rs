@@ -53,11 +53,59 @@ pub struct Observed {
     pub histogram: HistogramSnapshot,
 }
 
-/// One reading of the node: its status, its histograms and its gRPC answers by method and code.
+/// One labelled gauge of a scrape (read from a replica's state).
+#[derive(Clone, Debug)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// The gauges of one group's replica: its leases, the locks held and the acquires waiting.
+/// Reads the whole lock table (under the state's read lock), once per scrape.
+pub fn group_gauges(group: u64, name: &str, s: &meridian_storage::KvState) -> Vec<Gauge> {
+    let (mut held, mut waiting) = (0usize, 0usize);
+    for lock in s.locks.values() {
+        let h = lock
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.granted.is_some() && !w.is_delay())
+            .count();
+        let d = lock.waiters.iter().filter(|(_, w)| w.is_delay()).count();
+        held += h;
+        waiting += lock.waiters.len() - h - d;
+    }
+    let labels = || vec![("group", group.to_string()), ("name", name.to_string())];
+    vec![
+        Gauge {
+            name: "meridian_group_leases",
+            help: "Leases alive in the group, as this replica has applied them.",
+            labels: labels(),
+            value: s.leases.len() as f64,
+        },
+        Gauge {
+            name: "meridian_group_locks_held",
+            help: "Lock holders in the group (a shared lock may have several).",
+            labels: labels(),
+            value: held as f64,
+        },
+        Gauge {
+            name: "meridian_group_lock_waiters",
+            help: "Lock acquires queued behind a holder in the group.",
+            labels: labels(),
+            value: waiting as f64,
+        },
+    ]
+}
+
+/// One reading of the node: its status, its histograms and gauges, and its gRPC answers by
+/// method and code.
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
     pub status: pb::StatusResponse,
     pub histograms: Vec<Observed>,
+    pub gauges: Vec<Gauge>,
     pub rpcs: Vec<(String, &'static str, u64)>,
 }
 

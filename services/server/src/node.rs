@@ -436,6 +436,11 @@ impl Node {
             Arc::new(move || {
                 let status = crate::service::node_status(&ctx, &keepalives, &gate);
                 let mut histograms = metrics.observed();
+                let mut gauges = Vec::new();
+                for (g, h) in ctx.host.groups() {
+                    let name = ctx.topology.group(g).map_or("", |spec| spec.name.as_str());
+                    gauges.extend(crate::metrics::group_gauges(g.0, name, &h.shared.read()));
+                }
                 for g in &status.groups {
                     histograms.push(crate::metrics::Observed {
                         name: "meridian_sync_round_duration_seconds",
@@ -455,6 +460,7 @@ impl Node {
                 crate::metrics::Scrape {
                     status,
                     histograms,
+                    gauges,
                     rpcs: rpcs.snapshot(),
                 }
             })

@@ -155,6 +155,25 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
     )
     .expect("client");
     assert!(forged.get("/metrics-test/0").await.is_err());
+    // An open watch stream shows (kept open to the end: `_watch`).
+    let mut w = c.watch("/metrics-test/w", false, 0);
+    let first = tokio::spawn(async move {
+        let e = w.next().await;
+        (w, e)
+    });
+    let start = Instant::now();
+    while !first.is_finished() {
+        c.put("/metrics-test/w", "x")
+            .await
+            .expect("put the watched key");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the watch saw nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_watch, event) = first.await.expect("watch task");
+    event.expect("a watch event");
     // A lock (and the session lease it rides on) shows in the group's gauges.
     let session = meridian_sdk::Session::new(c.clone(), Duration::from_secs(10));
     let _guard = session
@@ -202,6 +221,20 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
             assert!(sample(&after, "meridian_group_leases", &group) >= 1.0);
             assert_eq!(sample(&after, "meridian_group_locks_held", &group), 1.0);
             assert_eq!(sample(&after, "meridian_group_lock_waiters", &group), 0.0);
+            assert!(sample(&after, "meridian_watch_streams", &[]) >= 1.0);
+            // Proposals are counted where group 1's leader is.
+            let (mut proposed, mut committed) = (0.0, 0.0);
+            for a in &http {
+                let text = get(a, "/metrics").1;
+                proposed += sample(&text, "meridian_group_proposals_total", &group);
+                committed += sample(
+                    &text,
+                    "meridian_group_commit_duration_seconds_count",
+                    &group,
+                );
+            }
+            assert!(proposed >= 20.0, "{proposed} proposals");
+            assert!(committed >= 1.0, "{committed} entries committed");
             break;
         }
         assert!(

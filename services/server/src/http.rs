@@ -345,7 +345,7 @@ pub fn render(scrape: &Scrape) -> String {
     for name in names {
         let family: Vec<&crate::metrics::Gauge> =
             scrape.gauges.iter().filter(|g| g.name == name).collect();
-        f.family(name, "gauge", family[0].help);
+        f.family(name, family[0].kind, family[0].help);
         for g in family {
             let labels: Vec<(&str, &str)> =
                 g.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -384,6 +384,7 @@ mod tests {
             rpcs: vec![("/meridian.v1.Kv/Get".into(), "NOT_FOUND", 3)],
             gauges: vec![crate::metrics::Gauge {
                 name: "meridian_group_leases",
+                kind: "gauge",
                 help: "leases",
                 labels: vec![("group", "1".into())],
                 value: 2.0,

@@ -53,10 +53,12 @@ pub struct Observed {
     pub histogram: HistogramSnapshot,
 }
 
-/// One labelled gauge of a scrape (read from a replica's state).
+/// One labelled gauge or counter of a scrape.
 #[derive(Clone, Debug)]
 pub struct Gauge {
     pub name: &'static str,
+    /// `gauge` or `counter`.
+    pub kind: &'static str,
     pub help: &'static str,
     pub labels: Vec<(&'static str, String)>,
     pub value: f64,
@@ -80,23 +82,59 @@ pub fn group_gauges(group: u64, name: &str, s: &meridian_storage::KvState) -> Ve
     vec![
         Gauge {
             name: "meridian_group_leases",
+            kind: "gauge",
             help: "Leases alive in the group, as this replica has applied them.",
             labels: labels(),
             value: s.leases.len() as f64,
         },
         Gauge {
             name: "meridian_group_locks_held",
+            kind: "gauge",
             help: "Lock holders in the group (a shared lock may have several).",
             labels: labels(),
             value: held as f64,
         },
         Gauge {
             name: "meridian_group_lock_waiters",
+            kind: "gauge",
             help: "Lock acquires queued behind a holder in the group.",
             labels: labels(),
             value: waiting as f64,
         },
     ]
+}
+
+/// One group's proposer: commands and entries proposed (counters) and the commit histogram.
+pub fn proposer_samples(
+    group: u64,
+    name: &str,
+    stats: &crate::proposer::ProposerStats,
+) -> (Vec<Gauge>, Observed) {
+    let labels = || vec![("group", group.to_string()), ("name", name.to_string())];
+    (
+        vec![
+            Gauge {
+                name: "meridian_group_proposals_total",
+                kind: "counter",
+                help: "Commands this node proposed to the group (as its leader).",
+                labels: labels(),
+                value: stats.commands.load(Ordering::Relaxed) as f64,
+            },
+            Gauge {
+                name: "meridian_group_proposal_entries_total",
+                kind: "counter",
+                help: "Raft entries those commands went in (proposals / entries = batch size).",
+                labels: labels(),
+                value: stats.entries.load(Ordering::Relaxed) as f64,
+            },
+        ],
+        Observed {
+            name: "meridian_group_commit_duration_seconds",
+            help: "An entry's proposal to its result on the leader (quorum fsync and apply).",
+            labels: labels(),
+            histogram: stats.commit.snapshot(),
+        },
+    )
 }
 
 /// One reading of the node: its status, its histograms and gauges, and its gRPC answers by

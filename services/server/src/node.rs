@@ -437,10 +437,27 @@ impl Node {
                 let status = crate::service::node_status(&ctx, &keepalives, &gate);
                 let mut histograms = metrics.observed();
                 let mut gauges = Vec::new();
+                let name = |g: GroupId| ctx.topology.group(g).map_or("", |spec| spec.name.as_str());
                 for (g, h) in ctx.host.groups() {
-                    let name = ctx.topology.group(g).map_or("", |spec| spec.name.as_str());
-                    gauges.extend(crate::metrics::group_gauges(g.0, name, &h.shared.read()));
+                    gauges.extend(crate::metrics::group_gauges(g.0, name(g), &h.shared.read()));
                 }
+                for (g, p) in &ctx.proposers {
+                    let (counts, commits) =
+                        crate::metrics::proposer_samples(g.0, name(*g), p.stats());
+                    gauges.extend(counts);
+                    histograms.push(commits);
+                }
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_watch_streams",
+                    kind: "gauge",
+                    help: "Watch streams this node serves now.",
+                    labels: Vec::new(),
+                    value: ctx
+                        .limits
+                        .watches_max
+                        .saturating_sub(ctx.watches.available_permits())
+                        as f64,
+                });
                 for g in &status.groups {
                     histograms.push(crate::metrics::Observed {
                         name: "meridian_sync_round_duration_seconds",

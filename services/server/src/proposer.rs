@@ -8,9 +8,11 @@
 
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
+use meridian_types::metrics::Histogram;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -41,13 +43,31 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Proposal>,
+    stats: Arc<ProposerStats>,
+}
+
+/// What one group's proposer did (`/metrics`).
+#[derive(Default)]
+pub struct ProposerStats {
+    /// Commands proposed.
+    pub commands: AtomicU64,
+    /// Raft entries they went in (a batch is one entry): commands / entries = the batch size.
+    pub entries: AtomicU64,
+    /// From an entry's proposal to its result on this node (the leader): quorum and apply.
+    pub commit: Histogram,
 }
 
 impl Proposer {
     pub fn start(group: GroupId, raft: Raft) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
-        tokio::spawn(run(group, raft, rx));
-        Self { tx }
+        let stats = Arc::new(ProposerStats::default());
+        tokio::spawn(run(group, raft, rx, stats.clone()));
+        Self { tx, stats }
+    }
+
+    /// Its counters and commit latencies.
+    pub fn stats(&self) -> &ProposerStats {
+        &self.stats
     }
 
     /// Queues `cmd` and waits for its outcome.
@@ -82,7 +102,12 @@ fn size_of(cmd: &Command) -> usize {
     }
 }
 
-async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+async fn run(
+    group: GroupId,
+    raft: Raft,
+    mut rx: mpsc::Receiver<Proposal>,
+    stats: Arc<ProposerStats>,
+) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carry: Option<Proposal> = None;
     loop {
@@ -118,15 +143,24 @@ async fn run(group: GroupId, raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 batch.push(next);
             }
         }
+        stats
+            .commands
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.entries.fetch_add(1, Ordering::Relaxed);
         let raft = raft.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            submit(group, &raft, batch).await;
+            let start = std::time::Instant::now();
+            if submit(group, &raft, batch).await {
+                stats.commit.observe(start.elapsed());
+            }
         });
     }
 }
 
-async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) {
+/// Proposes `batch` as one entry and answers each proposal; whether the entry committed.
+async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) -> bool {
     let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let single = cmds.len() == 1;
@@ -136,7 +170,7 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) {
             cmds.push(last);
             Command::Batch(cmds)
         }
-        None => return,
+        None => return false,
     };
     match meridian_consensus::host::write(raft, cmd).await {
         Ok(resp) => {
@@ -153,6 +187,7 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) {
                     }
                 }
             }
+            true
         }
         Err(e) => {
             let err = match e {
@@ -166,6 +201,7 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) {
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }
+            false
         }
     }
 }

@@ -204,31 +204,9 @@ impl KvService {
     /// still own it. A subtree frozen for a move is read at the move's target once its replica
     /// holds the import (the target may take writes from then on); failing that, or once
     /// released, it is routed again by the map. `read` runs on the replica's state; `route`
-    /// says where the scope lives by a map.
-    /// [`KvService::read_untimed`], its duration counted by consistency when it succeeds.
+    /// says where the scope lives by a map. A read served is counted by consistency in the
+    /// node's read histograms.
     async fn read_here<R>(
-        &self,
-        scope: &str,
-        prefix: bool,
-        opts: (Option<&pb::ReadOptions>, Option<&pb::Session>),
-        route: impl Fn(&meridian_placement::Placement) -> Result<GroupId, Error>,
-        read: impl Fn(&meridian_storage::KvState) -> R,
-        group: GroupId,
-    ) -> Result<(R, crate::router::ReadyRead, u64), Error> {
-        let start = std::time::Instant::now();
-        let consistency = opts
-            .0
-            .map_or(pb::Consistency::Sequential, |o| o.consistency());
-        let out = self
-            .read_untimed(scope, prefix, opts, route, read, group)
-            .await;
-        if out.is_ok() {
-            self.metrics.read(consistency).observe(start.elapsed());
-        }
-        out
-    }
-
-    async fn read_untimed<R>(
         &self,
         scope: &str,
         prefix: bool,
@@ -237,52 +215,63 @@ impl KvService {
         read: impl Fn(&meridian_storage::KvState) -> R,
         mut group: GroupId,
     ) -> Result<(R, crate::router::ReadyRead, u64), Error> {
-        let deadline = self.deadline();
-        loop {
-            let floor = self.ctx.domain_floor(group, scope);
-            let r = self
-                .ctx
-                .prepare_read_from(group, opts.0, opts.1, floor)
-                .await?;
-            let (out, rev, frozen) = {
-                let s = r.handle.shared.read();
-                (read(&s), s.revision, s.frozen_at(scope, prefix))
-            };
-            match frozen {
-                None => return Ok((out, r, rev)),
-                Some(epoch) => {
-                    // Moving away: the target serves it once it holds the import (from then
-                    // on it may take writes, so the source's frozen copy would be stale).
-                    if let Some(to) =
-                        crate::moves::handover(&self.ctx, group, epoch, &[(scope, prefix)])
-                    {
-                        let r = self.ctx.prepare_read_from(to, opts.0, opts.1, 0).await?;
-                        if crate::moves::imported(&self.ctx, to, epoch, deadline)
-                            .await
-                            .is_some()
+        let start = std::time::Instant::now();
+        let consistency = opts
+            .0
+            .map_or(pb::Consistency::Sequential, |o| o.consistency());
+        let out: Result<(R, crate::router::ReadyRead, u64), Error> = async {
+            let deadline = self.deadline();
+            loop {
+                let floor = self.ctx.domain_floor(group, scope);
+                let r = self
+                    .ctx
+                    .prepare_read_from(group, opts.0, opts.1, floor)
+                    .await?;
+                let (out, rev, frozen) = {
+                    let s = r.handle.shared.read();
+                    (read(&s), s.revision, s.frozen_at(scope, prefix))
+                };
+                match frozen {
+                    None => return Ok((out, r, rev)),
+                    Some(epoch) => {
+                        // Moving away: the target serves it once it holds the import (from then
+                        // on it may take writes, so the source's frozen copy would be stale).
+                        if let Some(to) =
+                            crate::moves::handover(&self.ctx, group, epoch, &[(scope, prefix)])
                         {
-                            let (out, rev) = {
-                                let s = r.handle.shared.read();
-                                (read(&s), s.revision)
-                            };
-                            return Ok((out, r, rev));
+                            let r = self.ctx.prepare_read_from(to, opts.0, opts.1, 0).await?;
+                            if crate::moves::imported(&self.ctx, to, epoch, deadline)
+                                .await
+                                .is_some()
+                            {
+                                let (out, rev) = {
+                                    let s = r.handle.shared.read();
+                                    (read(&s), s.revision)
+                                };
+                                return Ok((out, r, rev));
+                            }
                         }
-                    }
-                    group = self.ctx.reroute(group, epoch, deadline, &route).await?;
-                    // The new owner may be served elsewhere (residency); the caller routes
-                    // such a request from the start.
-                    if !matches!(
-                        self.ctx.residency(group, &[(scope, prefix)], None)?,
-                        crate::residency::Route::Local
-                    ) {
-                        return Err(Error::WrongGroup {
-                            epoch,
-                            group: group.0,
-                        });
+                        group = self.ctx.reroute(group, epoch, deadline, &route).await?;
+                        // The new owner may be served elsewhere (residency); the caller routes
+                        // such a request from the start.
+                        if !matches!(
+                            self.ctx.residency(group, &[(scope, prefix)], None)?,
+                            crate::residency::Route::Local
+                        ) {
+                            return Err(Error::WrongGroup {
+                                epoch,
+                                group: group.0,
+                            });
+                        }
                     }
                 }
             }
         }
+        .await;
+        if out.is_ok() {
+            self.metrics.read(consistency).observe(start.elapsed());
+        }
+        out
     }
 }
 

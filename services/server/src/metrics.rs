@@ -152,14 +152,14 @@ pub struct Scrape {
 /// [`RPC_METHODS_MAX`] methods (a client probing made-up paths) the rest count as `other`.
 #[derive(Default)]
 pub struct RpcCounts {
-    by_method: std::sync::RwLock<std::collections::HashMap<String, Arc<[AtomicU64; 17]>>>,
+    by_method: std::sync::RwLock<std::collections::HashMap<String, Counter>>,
 }
 
 /// Most distinct method paths counted one by one.
 pub const RPC_METHODS_MAX: usize = 256;
 
 impl RpcCounts {
-    fn counter(&self, method: &str) -> Arc<[AtomicU64; 17]> {
+    fn counter(&self, method: &str) -> Counter {
         if let Some(c) = self
             .by_method
             .read()
@@ -180,8 +180,7 @@ impl RpcCounts {
     /// Counts one answer of `method` with gRPC status `code` (0 OK … 16 Unauthenticated; an
     /// unknown code counts as 2, Unknown).
     pub fn count(&self, method: &str, code: u16) {
-        let i = if code <= 16 { code as usize } else { 2 };
-        self.counter(method)[i].fetch_add(1, Ordering::Relaxed);
+        count(&self.counter(method), code);
     }
 
     /// (method, code name, answers) for every nonzero count, sorted.
@@ -256,13 +255,11 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Counting<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = http::Response<CountedBody<ResBody>>;
     type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
-    >;
+    type Future = CountingFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -272,20 +269,54 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let method = req.uri().path().to_string();
-        let counts = self.counts.clone();
-        let answer = self.inner.call(req);
-        Box::pin(async move {
-            let res = answer.await?;
-            let pending = match grpc_status(res.headers()) {
-                Some(code) => {
-                    counts.count(&method, code);
+        // The method's counters are found before the call: no allocation per request.
+        let counter = Some(self.counts.counter(req.uri().path()));
+        CountingFuture {
+            answer: self.inner.call(req),
+            counter,
+        }
+    }
+}
+
+/// One method's counters, by status code.
+type Counter = Arc<[AtomicU64; 17]>;
+
+fn count(counter: &Counter, code: u16) {
+    let i = if code <= 16 { code as usize } else { 2 };
+    counter[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// The answer of one call, counted when its headers carry a status, else handed to its body.
+pub struct CountingFuture<F> {
+    answer: F,
+    counter: Option<Counter>,
+}
+
+impl<F, B, E> std::future::Future for CountingFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, E>> + Unpin,
+{
+    type Output = Result<http::Response<CountedBody<B>>, E>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let res = match std::pin::Pin::new(&mut self.answer).poll(cx) {
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+            std::task::Poll::Ready(r) => r,
+        };
+        let counter = self.counter.take();
+        std::task::Poll::Ready(res.map(|res| {
+            let pending = match (grpc_status(res.headers()), counter) {
+                (Some(code), Some(c)) => {
+                    count(&c, code);
                     None
                 }
-                None => Some((counts, method)),
+                (_, c) => c,
             };
-            Ok(res.map(|inner| CountedBody { inner, pending }))
-        })
+            res.map(|inner| CountedBody { inner, pending })
+        }))
     }
 }
 
@@ -294,13 +325,13 @@ where
 pub struct CountedBody<B> {
     inner: B,
     /// Where to count, until counted.
-    pending: Option<(Arc<RpcCounts>, String)>,
+    pending: Option<Counter>,
 }
 
 impl<B> Drop for CountedBody<B> {
     fn drop(&mut self) {
-        if let Some((counts, method)) = self.pending.take() {
-            counts.count(&method, 1);
+        if let Some(c) = self.pending.take() {
+            count(&c, 1);
         }
     }
 }
@@ -316,8 +347,8 @@ impl<B: http_body::Body + Unpin> http_body::Body for CountedBody<B> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
-                if let Some((counts, method)) = self.pending.take() {
-                    counts.count(&method, code);
+                if let Some(c) = self.pending.take() {
+                    count(&c, code);
                 }
             }
         }

@@ -561,9 +561,17 @@ fn render_status(s: &pb::StatusResponse) -> Rendered {
                 "compacted_revision": g.compacted_revision,
             }));
         }
+        // Drift as the leader's replica (else the first) sees the membership.
+        let drift = leader
+            .or(replicas.first())
+            .map(|(_, g)| g.drift.clone())
+            .unwrap_or_default();
+        for d in &drift {
+            human.push_str(&format!("\n  drift: {d}"));
+        }
         json_groups.push(json!({
             "group": id, "name": name, "leader": leader_node, "term": term, "committed": commit,
-            "replicas": rows,
+            "replicas": rows, "drift": drift,
         }));
     }
     for u in &s.unreachable {

@@ -122,6 +122,11 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
         &group,
     );
     assert_eq!(sample(&before, "meridian_node_info", &["node=\"1\""]), 1.0);
+    assert_eq!(
+        sample(&before, "meridian_group_membership_drift", &group),
+        0.0,
+        "a dev cluster's membership is its topology's"
+    );
     // Exactly one node says it leads group 1 (once a start-up election settles).
     let start = Instant::now();
     loop {

@@ -30,6 +30,11 @@ pub fn unready(s: &pb::StatusResponse, max_lag: Duration) -> Vec<String> {
     for g in &s.groups {
         if g.leader == 0 {
             reasons.push(format!("group {} ({}): no known leader", g.group, g.name));
+        } else if g.lag_ms == u64::MAX {
+            reasons.push(format!(
+                "group {} ({}): this replica's lag behind its leader is not known yet",
+                g.group, g.name
+            ));
         } else if g.lag_ms > max_lag.as_millis() as u64 {
             reasons.push(format!(
                 "group {} ({}): this replica lags its leader by {} ms (bound {} ms)",

@@ -216,6 +216,12 @@ const GROUP_METRICS: &[GroupMetric] = &[
         |g| g.lag_ms as f64 / 1000.0,
     ),
     (
+        "meridian_group_membership_drift",
+        "gauge",
+        "Members whose live role (voter, learner, none) differs from the topology file.",
+        |g| g.drift.len() as f64,
+    ),
+    (
         "meridian_group_sync_rounds_total",
         "counter",
         "Read-index sync rounds this router sent for the group.",
@@ -299,6 +305,10 @@ pub fn render(scrape: &Scrape) -> String {
     for (name, kind, help, value) in GROUP_METRICS {
         f.family(name, kind, help);
         for g in &s.groups {
+            // A lag not known yet (the status says u64::MAX) has no sample.
+            if *name == "meridian_group_lag_seconds" && g.lag_ms == u64::MAX {
+                continue;
+            }
             let id = g.group.to_string();
             f.sample(name, &[("group", &id), ("name", &g.name)], value(g));
         }

@@ -671,6 +671,12 @@ fn group_status(
     };
     let leader_address = ctx.leader(h).map(|(_, a)| a).unwrap_or_default();
     let (syncs_sent, synced_reads) = ctx.syncers.counters(group);
+    let learners: std::collections::BTreeSet<u64> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| !voters.contains(id))
+        .collect();
+    let drift = ctx.topology.drift(group, &voters, &learners);
     let role = if voters.contains(&ctx.node_id) {
         "voter"
     } else {
@@ -696,5 +702,6 @@ fn group_status(
         state: format!("{:?}", m.state),
         members,
         compacted_revision: h.shared.compacted(),
+        drift,
     }
 }

@@ -167,6 +167,39 @@ impl Topology {
         })
     }
 
+    /// How `group`'s live membership (`voters`, `learners`: node ids) differs from what this
+    /// topology says, one line per difference, empty when they agree. A replaced node, a
+    /// learner promoted by hand, a member added outside the topology file show here.
+    pub fn drift(
+        &self,
+        group: GroupId,
+        voters: &BTreeSet<u64>,
+        learners: &BTreeSet<u64>,
+    ) -> Vec<String> {
+        let want_voters: BTreeSet<u64> = self.voters(group).iter().map(|n| n.id).collect();
+        let want_learners: BTreeSet<u64> = self.learners(group).iter().map(|n| n.id).collect();
+        let role = |id: u64, v: &BTreeSet<u64>, l: &BTreeSet<u64>| {
+            if v.contains(&id) {
+                "a voter"
+            } else if l.contains(&id) {
+                "a learner"
+            } else {
+                "not a member"
+            }
+        };
+        let mut ids: BTreeSet<u64> = want_voters.union(&want_learners).copied().collect();
+        ids.extend(voters.iter().chain(learners));
+        ids.into_iter()
+            .filter_map(|id| {
+                let live = role(id, voters, learners);
+                let want = role(id, &want_voters, &want_learners);
+                (live != want).then(|| {
+                    format!("node {id} is {live} of the group; the topology makes it {want}")
+                })
+            })
+            .collect()
+    }
+
     /// Groups hosted on `node` and its role in each, sorted by group id.
     pub fn groups_of_node(&self, node: u64) -> Vec<(GroupId, Role)> {
         let mut out: Vec<(GroupId, Role)> = Vec::new();

@@ -284,3 +284,34 @@ fn compliance_file_keeps_eu_data_in_the_eu() {
         assert!(printed.contains(needle), "{needle:?} not in {printed}");
     }
 }
+
+/// Live membership against the file: nothing when they agree, one line per node otherwise.
+#[test]
+fn drift_names_each_member_that_differs_from_the_file() {
+    let local = load(LOCAL);
+    let us = local
+        .groups
+        .iter()
+        .find(|g| g.name == "us-east")
+        .expect("us-east")
+        .id;
+    let voters: std::collections::BTreeSet<u64> = ids(local.voters(us)).into_iter().collect();
+    let learners: std::collections::BTreeSet<u64> = ids(local.learners(us)).into_iter().collect();
+    assert!(local.drift(us, &voters, &learners).is_empty());
+
+    // Node 3 replaced by node 10; node 4 promoted by hand.
+    let mut v = voters.clone();
+    v.remove(&3);
+    v.insert(10);
+    v.insert(4);
+    let mut l = learners.clone();
+    l.remove(&4);
+    assert_eq!(
+        local.drift(us, &v, &l),
+        vec![
+            "node 3 is not a member of the group; the topology makes it a voter",
+            "node 4 is a voter of the group; the topology makes it a learner",
+            "node 10 is a voter of the group; the topology makes it not a member",
+        ]
+    );
+}

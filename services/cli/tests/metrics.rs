@@ -227,6 +227,7 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
             assert_eq!(sample(&after, "meridian_group_locks_held", &group), 1.0);
             assert_eq!(sample(&after, "meridian_group_lock_waiters", &group), 0.0);
             assert!(sample(&after, "meridian_watch_streams", &[]) >= 1.0);
+            assert!(sample(&after, "meridian_watch_events_sent_total", &[]) >= 1.0);
             // Proposals are counted where group 1's leader is.
             let (mut proposed, mut committed) = (0.0, 0.0);
             for a in &http {

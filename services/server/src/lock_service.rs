@@ -706,12 +706,7 @@ impl Lock for LockService {
         self.ctx.serve_here(group, &name, false)?;
         let ready = self.ctx.prepare_read(group, None, None).await?;
         let h = ready.handle;
-        let permit = self.ctx.watches.clone().try_acquire_owned().map_err(|_| {
-            Error::Unavailable(format!(
-                "this node already serves {} watch and observe streams; use another endpoint",
-                self.ctx.limits.watches_max
-            ))
-        })?;
+        let permit = self.ctx.watches.open()?;
         let (tx, rx) = tokio::sync::mpsc::channel(OBSERVE_BUFFER);
         let svc = self.clone();
         let mut notices = h.shared.subscribe();

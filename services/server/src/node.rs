@@ -391,7 +391,7 @@ impl Node {
                 topology.placement_map(),
             )),
             topology: topology.clone(),
-            watches: Arc::new(tokio::sync::Semaphore::new(config.limits.watches_max)),
+            watches: crate::watch::Watches::new(config.limits.watches_max),
             proposers,
             syncers: Syncers::default(),
             sync_on_switch: config.router.sync_on_switch,
@@ -450,13 +450,16 @@ impl Node {
                 gauges.push(crate::metrics::Gauge {
                     name: "meridian_watch_streams",
                     kind: "gauge",
-                    help: "Watch streams this node serves now.",
+                    help: "Watch and election-observe streams this node serves now.",
                     labels: Vec::new(),
-                    value: ctx
-                        .limits
-                        .watches_max
-                        .saturating_sub(ctx.watches.available_permits())
-                        as f64,
+                    value: ctx.watches.open_now() as f64,
+                });
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_watch_events_sent_total",
+                    kind: "counter",
+                    help: "Events this node sent on its watch streams (relayed ones not counted).",
+                    labels: Vec::new(),
+                    value: ctx.watches.events_sent() as f64,
                 });
                 for g in &status.groups {
                     histograms.push(crate::metrics::Observed {

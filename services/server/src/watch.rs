@@ -47,6 +47,51 @@ impl Filter {
     }
 }
 
+/// The node's watch streams: at most `max` at once (each holds a permit while it lives, a
+/// proxied one too), and the events sent on them (`/metrics`).
+pub struct Watches {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    events: std::sync::atomic::AtomicU64,
+}
+
+impl Watches {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            events: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for one more stream (a watch, a proxied watch, an election observer), or why
+    /// not.
+    pub(crate) fn open(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            Error::Unavailable(format!(
+                "this node serves its maximum of {} watch and observe streams; use another \
+                 endpoint",
+                self.max
+            ))
+        })
+    }
+
+    fn sent(&self, events: usize) {
+        self.events
+            .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Streams open now.
+    pub fn open_now(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Events sent on every stream so far.
+    pub fn events_sent(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub async fn watch_stream(
     ctx: Arc<NodeCtx>,
     req: pb::WatchRequest,
@@ -70,12 +115,7 @@ pub async fn watch_stream(
     }
     let h = ctx.group(group)?;
     let shared = h.shared.clone();
-    let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
-        Error::Unavailable(format!(
-            "this node serves its maximum of {} watches; use another endpoint",
-            ctx.limits.watches_max
-        ))
-    })?;
+    let permit = ctx.watches.open()?;
     // Subscribe before reading history so nothing falls between the two.
     let live = shared.subscribe();
     if start == 0 {
@@ -124,6 +164,7 @@ pub async fn watch_stream(
     };
     let (tx, rx) = mpsc::channel(WATCH_BUFFER_MAX);
     let node = ctx.node_id;
+    let watches = ctx.watches.clone();
     let follow = Follow {
         placement: ctx.placement.clone(),
         host: ctx.host.clone(),
@@ -133,6 +174,7 @@ pub async fn watch_stream(
         let _permit = permit;
         let mut w = Watcher {
             shared,
+            watches,
             filter,
             tx,
             node,
@@ -146,6 +188,8 @@ pub async fn watch_stream(
 
 struct Watcher {
     shared: Arc<GroupShared>,
+    /// Where the events sent are counted.
+    watches: Arc<Watches>,
     filter: Filter,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     node: u64,
@@ -218,6 +262,7 @@ impl Watcher {
         fragment: bool,
     ) -> Result<(), Closed> {
         let events = std::mem::take(batch);
+        self.watches.sent(events.len());
         self.send(Ok(pb::WatchResponse {
             header: Some(self.header(revision)),
             events,
@@ -407,12 +452,7 @@ async fn proxy_watch(
     caller: &Caller,
 ) -> Result<WatchStream, Error> {
     use tokio_stream::StreamExt;
-    let permit = ctx.watches.clone().try_acquire_owned().map_err(|_| {
-        Error::Unavailable(format!(
-            "this node serves its maximum of {} watches; use another endpoint",
-            ctx.limits.watches_max
-        ))
-    })?;
+    let permit = ctx.watches.open()?;
     let upstream = ctx
         .proxy(to, |mut c, _| {
             let r = proxied_request(req.clone(), None, &ctx.region, caller);

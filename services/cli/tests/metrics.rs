@@ -327,3 +327,63 @@ async fn grpc_health_and_reflection_answer_without_a_token() {
         "the node-to-node protocol is not shown: {names:?}"
     );
 }
+
+/// After its leader is SIGKILLed, the survivors' metrics show the new leader: a higher term,
+/// a new leader id, one node that says it leads; /readyz on a survivor is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_leader_kill() {
+    common::watchdog(Duration::from_secs(300));
+    // The 3-region topology, each node its own process; group 1 is us-east's (voters 1-3).
+    let dev = DevCluster::start(&["--processes", "--no-wan"]);
+    let nodes = common::Nodes::of(&dev);
+    let http = |id: u64| {
+        dev.ready["http"][id.to_string()]
+            .as_str()
+            .expect("HTTP listener")
+            .to_string()
+    };
+    let group = ["group=\"1\""];
+    let (leader, term) = nodes.new_leader(1, 0, Duration::from_secs(60)).await;
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let before = get(&http(survivor), "/metrics").1;
+    assert_eq!(
+        sample(&before, "meridian_group_leader_id", &group),
+        leader as f64
+    );
+    nodes.signal(leader, "-KILL");
+    let (new_leader, new_term) = nodes.new_leader(1, term, Duration::from_secs(60)).await;
+    assert_ne!(new_leader, leader);
+    let start = Instant::now();
+    loop {
+        let text = get(&http(survivor), "/metrics").1;
+        let seen = sample(&text, "meridian_group_leader_id", &group);
+        let seen_term = sample(&text, "meridian_group_term", &group);
+        if seen == new_leader as f64 && seen_term >= new_term as f64 {
+            let leads: f64 = [survivor, 6 - leader - survivor]
+                .iter()
+                .map(|id| {
+                    sample(
+                        &get(&http(*id), "/metrics").1,
+                        "meridian_group_is_leader",
+                        &group,
+                    )
+                })
+                .sum();
+            assert_eq!(leads, 1.0, "exactly one survivor leads");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "node {survivor} still shows leader {seen} term {seen_term}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    while get(&http(survivor), "/readyz").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -38,7 +38,7 @@ pub struct NodeCtx {
     pub topology: Arc<Topology>,
     /// The placement map this router follows (from its replica of the global group).
     pub placement: Arc<crate::placement::PlacementView>,
-    pub watches: Arc<crate::watch::Watches>,
+    pub watches: Arc<crate::watches::Watches>,
     /// The write batcher of each group this node votes in.
     pub proposers: BTreeMap<GroupId, Proposer>,
     /// Coalesced syncs per group.

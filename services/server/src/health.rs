@@ -7,7 +7,7 @@
 //! group the node hosts has a known leader and this replica is not known to lag it by more
 //! than `[http] ready_lag_ms` — the rule `/readyz` answers by ([`unready`]).
 
-use crate::http::ScrapeSource;
+use crate::metrics::ScrapeSource;
 use meridian_proto::kv as pb;
 use std::time::Duration;
 use tonic_health::pb::health_server::{Health, HealthServer};

@@ -6,16 +6,12 @@
 //! Nothing here names a key or a value. The listener is plain HTTP without tokens: bind it
 //! where only operators and their Prometheus reach (as etcd's `--listen-metrics-urls`).
 
-use crate::metrics::{Observed, Scrape};
+use crate::metrics::{Observed, Scrape, ScrapeSource};
 use meridian_proto::kv as pb;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What the listener shows: a fresh reading of this node (status and histograms) at each
-/// request.
-pub type ScrapeSource = Arc<dyn Fn() -> Scrape + Send + Sync>;
 
 /// Longest one HTTP request may take (a scrape renders in well under a millisecond).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -46,6 +46,7 @@ pub mod service;
 pub mod syncs;
 pub mod tokens_service;
 pub mod watch;
+pub mod watches;
 
 pub use config::{NodeConfig, Peer};
 pub use node::{Node, SimEnv, StartError};

@@ -137,6 +137,10 @@ pub fn proposer_samples(
     )
 }
 
+/// Where the operator's listener and the health service read the node: a fresh [`Scrape`]
+/// at each call.
+pub type ScrapeSource = Arc<dyn Fn() -> Scrape + Send + Sync>;
+
 /// One reading of the node: its status, its histograms and gauges, and its gRPC answers by
 /// method and code.
 #[derive(Clone, Debug, Default)]

@@ -391,7 +391,7 @@ impl Node {
                 topology.placement_map(),
             )),
             topology: topology.clone(),
-            watches: crate::watch::Watches::new(config.limits.watches_max),
+            watches: crate::watches::Watches::new(config.limits.watches_max),
             proposers,
             syncers: Syncers::default(),
             sync_on_switch: config.router.sync_on_switch,
@@ -426,7 +426,7 @@ impl Node {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // What the operator's HTTP listener shows: the status the Kv service answers, and the
         // histograms of reads, sync rounds and fsyncs.
-        let status_source: crate::http::ScrapeSource = {
+        let status_source: crate::metrics::ScrapeSource = {
             let (ctx, keepalives, gate) = (ctx.clone(), keepalives.clone(), gate.clone());
             let fsync = match &stores {
                 Stores::Disk(s) => Some(s.fsync_latency()),

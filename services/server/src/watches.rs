@@ -1,0 +1,52 @@
+//! The node's watch streams as a resource: how many are open (each holds a slot while it
+//! lives: watches, proxied watches, election observers) and the events sent on them. Only
+//! state, so that the node's context can own it without depending on the watch service
+//! (`watch.rs`, `lock_service.rs` open slots; `/metrics` reads the counts).
+
+use crate::error::Error;
+use std::sync::Arc;
+
+/// The node's watch streams: at most `max` at once (each holds a permit while it lives, a
+/// proxied one too), and the events sent on them (`/metrics`).
+pub struct Watches {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    events: std::sync::atomic::AtomicU64,
+}
+
+impl Watches {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            events: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for one more stream (a watch, a proxied watch, an election observer), or why
+    /// not.
+    pub(crate) fn open(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            Error::Unavailable(format!(
+                "this node serves its maximum of {} watch and observe streams; use another \
+                 endpoint",
+                self.max
+            ))
+        })
+    }
+
+    pub(crate) fn sent(&self, events: usize) {
+        self.events
+            .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Streams open now.
+    pub fn open_now(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Events sent on every stream so far.
+    pub fn events_sent(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

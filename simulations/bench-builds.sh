@@ -22,20 +22,14 @@ done
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 port=7650
-run() { # name binary round
-  local name=$1 bin=$2 r=$3
+. "$(dirname "$0")/dev-bench.sh"
+for r in $(seq 1 "$rounds"); do
+  echo "== round $r"
+  port=$((port + 2)) # each node's HTTP listener takes the gRPC port + 1
+  dev_bench build old "$old" "$port" "${dev_args[@]}"
   port=$((port + 2))
-  "$bin" dev --nodes 3 --port "$port" --data-dir "$out/data-$name-$r" \
-    --ready-file "$out/ready-$name-$r" "${dev_args[@]}" >"$out/dev-$name-$r.log" 2>&1 &
-  local dev=$!
-  for _ in $(seq 1 600); do [ -f "$out/ready-$name-$r" ] && break; sleep 0.1; done
-  [ -f "$out/ready-$name-$r" ] || { echo "dev ($name) never became ready" >&2; cat "$out/dev-$name-$r.log" >&2; exit 1; }
-  echo "== $name, round $r (port $port)"
-  "$bin" --endpoint "127.0.1.1:$port" bench --clients "$clients" --seconds "$seconds" \
-    2> >(grep '^{' | sed "s/^{/{\"build\":\"$name\",/" >>"$out/results.jsonl")
-  kill -INT "$dev"; wait "$dev" || true
-}
-for r in $(seq 1 "$rounds"); do run old "$old" "$r"; run new "$new" "$r"; done
+  dev_bench build new "$new" "$port" "${dev_args[@]}"
+done
 sleep 1
 python3 - "$out/results.jsonl" <<'PY'
 import json, statistics, sys

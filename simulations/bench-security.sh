@@ -21,20 +21,14 @@ M=target/release/meridian
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 port=7600
+. simulations/dev-bench.sh
 run() { # mode round
   local mode=$1 r=$2 extra=()
   [ "$mode" = insecure ] && extra=(--insecure)
   [ "$mode" = tokens ] && extra=(--no-tls)
-  port=$((port + 1))
-  "$M" dev --nodes 3 --port "$port" --data-dir "$out/data-$mode-$r" \
-    --ready-file "$out/ready-$mode-$r" "${extra[@]}" >"$out/dev-$mode-$r.log" 2>&1 &
-  local dev=$!
-  for _ in $(seq 1 600); do [ -f "$out/ready-$mode-$r" ] && break; sleep 0.1; done
-  [ -f "$out/ready-$mode-$r" ] || { echo "dev ($mode) never became ready" >&2; cat "$out/dev-$mode-$r.log" >&2; exit 1; }
-  echo "== $mode, round $r (port $port)"
-  "$M" --endpoint "127.0.1.1:$port" bench --clients "$clients" --seconds "$seconds" \
-    2> >(grep '^{' | sed "s/^{/{\"mode\":\"$mode\",/" >>"$out/results.jsonl")
-  kill -INT "$dev"; wait "$dev" || true
+  port=$((port + 2)) # each node's HTTP listener takes the gRPC port + 1
+  echo "== round $r"
+  dev_bench mode "$mode" "$M" "$port" "${extra[@]}"
 }
 for r in $(seq 1 "$rounds"); do run secure "$r"; run tokens "$r"; run insecure "$r"; done
 sleep 1

@@ -73,11 +73,9 @@ pub fn services(
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let status = status.clone();
-            let ready = tokio::task::spawn_blocking(move || unready(&status().status, max_lag))
-                .await
-                .map(|r| r.is_empty())
-                .unwrap_or(false);
+            // On this task, not a blocking thread: a deterministic simulation runs the node too,
+            // and a thread outside its scheduler would make its runs differ.
+            let ready = unready(&status().status, max_lag).is_empty();
             let now = if ready {
                 ServingStatus::Serving
             } else {

@@ -7,7 +7,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "meridian/v1/lock.proto",
             "meridian/v1/placement.proto",
             "meridian/v1/tokens.proto",
-            "meridian/v1/cluster.proto",
             "meridian/v1/peer.proto",
         ],
         ["."],
@@ -20,7 +19,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "meridian/v1/lock.proto",
             "meridian/v1/placement.proto",
             "meridian/v1/tokens.proto",
-            "meridian/v1/cluster.proto",
         ],
         ["."],
     )?;

@@ -15,7 +15,6 @@ mod bench_locks;
 mod bench_placement;
 mod dev;
 mod dev_security;
-mod leader_cli;
 mod locks_cli;
 mod ops;
 mod output;
@@ -99,9 +98,6 @@ enum Command {
     /// The placement map (domains, owners, residency policies, epoch): show, set-policy.
     #[command(subcommand)]
     Placement(placement_cli::PlacementCmd),
-    /// A group's leadership: transfer it to another voter (needs `admin` on /).
-    #[command(subcommand)]
-    Leader(leader_cli::LeaderCmd),
     /// Run the WAN emulator standalone: relays that add a region pair's latency to any TCP traffic.
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
@@ -174,9 +170,6 @@ fn main() -> ExitCode {
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
                 placement_cli::run(client(endpoints, &access)?, cli.output, cmd).await
-            }
-            Command::Leader(cmd) => {
-                leader_cli::leader(client(endpoints, &access)?, cli.output, cmd).await
             }
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,

@@ -13,7 +13,6 @@
 //! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
 //! - [`error`]: the typed errors decoded from the server's status details.
 
-pub mod cluster;
 pub mod error;
 pub mod locks;
 pub mod placement;

@@ -20,7 +20,6 @@
 //!   [`revocation`]: the token revocation list, followed through the global group;
 //!   [`tokens_service`]: the `Tokens` API (revoke, list).
 
-pub mod cluster_service;
 pub mod config;
 pub mod convert;
 pub mod ctx;

@@ -570,9 +570,6 @@ impl Node {
         let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let cluster = meridian_proto::kv::cluster_server::ClusterServer::new(
-            crate::cluster_service::ClusterService::new(ctx.clone(), gate.clone()),
-        );
         let tokens = TokensServer::new(crate::tokens_service::TokensService::new(
             ctx.clone(),
             gate,
@@ -601,7 +598,6 @@ impl Node {
                 .add_service(lock)
                 .add_service(placement)
                 .add_service(tokens)
-                .add_service(cluster)
                 .add_service(health)
                 .add_service(reflection)
                 .add_service(reflection_alpha);

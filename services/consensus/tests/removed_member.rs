@@ -1,8 +1,8 @@
 //! A node removed from a group cannot talk its way back in (issue 14, docs/security.md): three
-//! nodes over real sockets with mTLS (each peer named by its certificate), one group; node 3 is
-//! removed from the group's membership, and a Raft message it sent while a member — replayed
-//! now with its still-valid certificate — is refused with `PermissionDenied` at every remaining
-//! member, counted, and the group keeps working without it.
+//! nodes over real sockets with mTLS (each peer named by its certificate), one group; a node that
+//! does not lead is removed from the group's membership, and a Raft message it sent while a
+//! member — replayed now with its still-valid certificate — is refused with `PermissionDenied`
+//! at every remaining member, counted, and the group keeps working without it.
 
 use meridian_consensus::admission::Admission;
 use meridian_consensus::Timing;
@@ -40,9 +40,9 @@ async fn a_removed_members_replayed_vote_is_refused() {
         .expect("the removed-member test finished in time");
 }
 
-/// node 3's vote request for `GROUP`, at `term`, as it sends it on the wire.
-fn vote_of_node_3(term: u64) -> RaftMessage {
-    let req: VoteRequest<TypeConfig> = VoteRequest::new(openraft::Vote::new(term, 3), None);
+/// `node`'s vote request for `GROUP`, at `term`, as it sends it on the wire.
+fn vote_of(node: u64, term: u64) -> RaftMessage {
+    let req: VoteRequest<TypeConfig> = VoteRequest::new(openraft::Vote::new(term, node), None);
     RaftMessage {
         group: GROUP.0,
         payload: bincode::serialize(&req).expect("encode"),
@@ -148,66 +148,63 @@ async fn run() {
         .await
         .expect("a leader is elected over mTLS");
 
-    // While node 3 is a member, its vote (of an old term) passes admission: the member answers
-    // it (refusing the stale term inside Raft, in an OK response).
-    let old = vote_of_node_3(0);
-    for to in &nodes[..2] {
-        send_as(&nodes[2], to, old.clone())
+    // The node to remove: one that does not lead (node 3, or node 2 if 3 leads), so the leader
+    // removes another node, not itself.
+    let leader = raft1.current_leader().await.expect("leader");
+    let gone = if leader == 3 { 2 } else { 3 };
+    let stay: Vec<&TestNode> = nodes.iter().filter(|n| id_of(n) != gone).collect();
+    let from = &nodes[(gone - 1) as usize];
+
+    // While it is a member, its vote (of an old term) passes admission: a member answers it
+    // (refusing the stale term inside Raft, in an OK response).
+    let old = vote_of(gone, 0);
+    for to in &stay {
+        send_as(from, to, old.clone())
             .await
             .expect("a member's vote is admitted");
     }
 
-    // Remove node 3 through the leader (make node 1 or 2 lead first: a leader does not remove
-    // itself here).
-    let leader = loop {
-        let l = raft1.current_leader().await.expect("leader");
-        if l != 3 {
-            break l;
-        }
-        let h = nodes[2].host.get(GROUP).expect("group");
-        let _ = h.raft.trigger().transfer_leader(1).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
     let lraft = nodes[(leader - 1) as usize]
         .host
         .get(GROUP)
         .expect("group")
         .raft;
     lraft
-        .change_membership(BTreeSet::from([1u64, 2]), false)
+        .change_membership(
+            stay.iter().map(|n| id_of(n)).collect::<BTreeSet<u64>>(),
+            false,
+        )
         .await
-        .expect("node 3 removed");
-    for n in &nodes[..2] {
+        .expect("the node removed");
+    for n in &stay {
         let h = n.host.get(GROUP).expect("group");
         let start = std::time::Instant::now();
-        while h.members().contains(&3) {
+        while h.members().contains(&gone) {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "node {} still counts node 3 a member",
+                "node {} still counts node {gone} a member",
                 id_of(n)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    // The same vote, replayed with node 3's valid certificate, and a fresh one of a higher
-    // term: refused by both remaining members, before Raft sees them, and counted.
-    for to in &nodes[..2] {
+    // The same vote, replayed with the removed node's valid certificate, and a fresh one of a
+    // higher term: refused by both remaining members, before Raft sees them, and counted.
+    let refusal = format!("node {gone} is not a member of group 1");
+    for to in &stay {
         let before = to.admission.refused();
-        for msg in [old.clone(), vote_of_node_3(1_000)] {
-            let e = send_as(&nodes[2], to, msg)
+        for msg in [old.clone(), vote_of(gone, 1_000)] {
+            let e = send_as(from, to, msg)
                 .await
                 .expect_err("a removed member's vote");
             assert_eq!(e.code(), Code::PermissionDenied, "{e}");
-            assert!(
-                e.message().contains("node 3 is not a member of group 1"),
-                "{e}"
-            );
+            assert!(e.message().contains(&refusal), "{e}");
         }
         assert_eq!(to.admission.refused(), before + 2, "each refusal counted");
     }
 
-    // The group goes on with nodes 1 and 2, its term not disturbed by node 3.
+    // The group goes on without it, its term not disturbed.
     let term = lraft.metrics().borrow_watched().current_term;
     for i in 0..5 {
         meridian_consensus::host::write(

@@ -114,6 +114,8 @@ pub struct HttpConfig {
     pub listen: Option<String>,
     /// `/readyz` fails while a replica this node hosts is known to lag its leader by more.
     pub ready_lag_ms: u64,
+    /// Serve the HTTP/JSON gateway (`/v1/...`, `/openapi.json`; docs/http.md) on the listener.
+    pub gateway: bool,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +123,7 @@ impl Default for HttpConfig {
         Self {
             listen: None,
             ready_lag_ms: 5_000,
+            gateway: true,
         }
     }
 }

@@ -47,6 +47,14 @@ pub enum Error {
     /// The state machine refused the command; nothing changed.
     #[error("{message}")]
     Rejected { rule: String, message: String },
+    /// A stale read's bound is not met by this replica now (another, or a later try, may).
+    #[error("unavailable: this replica of group {label} is {lag_ms} ms behind its leader, more than the {max_lag_ms} ms the read allows")]
+    StaleBound {
+        group: u64,
+        label: String,
+        lag_ms: u64,
+        max_lag_ms: u64,
+    },
 }
 
 impl From<meridian_types::Rejection> for Error {
@@ -141,6 +149,20 @@ impl From<Error> for Status {
             ),
             // Unavailable with a typed detail: refused before anything changed, so a client may
             // retry it (the SDK does) — a router catches up and routes it again.
+            Error::StaleBound {
+                group,
+                lag_ms,
+                max_lag_ms,
+                ..
+            } => with_detail(
+                Code::Unavailable,
+                message,
+                Kind::StaleBound(kv::StaleBound {
+                    group,
+                    lag_ms,
+                    max_lag_ms,
+                }),
+            ),
             Error::WrongGroup { epoch, group } => with_detail(
                 Code::Unavailable,
                 message,

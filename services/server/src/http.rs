@@ -19,11 +19,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most HTTP requests served at once; past it a request waits for a slot (then times out).
 const CONCURRENT_MAX: usize = 64;
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop` resolves.
+/// Serves `/metrics`, `/healthz` and `/readyz` — and with a `gateway`, the HTTP/JSON gateway's
+/// routes and `/openapi.json` — on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     status: ScrapeSource,
     ready_lag: Duration,
+    gateway: Option<crate::gateway::Gateway>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::routing::get;
@@ -55,6 +57,10 @@ pub async fn serve(
         .route("/metrics", get(guarded(|s, _| Reply::metrics(render(s)))))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(guarded(readiness)));
+    let app = match gateway {
+        Some(g) => app.merge(g.routes()),
+        None => app,
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

@@ -16,6 +16,8 @@
 //!   group's local replica, and its seeding from the topology; [`placement_service`]: the
 //!   `Placement` API (show, set-policy); [`residency`]: where a request may be served under
 //!   its domain's policy (here, proxied to an allowed region, or `PolicyDenied`).
+//! - [`http`]: the HTTP listener (metrics, health); [`gateway`]: the HTTP/JSON gateway on it
+//!   (docs/http.md), calling the node's own services.
 //! - [`gate`]: the capability-token check in front of every client RPC (docs/security.md);
 //!   [`revocation`]: the token revocation list, followed through the global group;
 //!   [`tokens_service`]: the `Tokens` API (revoke, list).
@@ -26,6 +28,7 @@ pub mod ctx;
 pub mod error;
 pub mod forward;
 pub mod gate;
+pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod keepalive;

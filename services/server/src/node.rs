@@ -410,20 +410,23 @@ impl Node {
         // status reports their counters.
         let keepalives = Arc::new(KeepAlives::default());
         let revocations = Arc::new(crate::revocation::Revocations::default());
-        let gate = match config.security.root()? {
+        let root = config.security.root()?;
+        let tokens_on = root.is_some();
+        let gate = match root {
             Some(root) => crate::gate::Gate::new(root, revocations.clone()),
             None => crate::gate::Gate::open(),
         };
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let rpcs = Arc::new(crate::metrics::RpcCounts::default());
-        let kv = KvServer::new(KvService::new(
+        let kv_service = Arc::new(KvService::new(
             ctx.clone(),
             keepalives.clone(),
             gate.clone(),
             metrics.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        ));
+        let kv = KvServer::from_arc(kv_service.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         // What the operator's HTTP listener shows: the status the Kv service answers, and the
         // histograms of reads, sync rounds and fsyncs.
         let status_source: crate::metrics::ScrapeSource = {
@@ -554,14 +557,15 @@ impl Node {
                 shutdown_rx.clone(),
             ));
         }
-        let lease = LeaseServer::new(LockService::new(
-            ctx.clone(),
-            keepalives.clone(),
-            gate.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let lock = LockServer::new(LockService::new(ctx.clone(), keepalives, gate.clone()))
+        let lock_service = Arc::new(LockService::new(ctx.clone(), keepalives, gate.clone()));
+        let gateway = config
+            .http
+            .gateway
+            .then(|| crate::gateway::Gateway::new(kv_service, lock_service.clone()));
+        let lease = LeaseServer::from_arc(lock_service.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let lock = LockServer::from_arc(lock_service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let forward = ForwardServer::new(ForwardService::new(ctx.clone(), admission))
@@ -670,6 +674,16 @@ impl Node {
             }
         }
         let http_addr = http.as_ref().map(|(_, a)| *a);
+        if let (Some(addr), true, true) = (http_addr, gateway.is_some(), tokens_on) {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "the HTTP/JSON gateway is plain HTTP: tokens sent to it travel in clear \
+                     beyond this machine; put a TLS-terminating proxy in front, or set \
+                     [http] gateway = false (docs/http.md)"
+                );
+            }
+        }
         if let Some((listener, addr)) = http {
             let mut stop = shutdown_rx.clone();
             let lag = Duration::from_millis(config.http.ready_lag_ms);
@@ -677,7 +691,9 @@ impl Node {
                 let stop = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) = crate::http::serve(listener, status_source, lag, stop).await {
+                if let Err(e) =
+                    crate::http::serve(listener, status_source, lag, gateway, stop).await
+                {
                     tracing::error!(error = %e, %addr, "the HTTP listener stopped");
                 }
             });

@@ -327,11 +327,12 @@ impl NodeCtx {
             match lag_ms {
                 Some(lag) if lag <= max => {}
                 Some(lag) => {
-                    return Err(Error::Unavailable(format!(
-                        "this replica of group {} is {lag} ms behind its leader, more than the \
-                         {max} ms the read allows",
-                        self.group_label(group)
-                    )))
+                    return Err(Error::StaleBound {
+                        group: group.0,
+                        label: self.group_label(group),
+                        lag_ms: lag,
+                        max_lag_ms: max,
+                    })
                 }
                 None => {
                     return Err(Error::Unavailable(format!(

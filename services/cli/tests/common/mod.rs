@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use meridian_sdk::{Client, Consistency, Options};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

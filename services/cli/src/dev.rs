@@ -347,6 +347,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
     }
     if let Some(first) = http.values().next().and_then(|v| v.as_str()) {
         println!("  metrics: http://{first}/metrics (every node: \"http\" in the ready file)");
+        println!("  status page and HTTP/JSON gateway: http://{first}/ (docs/http.md)");
     }
     if let Some(first) = topology.nodes.first() {
         println!(
@@ -549,6 +550,7 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
     println!("endpoint: {}", endpoints.join(","));
     if let Some(first) = http.values().next().and_then(|v| v.as_str()) {
         println!("metrics: http://{first}/metrics (every node: \"http\" in the ready file)");
+        println!("status page and HTTP/JSON gateway: http://{first}/ (docs/http.md)");
     }
     println!("try: meridian --endpoint {} put /hello world", endpoints[0]);
     let secure = announce(security);

@@ -558,10 +558,14 @@ impl Node {
             ));
         }
         let lock_service = Arc::new(LockService::new(ctx.clone(), keepalives, gate.clone()));
-        let gateway = config
-            .http
-            .gateway
-            .then(|| crate::gateway::Gateway::new(kv_service, lock_service.clone()));
+        let placement_service = Arc::new(PlacementService::new(ctx.clone(), gate.clone()));
+        let gateway = config.http.gateway.then(|| {
+            crate::gateway::Gateway::new(
+                kv_service,
+                lock_service.clone(),
+                placement_service.clone(),
+            )
+        });
         let lease = LeaseServer::from_arc(lock_service.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -571,7 +575,7 @@ impl Node {
         let forward = ForwardServer::new(ForwardService::new(ctx.clone(), admission))
             .max_decoding_message_size(PEER_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_BYTES);
-        let placement = PlacementServer::new(PlacementService::new(ctx.clone(), gate.clone()))
+        let placement = PlacementServer::from_arc(placement_service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let tokens = TokensServer::new(crate::tokens_service::TokensService::new(

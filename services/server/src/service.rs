@@ -559,7 +559,7 @@ impl Kv for KvService {
                 .map(|n| {
                     let ctx = self.ctx.clone();
                     let addr = n.address.clone();
-                    let id = n.id;
+                    let (id, region) = (n.id, n.region.clone());
                     let token = token.clone();
                     async move {
                         let res = async {
@@ -577,7 +577,7 @@ impl Kv for KvService {
                                 .map_err(|s| s.message().to_string())
                         }
                         .await;
-                        res.map_err(|e| format!("node {id} at {addr}: {e}"))
+                        res.map_err(|e| format!("node {id} ({region}) at {addr}: {e}"))
                     }
                 })
                 .collect();

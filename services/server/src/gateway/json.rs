@@ -1079,6 +1079,96 @@ impl From<pb::StatusResponse> for StatusResponse {
     }
 }
 
+/// A domain's residency policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Policy {
+    /// Regions by name or by tag (`jurisdiction:eu`).
+    pub allowed: Vec<String>,
+    /// `forward` or `strict`.
+    pub mode: String,
+}
+
+/// A domain: a key prefix and the group that owns it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Domain {
+    pub prefix: String,
+    pub group: u64,
+    pub group_name: String,
+    pub policy: Option<Policy>,
+    /// `serving`, or where it is moving.
+    pub state: String,
+}
+
+/// Nodes of a group in one region.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionCount {
+    pub region: String,
+    pub nodes: u32,
+}
+
+/// Where a group keeps its replicas.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlacementGroup {
+    pub id: u64,
+    pub name: String,
+    pub voters: Vec<RegionCount>,
+    pub learners: Vec<RegionCount>,
+}
+
+/// `GET /v1/placement`: the placement map as this router follows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlacementResponse {
+    /// 0: the topology's map, not yet committed by the global group.
+    pub epoch: u64,
+    pub domains: Vec<Domain>,
+    pub groups: Vec<PlacementGroup>,
+    /// The router that answered, and its region.
+    pub node: u64,
+    pub region: String,
+}
+
+impl From<pb::PlacementShowResponse> for PlacementResponse {
+    fn from(r: pb::PlacementShowResponse) -> Self {
+        let counts = |v: Vec<pb::RegionCount>| {
+            v.into_iter()
+                .map(|c| RegionCount {
+                    region: c.region,
+                    nodes: c.nodes,
+                })
+                .collect()
+        };
+        Self {
+            epoch: r.epoch,
+            domains: r
+                .domains
+                .into_iter()
+                .map(|d| Domain {
+                    prefix: d.prefix,
+                    group: d.group,
+                    group_name: d.group_name,
+                    policy: d.policy.map(|p| Policy {
+                        allowed: p.allowed,
+                        mode: p.mode,
+                    }),
+                    state: d.state,
+                })
+                .collect(),
+            groups: r
+                .groups
+                .into_iter()
+                .map(|g| PlacementGroup {
+                    id: g.id,
+                    name: g.name,
+                    voters: counts(g.voters),
+                    learners: counts(g.learners),
+                })
+                .collect(),
+            node: r.node,
+            region: r.region,
+        }
+    }
+}
+
 /// `GET /v1/status` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -13,6 +13,7 @@ pub mod json;
 pub mod session;
 
 use crate::lock_service::LockService;
+use crate::placement_service::PlacementService;
 use crate::service::KvService;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -23,6 +24,7 @@ use meridian_proto::kv as pb;
 use meridian_proto::kv::kv_server::Kv;
 use meridian_proto::kv::lease_server::Lease;
 use meridian_proto::kv::lock_server::Lock;
+use meridian_proto::kv::placement_server::Placement;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use session::Step;
@@ -47,11 +49,20 @@ const CONCURRENT_MAX: usize = 1024;
 pub struct Gateway {
     kv: Arc<KvService>,
     locks: Arc<LockService>,
+    placement: Arc<PlacementService>,
 }
 
 impl Gateway {
-    pub fn new(kv: Arc<KvService>, locks: Arc<LockService>) -> Self {
-        Self { kv, locks }
+    pub fn new(
+        kv: Arc<KvService>,
+        locks: Arc<LockService>,
+        placement: Arc<PlacementService>,
+    ) -> Self {
+        Self {
+            kv,
+            locks,
+            placement,
+        }
     }
 
     /// The gateway's routes (to merge into the HTTP listener's router).
@@ -72,6 +83,8 @@ impl Gateway {
             .route("/v1/lock/acquire", post(lock_acquire))
             .route("/v1/lock/release", post(lock_release))
             .route("/v1/status", get(status))
+            .route("/v1/placement", get(placement))
+            .route("/", get(status_page))
             .route("/openapi.json", get(openapi))
             .fallback(not_found)
             .layer(tower::limit::ConcurrencyLimitLayer::new(CONCURRENT_MAX))
@@ -116,7 +129,8 @@ async fn openapi() -> Response {
         lease_ttl,
         lock_acquire,
         lock_release,
-        status
+        status,
+        placement
     ),
     modifiers(&TokenScheme),
     security(("token" = []))
@@ -635,6 +649,40 @@ async fn status(
     }
 }
 
+/// The placement map: domains, their groups and policies, where each group keeps replicas.
+#[utoipa::path(get, path = "/v1/placement", tag = "cluster",
+    responses((status = 200, body = json::PlacementResponse), (status = "default", body = json::ErrorBody)))]
+async fn placement(State(g): State<Gateway>, headers: HeaderMap) -> Response {
+    let call = g
+        .placement
+        .show(request(&headers, pb::PlacementShowRequest {}));
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(r)) => axum::Json(json::PlacementResponse::from(r.into_inner())).into_response(),
+        Ok(Err(s)) => status_response(&s),
+        Err(_) => failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            "the placement map took too long".into(),
+        ),
+    }
+}
+
+/// The status page (docs/operations.md): one static page that polls `/v1/status?cluster=true`
+/// and `/v1/placement` every second. No build step; a token, if the node needs one, is given
+/// in the address's fragment (`/#token=...`, never sent to a server) or typed into the page.
+async fn status_page() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+const STATUS_PAGE: &str = include_str!("status.html");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +706,7 @@ mod tests {
             "/v1/lock/acquire",
             "/v1/lock/release",
             "/v1/status",
+            "/v1/placement",
         ] {
             assert!(
                 paths.iter().any(|x| x.as_str() == p),

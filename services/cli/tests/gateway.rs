@@ -369,9 +369,9 @@ async fn the_gateway_serves_the_api_with_tokens_and_sessions() {
     );
 }
 
-/// schemathesis's `st`: `MERIDIAN_SCHEMATHESIS`, else the one scripts/test installs.
+/// schemathesis's `st`: `SCHEMATHESIS_ST`, else the one scripts/test installs.
 fn schemathesis() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("MERIDIAN_SCHEMATHESIS") {
+    if let Some(p) = std::env::var_os("SCHEMATHESIS_ST") {
         return p.into();
     }
     let p =
@@ -379,7 +379,7 @@ fn schemathesis() -> std::path::PathBuf {
     assert!(
         p.exists(),
         "schemathesis is missing: run scripts/test (it installs it into target/schemathesis) \
-         or set MERIDIAN_SCHEMATHESIS to an `st` binary"
+         or set SCHEMATHESIS_ST to an `st` binary"
     );
     p
 }

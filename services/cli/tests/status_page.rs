@@ -11,9 +11,9 @@ use common::DevCluster;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Chromium: `MERIDIAN_CHROMIUM`, else `chromium` on the PATH.
+/// Chromium: `CHROMIUM_BIN`, else `chromium` on the PATH.
 fn chromium() -> String {
-    std::env::var("MERIDIAN_CHROMIUM").unwrap_or_else(|_| "chromium".to_string())
+    std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "chromium".to_string())
 }
 
 /// The page's DOM after its script has run (Chromium's `--dump-dom`, 4 s of virtual time).

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "meridian/v1/lock.proto",
             "meridian/v1/placement.proto",
             "meridian/v1/tokens.proto",
+            "meridian/v1/maintenance.proto",
             "meridian/v1/peer.proto",
         ],
         ["."],
@@ -19,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "meridian/v1/lock.proto",
             "meridian/v1/placement.proto",
             "meridian/v1/tokens.proto",
+            "meridian/v1/maintenance.proto",
         ],
         ["."],
     )?;

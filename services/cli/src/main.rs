@@ -21,6 +21,7 @@ mod output;
 mod placement_cli;
 mod sim;
 mod sim_run;
+mod snapshot_cli;
 mod token_cli;
 mod txn_parse;
 mod verbs;
@@ -98,6 +99,9 @@ enum Command {
     /// The placement map (domains, owners, residency policies, epoch): show, set-policy.
     #[command(subcommand)]
     Placement(placement_cli::PlacementCmd),
+    /// Backups: save every group's state to a file, check one, restore a new cluster from it.
+    #[command(subcommand)]
+    Snapshot(snapshot_cli::SnapshotCmd),
     /// Run the WAN emulator standalone: relays that add a region pair's latency to any TCP traffic.
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
@@ -170,6 +174,9 @@ fn main() -> ExitCode {
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
                 placement_cli::run(client(endpoints, &access)?, cli.output, cmd).await
+            }
+            Command::Snapshot(cmd) => {
+                snapshot_cli::run(|| client(endpoints, &access), cli.output, cmd).await
             }
             Command::WanProxy(args) => ops::wan_proxy(args).await,
             Command::Wan(args) => ops::wan(args).await,

@@ -293,6 +293,7 @@ async fn grpc_health_and_reflection_answer_without_a_token() {
         "meridian.v1.Lock",
         "meridian.v1.Placement",
         "meridian.v1.Tokens",
+        "meridian.v1.Maintenance",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }

@@ -13,6 +13,7 @@
 //! - [`watch`]: watch streams that resume after a disconnect from the last revision delivered.
 //! - [`error`]: the typed errors decoded from the server's status details.
 
+pub mod backup;
 pub mod error;
 pub mod locks;
 pub mod placement;

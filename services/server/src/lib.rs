@@ -16,12 +16,14 @@
 //!   group's local replica, and its seeding from the topology; [`placement_service`]: the
 //!   `Placement` API (show, set-policy); [`residency`]: where a request may be served under
 //!   its domain's policy (here, proxied to an allowed region, or `PolicyDenied`).
+//! - [`backup`]: the `Maintenance` service (a group's copy for `meridian snapshot save`).
 //! - [`http`]: the HTTP listener (metrics, health); [`gateway`]: the HTTP/JSON gateway on it
 //!   (docs/http.md), calling the node's own services.
 //! - [`gate`]: the capability-token check in front of every client RPC (docs/security.md);
 //!   [`revocation`]: the token revocation list, followed through the global group;
 //!   [`tokens_service`]: the `Tokens` API (revoke, list).
 
+pub mod backup;
 pub mod config;
 pub mod convert;
 pub mod ctx;

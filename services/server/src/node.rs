@@ -580,9 +580,14 @@ impl Node {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let tokens = TokensServer::new(crate::tokens_service::TokensService::new(
             ctx.clone(),
-            gate,
+            gate.clone(),
             revocations,
         ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let maintenance = meridian_proto::kv::maintenance_server::MaintenanceServer::new(
+            crate::backup::MaintenanceService::new(ctx.clone(), gate.clone()),
+        )
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (health, reflection, reflection_alpha) = crate::health::services(
@@ -606,6 +611,7 @@ impl Node {
                 .add_service(lock)
                 .add_service(placement)
                 .add_service(tokens)
+                .add_service(maintenance)
                 .add_service(health)
                 .add_service(reflection)
                 .add_service(reflection_alpha);

@@ -13,10 +13,13 @@
 //! - [`fjall_log`], [`fjall_sm`]: the on-disk implementations (one fjall database per node,
 //!   per group keyspaces `g<N>_log`, `g<N>_raft`, `g<N>_kv`, `g<N>_hist`, `g<N>_sm`).
 //! - [`mem`]: the in-memory implementations used by deterministic simulation.
+//! - [`backup`]: backup files (every group's copy at a revision, checksummed) and the restore
+//!   of a copy into a new node's empty store.
 //!
 //! Invariants: an append is acknowledged to openraft only after fsync; `last_applied` is
 //! written in the same atomic batch as the data it applied; the log has no holes.
 
+pub mod backup;
 pub mod error;
 pub mod fjall_log;
 pub mod fjall_sm;

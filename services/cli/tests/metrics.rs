@@ -203,7 +203,7 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
             assert!(sample(&after, "meridian_watch_streams", &[]) >= 1.0);
             assert!(sample(&after, "meridian_watch_events_sent_total", &[]) >= 1.0);
             // Proposals are counted where group 1's leader is.
-            let (mut proposed, mut committed) = (0.0, 0.0);
+            let (mut proposed, mut committed, mut batched) = (0.0, 0.0, 0.0);
             for a in &http {
                 let text = get(a, "/metrics").1;
                 proposed += sample(&text, "meridian_group_proposals_total", &group);
@@ -212,9 +212,17 @@ async fn metrics_pass_promtool_and_move_with_the_cluster() {
                     "meridian_group_commit_duration_seconds_count",
                     &group,
                 );
+                // The batch sizes' sum is the commands proposed.
+                batched += sample(&text, "meridian_group_proposal_batch_commands_sum", &group);
             }
             assert!(proposed >= 20.0, "{proposed} proposals");
             assert!(committed >= 1.0, "{committed} entries committed");
+            // (Read within one scrape, but a background proposal — a lease checkpoint — may
+            // land between the two readings.)
+            assert!(
+                batched >= 20.0 && (batched - proposed).abs() < 5.0,
+                "{batched} commands in batches, {proposed} proposed"
+            );
             break;
         }
         assert!(

@@ -104,12 +104,13 @@ pub fn group_gauges(group: u64, name: &str, s: &meridian_storage::KvState) -> Ve
     ]
 }
 
-/// One group's proposer: commands and entries proposed (counters) and the commit histogram.
+/// One group's proposer: commands and entries proposed (counters), the commit histogram and
+/// the batch sizes (commands per entry).
 pub fn proposer_samples(
     group: u64,
     name: &str,
     stats: &crate::proposer::ProposerStats,
-) -> (Vec<Gauge>, Observed) {
+) -> (Vec<Gauge>, [Observed; 2]) {
     let labels = || vec![("group", group.to_string()), ("name", name.to_string())];
     (
         vec![
@@ -128,12 +129,20 @@ pub fn proposer_samples(
                 value: stats.entries.load(Ordering::Relaxed) as f64,
             },
         ],
-        Observed {
-            name: "meridian_group_commit_duration_seconds",
-            help: "An entry's proposal to its result on the leader (quorum fsync and apply).",
-            labels: labels(),
-            histogram: stats.commit.snapshot(),
-        },
+        [
+            Observed {
+                name: "meridian_group_commit_duration_seconds",
+                help: "An entry's proposal to its result on the leader (quorum fsync and apply).",
+                labels: labels(),
+                histogram: stats.commit.snapshot(),
+            },
+            Observed {
+                name: "meridian_group_proposal_batch_commands",
+                help: "Commands per Raft entry this node proposed to the group (the batch size).",
+                labels: labels(),
+                histogram: stats.batch.snapshot(),
+            },
+        ],
     )
 }
 

@@ -445,10 +445,10 @@ impl Node {
                     gauges.extend(crate::metrics::group_gauges(g.0, name(g), &h.shared.read()));
                 }
                 for (g, p) in &ctx.proposers {
-                    let (counts, commits) =
+                    let (counts, observed) =
                         crate::metrics::proposer_samples(g.0, name(*g), p.stats());
                     gauges.extend(counts);
-                    histograms.push(commits);
+                    histograms.extend(observed);
                 }
                 gauges.push(crate::metrics::Gauge {
                     name: "meridian_watch_streams",

@@ -55,6 +55,8 @@ pub struct ProposerStats {
     pub entries: AtomicU64,
     /// From an entry's proposal to its result on this node (the leader): quorum and apply.
     pub commit: Histogram,
+    /// Commands per entry.
+    pub batch: meridian_types::metrics::Sizes,
 }
 
 impl Proposer {
@@ -147,6 +149,7 @@ async fn run(
             .commands
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.entries.fetch_add(1, Ordering::Relaxed);
+        stats.batch.observe(batch.len() as u64);
         let raft = raft.clone();
         let stats = stats.clone();
         tokio::spawn(async move {

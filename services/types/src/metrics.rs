@@ -22,9 +22,11 @@ pub struct Histogram {
 /// A histogram read at one moment: cumulative counts per bound, then the total.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramSnapshot {
-    /// (upper bound in seconds, observations at or below it), bounds increasing.
+    /// (upper bound in seconds — or in units, for [`Sizes`] —, observations at or below it),
+    /// bounds increasing.
     pub buckets: Vec<(f64, u64)>,
     pub count: u64,
+    /// The sum of the observations (seconds; units for [`Sizes`]).
     pub sum_seconds: f64,
 }
 
@@ -41,21 +43,63 @@ impl Histogram {
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut running = 0;
-        let buckets = BUCKETS_SECONDS
+        cumulative(
+            &BUCKETS_SECONDS,
+            &self.counts,
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
+/// Bucket upper bounds of [`Sizes`]: powers of two up to 1,024 (a batch holds at most that).
+pub const BUCKETS_SIZES: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Observations of a count (how many commands a Raft entry carried…), in [`BUCKETS_SIZES`].
+#[derive(Debug, Default)]
+pub struct Sizes {
+    counts: [AtomicU64; BUCKETS_SIZES.len() + 1],
+    sum: AtomicU64,
+}
+
+impl Sizes {
+    pub fn observe(&self, n: u64) {
+        let i = BUCKETS_SIZES
             .iter()
-            .zip(&self.counts)
-            .map(|(b, c)| {
-                running += c.load(Ordering::Relaxed);
-                (*b, running)
-            })
-            .collect();
-        let count = running + self.counts[BUCKETS_SECONDS.len()].load(Ordering::Relaxed);
-        HistogramSnapshot {
-            buckets,
-            count,
-            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        }
+            .position(|b| n as f64 <= *b)
+            .unwrap_or(BUCKETS_SIZES.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Read as a [`HistogramSnapshot`] whose sum is the sum of the counts.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        cumulative(
+            &BUCKETS_SIZES,
+            &self.counts,
+            self.sum.load(Ordering::Relaxed) as f64,
+        )
+    }
+}
+
+/// Cumulative counts per bound from per-bucket `counts` (one more than `bounds`: the last is
+/// everything above the largest bound).
+fn cumulative(bounds: &[f64], counts: &[AtomicU64], sum: f64) -> HistogramSnapshot {
+    let mut running = 0;
+    let buckets = bounds
+        .iter()
+        .zip(counts)
+        .map(|(b, c)| {
+            running += c.load(Ordering::Relaxed);
+            (*b, running)
+        })
+        .collect();
+    let count = running + counts[bounds.len()].load(Ordering::Relaxed);
+    HistogramSnapshot {
+        buckets,
+        count,
+        sum_seconds: sum,
     }
 }
 
@@ -82,5 +126,23 @@ mod tests {
             "20 s is above every bound"
         );
         assert!((s.sum_seconds - 20.00305).abs() < 1e-9, "{}", s.sum_seconds);
+    }
+
+    #[test]
+    fn sizes_land_in_power_of_two_buckets() {
+        let h = Sizes::default();
+        for n in [1, 3, 3, 200, 5000] {
+            h.observe(n);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 5);
+        assert_eq!(s.buckets[0], (1.0, 1));
+        assert_eq!(s.buckets[2], (4.0, 3), "3 and 3 are at or below 4");
+        assert_eq!(
+            s.buckets.last(),
+            Some(&(1024.0, 4)),
+            "5000 is above every bound"
+        );
+        assert_eq!(s.sum_seconds, 5207.0);
     }
 }

@@ -145,7 +145,7 @@ impl Families {
         let mut l = labels.clone();
         l.push(("le", "+Inf"));
         self.sample(&bucket, &l, o.histogram.count as f64);
-        self.sample(&format!("{}_sum", o.name), &labels, o.histogram.sum_seconds);
+        self.sample(&format!("{}_sum", o.name), &labels, o.histogram.sum);
         self.sample(
             &format!("{}_count", o.name),
             &labels,

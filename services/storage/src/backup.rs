@@ -213,7 +213,7 @@ pub async fn restore_group(
 ) -> Result<(), BackupError> {
     use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
     let fail = |what: &str, e: String| BackupError::Restore(format!("group {group}: {what}: {e}"));
-    decode(group.0, &copy)?;
+    // (The copy is not decoded here: `read` checked it, and installing it decodes it again.)
     let Some(first) = voters.keys().next().copied() else {
         return Err(fail(
             "no voters",

@@ -27,7 +27,7 @@ pub struct HistogramSnapshot {
     pub buckets: Vec<(f64, u64)>,
     pub count: u64,
     /// The sum of the observations (seconds; units for [`Sizes`]).
-    pub sum_seconds: f64,
+    pub sum: f64,
 }
 
 impl Histogram {
@@ -99,7 +99,7 @@ fn cumulative(bounds: &[f64], counts: &[AtomicU64], sum: f64) -> HistogramSnapsh
     HistogramSnapshot {
         buckets,
         count,
-        sum_seconds: sum,
+        sum,
     }
 }
 
@@ -125,7 +125,7 @@ mod tests {
             Some(2),
             "20 s is above every bound"
         );
-        assert!((s.sum_seconds - 20.00305).abs() < 1e-9, "{}", s.sum_seconds);
+        assert!((s.sum - 20.00305).abs() < 1e-9, "{}", s.sum);
     }
 
     #[test]
@@ -143,6 +143,6 @@ mod tests {
             Some(&(1024.0, 4)),
             "5000 is above every bound"
         );
-        assert_eq!(s.sum_seconds, 5207.0);
+        assert_eq!(s.sum, 5207.0);
     }
 }

@@ -638,15 +638,7 @@ async fn status(
     };
     let call =
         g.kv.status(request(&headers, pb::StatusRequest { cluster: q.cluster }));
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(r)) => axum::Json(json::StatusResponse::from(r.into_inner())).into_response(),
-        Ok(Err(s)) => status_response(&s),
-        Err(_) => failure(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_exceeded",
-            "the status took too long".into(),
-        ),
-    }
+    answer::<_, json::StatusResponse>(call, "the status").await
 }
 
 /// The placement map: domains, their groups and policies, where each group keeps replicas.
@@ -656,13 +648,22 @@ async fn placement(State(g): State<Gateway>, headers: HeaderMap) -> Response {
     let call = g
         .placement
         .show(request(&headers, pb::PlacementShowRequest {}));
+    answer::<_, json::PlacementResponse>(call, "the placement map").await
+}
+
+/// A call without a body or a session (status, placement) answered as JSON within
+/// [`CALL_TIMEOUT`].
+async fn answer<R, O: From<R> + Serialize>(
+    call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    what: &str,
+) -> Response {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(r)) => axum::Json(json::PlacementResponse::from(r.into_inner())).into_response(),
+        Ok(Ok(r)) => axum::Json(O::from(r.into_inner())).into_response(),
         Ok(Err(s)) => status_response(&s),
         Err(_) => failure(
             StatusCode::GATEWAY_TIMEOUT,
             "deadline_exceeded",
-            "the placement map took too long".into(),
+            format!("{what} took too long"),
         ),
     }
 }

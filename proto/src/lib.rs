@@ -8,6 +8,7 @@
 //! Domain crates never see these types: conversion happens once, at the service edge.
 
 pub mod io;
+pub mod trace;
 
 /// The encoded `FileDescriptorSet` of the client-facing services (kv, lock, placement, tokens
 /// protos), for gRPC server reflection.

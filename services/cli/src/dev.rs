@@ -55,7 +55,7 @@ pub struct DevArgs {
     /// SIGKILL, SIGSTOP and restart single nodes; the ready file lists each node's pid and the
     /// command that restarts it.
     #[arg(long)]
-    processes: bool,
+    pub(crate) processes: bool,
     /// TEST ONLY: turn off the router's sync-on-switch, which breaks sequential consistency
     /// across groups (the anomaly test uses it to prove it can fail).
     #[arg(long, hide = true)]
@@ -437,6 +437,13 @@ pub struct DevNodeArgs {
     /// Topology file (default: the built-in local-3region).
     #[arg(long)]
     topology: Option<PathBuf>,
+}
+
+impl DevNodeArgs {
+    /// The node's configuration file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
 }
 
 /// One node of a `meridian dev --processes` cluster. Exits on SIGTERM, or when the process

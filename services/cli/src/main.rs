@@ -126,19 +126,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let node_config = match &cli.command {
+        Command::Server { config } => Some(Some(config.clone())),
+        Command::DevNode(args) => Some(Some(args.config_path().to_path_buf())),
+        // Its nodes run in this process (unless --processes): the environment's [telemetry].
+        Command::Dev(args) if !args.processes => Some(None),
+        _ => None,
+    };
+    let telemetry = {
+        let _runtime = rt.enter();
+        init_logging(node_config.as_ref().map(|c| c.as_deref()))
     };
     let endpoints: Vec<String> = cli
         .endpoint
@@ -196,6 +200,9 @@ fn main() -> ExitCode {
             Command::Verb(v) => verbs::run_one(client(endpoints, &access)?, cli.output, v).await,
         }
     });
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -241,6 +248,39 @@ impl Access {
 fn client(endpoints: Vec<String>, access: &Access) -> anyhow::Result<meridian_sdk::Client> {
     let options = access.options(&endpoints)?;
     Ok(meridian_sdk::Client::new(endpoints, options)?)
+}
+
+/// Logs to stderr (`MERIDIAN_LOG`, default `warn`); a node whose configuration names an OTLP
+/// collector (`[telemetry]`) also exports its spans there. A configuration that does not load
+/// is reported by the command itself.
+fn init_logging(
+    node_config: Option<Option<&std::path::Path>>,
+) -> Option<meridian_server::telemetry::Telemetry> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let cfg = node_config.and_then(|p| {
+        let c = meridian_server::NodeConfig::load(p).ok()?;
+        Some((p.is_some(), c))
+    });
+    let (otel, telemetry, problem) = match cfg.map(|(one_node, c)| {
+        let node = one_node.then_some((c.node_id, c.region.as_str()));
+        meridian_server::telemetry::install(&c.telemetry, node)
+    }) {
+        Some(Ok(Some((layer, t)))) => (Some(layer), Some(t), None),
+        Some(Err(e)) => (None, None, Some(e)),
+        _ => (None, None, None),
+    };
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    if let Some(e) = problem {
+        tracing::error!("tracing is off: {e}");
+    }
+    telemetry
 }
 
 async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {

@@ -122,6 +122,7 @@ impl PeerPool {
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut req = tonic::Request::new(ReadIndexRequest { group: group.0 });
         req.set_timeout(timeout);
+        meridian_proto::trace::inject(&mut req);
         let reply = tokio::time::timeout(timeout, client.read_index(req))
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("read index timed out"))??;

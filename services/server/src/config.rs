@@ -102,6 +102,52 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub security: SecurityConfig,
     pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC (docs/operations.md, "Tracing").
+/// Off unless `otlp_endpoint` is set (`MERIDIAN_TELEMETRY__OTLP_ENDPOINT`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of requests traced from this node (0.0–1.0); a request that arrives with a
+    /// sampled trace context (from a client or another node) is always traced.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: 0.01,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.sample_ratio must be between 0.0 and 1.0, not {}",
+                self.sample_ratio
+            )));
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            let ok = e.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "telemetry.otlp_endpoint {e:?} is not an http:// or https:// URL with a host \
+                     (e.g. http://127.0.0.1:4317)"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[http]`: the operator's HTTP listener — Prometheus `/metrics`, `/healthz`, `/readyz`
@@ -248,6 +294,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             security: SecurityConfig::default(),
             http: HttpConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -295,6 +342,7 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.telemetry.validate()?;
         if self.node_id == 0 {
             return Err(ConfigError::Invalid("node_id must be at least 1".into()));
         }

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Most times one write follows `NotLeader` hints before giving up.
 const FORWARD_HOPS_MAX: usize = 3;
@@ -132,6 +133,7 @@ impl NodeCtx {
     /// to the leader — as this node's replica knows it, or found from the group's voters.
     pub async fn commit(&self, group: GroupId, cmd: Command) -> Result<(u64, CommandResult)> {
         let local = self.host.get(group);
+        crate::telemetry::record_group(group, None);
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
         let work = async {
             let mut targets: Vec<String> = match self.write_local(group, cmd.clone()).await {
@@ -266,9 +268,17 @@ impl NodeCtx {
             command,
         });
         req.set_timeout(timeout);
+        let span = crate::step_span!(
+            "forward",
+            otel.kind = "client",
+            meridian.group = group.0,
+            peer.address = addr
+        );
+        span.in_scope(|| meridian_proto::trace::inject(&mut req));
         self.forwarded_writes.fetch_add(1, Ordering::Relaxed);
         let reply = client
             .propose(req)
+            .instrument(span)
             .await
             .map_err(|s| {
                 let what = format!(

@@ -48,6 +48,7 @@ pub mod revocation;
 pub mod router;
 pub mod service;
 pub mod syncs;
+pub mod telemetry;
 pub mod tokens_service;
 pub mod watch;
 pub mod watches;

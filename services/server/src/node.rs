@@ -328,13 +328,14 @@ impl Node {
             shareds.push((group, shared.clone()));
             let knew_leader = raft.metrics().borrow_watched().vote.committed;
             let guard = Arc::new(VoteGuard::new(election_max, knew_leader));
+            let steps = shared.steps().clone();
             host.insert(
                 group,
                 GroupHandle::new(raft.clone(), shared).with_lease(lease, guard),
             );
             if role == Role::Voter {
                 leader_leases.insert(group, Arc::new(std::sync::Mutex::new(LeaderLeases::new())));
-                proposers.insert(group, Proposer::start(group, raft.clone()));
+                proposers.insert(group, Proposer::start(group, raft.clone(), steps));
                 voted.push((group, raft));
             }
         }
@@ -597,9 +598,11 @@ impl Node {
         )
         .map_err(|e| StartError::Config(ConfigError::Invalid(format!("gRPC reflection: {e}"))))?;
         let mut stop_server = shutdown_rx.clone();
+        let trace_rpcs = crate::telemetry::TraceRpcs::new(config.node_id, &config.region);
         let server = tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
                 .layer(crate::metrics::CountRpcs(rpcs))
+                .layer(trace_rpcs)
                 .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
                 .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
+use meridian_storage::steps::{StepKind, Steps};
 use meridian_types::metrics::Histogram;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -38,10 +39,13 @@ pub enum WriteError {
 struct Proposal {
     cmd: Command,
     reply: oneshot::Sender<Outcome>,
+    /// `raft.propose` in the request's trace (`Span::none()` while tracing is off).
+    span: tracing::Span,
 }
 
 #[derive(Clone)]
 pub struct Proposer {
+    group: GroupId,
     tx: mpsc::Sender<Proposal>,
     stats: Arc<ProposerStats>,
 }
@@ -60,11 +64,12 @@ pub struct ProposerStats {
 }
 
 impl Proposer {
-    pub fn start(group: GroupId, raft: Raft) -> Self {
+    /// `steps` are the group's append and apply times (the trace's `raft.append`/`raft.apply`).
+    pub fn start(group: GroupId, raft: Raft, steps: Arc<Steps>) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(group, raft, rx, stats.clone()));
-        Self { tx, stats }
+        tokio::spawn(run(group, raft, rx, stats.clone(), steps));
+        Self { group, tx, stats }
     }
 
     /// Its counters and commit latencies.
@@ -75,8 +80,14 @@ impl Proposer {
     /// Queues `cmd` and waits for its outcome.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
         let (reply, rx) = oneshot::channel();
+        let span = crate::step_span!(
+            "raft.propose",
+            meridian.group = self.group.0,
+            meridian.revision = tracing::field::Empty,
+            meridian.batch_commands = tracing::field::Empty
+        );
         self.tx
-            .send(Proposal { cmd, reply })
+            .send(Proposal { cmd, reply, span })
             .await
             .map_err(|_| Error::Unavailable("the group is shutting down".into()))?;
         // Queued, so possibly proposed: the caller must not retry blindly.
@@ -109,6 +120,7 @@ async fn run(
     raft: Raft,
     mut rx: mpsc::Receiver<Proposal>,
     stats: Arc<ProposerStats>,
+    steps: Arc<Steps>,
 ) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carry: Option<Proposal> = None;
@@ -152,20 +164,52 @@ async fn run(
         stats.batch.observe(batch.len() as u64);
         let raft = raft.clone();
         let stats = stats.clone();
+        let steps = steps.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();
-            if submit(group, &raft, batch).await {
+            if submit(group, &raft, batch, &steps).await {
                 stats.commit.observe(start.elapsed());
             }
         });
     }
 }
 
+/// Ends each traced proposal of the entry at `rev` with the entry's log append (and fsync) and
+/// its apply on this node, as child spans.
+fn trace_steps(spans: &[tracing::Span], rev: u64, commands: usize, steps: &Steps) {
+    if spans.is_empty() {
+        return;
+    }
+    let append = steps.find(StepKind::Append, rev);
+    let apply = steps.find(StepKind::Apply, rev);
+    for span in spans {
+        span.record("meridian.revision", rev);
+        span.record("meridian.batch_commands", commands);
+        for (name, step) in [("raft.append", append), ("raft.apply", apply)] {
+            if let Some((start, end)) = step {
+                let attrs = vec![opentelemetry::KeyValue::new(
+                    "meridian.revision",
+                    rev as i64,
+                )];
+                crate::telemetry::finished_child(span, name, start, end, attrs);
+            }
+        }
+    }
+}
+
 /// Proposes `batch` as one entry and answers each proposal; whether the entry committed.
-async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) -> bool {
-    let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
-        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>, steps: &Steps) -> bool {
+    let mut spans = Vec::new();
+    let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch
+        .into_iter()
+        .map(|p| {
+            if !p.span.is_none() {
+                spans.push(p.span);
+            }
+            (p.cmd, p.reply)
+        })
+        .unzip();
     let single = cmds.len() == 1;
     let cmd = match cmds.pop() {
         Some(only) if single => only,
@@ -178,6 +222,7 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>) -> bool {
     match meridian_consensus::host::write(raft, cmd).await {
         Ok(resp) => {
             let rev = resp.log_id.index;
+            trace_steps(&spans, rev, replies.len(), steps);
             match resp.data {
                 CommandResult::Batch(results) if !single => {
                     for (reply, r) in replies.into_iter().zip(results) {

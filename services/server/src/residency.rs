@@ -239,6 +239,7 @@ pub fn proxied_request<T>(
     caller: &Caller,
 ) -> Request<T> {
     let mut req = Request::new(msg);
+    meridian_proto::trace::inject(&mut req);
     if let Some(token) = &caller.token {
         req.metadata_mut()
             .insert(meridian_proto::TOKEN, token.clone());

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// A session as a request presents it.
 #[derive(Clone, Debug, Default)]
@@ -295,6 +296,14 @@ impl NodeCtx {
         floor: u64,
     ) -> Result<ReadyRead> {
         let (level, min_revision) = read_level(opts)?;
+        crate::telemetry::record_group(
+            group,
+            Some(match level {
+                ReadLevel::Sequential => "sequential",
+                ReadLevel::Linearizable => "linearizable",
+                ReadLevel::Stale { .. } => "stale",
+            }),
+        );
         let mut session = Session::from_pb(session);
         session.vector.observe(group, min_revision.max(floor));
         let handle = self.group(group)?;
@@ -309,7 +318,8 @@ impl NodeCtx {
         if plan.sync {
             // One bound for the whole sync, however many rounds it queues behind.
             let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
-            let index = tokio::time::timeout(wait, self.sync(&handle))
+            let span = crate::step_span!("sync", meridian.group = group.0);
+            let index = tokio::time::timeout(wait, self.sync(&handle).instrument(span))
                 .await
                 .map_err(|_| {
                     Error::Unavailable(format!(
@@ -407,7 +417,16 @@ impl NodeCtx {
         let group = h.shared.group;
         let gs = self.syncers.get(group);
         let (tx, rx) = oneshot::channel();
-        let join = gs.rounds.lock().unwrap_or_else(|p| p.into_inner()).join(tx);
+        let span = if crate::telemetry::on() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
+        let join = gs
+            .rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join((tx, span));
         match join {
             Err(_) => {
                 return Err(Error::Unavailable(format!(
@@ -470,7 +489,27 @@ impl NodeCtx {
     ) {
         let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
         let started = tokio::time::Instant::now();
-        let res = self.read_index(&h, wait).await.map_err(|e| e.to_string());
+        let span = match waiters.first() {
+            Some((_, first)) if crate::telemetry::on() => {
+                let span = tracing::info_span!(
+                    target: "meridian::step",
+                    parent: first,
+                    "sync.round",
+                    meridian.group = h.shared.group.0,
+                    meridian.reads = waiters.len()
+                );
+                for (_, other) in waiters.iter().skip(1) {
+                    span.follows_from(other);
+                }
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let res = self
+            .read_index(&h, wait)
+            .instrument(span)
+            .await
+            .map_err(|e| e.to_string());
         if res.is_ok() {
             let took = started.elapsed();
             gs.round_latency.observe(took);
@@ -479,7 +518,7 @@ impl NodeCtx {
                 .unwrap_or_else(|p| p.into_inner())
                 .finished(took);
         }
-        for w in waiters {
+        for (w, _) in waiters {
             let _ = w.send(res.clone());
         }
         done.notify_one();

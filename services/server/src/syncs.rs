@@ -17,7 +17,12 @@ pub(crate) const SYNC_WAITERS_MAX: usize = 65_536;
 /// are long: see `Rounds::spacing`).
 pub(crate) const SYNC_ROUNDS_IN_FLIGHT_MAX: usize = 48;
 
-pub(crate) type SyncReply = oneshot::Sender<std::result::Result<u64, String>>;
+/// A read waiting for a sync round: where to answer, and its span (the round is traced in the
+/// first waiter's trace, linked from the others').
+pub(crate) type SyncReply = (
+    oneshot::Sender<std::result::Result<u64, String>>,
+    tracing::Span,
+);
 
 /// One group's coalesced syncs at this router.
 pub(crate) struct GroupSync {

@@ -36,6 +36,7 @@ pub struct FjallLogStore {
     meta: Keyspace,
     writer: LogWriter,
     pending: Arc<Mutex<Pending>>,
+    steps: Option<Arc<crate::steps::Steps>>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -43,12 +44,19 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 impl FjallLogStore {
+    /// Records when appends become durable into `steps` (while tracing is on).
+    pub(crate) fn with_steps(mut self, steps: Arc<crate::steps::Steps>) -> Self {
+        self.steps = Some(steps);
+        self
+    }
+
     pub(crate) fn new(log: Keyspace, meta: Keyspace, writer: LogWriter) -> Result<Self> {
         let store = Self {
             log,
             meta,
             writer,
             pending: Arc::default(),
+            steps: None,
         };
         let purged: Option<LogId> = store.get_meta(PURGED)?;
         let next_index = match store.log.last_key_value() {
@@ -261,6 +269,7 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
                 p.entries.insert(e.log_id.index, e);
             }
         }
+        let first_last = ids.first().zip(ids.last()).map(|(f, l)| (f.index, l.index));
         let pending = self.pending.clone();
         let written = Box::new(move || {
             let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,7 +280,19 @@ impl RaftLogStorage<TypeConfig> for FjallLogStore {
                 }
             }
         });
-        let durable = Box::new(move |r| callback.io_completed(r));
+        let steps = match (&self.steps, first_last) {
+            (Some(s), Some(range)) if crate::steps::recording() => {
+                Some((s.clone(), range, std::time::SystemTime::now()))
+            }
+            _ => None,
+        };
+        let durable = Box::new(move |r| {
+            if let Some((s, (first, last), start)) = steps {
+                let end = std::time::SystemTime::now();
+                s.record(crate::steps::StepKind::Append, first, last, start, end);
+            }
+            callback.io_completed(r)
+        });
         self.writer
             .submit(WriteReq {
                 ops,

@@ -35,6 +35,7 @@ pub struct GroupShared {
     notices: broadcast::Sender<Arc<Notice>>,
     compacted: AtomicU64,
     history: Arc<dyn HistoryReader>,
+    steps: Arc<crate::steps::Steps>,
 }
 
 impl GroupShared {
@@ -52,7 +53,13 @@ impl GroupShared {
             notices: broadcast::channel(NOTICE_BUFFER_MAX).0,
             compacted: AtomicU64::new(compacted),
             history,
+            steps: Arc::default(),
         })
+    }
+
+    /// When this node appended and applied the group's recent entries (for tracing).
+    pub fn steps(&self) -> &Arc<crate::steps::Steps> {
+        &self.steps
     }
 
     /// A read view of the keys. Hold it briefly: apply waits for it.

@@ -32,6 +32,7 @@ pub mod moves;
 pub mod persist;
 pub mod placement;
 pub mod sm;
+pub mod steps;
 pub mod writer;
 
 pub use error::{Error, Result};
@@ -93,7 +94,6 @@ impl NodeStore {
                 KeyspaceCreateOptions::default,
             )
         };
-        let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone())?;
         let sm = FjallSm::new(
             self.db.clone(),
             ks("kv")?,
@@ -102,6 +102,8 @@ impl NodeStore {
             self.writer.clone(),
         );
         let sm = StateMachine::open(group, Arc::new(sm), history_revisions_max)?;
+        let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone())?
+            .with_steps(sm.shared().steps().clone());
         Ok((log, sm))
     }
 }

@@ -130,6 +130,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         S: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
         let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let traced = match (batch.first(), batch.last()) {
+            (Some((f, _)), Some((l, _))) if crate::steps::recording() => {
+                Some((f.log_id.index, l.log_id.index, std::time::SystemTime::now()))
+            }
+            _ => None,
+        };
         let mut responders = Vec::with_capacity(batch.len());
         let mut results = Vec::new();
         let mut events = Vec::new();
@@ -201,6 +207,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         // Commits queue in apply order: openraft applies one batch at a time.
         pending.await.map_err(sm_err)?;
+        if let Some((first, last, start)) = traced {
+            let end = std::time::SystemTime::now();
+            self.shared
+                .steps()
+                .record(crate::steps::StepKind::Apply, first, last, start, end);
+        }
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(r) = responder {
                 r.send(result);

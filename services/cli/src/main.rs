@@ -168,7 +168,7 @@ fn main() -> ExitCode {
             Command::BenchGeo(args) => bench_geo::run(args).await,
             Command::BenchLocks(args) => bench_locks::run(args).await,
             Command::BenchPlacement(args) => bench_placement::run(args).await,
-            Command::Topology(cmd) => Ok(ops::topology(cmd)),
+            Command::Topology(cmd) => ops::topology(cmd, || client(endpoints, &access)).await,
             Command::Token(token_cli::TokenCmd::Revoke { ids }) => {
                 token_cli::revoke(client(endpoints, &access)?, cli.output, ids).await
             }

@@ -1,5 +1,5 @@
-//! Operator commands that need no cluster: `meridian topology check`, the standalone WAN
-//! emulator (`meridian wan-proxy`) and its control (`meridian wan cut|heal|status`).
+//! Operator commands that need no cluster (`meridian topology check`, unless `--live`), the
+//! standalone WAN emulator (`meridian wan-proxy`) and its control (`meridian wan cut|heal|status`).
 
 use anyhow::Context;
 use meridian_topology::Topology;
@@ -12,29 +12,82 @@ use std::time::Duration;
 #[derive(clap::Subcommand, Debug)]
 pub enum TopologyCmd {
     /// Validate a topology file; print every problem with its location (exit 1), or a summary.
-    Check { file: PathBuf },
+    /// With --live, also compare it with the running cluster's membership (--endpoint): one
+    /// line per node whose live role differs from the file's (exit 1).
+    Check {
+        file: PathBuf,
+        /// Compare with the live membership each group's leader reports.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
-pub fn topology(cmd: TopologyCmd) -> ExitCode {
+pub async fn topology(
+    cmd: TopologyCmd,
+    client: impl FnOnce() -> anyhow::Result<meridian_sdk::Client>,
+) -> anyhow::Result<ExitCode> {
     match cmd {
-        TopologyCmd::Check { file } => match Topology::load(&file) {
-            Ok(t) => {
-                println!(
-                    "ok: {} — {} regions, {} nodes, {} groups, {} domains",
-                    file.display(),
-                    t.regions.len(),
-                    t.nodes.len(),
-                    t.groups.len(),
-                    t.domains.len()
-                );
-                ExitCode::SUCCESS
+        TopologyCmd::Check { file, live } => {
+            let t = match Topology::load(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            println!(
+                "ok: {} — {} regions, {} nodes, {} groups, {} domains",
+                file.display(),
+                t.regions.len(),
+                t.nodes.len(),
+                t.groups.len(),
+                t.domains.len()
+            );
+            if !live {
+                return Ok(ExitCode::SUCCESS);
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+            let status = client()?
+                .status(true)
+                .await
+                .context("reading the cluster's status")?;
+            let drift = t.live_drift(&live_membership(&status));
+            if drift.is_empty() {
+                println!("live: every group's membership matches {}", file.display());
+                return Ok(ExitCode::SUCCESS);
             }
-        },
+            for d in &drift {
+                println!("drift: {d}");
+            }
+            for u in &status.unreachable {
+                println!("unreachable: {u}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
     }
+}
+
+/// Each group's (voters, learners) as its leader reports them, from a cluster status.
+fn live_membership(
+    s: &meridian_proto::kv::StatusResponse,
+) -> std::collections::BTreeMap<
+    meridian_types::GroupId,
+    (
+        std::collections::BTreeSet<u64>,
+        std::collections::BTreeSet<u64>,
+    ),
+> {
+    let mut live = std::collections::BTreeMap::new();
+    for n in std::iter::once(s).chain(s.nodes.iter()) {
+        for g in n.groups.iter().filter(|g| g.state == "Leader") {
+            let voters = g.members.iter().filter(|m| m.voter).map(|m| m.node);
+            let learners = g.members.iter().filter(|m| !m.voter).map(|m| m.node);
+            live.insert(
+                meridian_types::GroupId(g.group),
+                (voters.collect(), learners.collect()),
+            );
+        }
+    }
+    live
 }
 
 #[derive(clap::Args, Debug)]

@@ -90,3 +90,64 @@ group = "nope"
     assert!(!ok);
     assert!(err.contains("missing.toml"), "{err}");
 }
+
+/// `topology check FILE --live` against a running 3-region `meridian dev`: the file it runs
+/// matches once every learner has joined; a file that gives ap-northeast's group fewer learner
+/// regions names each node whose live role differs, and exits 1.
+#[test]
+fn live_check_reports_drift_from_the_running_cluster() {
+    common::watchdog(std::time::Duration::from_secs(240));
+    let dev = common::DevCluster::start(&["--insecure", "--no-wan"]);
+    let endpoint = dev.endpoint("us-east");
+    let live = |path: &std::path::Path| {
+        let o = Command::new(common::BIN)
+            .args(["--endpoint", &endpoint, "topology", "check"])
+            .arg(path)
+            .arg("--live")
+            .output()
+            .expect("run meridian topology check --live");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../topology/local-3region.toml");
+    let start = std::time::Instant::now();
+    loop {
+        let (ok, out, err) = live(&shipped);
+        if ok {
+            assert!(
+                out.contains("live: every group's membership matches"),
+                "{out}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "the running dev never matched its own topology: {out}{err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let text = std::fs::read_to_string(&shipped).expect("shipped topology");
+    let narrowed = text.replacen(
+        "voters = [7, 8, 9]\nlearner_regions = [\"us-east\", \"eu-west\"]",
+        "voters = [7, 8, 9]\nlearner_regions = [\"eu-west\"]",
+        1,
+    );
+    assert_ne!(narrowed, text, "the shipped file changed shape");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("narrowed.toml");
+    std::fs::write(&path, narrowed).expect("write");
+    let (ok, out, err) = live(&path);
+    assert!(!ok, "drift must exit 1: {out}{err}");
+    for node in [1, 2, 3] {
+        let line = format!(
+            "drift: group 3 (ap-northeast): node {node} is a learner of the group; the topology \
+             makes it not a member"
+        );
+        assert!(out.contains(&line), "no {line:?} in\n{out}");
+    }
+    assert_eq!(out.matches("drift:").count(), 3, "{out}");
+}

@@ -489,8 +489,10 @@ impl NodeCtx {
     ) {
         let wait = Duration::from_millis(self.limits.sync_wait_ms_max);
         let started = tokio::time::Instant::now();
-        let span = match waiters.first() {
-            Some((_, first)) if crate::telemetry::on() => {
+        // In the trace of the first traced read it serves, linked from the other traced ones.
+        let mut traced = waiters.iter().map(|(_, s)| s).filter(|s| !s.is_none());
+        let span = match traced.next() {
+            Some(first) => {
                 let span = tracing::info_span!(
                     target: "meridian::step",
                     parent: first,
@@ -498,12 +500,12 @@ impl NodeCtx {
                     meridian.group = h.shared.group.0,
                     meridian.reads = waiters.len()
                 );
-                for (_, other) in waiters.iter().skip(1) {
+                for other in traced {
                     span.follows_from(other);
                 }
                 span
             }
-            _ => tracing::Span::none(),
+            None => tracing::Span::none(),
         };
         let res = self
             .read_index(&h, wait)

@@ -25,6 +25,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Whether spans are exported: with no collector, request paths skip building spans.
 static ON: AtomicBool = AtomicBool::new(false);
+/// The share of client requests that start a trace here, in millionths (`sample_ratio`).
+static SAMPLE_PPM: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Spans queued for export at most; more are dropped (and counted by the SDK).
 pub const SPAN_QUEUE_MAX: usize = 8192;
@@ -135,13 +137,14 @@ where
                 .build(),
         )
         .build();
+    // The ratio is applied where a request arrives (`TraceRpcs`), before any span exists: an
+    // unsampled request then costs one random draw, not a span built and dropped.
     let provider = SdkTracerProvider::builder()
         .with_span_processor(batch)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            cfg.sample_ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build();
+    SAMPLE_PPM.store((cfg.sample_ratio * 1e6).round() as u32, Ordering::Relaxed);
     let tracer = provider.tracer("meridian");
     let _ = TRACER.set(tracer.clone());
     // Only Meridian's own spans: not h2's, tonic's or openraft's.
@@ -150,6 +153,9 @@ where
         .with_default(tracing::level_filters::LevelFilter::OFF);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(filter);
     ON.store(true, Ordering::Relaxed);
     meridian_storage::steps::record_steps(true);
@@ -212,7 +218,7 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let span = if on() && traced(req.uri().path()) {
-            request_span(&req, &self.node)
+            request_span(&req, &self.node).unwrap_or_else(tracing::Span::none)
         } else {
             tracing::Span::none()
         };
@@ -232,7 +238,21 @@ fn traced(path: &str) -> bool {
     path.starts_with("/meridian.")
 }
 
-fn request_span<B>(req: &http::Request<B>, node: &TraceRpcs) -> tracing::Span {
+/// The request's span if it is traced: it carries a sampled trace context, or it comes from a
+/// client and wins the `sample_ratio` draw. A node-to-node request (forward, read index) never
+/// starts a trace of its own: its sender decided.
+fn request_span<B>(req: &http::Request<B>, node: &TraceRpcs) -> Option<tracing::Span> {
+    let parent = meridian_proto::trace::extract(req.headers());
+    let sampled = match &parent {
+        Some(cx) => cx.span().span_context().is_sampled(),
+        None => {
+            !req.uri().path().starts_with("/meridian.peer.")
+                && rand::random::<u32>() % 1_000_000 < SAMPLE_PPM.load(Ordering::Relaxed)
+        }
+    };
+    if !sampled {
+        return None;
+    }
     let method = req.uri().path().trim_start_matches('/');
     let span = tracing::info_span!(
         target: "meridian::rpc",
@@ -246,10 +266,10 @@ fn request_span<B>(req: &http::Request<B>, node: &TraceRpcs) -> tracing::Span {
         meridian.group = tracing::field::Empty,
         meridian.consistency = tracing::field::Empty,
     );
-    if let Some(parent) = meridian_proto::trace::extract(req.headers()) {
+    if let Some(parent) = parent {
         let _ = span.set_parent(parent);
     }
-    span
+    Some(span)
 }
 
 /// Records the group (and, for a read, its consistency level) on the request's span.
@@ -265,11 +285,11 @@ pub fn record_group(group: meridian_types::GroupId, consistency: Option<&'static
 }
 
 /// A span of this node's own work within the current trace (a sync round, a forward, a
-/// proposal): `Span::none()` while tracing is off.
+/// proposal): `Span::none()` while tracing is off or the request is not traced.
 #[macro_export]
 macro_rules! step_span {
     ($name:expr $(, $($fields:tt)*)?) => {
-        if $crate::telemetry::on() {
+        if $crate::telemetry::on() && !tracing::Span::current().is_none() {
             tracing::info_span!(target: "meridian::step", $name $(, $($fields)*)?)
         } else {
             tracing::Span::none()

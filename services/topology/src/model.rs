@@ -200,6 +200,36 @@ impl Topology {
             .collect()
     }
 
+    /// How a running cluster's membership differs from this file: `live` maps each group a
+    /// leader reported to its (voters, learners); a group of the file missing from it has no
+    /// known membership, a group missing from the file runs without being declared.
+    pub fn live_drift(
+        &self,
+        live: &std::collections::BTreeMap<GroupId, (BTreeSet<u64>, BTreeSet<u64>)>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            match live.get(&g.id) {
+                Some((voters, learners)) => out.extend(
+                    self.drift(g.id, voters, learners)
+                        .into_iter()
+                        .map(|d| format!("group {} ({}): {d}", g.id.0, g.name)),
+                ),
+                None => out.push(format!(
+                    "group {} ({}): no leader answered; its live membership is unknown",
+                    g.id.0, g.name
+                )),
+            }
+        }
+        for id in live.keys().filter(|id| self.group(**id).is_none()) {
+            out.push(format!(
+                "group {} runs but the topology declares no such group",
+                id.0
+            ));
+        }
+        out
+    }
+
     /// Groups hosted on `node` and its role in each, sorted by group id.
     pub fn groups_of_node(&self, node: u64) -> Vec<(GroupId, Role)> {
         let mut out: Vec<(GroupId, Role)> = Vec::new();

@@ -315,3 +315,48 @@ fn drift_names_each_member_that_differs_from_the_file() {
         ]
     );
 }
+
+/// A whole cluster against the file: every group's drift, a group nobody could report on, and a
+/// group the file does not declare.
+#[test]
+fn live_drift_covers_every_group_of_the_file_and_of_the_cluster() {
+    let local = load(LOCAL);
+    let mut live = std::collections::BTreeMap::new();
+    for g in &local.groups {
+        let v = ids(local.voters(g.id)).into_iter().collect();
+        let l = ids(local.learners(g.id)).into_iter().collect();
+        live.insert(g.id, (v, l));
+    }
+    assert!(local.live_drift(&live).is_empty());
+    let us = local
+        .groups
+        .iter()
+        .find(|g| g.name == "us-east")
+        .expect("us-east")
+        .id;
+    let eu = local
+        .groups
+        .iter()
+        .find(|g| g.name == "eu-west")
+        .expect("eu-west")
+        .id;
+    if let Some((v, _)) = live.get_mut(&us) {
+        v.remove(&3);
+    }
+    live.remove(&eu);
+    live.insert(GroupId(99), Default::default());
+    let d = local.live_drift(&live);
+    assert_eq!(d.len(), 3, "{d:#?}");
+    assert!(
+        d[0].contains("node 3 is not a member") && d[0].contains("(us-east)"),
+        "{d:#?}"
+    );
+    assert!(
+        d[1].contains("(eu-west)") && d[1].contains("no leader answered"),
+        "{d:#?}"
+    );
+    assert_eq!(
+        d[2],
+        "group 99 runs but the topology declares no such group"
+    );
+}

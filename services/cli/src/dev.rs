@@ -103,6 +103,8 @@ fn relay_address(viewer: usize, id: u64, port: u16) -> String {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    // A broken MERIDIAN_TELEMETRY__* stops the cluster before it starts, as it stops a node.
+    meridian_server::config::TelemetryConfig::from_env()?;
     let temp;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),

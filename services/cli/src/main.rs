@@ -264,13 +264,19 @@ fn init_logging(
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    let cfg = node_config.and_then(|p| {
-        let c = meridian_server::NodeConfig::load(p).ok()?;
-        Some((p.is_some(), c))
-    });
-    let (otel, telemetry, problem) = match cfg.map(|(one_node, c)| {
-        let node = one_node.then_some((c.node_id, c.region.as_str()));
-        meridian_server::telemetry::install(&c.telemetry, node)
+    // A node's file and environment (a file that does not load is the command's to report);
+    // an in-process dev's environment only.
+    let cfg = match node_config {
+        Some(Some(p)) => meridian_server::NodeConfig::load(Some(p))
+            .ok()
+            .map(|c| Ok((c.telemetry, Some((c.node_id, c.region))))),
+        Some(None) => Some(meridian_server::config::TelemetryConfig::from_env().map(|t| (t, None))),
+        None => None,
+    };
+    let (otel, telemetry, problem) = match cfg.map(|c| {
+        c.and_then(|(t, node)| {
+            meridian_server::telemetry::install(&t, node.as_ref().map(|(id, r)| (*id, r.as_str())))
+        })
     }) {
         Some(Ok(Some((layer, t)))) => (Some(layer), Some(t), None),
         Some(Err(e)) => (None, None, Some(e)),

@@ -76,18 +76,30 @@ fn live_membership(
         std::collections::BTreeSet<u64>,
     ),
 > {
-    let mut live = std::collections::BTreeMap::new();
+    // Two nodes may both say leader across a change of term: the newer term wins.
+    let mut leaders: std::collections::BTreeMap<u64, &meridian_proto::kv::GroupStatus> =
+        std::collections::BTreeMap::new();
     for n in std::iter::once(s).chain(s.nodes.iter()) {
         for g in n.groups.iter().filter(|g| g.state == "Leader") {
-            let voters = g.members.iter().filter(|m| m.voter).map(|m| m.node);
-            let learners = g.members.iter().filter(|m| !m.voter).map(|m| m.node);
-            live.insert(
-                meridian_types::GroupId(g.group),
-                (voters.collect(), learners.collect()),
-            );
+            let newer = leaders
+                .get(&g.group)
+                .is_none_or(|known| g.term > known.term);
+            if newer {
+                leaders.insert(g.group, g);
+            }
         }
     }
-    live
+    leaders
+        .into_values()
+        .map(|g| {
+            let voters = g.members.iter().filter(|m| m.voter).map(|m| m.node);
+            let learners = g.members.iter().filter(|m| !m.voter).map(|m| m.node);
+            (
+                meridian_types::GroupId(g.group),
+                (voters.collect(), learners.collect()),
+            )
+        })
+        .collect()
 }
 
 #[derive(clap::Args, Debug)]

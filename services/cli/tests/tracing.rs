@@ -32,6 +32,8 @@ struct Got {
     id: Vec<u8>,
     parent: Vec<u8>,
     attrs: Vec<KeyValue>,
+    /// Its events' attributes (log lines are not exported: expected empty).
+    event_attrs: Vec<KeyValue>,
 }
 
 #[derive(Clone, Default)]
@@ -74,6 +76,7 @@ impl TraceService for Receiver {
                         id: s.span_id,
                         parent: s.parent_span_id,
                         attrs: s.attributes,
+                        event_attrs: s.events.into_iter().flat_map(|e| e.attributes).collect(),
                     });
                 }
             }
@@ -195,7 +198,7 @@ fn a_forwarded_write_and_a_switching_read_are_each_one_trace_across_regions() {
     // Never a value in an attribute.
     let all = receiver.0.lock().expect("spans").clone();
     for s in &all {
-        for a in &s.attrs {
+        for a in s.attrs.iter().chain(&s.event_attrs) {
             assert!(!text(a).contains(value), "a value leaked into {s:#?}");
         }
     }

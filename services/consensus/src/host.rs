@@ -608,6 +608,8 @@ impl Peer for PeerService {
         // Any node of the topology: a router syncs groups it holds no replica of.
         self.admission.sender(&request, "read index")?;
         let group = request.into_inner().group;
+        // The request's span (when traced: the server's `TraceRpcs`) names its group.
+        tracing::Span::current().record("meridian.group", group);
         let handle = self.host.get(GroupId(group)).ok_or_else(|| {
             Status::not_found(format!("group {group} is not hosted on this node"))
         })?;

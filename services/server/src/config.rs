@@ -128,6 +128,20 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
+    /// `[telemetry]` from `MERIDIAN_TELEMETRY__*` alone (an in-process `meridian dev`, whose
+    /// nodes take no configuration file), checked.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cfg: TelemetryConfig = Figment::from(Serialized::defaults(TelemetryConfig::default()))
+            .merge(Env::prefixed("MERIDIAN_TELEMETRY__"))
+            .extract()
+            .map_err(|e| ConfigError::File {
+                path: "(environment MERIDIAN_TELEMETRY__*)".into(),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             return Err(ConfigError::Invalid(format!(

@@ -47,6 +47,7 @@ impl Forward for ForwardService {
         self.admission.sender(&request, "forwarded write")?;
         let req = request.into_inner();
         let group = GroupId(req.group);
+        crate::telemetry::record_group(group, None);
         let cmd: Command = bincode::deserialize(&req.command)
             .map_err(|e| Status::invalid_argument(format!("undecodable forwarded write: {e}")))?;
         // The sender routed it; check it against this node's placement all the same (a move's

@@ -222,7 +222,7 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>, steps: &Steps
     match meridian_consensus::host::write(raft, cmd).await {
         Ok(resp) => {
             let rev = resp.log_id.index;
-            trace_steps(&spans, rev, replies.len(), steps);
+            let commands = replies.len();
             match resp.data {
                 CommandResult::Batch(results) if !single => {
                     for (reply, r) in replies.into_iter().zip(results) {
@@ -235,6 +235,8 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>, steps: &Steps
                     }
                 }
             }
+            // After the answers: tracing never delays a write.
+            trace_steps(&spans, rev, commands, steps);
             true
         }
         Err(e) => {

@@ -37,6 +37,10 @@ pub const EXPORT_DELAY: Duration = Duration::from_secs(1);
 /// The deadline of one export request to the collector.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The target of request spans, and of the steps inside them: the only ones exported.
+pub const RPC_TARGET: &str = "meridian::rpc";
+pub const STEP_TARGET: &str = "meridian::step";
+
 /// Whether this process exports traces.
 pub fn on() -> bool {
     ON.load(Ordering::Relaxed)
@@ -147,9 +151,11 @@ where
     SAMPLE_PPM.store((cfg.sample_ratio * 1e6).round() as u32, Ordering::Relaxed);
     let tracer = provider.tracer("meridian");
     let _ = TRACER.set(tracer.clone());
-    // Only Meridian's own spans: not h2's, tonic's or openraft's.
+    // Only the request spans and their steps: not h2's, tonic's or openraft's, and no log
+    // event (a log line may name a key).
     let filter = tracing_subscriber::filter::Targets::new()
-        .with_target("meridian", tracing::Level::INFO)
+        .with_target(RPC_TARGET, tracing::Level::INFO)
+        .with_target(STEP_TARGET, tracing::Level::INFO)
         .with_default(tracing::level_filters::LevelFilter::OFF);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
@@ -245,8 +251,11 @@ fn request_span<B>(req: &http::Request<B>, node: &TraceRpcs) -> Option<tracing::
     let parent = meridian_proto::trace::extract(req.headers());
     let sampled = match &parent {
         Some(cx) => cx.span().span_context().is_sampled(),
+        // A request from another node (a forward, a read index, a request proxied whole) never
+        // starts a trace: the node it came from decided.
         None => {
             !req.uri().path().starts_with("/meridian.peer.")
+                && !req.headers().contains_key(crate::residency::PROXIED_HEADER)
                 && rand::random::<u32>() % 1_000_000 < SAMPLE_PPM.load(Ordering::Relaxed)
         }
     };
@@ -331,6 +340,30 @@ static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> =
 #[cfg(test)]
 mod tests {
     use super::traced;
+    use crate::config::TelemetryConfig;
+
+    #[test]
+    fn a_broken_telemetry_section_says_what_is_wrong() {
+        let bad = |endpoint: Option<&str>, ratio: f64| {
+            TelemetryConfig {
+                otlp_endpoint: endpoint.map(str::to_string),
+                sample_ratio: ratio,
+            }
+            .validate()
+            .expect_err("refused")
+            .to_string()
+        };
+        assert!(bad(None, 1.5).contains("sample_ratio must be between 0.0 and 1.0, not 1.5"));
+        assert!(bad(None, f64::NAN).contains("sample_ratio"));
+        for e in ["localhost:4317", "grpc://collector:4317", "http://"] {
+            assert!(bad(Some(e), 0.01).contains("otlp_endpoint"), "{e}");
+        }
+        let ok = TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+            sample_ratio: 1.0,
+        };
+        assert!(ok.validate().is_ok());
+    }
 
     #[test]
     fn client_requests_and_their_node_to_node_rpcs_are_traced_raft_traffic_is_not() {

@@ -42,3 +42,7 @@ pub const AUTHORIZATION: &str = "authorization";
 /// carries it in a byte or two; h2 (like nghttp2) never indexes `authorization`, which would
 /// cost every request its ~600 characters, Huffman-coded by the client and decoded by the node.
 pub const TOKEN: &str = "meridian-token";
+
+/// Metadata key marking a request one router proxied whole to another; its value is the region
+/// the request arrived in (`services/server/src/residency.rs`).
+pub const PROXIED: &str = "meridian-proxied";

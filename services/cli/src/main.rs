@@ -16,6 +16,7 @@ mod bench_placement;
 mod dev;
 mod dev_security;
 mod locks_cli;
+mod member_cli;
 mod ops;
 mod output;
 mod placement_cli;
@@ -102,6 +103,9 @@ enum Command {
     /// Backups: save every group's state to a file, check one, restore a new cluster from it.
     #[command(subcommand)]
     Snapshot(snapshot_cli::SnapshotCmd),
+    /// Group membership: list, add a learner, promote it, remove a member (docs/operations.md).
+    #[command(subcommand)]
+    Member(member_cli::MemberCmd),
     /// Run the WAN emulator standalone: relays that add a region pair's latency to any TCP traffic.
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
@@ -178,6 +182,9 @@ fn main() -> ExitCode {
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
                 placement_cli::run(client(endpoints, &access)?, cli.output, cmd).await
+            }
+            Command::Member(cmd) => {
+                member_cli::run(|eps| client(eps, &access), endpoints, cli.output, cmd).await
             }
             Command::Snapshot(cmd) => {
                 snapshot_cli::run(|| client(endpoints, &access), cli.output, cmd).await

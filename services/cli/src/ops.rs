@@ -76,21 +76,10 @@ fn live_membership(
         std::collections::BTreeSet<u64>,
     ),
 > {
-    // Two nodes may both say leader across a change of term: the newer term wins.
-    let mut leaders: std::collections::BTreeMap<u64, &meridian_proto::kv::GroupStatus> =
-        std::collections::BTreeMap::new();
-    for n in std::iter::once(s).chain(s.nodes.iter()) {
-        for g in n.groups.iter().filter(|g| g.state == "Leader") {
-            let newer = leaders
-                .get(&g.group)
-                .is_none_or(|known| g.term > known.term);
-            if newer {
-                leaders.insert(g.group, g);
-            }
-        }
-    }
-    leaders
-        .into_values()
+    // Two nodes may both say leader across a change of term: the newer term's wins.
+    crate::member_cli::groups_in(s)
+        .into_iter()
+        .filter_map(|id| crate::member_cli::leader(s, id))
         .map(|g| {
             let voters = g.members.iter().filter(|m| m.voter).map(|m| m.node);
             let learners = g.members.iter().filter(|m| !m.voter).map(|m| m.node);

@@ -286,6 +286,26 @@ fn environment_overrides_the_file() {
         err.contains("unknown field") && err.contains("bogus"),
         "{err}"
     );
+    // The CLI's own variables, exported in an operator's shell, are not node settings: the
+    // node goes on to the first real problem (here its id).
+    let (ok, err) = server_with_config_env(
+        file,
+        &[
+            ("MERIDIAN_TOKEN", "x"),
+            ("MERIDIAN_CA", "/nonexistent/ca.pem"),
+            ("MERIDIAN_WAN_CONTROL", "127.0.0.1:1"),
+            ("MERIDIAN_NODE_ID", "0"),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("node_id must be at least 1"), "{err}");
+    // A broken [telemetry] from the environment is refused, saying what is wrong.
+    let (ok, err) = server_with_config_env(file, &[("MERIDIAN_TELEMETRY__SAMPLE_RATIO", "2")]);
+    assert!(!ok);
+    assert!(
+        err.contains("telemetry.sample_ratio must be between 0.0 and 1.0, not 2"),
+        "{err}"
+    );
 }
 
 /// `meridian server` refuses to run without tokens and mTLS unless the config says

@@ -16,6 +16,7 @@
 pub mod backup;
 pub mod error;
 pub mod locks;
+pub mod membership;
 pub mod placement;
 pub mod tokens;
 pub mod watch;

@@ -1,6 +1,6 @@
 //! The `Maintenance` service (docs/operations.md, "Backup and restore"): one group's state at a
-//! linearizable point, streamed in 1 MiB parts, for `meridian snapshot save`. One entry:
-//! [`MaintenanceService`].
+//! linearizable point, streamed in 1 MiB parts, for `meridian snapshot save`; and membership
+//! changes, which it hands to `membership.rs`. One entry: [`MaintenanceService`].
 
 use crate::ctx::NodeCtx;
 use crate::error::Error;
@@ -33,6 +33,19 @@ type Chunks = Pin<Box<dyn Stream<Item = Result<pb::GroupSnapshotChunk, Status>> 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     type GroupSnapshotStream = Chunks;
+
+    /// Membership changes live in `membership.rs`; the service only checks the token.
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::ChangeMembershipReply>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.gate
+            .check(&meta, "membership change", &[(Access::Admin, "/")])?;
+        Ok(Response::new(
+            crate::membership::change(&self.ctx, req).await?,
+        ))
+    }
 
     async fn group_snapshot(
         &self,

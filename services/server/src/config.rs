@@ -321,6 +321,25 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// `MERIDIAN_*` variables of the CLI and the SDK (lowercased, without the prefix): a node
+/// ignores them.
+const CLIENT_VARIABLES: &[&str] = &[
+    "endpoint",
+    "output",
+    "consistency",
+    "log",
+    "token",
+    "ca",
+    "tls_cert",
+    "tls_key",
+    "root_key",
+    "root_public_key",
+    "wan_control",
+    "fencing_token",
+    "lock_key",
+    "lock_name",
+];
+
 impl NodeConfig {
     /// Loads `path` (if any) over the defaults, then the `MERIDIAN_` environment over both.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -340,8 +359,9 @@ impl NodeConfig {
         fig = fig.merge(
             Env::prefixed("MERIDIAN_")
                 .split("__")
-                // Client-side variables share the prefix; they are not node settings.
-                .ignore(&["endpoint", "output", "consistency", "log"]),
+                // Client-side variables share the prefix; they are not node settings (an
+                // operator's shell may well export MERIDIAN_TOKEN and MERIDIAN_CA).
+                .ignore(CLIENT_VARIABLES),
         );
         let cfg: NodeConfig = fig.extract().map_err(|e| ConfigError::File {
             path: path.map_or("(environment)".into(), |p| p.display().to_string()),

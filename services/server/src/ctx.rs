@@ -215,19 +215,20 @@ impl NodeCtx {
         group: GroupId,
         cmd: Command,
     ) -> std::result::Result<(u64, CommandResult), LocalWrite> {
-        let proposer = self.proposers.get(&group).ok_or(LocalWrite::NoProposer)?;
+        let Some(proposer) = self.proposers.get(&group) else {
+            // A learner promoted by `meridian member promote` that now leads: started as a
+            // learner, it has no batching proposer; each write goes alone.
+            return match self.host.get(group) {
+                Some(h) if h.raft.metrics().borrow_watched().state == ServerState::Leader => {
+                    local_outcome(crate::proposer::propose_alone(group, &h.raft, cmd).await)
+                }
+                _ => Err(LocalWrite::NoProposer),
+            };
+        };
         if let Command::AfterImport { id, .. } = &cmd {
             self.await_import(group, *id).await;
         }
-        match proposer.propose(cmd).await {
-            Err(e) => Err(LocalWrite::Failed(e)),
-            Ok(Ok((rev, result))) => Ok((rev, result)),
-            Ok(Err(WriteError::ForwardToLeader { leader })) => Err(LocalWrite::NotLeader(leader)),
-            // Raft failed after the entry may have been appended: not safe to retry blindly.
-            Ok(Err(WriteError::Failed(msg))) => Err(LocalWrite::Failed(Error::Deadline(format!(
-                "{msg}; the write may have been applied"
-            )))),
-        }
+        local_outcome(proposer.propose(cmd).await)
     }
 
     /// A write handed over to move `id`'s target may arrive before the import (the source's
@@ -363,4 +364,19 @@ pub enum LocalWrite {
 enum Forwarded {
     Done(u64, CommandResult),
     NotLeader(Option<String>),
+}
+
+/// What a local proposal's outcome means to the write path.
+fn local_outcome(
+    r: Result<crate::proposer::Outcome>,
+) -> std::result::Result<(u64, CommandResult), LocalWrite> {
+    match r {
+        Err(e) => Err(LocalWrite::Failed(e)),
+        Ok(Ok((rev, result))) => Ok((rev, result)),
+        Ok(Err(WriteError::ForwardToLeader { leader })) => Err(LocalWrite::NotLeader(leader)),
+        // Raft failed after the entry may have been appended: not safe to retry blindly.
+        Ok(Err(WriteError::Failed(msg))) => Err(LocalWrite::Failed(Error::Deadline(format!(
+            "{msg}; the write may have been applied"
+        )))),
+    }
 }

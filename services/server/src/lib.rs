@@ -37,6 +37,7 @@ pub mod keepalive;
 pub mod lease_driver;
 pub mod lock_service;
 pub mod lock_waits;
+pub mod membership;
 pub mod metrics;
 pub mod moves;
 pub mod node;

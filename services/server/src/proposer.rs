@@ -99,6 +99,23 @@ impl Proposer {
     }
 }
 
+/// Proposes `cmd` alone, without a proposer (a node started as the group's learner, promoted
+/// since, that now leads it).
+pub async fn propose_alone(group: GroupId, raft: &Raft, cmd: Command) -> Result<Outcome> {
+    let (reply, rx) = oneshot::channel();
+    let proposal = Proposal {
+        cmd,
+        reply,
+        span: tracing::Span::none(),
+    };
+    submit(group, raft, vec![proposal], &Steps::default()).await;
+    rx.await.map_err(|_| {
+        Error::Deadline(
+            "the group stopped before answering; the write may have been applied".into(),
+        )
+    })
+}
+
 fn size_of(cmd: &Command) -> usize {
     match cmd {
         Command::Put(p) => p.key.len() + p.value.len(),

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 /// Metadata key marking a request one router proxied to another; its value is the region the
 /// request arrived in.
-pub const PROXIED_HEADER: &str = "meridian-proxied";
+pub const PROXIED_HEADER: &str = meridian_proto::PROXIED;
 
 /// Where a request is served.
 pub enum Route {

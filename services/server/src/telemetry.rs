@@ -255,7 +255,7 @@ fn request_span<B>(req: &http::Request<B>, node: &TraceRpcs) -> Option<tracing::
         // starts a trace: the node it came from decided.
         None => {
             !req.uri().path().starts_with("/meridian.peer.")
-                && !req.headers().contains_key(crate::residency::PROXIED_HEADER)
+                && !req.headers().contains_key(meridian_proto::PROXIED)
                 && rand::random::<u32>() % 1_000_000 < SAMPLE_PPM.load(Ordering::Relaxed)
         }
     };

@@ -285,16 +285,19 @@ fn compliance_file_keeps_eu_data_in_the_eu() {
     }
 }
 
+fn group_named(t: &Topology, name: &str) -> GroupId {
+    t.groups
+        .iter()
+        .find(|g| g.name == name)
+        .unwrap_or_else(|| panic!("no group {name}"))
+        .id
+}
+
 /// Live membership against the file: nothing when they agree, one line per node otherwise.
 #[test]
 fn drift_names_each_member_that_differs_from_the_file() {
     let local = load(LOCAL);
-    let us = local
-        .groups
-        .iter()
-        .find(|g| g.name == "us-east")
-        .expect("us-east")
-        .id;
+    let us = group_named(&local, "us-east");
     let voters: std::collections::BTreeSet<u64> = ids(local.voters(us)).into_iter().collect();
     let learners: std::collections::BTreeSet<u64> = ids(local.learners(us)).into_iter().collect();
     assert!(local.drift(us, &voters, &learners).is_empty());
@@ -328,18 +331,8 @@ fn live_drift_covers_every_group_of_the_file_and_of_the_cluster() {
         live.insert(g.id, (v, l));
     }
     assert!(local.live_drift(&live).is_empty());
-    let us = local
-        .groups
-        .iter()
-        .find(|g| g.name == "us-east")
-        .expect("us-east")
-        .id;
-    let eu = local
-        .groups
-        .iter()
-        .find(|g| g.name == "eu-west")
-        .expect("eu-west")
-        .id;
+    let us = group_named(&local, "us-east");
+    let eu = group_named(&local, "eu-west");
     if let Some((v, _)) = live.get_mut(&us) {
         v.remove(&3);
     }

@@ -106,6 +106,9 @@ enum Command {
     /// Group membership: list, add a learner, promote it, remove a member (docs/operations.md).
     #[command(subcommand)]
     Member(member_cli::MemberCmd),
+    /// Group leadership: transfer it to another voter (docs/operations.md).
+    #[command(subcommand)]
+    Leader(member_cli::LeaderCmd),
     /// Run the WAN emulator standalone: relays that add a region pair's latency to any TCP traffic.
     WanProxy(ops::WanProxyArgs),
     /// Control a running WAN emulator: cut, heal, status.
@@ -182,6 +185,9 @@ fn main() -> ExitCode {
             Command::Token(cmd) => token_cli::run(cmd, cli.output),
             Command::Placement(cmd) => {
                 placement_cli::run(client(endpoints, &access)?, cli.output, cmd).await
+            }
+            Command::Leader(cmd) => {
+                member_cli::leader(|eps| client(eps, &access), endpoints, cli.output, cmd).await
             }
             Command::Member(cmd) => {
                 member_cli::run(|eps| client(eps, &access), endpoints, cli.output, cmd).await

@@ -1,6 +1,7 @@
-//! `meridian member list|add|promote|remove` (docs/operations.md, "Membership"): each group's
-//! live voters and learners, and changes of one group's membership, asked of its leader (found
-//! from the cluster's status). Needs `admin` on `/` for a change.
+//! `meridian member list|add|promote|remove` and `meridian leader transfer` (docs/operations.md,
+//! "Membership and leadership"): each group's live voters and learners, changes of one group's
+//! membership and of its leader, asked of its leader (found from the cluster's status). Needs
+//! `admin` on `/` for a change.
 
 use crate::output::{Format, Rendered};
 use meridian_sdk::{pb, Client};
@@ -19,6 +20,45 @@ pub enum MemberCmd {
     Promote { group: u64, node: u64 },
     /// Take NODE (a voter or a learner; dead or alive) out of GROUP.
     Remove { group: u64, node: u64 },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LeaderCmd {
+    /// Hand GROUP's leadership to voter NODE (e.g. before stopping the leader's machine, or to
+    /// bring the leader back to the group's home region).
+    Transfer {
+        group: u64,
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// `meridian leader transfer GROUP --to NODE`, asked of the group's leader.
+pub async fn leader(
+    connect: impl Fn(Vec<String>) -> anyhow::Result<Client>,
+    endpoints: Vec<String>,
+    format: Format,
+    cmd: LeaderCmd,
+) -> anyhow::Result<ExitCode> {
+    let LeaderCmd::Transfer { group, to } = cmd;
+    let status = connect(endpoints)?.status(true).await?;
+    let Some(now) = self::leader_of(&status, group) else {
+        anyhow::bail!(
+            "no node reports leading group {group} (`meridian status` shows every group)"
+        );
+    };
+    let reply = connect(vec![now.leader_address.clone()])?
+        .transfer_leader(group, to, CHANGE_WAIT)
+        .await?;
+    Rendered {
+        json: json!({"group": reply.group, "leader": reply.leader, "term": reply.term}),
+        human: format!(
+            "group {}: node {} leads (term {}; was node {})",
+            reply.group, reply.leader, reply.term, now.leader
+        ),
+    }
+    .print(format);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The longest a change may take, the group's leader's own bound included.
@@ -41,7 +81,7 @@ pub async fn run(
         MemberCmd::Promote { group, node } => (group, node, pb::MembershipChange::Promote),
         MemberCmd::Remove { group, node } => (group, node, pb::MembershipChange::Remove),
     };
-    let Some(leader) = leader(&status, group) else {
+    let Some(leader) = leader_of(&status, group) else {
         anyhow::bail!(
             "no node reports leading group {group} (is it a group of this cluster? `meridian \
              status` shows every group and which nodes answered)"
@@ -65,7 +105,7 @@ pub async fn run(
 }
 
 /// The replica that leads `group` (the newest term's, if two say so), with its address.
-pub(crate) fn leader(s: &pb::StatusResponse, group: u64) -> Option<pb::GroupStatus> {
+pub(crate) fn leader_of(s: &pb::StatusResponse, group: u64) -> Option<pb::GroupStatus> {
     std::iter::once(s)
         .chain(s.nodes.iter())
         .flat_map(|n| n.groups.iter())
@@ -90,7 +130,7 @@ fn list(s: &pb::StatusResponse) -> Rendered {
     let mut human = Vec::new();
     let mut rows = Vec::new();
     for id in groups {
-        let Some(g) = leader(s, id) else {
+        let Some(g) = leader_of(s, id) else {
             human.push(format!(
                 "group {id}: no leader answered; membership unknown"
             ));

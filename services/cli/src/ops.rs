@@ -79,7 +79,7 @@ fn live_membership(
     // Two nodes may both say leader across a change of term: the newer term's wins.
     crate::member_cli::groups_in(s)
         .into_iter()
-        .filter_map(|id| crate::member_cli::leader(s, id))
+        .filter_map(|id| crate::member_cli::leader_of(s, id))
         .map(|g| {
             let voters = g.members.iter().filter(|m| m.voter).map(|m| m.node);
             let learners = g.members.iter().filter(|m| !m.voter).map(|m| m.node);

@@ -156,3 +156,74 @@ async fn a_dead_voter_is_replaced_by_a_promoted_learner_while_writes_go_on() {
         "{drift}"
     );
 }
+
+/// `meridian leader transfer`: us-east's leadership goes to the voter named, in a later term,
+/// and back again; a write made after the move is what a linearizable read at the old leader
+/// returns (it gave up its read lease before handing over). A learner cannot be named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_voter_named_and_the_old_leader_reads_no_stale_value() {
+    common::watchdog(Duration::from_secs(300));
+    let dev = DevCluster::start(&["--processes", "--no-wan"]);
+    let nodes = Nodes::of(&dev);
+    let endpoint = dev.endpoint("eu-west");
+    let (old, term) = nodes.new_leader(US_EAST, 0, Duration::from_secs(60)).await;
+    let to = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != old)
+        .expect("another voter");
+
+    let (ok, _, err) = meridian(&endpoint, &["leader", "transfer", "1", "--to", "4"]);
+    assert!(
+        !ok && err.contains("node 4 is not a voter of group 1"),
+        "{err}"
+    );
+
+    let eu = dev.client("eu-west", Duration::from_secs(20));
+    eu.put("/us-east/transfer/x", "before").await.expect("put");
+    let (ok, out, err) = meridian(
+        &endpoint,
+        &["leader", "transfer", "1", "--to", &to.to_string()],
+    );
+    assert!(ok, "transfer: {out}{err}");
+    let reply: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(reply["leader"], to, "{reply}");
+    assert!(reply["term"].as_u64().expect("term") > term, "{reply}");
+    assert_eq!(nodes.leader(US_EAST).await.map(|(l, _)| l), Some(to));
+
+    // Written through the new leader; read at the old one, linearizably.
+    eu.put("/us-east/transfer/x", "after").await.expect("put");
+    let old_addr = dev.ready["nodes"][old.to_string()]["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    let at_old = meridian_sdk::Client::new(
+        vec![old_addr],
+        meridian_sdk::Options {
+            call_timeout: Duration::from_secs(20),
+            rpc_timeout: Duration::from_secs(20),
+            ..dev.options()
+        },
+    )
+    .expect("client");
+    let got = at_old
+        .get_with(
+            "/us-east/transfer/x",
+            meridian_sdk::Consistency::Linearizable,
+        )
+        .await
+        .expect("get")
+        .kv
+        .map(|kv| kv.value);
+    assert_eq!(got, Some(b"after".to_vec()));
+
+    // And back.
+    let (ok, out, err) = meridian(
+        &endpoint,
+        &["leader", "transfer", "1", "--to", &old.to_string()],
+    );
+    assert!(ok, "transfer back: {out}{err}");
+    assert_eq!(nodes.leader(US_EAST).await.map(|(l, _)| l), Some(old));
+    eu.put("/us-east/transfer/x", "again")
+        .await
+        .expect("put after");
+}

@@ -51,6 +51,10 @@ fn expected(cmd: &str) -> &'static [&'static str] {
             &["/us-east/app/config", "/us-east/app/blob"]
         }
         "$M status" => &["us-east", "eu-west", "ap-northeast", "global"],
+        "$M member list" => &["voters", "learners"],
+        "$M topology check topology/local-3region.toml --live" => {
+            &["live: every group's membership matches"]
+        }
         "$M snapshot save cluster.snap" | "$M snapshot status cluster.snap" => {
             &["global", "revision"]
         }

@@ -107,11 +107,36 @@ impl GroupHandle {
     /// Why this node must refuse a vote now, if it must: it promised a leader (see
     /// [`VoteGuard`]), or it leads under a lease that still holds.
     pub fn vote_refusal(&self) -> Option<String> {
-        if let Some(r) = self.vote_guard.refusal() {
-            return Some(r);
+        self.vote_refusal_of(false)
+    }
+
+    /// As [`Self::vote_refusal`], for a vote request that says whether it is part of a
+    /// leadership transfer. Such a request comes from the node the leader chose, and the leader
+    /// gave up its read lease before choosing it ([`Self::transfer_leadership`]): the promise
+    /// [`VoteGuard`] keeps protects that lease only, so it does not stand in the way (as
+    /// openraft's own lease does not; members are trusted to tell the truth, as Raft assumes).
+    pub fn vote_refusal_of(&self, leadership_transfer: bool) -> Option<String> {
+        if !leadership_transfer {
+            if let Some(r) = self.vote_guard.refusal() {
+                return Some(r);
+            }
         }
         self.lease_read_index()
             .map(|_| "this node leads under a read lease that still holds".to_string())
+    }
+
+    /// Hands this node's leadership of the group to voter `to`: first gives up the read lease of
+    /// its current vote (from now on its reads ask a quorum, so none can miss a write of the
+    /// next leader), then has openraft send `to` the transfer. Ignored by openraft unless this
+    /// node leads.
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), String> {
+        let vote = self.raft.metrics().borrow_watched().vote;
+        self.lease.relinquish(vote);
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// This node accepted an AppendEntries of its leader.
@@ -375,13 +400,13 @@ impl PeerService {
         self.admission
             .member(&request, group, || handle.members(), what)?;
         let msg = request.into_inner();
-        if let Some(refusal) = handle.vote_refusal() {
+        let req: openraft::raft::VoteRequest<meridian_types::TypeConfig> = decode(&msg)?;
+        if let Some(refusal) = handle.vote_refusal_of(req.leadership_transfer) {
             return Err(Status::unavailable(format!(
                 "group {}: {what} refused: {refusal}",
                 msg.group
             )));
         }
-        let req = decode(&msg)?;
         let res = if pre {
             handle.raft.pre_vote(req).await
         } else {
@@ -534,6 +559,20 @@ impl Peer for PeerService {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.guarded_vote(request, false).await
+    }
+
+    /// The group's leader chose this node to lead next: openraft starts an election at once.
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let group = request.get_ref().group;
+        let handle = self.handle(group)?;
+        self.admission
+            .member(&request, group, || handle.members(), "leader transfer")?;
+        let msg = request.into_inner();
+        let req = decode(&msg)?;
+        encode(msg.group, handle.raft.handle_transfer_leader(req).await)
     }
 
     /// A candidate asks whether it could win; refused for the same reasons as a vote.

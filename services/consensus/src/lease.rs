@@ -29,6 +29,8 @@ pub struct LeaderLease {
     guard: Duration,
     /// The newest AppendEntries each voter answered for vote V: (V, when it was sent).
     acks: Mutex<BTreeMap<u64, (Vote, Instant)>>,
+    /// A vote whose lease this node gave up (it handed its leadership on).
+    relinquished: Mutex<Option<Vote>>,
 }
 
 impl LeaderLease {
@@ -37,7 +39,13 @@ impl LeaderLease {
         Self {
             guard: election_timeout_max,
             acks: Mutex::default(),
+            relinquished: Mutex::default(),
         }
+    }
+
+    /// No lease for `vote` from now on, whatever acknowledgements come (a leadership transfer).
+    pub fn relinquish(&self, vote: Vote) {
+        *self.relinquished.lock().unwrap_or_else(|p| p.into_inner()) = Some(vote);
     }
 
     /// How long after a quorum's acknowledgement the leader may read alone.
@@ -60,6 +68,9 @@ impl LeaderLease {
     /// when no quorum answered this vote yet.
     pub fn valid_until(&self, me: u64, vote: &Vote, voters: &BTreeSet<u64>) -> Option<Instant> {
         if !voters.contains(&me) {
+            return None;
+        }
+        if *self.relinquished.lock().unwrap_or_else(|p| p.into_inner()) == Some(*vote) {
             return None;
         }
         let quorum = voters.len() / 2 + 1;
@@ -201,5 +212,28 @@ mod tests {
             .refusal_at(t0 + ms(100))
             .is_some_and(|r| r.contains("restarted")));
         assert!(restarted.refusal_at(t0 + ms(701)).is_none());
+    }
+
+    #[test]
+    fn a_relinquished_lease_is_gone_for_its_vote_only() {
+        let lease = LeaderLease::new(Duration::from_millis(700));
+        let voters: BTreeSet<u64> = [1, 2, 3].into();
+        let v = committed(3, 1);
+        lease.acked(2, v, Instant::now());
+        assert!(lease.valid_until(1, &v, &voters).is_some());
+        lease.relinquish(v);
+        assert_eq!(lease.valid_until(1, &v, &voters), None);
+        lease.acked(2, v, Instant::now());
+        assert_eq!(
+            lease.valid_until(1, &v, &voters),
+            None,
+            "acks do not bring it back"
+        );
+        let next = committed(5, 1);
+        lease.acked(3, next, Instant::now());
+        assert!(
+            lease.valid_until(1, &next, &voters).is_some(),
+            "a later term leads afresh"
+        );
     }
 }

@@ -300,6 +300,7 @@ struct PeerLink {
 enum Rpc {
     Vote,
     PreVote,
+    TransferLeader,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -339,6 +340,7 @@ impl PeerLink {
             match rpc {
                 Rpc::Vote => client.vote(request).await,
                 Rpc::PreVote => client.pre_vote(request).await,
+                Rpc::TransferLeader => client.transfer_leader(request).await,
             }
         };
         self.answer(sent_bytes, ttl, call).await
@@ -694,6 +696,17 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.link.call(Rpc::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    /// The leader's transfer to the target (see `GroupHandle::transfer_leadership`).
+    async fn transfer_leader(
+        &mut self,
+        req: openraft::raft::TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<openraft::raft::TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.link
+            .call(Rpc::TransferLeader, &req, option.hard_ttl())
+            .await
     }
 
     /// The whole snapshot, in chunks on one stream ([`PeerLink::send_snapshot`]), each within

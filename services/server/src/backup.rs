@@ -47,6 +47,18 @@ impl Maintenance for MaintenanceService {
         ))
     }
 
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderReply>, Status> {
+        let (meta, _, req) = request.into_parts();
+        self.gate
+            .check(&meta, "leader transfer", &[(Access::Admin, "/")])?;
+        Ok(Response::new(
+            crate::membership::transfer(&self.ctx, req).await?,
+        ))
+    }
+
     async fn group_snapshot(
         &self,
         request: Request<pb::GroupSnapshotRequest>,

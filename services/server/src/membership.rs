@@ -1,7 +1,11 @@
-//! Membership changes (docs/operations.md, "Membership"): a node of the topology joins a group
-//! as a learner, a learner becomes a voter, a voter or learner leaves — each made by the group's
-//! leader through openraft's joint consensus, so the group keeps a quorum of the old and the new
-//! voters at every step. One entry: [`change`], served by the `Maintenance` service (`admin`).
+//! Membership changes (docs/operations.md, "Membership and leadership"): a node of the topology
+//! joins a group as a learner, a learner becomes a voter, a voter or learner leaves — each made
+//! by the group's leader through openraft's joint consensus, so the group keeps a quorum of the
+//! old and the new voters at every step. Entries: [`change`] and [`transfer`], served by the
+//! `Maintenance` service (`admin`).
+//!
+//! A leadership transfer (`transfer`) gives up this node's read lease first (see
+//! `GroupHandle::transfer_leadership`) and answers once the chosen voter leads.
 //!
 //! What is checked first, with nothing changed on a refusal: the group is hosted here and this
 //! node leads it (else `NotLeader` names the leader); the node is in the topology (mTLS admits
@@ -159,6 +163,91 @@ pub async fn change(
         learners,
         log_index,
     })
+}
+
+/// How long a leadership transfer may take: the target's election, once it has the log.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hands the leadership of `req.group`, which this node leads, to voter `req.to`; answers once
+/// `to` leads (or at once if it already does).
+pub async fn transfer(
+    ctx: &NodeCtx,
+    req: pb::TransferLeaderRequest,
+) -> Result<pb::TransferLeaderReply> {
+    let group = GroupId(req.group);
+    if ctx.topology.group(group).is_none() {
+        return Err(Error::invalid(
+            "unknown_group",
+            "group",
+            format!("no group {} in the topology", req.group),
+        ));
+    }
+    let h = ctx.group(group)?;
+    let m = h.raft.metrics().borrow_watched().clone();
+    let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+    if !voters.contains(&req.to) {
+        return Err(Error::invalid(
+            "not_a_voter",
+            "to",
+            format!(
+                "node {} is not a voter of group {} (voters: {voters:?}); only a voter can lead",
+                req.to, req.group
+            ),
+        ));
+    }
+    if m.current_leader == Some(req.to) {
+        return Ok(pb::TransferLeaderReply {
+            group: group.0,
+            leader: req.to,
+            term: m.current_term,
+        });
+    }
+    if m.state != ServerState::Leader {
+        return Err(match ctx.leader(&h) {
+            Some((leader, address)) => Error::NotLeader {
+                group: group.0,
+                leader,
+                address,
+            },
+            None => Error::Unavailable(format!(
+                "group {} has no known leader right now; retry shortly",
+                group.0
+            )),
+        });
+    }
+    h.transfer_leadership(req.to)
+        .await
+        .map_err(|e| Error::Internal(format!("group {}: {e}", group.0)))?;
+    let to = req.to;
+    match h
+        .raft
+        .wait(Some(TRANSFER_TIMEOUT))
+        .metrics(|m| m.current_leader == Some(to), "leadership transferred")
+        .await
+    {
+        Ok(m) => {
+            tracing::info!(
+                group = group.0,
+                to,
+                term = m.current_term,
+                "leadership transferred"
+            );
+            Ok(pb::TransferLeaderReply {
+                group: group.0,
+                leader: to,
+                term: m.current_term,
+            })
+        }
+        Err(_) => {
+            let now = h.raft.metrics().borrow_watched().current_leader;
+            Err(Error::Deadline(format!(
+                "group {}: node {to} did not take the lead within {TRANSFER_TIMEOUT:?} (the \
+                 leader is now {}); this node serves no lease reads of its old term",
+                group.0,
+                now.map_or("unknown".to_string(), |n| format!("node {n}"))
+            )))
+        }
+    }
 }
 
 /// (voters, learners) of a membership given its members and voters.

@@ -3,7 +3,8 @@
 //! for good; `meridian member promote` makes eu-west's learner node 4 a voter and `meridian
 //! member remove` takes the dead node out — while a writer keeps writing to the group, none of
 //! its writes failing (the group kept a quorum at every step) and every acknowledged write
-//! readable afterwards. `member list` shows the new voters and the drift from the topology.
+//! readable afterwards. `member list` shows the new voters and the drift from the topology. The
+//! dead node's machine then comes back and rejoins: `member add` (a learner), `member promote`.
 //! Bad requests are refused with what is wrong, and change nothing.
 
 mod common;
@@ -47,7 +48,7 @@ fn ids(v: &Value) -> Vec<u64> {
 async fn a_dead_voter_is_replaced_by_a_promoted_learner_while_writes_go_on() {
     common::watchdog(Duration::from_secs(300));
     let dev = DevCluster::start(&["--processes", "--no-wan"]);
-    let nodes = Nodes::of(&dev);
+    let mut nodes = Nodes::of(&dev);
     // eu-west's router (node 4's region; the victim may be us-east's first endpoint).
     let endpoint = dev.endpoint("eu-west");
     let (leader, _) = nodes.new_leader(US_EAST, 0, Duration::from_secs(60)).await;
@@ -155,6 +156,24 @@ async fn a_dead_voter_is_replaced_by_a_promoted_learner_while_writes_go_on() {
             && drift.contains(&format!("node {LEARNER} is a voter of the group")),
         "{drift}"
     );
+
+    // The dead node's machine comes back: it rejoins as a learner (`member add`), catches up,
+    // and becomes a voter again.
+    nodes.restart(victim, dev.dir.path());
+    let (ok, out, err) = meridian(&endpoint, &["member", "add", "1", &victim.to_string()]);
+    assert!(ok, "add: {out}{err}");
+    let reply: Value = serde_json::from_str(out.trim()).expect("json");
+    assert!(ids(&reply["learners"]).contains(&victim), "{reply}");
+    let (ok, out, err) = meridian(&endpoint, &["member", "promote", "1", &victim.to_string()]);
+    assert!(ok, "promote the returned node: {out}{err}");
+    let reply: Value = serde_json::from_str(out.trim()).expect("json");
+    let mut all = want.clone();
+    all.push(victim);
+    all.sort_unstable();
+    assert_eq!(ids(&reply["voters"]), all, "{reply}");
+    eu.put("/us-east/member/after", "y")
+        .await
+        .expect("a write with 4 voters");
 }
 
 /// `meridian leader transfer`: us-east's leadership goes to the voter named, in a later term,

@@ -66,19 +66,7 @@ impl Drop for Dev {
     }
 }
 
-/// `meridian ARGS` against `endpoint`: (success, stdout, stderr).
-fn meridian(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(common::BIN)
-        .args(["--endpoint", endpoint, "--output", "json"])
-        .args(args)
-        .output()
-        .expect("run meridian");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::meridian_json as meridian;
 
 fn ok(endpoint: &str, args: &[&str]) -> String {
     let (success, out, err) = meridian(endpoint, args);

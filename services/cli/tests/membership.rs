@@ -9,29 +9,14 @@
 
 mod common;
 
-use common::{DevCluster, Nodes};
+use common::{meridian_json as meridian, DevCluster, Nodes};
 use serde_json::Value;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const US_EAST: u64 = 1;
 const LEARNER: u64 = 4;
-
-/// `meridian --output json ARGS` against `endpoint`: (success, stdout, stderr).
-fn meridian(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(common::BIN)
-        .args(["--endpoint", endpoint, "--output", "json"])
-        .args(args)
-        .output()
-        .expect("run meridian");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn ids(v: &Value) -> Vec<u64> {
     let mut ids: Vec<u64> = v

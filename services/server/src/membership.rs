@@ -43,27 +43,10 @@ pub async fn change(
                 ),
             )
         })?;
-    if ctx.topology.group(group).is_none() {
-        return Err(Error::invalid(
-            "unknown_group",
-            "group",
-            format!("no group {} in the topology", req.group),
-        ));
-    }
-    let h = ctx.group(group)?;
+    let h = hosted(ctx, group)?;
     let m = h.raft.metrics().borrow_watched().clone();
     if m.state != ServerState::Leader {
-        return Err(match ctx.leader(&h) {
-            Some((leader, address)) => Error::NotLeader {
-                group: group.0,
-                leader,
-                address,
-            },
-            None => Error::Unavailable(format!(
-                "group {} has no known leader right now; retry shortly",
-                group.0
-            )),
-        });
+        return Err(not_leading(ctx, &h));
     }
     let node = ctx.topology.node(req.node).ok_or_else(|| {
         Error::invalid(
@@ -175,14 +158,7 @@ pub async fn transfer(
     req: pb::TransferLeaderRequest,
 ) -> Result<pb::TransferLeaderReply> {
     let group = GroupId(req.group);
-    if ctx.topology.group(group).is_none() {
-        return Err(Error::invalid(
-            "unknown_group",
-            "group",
-            format!("no group {} in the topology", req.group),
-        ));
-    }
-    let h = ctx.group(group)?;
+    let h = hosted(ctx, group)?;
     let m = h.raft.metrics().borrow_watched().clone();
     let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
     if !voters.contains(&req.to) {
@@ -203,17 +179,7 @@ pub async fn transfer(
         });
     }
     if m.state != ServerState::Leader {
-        return Err(match ctx.leader(&h) {
-            Some((leader, address)) => Error::NotLeader {
-                group: group.0,
-                leader,
-                address,
-            },
-            None => Error::Unavailable(format!(
-                "group {} has no known leader right now; retry shortly",
-                group.0
-            )),
-        });
+        return Err(not_leading(ctx, &h));
     }
     h.transfer_leadership(req.to)
         .await
@@ -247,6 +213,34 @@ pub async fn transfer(
                 now.map_or("unknown".to_string(), |n| format!("node {n}"))
             )))
         }
+    }
+}
+
+/// The handle of `group`, a group of the topology hosted here.
+fn hosted(ctx: &NodeCtx, group: GroupId) -> Result<meridian_consensus::GroupHandle> {
+    if ctx.topology.group(group).is_none() {
+        return Err(Error::invalid(
+            "unknown_group",
+            "group",
+            format!("no group {} in the topology", group.0),
+        ));
+    }
+    ctx.group(group)
+}
+
+/// Why this node, which does not lead `h`'s group, does not act: the leader it knows of.
+fn not_leading(ctx: &NodeCtx, h: &meridian_consensus::GroupHandle) -> Error {
+    let group = h.shared.group;
+    match ctx.leader(h) {
+        Some((leader, address)) => Error::NotLeader {
+            group: group.0,
+            leader,
+            address,
+        },
+        None => Error::Unavailable(format!(
+            "group {} has no known leader right now; retry shortly",
+            group.0
+        )),
     }
 }
 

@@ -13,6 +13,20 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 
+/// `meridian --output json ARGS` against `endpoint`: (success, stdout, stderr).
+pub fn meridian_json(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN)
+        .args(["--endpoint", endpoint, "--output", "json"])
+        .args(args)
+        .output()
+        .expect("run meridian");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// A free port on `ip`, found by binding port 0 (released before use; collisions are unlikely
 /// because every test cluster uses its own loopback addresses).
 pub fn free_port(ip: &str) -> u16 {

@@ -42,14 +42,8 @@ pub async fn leader(
 ) -> anyhow::Result<ExitCode> {
     let LeaderCmd::Transfer { group, to } = cmd;
     let status = connect(endpoints)?.status(true).await?;
-    let Some(now) = self::leader_of(&status, group) else {
-        anyhow::bail!(
-            "no node reports leading group {group} (`meridian status` shows every group)"
-        );
-    };
-    let reply = connect(vec![now.leader_address.clone()])?
-        .transfer_leader(group, to, CHANGE_WAIT)
-        .await?;
+    let (at, now) = at_leader(&connect, &status, group)?;
+    let reply = at.transfer_leader(group, to, CHANGE_WAIT).await?;
     Rendered {
         json: json!({"group": reply.group, "leader": reply.leader, "term": reply.term}),
         human: format!(
@@ -81,13 +75,8 @@ pub async fn run(
         MemberCmd::Promote { group, node } => (group, node, pb::MembershipChange::Promote),
         MemberCmd::Remove { group, node } => (group, node, pb::MembershipChange::Remove),
     };
-    let Some(leader) = leader_of(&status, group) else {
-        anyhow::bail!(
-            "no node reports leading group {group} (is it a group of this cluster? `meridian \
-             status` shows every group and which nodes answered)"
-        );
-    };
-    let reply = connect(vec![leader.leader_address.clone()])?
+    let (at, _) = at_leader(&connect, &status, group)?;
+    let reply = at
         .change_membership(group, node, change, CHANGE_WAIT)
         .await?;
     Rendered {
@@ -102,6 +91,21 @@ pub async fn run(
     }
     .print(format);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A client of `group`'s leader as the cluster's status reports it, and that report.
+fn at_leader(
+    connect: &impl Fn(Vec<String>) -> anyhow::Result<Client>,
+    status: &pb::StatusResponse,
+    group: u64,
+) -> anyhow::Result<(Client, pb::GroupStatus)> {
+    let Some(leader) = leader_of(status, group) else {
+        anyhow::bail!(
+            "no node reports leading group {group} (is it a group of this cluster? `meridian \
+             status` shows every group and which nodes answered)"
+        );
+    };
+    Ok((connect(vec![leader.leader_address.clone()])?, leader))
 }
 
 /// The replica that leads `group` (the newest term's, if two say so), with its address.

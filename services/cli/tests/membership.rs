@@ -163,9 +163,11 @@ async fn a_dead_voter_is_replaced_by_a_promoted_learner_while_writes_go_on() {
 
 /// `meridian leader transfer`: us-east's leadership goes to the voter named, in a later term,
 /// and back again; a write made after the move is what a linearizable read at the old leader
-/// returns (it gave up its read lease before handing over). A learner cannot be named.
+/// returns. (That the old leader gave up its read lease before handing over is checked by
+/// `lease.rs`'s unit test: here it has stepped down by the time it is read.) A learner cannot be
+/// named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leadership_moves_to_the_voter_named_and_the_old_leader_reads_no_stale_value() {
+async fn leadership_moves_to_the_voter_named_and_a_later_write_reads_back_at_the_old_leader() {
     common::watchdog(Duration::from_secs(300));
     let dev = DevCluster::start(&["--processes", "--no-wan"]);
     let nodes = Nodes::of(&dev);

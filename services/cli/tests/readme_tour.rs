@@ -89,6 +89,18 @@ impl Drop for Dev {
     }
 }
 
+/// `meridian status` against the dev cluster, for a failure's message.
+fn status_now() -> String {
+    match Command::new(common::BIN).arg("status").output() {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("(status failed to run: {e})"),
+    }
+}
+
 #[test]
 fn every_command_of_the_readme_tour_works_as_written() {
     common::watchdog(Duration::from_secs(1800));
@@ -170,8 +182,10 @@ fn every_command_of_the_readme_tour_works_as_written() {
         };
         assert!(
             fine,
-            "the README's `{line}` failed ({:?}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            out.status
+            "the README's `{line}` failed ({:?}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n\
+             --- the cluster's status now\n{}",
+            out.status,
+            status_now()
         );
         for want in expected(line) {
             assert!(

@@ -32,6 +32,14 @@ pub struct Limits {
     pub watch_progress_interval_ms: u64,
     /// Most watch streams one node serves at once.
     pub watches_max: usize,
+    /// Revisions queued for one watcher by its router's shared feed; a watcher further behind
+    /// is dropped from the feed and reads the history instead.
+    pub watch_queue_max: usize,
+    /// A watcher whose client takes nothing for this long while responses wait is cut off
+    /// (its stream ends with the revision to resume from).
+    pub watch_stall_ms: u64,
+    /// Most concurrent streams (watches, requests) on one client connection (HTTP/2).
+    pub streams_per_connection_max: u32,
     /// Shortest and longest lease TTL a client may ask for.
     pub lease_ttl_ms_min: u64,
     pub lease_ttl_ms_max: u64,
@@ -61,7 +69,10 @@ impl Default for Limits {
             range_keys_max: 10_000,
             history_revisions_max: meridian_storage::HISTORY_REVISIONS_DEFAULT,
             watch_progress_interval_ms: 5_000,
-            watches_max: 10_000,
+            watches_max: 50_000,
+            watch_queue_max: 256,
+            watch_stall_ms: 60_000,
+            streams_per_connection_max: 1_024,
             lease_ttl_ms_min: 1_000,
             lease_ttl_ms_max: 86_400_000,
             keepalive_interval_ms: 200,

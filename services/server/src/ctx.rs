@@ -40,6 +40,8 @@ pub struct NodeCtx {
     /// The placement map this router follows (from its replica of the global group).
     pub placement: Arc<crate::placement::PlacementView>,
     pub watches: Arc<crate::watches::Watches>,
+    /// Shared upstream watches: one feed per watched key or prefix (`fanout.rs`).
+    pub fanout: Arc<crate::fanout::Fanout>,
     /// The write batcher of each group this node votes in.
     pub proposers: BTreeMap<GroupId, Proposer>,
     /// Coalesced syncs per group.

@@ -28,6 +28,7 @@ pub mod config;
 pub mod convert;
 pub mod ctx;
 pub mod error;
+pub mod fanout;
 pub mod forward;
 pub mod gate;
 pub mod gateway;

@@ -393,6 +393,7 @@ impl Node {
             )),
             topology: topology.clone(),
             watches: crate::watches::Watches::new(config.limits.watches_max),
+            fanout: crate::fanout::Fanout::new(config.limits.watch_queue_max),
             proposers,
             syncers: Syncers::default(),
             sync_on_switch: config.router.sync_on_switch,
@@ -457,6 +458,30 @@ impl Node {
                     help: "Watch and election-observe streams this node serves now.",
                     labels: Vec::new(),
                     value: ctx.watches.open_now() as f64,
+                });
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_watch_upstreams",
+                    kind: "gauge",
+                    help: "Shared feeds open now: one subscription to a replica per watched \
+                           key or prefix, however many watchers it serves.",
+                    labels: Vec::new(),
+                    value: ctx.fanout.upstreams() as f64,
+                });
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_watch_fell_behind_total",
+                    kind: "counter",
+                    help: "Watchers dropped from their feed to the history because they did \
+                           not keep up.",
+                    labels: Vec::new(),
+                    value: ctx.fanout.dropped() as f64,
+                });
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_watch_cut_off_total",
+                    kind: "counter",
+                    help: "Watch streams ended because their client read nothing while \
+                           events waited.",
+                    labels: Vec::new(),
+                    value: ctx.watches.cut_off_count() as f64,
                 });
                 gauges.push(crate::metrics::Gauge {
                     name: "meridian_watch_events_sent_total",
@@ -605,6 +630,7 @@ impl Node {
                 .layer(trace_rpcs)
                 .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
                 .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+                .max_concurrent_streams(Some(config.limits.streams_per_connection_max))
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .add_service(kv)

@@ -25,6 +25,10 @@ pub const BATCH_COMMANDS_MAX: usize = 512;
 pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Entries proposed and not yet applied, per group.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 2;
+/// Longest an entry holds its place in flight: one that Raft has not answered by then (it
+/// should not happen) gives its place back, so a lost answer never stops the group's writes;
+/// its writers hear that the write may still be applied.
+pub const ENTRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a proposal comes back with: the entry's revision and this command's result, or the
 /// error the whole entry met (e.g. not the leader).
@@ -93,7 +97,9 @@ impl Proposer {
         // Queued, so possibly proposed: the caller must not retry blindly.
         rx.await.map_err(|_| {
             Error::Deadline(
-                "the group stopped before answering; the write may have been applied".into(),
+                "the group did not answer (it stopped, or the entry outlived its wait); the \
+                 write may have been applied"
+                    .into(),
             )
         })
     }
@@ -185,8 +191,14 @@ async fn run(
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();
-            if submit(group, &raft, batch, &steps).await {
-                stats.commit.observe(start.elapsed());
+            match tokio::time::timeout(ENTRY_WAIT_MAX, submit(group, &raft, batch, &steps)).await {
+                Ok(true) => stats.commit.observe(start.elapsed()),
+                Ok(false) => {}
+                Err(_) => tracing::warn!(
+                    %group,
+                    "an entry was not answered within {ENTRY_WAIT_MAX:?}; its place in flight \
+                     is given back (its writes may still be applied)"
+                ),
             }
         });
     }

@@ -1,19 +1,23 @@
 //! Watch streams: history first (from the durable change log), then live changes, in revision
-//! order, each change exactly once, with periodic progress notifications. A watcher that falls
-//! behind the live buffer goes back to the history; one whose next revision was compacted gets
-//! `Compacted` and the stream ends.
+//! order, each change exactly once, with periodic progress notifications. Live changes come
+//! from the router's shared feed of the key or prefix (`fanout.rs`: one subscription to the
+//! replica for all its watchers). A watcher that falls behind its feed goes back to the
+//! history; one whose next revision was compacted gets `Compacted` and the stream ends; one
+//! whose client reads nothing for `watch_stall_ms` while events wait is cut off, with a reason
+//! that names the revision to resume from.
 
 use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::error::Error;
+use crate::fanout::{Fanout, Item, Member};
 use crate::residency::{proxied_request, Caller, Route};
 use meridian_proto::kv as pb;
-use meridian_storage::{GroupShared, Notice};
+use meridian_storage::GroupShared;
 use meridian_types::Event;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::Status;
@@ -71,8 +75,8 @@ pub async fn watch_stream(
     let h = ctx.group(group)?;
     let shared = h.shared.clone();
     let permit = ctx.watches.open()?;
-    // Subscribe before reading history so nothing falls between the two.
-    let live = shared.subscribe();
+    // Join the feed before reading history so nothing falls between the two.
+    let member = ctx.fanout.join(&shared, &key, req.prefix);
     if start == 0 {
         // "From now" is at least what the session has already seen of this group.
         let seen = crate::router::Session::from_pb(req.session.as_ref())
@@ -118,8 +122,11 @@ pub async fn watch_stream(
         prev_kv: req.prev_kv,
     };
     let (tx, rx) = mpsc::channel(WATCH_BUFFER_MAX);
+    let (last_tx, last_rx) = oneshot::channel();
     let node = ctx.node_id;
     let watches = ctx.watches.clone();
+    let fanout = ctx.fanout.clone();
+    let stall = Duration::from_millis(ctx.limits.watch_stall_ms.max(1));
     let follow = Follow {
         placement: ctx.placement.clone(),
         host: ctx.host.clone(),
@@ -130,23 +137,45 @@ pub async fn watch_stream(
         let mut w = Watcher {
             shared,
             watches,
+            fanout,
             filter,
             tx,
+            last: Mutex::new(Some(last_tx)),
+            stall,
             node,
             follow,
         };
-        w.run(start, live, Duration::from_millis(progress_ms.max(10)))
+        w.run(start, member, Duration::from_millis(progress_ms.max(10)))
             .await;
     });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    Ok(with_last(rx, last_rx))
+}
+
+/// The responses of `rx`, then the stream's last word if the watcher left one (an error that
+/// ends it) — delivered after everything already queued, and never waiting on the client to be
+/// queued itself.
+fn with_last(
+    rx: mpsc::Receiver<Result<pb::WatchResponse, Status>>,
+    last: oneshot::Receiver<Status>,
+) -> WatchStream {
+    use futures::StreamExt;
+    let last = futures::stream::once(last).filter_map(|r| async move { r.ok().map(Err) });
+    Box::pin(ReceiverStream::new(rx).chain(last))
 }
 
 struct Watcher {
     shared: Arc<GroupShared>,
     /// Where the events sent are counted.
     watches: Arc<crate::watches::Watches>,
+    /// The router's shared feeds (this watcher joins the one of its key, again after a move
+    /// or after falling behind).
+    fanout: Arc<Fanout>,
     filter: Filter,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// Where the error that ends the stream goes (after what is queued).
+    last: Mutex<Option<oneshot::Sender<Status>>>,
+    /// Longest a response waits for the client to take it before the watcher is cut off.
+    stall: Duration,
     node: u64,
     follow: Follow,
 }
@@ -181,8 +210,38 @@ impl Watcher {
         }
     }
 
+    /// Queues `item` for the client; a client that takes nothing for `stall` is cut off.
     async fn send(&self, item: Result<pb::WatchResponse, Status>) -> Result<(), Closed> {
-        self.tx.send(item).await.map_err(|_| Closed)
+        let revision = match &item {
+            Ok(r) => r.header.as_ref().map_or(0, |h| h.revision),
+            Err(_) => 0,
+        };
+        match tokio::time::timeout(self.stall, self.tx.send(item)).await {
+            Ok(r) => r.map_err(|_| Closed),
+            Err(_) => {
+                self.watches.cut_off();
+                self.end(Status::resource_exhausted(format!(
+                    "the watcher was cut off: it read nothing for {} ms while events waited; \
+                     resume from revision {revision} (what it has received up to there is \
+                     complete)",
+                    self.stall.as_millis()
+                )));
+                Err(Closed)
+            }
+        }
+    }
+
+    /// Ends the stream with `status`, after what is queued.
+    fn end(&self, status: Status) {
+        if let Some(last) = self.last.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = last.send(status);
+        }
+    }
+
+    /// Joins this watcher's feed again (after a move, or after it dropped the watcher).
+    fn join(&self) -> Member {
+        self.fanout
+            .join(&self.shared, &self.filter.key, self.filter.prefix)
     }
 
     /// Sends the matching events (all of revision <= `upto` and >= `from`), grouped by revision.
@@ -308,12 +367,20 @@ impl Watcher {
         Ok((Moved::To(h.shared.clone(), domain.since + 1), next))
     }
 
-    async fn run(
-        &mut self,
-        start: u64,
-        mut live: broadcast::Receiver<Arc<Notice>>,
-        progress: Duration,
-    ) {
+    /// Takes one item of the feed; the next revision not yet delivered.
+    async fn take(&self, item: &Item, next: u64) -> Result<Result<u64, Status>, Closed> {
+        match item {
+            Item::Events { revision, events } => {
+                self.send_events(events, next).await?;
+                Ok(Ok(next.max(revision + 1)))
+            }
+            Item::Reset { compacted } if next <= *compacted => Ok(Err(self.compacted_error(next))),
+            Item::Reset { .. } => Ok(Ok(next)),
+            Item::Lagged => self.catch_up(next).await,
+        }
+    }
+
+    async fn run(&mut self, start: u64, mut live: Member, progress: Duration) {
         let mut epochs = self.follow.placement.subscribe();
         let outcome: Result<Result<(), Status>, Closed> = async {
             let mut next = match self.catch_up(start).await? {
@@ -340,8 +407,8 @@ impl Watcher {
                         Moved::Gone(s) => return Ok(Err(s)),
                         Moved::To(shared, from) => {
                             tracing::debug!(from = %self.shared.group, to = %shared.group, "a watch follows its domain");
-                            live = shared.subscribe();
                             self.shared = shared;
+                            live = self.join();
                             next = match self.catch_up(from).await? {
                                 Ok(n) => n,
                                 Err(s) => return Ok(Err(s)),
@@ -354,32 +421,49 @@ impl Watcher {
                 }
                 tokio::select! {
                     _ = epochs.changed() => check_move = true,
-                    notice = live.recv() => match notice {
-                        Ok(n) => match &*n {
-                            Notice::Applied {
-                                revision, events, ..
-                            } => {
-                                self.send_events(events, next).await?;
-                                next = next.max(revision + 1);
-                            }
-                            Notice::Reset { compacted } => {
-                                if next <= *compacted {
-                                    return Ok(Err(self.compacted_error(next)));
-                                }
-                            }
-                        },
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            next = match self.catch_up(next).await? {
+                    item = live.recv() => {
+                        next = match item {
+                            Some(item) => match self.take(&item, next).await? {
                                 Ok(n) => n,
                                 Err(s) => return Ok(Err(s)),
-                            };
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return Ok(Ok(())),
-                    },
+                            },
+                            // Dropped by the feed (it fell behind): the history, then the
+                            // feed again — joined first, so nothing falls between.
+                            None => {
+                                live = self.join();
+                                match self.catch_up(next).await? {
+                                    Ok(n) => n,
+                                    Err(s) => return Ok(Err(s)),
+                                }
+                            }
+                        };
+                    }
                     _ = ticker.tick() => {
                         check_move = self.follow.placement.current().lookup
                             .domain_of(&self.filter.key)
                             .is_some_and(|d| d.group != self.shared.group);
+                        // Everything the feed has handed out up to `seen` is delivered once
+                        // the queue is drained (and this is still a member): claim it.
+                        let seen = live.seen();
+                        let mut member = true;
+                        loop {
+                            match live.try_recv() {
+                                Ok(item) => {
+                                    next = match self.take(&item, next).await? {
+                                        Ok(n) => n,
+                                        Err(s) => return Ok(Err(s)),
+                                    }
+                                }
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => {
+                                    member = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if member {
+                            next = next.max(seen + 1);
+                        }
                         self.send(Ok(pb::WatchResponse {
                             header: Some(self.header(next - 1)),
                             events: Vec::new(),
@@ -393,7 +477,7 @@ impl Watcher {
         }
         .await;
         if let Ok(Err(status)) = outcome {
-            let _ = self.tx.send(Err(status)).await;
+            self.end(status);
         }
     }
 }

@@ -12,6 +12,8 @@ pub struct Watches {
     permits: Arc<tokio::sync::Semaphore>,
     max: usize,
     events: std::sync::atomic::AtomicU64,
+    /// Streams cut off because their client stopped reading.
+    cut_off: std::sync::atomic::AtomicU64,
 }
 
 impl Watches {
@@ -20,6 +22,7 @@ impl Watches {
             permits: Arc::new(tokio::sync::Semaphore::new(max)),
             max,
             events: std::sync::atomic::AtomicU64::new(0),
+            cut_off: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -38,6 +41,16 @@ impl Watches {
     pub(crate) fn sent(&self, events: usize) {
         self.events
             .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn cut_off(&self) {
+        self.cut_off
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Streams cut off so far because their client stopped reading.
+    pub fn cut_off_count(&self) -> u64 {
+        self.cut_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Streams open now.

@@ -1,0 +1,263 @@
+//! Watch fan-out through one router (issue 16, "Measure"): `meridian dev --nodes 1` in a child
+//! process, N watchers of one key (default 10,000) over connections of 1,000 streams each, and
+//! a writer putting that key at a steady rate. Prints, from one run:
+//! - delivery latency from the put being sent (its commit included) to each watcher, and to the
+//!   last of all watchers of each revision ("the 10,000th watcher"), p50/p99/max, next to the
+//!   put's own latency;
+//! - the node's resident memory per watcher (VmRSS after opening them, minus before);
+//! - the node's CPU per 1,000 events/s delivered (user + system time over the writes);
+//! - the node's `meridian_watch_upstreams` while the watchers are open.
+//!
+//! `cargo run --release -p meridian-bench-watch -- --meridian target/release/meridian`
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use meridian_sdk::{Client, Options, WatchEvent};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// The meridian binary to run `dev` with.
+    #[arg(long, default_value = "target/release/meridian")]
+    meridian: PathBuf,
+    /// Watchers of the one key.
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+    /// Watch streams per client connection (the node allows 1,024).
+    #[arg(long, default_value_t = 1_000)]
+    per_connection: usize,
+    /// Puts of the key, one revision each.
+    #[arg(long, default_value_t = 200)]
+    writes: usize,
+    /// Puts per second.
+    #[arg(long, default_value_t = 20)]
+    rate: u64,
+    /// The dev node's port.
+    #[arg(long, default_value_t = 7720)]
+    port: u16,
+}
+
+struct Dev {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("bounds"))
+}
+
+/// VmRSS of `pid` in bytes.
+fn rss(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// User + system CPU seconds `pid` has used.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()?
+        + f.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+/// The unlabelled sample `name` of the node's `/metrics`.
+fn metric(http: &str, name: &str) -> Result<f64> {
+    let mut s = std::net::TcpStream::connect(http)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {http}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {name} in /metrics"))
+}
+
+fn start_dev(args: &Args) -> Result<(Dev, serde_json::Value)> {
+    let dir = tempfile::tempdir()?;
+    let ready = dir.path().join("ready.json");
+    let child = Command::new(&args.meridian)
+        .args(["dev", "--nodes", "1", "--port", &args.port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("MERIDIAN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {} dev", args.meridian.display()))?;
+    let dev = Dev { child, _dir: dir };
+    let start = Instant::now();
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&ready) {
+            if let Ok(v) = serde_json::from_str(&t) {
+                return Ok((dev, v));
+            }
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("meridian dev did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pct(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  (n={})",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+        h.len()
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let (dev, ready) = start_dev(&args)?;
+    let pid = dev.child.id();
+    let endpoint = ready["regions"]["local"]["endpoint"]
+        .as_str()
+        .context("endpoint")?
+        .to_string();
+    let http = ready["http"]["1"].as_str().context("http")?.to_string();
+    let mut options = Options {
+        token: ready["token"].as_str().map(str::to_string),
+        ..Options::default()
+    };
+    if let Some(ca) = ready["ca"].as_str() {
+        options = options.with_tls(std::path::Path::new(ca), None)?;
+    }
+    let client = || Client::new(vec![endpoint.clone()], options.clone());
+    let writer = client()?;
+    let key = "/bench/watch/k";
+    let start = writer.put(key, "v0").await?.header.context("header")?.revision + 1;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss(pid)?;
+
+    let conns = args.watchers.div_ceil(args.per_connection.max(1));
+    let clients: Vec<Client> = (0..conns).map(|_| client()).collect::<Result<_, _>>()?;
+    let writes = args.writes;
+    let mut tasks = Vec::with_capacity(args.watchers);
+    for i in 0..args.watchers {
+        let mut w = clients[i / args.per_connection.max(1)].watch(key, false, start);
+        tasks.push(tokio::spawn(async move {
+            let mut got: Vec<(u64, Instant)> = Vec::with_capacity(writes);
+            while got.len() < writes {
+                match w.next().await {
+                    Ok(WatchEvent::Changes { revision, events }) => {
+                        let now = Instant::now();
+                        got.extend(events.iter().map(|_| (revision, now)));
+                    }
+                    Ok(WatchEvent::Progress { .. }) => {}
+                    Err(e) => return Err(format!("watcher {i}: {e}")),
+                }
+            }
+            Ok(got)
+        }));
+    }
+    let opened = Instant::now();
+    while metric(&http, "meridian_watch_streams")? < args.watchers as f64 {
+        if opened.elapsed() > Duration::from_secs(600) {
+            bail!("the watchers did not all open within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let open_s = opened.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss(pid)?;
+    let upstreams = metric(&http, "meridian_watch_upstreams")?;
+
+    // The writes, at a steady rate.
+    let cpu_before = cpu_seconds(pid)?;
+    let began = Instant::now();
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let mut put_lat = hist();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
+    for n in 0..writes {
+        tick.tick().await;
+        let t = Instant::now();
+        let rev = writer
+            .put(key, format!("v{}", n + 1).as_str())
+            .await?
+            .header
+            .context("header")?
+            .revision;
+        put_lat.saturating_record(t.elapsed().as_micros() as u64);
+        sent.insert(rev, t);
+    }
+    let mut each = hist();
+    let mut last: HashMap<u64, Duration> = HashMap::new();
+    for t in tasks {
+        let got = match tokio::time::timeout(Duration::from_secs(300), t).await {
+            Ok(Ok(Ok(got))) => got,
+            Ok(Ok(Err(e))) => bail!("{e}"),
+            Ok(Err(e)) => bail!("watcher task: {e}"),
+            Err(_) => bail!("a watcher did not get every write within 300 s"),
+        };
+        for (rev, at) in got {
+            let Some(t) = sent.get(&rev) else {
+                bail!("a watcher saw revision {rev}, which no put made")
+            };
+            let d = at.saturating_duration_since(*t);
+            each.saturating_record(d.as_micros() as u64);
+            let l = last.entry(rev).or_default();
+            *l = (*l).max(d);
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    let mut to_last = hist();
+    for d in last.values() {
+        to_last.saturating_record(d.as_micros() as u64);
+    }
+    let events = (writes * args.watchers) as f64;
+    println!(
+        "watch fan-out: {} watchers of one key through one router, {} connections, {} puts at {}/s",
+        args.watchers, conns, writes, args.rate
+    );
+    println!("  watchers opened in {open_s:.1} s; upstream subscriptions: {upstreams}");
+    println!("  put (commit)                 {}", pct(&put_lat));
+    println!("  put sent -> each watcher     {}", pct(&each));
+    println!("  put sent -> last watcher     {}", pct(&to_last));
+    println!(
+        "  node memory: {:.1} MiB before, {:.1} MiB with the watchers: {:.1} KiB per watcher",
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0,
+        (rss_after.saturating_sub(rss_before)) as f64 / 1024.0 / args.watchers as f64
+    );
+    println!(
+        "  node CPU: {cpu:.2} s over {elapsed:.1} s for {events:.0} events ({:.0} events/s): \
+         {:.2}% of a core per 1,000 events/s",
+        events / elapsed,
+        cpu / elapsed * 100.0 / (events / elapsed / 1000.0)
+    );
+    drop(clients);
+    drop(dev);
+    Ok(())
+}

@@ -12,7 +12,7 @@ pub const EXIT_LOCK_LOST: u8 = 3;
 /// Exit code of a try (`--wait 0`) that found the lock taken.
 pub const EXIT_BUSY: u8 = 2;
 
-fn secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;

@@ -17,6 +17,7 @@ mod dev;
 mod dev_security;
 mod locks_cli;
 mod member_cli;
+mod naming_cli;
 mod ops;
 mod output;
 mod placement_cli;
@@ -124,6 +125,10 @@ enum Command {
     Lock(locks_cli::LockArgs),
     /// Campaign in election NAME with VALUE, or observe its leader without VALUE.
     Elect(locks_cli::ElectArgs),
+    /// Register INSTANCE of SERVICE at ADDRESS until Ctrl-C (gone TTL after a crash).
+    Register(naming_cli::RegisterArgs),
+    /// The live instances of SERVICE; --watch follows them.
+    Resolve(naming_cli::ResolveArgs),
     /// A naive lock client for fault tests (records its history).
     #[command(hide = true)]
     LockProbe(locks_cli::LockProbeArgs),
@@ -206,6 +211,12 @@ fn main() -> ExitCode {
             }
             Command::Elect(args) => {
                 locks_cli::elect(client(endpoints, &access)?, cli.output, args).await
+            }
+            Command::Register(args) => {
+                naming_cli::register(client(endpoints, &access)?, cli.output, args).await
+            }
+            Command::Resolve(args) => {
+                naming_cli::resolve(client(endpoints, &access)?, cli.output, args).await
             }
             Command::LockProbe(args) => {
                 locks_cli::lock_probe(client(endpoints, &access)?, args).await

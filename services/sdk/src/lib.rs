@@ -17,6 +17,7 @@ pub mod backup;
 pub mod error;
 pub mod locks;
 pub mod membership;
+pub mod naming;
 pub mod placement;
 pub mod tokens;
 pub mod watch;
@@ -24,6 +25,7 @@ pub mod watch;
 pub use error::Error;
 pub use locks::{LockGuard, LockOptions, Session, SessionEvent};
 pub use meridian_proto::kv as pb;
+pub use naming::{Instance, Registration, Resolver};
 pub use watch::{WatchEvent, Watcher};
 
 use meridian_proto::kv::kv_client::KvClient;

@@ -77,8 +77,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let rest = stat.rsplit_once(')').context("stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()?
-        + f.get(12).context("stime")?.parse::<u64>()?;
+    let ticks: u64 =
+        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
     Ok(ticks as f64 / 100.0)
 }
 
@@ -156,7 +156,13 @@ async fn main() -> Result<()> {
     let client = || Client::new(vec![endpoint.clone()], options.clone());
     let writer = client()?;
     let key = "/bench/watch/k";
-    let start = writer.put(key, "v0").await?.header.context("header")?.revision + 1;
+    let start = writer
+        .put(key, "v0")
+        .await?
+        .header
+        .context("header")?
+        .revision
+        + 1;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = rss(pid)?;
 

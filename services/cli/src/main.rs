@@ -200,7 +200,9 @@ fn main() -> ExitCode {
             Command::Snapshot(cmd) => {
                 snapshot_cli::run(|| client(endpoints, &access), cli.output, cmd).await
             }
-            Command::WanProxy(args) => ops::wan_proxy(args).await,
+            Command::WanProxy(args) => {
+                ops::wan_proxy(args, || client(endpoints.clone(), &access)).await
+            }
             Command::Wan(args) => ops::wan(args).await,
             Command::Sim(cmd) => sim::run(cmd).await,
             Command::Lease(cmd) => {

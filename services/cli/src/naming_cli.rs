@@ -52,15 +52,19 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `meridian://SERVICE-PATH/INSTANCE`: how `resolve` names an instance.
-fn uri(service: &str, i: &Instance) -> String {
-    format!("meridian://{}/{}", service.trim_start_matches('/'), i.id)
+/// The service's `meridian://` address (what an SDK `service_channel` or `wan-proxy` dials).
+fn uri(service: &str) -> String {
+    format!(
+        "{}{}",
+        meridian_sdk::naming::SCHEME,
+        service.trim_start_matches('/')
+    )
 }
 
-fn instance_json(service: &str, i: &Instance) -> serde_json::Value {
+fn instance_json(i: &Instance) -> serde_json::Value {
     json!({
         "instance": i.id, "address": i.address, "region": i.region, "meta": i.meta,
-        "revision": i.revision, "uri": uri(service, i),
+        "revision": i.revision,
     })
 }
 
@@ -133,13 +137,11 @@ pub async fn resolve(
     let now = visible(&first, region);
     match format {
         Format::Json => {
-            let list: Vec<_> = now
-                .values()
-                .map(|i| instance_json(&args.service, i))
-                .collect();
+            let list: Vec<_> = now.values().map(|i| instance_json(i)).collect();
             println!(
                 "{}",
-                json!({"service": args.service, "revision": first.revision, "instances": list})
+                json!({"service": args.service, "uri": uri(&args.service),
+                       "revision": first.revision, "instances": list})
             );
         }
         Format::Human => {
@@ -167,18 +169,18 @@ pub async fn resolve(
                 Some(o) if o != i => "~",
                 Some(_) => continue,
             };
-            print_change(format, &args.service, change, i, after.revision);
+            print_change(format, change, i, after.revision);
         }
         for (id, i) in &old {
             if !new.contains_key(id) {
-                print_change(format, &args.service, "-", i, after.revision);
+                print_change(format, "-", i, after.revision);
             }
         }
         before = after;
     }
 }
 
-fn print_change(format: Format, service: &str, change: &str, i: &Instance, revision: u64) {
+fn print_change(format: Format, change: &str, i: &Instance, revision: u64) {
     match format {
         Format::Json => {
             let kind = match change {
@@ -188,7 +190,7 @@ fn print_change(format: Format, service: &str, change: &str, i: &Instance, revis
             };
             println!(
                 "{}",
-                json!({"change": kind, "revision": revision, "instance": instance_json(service, i)})
+                json!({"change": kind, "revision": revision, "instance": instance_json(i)})
             );
         }
         Format::Human => println!("{change} {}", instance_line(i)),

@@ -100,7 +100,9 @@ pub struct WanProxyArgs {
     #[arg(long)]
     topology: Option<PathBuf>,
     /// A relay: FROM_REGION,TO_REGION,LISTEN,TARGET (repeatable). Connections to LISTEN are
-    /// forwarded to TARGET with the pair's one-way delay in each direction.
+    /// forwarded to TARGET with the pair's one-way delay in each direction. TARGET is
+    /// host:port or a service's `meridian://` address (docs/naming.md): resolved once, at
+    /// start, through --endpoint's cluster, to a live instance in TO_REGION if it has one.
     #[arg(long = "relay", value_name = "FROM,TO,LISTEN,TARGET", required = true)]
     relays: Vec<String>,
     /// Extra random delay per chunk, in ms (never reorders bytes).
@@ -121,7 +123,36 @@ fn fields<const N: usize>(s: &str, what: &str) -> anyhow::Result<[String; N]> {
         .map_err(|_| anyhow::anyhow!("{what} {s:?}: expected {N} comma-separated fields"))
 }
 
-pub async fn wan_proxy(args: WanProxyArgs) -> anyhow::Result<ExitCode> {
+/// The socket address of `target`: host:port as given, or a live instance of the
+/// `meridian://` service it names (one in `region` if there is one).
+async fn relay_target(
+    target: &str,
+    region: &str,
+    client: &mut dyn FnMut() -> anyhow::Result<meridian_sdk::Client>,
+) -> anyhow::Result<SocketAddr> {
+    let address = if meridian_sdk::naming::is_service_uri(target) {
+        let service = meridian_sdk::naming::service_of_uri(target)?;
+        let mut resolver = client()?.resolver(&service).await?;
+        let snapshot = resolver.snapshot();
+        let instance = meridian_sdk::naming::preferred(&snapshot, region)
+            .first()
+            .map(|i| i.address.clone())
+            .with_context(|| format!("{target}: no live instance of {service}"))?;
+        instance
+    } else {
+        target.to_string()
+    };
+    let found = tokio::net::lookup_host(address.as_str())
+        .await
+        .with_context(|| format!("target {address:?}"))?
+        .next();
+    found.with_context(|| format!("target {address:?} resolves to no address"))
+}
+
+pub async fn wan_proxy(
+    args: WanProxyArgs,
+    mut client: impl FnMut() -> anyhow::Result<meridian_sdk::Client>,
+) -> anyhow::Result<ExitCode> {
     let wan = Wan::new();
     let spec = |rtt: u64| LinkSpec {
         jitter: Duration::from_millis(args.jitter_ms),
@@ -149,9 +180,9 @@ pub async fn wan_proxy(args: WanProxyArgs) -> anyhow::Result<ExitCode> {
         let listen: SocketAddr = listen
             .parse()
             .with_context(|| format!("--relay {r:?}: listen address {listen:?}"))?;
-        let target: SocketAddr = target
-            .parse()
-            .with_context(|| format!("--relay {r:?}: target address {target:?}"))?;
+        let target = relay_target(&target, &to, &mut client)
+            .await
+            .with_context(|| format!("--relay {r:?}"))?;
         let relay = wan
             .relay(listen, &from, &to, target)
             .await

@@ -4,8 +4,9 @@
 //! A service is a path of the namespace (`/global/services/echo`, `/eu-west/services/pay`), so
 //! the domain holding it decides its placement and residency like any key's. Instance `I` of
 //! service `S` is the key `S/I`, attached to the registering session's lease; its value is JSON:
-//! `{"address": …, "region": …, "meta": {…}}`. The entries are [`Client::register`] and
-//! [`Client::resolver`].
+//! `{"address": …, "region": …, "meta": {…}}`. The entries are [`Client::register`],
+//! [`Client::resolver`] and [`Client::service_channel`] (a tonic `Channel` to
+//! `meridian://SERVICE` that balances over its live instances).
 
 use crate::{pb, Client, Consistency, Error, Session, SessionEvent, WatchEvent};
 use serde::{Deserialize, Serialize};
@@ -328,6 +329,140 @@ async fn follow(client: Client, prefix: String, tx: watch::Sender<Arc<Snapshot>>
     }
 }
 
+/// The scheme of a service's address: `meridian://global/services/echo` names the service
+/// `/global/services/echo`.
+pub const SCHEME: &str = "meridian://";
+
+/// The service a `meridian://` address names.
+pub fn service_of_uri(uri: &str) -> Result<String, Error> {
+    let rest = uri
+        .strip_prefix(SCHEME)
+        .ok_or_else(|| Error::InvalidArgument {
+            rule: "service_uri".into(),
+            message: format!("{uri:?} is not a {SCHEME}SERVICE address"),
+        })?;
+    let service = format!("/{}", rest.trim_end_matches('/'));
+    service_prefix(&service)?;
+    Ok(service)
+}
+
+/// Whether `target` is a `meridian://` address (else a plain `host:port`).
+pub fn is_service_uri(target: &str) -> bool {
+    target.starts_with(SCHEME)
+}
+
+/// The instances a caller in `region` should use: those of its region if it has any, else all.
+pub fn preferred<'a>(s: &'a Snapshot, region: &str) -> Vec<&'a Instance> {
+    let local = s.in_region(region);
+    if local.is_empty() {
+        s.instances.values().collect()
+    } else {
+        local
+    }
+}
+
+/// A tonic `Channel` to a service's live instances: it balances over the instances its
+/// resolver shows (those of the caller's region while there are any) and follows every change.
+/// Calls go over plain HTTP/2 to each instance's address.
+pub struct ServiceChannel {
+    channel: tonic::transport::Channel,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ServiceChannel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ServiceChannel {
+    /// The channel (clones share the balancer; they stop following changes when this is
+    /// dropped).
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone()
+    }
+}
+
+/// Most pending endpoint changes between the resolver and the balancer.
+const CHANGES_MAX: usize = 1024;
+
+type Balancer = tokio::sync::mpsc::Sender<
+    tonic::transport::channel::Change<String, tonic::transport::Endpoint>,
+>;
+
+/// Brings the balancer's endpoints (by `id@address`) to what `s` says a caller in `region`
+/// should use.
+async fn steer(
+    current: &mut BTreeMap<String, ()>,
+    s: &Snapshot,
+    region: &str,
+    tx: &Balancer,
+) -> bool {
+    use tonic::transport::channel::Change;
+    let wanted: BTreeMap<String, &Instance> = preferred(s, region)
+        .into_iter()
+        .map(|i| (format!("{}@{}", i.id, i.address), i))
+        .collect();
+    let gone: Vec<String> = current
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .cloned()
+        .collect();
+    for k in gone {
+        current.remove(&k);
+        if tx.send(Change::Remove(k)).await.is_err() {
+            return false;
+        }
+    }
+    for (k, i) in wanted {
+        if current.contains_key(&k) {
+            continue;
+        }
+        let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{}", i.address))
+        else {
+            tracing::warn!(instance = %i.id, address = %i.address, "an instance's address is not a URI; skipped");
+            continue;
+        };
+        let ep = ep
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        current.insert(k.clone(), ());
+        if tx.send(Change::Insert(k, ep)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+impl Client {
+    /// A channel to `meridian://SERVICE` for a caller in `region` (default: the region of the
+    /// router this client talks to): balanced over the live instances of that region while it
+    /// has any, else over all, following registrations as they come and go.
+    pub async fn service_channel(
+        &self,
+        uri: &str,
+        region: Option<&str>,
+    ) -> Result<ServiceChannel, Error> {
+        let service = service_of_uri(uri)?;
+        let region = match region {
+            Some(r) => r.to_string(),
+            None => self.status(false).await?.region,
+        };
+        let mut resolver = self.resolver(&service).await?;
+        let (channel, tx) = tonic::transport::Channel::balance_channel::<String>(CHANGES_MAX);
+        let mut current = BTreeMap::new();
+        steer(&mut current, &resolver.snapshot(), &region, &tx).await;
+        let task = tokio::spawn(async move {
+            while let Ok(s) = resolver.changed().await {
+                if !steer(&mut current, &s, &region, &tx).await {
+                    return;
+                }
+            }
+        });
+        Ok(ServiceChannel { channel, task })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +503,32 @@ mod tests {
         assert!(service_prefix("/g/echo/").is_err());
         assert!(instance_id_ok("a/b").is_err());
         assert!(instance_id_ok("").is_err());
+    }
+
+    #[test]
+    fn uris_name_services_and_the_callers_region_comes_first() {
+        assert_eq!(
+            service_of_uri("meridian://global/services/echo")
+                .ok()
+                .as_deref(),
+            Some("/global/services/echo")
+        );
+        assert!(service_of_uri("http://x").is_err());
+        assert!(service_of_uri("meridian://").is_err());
+        let inst = |id: &str, region: &str| Instance {
+            id: id.into(),
+            address: format!("{id}:1"),
+            region: region.into(),
+            meta: BTreeMap::new(),
+            revision: 1,
+        };
+        let mut s = Snapshot::default();
+        for (id, r) in [("a", "eu"), ("b", "us"), ("c", "eu")] {
+            s.instances.insert(id.into(), inst(id, r));
+        }
+        let ids = |v: Vec<&Instance>| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(preferred(&s, "eu")), ["a", "c"]);
+        assert_eq!(ids(preferred(&s, "ap")), ["a", "b", "c"]);
     }
 
     #[test]

@@ -51,6 +51,10 @@ struct Cli {
         default_value = "127.0.1.1:7400"
     )]
     endpoint: String,
+    /// Home region: learn the cluster's routers from --endpoint (any router) and talk to one
+    /// of this region's, failing over to its others, then to the nearest region's.
+    #[arg(long, global = true, env = "MERIDIAN_REGION")]
+    region: Option<String>,
     /// Output format.
     #[arg(long, global = true, env = "MERIDIAN_OUTPUT", value_enum, default_value_t = output::Format::Human)]
     output: output::Format,
@@ -137,7 +141,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    // `resolve --region R` also filters instances to R; MERIDIAN_REGION alone does not.
+    let region_given =
+        matches.value_source("region") == Some(clap::parser::ValueSource::CommandLine);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -168,6 +179,18 @@ fn main() -> ExitCode {
         identity: cli.tls_cert.clone().zip(cli.tls_key.clone()),
     };
     let result = rt.block_on(async move {
+        // --region: the cluster's routers, this region's first (commands that talk to a
+        // cluster only).
+        let endpoints = match (&cli.region, talks_to_cluster(&cli.command)) {
+            (Some(region), true) => {
+                let options = access.options(&endpoints)?;
+                meridian_sdk::discovery::regional_endpoints(&endpoints, &options, Some(region))
+                    .await?
+                    .endpoints
+            }
+            _ => endpoints,
+        };
+        let filter_region = cli.region.clone().filter(|_| region_given);
         match cli.command {
             Command::Server { config } => run_server(config).await,
             Command::Dev(args) => dev::run(args).await,
@@ -218,7 +241,8 @@ fn main() -> ExitCode {
                 naming_cli::register(client(endpoints, &access)?, cli.output, args).await
             }
             Command::Resolve(args) => {
-                naming_cli::resolve(client(endpoints, &access)?, cli.output, args).await
+                naming_cli::resolve(client(endpoints, &access)?, cli.output, args, filter_region)
+                    .await
             }
             Command::LockProbe(args) => {
                 locks_cli::lock_probe(client(endpoints, &access)?, args).await
@@ -271,6 +295,23 @@ impl Access {
 }
 
 /// A client of `endpoints` with [`Access::options`].
+/// Whether `cmd` talks to a running cluster through --endpoint (so --region applies).
+fn talks_to_cluster(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Server { .. }
+            | Command::Dev(_)
+            | Command::DevNode(_)
+            | Command::BenchGeo(_)
+            | Command::BenchLocks(_)
+            | Command::BenchPlacement(_)
+            | Command::Wan(_)
+            | Command::Sim(_)
+            | Command::Topology(_)
+            | Command::Token(_)
+    )
+}
+
 fn client(endpoints: Vec<String>, access: &Access) -> anyhow::Result<meridian_sdk::Client> {
     let options = access.options(&endpoints)?;
     Ok(meridian_sdk::Client::new(endpoints, options)?)

@@ -28,21 +28,16 @@ pub struct RegisterArgs {
     /// Seconds the registration outlives this process if it dies without deregistering.
     #[arg(long, value_parser = secs, default_value = "10")]
     ttl: Duration,
-    /// The instance's region (default: the region of the router this command talks to).
-    #[arg(long)]
-    region: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ResolveArgs {
     /// The service: a path of the namespace, e.g. /global/services/echo.
     service: String,
-    /// Keep printing changes (+ added, ~ changed, - gone) until Ctrl-C.
+    /// Keep printing changes (+ added, ~ changed, - gone) until Ctrl-C. With the global
+    /// `--region R` (given on the command line), only R's instances, resolved by R's routers.
     #[arg(long)]
     watch: bool,
-    /// Only instances in this region.
-    #[arg(long)]
-    region: Option<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -86,7 +81,9 @@ pub async fn register(
             &args.service,
             &args.instance,
             &args.address,
-            args.region.as_deref(),
+            // The instance's region: that of the router it registers through (with
+            // `--region R`, one of R's).
+            None,
             meta,
             args.ttl,
         )
@@ -130,9 +127,10 @@ pub async fn resolve(
     client: Client,
     format: Format,
     args: ResolveArgs,
+    only_region: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let mut resolver = client.resolver(&args.service).await?;
-    let region = args.region.as_deref();
+    let region = only_region.as_deref();
     let first = resolver.snapshot();
     let now = visible(&first, region);
     match format {

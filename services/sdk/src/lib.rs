@@ -14,6 +14,7 @@
 //! - [`error`]: the typed errors decoded from the server's status details.
 
 pub mod backup;
+pub mod discovery;
 pub mod error;
 pub mod locks;
 pub mod membership;

@@ -336,6 +336,8 @@ pub enum ConfigError {
 /// ignores them.
 const CLIENT_VARIABLES: &[&str] = &[
     "endpoint",
+    // The CLI's home region (`--region`); a node's region comes from its file or topology.
+    "region",
     "output",
     "consistency",
     "log",

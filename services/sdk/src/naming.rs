@@ -100,6 +100,25 @@ impl Client {
         meta: BTreeMap<String, String>,
         ttl: Duration,
     ) -> Result<Registration, Error> {
+        let session = Session::new(self.clone(), ttl);
+        let key = self
+            .register_in(&session, service, instance, address, region, meta)
+            .await?;
+        Ok(Registration { session, key })
+    }
+
+    /// Registers `instance` on a session shared by many registrations (a process serving many
+    /// instances keeps one lease alive for all): each lives while `session` does, or until
+    /// [`Client::deregister`]. Returns the instance's key.
+    pub async fn register_in(
+        &self,
+        session: &Session,
+        service: &str,
+        instance: &str,
+        address: &str,
+        region: Option<&str>,
+        meta: BTreeMap<String, String>,
+    ) -> Result<String, Error> {
         let prefix = service_prefix(service)?;
         instance_id_ok(instance)?;
         let region = match region {
@@ -127,7 +146,6 @@ impl Client {
             });
         }
         let key = format!("{prefix}{instance}");
-        let session = Session::new(self.clone(), ttl);
         let lease = session.lease_for(&key).await?;
         self.put_request(pb::PutRequest {
             key: key.as_bytes().to_vec(),
@@ -136,7 +154,19 @@ impl Client {
             ..Default::default()
         })
         .await?;
-        Ok(Registration { session, key })
+        Ok(key)
+    }
+
+    /// Removes one instance now (its session, if shared, lives on).
+    pub async fn deregister(&self, service: &str, instance: &str) -> Result<(), Error> {
+        let prefix = service_prefix(service)?;
+        instance_id_ok(instance)?;
+        self.delete(pb::DeleteRequest {
+            key: format!("{prefix}{instance}").into_bytes(),
+            ..Default::default()
+        })
+        .await?;
+        Ok(())
     }
 
     /// A resolver of `service`: its live instances, read once, then kept fresh by a watch

@@ -8,16 +8,14 @@
 //! - the node's CPU per 1,000 events/s delivered (user + system time over the writes);
 //! - the node's `meridian_watch_upstreams` while the watchers are open.
 //!
-//! `cargo run --release -p meridian-bench-watch -- --meridian target/release/meridian`
+//! `cargo run --release -p meridian-bench-proxy --bin bench-watch -- --meridian target/release/meridian`
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use hdrhistogram::Histogram;
-use meridian_sdk::{Client, Options, WatchEvent};
+use meridian_bench_proxy::{cpu_seconds, hist, metric, pct, rss, Dev};
+use meridian_sdk::{Client, WatchEvent};
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -42,117 +40,18 @@ struct Args {
     port: u16,
 }
 
-struct Dev {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("bounds"))
-}
-
-/// VmRSS of `pid` in bytes.
-fn rss(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb * 1024)
-}
-
-/// User + system CPU seconds `pid` has used.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-    let ticks: u64 =
-        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
-/// The unlabelled sample `name` of the node's `/metrics`.
-fn metric(http: &str, name: &str) -> Result<f64> {
-    let mut s = std::net::TcpStream::connect(http)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {http}\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    text.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {name} in /metrics"))
-}
-
-fn start_dev(args: &Args) -> Result<(Dev, serde_json::Value)> {
-    let dir = tempfile::tempdir()?;
-    let ready = dir.path().join("ready.json");
-    let child = Command::new(&args.meridian)
-        .args(["dev", "--nodes", "1", "--port", &args.port.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("MERIDIAN_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} dev", args.meridian.display()))?;
-    let dev = Dev { child, _dir: dir };
-    let start = Instant::now();
-    loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            if let Ok(v) = serde_json::from_str(&t) {
-                return Ok((dev, v));
-            }
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!("meridian dev did not become ready");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn pct(h: &Histogram<u64>) -> String {
-    format!(
-        "p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  (n={})",
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0,
-        h.len()
-    )
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let (dev, ready) = start_dev(&args)?;
+    let dev = Dev::start(&args.meridian, args.port, &["--nodes", "1"])?;
+    let ready = dev.ready.clone();
     let pid = dev.child.id();
     let endpoint = ready["regions"]["local"]["endpoint"]
         .as_str()
         .context("endpoint")?
         .to_string();
     let http = ready["http"]["1"].as_str().context("http")?.to_string();
-    let mut options = Options {
-        token: ready["token"].as_str().map(str::to_string),
-        ..Options::default()
-    };
-    if let Some(ca) = ready["ca"].as_str() {
-        options = options.with_tls(std::path::Path::new(ca), None)?;
-    }
+    let options = dev.options()?;
     let client = || Client::new(vec![endpoint.clone()], options.clone());
     let writer = client()?;
     let key = "/bench/watch/k";

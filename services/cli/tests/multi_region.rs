@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::read_op;
 use common::DevCluster;
 use meridian_checker::{check_sequential, History, Op, OpKind};
 use meridian_sdk::{Client, Consistency, Error};
@@ -41,22 +42,6 @@ fn write_op(
             key,
             value,
             revision: r.header.as_ref().map(|h| h.revision),
-        },
-    }
-}
-
-/// The history entry of a get.
-fn read_op(session: usize, group: u64, key: String, r: &meridian_sdk::pb::GetResponse) -> Op {
-    Op {
-        session,
-        group,
-        kind: OpKind::Read {
-            key,
-            value: r
-                .kv
-                .as_ref()
-                .map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
-            mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
         },
     }
 }

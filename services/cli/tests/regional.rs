@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{put_settled, DevCluster, Nodes, BIN};
+use common::{put_settled, read_op, DevCluster, Nodes, BIN};
 use meridian_checker::{check_sequential, History, Op, OpKind};
 use meridian_sdk::discovery::regional_endpoints;
 use meridian_sdk::{Client, Consistency, Options};
@@ -68,18 +68,7 @@ async fn ops(
             allowed.contains(&node),
             "read {i} answered by node {node}, not one of {allowed:?}"
         );
-        h.push(Op {
-            session: s,
-            group,
-            kind: OpKind::Read {
-                key,
-                value: r
-                    .kv
-                    .as_ref()
-                    .map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
-                mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
-            },
-        });
+        h.push(read_op(s, group, key, &r));
     }
 }
 
@@ -107,8 +96,7 @@ async fn a_client_finds_its_regions_routers_and_fails_over_within_it() {
     assert_eq!(order, ["us-east", "ap-northeast"], "{r:?}");
     let unknown = regional_endpoints(&seed, &opts, Some("mars"))
         .await
-        .err()
-        .expect("no mars");
+        .expect_err("no mars");
     assert!(
         unknown.to_string().contains("\"mars\" has no router"),
         "{unknown}"

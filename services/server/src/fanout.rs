@@ -37,19 +37,25 @@ struct FeedKey {
     prefix: bool,
 }
 
+/// Whether a watcher of `key` (a prefix if `prefix`) is shown `ev`: a change of a matching key
+/// (a move's internal `Dropped`/`Placed` records never are).
+pub fn matches(key: &str, prefix: bool, ev: &Event) -> bool {
+    if matches!(
+        ev.kind,
+        meridian_types::EventKind::Dropped | meridian_types::EventKind::Placed
+    ) {
+        return false;
+    }
+    if prefix {
+        ev.kv.key.starts_with(key)
+    } else {
+        ev.kv.key == key
+    }
+}
+
 impl FeedKey {
     fn matches(&self, ev: &Event) -> bool {
-        if matches!(
-            ev.kind,
-            meridian_types::EventKind::Dropped | meridian_types::EventKind::Placed
-        ) {
-            return false;
-        }
-        if self.prefix {
-            ev.kv.key.starts_with(&self.key)
-        } else {
-            ev.kv.key == self.key
-        }
+        matches(&self.key, self.prefix, ev)
     }
 }
 

@@ -37,17 +37,7 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, ev: &Event) -> bool {
-        if matches!(
-            ev.kind,
-            meridian_types::EventKind::Dropped | meridian_types::EventKind::Placed
-        ) {
-            return false;
-        }
-        if self.prefix {
-            ev.kv.key.starts_with(&self.key)
-        } else {
-            ev.kv.key == self.key
-        }
+        crate::fanout::matches(&self.key, self.prefix, ev)
     }
 }
 

@@ -603,3 +603,24 @@ pub fn libfaketime() -> &'static str {
     );
     LIBFAKETIME
 }
+
+/// The history entry of a get.
+pub fn read_op(
+    session: usize,
+    group: u64,
+    key: String,
+    r: &meridian_sdk::pb::GetResponse,
+) -> meridian_checker::Op {
+    meridian_checker::Op {
+        session,
+        group,
+        kind: meridian_checker::OpKind::Read {
+            key,
+            value: r
+                .kv
+                .as_ref()
+                .map(|kv| String::from_utf8_lossy(&kv.value).to_string()),
+            mod_revision: r.kv.as_ref().map(|kv| kv.mod_revision),
+        },
+    }
+}

@@ -26,12 +26,18 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
-async fn node(stall_ms: u64) -> (tempfile::TempDir, meridian_server::Node, String, String) {
+/// A single-voter node whose watchers are cut off after `stall_ms` and queue `queue` revisions
+/// in their feed.
+async fn node(
+    stall_ms: u64,
+    queue: usize,
+) -> (tempfile::TempDir, meridian_server::Node, String, String) {
     let http = format!("127.0.93.1:{}", common::free_port("127.0.93.1"));
     let h = http.clone();
     let (dir, node, addr) = common::one_node("127.0.93.1", move |c| {
         c.http.listen = Some(h);
         c.limits.watch_stall_ms = stall_ms;
+        c.limits.watch_queue_max = queue;
     })
     .await;
     (dir, node, addr, http)
@@ -57,7 +63,7 @@ async fn metric_reaches(http: &str, name: &str, want: f64, within: Duration) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_watchers_share_one_upstream_and_see_every_change_once_in_order() {
     common::watchdog(Duration::from_secs(900));
-    let (_dir, _node, addr, http) = node(60_000).await;
+    let (_dir, _node, addr, http) = node(60_000, 256).await;
     let writer = client(&addr);
     let start = writer
         .put("/fan/k", "v0")
@@ -147,7 +153,9 @@ async fn ten_thousand_watchers_share_one_upstream_and_see_every_change_once_in_o
 async fn a_watcher_that_stops_reading_is_cut_off_without_delaying_the_others() {
     common::watchdog(Duration::from_secs(900));
     const STALL_MS: u64 = 3_000;
-    let (_dir, _node, addr, http) = node(STALL_MS).await;
+    // A short feed queue: the stalled watcher falls behind its feed a few revisions after its
+    // stream's buffers fill, well before it is cut off, however slowly the writes come.
+    let (_dir, _node, addr, http) = node(STALL_MS, 4).await;
     let writer = client(&addr);
     let start = writer
         .put("/slow/k", "v0")

@@ -10,7 +10,7 @@
 
 use meridian_storage::{GroupShared, Notice};
 use meridian_types::{Event, GroupId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -61,7 +61,8 @@ impl FeedKey {
 
 struct Feed {
     key: FeedKey,
-    members: Mutex<HashMap<u64, mpsc::Sender<Arc<Item>>>>,
+    /// By member id: handed items in the order they joined (deterministic under simulation).
+    members: Mutex<BTreeMap<u64, mpsc::Sender<Arc<Item>>>>,
     /// The last revision the feed has handed to every member (or found nothing in for them).
     seen: AtomicU64,
     /// Woken when a member leaves, so an empty feed ends.
@@ -144,7 +145,7 @@ impl Fanout {
             None => {
                 let feed = Arc::new(Feed {
                     key: fk.clone(),
-                    members: Mutex::new(HashMap::new()),
+                    members: Mutex::new(BTreeMap::new()),
                     seen: AtomicU64::new(shared.applied()),
                     left: Notify::new(),
                 });

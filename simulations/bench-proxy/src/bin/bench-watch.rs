@@ -38,12 +38,20 @@ struct Args {
     /// The dev node's port.
     #[arg(long, default_value_t = 7720)]
     port: u16,
+    /// Run the node without TLS and tokens (`dev --insecure`), to see what security costs.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dev = Dev::start(&args.meridian, args.port, &["--nodes", "1"])?;
+    let extra: &[&str] = if args.insecure {
+        &["--nodes", "1", "--insecure"]
+    } else {
+        &["--nodes", "1"]
+    };
+    let dev = Dev::start(&args.meridian, args.port, extra)?;
     let ready = dev.ready.clone();
     let pid = dev.child.id();
     let endpoint = ready["regions"]["local"]["endpoint"]

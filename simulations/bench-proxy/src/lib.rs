@@ -38,7 +38,11 @@ impl Dev {
             .env("MERIDIAN_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // BENCH_DEV_LOG=FILE keeps the cluster's log.
+            .stderr(match std::env::var_os("BENCH_DEV_LOG") {
+                Some(f) => Stdio::from(std::fs::File::create(f)?),
+                None => Stdio::null(),
+            })
             .spawn()
             .with_context(|| format!("starting {} dev", meridian.display()))?;
         let mut dev = Dev {

@@ -294,7 +294,6 @@ impl Access {
     }
 }
 
-/// A client of `endpoints` with [`Access::options`].
 /// Whether `cmd` talks to a running cluster through --endpoint (so --region applies).
 fn talks_to_cluster(cmd: &Command) -> bool {
     !matches!(
@@ -312,6 +311,7 @@ fn talks_to_cluster(cmd: &Command) -> bool {
     )
 }
 
+/// A client of `endpoints` with [`Access::options`].
 fn client(endpoints: Vec<String>, access: &Access) -> anyhow::Result<meridian_sdk::Client> {
     let options = access.options(&endpoints)?;
     Ok(meridian_sdk::Client::new(endpoints, options)?)

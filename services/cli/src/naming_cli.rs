@@ -163,34 +163,40 @@ pub async fn resolve(
         let (old, new) = (visible(&before, region), visible(&after, region));
         for (id, i) in &new {
             let change = match old.get(id) {
-                None => "+",
-                Some(o) if o != i => "~",
+                None => Change::Added,
+                Some(o) if o != i => Change::Changed,
                 Some(_) => continue,
             };
             print_change(format, change, i, after.revision);
         }
         for (id, i) in &old {
             if !new.contains_key(id) {
-                print_change(format, "-", i, after.revision);
+                print_change(format, Change::Removed, i, after.revision);
             }
         }
         before = after;
     }
 }
 
-fn print_change(format: Format, change: &str, i: &Instance, revision: u64) {
+/// How an instance changed between two resolver snapshots.
+#[derive(Clone, Copy)]
+enum Change {
+    Added,
+    Changed,
+    Removed,
+}
+
+fn print_change(format: Format, change: Change, i: &Instance, revision: u64) {
+    let (mark, kind) = match change {
+        Change::Added => ("+", "added"),
+        Change::Changed => ("~", "changed"),
+        Change::Removed => ("-", "removed"),
+    };
     match format {
-        Format::Json => {
-            let kind = match change {
-                "+" => "added",
-                "~" => "changed",
-                _ => "removed",
-            };
-            println!(
-                "{}",
-                json!({"change": kind, "revision": revision, "instance": instance_json(i)})
-            );
-        }
-        Format::Human => println!("{change} {}", instance_line(i)),
+        Format::Json => println!(
+            "{}",
+            json!({"change": kind, "revision": revision, "instance": instance_json(i)})
+        ),
+        Format::Human => println!("{mark} {}", instance_line(i)),
     }
 }

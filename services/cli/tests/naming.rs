@@ -10,7 +10,7 @@ mod common;
 
 use common::{meridian_json, DevCluster, Nodes, BIN};
 use meridian_sdk::naming::Snapshot;
-use meridian_sdk::{Client, Options, Resolver};
+use meridian_sdk::{Client, Options, Registration, Resolver};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -38,6 +38,32 @@ async fn until(
             "{what}: not within {within:?}; cache {s:?}"
         );
         let _ = tokio::time::timeout(left, r.changed()).await;
+    }
+}
+
+/// Registers `id` at `address` (TTL 30 s) as a careful client must while the service's group
+/// may be electing a leader: a failed attempt is repeated (registering again is idempotent; a
+/// lost attempt's lease expires by itself). Gives up after 60 s.
+async fn register_settled(c: &Client, id: &str, address: &str) -> Registration {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c
+            .register(
+                SERVICE,
+                id,
+                address,
+                None,
+                BTreeMap::new(),
+                Duration::from_secs(30),
+            )
+            .await
+        {
+            Ok(r) => return r,
+            Err(e) => {
+                assert!(Instant::now() < until, "register {id}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 
@@ -144,30 +170,10 @@ async fn registrations_expire_everywhere_and_resolvers_fail_over() {
         .map(|(id, _)| id.parse::<u64>().expect("id"))
         .expect("eu-west's first router");
     nodes.signal(victim, "-KILL");
+    // The victim may lead the global group: writes fail until it has a new leader.
     let writer = dev.client("us-east", Duration::from_secs(20));
-    let meta = BTreeMap::new;
-    let r2 = writer
-        .register(
-            SERVICE,
-            "i2",
-            "127.0.0.1:9002",
-            None,
-            meta(),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("register i2");
-    let r3 = writer
-        .register(
-            SERVICE,
-            "i3",
-            "127.0.0.1:9003",
-            None,
-            meta(),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("register i3");
+    let r2 = register_settled(&writer, "i2", "127.0.0.1:9002").await;
+    let r3 = register_settled(&writer, "i3", "127.0.0.1:9003").await;
     r2.deregister().await.expect("deregister i2");
     let eu_resolver = resolvers.get_mut("eu-west").expect("eu-west");
     // Every state the cache passes through, in order.

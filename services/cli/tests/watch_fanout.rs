@@ -43,6 +43,16 @@ async fn node(
     (dir, node, addr, http)
 }
 
+/// Puts `key = value`; the revision it was committed at.
+async fn put(c: &Client, key: &str, value: &str) -> u64 {
+    c.put(key, value)
+        .await
+        .expect("put")
+        .header
+        .expect("header")
+        .revision
+}
+
 fn client(addr: &str) -> Client {
     Client::new(vec![addr.to_string()], Options::default()).expect("client")
 }
@@ -65,14 +75,7 @@ async fn ten_thousand_watchers_share_one_upstream_and_see_every_change_once_in_o
     common::watchdog(Duration::from_secs(900));
     let (_dir, _node, addr, http) = node(60_000, 256).await;
     let writer = client(&addr);
-    let start = writer
-        .put("/fan/k", "v0")
-        .await
-        .expect("put")
-        .header
-        .expect("header")
-        .revision
-        + 1;
+    let start = put(&writer, "/fan/k", "v0").await + 1;
     let clients: Vec<Client> = (0..WATCHERS / PER_CLIENT).map(|_| client(&addr)).collect();
     const WRITES: usize = 20;
     let mut tasks = Vec::new();
@@ -114,13 +117,7 @@ async fn ten_thousand_watchers_share_one_upstream_and_see_every_change_once_in_o
     let mut want = Vec::new();
     for n in 0..WRITES {
         let value = format!("v{}", n + 1);
-        let rev = writer
-            .put("/fan/k", value.as_str())
-            .await
-            .expect("put")
-            .header
-            .expect("header")
-            .revision;
+        let rev = put(&writer, "/fan/k", &value).await;
         want.push((rev, value.into_bytes()));
     }
     let mut reconnects = 0;
@@ -157,14 +154,7 @@ async fn a_watcher_that_stops_reading_is_cut_off_without_delaying_the_others() {
     // stream's buffers fill, well before it is cut off, however slowly the writes come.
     let (_dir, _node, addr, http) = node(STALL_MS, 4).await;
     let writer = client(&addr);
-    let start = writer
-        .put("/slow/k", "v0")
-        .await
-        .expect("put")
-        .header
-        .expect("header")
-        .revision
-        + 1;
+    let start = put(&writer, "/slow/k", "v0").await + 1;
     // The stalled client: a raw stream, read once, then left alone.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -212,36 +202,18 @@ async fn a_watcher_that_stops_reading_is_cut_off_without_delaying_the_others() {
     // 800 revisions of 16 KiB: far more than the stalled stream's queue, its feed queue and
     // HTTP/2's windows hold.
     let value = "x".repeat(16 * 1024);
+    // 32 puts at a time.
     let mut want = Vec::new();
-    let mut puts = Vec::new();
-    for _ in 0..WRITES {
-        let w = writer.clone();
-        let v = value.clone();
-        puts.push(tokio::spawn(
-            async move { w.put("/slow/k", v.as_str()).await },
-        ));
-        if puts.len() == 32 {
-            for p in puts.drain(..) {
-                want.push(
-                    p.await
-                        .expect("task")
-                        .expect("put")
-                        .header
-                        .expect("h")
-                        .revision,
-                );
-            }
+    for chunk in 0..WRITES.div_ceil(32) {
+        let puts: Vec<_> = (chunk * 32..WRITES.min(chunk * 32 + 32))
+            .map(|_| {
+                let (w, v) = (writer.clone(), value.clone());
+                tokio::spawn(async move { put(&w, "/slow/k", &v).await })
+            })
+            .collect();
+        for p in puts {
+            want.push(p.await.expect("put task"));
         }
-    }
-    for p in puts.drain(..) {
-        want.push(
-            p.await
-                .expect("task")
-                .expect("put")
-                .header
-                .expect("h")
-                .revision,
-        );
     }
     want.sort_unstable();
     for t in tasks {

@@ -624,8 +624,20 @@ impl Client {
         prefix: &str,
         consistency: Consistency,
     ) -> Result<Vec<pb::KeyValue>, Error> {
+        Ok(self.range_all_at(prefix, consistency).await?.0)
+    }
+
+    /// As [`Client::range_all`], with the revision the first page was read at: a watch from
+    /// the revision after it misses nothing (later pages may stand at later revisions, so it
+    /// may repeat what they already hold).
+    pub async fn range_all_at(
+        &self,
+        prefix: &str,
+        consistency: Consistency,
+    ) -> Result<(Vec<pb::KeyValue>, u64), Error> {
         let mut out = Vec::new();
         let mut after = Vec::new();
+        let mut revision = None;
         loop {
             let page = self
                 .range(
@@ -637,13 +649,14 @@ impl Client {
                     consistency,
                 )
                 .await?;
+            revision.get_or_insert(page.header.as_ref().map_or(0, |h| h.revision));
             let more = page.more;
             if let Some(last) = page.kvs.last() {
                 after = last.key.as_bytes().to_vec();
             }
             out.extend(page.kvs);
             if !more {
-                return Ok(out);
+                return Ok((out, revision.unwrap_or(0)));
             }
         }
     }

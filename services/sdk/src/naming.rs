@@ -121,10 +121,7 @@ impl Client {
     ) -> Result<String, Error> {
         let prefix = service_prefix(service)?;
         instance_id_ok(instance)?;
-        let region = match region {
-            Some(r) => r.to_string(),
-            None => self.status(false).await?.region,
-        };
+        let region = self.region_or_routers(region).await?;
         let value = serde_json::to_vec(&Instance {
             id: String::new(),
             address: address.to_string(),
@@ -155,6 +152,14 @@ impl Client {
         })
         .await?;
         Ok(key)
+    }
+
+    /// `region`, or else the region of the router this client talks to.
+    async fn region_or_routers(&self, region: Option<&str>) -> Result<String, Error> {
+        Ok(match region {
+            Some(r) => r.to_string(),
+            None => self.status(false).await?.region,
+        })
     }
 
     /// Removes one instance now (its session, if shared, lives on).
@@ -242,37 +247,16 @@ fn decode(kv: &pb::KeyValue, prefix: &str) -> Option<Instance> {
     Some(i)
 }
 
-/// The instances under `prefix` and the revision to watch after.
+/// The instances under `prefix` and the revision to watch after (replays of what later pages
+/// already hold are no change to `apply`).
 async fn list(client: &Client, prefix: &str) -> Result<(BTreeMap<String, Instance>, u64), Error> {
-    let mut out = BTreeMap::new();
-    let mut after = Vec::new();
-    let mut revision = None;
-    loop {
-        let page = client
-            .range(
-                pb::RangeRequest {
-                    prefix: prefix.as_bytes().to_vec(),
-                    after: after.clone(),
-                    ..Default::default()
-                },
-                Consistency::Sequential,
-            )
-            .await?;
-        // Pages may stand at later revisions: watching after the first page's replays what
-        // the later ones already hold, which `apply` takes as no change.
-        revision.get_or_insert(page.header.as_ref().map_or(0, |h| h.revision));
-        if let Some(last) = page.kvs.last() {
-            after = last.key.as_bytes().to_vec();
-        }
-        for kv in &page.kvs {
-            if let Some(i) = decode(kv, prefix) {
-                out.insert(i.id.clone(), i);
-            }
-        }
-        if !page.more {
-            return Ok((out, revision.unwrap_or(0)));
-        }
-    }
+    let (kvs, revision) = client.range_all_at(prefix, Consistency::Sequential).await?;
+    let instances = kvs
+        .iter()
+        .filter_map(|kv| decode(kv, prefix))
+        .map(|i| (i.id.clone(), i))
+        .collect();
+    Ok((instances, revision))
 }
 
 /// Applies one revision's events to `instances`; whether anything changed. A change older
@@ -423,7 +407,7 @@ type Balancer = tokio::sync::mpsc::Sender<
 /// Brings the balancer's endpoints (by `id@address`) to what `s` says a caller in `region`
 /// should use.
 async fn steer(
-    current: &mut BTreeMap<String, ()>,
+    current: &mut std::collections::BTreeSet<String>,
     s: &Snapshot,
     region: &str,
     tx: &Balancer,
@@ -434,7 +418,7 @@ async fn steer(
         .map(|i| (format!("{}@{}", i.id, i.address), i))
         .collect();
     let gone: Vec<String> = current
-        .keys()
+        .iter()
         .filter(|k| !wanted.contains_key(*k))
         .cloned()
         .collect();
@@ -445,7 +429,7 @@ async fn steer(
         }
     }
     for (k, i) in wanted {
-        if current.contains_key(&k) {
+        if current.contains(&k) {
             continue;
         }
         let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{}", i.address))
@@ -456,7 +440,7 @@ async fn steer(
         let ep = ep
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
-        current.insert(k.clone(), ());
+        current.insert(k.clone());
         if tx.send(Change::Insert(k, ep)).await.is_err() {
             return false;
         }
@@ -474,13 +458,10 @@ impl Client {
         region: Option<&str>,
     ) -> Result<ServiceChannel, Error> {
         let service = service_of_uri(uri)?;
-        let region = match region {
-            Some(r) => r.to_string(),
-            None => self.status(false).await?.region,
-        };
+        let region = self.region_or_routers(region).await?;
         let mut resolver = self.resolver(&service).await?;
         let (channel, tx) = tonic::transport::Channel::balance_channel::<String>(CHANGES_MAX);
-        let mut current = BTreeMap::new();
+        let mut current = std::collections::BTreeSet::new();
         steer(&mut current, &resolver.snapshot(), &region, &tx).await;
         let task = tokio::spawn(async move {
             while let Ok(s) = resolver.changed().await {

@@ -190,8 +190,17 @@ impl Fanout {
     }
 
     /// Ends `feed` if it has no members: removes it from the map (under the map's lock, so a
-    /// concurrent join starts a new feed rather than join this one). Whether it ended.
+    /// concurrent join starts a new feed rather than join this one). Whether it ended. A feed
+    /// with members (the common case, after every notice) never takes the map's lock.
     fn end_if_empty(&self, feed: &Arc<Feed>) -> bool {
+        if !feed
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return false;
+        }
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if !feed
             .members

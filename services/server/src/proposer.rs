@@ -95,14 +95,17 @@ impl Proposer {
             .await
             .map_err(|_| Error::Unavailable("the group is shutting down".into()))?;
         // Queued, so possibly proposed: the caller must not retry blindly.
-        rx.await.map_err(|_| {
-            Error::Deadline(
-                "the group did not answer (it stopped, or the entry outlived its wait); the \
-                 write may have been applied"
-                    .into(),
-            )
-        })
+        rx.await.map_err(|_| unanswered())
     }
+}
+
+/// What a writer hears when its proposal's answer never came.
+fn unanswered() -> Error {
+    Error::Deadline(
+        "the group did not answer (it stopped, or the entry outlived its wait); the write may \
+         have been applied"
+            .into(),
+    )
 }
 
 /// Proposes `cmd` alone, without a proposer (a node started as the group's learner, promoted
@@ -115,11 +118,7 @@ pub async fn propose_alone(group: GroupId, raft: &Raft, cmd: Command) -> Result<
         span: tracing::Span::none(),
     };
     submit(group, raft, vec![proposal], &Steps::default()).await;
-    rx.await.map_err(|_| {
-        Error::Deadline(
-            "the group stopped before answering; the write may have been applied".into(),
-        )
-    })
+    rx.await.map_err(|_| unanswered())
 }
 
 fn size_of(cmd: &Command) -> usize {

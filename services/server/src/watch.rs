@@ -202,15 +202,15 @@ impl Watcher {
 
     /// Queues `item` for the client; a client that takes nothing for `stall` is cut off.
     async fn send(&self, item: Result<pb::WatchResponse, Status>) -> Result<(), Closed> {
-        let revision = match &item {
-            Ok(r) => r.header.as_ref().map_or(0, |h| h.revision),
-            Err(_) => 0,
-        };
         // Room in the stream's buffer (the common case): no timer.
         let item = match self.tx.try_send(item) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Closed),
             Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
+        let revision = match &item {
+            Ok(r) => r.header.as_ref().map_or(0, |h| h.revision),
+            Err(_) => 0,
         };
         match tokio::time::timeout(self.stall, self.tx.send(item)).await {
             Ok(r) => r.map_err(|_| Closed),

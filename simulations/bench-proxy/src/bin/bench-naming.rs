@@ -62,6 +62,69 @@ async fn refreshes(clients: &BTreeMap<&str, Vec<Client>>) -> Result<BTreeMap<Str
     Ok(out)
 }
 
+/// Resolves service `k` through `c`; once it holds the service's `want` instances (counted in
+/// `ready`), records in `seen` when each probe instance appears and disappears.
+async fn follow_probes(
+    c: Client,
+    k: usize,
+    want: usize,
+    seen: Seen,
+    ready: Arc<std::sync::atomic::AtomicUsize>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), String> {
+    let mut r = c
+        .resolver(&service(k))
+        .await
+        .map_err(|e| format!("resolving {}: {e}", service(k)))?;
+    drop(permit);
+    let mut s = r.snapshot();
+    while s.instances.len() < want {
+        s = r.changed().await.map_err(|e| e.to_string())?;
+    }
+    ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut present: HashSet<String> = HashSet::new();
+    loop {
+        let s = r.changed().await.map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let probes: HashSet<String> = s
+            .instances
+            .keys()
+            .filter(|id| id.starts_with("probe-"))
+            .cloned()
+            .collect();
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        for id in probes.difference(&present) {
+            seen.entry(id.clone()).or_default().0.push(now);
+        }
+        for id in present.difference(&probes) {
+            seen.entry(id.clone()).or_default().1.push(now);
+        }
+        present = probes;
+    }
+}
+
+/// When the last of `want` resolvers saw probe `id` appear (`gone`: disappear); at most 30 s.
+async fn last_seen(seen: &Seen, id: &str, gone: bool, want: usize) -> Result<Instant> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let times = seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|(appeared, left)| if gone { left.clone() } else { appeared.clone() });
+        if let Some(v) = times.filter(|v| v.len() >= want) {
+            return v.into_iter().max().context("times");
+        }
+        if Instant::now() > until {
+            bail!(
+                "{id}: not every resolver saw it {} within 30 s",
+                if gone { "go" } else { "come" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -124,7 +187,8 @@ async fn main() -> Result<()> {
         args.instances as f64 / reg_s
     );
 
-    // Resolvers: resolver j resolves service j mod SERVICES through region j mod 3.
+    // Resolvers: resolver j resolves service j mod SERVICES through a router of region
+    // (j / SERVICES) mod 3, so every service has resolvers in the 3 regions.
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let began = Instant::now();
@@ -139,44 +203,16 @@ async fn main() -> Result<()> {
             .count();
         let (seen, ready) = (seen.clone(), ready.clone());
         let permit = sem.clone().acquire_owned().await?;
-        resolvers.push(tokio::spawn(async move {
-            let mut r = match c.resolver(&service(k)).await {
-                Ok(r) => r,
-                Err(e) => return Err(format!("resolver {j}: {e}")),
-            };
-            drop(permit);
-            let mut s = r.snapshot();
-            while s.instances.len() < want {
-                s = r.changed().await.map_err(|e| e.to_string())?;
-            }
-            ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut present: HashSet<String> = HashSet::new();
-            loop {
-                let s = r.changed().await.map_err(|e| e.to_string())?;
-                let now = Instant::now();
-                let probes: HashSet<String> = s
-                    .instances
-                    .keys()
-                    .filter(|id| id.starts_with("probe-"))
-                    .cloned()
-                    .collect();
-                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                for id in probes.difference(&present) {
-                    seen.entry(id.clone()).or_default().0.push(now);
-                }
-                for id in present.difference(&probes) {
-                    seen.entry(id.clone()).or_default().1.push(now);
-                }
-                present = probes;
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), String>(())
-        }));
+        resolvers.push(tokio::spawn(follow_probes(c, k, want, seen, ready, permit)));
     }
     while ready.load(std::sync::atomic::Ordering::Relaxed) < args.resolvers {
-        if let Some(t) = resolvers.iter().find(|t| t.is_finished()) {
-            let _ = t;
-            bail!("a resolver ended before it was ready");
+        if let Some(i) = resolvers.iter().position(|t| t.is_finished()) {
+            let why = match resolvers.swap_remove(i).await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => "it ended".into(),
+                Err(e) => e.to_string(),
+            };
+            bail!("a resolver failed before it was ready: {why}");
         }
         if began.elapsed() > Duration::from_secs(900) {
             bail!("the resolvers were not ready within 900 s");
@@ -233,38 +269,11 @@ async fn main() -> Result<()> {
             BTreeMap::new(),
         )
         .await?;
-        let until = Instant::now() + Duration::from_secs(30);
-        let last = loop {
-            let got = seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-                .map(|e| e.0.clone());
-            if let Some(v) = got.filter(|v| v.len() >= want) {
-                break v.into_iter().max().context("times")?;
-            }
-            if Instant::now() > until {
-                bail!("probe {p}: not every resolver saw the registration within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let last = last_seen(&seen, &id, false, want).await?;
         add.saturating_record(last.saturating_duration_since(t0).as_micros() as u64);
         let t1 = Instant::now();
         c.deregister(&service(k), &id).await?;
-        let last = loop {
-            let got = seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-                .map(|e| e.1.clone());
-            if let Some(v) = got.filter(|v| v.len() >= want) {
-                break v.into_iter().max().context("times")?;
-            }
-            if Instant::now() > until + Duration::from_secs(30) {
-                bail!("probe {p}: not every resolver saw the deregistration");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let last = last_seen(&seen, &id, true, want).await?;
         del.saturating_record(last.saturating_duration_since(t1).as_micros() as u64);
     }
     println!(

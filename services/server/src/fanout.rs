@@ -69,6 +69,15 @@ struct Feed {
     left: Notify,
 }
 
+impl Feed {
+    fn is_empty(&self) -> bool {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
 /// The node's feeds, by (group, key, prefix).
 pub struct Fanout {
     feeds: Mutex<HashMap<FeedKey, Weak<Feed>>>,
@@ -193,21 +202,12 @@ impl Fanout {
     /// concurrent join starts a new feed rather than join this one). Whether it ended. A feed
     /// with members (the common case, after every notice) never takes the map's lock.
     fn end_if_empty(&self, feed: &Arc<Feed>) -> bool {
-        if !feed
-            .members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
+        if !feed.is_empty() {
             return false;
         }
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        if !feed
-            .members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
+        // Again under the map's lock: a join may have come in between.
+        if !feed.is_empty() {
             return false;
         }
         if feeds

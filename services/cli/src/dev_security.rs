@@ -43,18 +43,36 @@ pub fn well_known_ca_path(port: u16) -> PathBuf {
     std::env::temp_dir().join(format!("meridian-dev-{port}.ca.pem"))
 }
 
-/// The port of `endpoints`' first endpoint when it is a loopback address.
-fn local_port(endpoints: &[String]) -> Option<u16> {
-    let first = endpoints.first()?;
-    let (host, port) = first.rsplit_once(':')?;
+/// Where `meridian dev --port PORT` lists its nodes' hosts, one per line: the CLI uses the
+/// files above only for an endpoint on one of them (another server on the same port of another
+/// loopback address, e.g. a test's, is not the dev's).
+pub fn well_known_hosts_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("meridian-dev-{port}.hosts"))
+}
+
+/// The host of `address` (host:port, optionally with a scheme) and its port.
+fn host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
     let host = host
         .trim_start_matches("http://")
         .trim_start_matches("https://");
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    Some((host, port.parse().ok()?))
+}
+
+/// The port of `endpoints`' first endpoint when it is the address of a node of the
+/// `meridian dev` listening on that port on this machine.
+fn local_port(endpoints: &[String]) -> Option<u16> {
+    let (host, port) = host_port(endpoints.first()?)?;
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    if !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
         return None;
     }
-    port.parse().ok()
+    let hosts = std::fs::read_to_string(well_known_hosts_path(port)).ok()?;
+    hosts.lines().any(|h| h.trim() == host).then_some(port)
 }
 
 /// The token a `meridian dev` on this machine left for `endpoints` (a loopback endpoint first,
@@ -122,6 +140,15 @@ impl DevSecurity {
         };
 
         let mut well_known = Vec::new();
+        let hosts: String = nodes
+            .iter()
+            .filter_map(|(_, address)| host_port(address))
+            .map(|(host, _)| format!("{host}\n"))
+            .collect();
+        match write_private(&well_known_hosts_path(port), &hosts) {
+            Ok(()) => well_known.push(well_known_hosts_path(port)),
+            Err(e) => eprintln!("meridian dev: cannot list its hosts for the CLI: {e:#}"),
+        }
         match write_private(&well_known_token_path(port), &token) {
             Ok(()) => well_known.push(well_known_token_path(port)),
             Err(e) => eprintln!("meridian dev: cannot leave the token for the CLI: {e:#}"),
@@ -252,11 +279,15 @@ mod tests {
         let nodes = [(1, "127.0.1.1:1".to_string())];
         let s = DevSecurity::prepare(dir.path(), port, &nodes, true).expect("prepare");
         let ep = |e: &str| vec![e.to_string()];
-        assert_eq!(ca_for(&ep("127.0.2.1:1")), Some(well_known_ca_path(1)));
-        assert_eq!(token_for(&ep("127.0.2.1:1")), Some(s.token.clone()));
-        assert_eq!(token_for(&ep("localhost:1")), Some(s.token.clone()));
+        assert_eq!(ca_for(&ep("127.0.1.1:1")), Some(well_known_ca_path(1)));
+        assert_eq!(token_for(&ep("127.0.1.1:1")), Some(s.token.clone()));
+        assert_eq!(token_for(&ep("https://127.0.1.1:1")), Some(s.token.clone()));
+        // Another server on the same port of another address (a test's node) is not the dev.
+        assert_eq!(token_for(&ep("127.0.44.9:1")), None);
+        assert_eq!(ca_for(&ep("127.0.44.9:1")), None);
+        assert_eq!(token_for(&ep("localhost:1")), None);
         assert_eq!(token_for(&ep("10.0.0.1:1")), None);
-        assert_eq!(token_for(&ep("127.0.2.1:2")), None);
+        assert_eq!(token_for(&ep("127.0.1.1:2")), None);
         // A second start reuses the key.
         let again = DevSecurity::prepare(dir.path(), port, &nodes, true).expect("prepare again");
         assert_eq!(again.public_key, s.public_key);
@@ -269,19 +300,19 @@ mod tests {
         assert!(meridian_tls::NodeTls::load(files, 1).is_ok());
         drop(s);
         // The first one's drop left the second's token alone.
-        assert_eq!(token_for(&ep("127.0.2.1:1")), Some(again.token.clone()));
+        assert_eq!(token_for(&ep("127.0.1.1:1")), Some(again.token.clone()));
         drop(again);
-        assert_eq!(token_for(&ep("127.0.2.1:1")), None);
-        assert_eq!(ca_for(&ep("127.0.2.1:1")), None);
+        assert_eq!(token_for(&ep("127.0.1.1:1")), None);
+        assert_eq!(ca_for(&ep("127.0.1.1:1")), None);
 
         // Tokens without TLS: the same key, no CA for the CLI (a stale one is removed), nodes
         // in insecure mode with the root key.
         let s = DevSecurity::prepare(dir.path(), port, &nodes, true).expect("prepare");
-        assert!(ca_for(&ep("127.0.2.1:1")).is_some());
+        assert!(ca_for(&ep("127.0.1.1:1")).is_some());
         let plain = DevSecurity::prepare(dir.path(), port, &nodes, false).expect("no tls");
         assert_eq!(plain.public_key, s.public_key);
-        assert_eq!(ca_for(&ep("127.0.2.1:1")), None, "a stale CA is removed");
-        assert_eq!(token_for(&ep("127.0.2.1:1")), Some(plain.token.clone()));
+        assert_eq!(ca_for(&ep("127.0.1.1:1")), None, "a stale CA is removed");
+        assert_eq!(token_for(&ep("127.0.1.1:1")), Some(plain.token.clone()));
         let mut cfg = NodeConfig {
             node_id: 1,
             ..NodeConfig::default()

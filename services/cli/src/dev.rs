@@ -91,17 +91,6 @@ fn with_port(addr: &str, port: u16) -> String {
     }
 }
 
-/// The relay address through which nodes of the region with index `viewer` reach node `id`:
-/// 127.(200+viewer).(id/256).(id%256), on the node's port.
-fn relay_address(viewer: usize, id: u64, port: u16) -> String {
-    format!(
-        "127.{}.{}.{}:{port}",
-        200 + viewer,
-        (id >> 8) & 255,
-        id & 255
-    )
-}
-
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     // A broken MERIDIAN_TELEMETRY__* stops the cluster before it starts, as it stops a node.
     meridian_server::config::TelemetryConfig::from_env()?;
@@ -236,7 +225,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
         }
         for (viewer, region) in topology.regions.iter().enumerate() {
             for n in topology.nodes.iter().filter(|n| n.region != region.name) {
-                let listen = relay_address(viewer, n.id, args.port);
+                let listen = meridian_deploy::relay_address(viewer, n.id, args.port);
                 let target: SocketAddr = n
                     .address
                     .parse()

@@ -21,6 +21,7 @@ mod naming_cli;
 mod ops;
 mod output;
 mod placement_cli;
+mod render_cli;
 mod sim;
 mod sim_run;
 mod snapshot_cli;

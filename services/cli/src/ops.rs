@@ -20,6 +20,9 @@ pub enum TopologyCmd {
         #[arg(long)]
         live: bool,
     },
+    /// Render a deployment: every node's node.toml and systemd unit, and terraform.tfvars.json
+    /// for terraform/ (docs/deploy.md). Pure: the same topology gives the same bytes.
+    Render(crate::render_cli::RenderArgs),
 }
 
 pub async fn topology(
@@ -27,6 +30,7 @@ pub async fn topology(
     client: impl FnOnce() -> anyhow::Result<meridian_sdk::Client>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        TopologyCmd::Render(args) => crate::render_cli::run(args),
         TopologyCmd::Check { file, live } => {
             let t = match Topology::load(&file) {
                 Ok(t) => t,

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::read_op;
 use common::DevCluster;
-use meridian_checker::{check_sequential, History, Op, OpKind};
-use meridian_sdk::{Client, Consistency, Error};
+use common::{read_op, write_op, xy_round};
+use meridian_checker::{check_sequential, History};
+use meridian_sdk::{Consistency, Error};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,25 +27,6 @@ fn cluster(extra: &[&str]) -> (std::sync::MutexGuard<'static, ()>, DevCluster) {
     (serial, DevCluster::start(extra))
 }
 
-/// The history entry of an acknowledged put.
-fn write_op(
-    session: usize,
-    group: u64,
-    key: String,
-    value: String,
-    r: &meridian_sdk::pb::PutResponse,
-) -> Op {
-    Op {
-        session,
-        group,
-        kind: OpKind::Write {
-            key,
-            value,
-            revision: r.header.as_ref().map(|h| h.revision),
-        },
-    }
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,37 +35,6 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 const CALL: Duration = Duration::from_secs(20);
-
-/// One round of the x/y test: client A in us-east writes x (owned by us-east) then reads y;
-/// client B in eu-west writes y (owned by eu-west) then reads x, at the same moment. Returns
-/// (A saw y, B saw x), and records both sessions' operations.
-async fn xy_round(a: &Client, b: &Client, i: usize, history: &Arc<Mutex<History>>) -> (bool, bool) {
-    let x = format!("/us-east/xy/x{i}");
-    let y = format!("/eu-west/xy/y{i}");
-    let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    let side =
-        |c: Client, session: usize, mine: String, theirs: String, mine_g: u64, theirs_g: u64| {
-            let barrier = barrier.clone();
-            let history = history.clone();
-            async move {
-                barrier.wait().await;
-                let value = format!("s{session}-{i}");
-                let w = c.put(&mine, value.clone()).await.expect("put");
-                let r = c
-                    .get_with(&theirs, Consistency::Sequential)
-                    .await
-                    .expect("get");
-                let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
-                h.push(write_op(session, mine_g, mine, value, &w));
-                h.push(read_op(session, theirs_g, theirs, &r));
-                r.kv.is_some()
-            }
-        };
-    tokio::join!(
-        side(a.clone(), 0, x.clone(), y.clone(), 1, 2),
-        side(b.clone(), 1, y, x, 2, 1)
-    )
-}
 
 /// Runs `rounds` x/y rounds; returns how many had both reads stale, and the history.
 fn xy(dev: &DevCluster, rounds: usize) -> (usize, History) {

@@ -624,3 +624,58 @@ pub fn read_op(
         },
     }
 }
+
+/// The history entry of an acknowledged put.
+pub fn write_op(
+    session: usize,
+    group: u64,
+    key: String,
+    value: String,
+    r: &meridian_sdk::pb::PutResponse,
+) -> meridian_checker::Op {
+    meridian_checker::Op {
+        session,
+        group,
+        kind: meridian_checker::OpKind::Write {
+            key,
+            value,
+            revision: r.header.as_ref().map(|h| h.revision),
+        },
+    }
+}
+
+/// One round of the x/y test: client A in us-east writes x (owned by us-east) then reads y;
+/// client B in eu-west writes y (owned by eu-west) then reads x, at the same moment. Returns
+/// (A saw y, B saw x), and records both sessions' operations.
+pub async fn xy_round(
+    a: &Client,
+    b: &Client,
+    i: usize,
+    history: &std::sync::Arc<std::sync::Mutex<meridian_checker::History>>,
+) -> (bool, bool) {
+    let x = format!("/us-east/xy/x{i}");
+    let y = format!("/eu-west/xy/y{i}");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let side =
+        |c: Client, session: usize, mine: String, theirs: String, mine_g: u64, theirs_g: u64| {
+            let barrier = barrier.clone();
+            let history = history.clone();
+            async move {
+                barrier.wait().await;
+                let value = format!("s{session}-{i}");
+                let w = c.put(&mine, value.clone()).await.expect("put");
+                let r = c
+                    .get_with(&theirs, Consistency::Sequential)
+                    .await
+                    .expect("get");
+                let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
+                h.push(write_op(session, mine_g, mine, value, &w));
+                h.push(read_op(session, theirs_g, theirs, &r));
+                r.kv.is_some()
+            }
+        };
+    tokio::join!(
+        side(a.clone(), 0, x.clone(), y.clone(), 1, 2),
+        side(b.clone(), 1, y, x, 2, 1)
+    )
+}

@@ -76,7 +76,7 @@ module "region" {
   name              = each.key
   cluster_name      = var.cluster_name
   cloud_region      = coalesce(each.value.cloud_region, each.key)
-  zone_suffix       = var.zone_suffix
+  zones             = lookup(var.zones, coalesce(each.value.cloud_region, each.key), [])
   network           = google_compute_network.meridian.id
   network_tag       = local.network_tag
   subnet_cidr       = each.value.subnet_cidr

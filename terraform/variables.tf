@@ -4,6 +4,11 @@
 variable "cluster_name" {
   description = "The topology's name (rendered)."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$", var.cluster_name))
+    error_message = "GCP names resources and DNS after the topology's name: lowercase letters, digits and '-', starting with a letter, at most 32."
+  }
 }
 
 variable "config_root" {
@@ -49,6 +54,11 @@ variable "regions" {
       unit        = string
     }))
   }))
+
+  validation {
+    condition     = alltrue([for name in keys(var.regions) : can(regex("^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$", name))])
+    error_message = "GCP names resources and DNS after each region: lowercase letters, digits and '-', starting with a letter, at most 20."
+  }
 }
 
 # The operator's choices.
@@ -77,7 +87,7 @@ variable "boot_disk_size_gb" {
 }
 
 variable "data_disk_size_gb" {
-  description = "The data disk each node keeps its log and state on (mounted at data_root)."
+  description = "The data disk each node keeps its log and state on (mounted at data_root/node-ID)."
   type        = number
   default     = 100
 }
@@ -88,10 +98,10 @@ variable "data_disk_type" {
   default     = "pd-ssd"
 }
 
-variable "zone_suffix" {
-  description = "The zone of each region nodes are placed in (REGION-SUFFIX)."
-  type        = string
-  default     = "a"
+variable "zones" {
+  description = "Per GCP region, the zones its nodes are spread over (round robin by node id); a region not listed uses every zone GCP reports up."
+  type        = map(list(string))
+  default     = {}
 }
 
 variable "meridian_download_url" {

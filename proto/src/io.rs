@@ -93,9 +93,30 @@ impl Dialer {
         endpoint.connect_with_connector_lazy(tower::service_fn(
             move |_: tonic::codegen::http::Uri| {
                 let fut = dial(addr.clone());
-                async move { fut.await.map(TokioIo::new) }
+                async move {
+                    fut.await
+                        .map(TokioIo::new)
+                        .map_err(|e| io::Error::new(e.kind(), NotConnected(e)))
+                }
             },
         ))
+    }
+}
+
+/// A dial that failed (TCP connect, TLS handshake, or its deadline): no request can have gone
+/// out on a connection that was never set up, so a call that failed with it is safe to retry.
+#[derive(Debug)]
+struct NotConnected(io::Error);
+
+impl fmt::Display for NotConnected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for NotConnected {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
@@ -121,10 +142,11 @@ pub fn never_sent(status: &tonic::Status) -> bool {
         return false;
     }
     let refused = io_errors(status).any(|io| {
-        matches!(
-            io.kind(),
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
-        )
+        io.get_ref().is_some_and(|e| e.is::<NotConnected>())
+            || matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
+            )
     });
     if refused {
         return true;
@@ -155,4 +177,45 @@ pub fn refused_by_service(status: &tonic::Status) -> bool {
             .ok()
             .and_then(|d| d.kind)
             .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call whose connection could not be set up (here: a handshake that fails as rustls
+    /// fails on a peer that is not speaking TLS) never reached the service, whatever the dial
+    /// error's kind; a bare Unavailable does not say so.
+    #[tokio::test]
+    async fn a_failed_dial_is_never_sent() {
+        for kind in [
+            io::ErrorKind::InvalidData,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::TimedOut,
+        ] {
+            let dialer = Dialer::new(move |addr| {
+                Box::pin(async move {
+                    Err(io::Error::new(
+                        kind,
+                        format!("TLS handshake with {addr} failed"),
+                    ))
+                })
+            });
+            let endpoint = Endpoint::from_static("http://127.0.0.1:1")
+                .timeout(std::time::Duration::from_secs(5));
+            let mut client =
+                crate::kv::kv_client::KvClient::new(dialer.channel(endpoint, "127.0.0.1:1"));
+            let status = client
+                .get(crate::kv::GetRequest::default())
+                .await
+                .expect_err("no connection");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(never_sent(&status), "{kind:?}: {status:?}");
+            assert!(!handshake_refused(&status) || kind == io::ErrorKind::PermissionDenied);
+        }
+        assert!(!never_sent(&tonic::Status::unavailable(
+            "connection reset after the request"
+        )));
+    }
 }

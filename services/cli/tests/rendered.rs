@@ -95,24 +95,25 @@ fn rendered_configs_run_a_three_region_cluster() {
         "--wan-emulator",
     ]);
 
-    // The units are ones systemd accepts (where systemd-analyze exists: scripts/test installs it).
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        for id in 1..=9 {
-            let unit = rendered.join(format!("node-{id}/meridian-node-{id}.service"));
-            let o = Command::new("systemd-analyze")
-                .args(["verify", &s(&unit)])
-                .output()
-                .expect("systemd-analyze");
-            assert!(
-                o.status.success() && o.stderr.is_empty(),
-                "systemd-analyze verify {}: {o:?}",
-                unit.display()
-            );
-        }
+    // The units are ones systemd accepts (scripts/test installs systemd-analyze).
+    assert!(
+        Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "systemd-analyze is missing: scripts/test installs it (Debian package systemd)"
+    );
+    for id in 1..=9 {
+        let unit = rendered.join(format!("node-{id}/meridian-node-{id}.service"));
+        let o = Command::new("systemd-analyze")
+            .args(["verify", &s(&unit)])
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "systemd-analyze verify {}: {o:?}",
+            unit.display()
+        );
     }
 
     // The operator's part: node certificates of the cluster's CA where the configs say.

@@ -97,9 +97,9 @@ fn the_shipped_terraform_passes_and_broken_copies_are_caught() {
         (
             "argument",
             "main.tf",
-            "  zone_suffix       = var.zone_suffix",
-            "  zone_suffx        = var.zone_suffix",
-            "declares no variable 'zone_suffx'",
+            "  machine_type      = var.machine_type",
+            "  machine_typo      = var.machine_type",
+            "declares no variable 'machine_typo'",
         ),
         (
             "template",

@@ -180,6 +180,15 @@ pub fn render(
 ) -> Result<Vec<File>, RenderError> {
     let t = Topology::parse(topology_text, source_name)?;
     check_options(o)?;
+    // Names go into units (where systemd reads % itself) and TOML comments (one line).
+    for name in std::iter::once(&t.name).chain(t.regions.iter().map(|r| &r.name)) {
+        if let Some(c) = name.chars().find(|c| c.is_control() || *c == '%') {
+            return Err(invalid(format!(
+                "the name {name:?} contains {c:?}, which a systemd unit cannot carry: rename it \
+                 in the topology"
+            )));
+        }
+    }
     let mut files = vec![File {
         path: "topology.toml".into(),
         text: topology_text.to_string(),
@@ -474,19 +483,29 @@ fn file_name(path: &str) -> &str {
 fn unit(t: &Topology, id: u64, o: &Options) -> String {
     let region = t.node(id).map(|n| n.region.as_str()).unwrap_or_default();
     let data = format!("{}/node-{id}", o.data_root);
+    // A secure node reloads its certificates on SIGHUP (docs/security.md); an insecure one
+    // has nothing to reload.
+    let reload = match o.security {
+        Security::Secure { .. } => "ExecReload=/bin/kill -HUP $MAINPID\n",
+        Security::Insecure => "",
+    };
     format!(
         "# Rendered by `meridian topology render`: node {id} of {name:?} in {region}.\n\
          [Unit]\n\
          Description=Meridian node {id} ({region})\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
+         RequiresMountsFor={data}\n\
          \n\
          [Service]\n\
          Type=exec\n\
          User={user}\n\
          Group={user}\n\
+         # The data directory, made by root before the sandbox is set up (ProtectSystem=strict\n\
+         # keeps the node itself from making it).\n\
+         ExecStartPre=+/usr/bin/install -d -o {user} -g {user} -m 0700 {data}\n\
          ExecStart={bin} server --config {root}/node-{id}/node.toml\n\
-         ExecReload=/bin/kill -HUP $MAINPID\n\
+         {reload}\
          Restart=on-failure\n\
          RestartSec=2s\n\
          TimeoutStopSec=30s\n\
@@ -513,6 +532,8 @@ fn unit(t: &Topology, id: u64, o: &Options) -> String {
          LockPersonality=yes\n\
          MemoryDenyWriteExecute=yes\n\
          SystemCallArchitectures=native\n\
+         # Nothing in the node needs the cloud's metadata server (which may hold secrets).\n\
+         IPAddressDeny=169.254.169.254\n\
          CapabilityBoundingSet=\n\
          UMask=0077\n\
          \n\

@@ -147,6 +147,11 @@ fn insecure_listen_any_and_other_roots() {
         "ExecStart=/opt/meridian/bin/meridian server --config /srv/m/node-9/node.toml\n"
     ));
     assert!(unit.contains("User=mrd\n"));
+    assert!(
+        !unit.contains("ExecReload"),
+        "an insecure node has nothing to reload (SIGHUP would end it)"
+    );
+    assert!(unit.contains("ExecStartPre=+/usr/bin/install -d -o mrd -g mrd -m 0700 /data/node-9\n"));
 }
 
 #[test]
@@ -248,6 +253,10 @@ fn refusals_say_what_is_wrong() {
         },
     );
     assert!(e.contains("node 9") && e.contains("loopback"), "{e}");
+    let odd = LOCAL.replace("name = \"local-3region\"", "name = \"local%3region\"");
+    assert_ne!(odd, LOCAL);
+    let e = err(&odd, &secure());
+    assert!(e.contains("local%3region") && e.contains("systemd"), "{e}");
     let top = LOCAL.replace("127.0.3.3:7400", "127.0.3.3:65535");
     let e = err(&top, &Options::default());
     assert!(e.contains("node 9") && e.contains("65535"), "{e}");

@@ -2,8 +2,17 @@
 # the private IP the topology gives it, configured by cloud-init with its rendered node.toml
 # and systemd unit), and REGION.<zone> naming every node of the region.
 
+data "google_compute_zones" "up" {
+  region = var.cloud_region
+  status = "UP"
+}
+
 locals {
-  zone = "${var.cloud_region}-${var.zone_suffix}"
+  zones = length(var.zones) > 0 ? var.zones : sort(data.google_compute_zones.up.names)
+  # Node ids in order, each in the next zone: a zone's loss takes at most a share of the
+  # region's voters.
+  ids  = sort([for id in keys(var.nodes) : format("%020d", tonumber(id))])
+  zone = { for i, padded in local.ids : tostring(tonumber(padded)) => local.zones[i % length(local.zones)] }
 }
 
 resource "google_compute_subnetwork" "region" {
@@ -28,7 +37,7 @@ resource "google_compute_disk" "data" {
   for_each = var.nodes
 
   name = "${var.network_tag}-node-${each.key}-data"
-  zone = local.zone
+  zone = local.zone[each.key]
   type = var.data_disk_type
   size = var.data_disk_size_gb
 }
@@ -38,7 +47,7 @@ resource "google_compute_instance" "node" {
   for_each = var.nodes
 
   name         = "${var.network_tag}-node-${each.key}"
-  zone         = local.zone
+  zone         = local.zone[each.key]
   machine_type = var.machine_type
   tags         = [var.network_tag]
 
@@ -90,6 +99,43 @@ resource "google_compute_instance" "node" {
   }
 
   allow_stopping_for_update = true
+
+  # cloud-init runs once per instance: a node whose rendered files changed is replaced (its
+  # data disk is kept and attached to the new VM).
+  lifecycle {
+    replace_triggered_by = [terraform_data.rendered[each.key]]
+  }
+}
+
+resource "terraform_data" "rendered" {
+  for_each = var.nodes
+
+  input = sha256(join("\n", [var.topology_toml, each.value.node_toml, each.value.unit]))
+}
+
+# Outbound internet for nodes without public IPs (fetching the binary, OS packages).
+resource "google_compute_router" "region" {
+  name    = "${var.network_tag}-${var.name}"
+  region  = var.cloud_region
+  network = var.network
+}
+
+resource "google_compute_router_nat" "region" {
+  name                               = "${var.network_tag}-${var.name}"
+  router                             = google_compute_router.region.name
+  region                             = var.cloud_region
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
+
+  subnetwork {
+    name                    = google_compute_subnetwork.region.id
+    source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
+  }
+
+  log_config {
+    enable = true
+    filter = "ERRORS_ONLY"
+  }
 }
 
 resource "google_dns_record_set" "endpoint" {

@@ -12,8 +12,9 @@ variable "cloud_region" {
   type        = string
 }
 
-variable "zone_suffix" {
-  type = string
+variable "zones" {
+  description = "The zones nodes are spread over, round robin by node id; empty: every zone of the region that is up."
+  type        = list(string)
 }
 
 variable "network" {
@@ -54,6 +55,11 @@ variable "nodes" {
   validation {
     condition     = alltrue([for n in values(var.nodes) : n.private_ip != null])
     error_message = "Every node needs an IPv4 address in the topology (its private IP here)."
+  }
+
+  validation {
+    condition     = alltrue([for n in values(var.nodes) : n.private_ip == null || !contains(["0", "1", "254", "255"], element(split(".", coalesce(n.private_ip, "0.0.0.0")), 3))])
+    error_message = "GCP reserves .0, .1, .254 and .255 of a /24 subnet: give the region's nodes other addresses in the topology (e.g. .11, .12, .13)."
   }
 }
 

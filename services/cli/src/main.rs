@@ -297,19 +297,25 @@ impl Access {
 
 /// Whether `cmd` talks to a running cluster through --endpoint (so --region applies).
 fn talks_to_cluster(cmd: &Command) -> bool {
-    !matches!(
-        cmd,
-        Command::Server { .. }
-            | Command::Dev(_)
-            | Command::DevNode(_)
-            | Command::BenchGeo(_)
-            | Command::BenchLocks(_)
-            | Command::BenchPlacement(_)
-            | Command::Wan(_)
-            | Command::Sim(_)
-            | Command::Topology(_)
-            | Command::Token(_)
-    )
+    match cmd {
+        // Offline but for these: `topology check --live`, `token revoke|revoked`.
+        Command::Topology(t) => matches!(t, ops::TopologyCmd::Check { live: true, .. }),
+        Command::Token(t) => matches!(
+            t,
+            token_cli::TokenCmd::Revoke { .. } | token_cli::TokenCmd::Revoked
+        ),
+        _ => !matches!(
+            cmd,
+            Command::Server { .. }
+                | Command::Dev(_)
+                | Command::DevNode(_)
+                | Command::BenchGeo(_)
+                | Command::BenchLocks(_)
+                | Command::BenchPlacement(_)
+                | Command::Wan(_)
+                | Command::Sim(_)
+        ),
+    }
 }
 
 /// A client of `endpoints` with [`Access::options`].
@@ -407,5 +413,36 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--region` applies to every command that reaches a cluster through --endpoint, the
+    /// cluster-facing subcommands of otherwise offline groups included.
+    #[test]
+    fn which_commands_talk_to_a_cluster() {
+        let talks = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("meridian").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            talks_to_cluster(&cli.command)
+        };
+        assert!(talks(&["get", "/a"]));
+        assert!(talks(&["topology", "check", "t.toml", "--live"]));
+        assert!(!talks(&["topology", "check", "t.toml"]));
+        assert!(!talks(&[
+            "topology",
+            "render",
+            "t.toml",
+            "--out",
+            "d",
+            "--insecure"
+        ]));
+        assert!(talks(&["token", "revoked"]));
+        assert!(talks(&["token", "revoke", "abc"]));
+        assert!(!talks(&["token", "keygen", "--out", "k"]));
+        assert!(!talks(&["dev"]));
     }
 }

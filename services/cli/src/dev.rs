@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The default topology, built in so that `meridian dev` needs no file.
-pub const LOCAL_3REGION: &str = include_str!("../../../topology/local-3region.toml");
+use meridian_topology::LOCAL_3REGION;
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {

@@ -10,9 +10,6 @@
 //! - [`token_cli`]: `meridian token keygen|mint|attenuate|inspect|verify` (capability tokens).
 
 mod bench;
-mod bench_geo;
-mod bench_locks;
-mod bench_placement;
 mod dev;
 mod dev_security;
 mod locks_cli;
@@ -23,7 +20,6 @@ mod output;
 mod placement_cli;
 mod render_cli;
 mod sim;
-mod sim_run;
 mod snapshot_cli;
 mod token_cli;
 mod txn_parse;
@@ -92,11 +88,11 @@ enum Command {
     /// Measure put/get throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// Measure the router under the WAN emulator (starts its own dev clusters).
-    BenchGeo(bench_geo::BenchGeoArgs),
+    BenchGeo(meridian_harness::geo::BenchGeoArgs),
     /// Measure locks and leases: latency, failover, keepalive aggregation, memory.
-    BenchLocks(bench_locks::BenchLocksArgs),
+    BenchLocks(meridian_harness::locks::BenchLocksArgs),
     /// Measure residency forwarding and how fast a placement change reaches every router.
-    BenchPlacement(bench_placement::BenchPlacementArgs),
+    BenchPlacement(meridian_harness::placement::BenchPlacementArgs),
     /// Topology files.
     #[command(subcommand)]
     Topology(ops::TopologyCmd),
@@ -201,9 +197,9 @@ fn main() -> ExitCode {
                 let options = access.options(&endpoints)?;
                 bench::run(args, endpoints, options).await
             }
-            Command::BenchGeo(args) => bench_geo::run(args).await,
-            Command::BenchLocks(args) => bench_locks::run(args).await,
-            Command::BenchPlacement(args) => bench_placement::run(args).await,
+            Command::BenchGeo(args) => meridian_harness::geo::run(args).await,
+            Command::BenchLocks(args) => meridian_harness::locks::run(args).await,
+            Command::BenchPlacement(args) => meridian_harness::placement::run(args).await,
             Command::Topology(cmd) => ops::topology(cmd, || client(endpoints, &access)).await,
             Command::Token(token_cli::TokenCmd::Revoke { ids }) => {
                 token_cli::revoke(client(endpoints, &access)?, cli.output, ids).await

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(clap::Subcommand, Debug)]
 pub enum SimCmd {
     /// Run a scenario (deployment modes × workload mixes) under the WAN emulator.
-    Run(crate::sim_run::SimRunArgs),
+    Run(meridian_harness::sim_run::SimRunArgs),
     /// Predict, per domain and allowed owner, the latency every region's clients would see;
     /// recommend an owner.
     Plan {
@@ -35,7 +35,7 @@ pub enum SimCmd {
 
 pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        SimCmd::Run(args) => crate::sim_run::run(args).await,
+        SimCmd::Run(args) => meridian_harness::sim_run::run(args).await,
         SimCmd::Plan {
             topology,
             workload,

@@ -24,6 +24,10 @@ pub use model::{Domain, GroupKind, GroupSpec, NodeSpec, Region, Role, Topology};
 
 use std::path::Path;
 
+/// `topology/local-3region.toml`, built in: what `meridian dev` and `meridian sim run` run when
+/// given no topology.
+pub const LOCAL_3REGION: &str = include_str!("../../../topology/local-3region.toml");
+
 impl Topology {
     /// Parses and validates a topology file's text. `source_name` (usually the path) prefixes
     /// every problem in the error.

@@ -14,7 +14,7 @@
 //! region's domain (in modes a and b every domain has the same owner; the split still shows
 //! what clients of each region pay).
 
-use crate::bench_geo::Dev;
+use crate::geo::Dev;
 use anyhow::Context;
 use meridian_sdk::{Client, Options};
 use meridian_sim::scenario::{mode_topology, parse_scenario};
@@ -145,7 +145,7 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
-        None => crate::dev::LOCAL_3REGION.to_string(),
+        None => meridian_topology::LOCAL_3REGION.to_string(),
     };
     let topo = Topology::parse(&base, "scenario topology")?;
     let regions: Vec<String> = topo.regions.iter().map(|r| r.name.clone()).collect();

@@ -9,7 +9,7 @@
 //!    second vs Refresh entries per second;
 //! 4. memory per held lock in one replica's state (`--scale` locks, each with its lease).
 
-use crate::bench_geo::{hist, ms, Dev};
+use crate::geo::{hist, ms, Dev};
 use anyhow::Context;
 use meridian_sdk::{pb, Client, LockOptions, Options, Session};
 use std::process::ExitCode;

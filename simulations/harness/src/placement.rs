@@ -12,7 +12,7 @@
 //!    while writers of other domains run (their throughput and latency during the moves against
 //!    outside them); afterwards every key must read back as last acknowledged, or the bench fails.
 
-use crate::bench_geo::{hist, ms, Dev};
+use crate::geo::{hist, ms, Dev};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;

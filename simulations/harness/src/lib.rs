@@ -1,0 +1,13 @@
+//! Benchmark and simulation harnesses over real clusters: each starts `meridian dev` (the
+//! running `meridian` binary, [`geo::Dev`]) in child processes, drives it through the SDK and
+//! prints what it measured. The `meridian` binary is a thin shell over them:
+//!
+//! - [`geo`]: `meridian bench-geo` — the router under the WAN emulator, modes a–d;
+//! - [`locks`]: `meridian bench-locks` — locks and leases: latency, failover, keepalives, memory;
+//! - [`placement`]: `meridian bench-placement` — residency forwarding and placement changes;
+//! - [`sim_run`]: `meridian sim run` — a scenario's workload against a real cluster.
+
+pub mod geo;
+pub mod locks;
+pub mod placement;
+pub mod sim_run;

@@ -1,92 +1,12 @@
-//! What the proxy-layer benchmarks share: a `meridian dev` child process, client options from
-//! its ready file, its `/metrics`, and the process's memory and CPU from `/proc`.
+//! What the proxy-layer benchmarks share: a `meridian dev` child process (`meridian-harness`'s
+//! [`Dev`]), its `/metrics`, and the process's memory and CPU from `/proc`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
-use meridian_sdk::Options;
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// `meridian dev` in a child process, killed on drop.
-pub struct Dev {
-    pub child: Child,
-    pub ready: serde_json::Value,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dev {
-    /// `meridian dev --port PORT EXTRA…` with its data in a temporary directory, once ready.
-    pub fn start(meridian: &Path, port: u16, extra: &[&str]) -> Result<Dev> {
-        let dir = tempfile::tempdir()?;
-        let ready = dir.path().join("ready.json");
-        let child = Command::new(meridian)
-            .args(["dev", "--port", &port.to_string()])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("MERIDIAN_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // BENCH_DEV_LOG=FILE keeps the cluster's log.
-            .stderr(match std::env::var_os("BENCH_DEV_LOG") {
-                Some(f) => Stdio::from(std::fs::File::create(f)?),
-                None => Stdio::null(),
-            })
-            .spawn()
-            .with_context(|| format!("starting {} dev", meridian.display()))?;
-        let mut dev = Dev {
-            child,
-            ready: serde_json::Value::Null,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        loop {
-            if let Ok(t) = std::fs::read_to_string(&ready) {
-                if let Ok(v) = serde_json::from_str(&t) {
-                    dev.ready = v;
-                    return Ok(dev);
-                }
-            }
-            if start.elapsed() > Duration::from_secs(120) {
-                bail!("meridian dev did not become ready");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Client options with the dev's root token, over TLS with its CA (unless insecure).
-    pub fn options(&self) -> Result<Options> {
-        let options = Options {
-            token: self.ready["token"].as_str().map(str::to_string),
-            ..Options::default()
-        };
-        Ok(match self.ready["ca"].as_str() {
-            Some(ca) => options.with_tls(Path::new(ca), None)?,
-            None => options,
-        })
-    }
-
-    /// `region`'s router endpoints.
-    pub fn endpoints(&self, region: &str) -> Result<Vec<String>> {
-        Ok(self.ready["regions"][region]["endpoints"]
-            .as_array()
-            .with_context(|| format!("no region {region}"))?
-            .iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect())
-    }
-}
+pub use meridian_harness::dev::Dev;
 
 pub fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("bounds"))

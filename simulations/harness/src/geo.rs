@@ -12,8 +12,8 @@
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use meridian_sdk::{Client, Consistency, Options};
-use std::process::{Child, Command, ExitCode, Stdio};
+use meridian_sdk::{Client, Consistency};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,74 +34,11 @@ pub struct BenchGeoArgs {
     security_cost: Option<usize>,
 }
 
-pub(crate) struct Dev {
-    child: Child,
-    _dir: tempfile::TempDir,
-    pub(crate) ready: serde_json::Value,
-}
+pub(crate) use crate::dev::Dev;
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dev {
-    fn start(port: u16, wan: bool) -> anyhow::Result<Dev> {
-        Self::start_with(port, if wan { &[] } else { &["--no-wan"] })
-    }
-
-    /// `meridian dev --port PORT EXTRA…`, once ready.
-    pub(crate) fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Dev> {
-        let dir = tempfile::tempdir()?;
-        let ready_path = dir.path().join("ready.json");
-        let exe = std::env::current_exe().context("locating the meridian binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["dev", "--port", &port.to_string(), "--ready-file"])
-            .arg(&ready_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        cmd.args(extra);
-        let child = cmd.spawn().context("starting meridian dev")?;
-        let mut dev = Dev {
-            child,
-            _dir: dir,
-            ready: serde_json::Value::Null,
-        };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(120) {
-            if let Ok(text) = std::fs::read_to_string(&ready_path) {
-                dev.ready = serde_json::from_str(&text)?;
-                return Ok(dev);
-            }
-            if let Some(status) = dev.child.try_wait()? {
-                anyhow::bail!("meridian dev exited with {status}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        anyhow::bail!("meridian dev did not become ready")
-    }
-
-    pub(crate) fn client(&self, region: &str) -> anyhow::Result<Client> {
-        let ep = self.ready["regions"][region]["endpoint"]
-            .as_str()
-            .with_context(|| format!("no region {region}"))?;
-        Ok(Client::new(vec![ep.to_string()], self.options()?)?)
-    }
-
-    /// Client options carrying the dev's root token, over TLS verified against its CA (none
-    /// of it with `--insecure`).
-    pub(crate) fn options(&self) -> anyhow::Result<Options> {
-        let options = Options {
-            token: self.ready["token"].as_str().map(str::to_string),
-            ..Options::default()
-        };
-        Ok(match self.ready["ca"].as_str() {
-            Some(ca) => options.with_tls(std::path::Path::new(ca), None)?,
-            None => options,
-        })
-    }
+/// `meridian dev` (this binary's), with the WAN emulator or without.
+fn start_dev(port: u16, wan: bool) -> anyhow::Result<Dev> {
+    Dev::start_here(port, if wan { &[] } else { &["--no-wan"] })
 }
 
 pub(crate) fn hist() -> Histogram<u64> {
@@ -191,7 +128,7 @@ async fn security_cost(args: &BenchGeoArgs, rounds: usize) -> anyhow::Result<Exi
     for _ in 0..rounds {
         for (on, h) in [(true, &mut secure), (false, &mut insecure)] {
             let extra: &[&str] = if on { &[] } else { &["--insecure"] };
-            let dev = Dev::start_with(args.port, extra)?;
+            let dev = Dev::start_here(args.port, extra)?;
             dev.client("us-east")?
                 .put("/us-east/bench/hot", "h")
                 .await?;
@@ -232,10 +169,10 @@ pub async fn run(args: BenchGeoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let (off_put, off_get) = {
-        let dev = Dev::start(args.port, false)?;
+        let dev = start_dev(args.port, false)?;
         local_ops(&dev, secs).await?
     };
-    let dev = Dev::start(args.port, true)?;
+    let dev = start_dev(args.port, true)?;
     let (on_put, on_get) = local_ops(&dev, secs).await?;
     println!(
         "\n## 1. local-domain operations (us-east session, us-east domain), WAN emulator off vs on"

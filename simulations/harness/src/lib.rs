@@ -7,6 +7,7 @@
 //! - [`placement`]: `meridian bench-placement` — residency forwarding and placement changes;
 //! - [`sim_run`]: `meridian sim run` — a scenario's workload against a real cluster.
 
+pub mod dev;
 pub mod geo;
 pub mod locks;
 pub mod placement;

@@ -66,7 +66,7 @@ pub async fn run(args: BenchLocksArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn latency(args: &BenchLocksArgs) -> anyhow::Result<()> {
-    let dev = Dev::start_with(args.port, &[])?;
+    let dev = Dev::start_here(args.port, &[])?;
     println!(
         "== lock acquire+release latency (3 regions, WAN emulator; {} pairs each) ==",
         args.iterations
@@ -138,7 +138,7 @@ async fn latency(args: &BenchLocksArgs) -> anyhow::Result<()> {
 }
 
 async fn failover(args: &BenchLocksArgs) -> anyhow::Result<()> {
-    let dev = Dev::start_with(args.port + 1, &["--processes"])?;
+    let dev = Dev::start_here(args.port + 1, &["--processes"])?;
     let eps = endpoints(&dev, "us-east");
     let opts = Options {
         call_timeout: Duration::from_secs(30),
@@ -265,7 +265,7 @@ async fn failover(args: &BenchLocksArgs) -> anyhow::Result<()> {
 }
 
 async fn keepalive(args: &BenchLocksArgs) -> anyhow::Result<()> {
-    let dev = Dev::start_with(args.port + 2, &[])?;
+    let dev = Dev::start_here(args.port + 2, &[])?;
     let ep = endpoints(&dev, "us-east")
         .first()
         .cloned()

@@ -104,7 +104,7 @@ fn row(what: &str, h: &Histogram<u64>, rtt: u64) {
 pub async fn run(args: BenchPlacementArgs) -> anyhow::Result<ExitCode> {
     let topology = meridian_topology::Topology::load(&args.topology)?;
     let path = args.topology.display().to_string();
-    let dev = Dev::start_with(args.port, &["--topology", &path])?;
+    let dev = Dev::start_here(args.port, &["--topology", &path])?;
     println!(
         "bench-placement: topology {} under the WAN emulator, {} s per measurement",
         topology.name, args.seconds

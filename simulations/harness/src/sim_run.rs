@@ -166,7 +166,7 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
             if mode == "c" {
                 extra.push("--unsafe-no-sync");
             }
-            Some(Dev::start_with(args.port + mi as u16, &extra)?)
+            Some(Dev::start_here(args.port + mi as u16, &extra)?)
         };
         for mix in s.mixes() {
             let Mix {

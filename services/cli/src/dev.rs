@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The default topology, built in so that `meridian dev` needs no file.
+// The default topology, built in so that `meridian dev` needs no file.
 use meridian_topology::LOCAL_3REGION;
 
 #[derive(clap::Args, Debug)]

@@ -112,6 +112,16 @@ fn host_port(address: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+/// A node's host and port, or why its address is not host:port.
+fn node_address(n: &meridian_topology::NodeSpec) -> Result<(&str, u16), RenderError> {
+    host_port(&n.address).ok_or_else(|| {
+        invalid(format!(
+            "node {}: address {:?} is not host:port",
+            n.id, n.address
+        ))
+    })
+}
+
 /// `host` and `port` as an address (IPv6 in brackets).
 fn join(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -204,14 +214,9 @@ pub fn render(
         let mut ips: Vec<Ipv4Addr> = Vec::new();
         let mut all_v4 = true;
         for n in t.nodes.iter().filter(|n| n.region == region.name) {
-            let (host, port) = host_port(&n.address).ok_or_else(|| {
-                invalid(format!(
-                    "node {}: address {:?} is not host:port",
-                    n.id, n.address
-                ))
-            })?;
-            let node_toml = node_toml(&t, n.id, source_name, o, dial.as_ref())?;
-            let unit = unit(&t, n.id, o);
+            let (host, port) = node_address(n)?;
+            let node_toml = node_toml(&t, n, source_name, o, dial.as_ref())?;
+            let unit = unit(&t, n, o);
             let unit_name = format!("meridian-node-{}.service", n.id);
             files.push(File {
                 path: format!("node-{}/node.toml", n.id),
@@ -328,12 +333,7 @@ fn relays(t: &Topology) -> Result<Relays, RenderError> {
             ));
         }
         for n in t.nodes.iter().filter(|n| n.region != region.name) {
-            let (host, port) = host_port(&n.address).ok_or_else(|| {
-                invalid(format!(
-                    "node {}: address {:?} is not host:port",
-                    n.id, n.address
-                ))
-            })?;
+            let (host, port) = node_address(n)?;
             if !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
                 return Err(invalid(format!(
                     "--wan-emulator rehearses a topology on one machine, but node {}'s address \
@@ -369,20 +369,13 @@ fn wan_proxy_args(r: &Relays, o: &Options) -> String {
 
 fn node_toml(
     t: &Topology,
-    id: u64,
+    n: &meridian_topology::NodeSpec,
     source_name: &str,
     o: &Options,
     relays: Option<&Relays>,
 ) -> Result<String, RenderError> {
-    let n = t
-        .node(id)
-        .ok_or_else(|| invalid(format!("node {id} is not in the topology")))?;
-    let (host, port) = host_port(&n.address).ok_or_else(|| {
-        invalid(format!(
-            "node {id}: address {:?} is not host:port",
-            n.address
-        ))
-    })?;
+    let id = n.id;
+    let (host, port) = node_address(n)?;
     let any = if host.contains(':') { "::" } else { "0.0.0.0" };
     let listen_host = if o.listen_any { any } else { host };
     let http = http_port(id, port)?;
@@ -480,8 +473,8 @@ fn file_name(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
-fn unit(t: &Topology, id: u64, o: &Options) -> String {
-    let region = t.node(id).map(|n| n.region.as_str()).unwrap_or_default();
+fn unit(t: &Topology, n: &meridian_topology::NodeSpec, o: &Options) -> String {
+    let (id, region) = (n.id, n.region.as_str());
     let data = format!("{}/node-{id}", o.data_root);
     // A secure node reloads its certificates on SIGHUP (docs/security.md); an insecure one
     // has nothing to reload.

@@ -38,6 +38,9 @@ async fn node(
         c.http.listen = Some(h);
         c.limits.watch_stall_ms = stall_ms;
         c.limits.watch_queue_max = queue;
+        // A loaded CI machine once took over 10 s (the default) to commit one of 32 parallel
+        // 16 KiB puts: the test is about watchers, not write latency.
+        c.limits.write_timeout_ms = 60_000;
     })
     .await;
     (dir, node, addr, http)
@@ -54,7 +57,12 @@ async fn put(c: &Client, key: &str, value: &str) -> u64 {
 }
 
 fn client(addr: &str) -> Client {
-    Client::new(vec![addr.to_string()], Options::default()).expect("client")
+    let options = Options {
+        rpc_timeout: Duration::from_secs(70),
+        call_timeout: Duration::from_secs(75),
+        ..Options::default()
+    };
+    Client::new(vec![addr.to_string()], options).expect("client")
 }
 
 /// Polls `/metrics` until `name` reaches at least `want`.

@@ -7,12 +7,13 @@
 # Usage: simulations/bench-security.sh [--seconds S] [--rounds R] [--clients 1,16,256]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=6; rounds=2; clients=1,16,256
+seconds=6; rounds=2; clients=1,16,256; dev_pin=; bench_pin=
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
+    --pin) dev_pin="taskset -c 0"; bench_pin="taskset -c 1"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done

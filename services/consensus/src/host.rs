@@ -80,7 +80,11 @@ impl GroupHandle {
     }
 
     /// The read index under this node's leader lease, if it leads and the lease holds: its
-    /// last log index (at or past the commit index, so every acknowledged write is in it).
+    /// commit index, or its replica's applied index if that is newer (the metrics may lag).
+    /// Every write this leader acknowledged was applied here before its answer left, and the
+    /// term's first entry (the caller's barrier) covers every earlier leader's; entries not
+    /// committed yet are left out, so a leader cut off with an uncommitted tail still answers
+    /// reads while its lease holds instead of waiting for entries that cannot commit.
     fn lease_read_index(&self) -> Option<u64> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
@@ -89,7 +93,8 @@ impl GroupHandle {
         }
         let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
         let until = self.lease.valid_until(m.id, &m.vote, &voters)?;
-        (Instant::now() < until).then_some(m.last_log_index.unwrap_or(0))
+        let committed = m.cluster_committed.map_or(0, |c| c.index);
+        (self.lease.now() < until).then_some(committed.max(self.shared.applied()))
     }
 
     /// The group's members (voters and learners) as this replica knows them; empty before it

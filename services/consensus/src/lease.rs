@@ -22,11 +22,53 @@ pub const DRIFT: f64 = 0.1;
 /// arrival and its record, a read's own processing.
 pub const MARGIN: Duration = Duration::from_millis(20);
 
+/// The monotonic clock a node's lease arithmetic reads: tokio's, at rate 1. The deterministic
+/// simulation runs every node on one virtual clock; a rate other than 1 makes this node's lease
+/// and vote guard see time pass faster or slower than the others do (`Timing::lease_clock_rate`),
+/// which is how it tests the [`DRIFT`] assumption.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseClock {
+    rate: f64,
+    origin: Instant,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self::with_rate(1.0)
+    }
+}
+
+impl LeaseClock {
+    /// A clock that advances `rate` seconds per second of tokio's clock, from now on.
+    pub fn with_rate(rate: f64) -> Self {
+        Self {
+            rate,
+            origin: Instant::now(),
+        }
+    }
+
+    /// What this clock read when tokio's clock read `at`.
+    pub fn reading(&self, at: Instant) -> Instant {
+        if self.rate == 1.0 {
+            return at;
+        }
+        match at.checked_duration_since(self.origin) {
+            Some(d) => self.origin + d.mul_f64(self.rate),
+            None => self.origin - (self.origin - at).mul_f64(self.rate),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.reading(Instant::now())
+    }
+}
+
 /// One group's leader lease on this node, fed by the answers its peers send to this node's
 /// AppendEntries (see `network::GroupPeer`).
 pub struct LeaderLease {
     /// How long a voter refuses other candidates after hearing the leader.
     guard: Duration,
+    clock: LeaseClock,
     /// The newest AppendEntries each voter answered for vote V: (V, when it was sent).
     acks: Mutex<BTreeMap<u64, (Vote, Instant)>>,
     /// A vote whose lease this node gave up (it handed its leadership on).
@@ -38,9 +80,21 @@ impl LeaderLease {
     pub fn new(election_timeout_max: Duration) -> Self {
         Self {
             guard: election_timeout_max,
+            clock: LeaseClock::default(),
             acks: Mutex::default(),
             relinquished: Mutex::default(),
         }
+    }
+
+    /// This lease on `clock` instead of tokio's (the deterministic simulation's clock skew).
+    pub fn with_clock(mut self, clock: LeaseClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, on the clock the lease's deadlines are in ([`Self::valid_until`]).
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// No lease for `vote` from now on, whatever acknowledgements come (a leadership transfer).
@@ -53,8 +107,10 @@ impl LeaderLease {
         self.guard.mul_f64(1.0 - DRIFT).saturating_sub(MARGIN)
     }
 
-    /// `target` answered (accepting the vote) an AppendEntries of `vote` sent at `sent_at`.
+    /// `target` answered (accepting the vote) an AppendEntries of `vote` sent at `sent_at`
+    /// (tokio's clock).
     pub fn acked(&self, target: u64, vote: Vote, sent_at: Instant) {
+        let sent_at = self.clock.reading(sent_at);
         let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
         let newer = acks
             .get(&target)
@@ -64,8 +120,9 @@ impl LeaderLease {
         }
     }
 
-    /// Until when node `me`, leading with `vote` among `voters`, may serve reads alone; `None`
-    /// when no quorum answered this vote yet.
+    /// Until when node `me`, leading with `vote` among `voters`, may serve reads alone (on
+    /// this lease's clock: compare with [`Self::now`]); `None` when no quorum answered this
+    /// vote yet.
     pub fn valid_until(&self, me: u64, vote: &Vote, voters: &BTreeSet<u64>) -> Option<Instant> {
         if !voters.contains(&me) {
             return None;
@@ -83,7 +140,7 @@ impl LeaderLease {
         // The leader counts itself: quorum − 1 others, the oldest of the newest ones decides.
         let others = quorum - 1;
         if others == 0 {
-            return Some(Instant::now() + self.length());
+            return Some(self.clock.now() + self.length());
         }
         if sent.len() < others {
             return None;
@@ -98,6 +155,7 @@ impl LeaderLease {
 /// (re)started — for as long after its start, since a crash forgets when it last heard one.
 pub struct VoteGuard {
     guard: Duration,
+    clock: LeaseClock,
     started: Instant,
     knew_leader: bool,
     heard: Mutex<Option<Instant>>,
@@ -112,15 +170,23 @@ impl VoteGuard {
     fn started_at(election_timeout_max: Duration, knew_leader: bool, started: Instant) -> Self {
         Self {
             guard: election_timeout_max,
+            clock: LeaseClock::default(),
             started,
             knew_leader,
             heard: Mutex::default(),
         }
     }
 
+    /// This guard on `clock` instead of tokio's (the deterministic simulation's clock skew).
+    pub fn with_clock(mut self, clock: LeaseClock) -> Self {
+        self.started = clock.reading(self.started);
+        self.clock = clock;
+        self
+    }
+
     /// The leader's AppendEntries was accepted just now.
     pub fn heard_leader(&self) {
-        self.heard_leader_at(Instant::now());
+        self.heard_leader_at(self.clock.now());
     }
 
     fn heard_leader_at(&self, at: Instant) {
@@ -129,7 +195,7 @@ impl VoteGuard {
 
     /// Why a vote request must be refused now, if it must.
     pub fn refusal(&self) -> Option<String> {
-        self.refusal_at(Instant::now())
+        self.refusal_at(self.clock.now())
     }
 
     fn refusal_at(&self, now: Instant) -> Option<String> {
@@ -159,6 +225,19 @@ mod tests {
 
     fn committed(term: u64, node: u64) -> Vote {
         Vote::new_committed(term, node)
+    }
+
+    #[test]
+    fn a_skewed_clock_scales_the_time_since_it_started() {
+        let ms = Duration::from_millis;
+        let clock = LeaseClock::with_rate(0.5);
+        let t0 = Instant::now();
+        let later = t0 + ms(1000);
+        assert_eq!(clock.reading(later) - clock.reading(t0), ms(500));
+        let before = clock.reading(t0) - ms(10);
+        assert!(clock.reading(t0 - ms(20)) <= before + ms(1));
+        let real = LeaseClock::default();
+        assert_eq!(real.reading(later), later, "rate 1 is tokio's clock itself");
     }
 
     #[test]

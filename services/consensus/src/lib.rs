@@ -15,7 +15,7 @@ pub mod network;
 pub mod timing;
 
 pub use host::{GroupHandle, Host, PeerService};
-pub use lease::{LeaderLease, VoteGuard};
+pub use lease::{LeaderLease, LeaseClock, VoteGuard};
 pub use network::{GroupNetworkFactory, PeerPool};
 pub use timing::Timing;
 

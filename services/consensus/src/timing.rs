@@ -26,6 +26,11 @@ pub struct Timing {
     /// Give each node a different offset, or symmetric nodes split votes forever.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_election_offset_ms: Option<u64>,
+    /// Deterministic simulation only: this node's lease and vote guard read a clock that runs
+    /// at this rate against the others' (`lease::LeaseClock`), to test the lease's clock-drift
+    /// bound (`lease::DRIFT`). Between 0.01 and 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_clock_rate: Option<f64>,
 }
 
 impl Default for Timing {
@@ -44,6 +49,7 @@ impl Default for Timing {
             snapshot_logs_since_last: 20_000,
             max_in_snapshot_log_to_keep: 5_000,
             fixed_election_offset_ms: None,
+            lease_clock_rate: None,
         }
     }
 }
@@ -84,6 +90,13 @@ impl Timing {
                 "election_timeout_min_ms ({}) must exceed twice heartbeat_interval_ms ({})",
                 self.election_timeout_min_ms, self.heartbeat_interval_ms
             )));
+        }
+        if let Some(rate) = self.lease_clock_rate {
+            if !(0.01..=100.0).contains(&rate) {
+                return Err(TimingError(format!(
+                    "lease_clock_rate ({rate}) must be between 0.01 and 100"
+                )));
+            }
         }
         let (election_min, election_max) = match self.fixed_election_offset_ms {
             // openraft draws from [min, max): a one-millisecond range has one value.
@@ -141,6 +154,23 @@ mod tests {
         let t = base.for_group(10, 10);
         assert_eq!(t.heartbeat_interval_ms, 50);
         assert_eq!(t.election_timeout_min_ms, 400);
+        assert!(t.raft_config("x").is_ok());
+    }
+
+    #[test]
+    fn a_lease_clock_rate_outside_its_range_is_refused_by_name() {
+        for bad in [0.0, -1.0, 1000.0, f64::NAN] {
+            let t = Timing {
+                lease_clock_rate: Some(bad),
+                ..Timing::default()
+            };
+            let e = t.raft_config("x").expect_err("refused").to_string();
+            assert!(e.contains("lease_clock_rate"), "{e}");
+        }
+        let t = Timing {
+            lease_clock_rate: Some(0.92),
+            ..Timing::default()
+        };
         assert!(t.raft_config("x").is_ok());
     }
 }

@@ -15,7 +15,8 @@ use crate::syncs::Syncers;
 use meridian_consensus::admission::Admission;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{
-    GroupHandle, GroupNetworkFactory, Host, LeaderLease, PeerPool, PeerService, Raft, VoteGuard,
+    GroupHandle, GroupNetworkFactory, Host, LeaderLease, LeaseClock, PeerPool, PeerService, Raft,
+    VoteGuard,
 };
 use meridian_locks::{Clock, MonotonicClock};
 use meridian_proto::io::{Dialer, Incoming};
@@ -292,6 +293,7 @@ impl Node {
         let mut lock_waits = BTreeMap::new();
         let mut leader_leases = BTreeMap::new();
         let mut shareds = Vec::new();
+        let lease_clock = LeaseClock::with_rate(config.raft.lease_clock_rate.unwrap_or(1.0));
         for (group, role) in topology.groups_of_node(config.node_id) {
             let (voters_rtt, members_rtt) = group_round_trips(&topology, group);
             let raft_config = config
@@ -300,7 +302,7 @@ impl Node {
                 .raft_config(&config.cluster_name)
                 .map_err(|e| StartError::Raft(e.to_string()))?;
             let election_max = Duration::from_millis(raft_config.election_timeout_max);
-            let lease = Arc::new(LeaderLease::new(election_max));
+            let lease = Arc::new(LeaderLease::new(election_max).with_clock(lease_clock));
             let network = GroupNetworkFactory::new(group, pool.clone())
                 .with_lease(lease.clone())
                 .with_learners(learner_round_trips(&topology, group, &me.region));
@@ -327,7 +329,7 @@ impl Node {
             lock_waits.insert(group, Arc::new(LockWaits::default()));
             shareds.push((group, shared.clone()));
             let knew_leader = raft.metrics().borrow_watched().vote.committed;
-            let guard = Arc::new(VoteGuard::new(election_max, knew_leader));
+            let guard = Arc::new(VoteGuard::new(election_max, knew_leader).with_clock(lease_clock));
             let steps = shared.steps().clone();
             host.insert(
                 group,

@@ -65,9 +65,17 @@ fn file_err(path: &Path, message: impl std::fmt::Display) -> TlsError {
 
 /// ring's provider, named explicitly (no process-wide default to install). rustls deprecates
 /// it for lacking post-quantum key exchange; aws-lc-rs, which has it, needs cmake to build.
+///
+/// TLS 1.3's AES-128-GCM comes first (rustls puts AES-256-GCM first): it is the suite Go and
+/// most browsers prefer, and with AES-NI it seals and opens each record in fewer rounds, which
+/// is the per-request cost that remains on long-lived connections (docs/security.md).
 #[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -58,3 +58,20 @@ fn a_node_refuses_a_certificate_of_another_node_and_broken_files() {
     let (_, other_key) = write(dir.path(), "n9", &gen::node(&ca, 9, &[]).expect("node"));
     assert!(NodeTls::load(files(&cert, &other_key), 2).is_err());
 }
+
+#[test]
+fn aes_128_gcm_is_offered_first_and_no_suite_is_dropped() {
+    #[allow(deprecated)]
+    let default = rustls::crypto::ring::default_provider();
+    let ours = provider();
+    assert_eq!(
+        ours.cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    let names = |suites: &[rustls::SupportedCipherSuite]| {
+        let mut v: Vec<_> = suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&ours.cipher_suites), names(&default.cipher_suites));
+}

@@ -141,6 +141,13 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
              and the WAN emulator, and moves with `meridian placement move`"
         );
     }
+    if !args.deterministic && (!s.clock_rates.is_empty() || !s.readers.is_empty()) {
+        anyhow::bail!(
+            "{name}: clock_rates and readers apply only to the deterministic simulation \
+             (--deterministic); a real node's clock is skewed with libfaketime \
+             (services/cli/tests/lease_drift.rs)"
+        );
+    }
     let base = match &s.topology {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?

@@ -195,6 +195,13 @@ pub fn simulate(
             })
         })
     };
+    if let Some(node) = s
+        .clock_rates
+        .keys()
+        .find(|k| !topology.nodes.iter().any(|n| node_host(n.id) == **k))
+    {
+        anyhow::bail!("clock_rates: {node} is no node of the topology");
+    }
     let mut host_region: Vec<(String, String)> = Vec::new();
     for n in &topology.nodes {
         let name = node_host(n.id);
@@ -211,6 +218,7 @@ pub fn simulate(
             ..NodeConfig::default()
         };
         config.raft.fixed_election_offset_ms = Some(election_offset_ms(n.id));
+        config.raft.lease_clock_rate = s.clock_rates.get(&name).copied();
         let (topology, dialer) = (topology.clone(), dialer.clone());
         sim.host(name.as_str(), move || {
             let (config, topology, dialer, disk) = (
@@ -257,12 +265,14 @@ pub fn simulate(
             let mut work = Workload::new(s, mix, region, &regions, seed ^ (id as u64 + 1) << 20);
             let (records, region, topology) = (records.clone(), region.clone(), topology.clone());
             let pad = s.value_size;
+            let reader = s.readers.contains(&name);
             sim.client(name.as_str(), async move {
                 tokio::time::sleep(warmup).await;
                 let stop = tokio::time::Instant::now() + run;
                 let mut n = 0u64;
                 while tokio::time::Instant::now() < stop {
-                    let step = work.next_step();
+                    let mut step = work.next_step();
+                    step.read |= reader;
                     let group = topology
                         .placement()
                         .group_of(&step.key)
@@ -458,6 +468,23 @@ pub fn simulate(
         });
     }
 
+    if let Some(c) = s.readers.iter().find(|c| {
+        !host_region
+            .iter()
+            .any(|(h, _)| h == *c && h.starts_with('c'))
+    }) {
+        anyhow::bail!("readers names {c:?}, which is no workload client");
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        if let Some(c) = f.with_clients.iter().find(|c| {
+            !host_region
+                .iter()
+                .any(|(h, _)| h == *c && h.starts_with('c'))
+        }) {
+            anyhow::bail!("fault {i}: with_clients names {c:?}, which is no workload client");
+        }
+    }
+
     // Per-pair latency: half the topology's round trip between the two hosts' regions.
     for (i, (a, ra)) in host_region.iter().enumerate() {
         for (b, rb) in &host_region[i + 1..] {
@@ -513,7 +540,9 @@ pub fn simulate(
                     let inside: Vec<&String> = if f.kind == FaultKind::Partition {
                         host_region
                             .iter()
-                            .filter(|(h, r)| *r == f.target || *h == f.target)
+                            .filter(|(h, r)| {
+                                *r == f.target || *h == f.target || f.with_clients.contains(h)
+                            })
                             .map(|(h, _)| h)
                             .collect()
                     } else {

@@ -66,6 +66,15 @@ pub struct Scenario {
     /// Simulation: clients that take a lock and release it, back to back, for the whole run.
     #[serde(default)]
     pub lockers: Vec<Locker>,
+    /// Simulation: node `n<ID>` → the rate of its lease clock against everyone else's (1: the
+    /// same). Every simulated node shares one virtual clock; this skews what a node's leader
+    /// lease and vote guard measure, to test the lease's drift bound (docs/consistency.md).
+    #[serde(default)]
+    pub clock_rates: std::collections::BTreeMap<String, f64>,
+    /// Simulation: workload clients (`c<R>x<C>`) that only read — e.g. one left alone with a
+    /// cut-off leader, which a write of its own would stall for the call's whole deadline.
+    #[serde(default)]
+    pub readers: Vec<String>,
 }
 
 /// A client in `region` that acquires lock `name` and releases it again and again (one
@@ -96,6 +105,11 @@ pub struct Fault {
     /// How long the fault lasts; then the partition heals, the node restarts (with what it had
     /// acknowledged), or the pause ends.
     pub for_s: f64,
+    /// Partition only: workload clients that stay on the target's side, by their simulator
+    /// names (`c<R>x<C>`: client C of the R-th region in the topology's order) — e.g. a client
+    /// left alone with a cut-off leader.
+    #[serde(default)]
+    pub with_clients: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -155,6 +169,24 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
             return bad(format!(
                 "faults[{i}]: at_s must be ≥ 0 and for_s above 0 (got {} and {})",
                 f.at_s, f.for_s
+            ));
+        }
+        if !f.with_clients.is_empty() && f.kind != FaultKind::Partition {
+            return bad(format!(
+                "faults[{i}]: with_clients applies to a partition only"
+            ));
+        }
+    }
+    for (node, rate) in &s.clock_rates {
+        let id_ok = node
+            .strip_prefix('n')
+            .is_some_and(|id| id.parse::<u64>().is_ok());
+        if !id_ok {
+            return bad(format!("clock_rates: {node:?} is not a node name (n<ID>)"));
+        }
+        if !(0.01..=100.0).contains(rate) {
+            return bad(format!(
+                "clock_rates.{node}: {rate} is not a clock rate between 0.01 and 100"
             ));
         }
     }
@@ -465,6 +497,13 @@ mod tests {
                 format!("{base}[[faults]]\nat_s=1\nkind='crash'\ntarget='us-east'\nfor_s=0\n"),
                 "for_s above 0",
             ),
+            (
+                format!("{base}[[faults]]\nat_s=1\nkind='crash'\ntarget='n1'\nfor_s=1\nwith_clients=['c0x0']\n"),
+                "with_clients applies to a partition only",
+            ),
+            (format!("{base}clock_rates={{ node1 = 0.5 }}\n"), "not a node name"),
+            (format!("{base}clock_rates={{ n1 = 0 }}\n"), "clock_rates.n1"),
+            (format!("{base}clock_rates={{ n1 = 1e9 }}\n"), "between 0.01 and 100"),
         ] {
             let e = parse_scenario(&text, "s.toml").expect_err(&text);
             assert!(format!("{e:#}").contains(words), "{e:#} lacks {words:?}");

@@ -372,3 +372,101 @@ fn a_global_lock_from_the_leaders_region_costs_one_quorum_round_trip_per_operati
          ({quorum_rtt} ms): p95 acquire {acquire:.1} ms, release {release:.1} ms, bound {bound:.1} ms"
     );
 }
+
+/// The lease's clock assumption (docs/consistency.md, "Lease reads"), in virtual time: us-east's
+/// leader (n3) is cut off together with one client (c0x2), which keeps reading at it, while the
+/// other us-east clients write through the voters left, which elect a new leader. With n3's
+/// clock 8 % slow (within `lease::DRIFT`) its lease ends before any write of the new leader is
+/// acknowledged and no read returns an older value; with its clock at 0.15x, far outside the
+/// bound, its lease outlasts the 5 s the writers' calls stuck at n3 take to give up, and the
+/// linearizability checker finds the stale reads it then serves — the pair of runs of
+/// `services/cli/tests/lease_drift.rs` under libfaketime, here seeded and repeatable.
+#[test]
+fn a_leader_clock_slow_within_the_drift_bound_serves_no_stale_lease_read() {
+    let topo = mode_topology(TOPO, "d").expect("topology");
+    let mix = Mix {
+        read_ratio: 0.5,
+        locality: 1.0,
+        burst: 1.0,
+    };
+    let scenario = |rate: f64| {
+        parse_scenario(
+            &format!(
+                "name='lease'\nmodes=['d']\nduration_s=15\nclients_per_region=3\nkeys_per_region=2\n\
+                 warmup_s=15\nlinearizable_reads=1.0\nclock_rates={{n3={rate}}}\nreaders=['c0x2']\n\
+                 [[faults]]\nat_s=3\nkind='partition'\ntarget='n3'\nwith_clients=['c0x2']\nfor_s=10\n"
+            ),
+            "lease scenario",
+        )
+        .expect("scenario")
+    };
+    // Client 2 (c0x2, which starts at n3) reads at the cut-off leader; client 1 (c0x1, at
+    // n2) writes through the other side. With seed 5 n3 leads us-east's group at the cut.
+    let cut = |out: &Outcome| {
+        let (from, to) = (3_000_000 + 15_000_000, 13_000_000 + 15_000_000);
+        let during =
+            |r: &&meridian_sim::det::Record| r.end_us.is_some_and(|e| e > from + 200_000 && e < to);
+        let reads_at_old = out
+            .records
+            .iter()
+            .filter(during)
+            .filter(|r| r.client == 2 && matches!(r.op.kind, OpKind::Read { .. }))
+            .count();
+        let writes_at_new = out
+            .records
+            .iter()
+            .filter(during)
+            .filter(|r| r.client == 1 && matches!(r.op.kind, OpKind::Write { .. }))
+            .count();
+        let first_write = out
+            .records
+            .iter()
+            .filter(during)
+            .filter(|r| r.client == 1 && matches!(r.op.kind, OpKind::Write { .. }))
+            .filter_map(|r| r.end_us)
+            .min();
+        let last_read = out
+            .records
+            .iter()
+            .filter(during)
+            .filter(|r| r.client == 2 && matches!(r.op.kind, OpKind::Read { .. }))
+            .filter_map(|r| r.end_us)
+            .max();
+        eprintln!(
+            "after the cut: new leader's first write acknowledged at +{:?} ms, last read at n3 at +{:?} ms",
+            first_write.map(|t| (t - from) / 1000),
+            last_read.map(|t| (t - from) / 1000)
+        );
+        (reads_at_old, writes_at_new)
+    };
+    let within = simulate(&scenario(0.92), &topo, "d", mix, 5).expect("simulation");
+    let (reads, writes) = cut(&within);
+    eprintln!(
+        "n3 at x0.92: {reads} reads at the cut-off leader, {writes} writes at the new one; {:?}",
+        within.linearizable
+    );
+    assert!(
+        reads > 0,
+        "n3 served no read after the cut: did it lead us-east's group then? (seed 5 made it so)"
+    );
+    assert!(
+        writes > 0,
+        "the voters left elected no leader that took writes"
+    );
+    assert!(within.linearizable.is_ok(), "{:?}", within.linearizable);
+    assert_eq!(within.sequential, Ok(()));
+
+    let outside = simulate(&scenario(0.15), &topo, "d", mix, 5).expect("simulation");
+    let (reads, writes) = cut(&outside);
+    eprintln!(
+        "n3 at x0.15: {reads} reads at the cut-off leader, {writes} writes at the new one; {:?}",
+        outside
+            .linearizable
+            .as_ref()
+            .map_err(|e| e.lines().next().unwrap_or("").to_string())
+    );
+    assert!(
+        outside.linearizable.is_err(),
+        "a lease clock at 0.15x should let the old leader serve stale reads"
+    );
+}

@@ -48,12 +48,156 @@ impl AsyncWrite for BoxedIo {
         Pin::new(&mut *self.0).poll_write(cx, buf)
     }
 
+    /// Passed through, so that h2 hands a frame's header and payload over in one call: over
+    /// TLS that is one record (sealed once, one system call) instead of one per piece.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+/// How many times a [`Coalesce`] lets the runtime run before a flush writes (two measured
+/// worse than one over TLS: docs/benchmarks.md, 2026-12-05 21:2x UTC).
+const COALESCE_YIELDS: u8 = 1;
+
+/// Most bytes a [`Coalesce`] holds before it writes them out.
+pub const COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// A server connection that gathers what h2 writes until h2 flushes, and at a flush lets the
+/// runtime run the other ready tasks once before it writes: answers that became ready in the
+/// meantime (other streams of the same connection) join the same write — one TLS record sealed
+/// and one system call for several answers instead of one each. When nothing else is ready the
+/// write goes out at once, so an idle connection's latency is unchanged. Holds at most
+/// [`COALESCE_BYTES_MAX`] bytes; a larger write goes straight through.
+pub struct Coalesce<T> {
+    inner: T,
+    buf: Vec<u8>,
+    /// How many times the current flush let the runtime run.
+    yielded: u8,
+}
+
+impl<T> Coalesce<T> {
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            yielded: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Coalesce<T> {
+    /// Writes out everything held.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.buf.is_empty() {
+            let n = match Pin::new(&mut self.inner).poll_write(cx, &self.buf) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.buf.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if !this.buf.is_empty() && this.buf.len() + len > COALESCE_BYTES_MAX {
+            match this.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if this.buf.is_empty() && len >= COALESCE_BYTES_MAX {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        for b in bufs {
+            this.buf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.buf.is_empty() && this.yielded < COALESCE_YIELDS {
+            this.yielded += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        this.yielded = 0;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.poll_drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connected> Connected for Coalesce<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
     }
 }
 
@@ -220,5 +364,121 @@ mod tests {
         assert!(!never_sent(&tonic::Status::unavailable(
             "connection reset after the request"
         )));
+    }
+
+    /// Writes wait for a flush; the flush lets the runtime run once (Pending, woken at once),
+    /// then everything written meanwhile goes out in one write; a write larger than the limit
+    /// goes straight through.
+    #[tokio::test]
+    async fn coalesce_holds_writes_until_the_second_poll_of_a_flush() {
+        use std::sync::Mutex;
+        use tokio::io::AsyncWriteExt;
+        struct Calls(Arc<Mutex<Vec<usize>>>);
+        impl AsyncWrite for Calls {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.lock().expect("calls").push(buf.len());
+                Poll::Ready(Ok(buf.len()))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut c = Coalesce::new(Calls(calls.clone()));
+        c.write_all(b"answer one").await.expect("write");
+        c.write_all(b"answer two").await.expect("write");
+        assert!(
+            calls.lock().expect("calls").is_empty(),
+            "held until a flush"
+        );
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            Pin::new(&mut c).poll_flush(&mut cx).is_pending(),
+            "yields once"
+        );
+        c.write_all(b"answer three").await.expect("write");
+        assert!(matches!(
+            Pin::new(&mut c).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(
+            *calls.lock().expect("calls"),
+            vec![32],
+            "three answers, one write"
+        );
+        let big = vec![7u8; COALESCE_BYTES_MAX];
+        c.write_all(&big).await.expect("write");
+        assert_eq!(*calls.lock().expect("calls"), vec![32, COALESCE_BYTES_MAX]);
+        c.flush().await.expect("an empty flush does not wait");
+    }
+
+    /// A boxed connection writes a frame's pieces in one call, as its inner stream can
+    /// (before, h2 saw a non-vectored stream and wrote each piece as its own TLS record).
+    #[tokio::test]
+    async fn a_boxed_stream_takes_vectored_writes_whole() {
+        use std::sync::Mutex;
+        use tokio::io::AsyncWriteExt;
+        /// Records each write call's bytes; vectored, like a TCP or TLS stream.
+        struct Counting(Arc<Mutex<Vec<Vec<u8>>>>);
+        impl AsyncRead for Counting {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        impl AsyncWrite for Counting {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let call: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                let n = call.len();
+                self.0.lock().expect("calls").push(call);
+                Poll::Ready(Ok(n))
+            }
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut boxed = BoxedIo::new(Counting(calls.clone()));
+        assert!(boxed.is_write_vectored());
+        let pieces = [
+            io::IoSlice::new(b"frame-header"),
+            io::IoSlice::new(b"payload"),
+        ];
+        let n = boxed.write_vectored(&pieces).await.expect("write");
+        assert_eq!(n, 19);
+        let calls = calls.lock().expect("calls").clone();
+        assert_eq!(
+            calls,
+            vec![b"frame-headerpayload".to_vec()],
+            "one write for both"
+        );
     }
 }

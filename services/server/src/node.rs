@@ -12,6 +12,7 @@ use crate::placement_service::PlacementService;
 use crate::proposer::Proposer;
 use crate::service::KvService;
 use crate::syncs::Syncers;
+use futures::TryStreamExt;
 use meridian_consensus::admission::Admission;
 use meridian_consensus::network::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use meridian_consensus::{
@@ -19,7 +20,7 @@ use meridian_consensus::{
     VoteGuard,
 };
 use meridian_locks::{Clock, MonotonicClock};
-use meridian_proto::io::{Dialer, Incoming};
+use meridian_proto::io::{Coalesce, Dialer, Incoming};
 use meridian_proto::kv::kv_server::KvServer;
 use meridian_proto::kv::lease_server::LeaseServer;
 use meridian_proto::kv::lock_server::LockServer;
@@ -653,13 +654,13 @@ impl Node {
                 // With a custom incoming, the builder's tcp_nodelay does not apply: set it here,
                 // or Nagle plus delayed ACKs add ~40 ms to small responses.
                 (Listener::Tcp(l), Some(tls)) => {
-                    router
-                        .serve_with_incoming_shutdown(meridian_tls::incoming(l, tls), stop)
-                        .await
+                    let incoming = meridian_tls::incoming(l, tls).map_ok(Coalesce::new);
+                    router.serve_with_incoming_shutdown(incoming, stop).await
                 }
                 (Listener::Tcp(l), None) => {
-                    let incoming =
-                        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                    let incoming = tonic::transport::server::TcpIncoming::from(l)
+                        .with_nodelay(Some(true))
+                        .map_ok(Coalesce::new);
                     router.serve_with_incoming_shutdown(incoming, stop).await
                 }
                 (Listener::Injected(incoming), _) => {

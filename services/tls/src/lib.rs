@@ -16,7 +16,7 @@
 pub mod gen;
 
 use futures::Stream;
-use meridian_proto::io::{BoxedIo, Dialer};
+use meridian_proto::io::{BoxedIo, Coalesce, Dialer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -265,7 +265,7 @@ async fn dial(
         })
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, work).await {
-        Ok(Ok(s)) => Ok(BoxedIo::new(s)),
+        Ok(Ok(s)) => Ok(BoxedIo::new(Coalesce::new(s))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

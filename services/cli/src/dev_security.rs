@@ -43,9 +43,11 @@ pub fn well_known_ca_path(port: u16) -> PathBuf {
     std::env::temp_dir().join(format!("meridian-dev-{port}.ca.pem"))
 }
 
-/// Where `meridian dev --port PORT` lists its nodes' hosts, one per line: the CLI uses the
-/// files above only for an endpoint on one of them (another server on the same port of another
-/// loopback address, e.g. a test's, is not the dev's).
+/// Where `meridian dev --port PORT` lists its nodes' hosts, one per line, after a line
+/// `pid PID` (the dev's process): the CLI uses the files above only for an endpoint on one of
+/// them (another server on the same port of another loopback address, e.g. a test's, is not the
+/// dev's), and only while that process lives (a dev killed with SIGKILL leaves its files, and a
+/// later server may listen on the same address and port).
 pub fn well_known_hosts_path(port: u16) -> PathBuf {
     std::env::temp_dir().join(format!("meridian-dev-{port}.hosts"))
 }
@@ -72,6 +74,10 @@ fn local_port(endpoints: &[String]) -> Option<u16> {
         return None;
     }
     let hosts = std::fs::read_to_string(well_known_hosts_path(port)).ok()?;
+    let pid = hosts.lines().find_map(|l| l.strip_prefix("pid "))?.trim();
+    if Path::new("/proc/self").exists() && !Path::new("/proc").join(pid).exists() {
+        return None;
+    }
     hosts.lines().any(|h| h.trim() == host).then_some(port)
 }
 
@@ -140,11 +146,13 @@ impl DevSecurity {
         };
 
         let mut well_known = Vec::new();
-        let hosts: String = nodes
-            .iter()
-            .filter_map(|(_, address)| host_port(address))
-            .map(|(host, _)| format!("{host}\n"))
-            .collect();
+        let mut hosts = format!("pid {}\n", std::process::id());
+        hosts.extend(
+            nodes
+                .iter()
+                .filter_map(|(_, address)| host_port(address))
+                .map(|(host, _)| format!("{host}\n")),
+        );
         match write_private(&well_known_hosts_path(port), &hosts) {
             Ok(()) => well_known.push(well_known_hosts_path(port)),
             Err(e) => eprintln!("meridian dev: cannot list its hosts for the CLI: {e:#}"),
@@ -326,5 +334,17 @@ mod tests {
         assert!(cfg.security.required().is_ok());
         assert!(cfg.security.root_public_key.is_some());
         assert!(plain.options().expect("options").token.is_some());
+
+        // Files left by a dev that no longer runs (killed with SIGKILL) are not the dev's,
+        // whoever listens on that address and port now.
+        std::fs::write(well_known_hosts_path(1), "pid 4194305\n127.0.1.1\n").expect("write");
+        assert_eq!(token_for(&ep("127.0.1.1:1")), None);
+        assert_eq!(ca_for(&ep("127.0.1.1:1")), None);
+        std::fs::write(well_known_hosts_path(1), "127.0.1.1\n").expect("write");
+        assert_eq!(
+            token_for(&ep("127.0.1.1:1")),
+            None,
+            "no pid line: not a dev's"
+        );
     }
 }

@@ -99,10 +99,6 @@ impl<T> Coalesce<T> {
             yielded: 0,
         }
     }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncWrite + Unpin> Coalesce<T> {

@@ -18,6 +18,8 @@ pub struct Regional {
     pub home: String,
     /// Home's routers first, then each other region's, nearest (by round trip) first.
     pub endpoints: Vec<String>,
+    /// How many of `endpoints` (the first ones) are the home region's.
+    pub home_routers: usize,
     /// The other regions with their measured round trip (`None`: no answer within 2 s).
     pub others: Vec<(String, Option<Duration>)>,
 }
@@ -96,6 +98,7 @@ pub async fn regional_endpoints(
     }
     Ok(Regional {
         home,
+        home_routers: mine.len(),
         endpoints,
         others,
     })
@@ -111,6 +114,6 @@ impl Client {
         region: Option<&str>,
     ) -> Result<Client, Error> {
         let r = regional_endpoints(seeds, &opts, region).await?;
-        Client::new(r.endpoints, opts)
+        Client::with_home(r.endpoints, r.home_routers, opts)
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod backup;
 pub mod discovery;
+mod endpoints;
 pub mod error;
 pub mod locks;
 pub mod membership;
@@ -114,8 +115,7 @@ impl Options {
 }
 
 struct Inner {
-    endpoints: Vec<String>,
-    current: usize,
+    endpoints: endpoints::Endpoints,
     channels: BTreeMap<String, Channel>,
     /// The session's version vector: group → highest revision observed.
     vector: BTreeMap<u64, u64>,
@@ -201,6 +201,14 @@ const BACKOFF_MS_MAX: u64 = 500;
 impl Client {
     /// A client for `endpoints` (host:port). Connections are made on first use.
     pub fn new(endpoints: Vec<String>, opts: Options) -> Result<Self, Error> {
+        let home = endpoints.len();
+        Self::with_home(endpoints, home, opts)
+    }
+
+    /// A client for `endpoints`, whose first `home` are its home region's routers: a router
+    /// that refuses a call (alive, its group briefly without a leader) never sends the client
+    /// abroad; only unreachable ones do, once every home router is (src/endpoints.rs).
+    pub fn with_home(endpoints: Vec<String>, home: usize, opts: Options) -> Result<Self, Error> {
         if endpoints.is_empty() {
             return Err(Error::Config("no endpoint given".into()));
         }
@@ -216,8 +224,7 @@ impl Client {
         Ok(Self {
             token,
             inner: Arc::new(Mutex::new(Inner {
-                endpoints,
-                current: 0,
+                endpoints: endpoints::Endpoints::new(endpoints, home),
                 channels: BTreeMap::new(),
                 vector: BTreeMap::new(),
                 last_group: 0,
@@ -349,8 +356,7 @@ impl Client {
     }
 
     pub(crate) fn current_endpoint(&self) -> String {
-        let g = self.lock();
-        g.endpoints[g.current % g.endpoints.len()].clone()
+        self.lock().endpoints.current().to_string()
     }
 
     pub(crate) fn client(&self) -> Result<(String, KvClient<Channel>), Error> {
@@ -361,7 +367,7 @@ impl Client {
     /// The channel to the current endpoint, made on first use.
     pub(crate) fn channel(&self) -> Result<(String, Channel), Error> {
         let mut g = self.lock();
-        let ep = g.endpoints[g.current % g.endpoints.len()].clone();
+        let ep = g.endpoints.current().to_string();
         let channel = match g.channels.get(&ep) {
             Some(c) => c.clone(),
             None => {
@@ -380,25 +386,17 @@ impl Client {
         Ok((ep, channel))
     }
 
-    /// Moves to the next endpoint (after a failure of `failed`).
-    pub(crate) fn rotate(&self, failed: &str) {
-        let mut g = self.lock();
-        if g.endpoints[g.current % g.endpoints.len()] == failed {
-            g.current = (g.current + 1) % g.endpoints.len();
-        }
+    /// Moves on after `failed` did not serve a call: `answered` when it refused it (typed
+    /// Unavailable: alive), not when it could not be reached.
+    pub(crate) fn rotate(&self, failed: &str, answered: bool) {
+        self.lock()
+            .endpoints
+            .failed(failed, answered, std::time::Instant::now());
     }
 
     /// Points the session at `addr` (the leader), adding it to the endpoints if new.
     pub(crate) fn redirect(&self, addr: &str) {
-        let mut g = self.lock();
-        let idx = match g.endpoints.iter().position(|e| e == addr) {
-            Some(i) => i,
-            None => {
-                g.endpoints.push(addr.to_string());
-                g.endpoints.len() - 1
-            }
-        };
-        g.current = idx;
+        self.lock().endpoints.redirect(addr);
     }
 
     fn read_options(&self, consistency: Consistency) -> pb::ReadOptions {
@@ -459,9 +457,11 @@ impl Client {
                 token: self.token.clone(),
             };
             let res = tokio::time::timeout(rpc_timeout, f(channel, stamp)).await;
+            let mut answered = false;
             let err = match res {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(status)) => {
+                    answered = meridian_proto::io::refused_by_service(&status);
                     // A write may be retried only if it surely was not applied: the router
                     // could not be reached, or it refused before proposing (typed
                     // Unavailable, NotLeader). A connection that broke after sending (tonic
@@ -511,7 +511,7 @@ impl Client {
                     true
                 }
                 e if e.is_retryable() => {
-                    self.rotate(&ep);
+                    self.rotate(&ep, answered);
                     false
                 }
                 _ => return Err(err),

@@ -79,14 +79,15 @@ impl Watcher {
                 Ok(())
             }
             Ok(Err(status)) => {
+                let answered = meridian_proto::io::refused_by_service(&status);
                 let e = Error::from_status(status);
                 if e.is_retryable() {
-                    self.client.rotate(&ep);
+                    self.client.rotate(&ep, answered);
                 }
                 Err(e)
             }
             Err(_) => {
-                self.client.rotate(&ep);
+                self.client.rotate(&ep, false);
                 Err(Error::Unavailable(format!(
                     "{ep}: watch did not open in time"
                 )))
@@ -170,6 +171,7 @@ impl Watcher {
                     tokio::time::sleep(Duration::from_millis(RESUME_BACKOFF_MS)).await;
                 }
                 Err(status) => {
+                    let answered = meridian_proto::io::refused_by_service(&status);
                     let e = Error::from_status(status);
                     if matches!(
                         e,
@@ -180,7 +182,7 @@ impl Watcher {
                         return Err(e);
                     }
                     let ep = self.client.current_endpoint();
-                    self.client.rotate(&ep);
+                    self.client.rotate(&ep, answered);
                     self.stream = None;
                     self.reconnects += 1;
                     let start = *outage_started.get_or_insert_with(tokio::time::Instant::now);

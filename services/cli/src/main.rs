@@ -160,9 +160,11 @@ fn main() -> ExitCode {
         Command::Dev(args) if !args.processes => Some(None),
         _ => None,
     };
+    // A sweep crashes and cuts off simulated nodes on purpose: their warnings are noise there.
+    let quiet = matches!(&cli.command, Command::Sim(sim::SimCmd::Sweep(_)));
     let telemetry = {
         let _runtime = rt.enter();
-        init_logging(node_config.as_ref().map(|c| c.as_deref()))
+        init_logging(node_config.as_ref().map(|c| c.as_deref()), quiet)
     };
     let endpoints: Vec<String> = cli
         .endpoint
@@ -320,17 +322,23 @@ fn client(endpoints: Vec<String>, access: &Access) -> anyhow::Result<meridian_sd
     Ok(meridian_sdk::Client::new(endpoints, options)?)
 }
 
-/// Logs to stderr (`MERIDIAN_LOG`, default `warn`); a node whose configuration names an OTLP
+/// Logs to stderr (`MERIDIAN_LOG`, default `warn`, `error` when `quiet`); a node whose configuration names an OTLP
 /// collector (`[telemetry]`) also exports its spans there. A configuration that does not load
 /// is reported by the command itself.
 fn init_logging(
     node_config: Option<Option<&std::path::Path>>,
+    quiet: bool,
 ) -> Option<meridian_server::telemetry::Telemetry> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet {
+            "error,openraft=off"
+        } else {
+            "warn,openraft=off"
+        })
+    });
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 pub enum SimCmd {
     /// Run a scenario (deployment modes × workload mixes) under the WAN emulator.
     Run(meridian_harness::sim_run::SimRunArgs),
+    /// Run the deterministic simulation over many seeds, each with the faults it draws
+    /// (`random_faults`), and check every history; print how to replay a failing seed.
+    Sweep(meridian_harness::sim_sweep::SimSweepArgs),
     /// Predict, per domain and allowed owner, the latency every region's clients would see;
     /// recommend an owner.
     Plan {
@@ -36,6 +39,9 @@ pub enum SimCmd {
 pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCmd::Run(args) => meridian_harness::sim_run::run(args).await,
+        SimCmd::Sweep(args) => {
+            tokio::task::spawn_blocking(move || meridian_harness::sim_sweep::run(args)).await?
+        }
         SimCmd::Plan {
             topology,
             workload,

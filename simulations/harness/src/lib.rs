@@ -5,10 +5,13 @@
 //! - [`geo`]: `meridian bench-geo` — the router under the WAN emulator, modes a–d;
 //! - [`locks`]: `meridian bench-locks` — locks and leases: latency, failover, keepalives, memory;
 //! - [`placement`]: `meridian bench-placement` — residency forwarding and placement changes;
-//! - [`sim_run`]: `meridian sim run` — a scenario's workload against a real cluster.
+//! - [`sim_run`]: `meridian sim run` — a scenario's workload against a real cluster;
+//! - [`sim_sweep`]: `meridian sim sweep` — the deterministic simulation over many seeds, each
+//!   history checked (no cluster: it lives here beside `sim run`, whose scenarios it takes).
 
 pub mod dev;
 pub mod geo;
 pub mod locks;
 pub mod placement;
 pub mod sim_run;
+pub mod sim_sweep;

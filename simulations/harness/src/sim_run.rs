@@ -141,9 +141,11 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
              and the WAN emulator, and moves with `meridian placement move`"
         );
     }
-    if !args.deterministic && (!s.clock_rates.is_empty() || !s.readers.is_empty()) {
+    if !args.deterministic
+        && (!s.clock_rates.is_empty() || !s.readers.is_empty() || s.random_faults > 0)
+    {
         anyhow::bail!(
-            "{name}: clock_rates and readers apply only to the deterministic simulation \
+            "{name}: clock_rates, readers and random_faults apply only to the deterministic simulation \
              (--deterministic); a real node's clock is skewed with libfaketime \
              (services/cli/tests/lease_drift.rs)"
         );
@@ -186,6 +188,15 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
             let res = match &dev {
                 Some(dev) => run_mix(dev, &regions, &s, mix, &label).await?,
                 None => {
+                    if s.random_faults > 0 {
+                        let t = Topology::parse(&topo_text, "mode topology")?;
+                        let drawn = meridian_sim::sweep::with_random_faults(&s, &t, s.seed);
+                        eprintln!(
+                            "mode {mode}, seed {}: drawn faults\n{}",
+                            s.seed,
+                            meridian_sim::sweep::schedule_toml(&s, &drawn)
+                        );
+                    }
                     eprint!("{label:<40} simulating …");
                     let (sc, tt, mode_s) = (s.clone(), topo_text.clone(), mode.clone());
                     let out = tokio::task::spawn_blocking(move || {

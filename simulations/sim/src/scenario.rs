@@ -75,6 +75,11 @@ pub struct Scenario {
     /// cut-off leader, which a write of its own would stall for the call's whole deadline.
     #[serde(default)]
     pub readers: Vec<String>,
+    /// Simulation: this many more faults drawn from the seed (crashes, partitions, pauses of a
+    /// node or a region, clock skews within the lease's drift bound; `sweep.rs`), so that a
+    /// sweep over seeds meets many schedules and `sim run --seed S` replays seed S's.
+    #[serde(default)]
+    pub random_faults: usize,
 }
 
 /// A client in `region` that acquires lock `name` and releases it again and again (one
@@ -176,6 +181,13 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                 "faults[{i}]: with_clients applies to a partition only"
             ));
         }
+    }
+    if s.random_faults > crate::sweep::RANDOM_FAULTS_MAX {
+        return bad(format!(
+            "random_faults: {} is more than {} faults in one run",
+            s.random_faults,
+            crate::sweep::RANDOM_FAULTS_MAX
+        ));
     }
     for (node, rate) in &s.clock_rates {
         let id_ok = node

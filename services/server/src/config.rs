@@ -59,6 +59,10 @@ pub struct Limits {
     /// (before the copy, between freeze and import, before the release) so process tests can
     /// kill nodes at a chosen step.
     pub move_step_pause_ms: u64,
+    /// Test-only bug, never read from a file: watchers skip the events of this revision (of
+    /// every group) — what the simulation's watch validators must catch (docs/reliability.md).
+    #[serde(skip)]
+    pub inject_drop_watch_revision: Option<u64>,
 }
 
 impl Default for Limits {
@@ -82,6 +86,7 @@ impl Default for Limits {
             lock_delay_ms_max: 60_000,
             move_keys_per_s: 2000,
             move_step_pause_ms: 0,
+            inject_drop_watch_revision: None,
         }
     }
 }

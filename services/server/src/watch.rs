@@ -117,6 +117,7 @@ pub async fn watch_stream(
     let watches = ctx.watches.clone();
     let fanout = ctx.fanout.clone();
     let stall = Duration::from_millis(ctx.limits.watch_stall_ms.max(1));
+    let drop_revision = ctx.limits.inject_drop_watch_revision;
     let follow = Follow {
         placement: ctx.placement.clone(),
         host: ctx.host.clone(),
@@ -134,6 +135,7 @@ pub async fn watch_stream(
             stall,
             node,
             follow,
+            drop_revision,
         };
         w.run(start, member, Duration::from_millis(progress_ms.max(10)))
             .await;
@@ -168,6 +170,8 @@ struct Watcher {
     stall: Duration,
     node: u64,
     follow: Follow,
+    /// The test-only bug `Limits::inject_drop_watch_revision`.
+    drop_revision: Option<u64>,
 }
 
 /// What a watcher needs to follow its domain to a new group (docs/placement.md).
@@ -247,6 +251,7 @@ impl Watcher {
         for ev in events
             .iter()
             .filter(|e| e.revision() >= from && self.filter.matches(e))
+            .filter(|e| Some(e.revision()) != self.drop_revision)
         {
             if !batch.is_empty() {
                 if ev.revision() != batch_rev {

@@ -7,6 +7,8 @@
 //!   that name real writes, consistent revisions) and the fate of writes whose outcome is unknown.
 //! - `graph`: the constraint graph, its topological order (the witness) and cycle search.
 //! - [`violation`]: what a failure says ([`Violation`]).
+//! - [`watch`]: watch validators — a watcher's stream against the history's writes (ordered,
+//!   unique, real, atomic, reliable, honest progress) and a resumed watch against another.
 //!
 //! Pure computation: no IO, no clock, no randomness.
 //!
@@ -73,11 +75,13 @@ pub mod linear;
 pub mod locks;
 mod prepare;
 pub mod violation;
+pub mod watch;
 
 pub use history::{History, Op, OpKind};
 pub use linear::{check_linearizable, LinViolation, Timed};
 pub use locks::{FenceRejected, FencedResource, Hold, LockHistory, LockReport, LockViolation};
 pub use violation::Violation;
+pub use watch::{check_resume, check_watch, WatchItem, WatchLog, WatchViolation, WatchedEvent};
 
 /// Checks that `history` is sequentially consistent across groups.
 ///

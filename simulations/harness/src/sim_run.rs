@@ -142,10 +142,14 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if !args.deterministic
-        && (!s.clock_rates.is_empty() || !s.readers.is_empty() || s.random_faults > 0)
+        && (!s.clock_rates.is_empty()
+            || !s.readers.is_empty()
+            || s.random_faults > 0
+            || s.watchers > 0
+            || !s.inject.is_empty())
     {
         anyhow::bail!(
-            "{name}: clock_rates, readers and random_faults apply only to the deterministic simulation \
+            "{name}: clock_rates, readers, random_faults, watchers and inject apply only to the deterministic simulation \
              (--deterministic); a real node's clock is skewed with libfaketime \
              (services/cli/tests/lease_drift.rs)"
         );
@@ -231,6 +235,7 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                     for (what, verdict) in [
                         ("sequential consistency", out.sequential.clone().err()),
                         ("linearizability", out.linearizable.clone().err()),
+                        ("the watch validators' rules", out.watch.clone().err()),
                     ] {
                         if let Some(v) = verdict {
                             violations += 1;
@@ -244,6 +249,8 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                         "sequential_violation": out.sequential.clone().err(),
                         "linearizable": out.linearizable.is_ok(),
                         "linearizable_violation": out.linearizable.clone().err(),
+                        "watch_events_checked": out.watch.clone().ok(),
+                        "watch_violation": out.watch.clone().err(),
                         "moves": out.moves,
                     });
                     out.regions

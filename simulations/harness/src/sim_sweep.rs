@@ -41,6 +41,7 @@ pub struct SimSweepArgs {
 struct Totals {
     runs: u64,
     operations: u64,
+    watch_events: u64,
     faults: u64,
     failed_seeds: Vec<u64>,
 }
@@ -108,6 +109,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
     let mut totals = Totals {
         runs: 0,
         operations: 0,
+        watch_events: 0,
         faults: 0,
         failed_seeds: Vec::new(),
     };
@@ -118,6 +120,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
         for v in &runs {
             totals.runs += 1;
             totals.operations += v.operations as u64;
+            totals.watch_events += v.watch.as_ref().map_or(0, |n| *n as u64);
             totals.faults += (v.faults + v.skewed) as u64;
         }
         let failures: Vec<&RunVerdict> = runs.iter().filter(|v| v.failed()).collect();
@@ -148,13 +151,14 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "sweep {}: seeds {}..{} ({done} run), {} simulated runs, {} operations checked, {} faults \
-         injected, {} failing seed(s){}; {:.0} s wall, {:.0} seeds/hour",
+        "sweep {}: seeds {}..{} ({done} run), {} simulated runs, {} operations and {} watch events \
+         checked, {} faults injected, {} failing seed(s){}; {:.0} s wall, {:.0} seeds/hour",
         s.name,
         args.from,
         end - 1,
         totals.runs,
         totals.operations,
+        totals.watch_events,
         totals.faults,
         totals.failed_seeds.len(),
         if totals.failed_seeds.is_empty() {
@@ -183,6 +187,9 @@ fn report_failure(scenario: &str, seed: u64, v: &RunVerdict) {
     }
     if let Err(e) = &v.linearizable {
         eprintln!("  linearizability: {e}");
+    }
+    if let Err(e) = &v.watch {
+        eprintln!("  watch validators: {e}");
     }
     if v.schedule.is_empty() {
         eprintln!("  drawn faults: none");

@@ -13,7 +13,7 @@
 
 use crate::scenario::{FaultKind, Mix, Scenario, Workload};
 use crate::RegionResult;
-use meridian_checker::{History, Op, OpKind, Timed};
+use meridian_checker::{History, Op, OpKind, Timed, WatchItem, WatchLog, WatchedEvent};
 use meridian_locks::MonotonicClock;
 use meridian_proto::io::{BoxedIo, Dialer};
 use meridian_sdk::{Client, Consistency, LockOptions, Options, Session};
@@ -85,6 +85,10 @@ pub struct Outcome {
     pub lock_pairs: Vec<LockPair>,
     /// Which region's node led each group at the end of the run (group id → region).
     pub leaders: BTreeMap<u64, String>,
+    /// Every watcher's stream (the scenario's `watchers`), as its client received it.
+    pub watches: Vec<WatchLog>,
+    /// The watch validators' verdict over those streams; Ok: events checked.
+    pub watch: Result<usize, String>,
     /// Wall-clock time the whole simulation took.
     pub wall: Duration,
 }
@@ -216,10 +220,14 @@ pub fn simulate(
             listen: format!("0.0.0.0:{NODE_PORT}"),
             advertise: Some(n.address.clone()),
             router: meridian_server::config::RouterConfig {
-                sync_on_switch: mode != "c",
+                sync_on_switch: mode != "c" && !s.inject.iter().any(|b| b == "skip-sync"),
             },
             ..NodeConfig::default()
         };
+        if s.inject.iter().any(|b| b == "drop-watch-event") {
+            config.limits.inject_drop_watch_revision =
+                Some(crate::scenario::DROPPED_WATCH_REVISION);
+        }
         config.raft.fixed_election_offset_ms = Some(election_offset_ms(n.id));
         config.raft.lease_clock_rate = s.clock_rates.get(&name).copied();
         let (topology, dialer) = (topology.clone(), dialer.clone());
@@ -352,6 +360,71 @@ pub fn simulate(
                 }
                 Ok(())
             });
+        }
+    }
+
+    // The watchers: per region, `watchers` pairs, pair i watching region (r + i)'s prefix —
+    // one from revision 1 from the workload's start, one "from now" from a third of the way in
+    // (the resumed watch the first one's stream is compared with). They stop 5 s after the
+    // workload.
+    let watch_out: Arc<Mutex<Vec<WatchLog>>> = Arc::default();
+    for (ri, region) in regions.iter().enumerate() {
+        for wi in 0..s.watchers {
+            let prefix = format!("/{}/sim/", regions[(ri + wi) % regions.len()]);
+            let group = topology
+                .placement()
+                .group_of(&format!("{prefix}k0"))
+                .map_or(0, |(g, _)| g.0);
+            for late in [false, true] {
+                let name = format!("w{ri}x{wi}{}", if late { "l" } else { "f" });
+                host_region.push((name.clone(), region.clone()));
+                let client = region_client(&topology, region, wi + usize::from(late), &dialer)?;
+                let (out, prefix, watcher_name) = (watch_out.clone(), prefix.clone(), name.clone());
+                let delay = if late { run / 3 } else { Duration::ZERO };
+                sim.client(name.as_str(), async move {
+                    tokio::time::sleep(warmup + delay).await;
+                    let stop = tokio::time::Instant::now() + (run - delay) + Duration::from_secs(5);
+                    let start = if late { 0 } else { 1 };
+                    let mut log = WatchLog {
+                        watcher: watcher_name,
+                        group,
+                        prefix: prefix.clone(),
+                        start,
+                        items: Vec::new(),
+                    };
+                    let mut watcher = client.watch(&prefix, true, start);
+                    loop {
+                        match tokio::time::timeout_at(stop, watcher.next()).await {
+                            Err(_) => break,
+                            Ok(Ok(meridian_sdk::WatchEvent::Progress { revision })) => {
+                                log.items.push(WatchItem::Progress { revision })
+                            }
+                            Ok(Ok(meridian_sdk::WatchEvent::Changes { revision, events })) => {
+                                log.items.push(WatchItem::Events {
+                                    revision,
+                                    events: events
+                                        .iter()
+                                        .filter_map(|e| e.kv.as_ref())
+                                        .map(|kv| WatchedEvent {
+                                            key: kv.key.clone(),
+                                            value: value_id(&kv.value),
+                                            mod_revision: kv.mod_revision,
+                                        })
+                                        .collect(),
+                                })
+                            }
+                            // The watcher resumes by itself; it gives up only after a long
+                            // outage (a cut-off region), and is asked again.
+                            Ok(Err(e)) if e.is_retryable() => {
+                                tokio::time::sleep(Duration::from_millis(100)).await
+                            }
+                            Ok(Err(_)) => break,
+                        }
+                    }
+                    out.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+                    Ok(())
+                });
+            }
         }
     }
 
@@ -599,7 +672,12 @@ pub fn simulate(
     let lock_pairs = std::mem::take(&mut *pairs_out.lock().unwrap_or_else(|p| p.into_inner()));
     let leaders = std::mem::take(&mut *leaders_out.lock().unwrap_or_else(|p| p.into_inner()));
     let (sequential, linearizable) = check(&records);
+    let mut watches = std::mem::take(&mut *watch_out.lock().unwrap_or_else(|p| p.into_inner()));
+    watches.sort_by(|a, b| a.watcher.cmp(&b.watcher));
+    let watch = check_watches(&records, &watches);
     Ok(Outcome {
+        watches,
+        watch,
         records,
         regions: regions_out,
         sequential,
@@ -754,6 +832,23 @@ fn record_failure(
 fn value_id(value: &[u8]) -> String {
     let s = String::from_utf8_lossy(value);
     s.split('|').next().unwrap_or_default().to_string()
+}
+
+/// Runs the watch validators over the watchers' streams: each against the history's writes,
+/// and each "from now" watcher (`…l`) against its partner from revision 1 (`…f`).
+pub fn check_watches(records: &[Record], watches: &[WatchLog]) -> Result<usize, String> {
+    let ops: Vec<&Op> = records.iter().map(|r| &r.op).collect();
+    let mut checked = 0;
+    for w in watches {
+        checked +=
+            meridian_checker::check_watch(w, ops.iter().copied()).map_err(|v| v.to_string())?;
+        if let Some(base) = w.watcher.strip_suffix('l') {
+            if let Some(full) = watches.iter().find(|f| f.watcher == format!("{base}f")) {
+                meridian_checker::check_resume(full, w).map_err(|v| v.to_string())?;
+            }
+        }
+    }
+    Ok(checked)
 }
 
 /// Runs both checkers over a simulated history: sequential consistency over every answered

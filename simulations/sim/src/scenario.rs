@@ -80,6 +80,16 @@ pub struct Scenario {
     /// sweep over seeds meets many schedules and `sim run --seed S` replays seed S's.
     #[serde(default)]
     pub random_faults: usize,
+    /// Simulation: per region, this many pairs of watchers of a region's prefix (one from
+    /// revision 1, one "from now" a third of the way in), their streams checked by the watch
+    /// validators (`meridian_checker::watch`).
+    #[serde(default)]
+    pub watchers: usize,
+    /// Simulation: test-only bugs switched on in every node, to prove the checkers catch them
+    /// (docs/reliability.md): `"drop-watch-event"` (watchers skip revision 10's events),
+    /// `"skip-sync"` (no sync on a group switch: mode c's bug in any mode).
+    #[serde(default)]
+    pub inject: Vec<String>,
 }
 
 /// A client in `region` that acquires lock `name` and releases it again and again (one
@@ -128,6 +138,14 @@ pub enum FaultKind {
     /// process stopped with SIGSTOP, as seen by the network).
     Pause,
 }
+
+/// The test-only bugs a simulated scenario may switch on (`inject`).
+pub const INJECTABLE: [&str; 2] = ["drop-watch-event", "skip-sync"];
+/// The revision whose events the injected `drop-watch-event` bug drops.
+pub const DROPPED_WATCH_REVISION: u64 = 10;
+
+/// Most watcher pairs per region in a simulated scenario.
+pub const WATCHERS_MAX: usize = 8;
 
 /// Reads a scenario: lists accept a single number too; every bad value is explained.
 pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
@@ -181,6 +199,25 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                 "faults[{i}]: with_clients applies to a partition only"
             ));
         }
+    }
+    if let Some(b) = s.inject.iter().find(|b| !INJECTABLE.contains(&b.as_str())) {
+        return bad(format!(
+            "inject: unknown bug {b:?} (known: {})",
+            INJECTABLE.join(", ")
+        ));
+    }
+    if s.watchers > WATCHERS_MAX {
+        return bad(format!(
+            "watchers: {} pairs per region is more than {WATCHERS_MAX}",
+            s.watchers
+        ));
+    }
+    if s.watchers > 0 && !s.moves.is_empty() {
+        return bad(
+            "watchers and moves cannot be combined yet: a moved domain's revisions are \
+                    renumbered in the history, not in the watch streams"
+                .into(),
+        );
     }
     if s.random_faults > crate::sweep::RANDOM_FAULTS_MAX {
         return bad(format!(
@@ -516,6 +553,16 @@ mod tests {
             (format!("{base}clock_rates={{ node1 = 0.5 }}\n"), "not a node name"),
             (format!("{base}clock_rates={{ n1 = 0 }}\n"), "clock_rates.n1"),
             (format!("{base}clock_rates={{ n1 = 1e9 }}\n"), "between 0.01 and 100"),
+            (format!("{base}random_faults=21\n"), "random_faults: 21 is more than 20"),
+            (format!("{base}watchers=9\n"), "watchers: 9 pairs per region is more than 8"),
+            (
+                format!("{base}watchers=1\n[[moves]]\nat_s=1\nprefix='/us-east/'\nto='eu-west'\n"),
+                "watchers and moves cannot be combined",
+            ),
+            (
+                format!("{base}inject=['ack-before-fsync']\n"),
+                "unknown bug \"ack-before-fsync\" (known: drop-watch-event, skip-sync)",
+            ),
         ] {
             let e = parse_scenario(&text, "s.toml").expect_err(&text);
             assert!(format!("{e:#}").contains(words), "{e:#} lacks {words:?}");

@@ -204,13 +204,15 @@ pub struct RunVerdict {
     pub schedule: String,
     pub sequential: Result<(), String>,
     pub linearizable: Result<usize, String>,
+    /// The watch validators' verdict (Ok: events checked; 0 without watchers).
+    pub watch: Result<usize, String>,
     /// On a failure: the shortest prefix of the history that still fails.
     pub shrunk: Option<Shrunk>,
 }
 
 impl RunVerdict {
     pub fn failed(&self) -> bool {
-        self.sequential.is_err() || self.linearizable.is_err()
+        self.sequential.is_err() || self.linearizable.is_err() || self.watch.is_err()
     }
 }
 
@@ -240,6 +242,7 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
                 },
                 sequential: o.sequential,
                 linearizable: o.linearizable,
+                watch: o.watch,
             });
         }
     }

@@ -1,7 +1,8 @@
 //! The sweep's parts on real simulated runs: Meridian (mode d) survives the faults two seeds
-//! draw on the shipped sweep scenario with every checker passing, and the same sweep catches
-//! the injected bug of mode c (no sync on a group switch) at its first seed, with a shortest
-//! failing prefix that still fails on its own.
+//! draw on the shipped sweep scenario with every checker passing (the watch validators
+//! included), and the same sweep catches two injected bugs at their first seed: mode c (no sync
+//! on a group switch), with a shortest failing prefix that still fails on its own, and a node
+//! that drops one revision's watch events.
 
 use meridian_sim::det::check;
 use meridian_sim::scenario::parse_scenario;
@@ -27,6 +28,12 @@ fn meridian_survives_the_drawn_faults_of_two_seeds() {
             v.operations > 100,
             "seed {seed}: the workload ran ({})",
             v.operations
+        );
+        let events = v.watch.as_ref().map_or(0, |n| *n);
+        assert!(
+            events > 100,
+            "seed {seed}: the watchers saw the writes ({:?})",
+            v.watch
         );
         assert!(
             !v.failed(),
@@ -59,5 +66,29 @@ fn the_sweep_catches_a_missing_sync_and_cuts_the_history_down() {
         shrunk.records.len(),
         v.operations,
         shrunk.cut_us
+    );
+}
+
+#[test]
+fn the_watch_validators_catch_a_dropped_event() {
+    let text = SWEEP.replace(
+        "watchers = 1",
+        "watchers = 1\ninject = [\"drop-watch-event\"]",
+    );
+    let s = parse_scenario(&text, "sweep.toml + drop-watch-event").expect("scenario");
+    assert_eq!(s.inject, ["drop-watch-event"]);
+    let runs = run_seed(&s, TOPO, 1).expect("simulation");
+    let v = &runs[0];
+    let e = v
+        .watch
+        .as_ref()
+        .expect_err("a dropped event passed the validators");
+    assert!(
+        e.contains("is not reliable") && e.contains("revision 10"),
+        "{e}"
+    );
+    assert!(
+        v.sequential.is_ok() && v.linearizable.is_ok(),
+        "only watches are broken"
     );
 }

@@ -191,6 +191,9 @@ fn report_failure(scenario: &str, seed: u64, v: &RunVerdict) {
     if let Err(e) = &v.watch {
         eprintln!("  watch validators: {e}");
     }
+    if let Err(e) = &v.independent {
+        eprintln!("  the checkers DISAGREE: {e}");
+    }
     if v.schedule.is_empty() {
         eprintln!("  drawn faults: none");
     } else {

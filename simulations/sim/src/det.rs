@@ -851,29 +851,37 @@ pub fn check_watches(records: &[Record], watches: &[WatchLog]) -> Result<usize, 
     Ok(checked)
 }
 
+/// The operations the linearizability checkers see: writes and linearizable reads that were
+/// answered (a write without an answer is kept, open-ended).
+pub fn timed_ops(records: &[Record]) -> Vec<Timed> {
+    records
+        .iter()
+        .filter(|r| match r.op.kind {
+            OpKind::Write { .. } => true,
+            OpKind::Read { .. } => r.linearizable && r.end_us.is_some(),
+        })
+        .map(|r| Timed {
+            op: r.op.clone(),
+            start: r.start_us,
+            end: r.end_us,
+        })
+        .collect()
+}
+
 /// Runs both checkers over a simulated history: sequential consistency over every answered
 /// operation, linearizability over writes and linearizable reads.
 pub fn check(records: &[Record]) -> (Result<(), String>, Result<usize, String>) {
     let mut history = History::new();
-    let mut timed = Vec::new();
     for r in records {
         let failed_read = r.end_us.is_none() && matches!(r.op.kind, OpKind::Read { .. });
-        if failed_read {
-            continue;
-        }
-        history.push(r.op.clone());
-        let is_write = matches!(r.op.kind, OpKind::Write { .. });
-        if is_write || r.linearizable {
-            timed.push(Timed {
-                op: r.op.clone(),
-                start: r.start_us,
-                end: r.end_us,
-            });
+        if !failed_read {
+            history.push(r.op.clone());
         }
     }
     let sequential = meridian_checker::check_sequential(&history)
         .map(|_| ())
         .map_err(|v| v.to_string());
-    let linearizable = meridian_checker::check_linearizable(&timed).map_err(|v| v.to_string());
+    let linearizable =
+        meridian_checker::check_linearizable(&timed_ops(records)).map_err(|v| v.to_string());
     (sequential, linearizable)
 }

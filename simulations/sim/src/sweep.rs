@@ -206,13 +206,19 @@ pub struct RunVerdict {
     pub linearizable: Result<usize, String>,
     /// The watch validators' verdict (Ok: events checked; 0 without watchers).
     pub watch: Result<usize, String>,
+    /// Whether the independent checker (stateright, `meridian-crosscheck`) agrees with
+    /// Meridian's linearizability checker on this history; Ok: its verdict.
+    pub independent: Result<meridian_crosscheck::Verdict, String>,
     /// On a failure: the shortest prefix of the history that still fails.
     pub shrunk: Option<Shrunk>,
 }
 
 impl RunVerdict {
     pub fn failed(&self) -> bool {
-        self.sequential.is_err() || self.linearizable.is_err() || self.watch.is_err()
+        self.sequential.is_err()
+            || self.linearizable.is_err()
+            || self.watch.is_err()
+            || self.independent.is_err()
     }
 }
 
@@ -243,6 +249,7 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
                 sequential: o.sequential,
                 linearizable: o.linearizable,
                 watch: o.watch,
+                independent: meridian_crosscheck::agree(&crate::det::timed_ops(&o.records)),
             });
         }
     }

@@ -4,7 +4,10 @@
 //! on a group switch), with a shortest failing prefix that still fails on its own, and a node
 //! that drops one revision's watch events.
 
-use meridian_sim::det::check;
+use meridian_checker::OpKind;
+use meridian_crosscheck::{agree, Verdict};
+use meridian_sim::det::{check, simulate, timed_ops};
+use meridian_sim::scenario::mode_topology;
 use meridian_sim::scenario::parse_scenario;
 use meridian_sim::sweep::run_seed;
 
@@ -28,6 +31,11 @@ fn meridian_survives_the_drawn_faults_of_two_seeds() {
             v.operations > 100,
             "seed {seed}: the workload ran ({})",
             v.operations
+        );
+        assert!(
+            matches!(v.independent, Ok(Verdict::Linearizable(_))),
+            "seed {seed}: stateright and Meridian's checker: {:?}",
+            v.independent
         );
         let events = v.watch.as_ref().map_or(0, |n| *n);
         assert!(
@@ -61,6 +69,7 @@ fn the_sweep_catches_a_missing_sync_and_cuts_the_history_down() {
     assert!(shrunk.records.len() <= v.operations);
     let (sq, _) = check(&shrunk.records);
     assert!(sq.is_err(), "the prefix fails on its own");
+    assert!(v.independent.is_ok(), "{:?}", v.independent);
     eprintln!(
         "mode c, seed 1: {} of {} operations still fail (cut at {} µs)",
         shrunk.records.len(),
@@ -91,4 +100,70 @@ fn the_watch_validators_catch_a_dropped_event() {
         v.sequential.is_ok() && v.linearizable.is_ok(),
         "only watches are broken"
     );
+    assert!(v.independent.is_ok(), "{:?}", v.independent);
+}
+
+/// A recorded history made bad by hand — a linearizable read that saw a key's latest write,
+/// turned into one that saw an older write although the latest had completed before it began —
+/// is failed by both checkers; the recorded one is passed by both.
+#[test]
+fn both_linearizability_checkers_fail_a_stale_read_planted_in_a_real_history() {
+    let text = SWEEP
+        .replace("random_faults = 4", "random_faults = 0")
+        .replace("watchers = 1", "watchers = 0")
+        .replace("linearizable_reads = 0.3", "linearizable_reads = 0.8");
+    let s = parse_scenario(&text, "sweep.toml, no faults").expect("scenario");
+    let topo = mode_topology(TOPO, "d").expect("topology");
+    let out = simulate(&s, &topo, "d", s.mixes()[0], 4).expect("simulation");
+    let ops = timed_ops(&out.records);
+    assert!(
+        matches!(agree(&ops), Ok(Verdict::Linearizable(_))),
+        "{:?}",
+        agree(&ops)
+    );
+    // A read of write w (revision r) that began after w ended, and an older write w0 of the
+    // same key: the read is made to return w0.
+    let write_of = |key: &str, value: &str| {
+        ops.iter().find(|t| {
+            matches!(&t.op.kind, OpKind::Write { key: k, value: v, .. } if k == key && v == value)
+        })
+    };
+    let mut planted = None;
+    for (i, t) in ops.iter().enumerate() {
+        let OpKind::Read {
+            key,
+            value: Some(v),
+            mod_revision: Some(r),
+        } = &t.op.kind
+        else {
+            continue;
+        };
+        let Some(w) = write_of(key, v) else { continue };
+        if w.end.is_none_or(|end| end >= t.start) {
+            continue;
+        }
+        let older = ops.iter().find_map(|o| match &o.op.kind {
+            OpKind::Write {
+                key: k,
+                value,
+                revision: Some(r0),
+            } if k == key && r0 < r => Some((value.clone(), *r0)),
+            _ => None,
+        });
+        if let Some((value, r0)) = older {
+            planted = Some((i, key.clone(), value, r0));
+            break;
+        }
+    }
+    let (i, key, value, r0) = planted.expect("a read to plant a stale value in");
+    let mut bad = ops.clone();
+    bad[i].op.kind = OpKind::Read {
+        key,
+        value: Some(value),
+        mod_revision: Some(r0),
+    };
+    match agree(&bad) {
+        Ok(Verdict::NotLinearizable { .. }) => {}
+        other => panic!("the planted stale read: {other:?}"),
+    }
 }

@@ -194,11 +194,11 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                 None => {
                     if s.random_faults > 0 {
                         let t = Topology::parse(&topo_text, "mode topology")?;
-                        let drawn = meridian_sim::sweep::with_random_faults(&s, &t, s.seed);
+                        let drawn = meridian_sim::faults::with_random_faults(&s, &t, s.seed);
                         eprintln!(
                             "mode {mode}, seed {}: drawn faults\n{}",
                             s.seed,
-                            meridian_sim::sweep::schedule_toml(&s, &drawn)
+                            meridian_sim::faults::schedule_toml(&s, &drawn)
                         );
                     }
                     eprint!("{label:<40} simulating …");

@@ -154,7 +154,7 @@ pub fn simulate(
         &format!("mode {mode} topology"),
     )?);
     // The seed's drawn faults (`random_faults`), so a replay of the seed meets the same ones.
-    let drawn = crate::sweep::with_random_faults(s, &topology, seed);
+    let drawn = crate::faults::with_random_faults(s, &topology, seed);
     let s = &drawn;
     let regions: Vec<String> = topology.regions.iter().map(|r| r.name.clone()).collect();
     let warmup = Duration::from_secs(s.warmup_s);

@@ -5,13 +5,15 @@
 //! - [`det`]: the deterministic simulation — the real node code under turmoil, per-pair
 //!   latencies from the topology, virtual time, the in-memory store, one seed; its history goes
 //!   to the sequential-consistency and linearizability checkers.
-//! - [`sweep`]: fault schedules drawn from a seed (`random_faults`), and the shortest failing
-//!   prefix of a history that fails a checker — what `meridian sim sweep` runs on.
+//! - [`faults`]: fault schedules drawn from a seed (`random_faults`);
+//! - [`sweep`]: one seed with every checker ([`sweep::run_seed`]) and the shortest failing
+//!   prefix of a history that fails one — what `meridian sim sweep` runs on.
 //!
 //! The real run (processes under the WAN emulator) lives in the CLI (`meridian sim run`);
 //! both report [`RegionResult`]s per region.
 
 pub mod det;
+pub mod faults;
 pub mod scenario;
 pub mod sweep;
 

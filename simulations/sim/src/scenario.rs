@@ -76,7 +76,7 @@ pub struct Scenario {
     #[serde(default)]
     pub readers: Vec<String>,
     /// Simulation: this many more faults drawn from the seed (crashes, partitions, pauses of a
-    /// node or a region, clock skews within the lease's drift bound; `sweep.rs`), so that a
+    /// node or a region, clock skews within the lease's drift bound; `faults.rs`), so that a
     /// sweep over seeds meets many schedules and `sim run --seed S` replays seed S's.
     #[serde(default)]
     pub random_faults: usize,
@@ -138,6 +138,9 @@ pub enum FaultKind {
     /// process stopped with SIGSTOP, as seen by the network).
     Pause,
 }
+
+/// Most faults a scenario may ask to draw (`random_faults`).
+pub const RANDOM_FAULTS_MAX: usize = 20;
 
 /// The test-only bugs a simulated scenario may switch on (`inject`).
 pub const INJECTABLE: [&str; 2] = ["drop-watch-event", "skip-sync"];
@@ -219,11 +222,10 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                 .into(),
         );
     }
-    if s.random_faults > crate::sweep::RANDOM_FAULTS_MAX {
+    if s.random_faults > RANDOM_FAULTS_MAX {
         return bad(format!(
             "random_faults: {} is more than {} faults in one run",
-            s.random_faults,
-            crate::sweep::RANDOM_FAULTS_MAX
+            s.random_faults, RANDOM_FAULTS_MAX
         ));
     }
     for (node, rate) in &s.clock_rates {

@@ -155,11 +155,10 @@ pub fn check_watch<'a>(
                 vouched = *revision;
             }
             WatchItem::Events { revision, events } => {
-                if *revision < prev_batch
-                    || (*revision == prev_batch
-                        && i > 0
-                        && !matches!(log.items[i - 1], WatchItem::Events { revision: r, .. } if r == *revision))
-                {
+                // A revision may repeat only as the next fragment, right after its first.
+                let fragment = i > 0
+                    && matches!(log.items[i - 1], WatchItem::Events { revision: r, .. } if r == *revision);
+                if *revision < prev_batch || (*revision == prev_batch && !fragment) {
                     return Err(bad(
                         "ordered",
                         format!("item {i}: revision {revision} after revision {prev_batch}"),

@@ -168,7 +168,7 @@ fn check_here(ops: &[Timed]) -> Verdict {
                 let part = &items[from..i];
                 if part.len() > OPS_PER_KEY_MAX {
                     return Verdict::NotChecked(format!(
-                        "{key} has {} operations in flight together, more than {OPS_PER_KEY_MAX}",
+                        "{key} has {} operations between two quiescent points, more than {OPS_PER_KEY_MAX}",
                         part.len()
                     ));
                 }

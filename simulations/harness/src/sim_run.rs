@@ -192,15 +192,6 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
             let res = match &dev {
                 Some(dev) => run_mix(dev, &regions, &s, mix, &label).await?,
                 None => {
-                    if s.random_faults > 0 {
-                        let t = Topology::parse(&topo_text, "mode topology")?;
-                        let drawn = meridian_sim::faults::with_random_faults(&s, &t, s.seed);
-                        eprintln!(
-                            "mode {mode}, seed {}: drawn faults\n{}",
-                            s.seed,
-                            meridian_sim::faults::schedule_toml(&s, &drawn)
-                        );
-                    }
                     eprint!("{label:<40} simulating …");
                     let (sc, tt, mode_s) = (s.clone(), topo_text.clone(), mode.clone());
                     let out = tokio::task::spawn_blocking(move || {
@@ -213,6 +204,9 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                         out.workload_s,
                         out.wall.as_secs_f64()
                     );
+                    if !out.schedule.is_empty() {
+                        eprintln!("  drawn faults (seed {}):\n{}", s.seed, out.schedule);
+                    }
                     for m in &out.moves {
                         eprintln!(
                             "  move {} -> {}: {} (virtual {:.1}-{:.1} s){}",

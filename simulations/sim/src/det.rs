@@ -85,6 +85,11 @@ pub struct Outcome {
     pub lock_pairs: Vec<LockPair>,
     /// Which region's node led each group at the end of the run (group id → region).
     pub leaders: BTreeMap<u64, String>,
+    /// The faults applied (listed and drawn) and the nodes whose lease clock was skewed.
+    pub faults: usize,
+    pub skewed: usize,
+    /// The part of the schedule drawn from the seed (`random_faults`), as scenario TOML.
+    pub schedule: String,
     /// Every watcher's stream (the scenario's `watchers`), as its client received it.
     pub watches: Vec<WatchLog>,
     /// The watch validators' verdict over those streams; Ok: events checked.
@@ -155,6 +160,7 @@ pub fn simulate(
     )?);
     // The seed's drawn faults (`random_faults`), so a replay of the seed meets the same ones.
     let drawn = crate::faults::with_random_faults(s, &topology, seed);
+    let schedule = crate::faults::schedule_toml(s, &drawn);
     let s = &drawn;
     let regions: Vec<String> = topology.regions.iter().map(|r| r.name.clone()).collect();
     let warmup = Duration::from_secs(s.warmup_s);
@@ -676,6 +682,9 @@ pub fn simulate(
     watches.sort_by(|a, b| a.watcher.cmp(&b.watcher));
     let watch = check_watches(&records, &watches);
     Ok(Outcome {
+        faults: s.faults.len(),
+        skewed: s.clock_rates.len(),
+        schedule,
         watches,
         watch,
         records,

@@ -7,10 +7,8 @@
 //! fails is a real witness of the violation, not an artifact of the cut.
 
 use crate::det::{check, Record};
-use crate::faults::{schedule_toml, with_random_faults};
 use crate::scenario::{Mix, Scenario};
 use meridian_checker::OpKind;
-use meridian_topology::Topology;
 use std::collections::BTreeSet;
 
 /// A failing history cut down: the records kept and the virtual time of the cut.
@@ -24,7 +22,7 @@ pub struct Shrunk {
 
 /// The records that started before `cut_us`, and every write one of their reads observed.
 fn prefix(records: &[Record], cut_us: u64) -> Vec<Record> {
-    let observed: BTreeSet<(String, String)> = records
+    let observed: BTreeSet<(&str, &str)> = records
         .iter()
         .filter(|r| r.start_us < cut_us)
         .filter_map(|r| match &r.op.kind {
@@ -32,7 +30,7 @@ fn prefix(records: &[Record], cut_us: u64) -> Vec<Record> {
                 key,
                 value: Some(v),
                 ..
-            } => Some((key.clone(), v.clone())),
+            } => Some((key.as_str(), v.as_str())),
             _ => None,
         })
         .collect();
@@ -41,7 +39,7 @@ fn prefix(records: &[Record], cut_us: u64) -> Vec<Record> {
         .filter(|r| {
             r.start_us < cut_us
                 || matches!(&r.op.kind, OpKind::Write { key, value, .. }
-                    if observed.contains(&(key.clone(), value.clone())))
+                    if observed.contains(&(key.as_str(), value.as_str())))
         })
         .cloned()
         .collect()
@@ -57,33 +55,33 @@ pub fn shortest_failing_prefix(records: &[Record]) -> Option<Shrunk> {
     let mut starts: Vec<u64> = records.iter().map(|r| r.start_us).collect();
     starts.sort_unstable();
     starts.dedup();
-    let (sq, lin) = fails(records)?;
-    // Invariant: cutting after starts[hi] fails (the whole history does); find the least.
+    let (sequential, linearizable) = fails(records)?;
+    // Cutting after the last start keeps the whole history, which fails; find the least cut.
+    let mut best = Shrunk {
+        cut_us: starts.last().map_or(0, |s| s + 1),
+        records: records.to_vec(),
+        sequential,
+        linearizable,
+    };
     let (mut lo, mut hi) = (0usize, starts.len().saturating_sub(1));
-    let mut best = (u64::MAX, records.to_vec(), sq, lin);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let cut = starts[mid] + 1;
-        let kept = prefix(records, cut);
+        let cut_us = starts[mid] + 1;
+        let kept = prefix(records, cut_us);
         match fails(&kept) {
-            Some((sq, lin)) => {
-                best = (cut, kept, sq, lin);
+            Some((sequential, linearizable)) => {
+                best = Shrunk {
+                    cut_us,
+                    records: kept,
+                    sequential,
+                    linearizable,
+                };
                 hi = mid;
             }
             None => lo = mid + 1,
         }
     }
-    if best.0 == u64::MAX {
-        if let Some(&last) = starts.last() {
-            best.0 = last + 1;
-        }
-    }
-    Some(Shrunk {
-        cut_us: best.0,
-        records: best.1,
-        sequential: best.2,
-        linearizable: best.3,
-    })
+    Some(best)
 }
 
 /// One mode × mix of one seed: what ran and what the checkers said.
@@ -125,8 +123,6 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
     let mut out = Vec::new();
     for mode in &s.modes {
         let text = crate::scenario::mode_topology(base_topology, mode)?;
-        let topology = Topology::parse(&text, &format!("mode {mode} topology"))?;
-        let drawn = with_random_faults(s, &topology, seed);
         for mix in s.mixes() {
             let o = crate::det::simulate(s, &text, mode, mix, seed)?;
             let failed = o.sequential.is_err() || o.linearizable.is_err();
@@ -135,9 +131,9 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
                 mix,
                 operations: o.records.len(),
                 errors: o.records.iter().filter(|r| r.end_us.is_none()).count(),
-                faults: drawn.faults.len(),
-                skewed: drawn.clock_rates.len(),
-                schedule: schedule_toml(s, &drawn),
+                faults: o.faults,
+                skewed: o.skewed,
+                schedule: o.schedule,
                 shrunk: if failed {
                     shortest_failing_prefix(&o.records)
                 } else {

@@ -108,10 +108,11 @@ async fn keep_learners(
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("storage at {path}: {source}")]
+    /// Not `#[source]`: the message already carries the cause, and a chain would repeat it.
+    #[error("storage at {path}: {cause}")]
     Storage {
         path: String,
-        source: meridian_storage::Error,
+        cause: meridian_storage::Error,
     },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -237,9 +238,9 @@ impl Node {
         })?;
         // Single-region clusters configured by peer list bootstrap only when given peers.
         let bootstrap = config.bootstrap && (!legacy || !config.peers.is_empty());
-        let storage_err = |source| StartError::Storage {
+        let storage_err = |cause| StartError::Storage {
             path: config.data_dir.display().to_string(),
-            source,
+            cause,
         };
         let tls = match (&sim, config.security.tls()?) {
             (_, None) => None,
@@ -754,6 +755,23 @@ impl Node {
                 Stores::Memory(_) => None,
             },
         })
+    }
+
+    /// Resolves with the first failed write or fsync of this node's store (never, for a
+    /// simulated node). The store then acknowledges nothing more; `meridian server` exits on
+    /// it so that a restart recovers from what the disk really holds (docs/reliability.md).
+    pub fn storage_failure(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let rx = self.store.as_ref().map(|s| s.failure());
+        async move {
+            let Some(mut rx) = rx else {
+                return std::future::pending().await;
+            };
+            let failed = match rx.wait_for(|f| f.is_some()).await {
+                Ok(f) => f.clone().unwrap_or_default(),
+                Err(_) => "the log writer stopped".to_string(),
+            };
+            failed
+        }
     }
 
     /// Stops serving, then stops every group.

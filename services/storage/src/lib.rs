@@ -62,12 +62,19 @@ impl NodeStore {
         self.writer.fsync_latency()
     }
 
+    /// The first write or fsync of this store that failed, once there is one; the store then
+    /// refuses every later write (see [`writer::LogWriter::failure`]). The server stops on it.
+    pub fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.writer.failure()
+    }
+
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir)
             // The log writer decides when to fsync; nothing else should.
             .manual_journal_persist(true)
-            .open()?;
+            .open()
+            .map_err(opening_error)?;
         let (writer, handle) = LogWriter::start(db.clone())?;
         Ok(Self {
             db,
@@ -105,6 +112,37 @@ impl NodeStore {
         let log = FjallLogStore::new(ks("log")?, ks("raft")?, self.writer.clone())?
             .with_steps(sm.shared().steps().clone());
         Ok((log, sm))
+    }
+}
+
+/// Names a store that fails its checksums as corrupt, and says what to do: fjall checks every
+/// journal batch (xxh3) when it recovers and every table block when it reads one. Only an
+/// incomplete last batch (a write torn by a crash, never fsynced, so never acknowledged) is
+/// dropped silently; anything else that does not check out stops the node from starting.
+fn opening_error(e: fjall::Error) -> Error {
+    let corrupt = match &e {
+        fjall::Error::JournalRecovery(r) => Some(format!("the journal fails recovery ({r:?})")),
+        fjall::Error::Storage(fjall::LsmError::ChecksumMismatch { got, expected }) => Some(
+            format!("a table block fails its checksum (got {got:?}, expected {expected:?})"),
+        ),
+        fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::Unrecoverable => Some(format!("the journal cannot be decoded ({e:?})")),
+        fjall::Error::Storage(
+            fjall::LsmError::InvalidTrailer
+            | fjall::LsmError::InvalidTag(_)
+            | fjall::LsmError::InvalidHeader(_)
+            | fjall::LsmError::Unrecoverable,
+        ) => Some(format!("a table file cannot be decoded ({e:?})")),
+        _ => None,
+    };
+    match corrupt {
+        Some(what) => Error::Corrupt(format!(
+            "{what}: refusing to start rather than serve data that does not check out; \
+             restore this node from a backup (meridian snapshot restore) or replace it as a dead \
+             voter (docs/operations.md, \"When the data does not check out\")"
+        )),
+        None => Error::Fjall(e),
     }
 }
 

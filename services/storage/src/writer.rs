@@ -15,7 +15,7 @@ use meridian_types::metrics::Histogram;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Most requests queued for the writer; appenders wait when it is full.
 pub const WRITE_QUEUE_MAX: usize = 8192;
@@ -44,6 +44,8 @@ pub struct LogWriter {
     tx: SyncSender<WriteReq>,
     /// How long each group commit's fsync took.
     fsync: Arc<Histogram>,
+    /// The first write or fsync that failed (then every later request is refused).
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl LogWriter {
@@ -51,10 +53,19 @@ impl LogWriter {
         let (tx, rx) = sync_channel(WRITE_QUEUE_MAX);
         let fsync = Arc::new(Histogram::default());
         let observed = fsync.clone();
+        let (failed_tx, failure) = watch::channel(None);
         let handle = std::thread::Builder::new()
             .name("meridian-log-writer".into())
-            .spawn(move || run(db, rx, &observed))?;
-        Ok((Self { tx, fsync }, handle))
+            .spawn(move || run(db, rx, &observed, &failed_tx))?;
+        Ok((Self { tx, fsync, failure }, handle))
+    }
+
+    /// The first failed write or fsync, once there is one. After it the writer acknowledges
+    /// nothing: a failed fsync may have dropped dirty pages that a retry would then report as
+    /// durable (PostgreSQL's "fsyncgate"), so the only safe way on is a restart that recovers
+    /// from what the disk really holds.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
     }
 
     /// The durations of this writer's fsyncs (one per group commit).
@@ -113,8 +124,20 @@ fn apply_ops(db: &Database, ops: Vec<WriteOp>) -> Result<()> {
     Ok(())
 }
 
-fn run(db: Database, rx: Receiver<WriteReq>, fsync: &Histogram) {
+fn run(
+    db: Database,
+    rx: Receiver<WriteReq>,
+    fsync: &Histogram,
+    report: &watch::Sender<Option<String>>,
+) {
     let mut failed: Option<String> = None;
+    let fail = |failed: &mut Option<String>, what: String| {
+        if failed.is_none() {
+            tracing::error!(error = %what, "storage failure: this node acknowledges no more writes");
+            report.send_replace(Some(what.clone()));
+            *failed = Some(what);
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut reqs = vec![first];
         while reqs.len() < GROUP_COMMIT_REQUESTS_MAX {
@@ -129,7 +152,7 @@ fn run(db: Database, rx: Receiver<WriteReq>, fsync: &Histogram) {
         for req in reqs {
             let res = match &failed {
                 // A failed write poisons fjall: refuse everything after it.
-                Some(e) => Err(Error::Corrupt(format!("an earlier log write failed: {e}"))),
+                Some(e) => Err(Error::Corrupt(format!("an earlier write failed: {e}"))),
                 None => apply_ops(&db, req.ops),
             };
             match res {
@@ -140,8 +163,7 @@ fn run(db: Database, rx: Receiver<WriteReq>, fsync: &Histogram) {
                     durable.extend(req.durable);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "log write failed");
-                    failed.get_or_insert_with(|| e.to_string());
+                    fail(&mut failed, format!("writing to the journal failed: {e}"));
                     if let Some(cb) = req.durable {
                         cb(Err(std::io::Error::other(e.to_string())));
                     }
@@ -152,10 +174,14 @@ fn run(db: Database, rx: Receiver<WriteReq>, fsync: &Histogram) {
             continue;
         }
         let start = std::time::Instant::now();
-        let synced = db.persist(PersistMode::SyncData).map_err(|e| e.to_string());
+        let synced = match &failed {
+            // Never fsync again after a failure: it could report pages lost by the last one.
+            Some(e) => Err(format!("an earlier write failed: {e}")),
+            None => db.persist(PersistMode::SyncData).map_err(|e| e.to_string()),
+        };
         fsync.observe(start.elapsed());
         if let Err(e) = &synced {
-            failed.get_or_insert_with(|| e.clone());
+            fail(&mut failed, format!("fsync of the journal failed: {e}"));
         }
         for cb in durable {
             cb(synced.clone().map_err(std::io::Error::other));

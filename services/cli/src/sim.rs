@@ -25,6 +25,10 @@ pub enum SimCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Check a recorded history (Jepsen EDN, as `sim sweep --export` writes it) with
+    /// Meridian's linearizability checker and an independent one (stateright); exit 1 if it is
+    /// not linearizable, 2 if the file does not read or the checkers disagree.
+    Check { history: PathBuf },
     /// Draw the chart of a results file written by `sim run --json` (or the comparison's
     /// merged JSON) again, without running anything.
     Chart {
@@ -60,6 +64,9 @@ pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        SimCmd::Check { history } => {
+            tokio::task::spawn_blocking(move || meridian_harness::sim_check::run(&history)).await?
         }
         SimCmd::Chart { results, svg } => {
             let name = results.display().to_string();

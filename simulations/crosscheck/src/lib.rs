@@ -24,6 +24,8 @@
 //! the parts before must leave. A part longer than [`OPS_PER_KEY_MAX`] operations is reported as
 //! not checked.
 
+pub mod edn;
+
 use meridian_checker::{OpKind, Timed};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
 use std::collections::BTreeMap;
@@ -247,10 +249,42 @@ fn linearizable(part: &[Item], init: &RevRegister) -> Result<bool, String> {
 }
 
 /// Whether stateright's verdict and Meridian's (`check_linearizable`) agree on `ops`; Err says
-/// how they differ.
+/// how they differ. Meridian's checker reads `ops`; stateright reads the history as exported —
+/// Jepsen EDN ([`edn::to_edn`]) parsed back by a third-party parser (`edn-format`) — so that
+/// the export is checked too: a history that does not survive it cannot agree.
 pub fn agree(ops: &[Timed]) -> Result<Verdict, String> {
-    let ours = meridian_checker::check_linearizable(ops);
-    let theirs = check(ops);
+    agree_exported(ops, &edn::to_edn(ops))
+}
+
+/// [`agree`] with the export already made (`exported` = [`edn::to_edn`] of `ops`).
+pub fn agree_exported(ops: &[Timed], exported: &str) -> Result<Verdict, String> {
+    let exported = edn::from_edn(exported)
+        .map_err(|e| format!("the exported history does not read back: {e}"))?;
+    let kept = ops
+        .iter()
+        .filter(|t| t.end.is_some() || matches!(t.op.kind, OpKind::Write { .. }))
+        .count();
+    if exported.len() != kept {
+        return Err(format!(
+            "the exported history reads back {} operations of {kept}",
+            exported.len()
+        ));
+    }
+    verdicts(meridian_checker::check_linearizable(ops), check(&exported))
+}
+
+/// Both checkers over one history file (Jepsen EDN): Ok with the shared verdict, Err when the
+/// file does not read or the checkers differ.
+pub fn agree_on_edn(text: &str) -> Result<(Verdict, usize), String> {
+    let ops = edn::from_edn(text)?;
+    let v = verdicts(meridian_checker::check_linearizable(&ops), check(&ops))?;
+    Ok((v, ops.len()))
+}
+
+fn verdicts(
+    ours: Result<usize, meridian_checker::LinViolation>,
+    theirs: Verdict,
+) -> Result<Verdict, String> {
     match (&ours, &theirs) {
         (Ok(_), Verdict::Linearizable(_)) | (Err(_), Verdict::NotLinearizable { .. }) => {
             Ok(theirs)

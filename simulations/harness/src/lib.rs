@@ -7,11 +7,14 @@
 //! - [`placement`]: `meridian bench-placement` — residency forwarding and placement changes;
 //! - [`sim_run`]: `meridian sim run` — a scenario's workload against a real cluster;
 //! - [`sim_sweep`]: `meridian sim sweep` — the deterministic simulation over many seeds, each
-//!   history checked (no cluster: it lives here beside `sim run`, whose scenarios it takes).
+//!   history checked (no cluster: it lives here beside `sim run`, whose scenarios it takes);
+//! - [`sim_check`]: `meridian sim check` — an exported history (Jepsen EDN) checked by both
+//!   linearizability checkers.
 
 pub mod dev;
 pub mod geo;
 pub mod locks;
 pub mod placement;
+pub mod sim_check;
 pub mod sim_run;
 pub mod sim_sweep;

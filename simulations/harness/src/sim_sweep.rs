@@ -36,6 +36,10 @@ pub struct SimSweepArgs {
     /// Stop after the first failing seed.
     #[arg(long)]
     fail_fast: bool,
+    /// Write every run's history (writes and linearizable reads) into this directory as Jepsen
+    /// EDN, `seed-S-runK-MODE.edn`, for `meridian sim check` or Knossos/Elle.
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 struct Totals {
@@ -78,6 +82,10 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
              consistency; its failures count like any other"
         );
     }
+    if let Some(dir) = &args.export {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the export directory {}", dir.display()))?;
+    }
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(args.from));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -117,6 +125,13 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
     for (seed, verdict) in rx {
         done += 1;
         let runs = verdict.with_context(|| format!("seed {seed}"))?;
+        if let Some(dir) = &args.export {
+            for (k, v) in runs.iter().enumerate() {
+                let path = dir.join(format!("seed-{seed}-run{k}-{}.edn", v.mode));
+                std::fs::write(&path, &v.history)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
         for v in &runs {
             totals.runs += 1;
             totals.operations += v.operations as u64;

@@ -106,6 +106,9 @@ pub struct RunVerdict {
     pub independent: Result<meridian_crosscheck::Verdict, String>,
     /// On a failure: the shortest prefix of the history that still fails.
     pub shrunk: Option<Shrunk>,
+    /// The history's writes and linearizable reads as Jepsen EDN (what the independent checker
+    /// read; `sim sweep --export DIR` writes it).
+    pub history: String,
 }
 
 impl RunVerdict {
@@ -126,6 +129,9 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
         for mix in s.mixes() {
             let o = crate::det::simulate(s, &text, mode, mix, seed)?;
             let failed = o.sequential.is_err() || o.linearizable.is_err();
+            let timed = crate::det::timed_ops(&o.records);
+            let history = meridian_crosscheck::edn::to_edn(&timed);
+            let independent = meridian_crosscheck::agree_exported(&timed, &history);
             out.push(RunVerdict {
                 mode: mode.clone(),
                 mix,
@@ -142,7 +148,8 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
                 sequential: o.sequential,
                 linearizable: o.linearizable,
                 watch: o.watch,
-                independent: meridian_crosscheck::agree(&crate::det::timed_ops(&o.records)),
+                independent,
+                history,
             });
         }
     }

@@ -63,6 +63,10 @@ pub struct Limits {
     /// every group) — what the simulation's watch validators must catch (docs/reliability.md).
     #[serde(skip)]
     pub inject_drop_watch_revision: Option<u64>,
+    /// Test-only bug, never read from a file: a lock acquire that is queued behind a holder is
+    /// answered "acquired" at once — what the simulation's lock checker must catch.
+    #[serde(skip)]
+    pub inject_early_lock_grant: bool,
 }
 
 impl Default for Limits {
@@ -87,6 +91,7 @@ impl Default for Limits {
             move_keys_per_s: 2000,
             move_step_pause_ms: 0,
             inject_drop_watch_revision: None,
+            inject_early_lock_grant: false,
         }
     }
 }

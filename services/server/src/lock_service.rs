@@ -533,6 +533,8 @@ impl Lock for LockService {
                 revision,
             })
         };
+        // The injected test-only bug (Limits::inject_early_lock_grant): queued counts as held.
+        let granted = granted.or(self.ctx.limits.inject_early_lock_grant.then_some(rev));
         if let Some(t) = granted {
             return Ok(Response::new(pb::LockAcquireResponse {
                 header: self.header(&h, rev),

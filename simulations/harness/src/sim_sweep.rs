@@ -46,6 +46,7 @@ struct Totals {
     runs: u64,
     operations: u64,
     watch_events: u64,
+    holds: u64,
     faults: u64,
     failed_seeds: Vec<u64>,
 }
@@ -118,6 +119,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
         runs: 0,
         operations: 0,
         watch_events: 0,
+        holds: 0,
         faults: 0,
         failed_seeds: Vec::new(),
     };
@@ -136,6 +138,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
             totals.runs += 1;
             totals.operations += v.operations as u64;
             totals.watch_events += v.watch.as_ref().map_or(0, |n| *n as u64);
+            totals.holds += v.locks.as_ref().map_or(0, |n| *n as u64);
             totals.faults += (v.faults + v.skewed) as u64;
         }
         let failures: Vec<&RunVerdict> = runs.iter().filter(|v| v.failed()).collect();
@@ -166,14 +169,16 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "sweep {}: seeds {}..{} ({done} run), {} simulated runs, {} operations and {} watch events \
-         checked, {} faults injected, {} failing seed(s){}; {:.0} s wall, {:.0} seeds/hour",
+        "sweep {}: seeds {}..{} ({done} run), {} simulated runs, {} operations, {} watch events \
+         and {} lock holds checked, {} faults injected, {} failing seed(s){}; {:.0} s wall, \
+         {:.0} seeds/hour",
         s.name,
         args.from,
         end - 1,
         totals.runs,
         totals.operations,
         totals.watch_events,
+        totals.holds,
         totals.faults,
         totals.failed_seeds.len(),
         if totals.failed_seeds.is_empty() {
@@ -205,6 +210,9 @@ fn report_failure(scenario: &str, seed: u64, v: &RunVerdict) {
     }
     if let Err(e) = &v.watch {
         eprintln!("  watch validators: {e}");
+    }
+    if let Err(e) = &v.locks {
+        eprintln!("  locks: {e}");
     }
     if let Err(e) = &v.independent {
         eprintln!("  the checkers DISAGREE: {e}");

@@ -16,7 +16,7 @@ use crate::RegionResult;
 use meridian_checker::{History, Op, OpKind, Timed, WatchItem, WatchLog, WatchedEvent};
 use meridian_locks::MonotonicClock;
 use meridian_proto::io::{BoxedIo, Dialer};
-use meridian_sdk::{Client, Consistency, LockOptions, Options, Session};
+use meridian_sdk::{Client, Consistency, Options, Session};
 use meridian_server::{Node, NodeConfig, SimEnv};
 use meridian_storage::MemDisk;
 use meridian_topology::Topology;
@@ -83,6 +83,9 @@ pub struct Outcome {
     pub moves: Vec<MoveOutcome>,
     /// Every lockers' recorded acquire+release pairs, in the order they ended.
     pub lock_pairs: Vec<LockPair>,
+    /// The lock checker's verdict over every locker's holds and fenced writes (lockers.rs);
+    /// Ok: holds checked (0 without lockers).
+    pub locks: Result<usize, String>,
     /// Which region's node led each group at the end of the run (group id → region).
     pub leaders: BTreeMap<u64, String>,
     /// The faults applied (listed and drawn) and the nodes whose lease clock was skewed.
@@ -230,6 +233,7 @@ pub fn simulate(
             },
             ..NodeConfig::default()
         };
+        config.limits.inject_early_lock_grant = s.inject.iter().any(|b| b == "early-lock-grant");
         if s.inject.iter().any(|b| b == "drop-watch-event") {
             config.limits.inject_drop_watch_revision =
                 Some(crate::scenario::DROPPED_WATCH_REVISION);
@@ -491,35 +495,41 @@ pub fn simulate(
         });
     }
 
-    // The lockers: acquire+release pairs back to back, each timed.
+    // The lockers: acquire, fenced write, hold, release, back to back; each pair timed and
+    // every hold and write recorded for the lock checker (lockers.rs).
     let pairs_out: Arc<Mutex<Vec<LockPair>>> = Arc::default();
+    let lock_log = crate::lockers::LockLog::default();
     for (li, l) in s.lockers.iter().enumerate() {
         let client = region_client(&topology, &l.region, 0, &dialer)?;
         let name = format!("l{li}");
         host_region.push((name.clone(), l.region.clone()));
-        let (out, lock) = (pairs_out.clone(), l.name.clone());
+        let (out, lock, log, me) = (
+            pairs_out.clone(),
+            l.name.clone(),
+            lock_log.clone(),
+            name.clone(),
+        );
+        let hold_for = Duration::from_millis(l.hold_ms);
         sim.client(name.as_str(), async move {
             tokio::time::sleep(warmup).await;
             let stop = tokio::time::Instant::now() + run;
             let session = Session::new(client, Duration::from_secs(10));
             let mut warm = true;
             while tokio::time::Instant::now() < stop {
-                let t0 = tokio::time::Instant::now();
-                let Ok(Some(guard)) = session.lock(&lock, LockOptions::default()).await else {
+                let Some((acquire, release)) =
+                    crate::lockers::one_hold(&session, &lock, &me, hold_for, &log).await
+                else {
+                    // Refused or broken (a fault): try again shortly.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let t1 = tokio::time::Instant::now();
-                if guard.release().await.is_err() {
-                    continue;
-                }
-                let t2 = tokio::time::Instant::now();
                 if !std::mem::take(&mut warm) {
                     out.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(LockPair {
                             locker: li,
-                            acquire_us: (t1 - t0).as_micros() as u64,
-                            release_us: (t2 - t1).as_micros() as u64,
+                            acquire_us: acquire.as_micros() as u64,
+                            release_us: release.as_micros() as u64,
                         });
                 }
             }
@@ -681,7 +691,9 @@ pub fn simulate(
     let mut watches = std::mem::take(&mut *watch_out.lock().unwrap_or_else(|p| p.into_inner()));
     watches.sort_by(|a, b| a.watcher.cmp(&b.watcher));
     let watch = check_watches(&records, &watches);
+    let locks = lock_log.check();
     Ok(Outcome {
+        locks,
         faults: s.faults.len(),
         skewed: s.clock_rates.len(),
         schedule,

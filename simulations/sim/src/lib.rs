@@ -6,6 +6,7 @@
 //!   latencies from the topology, virtual time, the in-memory store, one seed; its history goes
 //!   to the sequential-consistency and linearizability checkers.
 //! - [`faults`]: fault schedules drawn from a seed (`random_faults`);
+//! - [`lockers`]: the lockers' holds and fenced writes, and the lock checker over them;
 //! - [`sweep`]: one seed with every checker ([`sweep::run_seed`]) and the shortest failing
 //!   prefix of a history that fails one — what `meridian sim sweep` runs on.
 //!
@@ -14,6 +15,7 @@
 
 pub mod det;
 pub mod faults;
+pub mod lockers;
 pub mod scenario;
 pub mod sweep;
 

@@ -99,7 +99,14 @@ pub struct Scenario {
 pub struct Locker {
     pub region: String,
     pub name: String,
+    /// How long each grant is kept before its release (0: released at once), at most
+    /// [`LOCK_HOLD_MS_MAX`].
+    #[serde(default)]
+    pub hold_ms: u64,
 }
+
+/// Longest a locker keeps a grant.
+pub const LOCK_HOLD_MS_MAX: u64 = 10_000;
 
 /// One scheduled domain move: `prefix` (a domain path, carved out if needed) to group `to`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -143,7 +150,7 @@ pub enum FaultKind {
 pub const RANDOM_FAULTS_MAX: usize = 20;
 
 /// The test-only bugs a simulated scenario may switch on (`inject`).
-pub const INJECTABLE: [&str; 2] = ["drop-watch-event", "skip-sync"];
+pub const INJECTABLE: [&str; 3] = ["drop-watch-event", "skip-sync", "early-lock-grant"];
 /// The revision whose events the injected `drop-watch-event` bug drops.
 pub const DROPPED_WATCH_REVISION: u64 = 10;
 
@@ -202,6 +209,12 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                 "faults[{i}]: with_clients applies to a partition only"
             ));
         }
+    }
+    if let Some(l) = s.lockers.iter().find(|l| l.hold_ms > LOCK_HOLD_MS_MAX) {
+        return bad(format!(
+            "lockers: hold_ms {} of lock {:?} is more than {LOCK_HOLD_MS_MAX}",
+            l.hold_ms, l.name
+        ));
     }
     if let Some(b) = s.inject.iter().find(|b| !INJECTABLE.contains(&b.as_str())) {
         return bad(format!(
@@ -562,8 +575,12 @@ mod tests {
                 "watchers and moves cannot be combined",
             ),
             (
+                format!("{base}[[lockers]]\nregion='us-east'\nname='/l'\nhold_ms=10001\n"),
+                "lockers: hold_ms 10001 of lock \"/l\" is more than 10000",
+            ),
+            (
                 format!("{base}inject=['ack-before-fsync']\n"),
-                "unknown bug \"ack-before-fsync\" (known: drop-watch-event, skip-sync)",
+                "unknown bug \"ack-before-fsync\" (known: drop-watch-event, skip-sync, early-lock-grant)",
             ),
         ] {
             let e = parse_scenario(&text, "s.toml").expect_err(&text);

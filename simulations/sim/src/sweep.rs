@@ -101,6 +101,8 @@ pub struct RunVerdict {
     pub linearizable: Result<usize, String>,
     /// The watch validators' verdict (Ok: events checked; 0 without watchers).
     pub watch: Result<usize, String>,
+    /// The lock checker's verdict (Ok: holds checked; 0 without lockers).
+    pub locks: Result<usize, String>,
     /// Whether the independent checker (stateright, `meridian-crosscheck`) agrees with
     /// Meridian's linearizability checker on this history; Ok: its verdict.
     pub independent: Result<meridian_crosscheck::Verdict, String>,
@@ -116,6 +118,7 @@ impl RunVerdict {
         self.sequential.is_err()
             || self.linearizable.is_err()
             || self.watch.is_err()
+            || self.locks.is_err()
             || self.independent.is_err()
     }
 }
@@ -148,6 +151,7 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
                 sequential: o.sequential,
                 linearizable: o.linearizable,
                 watch: o.watch,
+                locks: o.locks,
                 independent,
                 history,
             });

@@ -1,8 +1,8 @@
 //! The sweep's parts on real simulated runs: Meridian (mode d) survives the faults two seeds
 //! draw on the shipped sweep scenario with every checker passing (the watch validators
 //! included), and the same sweep catches two injected bugs at their first seed: mode c (no sync
-//! on a group switch), with a shortest failing prefix that still fails on its own, and a node
-//! that drops one revision's watch events.
+//! on a group switch), with a shortest failing prefix that still fails on its own, a node
+//! that drops one revision's watch events, and a lock service that grants a queued waiter early.
 
 use meridian_checker::OpKind;
 use meridian_crosscheck::{agree, Verdict};
@@ -43,11 +43,19 @@ fn meridian_survives_the_drawn_faults_of_two_seeds() {
             "seed {seed}: the watchers saw the writes ({:?})",
             v.watch
         );
+        let holds = v.locks.as_ref().map_or(0, |n| *n);
+        assert!(
+            holds > 50,
+            "seed {seed}: the lockers held their locks ({:?})",
+            v.locks
+        );
         assert!(
             !v.failed(),
-            "seed {seed} failed: {:?} {:?}\nreplay: meridian sim run simulations/scenarios/sweep.toml --deterministic --seed {seed}",
+            "seed {seed} failed: {:?} {:?} {:?} {:?}\nreplay: meridian sim run simulations/scenarios/sweep.toml --deterministic --seed {seed}",
             v.sequential,
-            v.linearizable
+            v.linearizable,
+            v.watch,
+            v.locks
         );
     }
 }
@@ -109,6 +117,34 @@ fn the_watch_validators_catch_a_dropped_event() {
         "only watches are broken"
     );
     assert!(v.independent.is_ok(), "{:?}", v.independent);
+}
+
+/// A lock service that answers "acquired" to a waiter still queued behind a holder: the lock
+/// checker fails the first seed (tokens out of order or overlapping holds), and nothing else.
+#[test]
+fn the_lock_checker_catches_an_early_grant() {
+    let text = SWEEP
+        .replace("random_faults = 4", "random_faults = 0")
+        .replace(
+            "watchers = 1",
+            "watchers = 0\ninject = [\"early-lock-grant\"]",
+        );
+    let s = parse_scenario(&text, "sweep.toml + early-lock-grant").expect("scenario");
+    assert_eq!(s.inject, ["early-lock-grant"]);
+    let runs = run_seed(&s, TOPO, 1).expect("simulation");
+    let v = &runs[0];
+    let e = v
+        .locks
+        .as_ref()
+        .expect_err("an early grant passed the lock checker");
+    assert!(
+        e.contains("fencing tokens do not increase") || e.contains("two holders at once"),
+        "{e}"
+    );
+    assert!(
+        v.sequential.is_ok() && v.linearizable.is_ok(),
+        "only locks are broken"
+    );
 }
 
 /// A recorded history made bad by hand — a linearizable read that saw a key's latest write,

@@ -31,6 +31,13 @@ pub struct Timing {
     /// bound (`lease::DRIFT`). Between 0.01 and 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_clock_rate: Option<f64>,
+    /// Deterministic simulation only, never read from a file: a leader that finds a follower's
+    /// log shorter than it acknowledged replicates to it again instead of stopping (openraft's
+    /// `allow_log_reversion`). Only a disk that acknowledges before it fsyncs (the injected
+    /// `ack-before-fsync` bug) reverts a log; with it on, the loss reaches the clients and the
+    /// checkers, instead of ending the whole simulation at openraft's assertion.
+    #[serde(skip)]
+    pub allow_log_reversion: bool,
 }
 
 impl Default for Timing {
@@ -50,6 +57,7 @@ impl Default for Timing {
             max_in_snapshot_log_to_keep: 5_000,
             fixed_election_offset_ms: None,
             lease_clock_rate: None,
+            allow_log_reversion: false,
         }
     }
 }
@@ -119,6 +127,7 @@ impl Timing {
             // A node that cannot win (cut off, restarted, behind) asks before it bumps its term,
             // so it never deposes a healthy leader when it comes back.
             enable_pre_vote: Some(true),
+            allow_log_reversion: Some(self.allow_log_reversion),
             ..Default::default()
         };
         config

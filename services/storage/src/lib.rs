@@ -12,7 +12,8 @@
 //!   queue order, one fsync for many groups (group commit).
 //! - [`fjall_log`], [`fjall_sm`]: the on-disk implementations (one fjall database per node,
 //!   per group keyspaces `g<N>_log`, `g<N>_raft`, `g<N>_kv`, `g<N>_hist`, `g<N>_sm`).
-//! - [`mem`]: the in-memory implementations used by deterministic simulation.
+//! - [`mem`]: the in-memory implementations used by deterministic simulation;
+//!   [`sim_disk`]: the simulated node's disk they live on (fsync delay, machine crashes).
 //! - [`backup`]: backup files (every group's copy at a revision, checksummed) and the restore
 //!   of a copy into a new node's empty store.
 //!
@@ -31,6 +32,7 @@ pub mod mem;
 pub mod moves;
 pub mod persist;
 pub mod placement;
+pub mod sim_disk;
 pub mod sm;
 pub mod steps;
 pub mod writer;
@@ -41,6 +43,7 @@ pub use fjall_sm::FjallSm;
 pub use group::{GroupShared, Notice};
 pub use kv::KvState;
 pub use mem::{MemLogStore, MemSm};
+pub use sim_disk::{DiskModel, MemDisk};
 pub use sm::{StateMachine, HISTORY_REVISIONS_DEFAULT};
 
 use fjall::{Database, KeyspaceCreateOptions};
@@ -143,37 +146,6 @@ fn opening_error(e: fjall::Error) -> Error {
              voter (docs/operations.md, \"When the data does not check out\")"
         )),
         None => Error::Fjall(e),
-    }
-}
-
-/// A node's in-memory "disk" for deterministic simulation: every group's log and state machine,
-/// kept outside the node so that a simulated crash and restart finds what was acknowledged
-/// (everything in memory counts as synced). Cheap to clone; clones share the contents.
-#[derive(Clone, Default)]
-pub struct MemDisk {
-    groups: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, MemGroup>>>,
-}
-
-/// One group's log and state-machine contents on a [`MemDisk`].
-type MemGroup = (MemLogStore, Arc<MemSm>);
-
-impl MemDisk {
-    /// The log store and state machine of `group`, created empty if new, else reloaded from
-    /// what the previous incarnation left.
-    pub fn group(
-        &self,
-        group: GroupId,
-        history_revisions_max: u64,
-    ) -> Result<(MemLogStore, StateMachine)> {
-        let (log, sm) = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(group.0)
-            .or_default()
-            .clone();
-        let sm = StateMachine::open(group, sm, history_revisions_max)?;
-        Ok((log, sm))
     }
 }
 

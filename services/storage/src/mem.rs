@@ -1,9 +1,14 @@
 //! In-memory log and state-machine persistence, for deterministic simulation. Same traits, same
 //! [`crate::StateMachine`], same conformance suite as the fjall store; nothing survives a restart
 //! of the process.
+//!
+//! On a [`crate::MemDisk`] both follow its [`DiskModel`]: appended entries and applied commits
+//! are readable at once, durable (and appends acknowledged to openraft) only after the fsync
+//! delay, and a machine's crash loses what was not (`crate::sim_disk`).
 
 use crate::kv::KvState;
 use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmPersist};
+use crate::sim_disk::DiskModel;
 use crate::Result;
 use meridian_types::raft::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
 use meridian_types::Event;
@@ -20,16 +25,65 @@ struct LogInner {
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
+    /// The disk write (sequence) that appended each entry.
+    appended_by: BTreeMap<u64, u64>,
+    /// The committed index as of the last fsync, and the saves written since (disk write,
+    /// value): a machine's crash takes it back, as it does the entries.
+    durable_committed: Option<LogId>,
+    committed_saves: VecDeque<(u64, Option<LogId>)>,
+}
+
+impl LogInner {
+    fn settle_committed(&mut self, durable: u64) {
+        while self
+            .committed_saves
+            .front()
+            .is_some_and(|(seq, _)| *seq <= durable)
+        {
+            if let Some((_, v)) = self.committed_saves.pop_front() {
+                self.durable_committed = v;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Default)]
 pub struct MemLogStore {
     inner: Arc<Mutex<LogInner>>,
+    disk: Arc<DiskModel>,
 }
 
 impl MemLogStore {
     fn lock(&self) -> MutexGuard<'_, LogInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A log on a disk that behaves as `disk` says.
+    pub fn on(disk: Arc<DiskModel>) -> Self {
+        Self {
+            inner: Arc::default(),
+            disk,
+        }
+    }
+
+    /// Drops every entry appended by a disk write after `durable` (a machine's crash);
+    /// returns how many.
+    pub(crate) fn lose_after(&self, durable: u64) -> usize {
+        let mut g = self.lock();
+        g.settle_committed(durable);
+        g.committed_saves.clear();
+        g.committed = g.durable_committed;
+        let lost: Vec<u64> = g
+            .appended_by
+            .iter()
+            .filter(|(_, seq)| **seq > durable)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in &lost {
+            g.entries.remove(i);
+            g.appended_by.remove(i);
+        }
+        lost.len()
     }
 }
 
@@ -78,7 +132,19 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> std::io::Result<()> {
-        self.lock().committed = committed;
+        let seq = self.disk.next_seq();
+        self.disk.wrote(seq);
+        let durable = self.disk.durable();
+        let mut g = self.lock();
+        g.committed = committed;
+        g.committed_saves.push_back((seq, committed));
+        g.settle_committed(durable);
+        // A bound on memory: the oldest saves count as durable past it.
+        while g.committed_saves.len() > HELD_COMMITS_MAX {
+            if let Some((_, v)) = g.committed_saves.pop_front() {
+                g.durable_committed = v;
+            }
+        }
         Ok(())
     }
 
@@ -95,19 +161,22 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let seq = self.disk.next_seq();
         {
             let mut g = self.lock();
             for e in entries {
+                g.appended_by.insert(e.log_id.index, seq);
                 g.entries.insert(e.log_id.index, e);
             }
         }
-        callback.io_completed(Ok(()));
-        Ok(())
+        self.disk.append(seq, callback).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> std::io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        self.lock().entries.split_off(&from);
+        let mut g = self.lock();
+        g.entries.split_off(&from);
+        g.appended_by.split_off(&from);
         Ok(())
     }
 
@@ -115,6 +184,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let mut g = self.lock();
         g.purged = Some(log_id);
         g.entries = g.entries.split_off(&(log_id.index + 1));
+        g.appended_by = g.appended_by.split_off(&(log_id.index + 1));
         Ok(())
     }
 }
@@ -125,24 +195,124 @@ struct SmInner {
     history: VecDeque<Event>,
 }
 
+impl Clone for SmInner {
+    fn clone(&self) -> Self {
+        Self {
+            loaded: Loaded {
+                kv: self.loaded.kv.clone(),
+                last_applied: self.loaded.last_applied,
+                membership: self.loaded.membership.clone(),
+                compacted: self.loaded.compacted,
+                snapshot: self.loaded.snapshot.clone(),
+            },
+            history: self.history.clone(),
+        }
+    }
+}
+
+/// A commit kept until the disk makes it durable (an owned [`ApplyCommit`]).
+struct HeldCommit {
+    seq: u64,
+    last_applied: LogId,
+    membership: meridian_types::raft::StoredMembership,
+    sequence: u64,
+    events: Vec<Event>,
+    compact_to: Option<u64>,
+    leases: Vec<(u64, Option<meridian_types::LeaseRecord>)>,
+    locks: Vec<(String, Option<crate::locks::LockState>)>,
+}
+
+impl HeldCommit {
+    fn of(seq: u64, c: &ApplyCommit<'_>) -> Self {
+        Self {
+            seq,
+            last_applied: c.last_applied,
+            membership: c.membership.clone(),
+            sequence: c.sequence,
+            events: c.events.to_vec(),
+            compact_to: c.compact_to,
+            leases: c.leases.to_vec(),
+            locks: c.locks.to_vec(),
+        }
+    }
+
+    fn commit(&self) -> ApplyCommit<'_> {
+        ApplyCommit {
+            last_applied: self.last_applied,
+            membership: &self.membership,
+            sequence: self.sequence,
+            events: &self.events,
+            compact_to: self.compact_to,
+            leases: &self.leases,
+            locks: &self.locks,
+        }
+    }
+}
+
+/// Most commits held for a slow disk before the oldest are counted durable anyway (a bound on
+/// memory; a simulated disk that is never fsynced is not a case the simulation draws).
+pub const HELD_COMMITS_MAX: usize = 100_000;
+
+#[derive(Default)]
+struct SmState {
+    /// What the running node reads: every commit, durable or not.
+    live: SmInner,
+    /// On a disk with a model: the durable state, and the commits written since.
+    durable: SmInner,
+    held: VecDeque<HeldCommit>,
+}
+
 /// State-machine persistence held in memory.
 #[derive(Default)]
 pub struct MemSm {
-    inner: Mutex<SmInner>,
+    inner: Mutex<SmState>,
+    /// The disk it lives on (None: every commit durable at once).
+    disk: Option<Arc<DiskModel>>,
 }
 
 impl MemSm {
-    fn lock(&self) -> MutexGuard<'_, SmInner> {
+    fn lock(&self) -> MutexGuard<'_, SmState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A state machine on a disk that behaves as `disk` says.
+    pub fn on(disk: Arc<DiskModel>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            disk: Some(disk),
+        }
+    }
+
+    /// Folds the held commits up to `durable` into the durable state.
+    fn settle(g: &mut SmState, durable: u64) {
+        while let Some(h) = g.held.front() {
+            if h.seq > durable && g.held.len() <= HELD_COMMITS_MAX {
+                break;
+            }
+            if let Some(h) = g.held.pop_front() {
+                apply_commit(&mut g.durable, &h.commit());
+            }
+        }
+    }
+
+    /// A machine's crash: the state goes back to what was durable at disk write `durable`.
+    pub(crate) fn lose_after(&self, durable: u64) {
+        if self.disk.is_none() {
+            return;
+        }
+        let mut g = self.lock();
+        Self::settle(&mut g, durable);
+        g.held.clear();
+        g.live = g.durable.clone();
     }
 }
 
 impl HistoryReader for MemSm {
     fn events_from(&self, from: u64, max: usize) -> Result<Vec<Event>> {
         let g = self.lock();
-        let start = g.history.partition_point(|e| e.revision() < from);
+        let start = g.live.history.partition_point(|e| e.revision() < from);
         let mut out: Vec<Event> = Vec::new();
-        for ev in g.history.range(start..) {
+        for ev in g.live.history.range(start..) {
             if out.len() >= max && out.last().is_some_and(|l| l.revision() != ev.revision()) {
                 break;
             }
@@ -155,45 +325,61 @@ impl HistoryReader for MemSm {
 impl SmPersist for MemSm {
     fn load(&self) -> Result<Loaded> {
         let g = self.lock();
-        let mut kv = g.loaded.kv.clone();
+        let mut kv = g.live.loaded.kv.clone();
         kv.rebuild_lease_keys();
         Ok(Loaded {
             kv,
-            last_applied: g.loaded.last_applied,
-            membership: g.loaded.membership.clone(),
-            compacted: g.loaded.compacted,
-            snapshot: g.loaded.snapshot.clone(),
+            last_applied: g.live.loaded.last_applied,
+            membership: g.live.loaded.membership.clone(),
+            compacted: g.live.loaded.compacted,
+            snapshot: g.live.loaded.snapshot.clone(),
         })
     }
 
     fn commit(&self, c: &ApplyCommit<'_>, on_written: OnWritten) -> Result<Pending> {
-        self.commit_now(c);
+        {
+            let mut g = self.lock();
+            apply_commit(&mut g.live, c);
+            if let Some(disk) = &self.disk {
+                let seq = disk.next_seq();
+                disk.wrote(seq);
+                g.held.push_back(HeldCommit::of(seq, c));
+                Self::settle(&mut g, disk.durable());
+            }
+        }
         on_written();
         Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
-        self.lock().loaded.snapshot = Some((meta.clone(), data.to_vec()));
+        let mut g = self.lock();
+        g.live.loaded.snapshot = Some((meta.clone(), data.to_vec()));
+        g.durable.loaded.snapshot = Some((meta.clone(), data.to_vec()));
         Ok(())
     }
 
     fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
         let mut g = self.lock();
-        g.history.clear();
-        g.loaded = Loaded {
+        g.live.history.clear();
+        g.live.loaded = Loaded {
             kv: kv.clone(),
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             compacted: meta.last_log_id.map_or(0, |l| l.index),
             snapshot: Some((meta.clone(), data.to_vec())),
         };
+        // Installed state is durable before the install answers (as the fjall store's is).
+        if self.disk.is_some() {
+            g.held.clear();
+            g.durable = g.live.clone();
+        }
         Ok(Box::pin(std::future::ready(Ok(()))))
     }
 }
 
-impl MemSm {
-    fn commit_now(&self, c: &ApplyCommit<'_>) {
-        let mut g = self.lock();
+/// Applies one commit to a state (the live one, or the durable one when the disk catches up).
+fn apply_commit(g: &mut SmInner, c: &ApplyCommit<'_>) {
+    {
         for ev in c.events {
             match ev.kind {
                 meridian_types::EventKind::Put => {

@@ -1,6 +1,7 @@
-//! Both stores pass openraft's storage conformance suite (`openraft::testing::log::Suite`).
+//! Both stores pass openraft's storage conformance suite (`openraft::testing::log::Suite`); the
+//! in-memory one also with a delayed fsync (its model of a slow disk).
 
-use meridian_storage::{mem_group, FjallLogStore, MemLogStore, NodeStore, StateMachine};
+use meridian_storage::{mem_group, FjallLogStore, MemDisk, MemLogStore, NodeStore, StateMachine};
 use meridian_types::raft::{StorageError, TypeConfig};
 use meridian_types::GroupId;
 use openraft::testing::log::{StoreBuilder, Suite};
@@ -27,6 +28,21 @@ impl StoreBuilder<TypeConfig, MemLogStore, StateMachine, ()> for MemBuilder {
     }
 }
 
+/// The in-memory store on a slow simulated disk: appends become durable (and are acknowledged)
+/// 2 ms later, through the flusher.
+struct SlowMemBuilder;
+
+impl StoreBuilder<TypeConfig, MemLogStore, StateMachine, MemDisk> for SlowMemBuilder {
+    async fn build(&self) -> Result<(MemDisk, MemLogStore, StateMachine), StorageError> {
+        let disk = MemDisk::default();
+        disk.model()
+            .fsync_delay_us
+            .store(2_000, std::sync::atomic::Ordering::Relaxed);
+        let (log, sm) = disk.group(GroupId(7), 1000).expect("open group");
+        Ok((disk, log, sm))
+    }
+}
+
 /// The fjall store satisfies every property openraft relies on.
 #[tokio::test]
 async fn fjall_store_conformance() {
@@ -41,4 +57,12 @@ async fn mem_store_conformance() {
     Suite::test_all(MemBuilder)
         .await
         .expect("in-memory store conformance");
+}
+
+/// ... and so does it with a delayed fsync.
+#[tokio::test]
+async fn slow_mem_store_conformance() {
+    Suite::test_all(SlowMemBuilder)
+        .await
+        .expect("in-memory store on a slow disk: conformance");
 }

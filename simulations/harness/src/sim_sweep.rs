@@ -126,7 +126,21 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
     let mut done = 0u64;
     for (seed, verdict) in rx {
         done += 1;
-        let runs = verdict.with_context(|| format!("seed {seed}"))?;
+        // The scenario was checked before any seed ran: a simulation that stops (a node that
+        // could not start again on what its disk kept, say) is that seed's failure.
+        let runs = match verdict {
+            Ok(runs) => runs,
+            Err(e) => {
+                totals.failed_seeds.push(seed);
+                eprintln!();
+                eprintln!("FAILED seed {seed}: the simulation stopped: {e:#}");
+                eprintln!("  replay: meridian sim run {name} --deterministic --seed {seed}");
+                if args.fail_fast {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                continue;
+            }
+        };
         if let Some(dir) = &args.export {
             for (k, v) in runs.iter().enumerate() {
                 let path = dir.join(format!("seed-{seed}-run{k}-{}.edn", v.mode));

@@ -219,10 +219,20 @@ pub fn simulate(
         anyhow::bail!("clock_rates: {node} is no node of the topology");
     }
     let mut host_region: Vec<(String, String)> = Vec::new();
+    let mut disks: BTreeMap<String, MemDisk> = BTreeMap::new();
+    let base_fsync_us = (s.disk_fsync_ms * 1000.0) as u64;
     for n in &topology.nodes {
         let name = node_host(n.id);
         host_region.push((name.clone(), n.region.clone()));
         let disk = MemDisk::default();
+        disk.model()
+            .fsync_delay_us
+            .store(base_fsync_us, std::sync::atomic::Ordering::Relaxed);
+        disk.model().ack_before_fsync.store(
+            s.inject.iter().any(|b| b == "ack-before-fsync"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        disks.insert(name.clone(), disk.clone());
         let mut config = NodeConfig {
             node_id: n.id,
             region: n.region.clone(),
@@ -240,6 +250,7 @@ pub fn simulate(
         }
         config.raft.fixed_election_offset_ms = Some(election_offset_ms(n.id));
         config.raft.lease_clock_rate = s.clock_rates.get(&name).copied();
+        config.raft.allow_log_reversion = s.inject.iter().any(|b| b == "ack-before-fsync");
         let (topology, dialer) = (topology.clone(), dialer.clone());
         sim.host(name.as_str(), move || {
             let (config, topology, dialer, disk) = (
@@ -619,6 +630,24 @@ pub fn simulate(
                 (FaultKind::Crash, true) => {
                     for t in &targets {
                         sim.crash(t.as_str());
+                        if f.lose_unsynced {
+                            if let Some(d) = disks.get(t) {
+                                d.lose_unflushed();
+                            }
+                        }
+                    }
+                }
+                (FaultKind::SlowDisk, _) => {
+                    let us = match (apply, f.fsync_ms) {
+                        (true, Some(ms)) => (ms * 1000.0) as u64,
+                        _ => base_fsync_us,
+                    };
+                    for t in &targets {
+                        if let Some(d) = disks.get(t) {
+                            d.model()
+                                .fsync_delay_us
+                                .store(us, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
                 (FaultKind::Crash, false) => {

@@ -1,6 +1,7 @@
 //! Fault schedules drawn from a seed. A scenario with `random_faults = K` gets K faults drawn
-//! from the seed on top of the ones it lists ([`with_random_faults`]): each a crash, a partition
-//! or a pause of one node or one whole region, or a node whose lease clock runs at a skewed rate
+//! from the seed on top of the ones it lists ([`with_random_faults`]): each a crash (half of
+//! them of the machine, losing the un-fsynced tail), a partition, a pause or a slow disk of one
+//! node or one whole region, or a node whose lease clock runs at a skewed rate
 //! within the lease's drift bound ([`meridian_consensus::lease::DRIFT`]) for the whole run. Each
 //! drawn fault has its own slot of the workload, so they never overlap (a partition's repair
 //! never heals another's links). [`crate::det::simulate`] applies the draw itself, so
@@ -56,8 +57,18 @@ pub fn with_random_faults(s: &Scenario, topology: &Topology, seed: u64) -> Scena
         }
         let kind = *pick(
             &mut rng,
-            &[FaultKind::Crash, FaultKind::Partition, FaultKind::Pause],
+            &[
+                FaultKind::Crash,
+                FaultKind::Partition,
+                FaultKind::Pause,
+                FaultKind::SlowDisk,
+            ],
         );
+        // A crash is of the machine (losing the un-fsynced tail) half the time; a slow disk
+        // takes 20–300 ms per fsync.
+        let lose_unsynced = kind == FaultKind::Crash && rng.chance(0.5);
+        let fsync_ms =
+            (kind == FaultKind::SlowDisk).then(|| uniform(&mut rng, 20.0, 300.0).floor());
         let target = if rng.chance(0.3) {
             pick(&mut rng, &regions).clone()
         } else {
@@ -71,6 +82,8 @@ pub fn with_random_faults(s: &Scenario, topology: &Topology, seed: u64) -> Scena
             target,
             for_s: ((for_s * 1000.0).floor() / 1000.0).max(0.001),
             with_clients: Vec::new(),
+            lose_unsynced,
+            fsync_ms,
         });
     }
     out
@@ -90,15 +103,19 @@ pub fn schedule_toml(base: &Scenario, drawn: &Scenario) -> String {
         t.push_str(&format!("clock_rates = {{ {} }}\n", skews.join(", ")));
     }
     for f in &drawn.faults[base.faults.len()..] {
-        let kind = match f.kind {
-            FaultKind::Crash => "crash",
-            FaultKind::Partition => "partition",
-            FaultKind::Pause => "pause",
-        };
         t.push_str(&format!(
-            "[[faults]]\nat_s = {}\nkind = \"{kind}\"\ntarget = \"{}\"\nfor_s = {}\n",
-            f.at_s, f.target, f.for_s
+            "[[faults]]\nat_s = {}\nkind = \"{}\"\ntarget = \"{}\"\nfor_s = {}\n",
+            f.at_s,
+            f.kind.name(),
+            f.target,
+            f.for_s
         ));
+        if f.lose_unsynced {
+            t.push_str("lose_unsynced = true\n");
+        }
+        if let Some(ms) = f.fsync_ms {
+            t.push_str(&format!("fsync_ms = {ms}\n"));
+        }
     }
     t
 }

@@ -87,10 +87,19 @@ pub struct Scenario {
     pub watchers: usize,
     /// Simulation: test-only bugs switched on in every node, to prove the checkers catch them
     /// (docs/reliability.md): `"drop-watch-event"` (watchers skip revision 10's events),
-    /// `"skip-sync"` (no sync on a group switch: mode c's bug in any mode).
+    /// `"skip-sync"` (no sync on a group switch: mode c's bug in any mode), `"early-lock-grant"`
+    /// (a queued lock waiter answered "acquired"), `"ack-before-fsync"` (the simulated disk
+    /// acknowledges an append before its fsync).
     #[serde(default)]
     pub inject: Vec<String>,
+    /// Simulation: every node's fsync takes this long (0: appends are durable at once). With a
+    /// delay there is an un-fsynced tail for a `lose_unsynced` crash to lose.
+    #[serde(default)]
+    pub disk_fsync_ms: f64,
 }
+
+/// Longest simulated fsync (`disk_fsync_ms`, a slow-disk fault's `fsync_ms`).
+pub const FSYNC_MS_MAX: f64 = 10_000.0;
 
 /// A client in `region` that acquires lock `name` and releases it again and again (one
 /// session; the first pair warms up its lease and connections and is not recorded).
@@ -132,6 +141,13 @@ pub struct Fault {
     /// left alone with a cut-off leader.
     #[serde(default)]
     pub with_clients: Vec<String>,
+    /// Crash only: the machine crashes, not just the process — each node loses what it had
+    /// appended but not yet fsynced (see `disk_fsync_ms`).
+    #[serde(default)]
+    pub lose_unsynced: bool,
+    /// Slow-disk only: each fsync of the target's nodes takes this long while the fault lasts.
+    #[serde(default)]
+    pub fsync_ms: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -144,13 +160,33 @@ pub enum FaultKind {
     /// Hold every message to and from the target's nodes; deliver them after `for_s` (a
     /// process stopped with SIGSTOP, as seen by the network).
     Pause,
+    /// Make the target's fsyncs take `fsync_ms` for `for_s`.
+    #[serde(rename = "slow-disk")]
+    SlowDisk,
+}
+
+impl FaultKind {
+    /// The name a scenario file gives the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Crash => "crash",
+            FaultKind::Pause => "pause",
+            FaultKind::SlowDisk => "slow-disk",
+        }
+    }
 }
 
 /// Most faults a scenario may ask to draw (`random_faults`).
 pub const RANDOM_FAULTS_MAX: usize = 20;
 
 /// The test-only bugs a simulated scenario may switch on (`inject`).
-pub const INJECTABLE: [&str; 3] = ["drop-watch-event", "skip-sync", "early-lock-grant"];
+pub const INJECTABLE: [&str; 4] = [
+    "drop-watch-event",
+    "skip-sync",
+    "early-lock-grant",
+    "ack-before-fsync",
+];
 /// The revision whose events the injected `drop-watch-event` bug drops.
 pub const DROPPED_WATCH_REVISION: u64 = 10;
 
@@ -204,6 +240,28 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                 f.at_s, f.for_s
             ));
         }
+        if f.lose_unsynced && f.kind != FaultKind::Crash {
+            return bad(format!(
+                "faults[{i}]: lose_unsynced applies to a crash only"
+            ));
+        }
+        match (f.kind, f.fsync_ms) {
+            (FaultKind::SlowDisk, Some(ms)) if ms > 0.0 && ms <= FSYNC_MS_MAX => {}
+            (FaultKind::SlowDisk, Some(ms)) => {
+                return bad(format!(
+                    "faults[{i}]: fsync_ms must be above 0 and at most {FSYNC_MS_MAX} (got {ms})"
+                ))
+            }
+            (FaultKind::SlowDisk, None) => {
+                return bad(format!("faults[{i}]: a slow-disk fault needs fsync_ms"))
+            }
+            (_, Some(_)) => {
+                return bad(format!(
+                    "faults[{i}]: fsync_ms applies to a slow-disk fault only"
+                ))
+            }
+            (_, None) => {}
+        }
         if !f.with_clients.is_empty() && f.kind != FaultKind::Partition {
             return bad(format!(
                 "faults[{i}]: with_clients applies to a partition only"
@@ -234,6 +292,12 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                     renumbered in the history, not in the watch streams"
                 .into(),
         );
+    }
+    if !(s.disk_fsync_ms >= 0.0 && s.disk_fsync_ms <= FSYNC_MS_MAX) {
+        return bad(format!(
+            "disk_fsync_ms: {} is not between 0 and {FSYNC_MS_MAX}",
+            s.disk_fsync_ms
+        ));
     }
     if s.random_faults > RANDOM_FAULTS_MAX {
         return bad(format!(
@@ -579,8 +643,28 @@ mod tests {
                 "lockers: hold_ms 10001 of lock \"/l\" is more than 10000",
             ),
             (
-                format!("{base}inject=['ack-before-fsync']\n"),
-                "unknown bug \"ack-before-fsync\" (known: drop-watch-event, skip-sync, early-lock-grant)",
+                format!("{base}inject=['lose-everything']\n"),
+                "unknown bug \"lose-everything\" (known: drop-watch-event, skip-sync, early-lock-grant, ack-before-fsync)",
+            ),
+            (
+                format!("{base}[[faults]]\nat_s=1\nkind='pause'\ntarget='n1'\nfor_s=1\nlose_unsynced=true\n"),
+                "lose_unsynced applies to a crash only",
+            ),
+            (
+                format!("{base}[[faults]]\nat_s=1\nkind='slow-disk'\ntarget='n1'\nfor_s=1\n"),
+                "a slow-disk fault needs fsync_ms",
+            ),
+            (
+                format!("{base}[[faults]]\nat_s=1\nkind='slow-disk'\ntarget='n1'\nfor_s=1\nfsync_ms=0\n"),
+                "fsync_ms must be above 0",
+            ),
+            (
+                format!("{base}[[faults]]\nat_s=1\nkind='crash'\ntarget='n1'\nfor_s=1\nfsync_ms=5\n"),
+                "fsync_ms applies to a slow-disk fault only",
+            ),
+            (
+                format!("{base}disk_fsync_ms=-1\n"),
+                "disk_fsync_ms: -1 is not between 0 and 10000",
             ),
         ] {
             let e = parse_scenario(&text, "s.toml").expect_err(&text);

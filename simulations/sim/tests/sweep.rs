@@ -2,7 +2,8 @@
 //! draw on the shipped sweep scenario with every checker passing (the watch validators
 //! included), and the same sweep catches two injected bugs at their first seed: mode c (no sync
 //! on a group switch), with a shortest failing prefix that still fails on its own, a node
-//! that drops one revision's watch events, and a lock service that grants a queued waiter early.
+//! that drops one revision's watch events, a lock service that grants a queued waiter early, and
+//! a disk that acknowledges appends before their fsync (caught when machines crash).
 
 use meridian_checker::OpKind;
 use meridian_crosscheck::{agree, Verdict};
@@ -144,6 +145,43 @@ fn the_lock_checker_catches_an_early_grant() {
     assert!(
         v.sequential.is_ok() && v.linearizable.is_ok(),
         "only locks are broken"
+    );
+}
+
+const MACHINE_CRASH: &str = include_str!("../../scenarios/machine-crash.toml");
+
+/// Whole regions' machines crash on a slow disk, losing their un-fsynced tails: Meridian loses
+/// nothing it acknowledged; a disk that acknowledges appends before their fsync loses
+/// acknowledged writes, and the checkers see it (a revision written twice, or a cycle).
+#[test]
+fn machine_crashes_lose_nothing_acknowledged_unless_the_disk_acks_before_fsync() {
+    let s = parse_scenario(MACHINE_CRASH, "machine-crash.toml").expect("scenario");
+    assert!(s.faults.iter().all(|f| f.lose_unsynced) && s.disk_fsync_ms > 0.0);
+    let runs = run_seed(&s, TOPO, 1).expect("simulation");
+    let v = &runs[0];
+    assert!(v.operations > 1000, "the workload ran ({})", v.operations);
+    assert!(
+        !v.failed(),
+        "machine crashes broke Meridian: {:?} {:?}",
+        v.sequential,
+        v.linearizable
+    );
+
+    let text = MACHINE_CRASH.replace(
+        "disk_fsync_ms = 30",
+        "disk_fsync_ms = 30\ninject = [\"ack-before-fsync\"]",
+    );
+    let s = parse_scenario(&text, "machine-crash.toml + ack-before-fsync").expect("scenario");
+    assert_eq!(s.inject, ["ack-before-fsync"]);
+    let runs = run_seed(&s, TOPO, 1).expect("simulation");
+    let v = &runs[0];
+    let e = v
+        .sequential
+        .as_ref()
+        .expect_err("acknowledged writes lost in a machine crash passed the checker");
+    assert!(
+        e.contains("a revision holds at most one write") || e.contains("cycle"),
+        "{e}"
     );
 }
 

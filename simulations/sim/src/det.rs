@@ -293,16 +293,31 @@ pub fn simulate(
             let id = client_id;
             client_id += 1;
             // Each client starts at a different node of its region.
-            let client = region_client(&topology, region, c, &dialer)?;
+            let mut client = region_client(&topology, region, c, &dialer)?;
             let mut work = Workload::new(s, mix, region, &regions, seed ^ (id as u64 + 1) << 20);
-            let (records, region, topology) = (records.clone(), region.clone(), topology.clone());
+            let (records, mut region, topology) =
+                (records.clone(), region.clone(), topology.clone());
             let pad = s.value_size;
             let reader = s.readers.contains(&name);
+            // A roamer carries its session to the next region's routers halfway through.
+            let roam_to = (c < s.roamers).then(|| regions[(ri + 1) % regions.len()].clone());
+            let dialer = dialer.clone();
             sim.client(name.as_str(), async move {
                 tokio::time::sleep(warmup).await;
                 let stop = tokio::time::Instant::now() + run;
+                let roam_at = tokio::time::Instant::now() + run / 2;
+                let mut roam_to = roam_to;
                 let mut n = 0u64;
                 while tokio::time::Instant::now() < stop {
+                    if tokio::time::Instant::now() >= roam_at {
+                        if let Some(to) = roam_to.take() {
+                            let moved = region_client(&topology, &to, c, &dialer)
+                                .map_err(|e| e.to_string())?;
+                            moved.adopt_session(&client.session());
+                            client = moved;
+                            region = to;
+                        }
+                    }
                     let mut step = work.next_step();
                     step.read |= reader;
                     let group = topology

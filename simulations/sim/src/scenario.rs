@@ -96,6 +96,11 @@ pub struct Scenario {
     /// delay there is an un-fsynced tail for a `lose_unsynced` crash to lose.
     #[serde(default)]
     pub disk_fsync_ms: f64,
+    /// Simulation: the first this-many clients of every region carry their session to the next
+    /// region's routers halfway through the workload (`adopt_session`); the checkers hold the
+    /// session to its order across the move. At most `clients_per_region`.
+    #[serde(default)]
+    pub roamers: usize,
 }
 
 /// Longest simulated fsync (`disk_fsync_ms`, a slow-disk fault's `fsync_ms`).
@@ -292,6 +297,12 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
                     renumbered in the history, not in the watch streams"
                 .into(),
         );
+    }
+    if s.roamers > s.clients_per_region {
+        return bad(format!(
+            "roamers: {} is more than clients_per_region ({})",
+            s.roamers, s.clients_per_region
+        ));
     }
     if !(s.disk_fsync_ms >= 0.0 && s.disk_fsync_ms <= FSYNC_MS_MAX) {
         return bad(format!(
@@ -661,6 +672,10 @@ mod tests {
             (
                 format!("{base}[[faults]]\nat_s=1\nkind='crash'\ntarget='n1'\nfor_s=1\nfsync_ms=5\n"),
                 "fsync_ms applies to a slow-disk fault only",
+            ),
+            (
+                format!("{base}roamers=99\n"),
+                "roamers: 99 is more than clients_per_region",
             ),
             (
                 format!("{base}disk_fsync_ms=-1\n"),

@@ -47,6 +47,7 @@ struct Totals {
     operations: u64,
     watch_events: u64,
     holds: u64,
+    moves: u64,
     faults: u64,
     failed_seeds: Vec<u64>,
 }
@@ -120,6 +121,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
         operations: 0,
         watch_events: 0,
         holds: 0,
+        moves: 0,
         faults: 0,
         failed_seeds: Vec::new(),
     };
@@ -153,6 +155,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
             totals.operations += v.operations as u64;
             totals.watch_events += v.watch.as_ref().map_or(0, |n| *n as u64);
             totals.holds += v.locks.as_ref().map_or(0, |n| *n as u64);
+            totals.moves += v.moves_committed as u64;
             totals.faults += (v.faults + v.skewed) as u64;
         }
         let failures: Vec<&RunVerdict> = runs.iter().filter(|v| v.failed()).collect();
@@ -184,7 +187,8 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
     let wall = started.elapsed().as_secs_f64();
     println!(
         "sweep {}: seeds {}..{} ({done} run), {} simulated runs, {} operations, {} watch events \
-         and {} lock holds checked, {} faults injected, {} failing seed(s){}; {:.0} s wall, \
+         and {} lock holds checked, {} domain moves committed, {} faults injected, {} failing \
+         seed(s){}; {:.0} s wall, \
          {:.0} seeds/hour",
         s.name,
         args.from,
@@ -193,6 +197,7 @@ pub fn run(args: SimSweepArgs) -> anyhow::Result<ExitCode> {
         totals.operations,
         totals.watch_events,
         totals.holds,
+        totals.moves,
         totals.faults,
         totals.failed_seeds.len(),
         if totals.failed_seeds.is_empty() {

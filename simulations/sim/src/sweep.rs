@@ -103,6 +103,8 @@ pub struct RunVerdict {
     pub watch: Result<usize, String>,
     /// The lock checker's verdict (Ok: holds checked; 0 without lockers).
     pub locks: Result<usize, String>,
+    /// Domain moves of the scenario that committed (of `moves` scheduled).
+    pub moves_committed: usize,
     /// Whether the independent checker (stateright, `meridian-crosscheck`) agrees with
     /// Meridian's linearizability checker on this history; Ok: its verdict.
     pub independent: Result<meridian_crosscheck::Verdict, String>,
@@ -152,6 +154,7 @@ pub fn run_seed(s: &Scenario, base_topology: &str, seed: u64) -> anyhow::Result<
                 linearizable: o.linearizable,
                 watch: o.watch,
                 locks: o.locks,
+                moves_committed: o.moves.iter().filter(|m| m.committed).count(),
                 independent,
                 history,
             });

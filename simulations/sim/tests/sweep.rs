@@ -148,6 +148,28 @@ fn the_lock_checker_catches_an_early_grant() {
     );
 }
 
+const SWEEP_MOVES: &str = include_str!("../../scenarios/sweep-moves.toml");
+
+/// us-east's subtree moves to eu-west's group and back while a seed's drawn faults strike:
+/// both moves commit and every checker passes.
+#[test]
+fn domain_moves_under_drawn_faults_keep_every_checker_passing() {
+    let s = parse_scenario(SWEEP_MOVES, "sweep-moves.toml").expect("scenario");
+    assert_eq!(s.moves.len(), 2);
+    let runs = run_seed(&s, TOPO, 1).expect("simulation");
+    let v = &runs[0];
+    eprintln!("{}", v.schedule);
+    assert_eq!(v.moves_committed, 2, "both moves committed");
+    assert!(v.operations > 100, "the workload ran ({})", v.operations);
+    assert!(
+        !v.failed(),
+        "{:?} {:?} {:?}\nreplay: meridian sim run simulations/scenarios/sweep-moves.toml --deterministic --seed 1",
+        v.sequential,
+        v.linearizable,
+        v.locks
+    );
+}
+
 const MACHINE_CRASH: &str = include_str!("../../scenarios/machine-crash.toml");
 
 /// Whole regions' machines crash on a slow disk, losing their un-fsynced tails: Meridian loses

@@ -59,6 +59,7 @@ fn expected(cmd: &str) -> &'static [&'static str] {
             &["global", "revision"]
         }
         l if l.starts_with("curl ") => &["\"key\":\"/us-east/app/config\""],
+        "$M sim check histories/seed-1-run0-d.edn" => &["linearizable (", "stateright agree"],
         "$M wan cut-region ap-northeast --control ADDR" | "$M wan heal-all --control ADDR" => {
             &["ok"]
         }

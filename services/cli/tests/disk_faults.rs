@@ -185,6 +185,17 @@ impl Faulty {
         }
     }
 
+    /// Node `id`, the only one, restarted on a healthy disk: it leads again, serves every
+    /// write in `acked`, and takes new ones.
+    async fn recovers_healthy(&mut self, id: u64, acked: std::ops::Range<usize>) {
+        self.set_fault(id, "");
+        self.cluster.restart(id);
+        self.cluster.wait_leader(Duration::from_secs(30)).await;
+        let c = self.client_only(id);
+        assert_all_present(&c, &acked.collect::<Vec<_>>()).await;
+        put_acked(&c, 200..210).await;
+    }
+
     fn client_only(&self, id: u64) -> Client {
         Client::new(
             vec![self.cluster.addr(id).to_string()],
@@ -263,12 +274,7 @@ async fn a_failing_fsync_stops_the_node_before_it_acknowledges_anything() {
         "the node says why it stopped; log:\n{log}"
     );
 
-    f.set_fault(1, "");
-    f.cluster.restart(1);
-    f.cluster.wait_leader(Duration::from_secs(30)).await;
-    let c = f.client_only(1);
-    assert_all_present(&c, &(0..100).collect::<Vec<_>>()).await;
-    put_acked(&c, 200..210).await;
+    f.recovers_healthy(1, 0..100).await;
 }
 
 /// Three nodes; the leader's disk fills up (every write ENOSPC). The leader stops (74) instead
@@ -361,12 +367,7 @@ async fn a_torn_last_write_is_dropped_and_everything_acknowledged_survives() {
         "the shim tears a write and then SIGKILLs the node: {status:?}"
     );
 
-    f.set_fault(1, "");
-    f.cluster.restart(1);
-    f.cluster.wait_leader(Duration::from_secs(30)).await;
-    let c = f.client_only(1);
-    assert_all_present(&c, &(0..100).collect::<Vec<_>>()).await;
-    put_acked(&c, 200..210).await;
+    f.recovers_healthy(1, 0..100).await;
 }
 
 /// One node; after a clean stop one byte of an acknowledged value is flipped in its journal.

@@ -13,7 +13,8 @@
 //! - [`fjall_log`], [`fjall_sm`]: the on-disk implementations (one fjall database per node,
 //!   per group keyspaces `g<N>_log`, `g<N>_raft`, `g<N>_kv`, `g<N>_hist`, `g<N>_sm`).
 //! - [`mem`]: the in-memory implementations used by deterministic simulation;
-//!   [`sim_disk`]: the simulated node's disk they live on (fsync delay, machine crashes).
+//!   [`sim_disk`]: how the simulated disk behaves (fsync delay, machine crashes); [`MemDisk`]
+//!   holds a simulated node's groups on it.
 //! - [`backup`]: backup files (every group's copy at a revision, checksummed) and the restore
 //!   of a copy into a new node's empty store.
 //!
@@ -43,13 +44,13 @@ pub use fjall_sm::FjallSm;
 pub use group::{GroupShared, Notice};
 pub use kv::KvState;
 pub use mem::{MemLogStore, MemSm};
-pub use sim_disk::{DiskModel, MemDisk};
+pub use sim_disk::DiskModel;
 pub use sm::{StateMachine, HISTORY_REVISIONS_DEFAULT};
 
 use fjall::{Database, KeyspaceCreateOptions};
 use meridian_types::GroupId;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use writer::LogWriter;
 
 /// One fjall database per node, and the log writer every group shares.
@@ -146,6 +147,68 @@ fn opening_error(e: fjall::Error) -> Error {
              voter (docs/operations.md, \"When the data does not check out\")"
         )),
         None => Error::Fjall(e),
+    }
+}
+
+/// A node's in-memory "disk" for deterministic simulation: every group's log and state machine,
+/// kept outside the node so that a simulated crash and restart finds what it had written. With
+/// an fsync delay ([`MemDisk::model`]) writes become durable later and
+/// [`MemDisk::lose_unflushed`] drops the rest (a machine's crash); without, everything is
+/// durable at once. Cheap to clone; clones share the contents.
+#[derive(Clone, Default)]
+pub struct MemDisk {
+    groups: Arc<Mutex<std::collections::BTreeMap<u64, MemGroup>>>,
+    model: Arc<DiskModel>,
+}
+
+/// One group's log and state-machine contents on a [`MemDisk`].
+type MemGroup = (MemLogStore, Arc<MemSm>);
+
+impl MemDisk {
+    /// The log store and state machine of `group`, created empty if new, else reloaded from
+    /// what the previous incarnation left.
+    pub fn group(
+        &self,
+        group: GroupId,
+        history_revisions_max: u64,
+    ) -> Result<(MemLogStore, StateMachine)> {
+        let (log, sm) = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group.0)
+            .or_insert_with(|| {
+                (
+                    MemLogStore::on(self.model.clone()),
+                    Arc::new(MemSm::on(self.model.clone())),
+                )
+            })
+            .clone();
+        let sm = StateMachine::open(group, sm, history_revisions_max)?;
+        Ok((log, sm))
+    }
+
+    /// How this disk behaves (fsync delay, injected bugs); changeable while the node runs.
+    pub fn model(&self) -> &DiskModel {
+        &self.model
+    }
+
+    /// A machine's crash: every write after the last fsync is lost, in every group's log and
+    /// state machine. Returns the log entries lost. Call only while the node is down.
+    pub fn lose_unflushed(&self) -> usize {
+        let durable = self.model.durable();
+        let lost = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(log, sm)| {
+                sm.lose_after(durable);
+                log.lose_after(durable)
+            })
+            .sum();
+        self.model.crashed();
+        lost
     }
 }
 

@@ -1,15 +1,12 @@
-//! A simulated node's disk: the groups' in-memory logs and state machines kept outside the node
-//! ([`MemDisk`]), and how the disk behaves ([`DiskModel`]) — one journal per node, as the fjall
+//! How a simulated node's disk behaves ([`DiskModel`]; the groups' in-memory logs and state
+//! machines on it are kept outside the node by [`crate::MemDisk`]) — one journal per node, as the fjall
 //! store has: every log append and state-machine commit takes the next sequence number, one
 //! flusher makes appends durable in order after the fsync delay (a slow disk when it is long),
 //! and an fsync covers everything written before it. A process crash keeps what was written
-//! (the page cache outlives the process); a machine crash ([`MemDisk::lose_unflushed`]) drops
+//! (the page cache outlives the process); a machine crash ([`crate::MemDisk::lose_unflushed`]) drops
 //! every write after the last fsync, in every group, log and state machine alike.
 
-use crate::mem::{MemLogStore, MemSm};
-use crate::{Result, StateMachine};
 use meridian_types::raft::TypeConfig;
-use meridian_types::GroupId;
 use openraft::storage::IOFlushed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,7 +103,7 @@ impl DiskModel {
     }
 
     /// A machine's crash: nothing waits for an fsync any more (the node is down).
-    fn crashed(&self) {
+    pub(crate) fn crashed(&self) {
         *self.flusher.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.pending.store(0, Ordering::SeqCst);
         self.written.store(self.durable(), Ordering::SeqCst);
@@ -124,67 +121,5 @@ async fn flusher(disk: std::sync::Weak<DiskModel>, mut rx: tokio::sync::mpsc::Re
         if let Some(cb) = f.callback {
             cb.io_completed(Ok(()));
         }
-    }
-}
-
-/// A node's in-memory "disk" for deterministic simulation: every group's log and state machine,
-/// kept outside the node so that a simulated crash and restart finds what it had written. With
-/// an fsync delay ([`MemDisk::model`]) writes become durable later and
-/// [`MemDisk::lose_unflushed`] drops the rest (a machine's crash); without, everything is
-/// durable at once. Cheap to clone; clones share the contents.
-#[derive(Clone, Default)]
-pub struct MemDisk {
-    groups: Arc<Mutex<std::collections::BTreeMap<u64, MemGroup>>>,
-    model: Arc<DiskModel>,
-}
-
-/// One group's log and state-machine contents on a [`MemDisk`].
-type MemGroup = (MemLogStore, Arc<MemSm>);
-
-impl MemDisk {
-    /// The log store and state machine of `group`, created empty if new, else reloaded from
-    /// what the previous incarnation left.
-    pub fn group(
-        &self,
-        group: GroupId,
-        history_revisions_max: u64,
-    ) -> Result<(MemLogStore, StateMachine)> {
-        let (log, sm) = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(group.0)
-            .or_insert_with(|| {
-                (
-                    MemLogStore::on(self.model.clone()),
-                    Arc::new(MemSm::on(self.model.clone())),
-                )
-            })
-            .clone();
-        let sm = StateMachine::open(group, sm, history_revisions_max)?;
-        Ok((log, sm))
-    }
-
-    /// How this disk behaves (fsync delay, injected bugs); changeable while the node runs.
-    pub fn model(&self) -> &DiskModel {
-        &self.model
-    }
-
-    /// A machine's crash: every write after the last fsync is lost, in every group's log and
-    /// state machine. Returns the log entries lost. Call only while the node is down.
-    pub fn lose_unflushed(&self) -> usize {
-        let durable = self.model.durable();
-        let lost = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|(log, sm)| {
-                sm.lose_after(durable);
-                log.lose_after(durable)
-            })
-            .sum();
-        self.model.crashed();
-        lost
     }
 }

@@ -290,18 +290,7 @@ fn op_kind(f: &str, value: &Value, ok: bool) -> Result<OpKind, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(session: usize, start: u64, end: Option<u64>, kind: OpKind) -> Timed {
-        Timed {
-            op: Op {
-                session,
-                group: 2,
-                kind,
-            },
-            start,
-            end,
-        }
-    }
+    use crate::tests::t;
 
     fn key(t: &Timed) -> String {
         format!("{} {:?} {:?}", t.start, t.end, t.op)

@@ -300,11 +300,12 @@ fn verdicts(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use meridian_checker::Op;
 
-    fn t(session: usize, start: u64, end: Option<u64>, kind: OpKind) -> Timed {
+    /// An operation of `session` on group 1 (shared with `edn`'s tests).
+    pub(crate) fn t(session: usize, start: u64, end: Option<u64>, kind: OpKind) -> Timed {
         Timed {
             op: Op {
                 session,

@@ -465,6 +465,7 @@ pub async fn run_node(args: DevNodeArgs) -> anyhow::Result<ExitCode> {
     };
     tokio::select! {
         _ = crate::wait_for_signal() => {}
+        _ = crate::stop_on_storage_failure(&node) => {}
         _ = orphaned => eprintln!("node {id}: the process that started it is gone; stopping"),
     }
     node.shutdown().await;

@@ -376,27 +376,30 @@ async fn run_server(config: PathBuf) -> anyhow::Result<ExitCode> {
         "meridian node {} serving on {}",
         node.ctx.node_id, node.local_addr
     );
-    let failure = node.storage_failure();
     tokio::select! {
         _ = wait_for_signal() => {}
-        what = failure => {
-            // Nothing more is acknowledged; stopping at once (no final sync: it could report
-            // as durable what the failed fsync lost) lets a supervisor restart the node on
-            // what the disk really holds.
-            tracing::error!("storage failure, stopping: {what}");
-            eprintln!(
-                "meridian node {}: storage failure, stopping: {what}",
-                node.ctx.node_id
-            );
-            return Ok(ExitCode::from(STORAGE_FAILURE_EXIT));
-        }
+        _ = stop_on_storage_failure(&node) => {}
     }
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `meridian server`'s exit status after a failed write or fsync (EX_IOERR of sysexits.h).
-const STORAGE_FAILURE_EXIT: u8 = 74;
+/// A node process's exit status after a failed write or fsync (EX_IOERR of sysexits.h).
+const STORAGE_FAILURE_EXIT: i32 = 74;
+
+/// Ends the process with status 74 on `node`'s first storage failure, saying why. At once:
+/// returning would drop the store, and fjall fsyncs its journal when dropped — which could
+/// report as durable what the failed fsync lost. A supervisor then restarts the node on what
+/// the disk really holds.
+pub async fn stop_on_storage_failure(node: &meridian_server::Node) {
+    let what = node.storage_failure().await;
+    tracing::error!("storage failure, stopping: {what}");
+    eprintln!(
+        "meridian node {}: storage failure, stopping: {what}",
+        node.ctx.node_id
+    );
+    std::process::exit(STORAGE_FAILURE_EXIT);
+}
 
 /// Refuses a configuration without tokens and mTLS unless it says `security.mode =
 /// "insecure"`, and then warns about what is off, at every start.

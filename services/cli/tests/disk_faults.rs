@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The shim (its variables are not `MERIDIAN_`: those are config overrides). Mode = first word of `$FAULT_SHIM_CTL`; only fds whose path contains
-/// `$FAULT_SHIM_PATH` (the node's data directory) are touched. `open`/`read` are not intercepted, so reading the
-/// control file cannot recurse.
+/// The shim (its variables are not `MERIDIAN_`: those are config overrides). Mode = first word
+/// of `$FAULT_SHIM_CTL`; only fds whose path contains `$FAULT_SHIM_PATH` (the node's data
+/// directory) are touched — checked first, so sockets cost one readlink. `open`/`read` are not
+/// intercepted, so reading the control file cannot recurse; errno is kept across the checks.
 const SHIM: &str = r#"
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -56,7 +57,12 @@ static int under_dir(int fd) {
     return strstr(path, part) != NULL;
 }
 
-static int fault(const char *mode, int fd) { return mode_is(mode) && under_dir(fd); }
+static int fault(const char *mode, int fd) {
+    int saved = errno;
+    int hit = under_dir(fd) && mode_is(mode);
+    errno = saved;
+    return hit;
+}
 
 #define REAL(name, type) static type real_##name; if (!real_##name) real_##name = (type)dlsym(RTLD_NEXT, #name)
 
@@ -412,7 +418,9 @@ async fn a_corrupted_journal_is_refused_at_start_and_never_served() {
     );
     let log = f.log(1);
     assert!(
-        log.contains("corrupt") && log.contains("checksum") && log.contains("refusing to start"),
+        log.contains("corrupt")
+            && log.to_lowercase().contains("checksum")
+            && log.contains("refusing to start"),
         "the node says its data does not check out; log:\n{log}"
     );
     let r = f

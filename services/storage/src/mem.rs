@@ -73,17 +73,18 @@ impl MemLogStore {
         g.settle_committed(durable);
         g.committed_saves.clear();
         g.committed = g.durable_committed;
-        let lost: Vec<u64> = g
+        // Everything from the first lost index on: a log has no holes.
+        let Some(from) = g
             .appended_by
             .iter()
-            .filter(|(_, seq)| **seq > durable)
+            .find(|(_, seq)| **seq > durable)
             .map(|(i, _)| *i)
-            .collect();
-        for i in &lost {
-            g.entries.remove(i);
-            g.appended_by.remove(i);
-        }
-        lost.len()
+        else {
+            return 0;
+        };
+        let lost = g.entries.split_off(&from).len();
+        g.appended_by.split_off(&from);
+        lost
     }
 }
 

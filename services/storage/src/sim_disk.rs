@@ -75,10 +75,7 @@ impl DiskModel {
         let tx = {
             let mut f = self.flusher.lock().unwrap_or_else(|p| p.into_inner());
             if f.as_ref().is_none_or(|tx| tx.is_closed()) {
-                // A new runtime (the node restarted): what the last one left unflushed
-                // outlived its process, as written pages outlive a process in the page cache.
-                self.durable.fetch_max(seq - 1, Ordering::SeqCst);
-                self.pending.store(0, Ordering::SeqCst);
+                // No flusher yet in this runtime (see `reopened` for what a restart keeps).
                 let (tx, rx) = tokio::sync::mpsc::channel(FLUSH_QUEUE_MAX);
                 tokio::spawn(flusher(Arc::downgrade(self), rx));
                 *f = Some(tx);
@@ -100,6 +97,15 @@ impl DiskModel {
                 .map_err(|_| std::io::Error::other("the simulated disk's flusher stopped")),
             None => Err(std::io::Error::other("the simulated disk has no flusher")),
         }
+    }
+
+    /// The node starts (again): like fjall, which fsyncs its journal when it opens, everything
+    /// written so far is durable.
+    pub fn reopened(&self) {
+        *self.flusher.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.pending.store(0, Ordering::SeqCst);
+        self.durable
+            .fetch_max(self.written.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// A machine's crash: nothing waits for an fsync any more (the node is down).

@@ -131,12 +131,50 @@ fn edn_string(s: &str) -> String {
 
 /// Most events one history file may hold.
 pub const EVENTS_MAX: usize = 10_000_000;
+/// Deepest nesting of brackets read (the parser recurses per level; an event needs 4).
+pub const NESTING_MAX: usize = 16;
+
+/// The deepest bracket nesting of `text` outside strings and comments.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped, mut in_comment) = (false, false, false);
+    for c in text.chars() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => in_string = true,
+                ';' => in_comment = true,
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    deepest
+}
 
 /// Reads a Jepsen EDN history (as [`to_edn`] writes it, or any history of `:read`/`:write`
 /// operations on `[key register]` values) back into timed operations, pairing each completion
 /// with its process's invocation. An invocation never completed counts as `:info`. Errors name
 /// the event (by its position) and what is wrong with it.
 pub fn from_edn(text: &str) -> Result<Vec<Timed>, String> {
+    let deepest = nesting(text);
+    if deepest > NESTING_MAX {
+        return Err(format!(
+            "brackets nested {deepest} deep; a history's events nest at most {NESTING_MAX}"
+        ));
+    }
     let mut pending: BTreeMap<i64, (u64, Value, Value, usize, u64)> = BTreeMap::new();
     let mut done: Vec<Timed> = Vec::new();
     let parser = Parser::from_str(text, ParserOptions::default());
@@ -157,7 +195,11 @@ pub fn from_edn(text: &str) -> Result<Vec<Timed>, String> {
             Some(Value::Keyword(kw)) => Ok(kw.name().to_string()),
             other => Err(format!("event {n}: :{k} is not a keyword ({other:?})")),
         };
-        let process = int("process")?;
+        // Jepsen's nemesis (`:process :nemesis`) and other non-client events: not operations.
+        let process = match get("process") {
+            Some(Value::Integer(p)) => *p,
+            _ => continue,
+        };
         let time = u64::try_from(int("time")?).map_err(|_| format!("event {n}: negative :time"))?;
         let ty = kw("type")?;
         let f = kw("f")?;
@@ -165,12 +207,17 @@ pub fn from_edn(text: &str) -> Result<Vec<Timed>, String> {
             .cloned()
             .ok_or_else(|| format!("event {n}: no :value"))?;
         let session = match get("session") {
-            Some(Value::Integer(s)) => usize::try_from(*s).unwrap_or(0),
-            _ => usize::try_from(process).unwrap_or(0),
+            Some(Value::Integer(s)) => usize::try_from(*s)
+                .map_err(|_| format!("event {n}: :session {s} is not a session number"))?,
+            None => usize::try_from(process).unwrap_or(usize::MAX),
+            Some(other) => return Err(format!("event {n}: :session {other} is not an integer")),
         };
         let group = match get("group") {
-            Some(Value::Integer(g)) => u64::try_from(*g).unwrap_or(0),
-            _ => 0,
+            Some(Value::Integer(g)) => {
+                u64::try_from(*g).map_err(|_| format!("event {n}: :group {g} is not a group id"))?
+            }
+            None => 0,
+            Some(other) => return Err(format!("event {n}: :group {other} is not an integer")),
         };
         match ty.as_str() {
             "invoke" => {
@@ -363,6 +410,16 @@ mod tests {
         assert_eq!(sorted(back), sorted(ops));
     }
 
+    /// A Jepsen nemesis event (`:process :nemesis`) is not an operation and is passed over.
+    #[test]
+    fn nemesis_events_are_passed_over() {
+        let text = "{:time 0, :type :info, :process :nemesis, :f :start, :value nil}\n\
+                    {:time 1, :type :invoke, :process 0, :f :write, :value [\"/k\" [nil \"a\"]]}\n\
+                    {:time 2, :type :ok, :process 0, :f :write, :value [\"/k\" [1 \"a\"]]}\n";
+        let ops = from_edn(text).expect("parses");
+        assert_eq!(ops.len(), 1);
+    }
+
     #[test]
     fn broken_histories_are_refused_with_the_event_named() {
         let cases = [
@@ -382,13 +439,18 @@ mod tests {
                 "unknown :f :cas",
             ),
             ("{:time 1, :type :invoke", "event 0: not EDN"),
+            (&"[".repeat(100_000), "nested 100000 deep"),
+            (
+                "{:time 1, :type :invoke, :process 0, :f :read, :value [\"/k\" nil], :group -1}",
+                ":group -1 is not a group id",
+            ),
             (
                 "{:time -1, :type :invoke, :process 0, :f :read, :value [\"/k\" nil]}",
                 "negative :time",
             ),
         ];
         for (text, want) in cases {
-            let err = from_edn(text).expect_err(text);
+            let err = from_edn(text).expect_err("refused");
             assert!(err.contains(want), "{text}: {err}");
         }
     }

@@ -260,6 +260,8 @@ pub fn simulate(
                 disk.clone(),
             );
             async move {
+                // What the last incarnation wrote is on disk now (fjall fsyncs on open).
+                disk.model().reopened();
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", NODE_PORT)).await?;
                 let incoming = futures::stream::unfold(listener, |l| async move {
                     let conn = l.accept().await.map(|(s, _)| BoxedIo::new(s));
@@ -539,9 +541,13 @@ pub fn simulate(
         sim.client(name.as_str(), async move {
             tokio::time::sleep(warmup).await;
             let stop = tokio::time::Instant::now() + run;
-            let session = Session::new(client, Duration::from_secs(10));
+            let mut session = Session::new(client, Duration::from_secs(10));
             let mut warm = true;
             while tokio::time::Instant::now() < stop {
+                // A session lost to a fault stays lost: go on with a new one.
+                if session.is_lost() {
+                    session = Session::new(session.client().clone(), Duration::from_secs(10));
+                }
                 let Some((acquire, release)) =
                     crate::lockers::one_hold(&session, &lock, &me, hold_for, &log).await
                 else {

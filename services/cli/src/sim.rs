@@ -14,6 +14,10 @@ pub enum SimCmd {
     /// Run the deterministic simulation over many seeds, each with the faults it draws
     /// (`random_faults`), and check every history; print how to replay a failing seed.
     Sweep(meridian_harness::sim_sweep::SimSweepArgs),
+    /// The real-process nemesis: `meridian dev --processes` under SIGKILLs, leader kills,
+    /// SIGSTOPs past the lock TTL, region cuts and wall-clock jumps (libfaketime), with clients,
+    /// watchers and lockers in every region; exit 1 if any checker finds a violation.
+    Nemesis(meridian_harness::nemesis::NemesisArgs),
     /// Predict, per domain and allowed owner, the latency every region's clients would see;
     /// recommend an owner.
     Plan {
@@ -43,6 +47,7 @@ pub enum SimCmd {
 pub async fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCmd::Run(args) => meridian_harness::sim_run::run(args).await,
+        SimCmd::Nemesis(args) => meridian_harness::nemesis::run(args).await,
         SimCmd::Sweep(args) => {
             tokio::task::spawn_blocking(move || meridian_harness::sim_sweep::run(args)).await?
         }

@@ -13,7 +13,7 @@ pub struct Dev {
     pub child: Child,
     /// The ready file's JSON (regions, endpoints, token, CA, HTTP listeners, …).
     pub ready: serde_json::Value,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Dev {
@@ -48,7 +48,7 @@ impl Dev {
         let mut dev = Dev {
             child,
             ready: serde_json::Value::Null,
-            _dir: dir,
+            dir,
         };
         let start = Instant::now();
         loop {
@@ -72,6 +72,11 @@ impl Dev {
     pub fn start_here(port: u16, extra: &[&str]) -> Result<Dev> {
         let exe = std::env::current_exe().context("locating the meridian binary")?;
         Self::start(&exe, port, extra)
+    }
+
+    /// The temporary directory holding the cluster's data (and whatever a harness keeps there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Client options with the dev's root token, over TLS with its CA (unless insecure).
@@ -103,4 +108,40 @@ impl Dev {
             .filter_map(|e| e.as_str().map(str::to_string))
             .collect())
     }
+}
+
+/// The node leading `group` and its term, asked of every node in `nodes` (id, address): the
+/// highest term among those that say they lead it. A node that does not answer within a second
+/// is passed over.
+pub async fn leader_of<'a>(
+    nodes: impl IntoIterator<Item = (u64, &'a str)>,
+    options: &Options,
+    group: u64,
+) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    for (id, addr) in nodes {
+        let Ok(c) = Client::new(
+            vec![addr.to_string()],
+            Options {
+                call_timeout: Duration::from_secs(1),
+                rpc_timeout: Duration::from_secs(1),
+                ..options.clone()
+            },
+        ) else {
+            continue;
+        };
+        let Ok(s) = c.status(false).await else {
+            continue;
+        };
+        for g in s
+            .groups
+            .iter()
+            .filter(|g| g.group == group && g.state == "Leader")
+        {
+            if best.is_none_or(|(t, _)| g.term > t) {
+                best = Some((g.term, id));
+            }
+        }
+    }
+    best.map(|(term, id)| (id, term))
 }

@@ -434,23 +434,7 @@ pub fn simulate(
                     loop {
                         match tokio::time::timeout_at(stop, watcher.next()).await {
                             Err(_) => break,
-                            Ok(Ok(meridian_sdk::WatchEvent::Progress { revision })) => {
-                                log.items.push(WatchItem::Progress { revision })
-                            }
-                            Ok(Ok(meridian_sdk::WatchEvent::Changes { revision, events })) => {
-                                log.items.push(WatchItem::Events {
-                                    revision,
-                                    events: events
-                                        .iter()
-                                        .filter_map(|e| e.kv.as_ref())
-                                        .map(|kv| WatchedEvent {
-                                            key: kv.key.clone(),
-                                            value: value_id(&kv.value),
-                                            mod_revision: kv.mod_revision,
-                                        })
-                                        .collect(),
-                                })
-                            }
+                            Ok(Ok(ev)) => log.items.push(watch_item(&ev)),
                             // The watcher resumes by itself; it gives up only after a long
                             // outage (a cut-off region), and is asked again.
                             Ok(Err(e)) if e.is_retryable() => {
@@ -900,6 +884,27 @@ fn record_failure(
 }
 
 /// The unique id a simulated write put in front of its padding.
+/// A watch answer as the watch validators read it.
+pub fn watch_item(ev: &meridian_sdk::WatchEvent) -> WatchItem {
+    match ev {
+        meridian_sdk::WatchEvent::Progress { revision } => WatchItem::Progress {
+            revision: *revision,
+        },
+        meridian_sdk::WatchEvent::Changes { revision, events } => WatchItem::Events {
+            revision: *revision,
+            events: events
+                .iter()
+                .filter_map(|e| e.kv.as_ref())
+                .map(|kv| WatchedEvent {
+                    key: kv.key.clone(),
+                    value: value_id(&kv.value),
+                    mod_revision: kv.mod_revision,
+                })
+                .collect(),
+        },
+    }
+}
+
 fn value_id(value: &[u8]) -> String {
     let s = String::from_utf8_lossy(value);
     s.split('|').next().unwrap_or_default().to_string()

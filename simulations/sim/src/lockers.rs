@@ -10,6 +10,8 @@
 //! refused a write whose holder believed it held the lock — that would mean a newer holder had
 //! already written while the older still believed, i.e. two holders at once as the resource saw
 //! them.
+//!
+//! The same lockers run against real processes in `meridian sim nemesis`, on the monotonic clock.
 
 use meridian_checker::locks::{FencedResource, Hold, LockHistory};
 use meridian_sdk::{LockOptions, Session};
@@ -91,9 +93,19 @@ impl LockLog {
     }
 }
 
-/// Virtual nanoseconds since the simulation began.
+/// Nanoseconds on the run's clock: virtual time since the simulation began inside turmoil;
+/// outside it (the real-process nemesis) the monotonic clock since the first call.
 fn now_ns() -> u128 {
-    turmoil::sim_elapsed().map_or(0, |d| d.as_nanos())
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    turmoil::sim_elapsed().map_or_else(
+        || {
+            ORIGIN
+                .get_or_init(std::time::Instant::now)
+                .elapsed()
+                .as_nanos()
+        },
+        |d| d.as_nanos(),
+    )
 }
 
 /// The session's deadline in virtual nanoseconds (None: no lease, so nothing believed held).

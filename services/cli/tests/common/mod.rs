@@ -540,31 +540,8 @@ impl Nodes {
 
     /// The node that leads `group` and its term (highest term among those that say so).
     pub async fn leader(&self, group: u64) -> Option<(u64, u64)> {
-        let mut best: Option<(u64, u64)> = None;
-        for (id, addr) in &self.address {
-            let c = Client::new(
-                vec![addr.clone()],
-                Options {
-                    call_timeout: Duration::from_secs(1),
-                    rpc_timeout: Duration::from_secs(1),
-                    ..self.options.clone()
-                },
-            )
-            .ok()?;
-            let Ok(s) = c.status(false).await else {
-                continue;
-            };
-            for g in s
-                .groups
-                .iter()
-                .filter(|g| g.group == group && g.state == "Leader")
-            {
-                if best.is_none_or(|(t, _)| g.term > t) {
-                    best = Some((g.term, *id));
-                }
-            }
-        }
-        best.map(|(term, id)| (id, term))
+        let nodes = self.address.iter().map(|(id, a)| (*id, a.as_str()));
+        meridian_harness::dev::leader_of(nodes, &self.options, group).await
     }
 
     /// Waits for a leader of `group` elected in a term after `after`.

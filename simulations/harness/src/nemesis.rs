@@ -1,0 +1,895 @@
+//! `meridian sim nemesis --seconds S`: the real-process nemesis (issue 17, item 5).
+//!
+//! `meridian dev --processes` — nine node processes, three regions under the WAN emulator —
+//! with every node restarted under libfaketime (the wall clock only: the monotonic clock, which
+//! alone decides timeouts and expiry, is left alone), so that its wall clock can jump. In every
+//! region a client reads and writes its own and the other regions' keys, a watcher follows
+//! us-east's keys from revision 1, and two lockers take the global lock and us-east's lock in
+//! turn, writing to a fenced resource with each grant's token. Every `--step-ms` the nemesis
+//! draws one fault from the seed and undoes it two seconds later: SIGKILL a node (and start it
+//! again), SIGKILL the leader of a group, SIGSTOP a node past the lock sessions' TTL (and
+//! resume it), cut a region off (and heal it), or jump a node's wall clock by up to a day (and
+//! back).
+//!
+//! Afterwards everything is healed and every client reads every key linearizably; the history
+//! goes through the checkers the deterministic simulation uses — acknowledged writes lost,
+//! sequential consistency, linearizability (Meridian's checker and the independent one,
+//! stateright's), the watch validators, the lock rules with the fenced resource — and the
+//! summary says what was checked. Exit 0: nothing wrong; 1: a violation (named).
+
+use crate::dev::Dev;
+use anyhow::{bail, Context, Result};
+use meridian_checker::{Op, OpKind, WatchLog};
+use meridian_sdk::{Client, Consistency, Options, Session};
+use meridian_sim::det::{check, check_watches, timed_ops, watch_item, Record};
+use meridian_sim::lockers::{one_hold, LockLog};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where Debian's `faketime` package puts the library.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-northeast"];
+const KEYS_PER_REGION: usize = 4;
+/// How long a fault holds before it is undone (a pause: the lock TTL and one second more).
+const FAULT_FOR: Duration = Duration::from_secs(2);
+/// The lockers' session TTL.
+const LOCK_TTL: Duration = Duration::from_secs(3);
+const LOCK_HOLD: Duration = Duration::from_millis(50);
+/// After the faults, how long the healed cluster has to answer every final read.
+const SETTLE: Duration = Duration::from_secs(60);
+/// After the final reads, how long the watchers have to deliver the last writes.
+const WATCH_TAIL: Duration = Duration::from_secs(3);
+const SECONDS_MAX: u64 = 86_400;
+/// Most operations one client records (a bounded history).
+const OPS_PER_CLIENT_MAX: usize = 200_000;
+/// Wall-clock jumps a clock fault draws from (libfaketime offsets).
+const JUMPS: [&str; 6] = ["+1d", "-1d", "+1h", "-1h", "+10m", "-90"];
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NemesisArgs {
+    /// Seconds of workload under faults (1 to 86,400).
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seed of the fault schedule and the clients' choices (default: drawn, and printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Time from one fault to the next, in ms (5,000 to 600,000).
+    #[arg(long, default_value_t = 5_000)]
+    pub step_ms: u64,
+    /// Port of the dev cluster's first router.
+    #[arg(long, default_value_t = 7650)]
+    pub port: u16,
+    /// libfaketime's library (the `faketime` package), for the wall-clock jumps.
+    #[arg(long, default_value = LIBFAKETIME)]
+    pub libfaketime: PathBuf,
+    /// Write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write the recorded key-value history as Jepsen EDN to FILE (`meridian sim check` reads it).
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+}
+
+/// A small deterministic generator (xorshift), so a run names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn keys() -> Vec<String> {
+    REGIONS
+        .iter()
+        .flat_map(|r| (0..KEYS_PER_REGION).map(move |k| format!("/{r}/nem/k{k}")))
+        .collect()
+}
+
+type Shared = Arc<Mutex<Vec<Record>>>;
+
+fn push(records: &Shared, r: Record) {
+    records.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+}
+
+/// The cluster's node processes: each restarted by the nemesis under libfaketime with its own
+/// offset file, so that its wall clock can jump on its own.
+struct Nodes {
+    argv: BTreeMap<u64, Vec<String>>,
+    address: BTreeMap<u64, String>,
+    pid: BTreeMap<u64, u32>,
+    children: BTreeMap<u64, Child>,
+    paused: Vec<u64>,
+    dir: PathBuf,
+    libfaketime: PathBuf,
+    options: Options,
+}
+
+impl Nodes {
+    fn of(dev: &Dev, libfaketime: &Path) -> Result<Nodes> {
+        let mut n = Nodes {
+            argv: BTreeMap::new(),
+            address: BTreeMap::new(),
+            pid: BTreeMap::new(),
+            children: BTreeMap::new(),
+            paused: Vec::new(),
+            dir: dev.dir().to_path_buf(),
+            libfaketime: libfaketime.to_path_buf(),
+            options: dev.options()?,
+        };
+        let nodes = dev.ready["nodes"]
+            .as_object()
+            .context("the ready file lists no node processes (is this `dev --processes`?)")?;
+        for (id, v) in nodes {
+            let id: u64 = id.parse().context("a node id in the ready file")?;
+            let argv: Vec<String> = v["restart"]
+                .as_array()
+                .context("a node's restart command")?
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            if argv.is_empty() {
+                bail!("node {id} has an empty restart command");
+            }
+            n.argv.insert(id, argv);
+            n.address
+                .insert(id, v["address"].as_str().context("address")?.to_string());
+            n.pid.insert(id, v["pid"].as_u64().context("pid")? as u32);
+        }
+        Ok(n)
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.argv.keys().copied().collect()
+    }
+
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("clock-{id}"))
+    }
+
+    fn signal(&mut self, id: u64, sig: &str) -> Result<()> {
+        let pid = self.pid[&id];
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill {sig} node {id} (pid {pid}) failed");
+        }
+        match sig {
+            "-STOP" => self.paused.push(id),
+            "-CONT" => self.paused.retain(|p| *p != id),
+            "-KILL" => {
+                self.paused.retain(|p| *p != id);
+                if let Some(mut c) = self.children.remove(&id) {
+                    let _ = c.wait();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Waits (5 s at most) until node `id`'s killed process is gone: no process, or a zombie
+    /// its parent has not reaped yet.
+    fn wait_gone(&self, id: u64) -> Result<()> {
+        let pid = self.pid[&id];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            // The state is the field after the command's closing parenthesis.
+            let dead = state
+                .as_deref()
+                .and_then(|s| s.rsplit_once(')'))
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+            if dead {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} (pid {pid}) is still running 5 s after SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts node `id` again on its data, under libfaketime with its wall clock where its
+    /// offset file says.
+    fn start(&mut self, id: u64) -> Result<()> {
+        let argv = &self.argv[&id];
+        let clock = self.clock_file(id);
+        if !clock.exists() {
+            std::fs::write(&clock, "+0\n")?;
+        }
+        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log")))?;
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("LD_PRELOAD", &self.libfaketime)
+            .env("FAKETIME_TIMESTAMP_FILE", &clock)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("MERIDIAN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("restarting node {id}"))?;
+        self.pid.insert(id, child.id());
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    fn jump(&self, id: u64, offset: &str) -> Result<()> {
+        std::fs::write(self.clock_file(id), format!("{offset}\n"))
+            .with_context(|| format!("moving node {id}'s clock"))
+    }
+
+    /// The node leading `group` (paused nodes are not asked).
+    async fn leader(&self, group: u64) -> Option<u64> {
+        let asked = self
+            .address
+            .iter()
+            .filter(|(id, _)| !self.paused.contains(id))
+            .map(|(id, a)| (*id, a.as_str()));
+        crate::dev::leader_of(asked, &self.options, group)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// Undoes every fault still standing: resumes paused nodes, starts dead ones, sets every
+    /// clock right.
+    fn heal(&mut self) -> Result<()> {
+        for id in self.paused.clone() {
+            self.signal(id, "-CONT")?;
+        }
+        for id in self.ids() {
+            self.jump(id, "+0")?;
+            let dead = match self.children.get_mut(&id) {
+                Some(c) => c.try_wait()?.is_some(),
+                None => true,
+            };
+            if dead {
+                self.start(id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for id in self.paused.clone() {
+            let _ = self.signal(id, "-CONT");
+        }
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One client's operations until `stop`: half reads (a third of them linearizable), half
+/// writes of values unique to this client.
+#[allow(clippy::too_many_arguments)]
+async fn client_loop(
+    id: usize,
+    region: &'static str,
+    client: Client,
+    groups: Arc<BTreeMap<String, u64>>,
+    origin: Instant,
+    stop: Instant,
+    records: Shared,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let keys = keys();
+    let mut n = 0u64;
+    let us = |t: Instant| t.duration_since(origin).as_micros() as u64;
+    let mut recorded = 0;
+    while Instant::now() < stop && recorded < OPS_PER_CLIENT_MAX {
+        let key = keys[rng.below(keys.len() as u64) as usize].clone();
+        let group = groups[&key];
+        let start = Instant::now();
+        let record = if rng.below(2) == 0 {
+            let linearizable = rng.below(3) == 0;
+            let c = if linearizable {
+                Consistency::Linearizable
+            } else {
+                Consistency::Sequential
+            };
+            let Ok(r) = client.get_with(&key, c).await else {
+                // An unanswered read says nothing.
+                continue;
+            };
+            let kv = r.kv.as_ref();
+            Record {
+                client: id,
+                region: region.to_string(),
+                start_us: us(start),
+                end_us: Some(us(Instant::now())),
+                linearizable,
+                kind: 0,
+                op: Op {
+                    session: id,
+                    group,
+                    kind: OpKind::Read {
+                        key,
+                        value: kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                        mod_revision: kv.map(|kv| kv.mod_revision),
+                    },
+                },
+                served: r.header.as_ref().map(|h| (h.group, h.revision)),
+            }
+        } else {
+            n += 1;
+            let value = format!("c{id}-{n}");
+            let r = client.put(&key, value.clone()).await;
+            let header = r.as_ref().ok().and_then(|r| r.header.as_ref());
+            Record {
+                client: id,
+                region: region.to_string(),
+                start_us: us(start),
+                end_us: r.is_ok().then(|| us(Instant::now())),
+                linearizable: true,
+                kind: 2,
+                op: Op {
+                    session: id,
+                    group,
+                    kind: OpKind::Write {
+                        key,
+                        value,
+                        revision: header.map(|h| h.revision),
+                    },
+                },
+                served: header.map(|h| (h.group, h.revision)),
+            }
+        };
+        recorded += 1;
+        push(&records, record);
+    }
+}
+
+/// A watcher of `prefix` from revision 1 until told to stop, recorded as the simulation's watchers
+/// are. A stream that ends for good is an error (a watch must not give up under faults).
+async fn watch_loop(
+    name: String,
+    client: Client,
+    prefix: String,
+    group: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<WatchLog, String> {
+    let mut log = WatchLog {
+        watcher: name,
+        group,
+        prefix: prefix.clone(),
+        start: 1,
+        items: Vec::new(),
+    };
+    let mut w = client.watch(&prefix, true, 1);
+    loop {
+        let next = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(log),
+            next = w.next() => next,
+        };
+        match next {
+            Ok(ev) => log.items.push(watch_item(&ev)),
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(format!("watcher {} gave up: {e}", log.watcher)),
+        }
+    }
+}
+
+/// A locker: acquire, fenced write, hold, release, back to back until `stop`; a session lost
+/// to a fault is replaced.
+async fn lock_loop(name: String, client: Client, lock: String, stop: Instant, log: LockLog) {
+    let mut session = Session::new(client, LOCK_TTL);
+    while Instant::now() < stop {
+        if session.is_lost() {
+            session = Session::new(session.client().clone(), LOCK_TTL);
+        }
+        let until = tokio::time::Instant::from_std(stop + LOCK_TTL);
+        let hold = one_hold(&session, &lock, &name, LOCK_HOLD, &log);
+        if !matches!(tokio::time::timeout_at(until, hold).await, Ok(Some(_))) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What one run found.
+struct Summary {
+    operations: usize,
+    acked: usize,
+    indeterminate: usize,
+    lost: usize,
+    lock_holds: usize,
+    watch_events: usize,
+    faults: Vec<String>,
+    violations: Vec<String>,
+}
+
+pub async fn run(args: NemesisArgs) -> Result<ExitCode> {
+    if !(1..=SECONDS_MAX).contains(&args.seconds) {
+        bail!("--seconds must be 1 to {SECONDS_MAX}, not {}", args.seconds);
+    }
+    if !(5_000..=600_000).contains(&args.step_ms) {
+        bail!("--step-ms must be 5,000 to 600,000, not {}", args.step_ms);
+    }
+    if !args.libfaketime.exists() {
+        bail!(
+            "{} is missing: the clock jumps need libfaketime (apt-get install faketime), or \
+             name it with --libfaketime",
+            args.libfaketime.display()
+        );
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!(
+        "nemesis: seed {seed}, {} s of faults every {} ms (replay: meridian sim nemesis \
+         --seconds {} --seed {seed})",
+        args.seconds, args.step_ms, args.seconds
+    );
+    let dev = Dev::start_here(args.port, &["--processes"])?;
+    let mut nodes = Nodes::of(&dev, &args.libfaketime)?;
+    let summary = nemesis(&args, seed, &dev, &mut nodes).await?;
+    drop(nodes);
+    drop(dev);
+
+    println!(
+        "nemesis (seed {seed}): {} operations, {} acknowledged writes, {} indeterminate, {} \
+         lost; {} lock holds and {} watch events checked; {} faults: {}",
+        summary.operations,
+        summary.acked,
+        summary.indeterminate,
+        summary.lost,
+        summary.lock_holds,
+        summary.watch_events,
+        summary.faults.len(),
+        summary.faults.join(", ")
+    );
+    for v in &summary.violations {
+        println!("VIOLATION: {v}");
+    }
+    if let Some(path) = &args.report {
+        let report = json!({
+            "seed": seed,
+            "seconds": args.seconds,
+            "operations": summary.operations,
+            "acknowledged_writes": summary.acked,
+            "indeterminate_writes": summary.indeterminate,
+            "lost_writes": summary.lost,
+            "lock_holds": summary.lock_holds,
+            "watch_events": summary.watch_events,
+            "faults": summary.faults,
+            "violations": summary.violations,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if summary.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) -> Result<Summary> {
+    let control = dev.ready["wan_control"]
+        .as_str()
+        .context("the dev cluster runs no WAN emulator")?
+        .to_string();
+    let wan = |command: String| {
+        let control = control.clone();
+        async move {
+            meridian_wan::control(&control, &command, Duration::from_secs(5))
+                .await
+                .with_context(|| format!("wan {command}"))
+        }
+    };
+    // Every node again under libfaketime, each with its own clock.
+    for id in nodes.ids() {
+        nodes.signal(id, "-KILL")?;
+    }
+    for id in nodes.ids() {
+        nodes.wait_gone(id)?;
+        nodes.start(id)?;
+    }
+
+    let topology = meridian_topology::Topology::parse(meridian_topology::LOCAL_3REGION, "dev")
+        .context("the dev topology")?;
+    let groups: Arc<BTreeMap<String, u64>> = Arc::new(
+        keys()
+            .into_iter()
+            .map(|k| {
+                let g = topology.placement().group_of(&k).map_or(0, |(g, _)| g.0);
+                (k, g)
+            })
+            .collect(),
+    );
+    // Leader kills draw from the groups of the keys and of the global lock.
+    let mut group_ids: Vec<u64> = groups.values().copied().collect();
+    group_ids.extend(
+        topology
+            .placement()
+            .group_of("/global/locks/nemesis")
+            .map(|(g, _)| g.0),
+    );
+    group_ids.sort_unstable();
+    group_ids.dedup();
+
+    // Every key written before the faults begin (and the cluster answers); part of the history.
+    let origin = Instant::now();
+    let records: Shared = Arc::default();
+    let setup = client(dev, "us-east", Duration::from_secs(5))?;
+    for k in keys() {
+        let value = format!("init-{k}");
+        let start = origin.elapsed().as_micros() as u64;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let revision = loop {
+            match setup.put(&k, value.clone()).await {
+                Ok(r) => break r.header.map_or(0, |h| h.revision),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("the cluster did not take its first writes within 90 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        };
+        push(
+            &records,
+            Record {
+                client: 99,
+                region: "us-east".into(),
+                start_us: start,
+                end_us: Some(origin.elapsed().as_micros() as u64),
+                linearizable: true,
+                kind: 2,
+                op: Op {
+                    session: 99,
+                    group: groups[&k],
+                    kind: OpKind::Write {
+                        key: k.clone(),
+                        value,
+                        revision: Some(revision),
+                    },
+                },
+                served: Some((groups[&k], revision)),
+            },
+        );
+    }
+
+    let run = Duration::from_secs(args.seconds);
+    let stop = Instant::now() + run;
+    let mut clients = Vec::new();
+    let mut watchers = Vec::new();
+    let mut lockers = Vec::new();
+    let lock_log = LockLog::default();
+    let (watchers_stop, _) = tokio::sync::watch::channel(false);
+    let watched = "/us-east/nem/".to_string();
+    for (i, region) in REGIONS.iter().enumerate() {
+        clients.push(tokio::spawn(client_loop(
+            i,
+            region,
+            client(dev, region, Duration::from_secs(5))?,
+            groups.clone(),
+            origin,
+            stop,
+            records.clone(),
+            seed ^ (i as u64 + 1),
+        )));
+        watchers.push(tokio::spawn(watch_loop(
+            format!("w-{region}"),
+            client(dev, region, Duration::from_secs(5))?,
+            watched.clone(),
+            groups["/us-east/nem/k0"],
+            watchers_stop.subscribe(),
+        )));
+        for lock in ["/global/locks/nemesis", "/us-east/locks/nemesis"] {
+            lockers.push(tokio::spawn(lock_loop(
+                format!("l-{region}{lock}"),
+                client(dev, region, Duration::from_secs(5))?,
+                lock.to_string(),
+                stop,
+                lock_log.clone(),
+            )));
+        }
+    }
+
+    // The nemesis: one fault per step, held and undone before the next.
+    let mut rng = Rng::new(seed);
+    let step = Duration::from_millis(args.step_ms);
+    let steps = args.seconds * 1000 / args.step_ms;
+    let mut faults = Vec::new();
+    let ids = nodes.ids();
+    for _ in 0..steps {
+        let kind = rng.below(5);
+        let hold = if kind == 2 {
+            LOCK_TTL + Duration::from_secs(1)
+        } else {
+            FAULT_FOR
+        };
+        tokio::time::sleep(step - hold).await;
+        let at = origin.elapsed().as_secs_f64();
+        let node = ids[rng.below(ids.len() as u64) as usize];
+        let fault = match kind {
+            0 => {
+                nodes.signal(node, "-KILL")?;
+                tokio::time::sleep(hold).await;
+                nodes.start(node)?;
+                format!("kill -9 node {node}")
+            }
+            1 => {
+                let group = group_ids[rng.below(group_ids.len() as u64) as usize];
+                match nodes.leader(group).await {
+                    Some(leader) => {
+                        nodes.signal(leader, "-KILL")?;
+                        tokio::time::sleep(hold).await;
+                        nodes.start(leader)?;
+                        format!("kill -9 group {group}'s leader, node {leader}")
+                    }
+                    None => format!("no leader of group {group} to kill"),
+                }
+            }
+            2 => {
+                nodes.signal(node, "-STOP")?;
+                tokio::time::sleep(hold).await;
+                nodes.signal(node, "-CONT")?;
+                format!("SIGSTOP node {node} for {} s", hold.as_secs())
+            }
+            3 => {
+                let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
+                wan(format!("cut-region {region}")).await?;
+                tokio::time::sleep(hold).await;
+                wan("heal-all".into()).await?;
+                format!("cut {region}")
+            }
+            _ => {
+                let jump = JUMPS[rng.below(JUMPS.len() as u64) as usize];
+                nodes.jump(node, jump)?;
+                tokio::time::sleep(hold).await;
+                nodes.jump(node, "+0")?;
+                format!("node {node}'s wall clock {jump}")
+            }
+        };
+        eprintln!("nemesis: {at:.1} s: {fault}");
+        faults.push(fault);
+    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(stop)).await;
+    nodes.heal()?;
+    wan("heal-all".into()).await?;
+    for t in clients {
+        t.await.context("a client task")?;
+    }
+    for t in lockers {
+        t.await.context("a locker task")?;
+    }
+
+    // Every client reads every key linearizably once the faults are over.
+    let mut violations = Vec::new();
+    let settle = Instant::now() + SETTLE;
+    'regions: for (i, region) in REGIONS.iter().enumerate() {
+        let c = client(dev, region, Duration::from_secs(10))?;
+        for key in keys() {
+            loop {
+                let start = origin.elapsed().as_micros() as u64;
+                match c.get_with(&key, Consistency::Linearizable).await {
+                    Ok(r) => {
+                        let kv = r.kv.as_ref();
+                        push(
+                            &records,
+                            Record {
+                                client: 100 + i,
+                                region: region.to_string(),
+                                start_us: start,
+                                end_us: Some(origin.elapsed().as_micros() as u64),
+                                linearizable: true,
+                                kind: 0,
+                                op: Op {
+                                    session: 100 + i,
+                                    group: groups[&key],
+                                    kind: OpKind::Read {
+                                        key: key.clone(),
+                                        value: kv.map(|kv| {
+                                            String::from_utf8_lossy(&kv.value).into_owned()
+                                        }),
+                                        mod_revision: kv.map(|kv| kv.mod_revision),
+                                    },
+                                },
+                                served: r.header.as_ref().map(|h| (h.group, h.revision)),
+                            },
+                        );
+                        break;
+                    }
+                    Err(e) if Instant::now() > settle => {
+                        violations.push(format!(
+                            "the healed cluster did not answer a linearizable read of {key} in \
+                             {region} within {} s: {e}",
+                            SETTLE.as_secs()
+                        ));
+                        break 'regions;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+    // The watchers get a few seconds more to deliver the last writes, then stop.
+    tokio::time::sleep(WATCH_TAIL).await;
+    let _ = watchers_stop.send(true);
+    let mut watches = Vec::new();
+    for w in watchers {
+        match w.await {
+            Ok(Ok(log)) => watches.push(log),
+            Ok(Err(e)) => violations.push(e),
+            Err(e) => bail!("a watcher task: {e}"),
+        }
+    }
+
+    let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+    let (acked, indeterminate, lost) = lost_writes(&records);
+    if lost > 0 {
+        violations.push(format!("{lost} acknowledged write(s) lost"));
+    }
+    let (sequential, linearizable) = check(&records);
+    if let Err(e) = sequential {
+        violations.push(format!("sequential consistency: {e}"));
+    }
+    if let Err(e) = linearizable {
+        violations.push(format!("linearizability (Meridian's checker): {e}"));
+    }
+    let timed = timed_ops(&records);
+    let history = meridian_crosscheck::edn::to_edn(&timed);
+    match meridian_crosscheck::agree_exported(&timed, &history) {
+        Ok(meridian_crosscheck::Verdict::NotLinearizable { key }) => {
+            violations.push(format!("linearizability (both checkers agree): key {key}"))
+        }
+        Ok(_) => {}
+        Err(e) => violations.push(format!("the independent checker: {e}")),
+    }
+    if let Some(path) = &args.export {
+        std::fs::write(path, &history).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let watch_events = match check_watches(&records, &watches) {
+        Ok(n) => n,
+        Err(e) => {
+            violations.push(format!("watch validators: {e}"));
+            0
+        }
+    };
+    let lock_holds = match lock_log.check() {
+        Ok(n) => n,
+        Err(e) => {
+            violations.push(format!("locks: {e}"));
+            0
+        }
+    };
+    Ok(Summary {
+        operations: records.len(),
+        acked,
+        indeterminate,
+        lost,
+        lock_holds,
+        watch_events,
+        faults,
+        violations,
+    })
+}
+
+/// A session with `region`'s first router.
+fn client(dev: &Dev, region: &str, call_timeout: Duration) -> Result<Client> {
+    let ep = dev.endpoints(region)?;
+    Ok(Client::new(
+        ep.into_iter().take(1).collect(),
+        Options {
+            call_timeout,
+            rpc_timeout: call_timeout,
+            ..dev.options()?
+        },
+    )?)
+}
+
+/// (acknowledged, indeterminate, lost) writes: a write is lost when it was acknowledged at a
+/// revision and the final linearizable reads (clients 100 and up) find its key lower.
+pub fn lost_writes(records: &[Record]) -> (usize, usize, usize) {
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.client >= 100) {
+        if let OpKind::Read {
+            key,
+            mod_revision: Some(m),
+            ..
+        } = &r.op.kind
+        {
+            last.insert(key, *m);
+        }
+    }
+    let (mut acked, mut unknown, mut lost) = (0, 0, 0);
+    for r in records {
+        if let OpKind::Write { key, revision, .. } = &r.op.kind {
+            match (r.end_us, revision) {
+                (Some(_), Some(rev)) => {
+                    acked += 1;
+                    if last.get(key.as_str()).is_none_or(|m| m < rev) {
+                        lost += 1;
+                    }
+                }
+                _ => unknown += 1,
+            }
+        }
+    }
+    (acked, unknown, lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(client: usize, key: &str, revision: Option<u64>, acked: bool) -> Record {
+        Record {
+            client,
+            region: "us-east".into(),
+            start_us: 0,
+            end_us: acked.then_some(1),
+            linearizable: true,
+            kind: 2,
+            op: Op {
+                session: client,
+                group: 1,
+                kind: OpKind::Write {
+                    key: key.into(),
+                    value: "v".into(),
+                    revision,
+                },
+            },
+            served: None,
+        }
+    }
+
+    fn final_read(key: &str, mod_revision: u64) -> Record {
+        Record {
+            client: 100,
+            region: "us-east".into(),
+            start_us: 2,
+            end_us: Some(3),
+            linearizable: true,
+            kind: 0,
+            op: Op {
+                session: 100,
+                group: 1,
+                kind: OpKind::Read {
+                    key: key.into(),
+                    value: Some("v".into()),
+                    mod_revision: Some(mod_revision),
+                },
+            },
+            served: None,
+        }
+    }
+
+    #[test]
+    fn a_write_acknowledged_above_the_final_revision_is_lost() {
+        let records = vec![
+            write(0, "/a", Some(5), true),
+            write(0, "/a", None, false),
+            write(1, "/b", Some(9), true),
+            final_read("/a", 5),
+            final_read("/b", 7),
+        ];
+        assert_eq!(lost_writes(&records), (2, 1, 1));
+        // A key never read at the end loses what was acknowledged on it.
+        assert_eq!(lost_writes(&records[..3]), (2, 1, 2));
+    }
+}

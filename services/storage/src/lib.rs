@@ -10,6 +10,8 @@
 //! - [`group`]: the read/watch face of a group's applied state, shared with the server.
 //! - [`writer`]: the node's one writer thread: every group's log and state-machine batches in
 //!   queue order, one fsync for many groups (group commit).
+//! - [`durable_mark`]: the writer's group commits numbered, the last durable one recorded
+//!   outside the journal and checked on open (a journal that lost durable batches is refused).
 //! - [`fjall_log`], [`fjall_sm`]: the on-disk implementations (one fjall database per node,
 //!   per group keyspaces `g<N>_log`, `g<N>_raft`, `g<N>_kv`, `g<N>_hist`, `g<N>_sm`).
 //! - [`mem`]: the in-memory implementations used by deterministic simulation;
@@ -22,6 +24,7 @@
 //! written in the same atomic batch as the data it applied; the log has no holes.
 
 pub mod backup;
+pub mod durable_mark;
 pub mod error;
 pub mod fjall_log;
 pub mod fjall_sm;
@@ -79,7 +82,11 @@ impl NodeStore {
             .manual_journal_persist(true)
             .open()
             .map_err(opening_error)?;
-        let (writer, handle) = LogWriter::start(db.clone())?;
+        let meta = db
+            .keyspace(durable_mark::META_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(opening_error)?;
+        let recovered = durable_mark::check(dir, &meta)?;
+        let (writer, handle) = LogWriter::start(db.clone(), dir, meta, recovered)?;
         Ok(Self {
             db,
             writer,

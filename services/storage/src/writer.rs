@@ -8,10 +8,16 @@
 //! Raft cores never touch the journal themselves: fjall holds the journal lock for the whole
 //! fsync, so a core that committed inline would stall behind every fsync. Appended entries stay
 //! readable meanwhile through each log store's pending-entry cache (see `fjall_log`).
+//!
+//! Group commits are numbered, and the number of the last durable one is recorded outside the
+//! journal (the durability mark, [`crate::durable_mark`]), so that a journal which loses
+//! durable batches on recovery is caught when the store opens.
 
-use crate::{Error, Result};
+use crate::{durable_mark, Error, Result};
 use fjall::{Database, Keyspace, PersistMode};
 use meridian_types::metrics::Histogram;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -49,14 +55,35 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn start(db: Database) -> Result<(Self, JoinHandle<()>)> {
+    /// Starts the writer of `db` (whose directory is `dir`): its group commits are numbered
+    /// on from `recovered` in `meta`, and the durability mark follows them
+    /// (see [`crate::durable_mark`]).
+    pub fn start(
+        db: Database,
+        dir: &Path,
+        meta: Keyspace,
+        recovered: u64,
+    ) -> Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(WRITE_QUEUE_MAX);
         let fsync = Arc::new(Histogram::default());
         let observed = fsync.clone();
         let (failed_tx, failure) = watch::channel(None);
+        let report = Arc::new(failed_tx);
+        let durable = Arc::new(AtomicU64::new(recovered));
+        let (mark_stop, stopped) = sync_channel(1);
+        let marker_report = report.clone();
+        durable_mark::spawn(dir.to_path_buf(), durable.clone(), stopped, move |what| {
+            report_failure(&marker_report, &what)
+        })?;
+        let numbers = Numbers {
+            meta,
+            next: recovered,
+            durable,
+            _mark_stop: mark_stop,
+        };
         let handle = std::thread::Builder::new()
             .name("meridian-log-writer".into())
-            .spawn(move || run(db, rx, &observed, &failed_tx))?;
+            .spawn(move || run(db, rx, &observed, &report, numbers))?;
         Ok((Self { tx, fsync, failure }, handle))
     }
 
@@ -124,17 +151,41 @@ fn apply_ops(db: &Database, ops: Vec<WriteOp>) -> Result<()> {
     Ok(())
 }
 
+/// The writer's group-commit numbers (see [`crate::durable_mark`]).
+struct Numbers {
+    meta: Keyspace,
+    /// The number of the last group commit written.
+    next: u64,
+    /// The number of the last group commit made durable, for the mark thread.
+    durable: Arc<AtomicU64>,
+    /// Dropped when the writer ends: the mark thread then writes its last mark and ends.
+    _mark_stop: SyncSender<()>,
+}
+
+/// Reports the store's first failure (later ones are only logged).
+fn report_failure(report: &watch::Sender<Option<String>>, what: &str) {
+    tracing::error!(error = %what, "storage failure: this node acknowledges no more writes");
+    report.send_if_modified(|f| {
+        if f.is_none() {
+            *f = Some(what.to_string());
+            true
+        } else {
+            false
+        }
+    });
+}
+
 fn run(
     db: Database,
     rx: Receiver<WriteReq>,
     fsync: &Histogram,
     report: &watch::Sender<Option<String>>,
+    mut numbers: Numbers,
 ) {
     let mut failed: Option<String> = None;
     let fail = |failed: &mut Option<String>, what: String| {
         if failed.is_none() {
-            tracing::error!(error = %what, "storage failure: this node acknowledges no more writes");
-            report.send_replace(Some(what.clone()));
+            report_failure(report, &what);
             *failed = Some(what);
         }
     };
@@ -145,6 +196,15 @@ fn run(
                 Ok(r) => reqs.push(r),
                 Err(_) => break,
             }
+        }
+        // The last batch carries this group commit's number.
+        numbers.next += 1;
+        if let Some(last) = reqs.last_mut() {
+            last.ops.push(WriteOp::Put(
+                numbers.meta.clone(),
+                durable_mark::WRITE_NUMBER_KEY.to_vec(),
+                numbers.next.to_be_bytes().to_vec(),
+            ));
         }
         // Each request is its own batch so that a truncate and a later append of the same
         // index never share a sequence number; one fsync then covers them all.
@@ -180,8 +240,9 @@ fn run(
             None => db.persist(PersistMode::SyncData).map_err(|e| e.to_string()),
         };
         fsync.observe(start.elapsed());
-        if let Err(e) = &synced {
-            fail(&mut failed, format!("fsync of the journal failed: {e}"));
+        match &synced {
+            Ok(()) => numbers.durable.store(numbers.next, Ordering::Release),
+            Err(e) => fail(&mut failed, format!("fsync of the journal failed: {e}")),
         }
         for cb in durable {
             cb(synced.clone().map_err(std::io::Error::other));

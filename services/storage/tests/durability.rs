@@ -44,3 +44,79 @@ async fn reopen_keeps_everything() {
         assert_eq!(shared.history_from(2, 100).unwrap().len(), 4);
     }
 }
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .expect("read the store directory")
+        .flatten()
+    {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A journal that gives back less than it had made durable — cut short here, which is what
+/// fjall makes of a flipped length or tag byte further back: the end of the journal — is
+/// refused when the store opens, by the durability mark; the same store, undamaged, opens.
+#[tokio::test]
+async fn a_journal_that_lost_durable_batches_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = NodeStore::open(dir.path()).unwrap();
+        let (mut log, _sm) = store.group(GroupId(1), 1000).unwrap();
+        for i in 1..=40 {
+            log.blocking_append(vec![put(&format!("/k{i}"), i)])
+                .await
+                .unwrap();
+        }
+        store.sync().await.unwrap();
+    }
+    // The mark follows the fsyncs (it is written when the store closes, too).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while meridian_storage::durable_mark::read_mark(dir.path())
+        .unwrap()
+        .is_none_or(|m| m < 41)
+    {
+        assert!(std::time::Instant::now() < deadline, "no mark written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Undamaged, it opens (and closes again) with every entry.
+    {
+        let store = NodeStore::open(dir.path()).unwrap();
+        let (mut log, _sm) = store.group(GroupId(1), 1000).unwrap();
+        assert_eq!(log.try_get_log_entries(1..41).await.unwrap().len(), 40);
+    }
+    let mark = meridian_storage::durable_mark::read_mark(dir.path()).unwrap();
+
+    // The journal loses its second half.
+    let journal = files(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a journal file");
+    let len = std::fs::metadata(&journal).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    f.set_len(len / 2).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    let err = NodeStore::open(dir.path())
+        .err()
+        .expect("a store that lost durable writes must not open");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, meridian_storage::Error::Corrupt(_)),
+        "{msg} (mark {mark:?})"
+    );
+    assert!(msg.contains("had been made durable"), "{msg}");
+}

@@ -358,7 +358,7 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
         });
         write_ready(path, &merged(ready, secure))?;
     }
-    crate::wait_for_signal().await;
+    crate::until_signal_or_storage_failure(&nodes).await;
     println!("meridian dev: stopping");
     // All at once: each node's server drains its peers' replication streams for up to its
     // shutdown step, and nine in a row would take most of a minute.
@@ -561,7 +561,7 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
         });
         write_ready(path, &merged(ready, secure))?;
     }
-    crate::wait_for_signal().await;
+    crate::until_signal_or_storage_failure(&nodes).await;
     println!("meridian dev: stopping");
     // All at once: each node's server drains its peers' replication streams for up to its
     // shutdown step, and nine in a row would take most of a minute.

@@ -401,6 +401,23 @@ pub async fn stop_on_storage_failure(node: &meridian_server::Node) {
     std::process::exit(STORAGE_FAILURE_EXIT);
 }
 
+/// Resolves on Ctrl-C or SIGTERM; ends the process (status 74, as [`stop_on_storage_failure`])
+/// at the first storage failure of any of `nodes` — the in-process nodes of `meridian dev`,
+/// whose process is their supervisor's unit.
+pub async fn until_signal_or_storage_failure(nodes: &[meridian_server::Node]) {
+    let failure = async {
+        if nodes.is_empty() {
+            return std::future::pending::<()>().await;
+        }
+        futures::future::select_all(nodes.iter().map(|n| Box::pin(stop_on_storage_failure(n))))
+            .await;
+    };
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = failure => {}
+    }
+}
+
 /// Refuses a configuration without tokens and mTLS unless it says `security.mode =
 /// "insecure"`, and then warns about what is off, at every start.
 pub fn warn_insecure(cfg: &meridian_server::NodeConfig) -> anyhow::Result<()> {

@@ -446,3 +446,55 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// An in-process `meridian dev` cluster (all nine nodes in one process) stops with status 74
+/// when one node's fsync fails, instead of going on with a node that can acknowledge nothing
+/// (and which, shut down, would let fjall fsync what the failed fsync lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_dev_cluster_stops_at_a_node_storage_failure() {
+    common::watchdog(Duration::from_secs(240));
+    let shim_dir = tempfile::tempdir().expect("tempdir");
+    let lib = build_shim(shim_dir.path());
+    let ctl = shim_dir.path().join("fault");
+    std::fs::write(&ctl, "").expect("control file");
+    let (lib, ctl_env) = (lib.display().to_string(), ctl.display().to_string());
+    let mut dev = common::DevCluster::start_env(
+        &["--no-wan"],
+        "warn",
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAULT_SHIM_CTL", ctl_env.as_str()),
+            // The dev's node directories are `<data dir>/node-ID`.
+            ("FAULT_SHIM_PATH", "/node-1/"),
+        ],
+    );
+    let c = dev.client("us-east", Duration::from_secs(5));
+    common::put_settled(&c, "/us-east/disk/a", "1", Duration::from_secs(60)).await;
+
+    std::fs::write(&ctl, "fsync-eio").expect("set the fault");
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = dev.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < until,
+            "meridian dev still runs after node 1's fsync failed; log:\n{}",
+            dev.log()
+        );
+        // Writes to us-east's group reach node 1's log.
+        let _ = c.put("/us-east/disk/b", "2").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        status.code(),
+        Some(STORAGE_FAILURE_EXIT),
+        "exit status; log:\n{}",
+        dev.log()
+    );
+    let log = dev.log();
+    assert!(
+        log.contains("meridian node 1: storage failure"),
+        "the cluster names the node and why it stopped; log:\n{log}"
+    );
+}

@@ -69,6 +69,7 @@
 //! [`Violation`] with an empty cycle. An ordering failure is reported with a cycle of operations,
 //! each forced before the next, with the reason for every step.
 
+mod explain;
 mod graph;
 pub mod history;
 pub mod linear;
@@ -101,7 +102,7 @@ pub fn check_sequential(history: &History) -> Result<Vec<(usize, usize)>, Violat
             .collect()),
         Err(emitted) => {
             let cycle = graph.find_cycle(&emitted);
-            Err(violation::explain_cycle(&prepared.ops, &graph, &cycle))
+            Err(explain::explain_cycle(&prepared.ops, &graph, &cycle))
         }
     }
 }

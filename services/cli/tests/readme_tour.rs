@@ -60,6 +60,7 @@ fn expected(cmd: &str) -> &'static [&'static str] {
         }
         l if l.starts_with("curl ") => &["\"key\":\"/us-east/app/config\""],
         "$M sim check histories/seed-1-run0-d.edn" => &["linearizable (", "stateright agree"],
+        "$M sim nemesis --seconds 10 --seed 11" => &["0 lost", "lock holds"],
         "$M wan cut-region ap-northeast --control ADDR" | "$M wan heal-all --control ADDR" => {
             &["ok"]
         }

@@ -128,6 +128,15 @@ impl Timing {
             // so it never deposes a healthy leader when it comes back.
             enable_pre_vote: Some(true),
             allow_log_reversion: Some(self.allow_log_reversion),
+            // A restarted leader stands for election again instead of resuming its term
+            // (openraft 0.10's default resumes it). A machine that crashed lost the log entries
+            // it had not fsynced yet, though its followers may hold them (they replicate in
+            // parallel with the leader's own fsync) and a quorum may have committed them; a
+            // leader resuming its term would then write different entries under the same
+            // (term, index), and followers that hold the old ones would take the new ones for
+            // a match — two committed values at one revision (sweep seed 1110,
+            // docs/reliability.md). A new term costs one election after a leader restarts.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config
@@ -164,6 +173,15 @@ mod tests {
         assert_eq!(t.heartbeat_interval_ms, 50);
         assert_eq!(t.election_timeout_min_ms, 400);
         assert!(t.raft_config("x").is_ok());
+    }
+
+    #[test]
+    fn a_restarted_leader_stands_for_election_instead_of_resuming_its_term() {
+        // Sweep seed 1110: a resumed term after a machine crash reused log ids for new entries.
+        for t in [Timing::default(), Timing::default().for_group(240, 240)] {
+            let c = t.raft_config("x").expect("config");
+            assert_eq!(c.enable_leader_restore, Some(false));
+        }
     }
 
     #[test]

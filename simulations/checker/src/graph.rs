@@ -62,8 +62,14 @@ impl Graph {
     }
 
     /// Ops are numbered session by session, so program order links consecutive included ops of
-    /// the same session (a dropped write is skipped, not a break in the chain).
+    /// the same session (a dropped write is skipped, not a break in the chain). A write the
+    /// client got no answer for is ordered after what its session did before it, but nothing of
+    /// its session is ordered after it: an unanswered write may still take effect later (the
+    /// contract in docs/consistency.md — read before retrying), as Jepsen's checkers treat a
+    /// process whose operation ended `:info` as gone. The chain of answered operations runs
+    /// past it unbroken.
     fn add_session_order(&mut self, prepared: &Prepared<'_>) {
+        // The session's last included operation that got an answer.
         let mut previous: Option<usize> = None;
         for (id, flat) in prepared.ops.iter().enumerate() {
             if !prepared.included[id] {
@@ -74,7 +80,9 @@ impl Graph {
                     self.add_edge(previous, id, Why::SessionOrder);
                 }
             }
-            previous = Some(id);
+            if !matches!(flat.op.kind, OpKind::Write { revision: None, .. }) {
+                previous = Some(id);
+            }
         }
     }
 

@@ -61,6 +61,12 @@
 //! revision. If reads returned it but none reported a `mod_revision`, its place in the group's
 //! order is unknown and the history is rejected as malformed.
 //!
+//! An included write with unknown outcome follows what its session did before it, but nothing
+//! its session does afterwards is ordered after it: the client never learned whether or when
+//! it took effect, and it may take effect after the session's next operations (the contract in
+//! docs/consistency.md; Jepsen likewise treats a process whose operation ended `:info` as
+//! gone). The session's answered operations stay in program order around it.
+//!
 //! # Failures
 //!
 //! A malformed history (a value no write produced, a write value used twice on a key, two

@@ -288,6 +288,37 @@ fn unobserved_indeterminate_write_is_ignored() {
 }
 
 #[test]
+fn unanswered_write_may_land_after_its_sessions_next_read() {
+    // Sweep seed 1025: a put gets no answer, the session's next read still sees the old value,
+    // and the put takes effect later (another session reads it at revision 2). Legal: the
+    // session never learned its write's revision (docs/consistency.md), so nothing the session
+    // does afterwards is ordered after that write.
+    let h = history([
+        write(0, 1, "a", "1", Some(1)),
+        write(0, 1, "a", "2", None),
+        read(0, 1, "a", Some("1"), Some(1)),
+        read(1, 1, "a", Some("2"), Some(2)),
+    ]);
+    assert_eq!(assert_passes(&h).len(), 4);
+    // What the session did before the unanswered write still precedes it: reading its value
+    // before writing it is a read from the future.
+    let future = history([
+        read(0, 1, "a", Some("2"), Some(2)),
+        write(0, 1, "a", "2", None),
+    ]);
+    assert_fails(&future, NOT_SC);
+    // And the answered operations around it stay in session order: after its own write of 3,
+    // the session cannot read the 1 that 3 overwrote.
+    let stale = history([
+        write(0, 1, "a", "1", Some(1)),
+        write(0, 1, "a", "3", Some(3)),
+        write(0, 1, "a", "2", None),
+        read(0, 1, "a", Some("1"), Some(1)),
+    ]);
+    assert_fails(&stale, NOT_SC);
+}
+
+#[test]
 fn indeterminate_write_observed_without_revision_is_a_history_error() {
     // Without a revision the write cannot be placed in its group's order.
     let h = history([

@@ -847,7 +847,57 @@ pub fn across_moves(
             }
         }
     }
+    unplaceable_imports_unread(&mut records);
     records
+}
+
+/// A write whose client got no answer takes its revision from a read that saw it; if the only
+/// reads that saw it saw it as an import (revision dropped above), nothing places it in its
+/// domain's order, and the checker would reject the history as malformed. Those reads are
+/// counted as unanswered instead: the write is then checked as one nobody saw (it may or may
+/// not have happened), which never adds an order the run did not have.
+fn unplaceable_imports_unread(records: &mut [Record]) {
+    use std::collections::HashSet;
+    let unanswered: HashSet<(String, String)> = records
+        .iter()
+        .filter_map(|r| match &r.op.kind {
+            OpKind::Write {
+                key,
+                value,
+                revision: None,
+            } => Some((key.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    let placed: HashSet<(String, String)> = records
+        .iter()
+        .filter_map(|r| match &r.op.kind {
+            OpKind::Read {
+                key,
+                value: Some(value),
+                mod_revision: Some(_),
+            } => Some((key.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    for r in records.iter_mut() {
+        let OpKind::Read {
+            key,
+            value,
+            mod_revision: None,
+        } = &mut r.op.kind
+        else {
+            continue;
+        };
+        let Some(v) = value.as_ref() else {
+            continue;
+        };
+        let id = (key.clone(), v.clone());
+        if unanswered.contains(&id) && !placed.contains(&id) {
+            *value = None;
+            r.end_us = None;
+        }
+    }
 }
 
 /// A failed read: nothing was observed, so only the error count remembers it.
@@ -960,4 +1010,79 @@ pub fn check(records: &[Record]) -> (Result<(), String>, Result<usize, String>) 
     let linearizable =
         meridian_checker::check_linearizable(&timed_ops(records)).map_err(|v| v.to_string());
     (sequential, linearizable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(client: usize, at: u64, kind: OpKind, served: Option<(u64, u64)>) -> Record {
+        Record {
+            client,
+            region: "r".into(),
+            start_us: at,
+            end_us: served.map(|_| at + 1),
+            linearizable: false,
+            kind: 0,
+            op: Op {
+                session: client,
+                group: served.map_or(5, |s| s.0),
+                kind,
+            },
+            served,
+        }
+    }
+
+    fn read(key: &str, value: &str, mod_revision: u64) -> OpKind {
+        OpKind::Read {
+            key: key.into(),
+            value: Some(value.into()),
+            mod_revision: Some(mod_revision),
+        }
+    }
+
+    /// Seen only as an import, an unanswered write cannot be placed: its readers count as
+    /// unanswered and the history checks (it was rejected as malformed); seen once with its
+    /// revision, every read keeps its value.
+    #[test]
+    fn an_unanswered_write_seen_only_as_an_import_is_checked_as_unseen() {
+        let moved = [MoveOutcome {
+            prefix: "/a/".into(),
+            to: "eu".into(),
+            begun_s: 1.0,
+            ended_s: 2.0,
+            committed: true,
+            group: 7,
+            since: 10,
+            note: String::new(),
+        }];
+        let unanswered = rec(
+            0,
+            1,
+            OpKind::Write {
+                key: "/a/k".into(),
+                value: "v".into(),
+                revision: None,
+            },
+            None,
+        );
+        let imported = rec(1, 5, read("/a/k", "v", 9), Some((7, 12)));
+        let records = across_moves(vec![unanswered.clone(), imported.clone()], &moved, |_| 5);
+        assert_eq!(records[1].end_us, None);
+        assert!(matches!(
+            &records[1].op.kind,
+            OpKind::Read { value: None, .. }
+        ));
+        let (sequential, linearizable) = check(&records);
+        assert_eq!(sequential, Ok(()));
+        assert!(linearizable.is_ok(), "{linearizable:?}");
+
+        let seen = rec(2, 3, read("/a/k", "v", 4), Some((5, 4)));
+        let records = across_moves(vec![unanswered, seen, imported], &moved, |_| 5);
+        assert!(matches!(
+            &records[2].op.kind,
+            OpKind::Read { value: Some(v), mod_revision: None, .. } if v == "v"
+        ));
+        assert_eq!(check(&records).0, Ok(()));
+    }
 }

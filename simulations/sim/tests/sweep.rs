@@ -172,6 +172,32 @@ fn domain_moves_under_drawn_faults_keep_every_checker_passing() {
 
 const MACHINE_CRASH: &str = include_str!("../../scenarios/machine-crash.toml");
 
+/// The seeds the long sweep found failing, replayed (docs/reliability.md): 1110 — a group's
+/// leader whose machine crashed, losing its un-fsynced tail, came back as leader of the same
+/// term (openraft 0.10's `enable_leader_restore`) and wrote a different entry under a log id
+/// its followers already held, so one revision had two committed values (an acknowledged put
+/// that no watcher saw); 1025 — a put without an answer took effect after its session's next
+/// read, which the contract allows and the checker once did not. With leader restore on, seed
+/// 1110 fails the watch validators again.
+#[test]
+fn the_seeds_the_long_sweep_found_failing_pass() {
+    let s = parse_scenario(SWEEP, "sweep.toml").expect("scenario");
+    for seed in [1025, 1110] {
+        let runs = run_seed(&s, TOPO, seed).expect("simulation");
+        let v = &runs[0];
+        assert!(v.operations > 100, "seed {seed}: the workload ran");
+        assert!(
+            !v.failed(),
+            "seed {seed} failed: {:?} {:?} {:?} {:?} {:?}\nreplay: meridian sim run simulations/scenarios/sweep.toml --deterministic --seed {seed}",
+            v.sequential,
+            v.linearizable,
+            v.watch,
+            v.locks,
+            v.independent
+        );
+    }
+}
+
 /// Whole regions' machines crash on a slow disk, losing their un-fsynced tails: Meridian loses
 /// nothing it acknowledged; a disk that acknowledges appends before their fsync loses
 /// acknowledged writes, and the checkers see it (a revision written twice, or a cycle).

@@ -38,6 +38,14 @@ pub struct Timing {
     /// checkers, instead of ending the whole simulation at openraft's assertion.
     #[serde(skip)]
     pub allow_log_reversion: bool,
+    /// Deterministic simulation only, never read from a file, and only beside
+    /// `allow_log_reversion` for the injected `ack-before-fsync` bug: a restarted leader resumes
+    /// its term (openraft's `enable_leader_restore`). Off, the lost entries end the run at
+    /// openraft's assertion that a committed entry never changes (an abort in debug builds)
+    /// before the clients and the checkers see them. Never safe with a real disk: a leader
+    /// that lost its unsynced tail would reuse log ids (sweep seed 1110).
+    #[serde(skip)]
+    pub leader_restore: bool,
 }
 
 impl Default for Timing {
@@ -58,6 +66,7 @@ impl Default for Timing {
             fixed_election_offset_ms: None,
             lease_clock_rate: None,
             allow_log_reversion: false,
+            leader_restore: false,
         }
     }
 }
@@ -136,7 +145,7 @@ impl Timing {
             // (term, index), and followers that hold the old ones would take the new ones for
             // a match — two committed values at one revision (sweep seed 1110,
             // docs/reliability.md). A new term costs one election after a leader restarts.
-            enable_leader_restore: Some(false),
+            enable_leader_restore: Some(self.leader_restore),
             ..Default::default()
         };
         config

@@ -251,6 +251,7 @@ pub fn simulate(
         config.raft.fixed_election_offset_ms = Some(election_offset_ms(n.id));
         config.raft.lease_clock_rate = s.clock_rates.get(&name).copied();
         config.raft.allow_log_reversion = s.inject.iter().any(|b| b == "ack-before-fsync");
+        config.raft.leader_restore = config.raft.allow_log_reversion;
         let (topology, dialer) = (topology.clone(), dialer.clone());
         sim.host(name.as_str(), move || {
             let (config, topology, dialer, disk) = (
@@ -660,9 +661,10 @@ pub fn simulate(
                         sim.bounce(t.as_str());
                     }
                 }
-                (FaultKind::Partition | FaultKind::Pause, _) => {
+                (FaultKind::Partition | FaultKind::Pause | FaultKind::Delay, _) => {
                     // A region's partition keeps its clients with it; a pause cuts only the
-                    // paused nodes (their own clients see them stop too).
+                    // paused nodes (their own clients see them stop too); a delay holds only
+                    // what the target's nodes and the other nodes send each other.
                     let inside: Vec<&String> = if f.kind == FaultKind::Partition {
                         host_region
                             .iter()
@@ -675,7 +677,9 @@ pub fn simulate(
                         targets.iter().collect()
                     };
                     for (h, _) in &host_region {
-                        if inside.contains(&h) {
+                        if inside.contains(&h)
+                            || (f.kind == FaultKind::Delay && !h.starts_with('n'))
+                        {
                             continue;
                         }
                         for i in &inside {

@@ -1,7 +1,8 @@
 //! Fault schedules drawn from a seed. A scenario with `random_faults = K` gets K faults drawn
 //! from the seed on top of the ones it lists ([`with_random_faults`]): each a crash (half of
-//! them of the machine, losing the un-fsynced tail), a partition, a pause or a slow disk of one
-//! node or one whole region, or a node whose lease clock runs at a skewed rate
+//! them of the machine, losing the un-fsynced tail), a partition, a pause, a slow disk or a
+//! delay (messages between nodes held, then delivered late and out of order with other links')
+//! of one node or one whole region, or a node whose lease clock runs at a skewed rate
 //! within the lease's drift bound ([`meridian_consensus::lease::DRIFT`]) for the whole run. Each
 //! drawn fault has its own slot of the workload, so they never overlap (a partition's repair
 //! never heals another's links). [`crate::det::simulate`] applies the draw itself, so
@@ -62,6 +63,7 @@ pub fn with_random_faults(s: &Scenario, topology: &Topology, seed: u64) -> Scena
                 FaultKind::Partition,
                 FaultKind::Pause,
                 FaultKind::SlowDisk,
+                FaultKind::Delay,
             ],
         );
         // A crash is of the machine (losing the un-fsynced tail) half the time; a slow disk

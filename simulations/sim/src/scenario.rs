@@ -168,6 +168,11 @@ pub enum FaultKind {
     /// Make the target's fsyncs take `fsync_ms` for `for_s`.
     #[serde(rename = "slow-disk")]
     SlowDisk,
+    /// Hold every message between the target's nodes and the other nodes (its clients keep
+    /// talking to it) for `for_s`, then deliver them all: late, in one burst, after what other
+    /// links carried meanwhile — the reordering TCP allows, which is across connections (a
+    /// stale AppendEntries or forward arriving after newer ones), never within one.
+    Delay,
 }
 
 impl FaultKind {
@@ -178,6 +183,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::Pause => "pause",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::Delay => "delay",
         }
     }
 }

@@ -14,6 +14,8 @@ use meridian_sim::sweep::run_seed;
 
 const TOPO: &str = include_str!("../../../topology/local-3region.toml");
 const SWEEP: &str = include_str!("../../scenarios/sweep.toml");
+const FOUND_1025: &str = include_str!("../../scenarios/found/seed-1025.toml");
+const FOUND_1110: &str = include_str!("../../scenarios/found/seed-1110.toml");
 
 #[test]
 fn meridian_survives_the_drawn_faults_of_two_seeds() {
@@ -172,23 +174,30 @@ fn domain_moves_under_drawn_faults_keep_every_checker_passing() {
 
 const MACHINE_CRASH: &str = include_str!("../../scenarios/machine-crash.toml");
 
-/// The seeds the long sweep found failing, replayed (docs/reliability.md): 1110 — a group's
-/// leader whose machine crashed, losing its un-fsynced tail, came back as leader of the same
-/// term (openraft 0.10's `enable_leader_restore`) and wrote a different entry under a log id
-/// its followers already held, so one revision had two committed values (an acknowledged put
-/// that no watcher saw); 1025 — a put without an answer took effect after its session's next
-/// read, which the contract allows and the checker once did not. With leader restore on, seed
-/// 1110 fails the watch validators again.
+/// The seeds the long sweep found failing, replayed from their schedules as drawn then
+/// (`simulations/scenarios/found/`, docs/reliability.md): 1110 — a group's leader whose machine
+/// crashed, losing its un-fsynced tail, came back as leader of the same term (openraft 0.10's
+/// `enable_leader_restore`) and wrote a different entry under a log id its followers already
+/// held, so one revision had two committed values (an acknowledged put that no watcher saw);
+/// 1025 — a put without an answer took effect after its session's next read, which the
+/// contract allows and the checker once did not. With leader restore on, both fail again.
 #[test]
 fn the_seeds_the_long_sweep_found_failing_pass() {
-    let s = parse_scenario(SWEEP, "sweep.toml").expect("scenario");
-    for seed in [1025, 1110] {
-        let runs = run_seed(&s, TOPO, seed).expect("simulation");
+    for (name, text) in [
+        ("seed-1025.toml", FOUND_1025),
+        ("seed-1110.toml", FOUND_1110),
+    ] {
+        let s = parse_scenario(text, name).expect("scenario");
+        assert_eq!(
+            s.random_faults, 0,
+            "{name}: the schedule is listed, not drawn"
+        );
+        let runs = run_seed(&s, TOPO, s.seed).expect("simulation");
         let v = &runs[0];
-        assert!(v.operations > 100, "seed {seed}: the workload ran");
+        assert!(v.operations > 100, "{name}: the workload ran");
         assert!(
             !v.failed(),
-            "seed {seed} failed: {:?} {:?} {:?} {:?} {:?}\nreplay: meridian sim run simulations/scenarios/sweep.toml --deterministic --seed {seed}",
+            "{name} failed: {:?} {:?} {:?} {:?} {:?}\nreplay: meridian sim run simulations/scenarios/found/{name} --deterministic",
             v.sequential,
             v.linearizable,
             v.watch,

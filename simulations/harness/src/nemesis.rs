@@ -20,7 +20,7 @@
 use crate::dev::Dev;
 use anyhow::{bail, Context, Result};
 use meridian_checker::{Op, OpKind, WatchLog};
-use meridian_sdk::{Client, Consistency, Options, Session};
+use meridian_sdk::{pb, Client, Consistency, Options, Session};
 use meridian_sim::det::{check, check_watches, timed_ops, watch_item, Record};
 use meridian_sim::lockers::{one_hold, LockLog};
 use serde_json::json;
@@ -101,9 +101,77 @@ fn keys() -> Vec<String> {
 }
 
 type Shared = Arc<Mutex<Vec<Record>>>;
+/// Each key's group.
+type Groups = Arc<BTreeMap<String, u64>>;
 
 fn push(records: &Shared, r: Record) {
     records.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+}
+
+/// Who recorded an operation, and when it began (microseconds since the run's origin).
+struct By<'a> {
+    client: usize,
+    region: &'a str,
+    start_us: u64,
+}
+
+/// An answered read of `key` (in `group`) as the checkers take it.
+fn read_record(
+    by: By<'_>,
+    end_us: u64,
+    linearizable: bool,
+    key: String,
+    group: u64,
+    r: &pb::GetResponse,
+) -> Record {
+    let kv = r.kv.as_ref();
+    Record {
+        client: by.client,
+        region: by.region.to_string(),
+        start_us: by.start_us,
+        end_us: Some(end_us),
+        linearizable,
+        kind: 0,
+        op: Op {
+            session: by.client,
+            group,
+            kind: OpKind::Read {
+                key,
+                value: kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                mod_revision: kv.map(|kv| kv.mod_revision),
+            },
+        },
+        served: r.header.as_ref().map(|h| (h.group, h.revision)),
+    }
+}
+
+/// A put of `key = value` (in `group`); without an answer (`answer` None) its effect is unknown.
+fn write_record(
+    by: By<'_>,
+    key: String,
+    value: String,
+    group: u64,
+    answer: Option<(u64, &pb::PutResponse)>,
+) -> Record {
+    let header = answer.and_then(|(_, r)| r.header.as_ref());
+    Record {
+        client: by.client,
+        region: by.region.to_string(),
+        start_us: by.start_us,
+        end_us: answer.map(|(end_us, _)| end_us),
+        linearizable: true,
+        kind: 2,
+        op: Op {
+            session: by.client,
+            group,
+            kind: OpKind::Write {
+                key,
+                value,
+                revision: header.map(|h| h.revision),
+            },
+        },
+        served: header.map(|h| (h.group, h.revision)),
+    }
 }
 
 /// The cluster's node processes: each restarted by the nemesis under libfaketime with its own
@@ -288,7 +356,7 @@ async fn client_loop(
     id: usize,
     region: &'static str,
     client: Client,
-    groups: Arc<BTreeMap<String, u64>>,
+    groups: Groups,
     origin: Instant,
     stop: Instant,
     records: Shared,
@@ -314,48 +382,23 @@ async fn client_loop(
                 // An unanswered read says nothing.
                 continue;
             };
-            let kv = r.kv.as_ref();
-            Record {
+            let by = By {
                 client: id,
-                region: region.to_string(),
+                region,
                 start_us: us(start),
-                end_us: Some(us(Instant::now())),
-                linearizable,
-                kind: 0,
-                op: Op {
-                    session: id,
-                    group,
-                    kind: OpKind::Read {
-                        key,
-                        value: kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
-                        mod_revision: kv.map(|kv| kv.mod_revision),
-                    },
-                },
-                served: r.header.as_ref().map(|h| (h.group, h.revision)),
-            }
+            };
+            read_record(by, us(Instant::now()), linearizable, key, group, &r)
         } else {
             n += 1;
             let value = format!("c{id}-{n}");
             let r = client.put(&key, value.clone()).await;
-            let header = r.as_ref().ok().and_then(|r| r.header.as_ref());
-            Record {
+            let by = By {
                 client: id,
-                region: region.to_string(),
+                region,
                 start_us: us(start),
-                end_us: r.is_ok().then(|| us(Instant::now())),
-                linearizable: true,
-                kind: 2,
-                op: Op {
-                    session: id,
-                    group,
-                    kind: OpKind::Write {
-                        key,
-                        value,
-                        revision: header.map(|h| h.revision),
-                    },
-                },
-                served: header.map(|h| (h.group, h.revision)),
-            }
+            };
+            let answer = r.as_ref().ok().map(|r| (us(Instant::now()), r));
+            write_record(by, key, value, group, answer)
         };
         recorded += 1;
         push(&records, record);
@@ -489,18 +532,10 @@ pub async fn run(args: NemesisArgs) -> Result<ExitCode> {
 }
 
 async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) -> Result<Summary> {
-    let control = dev.ready["wan_control"]
+    let wan = Wan(dev.ready["wan_control"]
         .as_str()
         .context("the dev cluster runs no WAN emulator")?
-        .to_string();
-    let wan = |command: String| {
-        let control = control.clone();
-        async move {
-            meridian_wan::control(&control, &command, Duration::from_secs(5))
-                .await
-                .with_context(|| format!("wan {command}"))
-        }
-    };
+        .to_string());
     // Every node again under libfaketime, each with its own clock.
     for id in nodes.ids() {
         nodes.signal(id, "-KILL")?;
@@ -509,19 +544,70 @@ async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) ->
         nodes.wait_gone(id)?;
         nodes.start(id)?;
     }
+    let (groups, group_ids) = groups()?;
+    let origin = Instant::now();
+    let records: Shared = Arc::default();
+    write_initial(dev, &groups, origin, &records).await?;
 
+    let stop = Instant::now() + Duration::from_secs(args.seconds);
+    let workload = Workload::start(dev, &groups, origin, stop, &records, seed)?;
+    let faults = inject_faults(args, seed, nodes, &group_ids, &wan, origin).await?;
+    tokio::time::sleep_until(tokio::time::Instant::from_std(stop)).await;
+    nodes.heal()?;
+    wan.send("heal-all").await?;
+    for t in workload.clients {
+        t.await.context("a client task")?;
+    }
+    for t in workload.lockers {
+        t.await.context("a locker task")?;
+    }
+    let mut violations = final_reads(dev, &groups, origin, &records).await?;
+    // The watchers get a few seconds more to deliver the last writes, then stop.
+    tokio::time::sleep(WATCH_TAIL).await;
+    let _ = workload.watchers_stop.send(true);
+    let mut watches = Vec::new();
+    for w in workload.watchers {
+        match w.await {
+            Ok(Ok(log)) => watches.push(log),
+            Ok(Err(e)) => violations.push(e),
+            Err(e) => bail!("a watcher task: {e}"),
+        }
+    }
+    let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+    verdicts(
+        records,
+        &watches,
+        &workload.lock_log,
+        args.export.as_deref(),
+        faults,
+        violations,
+    )
+}
+
+/// The WAN emulator's control socket.
+struct Wan(String);
+
+impl Wan {
+    async fn send(&self, command: &str) -> Result<()> {
+        meridian_wan::control(&self.0, command, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("wan {command}"))
+            .map(|_| ())
+    }
+}
+
+/// Each key's group, and the groups a leader kill draws from (the keys' and the global
+/// lock's).
+fn groups() -> Result<(Groups, Vec<u64>)> {
     let topology = meridian_topology::Topology::parse(meridian_topology::LOCAL_3REGION, "dev")
         .context("the dev topology")?;
-    let groups: Arc<BTreeMap<String, u64>> = Arc::new(
-        keys()
-            .into_iter()
-            .map(|k| {
-                let g = topology.placement().group_of(&k).map_or(0, |(g, _)| g.0);
-                (k, g)
-            })
-            .collect(),
-    );
-    // Leader kills draw from the groups of the keys and of the global lock.
+    let groups: BTreeMap<String, u64> = keys()
+        .into_iter()
+        .map(|k| {
+            let g = topology.placement().group_of(&k).map_or(0, |(g, _)| g.0);
+            (k, g)
+        })
+        .collect();
     let mut group_ids: Vec<u64> = groups.values().copied().collect();
     group_ids.extend(
         topology
@@ -531,85 +617,115 @@ async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) ->
     );
     group_ids.sort_unstable();
     group_ids.dedup();
+    Ok((Arc::new(groups), group_ids))
+}
 
-    // Every key written before the faults begin (and the cluster answers); part of the history.
-    let origin = Instant::now();
-    let records: Shared = Arc::default();
+/// Every key written before the faults begin (once the cluster answers); part of the history.
+async fn write_initial(
+    dev: &Dev,
+    groups: &BTreeMap<String, u64>,
+    origin: Instant,
+    records: &Shared,
+) -> Result<()> {
     let setup = client(dev, "us-east", Duration::from_secs(5))?;
     for k in keys() {
         let value = format!("init-{k}");
-        let start = origin.elapsed().as_micros() as u64;
+        let start_us = origin.elapsed().as_micros() as u64;
         let deadline = Instant::now() + Duration::from_secs(90);
-        let revision = loop {
+        let r = loop {
             match setup.put(&k, value.clone()).await {
-                Ok(r) => break r.header.map_or(0, |h| h.revision),
+                Ok(r) => break r,
                 Err(e) if Instant::now() > deadline => {
                     bail!("the cluster did not take its first writes within 90 s: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         };
+        let by = By {
+            client: 99,
+            region: "us-east",
+            start_us,
+        };
+        let end_us = origin.elapsed().as_micros() as u64;
+        let group = groups[&k];
         push(
-            &records,
-            Record {
-                client: 99,
-                region: "us-east".into(),
-                start_us: start,
-                end_us: Some(origin.elapsed().as_micros() as u64),
-                linearizable: true,
-                kind: 2,
-                op: Op {
-                    session: 99,
-                    group: groups[&k],
-                    kind: OpKind::Write {
-                        key: k.clone(),
-                        value,
-                        revision: Some(revision),
-                    },
-                },
-                served: Some((groups[&k], revision)),
-            },
+            records,
+            write_record(by, k, value, group, Some((end_us, &r))),
         );
     }
+    Ok(())
+}
 
-    let run = Duration::from_secs(args.seconds);
-    let stop = Instant::now() + run;
-    let mut clients = Vec::new();
-    let mut watchers = Vec::new();
-    let mut lockers = Vec::new();
-    let lock_log = LockLog::default();
-    let (watchers_stop, _) = tokio::sync::watch::channel(false);
-    let watched = "/us-east/nem/".to_string();
-    for (i, region) in REGIONS.iter().enumerate() {
-        clients.push(tokio::spawn(client_loop(
-            i,
-            region,
-            client(dev, region, Duration::from_secs(5))?,
-            groups.clone(),
-            origin,
-            stop,
-            records.clone(),
-            seed ^ (i as u64 + 1),
-        )));
-        watchers.push(tokio::spawn(watch_loop(
-            format!("w-{region}"),
-            client(dev, region, Duration::from_secs(5))?,
-            watched.clone(),
-            groups["/us-east/nem/k0"],
-            watchers_stop.subscribe(),
-        )));
-        for lock in ["/global/locks/nemesis", "/us-east/locks/nemesis"] {
-            lockers.push(tokio::spawn(lock_loop(
-                format!("l-{region}{lock}"),
+/// The tasks that make the history: in every region a KV client, a watcher of us-east's keys
+/// from revision 1, and a locker of each lock.
+struct Workload {
+    clients: Vec<tokio::task::JoinHandle<()>>,
+    watchers: Vec<tokio::task::JoinHandle<Result<WatchLog, String>>>,
+    lockers: Vec<tokio::task::JoinHandle<()>>,
+    lock_log: LockLog,
+    watchers_stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Workload {
+    fn start(
+        dev: &Dev,
+        groups: &Groups,
+        origin: Instant,
+        stop: Instant,
+        records: &Shared,
+        seed: u64,
+    ) -> Result<Workload> {
+        let (watchers_stop, _) = tokio::sync::watch::channel(false);
+        let mut w = Workload {
+            clients: Vec::new(),
+            watchers: Vec::new(),
+            lockers: Vec::new(),
+            lock_log: LockLog::default(),
+            watchers_stop,
+        };
+        let watched = "/us-east/nem/".to_string();
+        for (i, region) in REGIONS.iter().enumerate() {
+            w.clients.push(tokio::spawn(client_loop(
+                i,
+                region,
                 client(dev, region, Duration::from_secs(5))?,
-                lock.to_string(),
+                groups.clone(),
+                origin,
                 stop,
-                lock_log.clone(),
+                records.clone(),
+                seed ^ (i as u64 + 1),
             )));
+            w.watchers.push(tokio::spawn(watch_loop(
+                format!("w-{region}"),
+                client(dev, region, Duration::from_secs(5))?,
+                watched.clone(),
+                groups["/us-east/nem/k0"],
+                w.watchers_stop.subscribe(),
+            )));
+            for lock in ["/global/locks/nemesis", "/us-east/locks/nemesis"] {
+                w.lockers.push(tokio::spawn(lock_loop(
+                    format!("l-{region}{lock}"),
+                    client(dev, region, Duration::from_secs(5))?,
+                    lock.to_string(),
+                    stop,
+                    w.lock_log.clone(),
+                )));
+            }
         }
+        Ok(w)
     }
+}
 
-    // The nemesis: one fault per step, held and undone before the next.
+/// The nemesis: one fault per step drawn from `seed`, held and undone before the next; returns
+/// what it did, in order.
+async fn inject_faults(
+    args: &NemesisArgs,
+    seed: u64,
+    nodes: &mut Nodes,
+    group_ids: &[u64],
+    wan: &Wan,
+    origin: Instant,
+) -> Result<Vec<String>> {
     let mut rng = Rng::new(seed);
     let step = Duration::from_millis(args.step_ms);
     let steps = args.seconds * 1000 / args.step_ms;
@@ -652,9 +768,9 @@ async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) ->
             }
             3 => {
                 let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
-                wan(format!("cut-region {region}")).await?;
+                wan.send(&format!("cut-region {region}")).await?;
                 tokio::time::sleep(hold).await;
-                wan("heal-all".into()).await?;
+                wan.send("heal-all").await?;
                 format!("cut {region}")
             }
             _ => {
@@ -668,78 +784,60 @@ async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) ->
         eprintln!("nemesis: {at:.1} s: {fault}");
         faults.push(fault);
     }
-    tokio::time::sleep_until(tokio::time::Instant::from_std(stop)).await;
-    nodes.heal()?;
-    wan("heal-all".into()).await?;
-    for t in clients {
-        t.await.context("a client task")?;
-    }
-    for t in lockers {
-        t.await.context("a locker task")?;
-    }
+    Ok(faults)
+}
 
-    // Every client reads every key linearizably once the faults are over.
-    let mut violations = Vec::new();
+/// Every region reads every key linearizably once the faults are over; returns the
+/// violations (a healed cluster that does not answer within [`SETTLE`]).
+async fn final_reads(
+    dev: &Dev,
+    groups: &BTreeMap<String, u64>,
+    origin: Instant,
+    records: &Shared,
+) -> Result<Vec<String>> {
     let settle = Instant::now() + SETTLE;
-    'regions: for (i, region) in REGIONS.iter().enumerate() {
+    for (i, region) in REGIONS.iter().enumerate() {
         let c = client(dev, region, Duration::from_secs(10))?;
         for key in keys() {
             loop {
-                let start = origin.elapsed().as_micros() as u64;
+                let start_us = origin.elapsed().as_micros() as u64;
                 match c.get_with(&key, Consistency::Linearizable).await {
                     Ok(r) => {
-                        let kv = r.kv.as_ref();
-                        push(
-                            &records,
-                            Record {
-                                client: 100 + i,
-                                region: region.to_string(),
-                                start_us: start,
-                                end_us: Some(origin.elapsed().as_micros() as u64),
-                                linearizable: true,
-                                kind: 0,
-                                op: Op {
-                                    session: 100 + i,
-                                    group: groups[&key],
-                                    kind: OpKind::Read {
-                                        key: key.clone(),
-                                        value: kv.map(|kv| {
-                                            String::from_utf8_lossy(&kv.value).into_owned()
-                                        }),
-                                        mod_revision: kv.map(|kv| kv.mod_revision),
-                                    },
-                                },
-                                served: r.header.as_ref().map(|h| (h.group, h.revision)),
-                            },
-                        );
+                        let by = By {
+                            client: 100 + i,
+                            region,
+                            start_us,
+                        };
+                        let end_us = origin.elapsed().as_micros() as u64;
+                        let group = groups[&key];
+                        push(records, read_record(by, end_us, true, key, group, &r));
                         break;
                     }
                     Err(e) if Instant::now() > settle => {
-                        violations.push(format!(
+                        return Ok(vec![format!(
                             "the healed cluster did not answer a linearizable read of {key} in \
                              {region} within {} s: {e}",
                             SETTLE.as_secs()
-                        ));
-                        break 'regions;
+                        )]);
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
         }
     }
-    // The watchers get a few seconds more to deliver the last writes, then stop.
-    tokio::time::sleep(WATCH_TAIL).await;
-    let _ = watchers_stop.send(true);
-    let mut watches = Vec::new();
-    for w in watchers {
-        match w.await {
-            Ok(Ok(log)) => watches.push(log),
-            Ok(Err(e)) => violations.push(e),
-            Err(e) => bail!("a watcher task: {e}"),
-        }
-    }
+    Ok(Vec::new())
+}
 
-    let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+/// Every checker over the history, the watch streams and the lock holds; the history is
+/// written to `export` (Jepsen EDN) when asked.
+fn verdicts(
+    records: Vec<Record>,
+    watches: &[WatchLog],
+    lock_log: &LockLog,
+    export: Option<&Path>,
+    faults: Vec<String>,
+    mut violations: Vec<String>,
+) -> Result<Summary> {
     let (acked, indeterminate, lost) = lost_writes(&records);
     if lost > 0 {
         violations.push(format!("{lost} acknowledged write(s) lost"));
@@ -760,10 +858,10 @@ async fn nemesis(args: &NemesisArgs, seed: u64, dev: &Dev, nodes: &mut Nodes) ->
         Ok(_) => {}
         Err(e) => violations.push(format!("the independent checker: {e}")),
     }
-    if let Some(path) = &args.export {
+    if let Some(path) = export {
         std::fs::write(path, &history).with_context(|| format!("writing {}", path.display()))?;
     }
-    let watch_events = match check_watches(&records, &watches) {
+    let watch_events = match check_watches(&records, watches) {
         Ok(n) => n,
         Err(e) => {
             violations.push(format!("watch validators: {e}"));

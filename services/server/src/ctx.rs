@@ -28,6 +28,12 @@ use tracing::Instrument;
 const FORWARD_HOPS_MAX: usize = 3;
 /// Longest a move's target leader holds a handed-over write for the import.
 const IMPORT_WAIT: Duration = Duration::from_secs(2);
+/// How long a write waits for a group with no known leader to elect one (a regional group
+/// fails over in 1.1–1.4 s) before it is refused as Unavailable — short of the 2–3 s deadlines
+/// clients give a call, so they still get the answer; at most half the write timeout.
+const LEADER_WAIT: Duration = Duration::from_millis(1_500);
+/// How often a write waiting for a leader looks again.
+const LEADER_POLL: Duration = Duration::from_millis(50);
 
 pub struct NodeCtx {
     pub node_id: u64,
@@ -137,40 +143,26 @@ impl NodeCtx {
         let local = self.host.get(group);
         crate::telemetry::record_group(group, None);
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
+        // While no leader is known (an election), wait for one — boundedly, as etcd holds a
+        // proposal until a leader is elected — instead of answering Unavailable at once; then
+        // Unavailable as before (the write was not proposed), never a Deadline.
+        let patience = tokio::time::Instant::now() + LEADER_WAIT.min(timeout / 2);
         let work = async {
-            let mut targets: Vec<String> = match self.write_local(group, cmd.clone()).await {
-                Ok((rev, result)) => return Ok((rev, result)),
-                Err(LocalWrite::NotLeader(Some((_, addr)))) => vec![addr],
-                Err(LocalWrite::NotLeader(None)) => return Err(self.no_leader(group)),
-                Err(LocalWrite::NoProposer) => match &local {
-                    Some(h) => match self.leader(h) {
-                        Some((_, addr)) => vec![addr],
-                        None => return Err(self.no_leader(group)),
-                    },
-                    None => self.voter_addresses(group),
-                },
-                Err(LocalWrite::Failed(e)) => return Err(e),
-            };
-            targets.reverse();
-            let mut hops = 0;
-            while let Some(target) = targets.pop() {
-                match self.forward(&target, group, &cmd, timeout).await {
-                    Ok(Forwarded::Done(rev, result)) => return Ok((rev, result)),
-                    Ok(Forwarded::NotLeader(Some(next))) if next != target => {
-                        hops += 1;
-                        if hops > FORWARD_HOPS_MAX {
-                            break;
+            loop {
+                match self.commit_once(group, &cmd, local.as_ref(), timeout).await {
+                    Ok(done) => return Ok(done),
+                    Err(Once::Failed(e)) => return Err(e),
+                    Err(Once::NoLeader) if tokio::time::Instant::now() < patience => {
+                        tokio::time::sleep(LEADER_POLL).await;
+                        while tokio::time::Instant::now() < patience
+                            && local.as_ref().is_some_and(|h| self.leader(h).is_none())
+                        {
+                            tokio::time::sleep(LEADER_POLL).await;
                         }
-                        targets.push(next);
                     }
-                    Ok(Forwarded::NotLeader(_)) => {}
-                    // A voter that never got it: try the next one (only when this node has no
-                    // replica to ask for the leader).
-                    Err(Error::Unavailable(_)) if local.is_none() && !targets.is_empty() => {}
-                    Err(e) => return Err(e),
+                    Err(Once::NoLeader) => return Err(self.no_leader(group)),
                 }
             }
-            Err(self.no_leader(group))
         };
         match tokio::time::timeout(timeout, work).await {
             Err(_) => Err(Error::Deadline(format!(
@@ -185,6 +177,50 @@ impl NodeCtx {
             }),
             Ok(Ok(done)) => Ok(done),
         }
+    }
+
+    /// One try of [`Self::commit`]: proposed here when this node leads, else forwarded to the
+    /// leader as far as it is known.
+    async fn commit_once(
+        &self,
+        group: GroupId,
+        cmd: &Command,
+        local: Option<&GroupHandle>,
+        timeout: Duration,
+    ) -> std::result::Result<(u64, CommandResult), Once> {
+        let mut targets: Vec<String> = match self.write_local(group, cmd.clone()).await {
+            Ok((rev, result)) => return Ok((rev, result)),
+            Err(LocalWrite::NotLeader(Some((_, addr)))) => vec![addr],
+            Err(LocalWrite::NotLeader(None)) => return Err(Once::NoLeader),
+            Err(LocalWrite::NoProposer) => match local {
+                Some(h) => match self.leader(h) {
+                    Some((_, addr)) => vec![addr],
+                    None => return Err(Once::NoLeader),
+                },
+                None => self.voter_addresses(group),
+            },
+            Err(LocalWrite::Failed(e)) => return Err(Once::Failed(e)),
+        };
+        targets.reverse();
+        let mut hops = 0;
+        while let Some(target) = targets.pop() {
+            match self.forward(&target, group, cmd, timeout).await {
+                Ok(Forwarded::Done(rev, result)) => return Ok((rev, result)),
+                Ok(Forwarded::NotLeader(Some(next))) if next != target => {
+                    hops += 1;
+                    if hops > FORWARD_HOPS_MAX {
+                        break;
+                    }
+                    targets.push(next);
+                }
+                Ok(Forwarded::NotLeader(_)) => {}
+                // A voter that never got it: try the next one (only when this node has no
+                // replica to ask for the leader).
+                Err(Error::Unavailable(_)) if local.is_none() && !targets.is_empty() => {}
+                Err(e) => return Err(Once::Failed(e)),
+            }
+        }
+        Err(Once::NoLeader)
     }
 
     /// The addresses of `group`'s voters, nearest first.
@@ -360,6 +396,13 @@ pub enum LocalWrite {
     /// This node holds no voter of the group.
     NoProposer,
     NotLeader(Option<(u64, String)>),
+    Failed(Error),
+}
+
+/// Why one try of a commit did not end it.
+enum Once {
+    /// No leader is known yet: worth another try once one is.
+    NoLeader,
     Failed(Error),
 }
 

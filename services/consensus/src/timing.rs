@@ -38,14 +38,6 @@ pub struct Timing {
     /// checkers, instead of ending the whole simulation at openraft's assertion.
     #[serde(skip)]
     pub allow_log_reversion: bool,
-    /// Deterministic simulation only, never read from a file, and only beside
-    /// `allow_log_reversion` for the injected `ack-before-fsync` bug: a restarted leader resumes
-    /// its term (openraft's `enable_leader_restore`). Off, the lost entries end the run at
-    /// openraft's assertion that a committed entry never changes (an abort in debug builds)
-    /// before the clients and the checkers see them. Never safe with a real disk: a leader
-    /// that lost its unsynced tail would reuse log ids (sweep seed 1110).
-    #[serde(skip)]
-    pub leader_restore: bool,
 }
 
 impl Default for Timing {
@@ -66,7 +58,6 @@ impl Default for Timing {
             fixed_election_offset_ms: None,
             lease_clock_rate: None,
             allow_log_reversion: false,
-            leader_restore: false,
         }
     }
 }
@@ -145,7 +136,10 @@ impl Timing {
             // (term, index), and followers that hold the old ones would take the new ones for
             // a match — two committed values at one revision (sweep seed 1110,
             // docs/reliability.md). A new term costs one election after a leader restarts.
-            enable_leader_restore: Some(self.leader_restore),
+            // Only the simulation's injected lying disk (which is what `allow_log_reversion`
+            // is set for) keeps it on: otherwise openraft's assertion that a committed entry
+            // never changes aborts the run before the checkers see the loss.
+            enable_leader_restore: Some(self.allow_log_reversion),
             ..Default::default()
         };
         config

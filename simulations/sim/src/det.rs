@@ -251,7 +251,6 @@ pub fn simulate(
         config.raft.fixed_election_offset_ms = Some(election_offset_ms(n.id));
         config.raft.lease_clock_rate = s.clock_rates.get(&name).copied();
         config.raft.allow_log_reversion = s.inject.iter().any(|b| b == "ack-before-fsync");
-        config.raft.leader_restore = config.raft.allow_log_reversion;
         let (topology, dialer) = (topology.clone(), dialer.clone());
         sim.host(name.as_str(), move || {
             let (config, topology, dialer, disk) = (

@@ -304,6 +304,25 @@ mod tests {
             "eu-west": {"ops_per_sec": total - east}}})
     }
 
+    /// `sim chart` redraws a chart from the written JSON: the parsed numbers must be the
+    /// written ones to the last bit (serde_json's default parser may round the last digit
+    /// differently; the workspace turns on `float_roundtrip`), so the redraw is identical.
+    #[test]
+    fn a_chart_redrawn_from_its_json_is_identical() {
+        let mut x: f64 = 0.123_456_789;
+        for i in 0..2000 {
+            // Throughputs like the runs print: ops divided by elapsed seconds.
+            x = (x * 9_301.0 + 49_297.0) % 233_280.0;
+            let total = 1.0 + x / (3.0 + i as f64 / 997.0);
+            let east = total / (1.0 + (i % 7) as f64 / 3.0);
+            let out = serde_json::json!({"scenario": "t",
+                "runs": [run("c", total, east), run("d", total / 3.3, east / 2.9)]});
+            let text = serde_json::to_string_pretty(&out).expect("serialize");
+            let back: serde_json::Value = serde_json::from_str(&text).expect("parse");
+            assert_eq!(svg(&back), svg(&out), "run {i}: {text}");
+        }
+    }
+
     /// One panel for all regions and one per region; bars on a log scale, so ten times the
     /// throughput is one decade taller, whatever the largest value.
     #[test]

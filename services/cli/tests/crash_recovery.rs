@@ -4,6 +4,8 @@
 mod common;
 
 use common::ProcCluster;
+use meridian_proto::kv::kv_client::KvClient;
+use meridian_proto::kv::PutRequest;
 use meridian_sdk::Consistency;
 use std::time::{Duration, Instant};
 
@@ -170,4 +172,88 @@ async fn a_frozen_leader_serves_no_stale_read_once_resumed() {
         );
     }
     eprintln!("read at the resumed old leader: {:?}", r.map(|r| r.kv));
+}
+
+/// A raw gRPC client of the node at `addr` (no SDK: no retries).
+async fn kv_at(addr: &str) -> KvClient<tonic::transport::Channel> {
+    let start = Instant::now();
+    loop {
+        match KvClient::connect(format!("http://{addr}")).await {
+            Ok(kv) => return kv,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("connect {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A write that reaches a router while its group fails over waits for the new leader instead
+/// of being refused at once: right after the leader's SIGKILL a raw put at a follower (no
+/// client retry) is served once the other two elect. With two of three nodes dead it is
+/// refused as `Unavailable` — only after the wait, never as a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_failover_waits_for_the_new_leader() {
+    common::watchdog(std::time::Duration::from_secs(300));
+    let mut cluster = ProcCluster::start(3, 71);
+    let leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let third = 6 - leader - survivor;
+    let mut kv = kv_at(cluster.addr(survivor)).await;
+    let put = |value: &str| {
+        let mut req = tonic::Request::new(PutRequest {
+            key: b"/failover/k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_secs(10));
+        req
+    };
+    // Forwarding works (the survivor has a connection to the leader to lose).
+    kv.put(put("before")).await.expect("put before the kill");
+
+    cluster.kill(leader);
+    // A request sent on the dead leader's connection before the survivor saw it close would
+    // be "may have been applied" (sent, no answer), rightly not retried: give the close a
+    // moment to be seen. The group is still electing long after.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    let done = kv.put(put("during")).await;
+    let waited = asked.elapsed();
+    assert!(
+        done.is_ok(),
+        "the put waited {waited:?} and failed: {done:?}"
+    );
+    eprintln!("a put sent 0.2 s after the leader's SIGKILL was served after {waited:?}");
+    let reader = meridian_sdk::Client::new(
+        vec![cluster.addr(survivor).to_string()],
+        cluster.options.clone(),
+    )
+    .expect("client");
+    let got = reader
+        .get_with("/failover/k", Consistency::Linearizable)
+        .await
+        .expect("read back");
+    assert_eq!(got.kv.map(|kv| kv.value), Some(b"during".to_vec()));
+
+    // No quorum left: refused once the wait is over, as Unavailable (never proposed).
+    let new_leader = cluster.wait_leader(Duration::from_secs(20)).await;
+    let survivor = if new_leader == survivor {
+        third
+    } else {
+        survivor
+    };
+    let mut kv = kv_at(cluster.addr(survivor)).await;
+    kv.put(put("forwarded")).await.expect("put before the kill");
+    cluster.kill(new_leader);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    let refused = kv
+        .put(put("nobody"))
+        .await
+        .expect_err("no quorum, no write");
+    let waited = asked.elapsed();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        waited >= Duration::from_millis(2_900) && waited < Duration::from_secs(8),
+        "refused after {waited:?}, not after the 3 s wait: {refused:?}"
+    );
 }

@@ -28,10 +28,10 @@ use tracing::Instrument;
 const FORWARD_HOPS_MAX: usize = 3;
 /// Longest a move's target leader holds a handed-over write for the import.
 const IMPORT_WAIT: Duration = Duration::from_secs(2);
-/// How long a write waits for a group with no known leader to elect one (a regional group
-/// fails over in 1.1–1.4 s) before it is refused as Unavailable — short of the 2–3 s deadlines
-/// clients give a call, so they still get the answer; at most half the write timeout.
-const LEADER_WAIT: Duration = Duration::from_millis(1_500);
+/// How long a write waits through a failover — no leader known, or the known leader not
+/// reachable (a regional group elects again 1.1–1.4 s after losing its leader) — before it is
+/// refused as Unavailable; at most half the write timeout, so the client still gets the answer.
+const LEADER_WAIT: Duration = Duration::from_millis(3_000);
 /// How often a write waiting for a leader looks again.
 const LEADER_POLL: Duration = Duration::from_millis(50);
 
@@ -143,9 +143,10 @@ impl NodeCtx {
         let local = self.host.get(group);
         crate::telemetry::record_group(group, None);
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
-        // While no leader is known (an election), wait for one — boundedly, as etcd holds a
-        // proposal until a leader is elected — instead of answering Unavailable at once; then
-        // Unavailable as before (the write was not proposed), never a Deadline.
+        // While no leader is known (an election) or the known one cannot be reached (it
+        // died; the group has not elected yet), wait — boundedly, as etcd holds a proposal
+        // until a leader is elected — instead of answering Unavailable at once; then
+        // Unavailable (the write was never proposed), never a Deadline.
         let patience = tokio::time::Instant::now() + LEADER_WAIT.min(timeout / 2);
         let work = async {
             loop {
@@ -161,6 +162,10 @@ impl NodeCtx {
                         }
                     }
                     Err(Once::NoLeader) => return Err(self.no_leader(group)),
+                    Err(Once::Unreached(_)) if tokio::time::Instant::now() < patience => {
+                        tokio::time::sleep(LEADER_POLL).await;
+                    }
+                    Err(Once::Unreached(e)) => return Err(e),
                 }
             }
         };
@@ -217,6 +222,9 @@ impl NodeCtx {
                 // A voter that never got it: try the next one (only when this node has no
                 // replica to ask for the leader).
                 Err(Error::Unavailable(_)) if local.is_none() && !targets.is_empty() => {}
+                // `forward` says Unavailable only for a write the leader never proposed (no
+                // connection, or refused before proposing): safe to try again.
+                Err(e @ Error::Unavailable(_)) => return Err(Once::Unreached(e)),
                 Err(e) => return Err(Once::Failed(e)),
             }
         }
@@ -403,6 +411,9 @@ pub enum LocalWrite {
 enum Once {
     /// No leader is known yet: worth another try once one is.
     NoLeader,
+    /// The leader (or every voter asked) could not be reached and never proposed the write:
+    /// worth another try once the group has failed over.
+    Unreached(Error),
     Failed(Error),
 }
 

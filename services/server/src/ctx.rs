@@ -153,19 +153,10 @@ impl NodeCtx {
                 match self.commit_once(group, &cmd, local.as_ref(), timeout).await {
                     Ok(done) => return Ok(done),
                     Err(Once::Failed(e)) => return Err(e),
-                    Err(Once::NoLeader) if tokio::time::Instant::now() < patience => {
-                        tokio::time::sleep(LEADER_POLL).await;
-                        while tokio::time::Instant::now() < patience
-                            && local.as_ref().is_some_and(|h| self.leader(h).is_none())
-                        {
-                            tokio::time::sleep(LEADER_POLL).await;
-                        }
-                    }
-                    Err(Once::NoLeader) => return Err(self.no_leader(group)),
-                    Err(Once::Unreached(_)) if tokio::time::Instant::now() < patience => {
+                    Err(Once::Retry(_)) if tokio::time::Instant::now() < patience => {
                         tokio::time::sleep(LEADER_POLL).await;
                     }
-                    Err(Once::Unreached(e)) => return Err(e),
+                    Err(Once::Retry(e)) => return Err(e),
                 }
             }
         };
@@ -196,11 +187,11 @@ impl NodeCtx {
         let mut targets: Vec<String> = match self.write_local(group, cmd.clone()).await {
             Ok((rev, result)) => return Ok((rev, result)),
             Err(LocalWrite::NotLeader(Some((_, addr)))) => vec![addr],
-            Err(LocalWrite::NotLeader(None)) => return Err(Once::NoLeader),
+            Err(LocalWrite::NotLeader(None)) => return Err(Once::Retry(self.no_leader(group))),
             Err(LocalWrite::NoProposer) => match local {
                 Some(h) => match self.leader(h) {
                     Some((_, addr)) => vec![addr],
-                    None => return Err(Once::NoLeader),
+                    None => return Err(Once::Retry(self.no_leader(group))),
                 },
                 None => self.voter_addresses(group),
             },
@@ -224,11 +215,11 @@ impl NodeCtx {
                 Err(Error::Unavailable(_)) if local.is_none() && !targets.is_empty() => {}
                 // `forward` says Unavailable only for a write the leader never proposed (no
                 // connection, or refused before proposing): safe to try again.
-                Err(e @ Error::Unavailable(_)) => return Err(Once::Unreached(e)),
+                Err(e @ Error::Unavailable(_)) => return Err(Once::Retry(e)),
                 Err(e) => return Err(Once::Failed(e)),
             }
         }
-        Err(Once::NoLeader)
+        Err(Once::Retry(self.no_leader(group)))
     }
 
     /// The addresses of `group`'s voters, nearest first.
@@ -409,11 +400,10 @@ pub enum LocalWrite {
 
 /// Why one try of a commit did not end it.
 enum Once {
-    /// No leader is known yet: worth another try once one is.
-    NoLeader,
-    /// The leader (or every voter asked) could not be reached and never proposed the write:
-    /// worth another try once the group has failed over.
-    Unreached(Error),
+    /// Not proposed, worth another try once the group has failed over: no leader is known
+    /// yet, or the leader (or every voter asked) could not be reached. The error is what the
+    /// client hears if the failover outlasts the wait.
+    Retry(Error),
     Failed(Error),
 }
 

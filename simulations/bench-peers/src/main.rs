@@ -1,5 +1,10 @@
 //! Meridian vs etcd, same machine, same workload, same run: put, sequential/serializable get and
 //! linearizable get, with 1, 16 and 256 concurrent clients; prints percentiles and ratios.
+//!
+//! With `--rounds R` every (op, clients) cell is measured R times, the two systems taking turns
+//! to go first; each round prints its own line and ratio, and a `median` line gives each
+//! system's median throughput and percentiles and the median of the per-round ratios (on a
+//! noisy machine, a ratio within one round compares two systems under the same noise).
 
 mod procs;
 use anyhow::{bail, Context};
@@ -34,6 +39,19 @@ struct Args {
     /// Write every result as one JSON object per line here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Which operations to measure.
+    #[arg(long, default_value = "put,get-seq,get-lin", value_delimiter = ',', value_parser = parse_op)]
+    ops: Vec<Op>,
+    /// Measurements of each cell, the systems taking turns to go first (1..=50).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+}
+
+fn parse_op(s: &str) -> Result<Op, String> {
+    [Op::Put, Op::GetLocal, Op::GetLinear]
+        .into_iter()
+        .find(|op| op.name() == s)
+        .ok_or_else(|| format!("unknown op {s:?}: expected put, get-seq or get-lin"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,13 +80,6 @@ enum Target {
 }
 
 impl Target {
-    fn name(&self) -> &'static str {
-        match self {
-            Target::Meridian(_) => "meridian",
-            Target::Etcd(_) => "etcd",
-        }
-    }
-
     async fn run(&self, i: usize, op: Op, key: &str, value: &[u8]) -> bool {
         match self {
             Target::Meridian(cs) => {
@@ -111,6 +122,79 @@ async fn drive(
         async move { target.run(task, op, &key(n, keys), &value).await }
     })
     .await
+}
+
+/// One measurement of one system.
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    ops_per_sec: f64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    errors: u64,
+}
+
+impl Cell {
+    /// Meridian's / etcd's: throughput, p50, p99.
+    fn ratio(&self, etcd: &Cell) -> [f64; 3] {
+        [
+            self.ops_per_sec / etcd.ops_per_sec.max(f64::MIN_POSITIVE),
+            self.p50 as f64 / etcd.p50.max(1) as f64,
+            self.p99 as f64 / etcd.p99.max(1) as f64,
+        ]
+    }
+
+    /// Each column's median over `cells` (the columns' medians may come from different rounds).
+    fn median(cells: &[Cell]) -> Cell {
+        let of = |f: fn(&Cell) -> f64| median(cells.iter().map(f).collect());
+        Cell {
+            ops_per_sec: of(|c| c.ops_per_sec),
+            p50: of(|c| c.p50 as f64) as u64,
+            p99: of(|c| c.p99 as f64) as u64,
+            p999: of(|c| c.p999 as f64) as u64,
+            errors: of(|c| c.errors as f64) as u64,
+        }
+    }
+
+    fn line(
+        &self,
+        system: &str,
+        op: Op,
+        clients: usize,
+        round: &str,
+        ratio: Option<[f64; 3]>,
+    ) -> String {
+        let mut line = format!(
+            "{:<9} {:<8} {:>7} {:>6} {:>10.0} {:>9} {:>9} {:>9} {:>6}",
+            system,
+            op.name(),
+            clients,
+            round,
+            self.ops_per_sec,
+            self.p50,
+            self.p99,
+            self.p999,
+            self.errors
+        );
+        if let Some([t, p50, p99]) = ratio {
+            line.push_str(&format!("   {t:.2}x  {p50:.2}x  {p99:.2}x"));
+        }
+        line
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count); 0 for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn free_port(ip: &str) -> anyhow::Result<u16> {
@@ -280,52 +364,71 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     println!(
-        "{:<9} {:<8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>6}   ratio meridian/etcd: ops/s  p50  p99",
-        "system", "op", "clients", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors"
+        "{:<9} {:<8} {:>7} {:>6} {:>10} {:>9} {:>9} {:>9} {:>6}   ratio meridian/etcd: ops/s  p50  p99",
+        "system", "op", "clients", "round", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors"
     );
     for &clients in &args.clients {
-        for op in [Op::Put, Op::GetLocal, Op::GetLinear] {
-            let mut results = Vec::new();
-            for target in [&meridian, &etcd] {
-                let o = drive(
-                    target.clone(),
-                    op,
-                    clients,
-                    args.seconds,
-                    args.keys,
-                    value.clone(),
-                )
-                .await;
-                let (p50, p99, p999) = (o.us(0.5), o.us(0.99), o.us(0.999));
-                let tput = o.ops_per_sec();
-                let mut line = format!(
-                    "{:<9} {:<8} {:>7} {:>10.0} {:>9} {:>9} {:>9} {:>6}",
-                    target.name(),
-                    op.name(),
-                    clients,
-                    tput,
-                    p50,
-                    p99,
-                    p999,
-                    o.errors
-                );
-                if let Some((mt, m50, m99)) = results.first().copied() {
-                    line.push_str(&format!(
-                        "   {:.2}x  {:.2}x  {:.2}x",
-                        mt / tput,
-                        m50 as f64 / p50.max(1) as f64,
-                        m99 as f64 / p99.max(1) as f64
-                    ));
+        for &op in &args.ops {
+            // Per system (Meridian, etcd): one measurement per round.
+            let mut cells: [Vec<Cell>; 2] = Default::default();
+            let mut ratios: Vec<[f64; 3]> = Vec::new();
+            for round in 1..=args.rounds {
+                let first = if round % 2 == 1 { 0 } else { 1 };
+                for i in [first, 1 - first] {
+                    let target = if i == 0 { &meridian } else { &etcd };
+                    let o = drive(
+                        target.clone(),
+                        op,
+                        clients,
+                        args.seconds,
+                        args.keys,
+                        value.clone(),
+                    )
+                    .await;
+                    cells[i].push(Cell {
+                        ops_per_sec: o.ops_per_sec(),
+                        p50: o.us(0.5),
+                        p99: o.us(0.99),
+                        p999: o.us(0.999),
+                        errors: o.errors,
+                    });
                 }
-                println!("{line}");
-                results.push((tput, p50, p99));
+                let (m, e) = (&cells[0][cells[0].len() - 1], &cells[1][cells[1].len() - 1]);
+                let ratio = m.ratio(e);
+                ratios.push(ratio);
+                let label = if args.rounds > 1 {
+                    format!("{round}")
+                } else {
+                    String::new()
+                };
+                println!("{}", m.line("meridian", op, clients, &label, None));
+                println!("{}", e.line("etcd", op, clients, &label, Some(ratio)));
+                if let Some(f) = json_out.as_mut() {
+                    use std::io::Write;
+                    for (name, c) in [("meridian", m), ("etcd", e)] {
+                        writeln!(
+                            f,
+                            "{}",
+                            json!({"system": name, "op": op.name(), "clients": clients,
+                            "round": round, "ops_per_sec": c.ops_per_sec, "p50_us": c.p50,
+                            "p99_us": c.p99, "p999_us": c.p999, "errors": c.errors})
+                        )?;
+                    }
+                }
+            }
+            if args.rounds > 1 {
+                let (m, e) = (Cell::median(&cells[0]), Cell::median(&cells[1]));
+                let ratio = [0, 1, 2].map(|k| median(ratios.iter().map(|r| r[k]).collect()));
+                println!("{}", m.line("meridian", op, clients, "median", None));
+                println!("{}", e.line("etcd", op, clients, "median", Some(ratio)));
                 if let Some(f) = json_out.as_mut() {
                     use std::io::Write;
                     writeln!(
                         f,
                         "{}",
-                        json!({"system": target.name(), "op": op.name(), "clients": clients,
-                        "ops_per_sec": tput, "p50_us": p50, "p99_us": p99, "p999_us": p999, "errors": o.errors})
+                        json!({"op": op.name(), "clients": clients, "rounds": args.rounds,
+                        "median_ratio_ops_per_sec": ratio[0], "median_ratio_p50": ratio[1],
+                        "median_ratio_p99": ratio[2]})
                     )?;
                 }
             }

@@ -43,9 +43,7 @@ fn missing_lease(id: u64) -> CommandResult {
     })
 }
 
-/// Width of the zero-padded suffix of a sequential key: every u64 fits, so the lexical order
-/// of sequential keys is their numeric order.
-pub const SEQUENCE_DIGITS: usize = 20;
+use crate::sequence::SEQUENCE_DIGITS;
 
 impl KvState {
     /// Applies `cmd` at `revision` (the entry's log index). Returns the result and the changes.

@@ -21,6 +21,7 @@ pub mod locks;
 pub mod membership;
 pub mod naming;
 pub mod placement;
+mod session;
 pub mod tokens;
 pub mod watch;
 
@@ -28,6 +29,9 @@ pub use error::Error;
 pub use locks::{LockGuard, LockOptions, Session, SessionEvent};
 pub use meridian_proto::kv as pb;
 pub use naming::{Instance, Registration, Resolver};
+pub(crate) use session::OpKind;
+use session::SessionState;
+pub use session::UNKNOWN_GROUP;
 pub use watch::{WatchEvent, Watcher};
 
 use meridian_proto::kv::kv_client::KvClient;
@@ -117,39 +121,13 @@ impl Options {
 struct Inner {
     endpoints: endpoints::Endpoints,
     channels: BTreeMap<String, Channel>,
-    /// The session's version vector: group → highest revision observed.
-    vector: BTreeMap<u64, u64>,
-    /// The group of the session's last operation (0 = none yet; [`UNKNOWN_GROUP`] when
-    /// operations overlapped, failed or a vector was adopted: the next read of any group syncs).
-    last_group: u64,
-    /// Operations of this session in flight, and a counter bumped whenever one starts while
-    /// another runs: an operation that overlapped another has no "previous group".
-    in_flight: u32,
-    overlap_epoch: u64,
+    session: SessionState,
 }
-
-/// `last_group` when the session's previous operation is not known for sure.
-pub const UNKNOWN_GROUP: u64 = u64::MAX;
 
 fn kv_client(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-/// What an operation is, for the session's bookkeeping and retries.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpKind {
-    /// Sets the session's last group; retried only when it surely was not applied.
-    Write,
-    /// A sequential or linearizable read: sets the session's last group.
-    Read,
-    /// A stale read: the group was not synced, so the last group stays what it was.
-    StaleRead,
-}
-
-struct Ticket {
-    epoch: u64,
 }
 
 /// A session with a Meridian cluster. Cheap to clone; clones share the session.
@@ -226,10 +204,7 @@ impl Client {
             inner: Arc::new(Mutex::new(Inner {
                 endpoints: endpoints::Endpoints::new(endpoints, home),
                 channels: BTreeMap::new(),
-                vector: BTreeMap::new(),
-                last_group: 0,
-                in_flight: 0,
-                overlap_epoch: 0,
+                session: SessionState::default(),
             })),
             opts,
         })
@@ -253,54 +228,29 @@ impl Client {
 
     /// The session's version vector (group → highest revision observed).
     pub fn version_vector(&self) -> BTreeMap<u64, u64> {
-        self.lock().vector.clone()
+        self.lock().session.vector().clone()
     }
 
     /// Presents a vector from an earlier session (e.g. after moving to another endpoint). The
     /// next read of any group syncs it.
     pub fn observe_vector(&self, vector: &BTreeMap<u64, u64>) {
-        let mut g = self.lock();
-        for (group, rev) in vector {
-            let e = g.vector.entry(*group).or_insert(0);
-            *e = (*e).max(*rev);
-        }
-        g.last_group = UNKNOWN_GROUP;
+        self.lock().session.observe(vector);
     }
 
     /// Merges a response's vector (watch responses: they never change the last group).
     pub(crate) fn merge_header(&self, header: Option<&pb::ResponseHeader>) {
         if let Some(h) = header {
-            let mut g = self.lock();
-            for (group, rev) in h.vector.iter().chain([(&h.group, &h.revision)]) {
-                let e = g.vector.entry(*group).or_insert(0);
-                *e = (*e).max(*rev);
-            }
+            self.lock().session.merge_header(h);
         }
     }
 
-    fn begin(&self) -> Ticket {
-        let mut g = self.lock();
-        g.in_flight += 1;
-        if g.in_flight > 1 {
-            g.overlap_epoch += 1;
-        }
-        Ticket {
-            epoch: g.overlap_epoch,
-        }
+    fn begin(&self) -> session::Ticket {
+        self.lock().session.begin()
     }
 
-    /// Ends an operation: merges its header, and records its group as the session's last one
-    /// only if it ran alone and succeeded (a read that follows must then sync any other group).
-    fn finish(&self, ticket: Ticket, header: Option<&pb::ResponseHeader>, kind: OpKind) {
-        self.merge_header(header);
-        let mut g = self.lock();
-        g.in_flight = g.in_flight.saturating_sub(1);
-        let alone = ticket.epoch == g.overlap_epoch && g.in_flight == 0;
-        match (header, kind) {
-            (Some(h), OpKind::Write | OpKind::Read) if alone => g.last_group = h.group,
-            (Some(_), OpKind::StaleRead) if alone => {}
-            _ => g.last_group = UNKNOWN_GROUP,
-        }
+    /// Ends an operation (see [`SessionState::finish`]).
+    fn finish(&self, ticket: session::Ticket, header: Option<&pb::ResponseHeader>, kind: OpKind) {
+        self.lock().session.finish(ticket, header, kind);
     }
 
     /// Runs one operation of this session: bookkeeping around [`Client::call_as`].
@@ -322,37 +272,24 @@ impl Client {
 
     /// What every request carries: the vector and the group of the last operation.
     pub fn session(&self) -> pb::Session {
-        let g = self.lock();
-        pb::Session {
-            vector: g.vector.iter().map(|(k, v)| (*k, *v)).collect(),
-            last_group: g.last_group,
-        }
+        self.lock().session.to_proto()
     }
 
     /// Continues a session from elsewhere (e.g. a client that moves to another region's
     /// router): merges its vector, so reads here are never older than what that session saw,
     /// and keeps its last group when this client has none of its own (else: unknown).
     pub fn adopt_session(&self, session: &pb::Session) {
-        let mut g = self.lock();
-        for (group, rev) in &session.vector {
-            let e = g.vector.entry(*group).or_insert(0);
-            *e = (*e).max(*rev);
-        }
-        g.last_group = match g.last_group {
-            0 => session.last_group,
-            mine if mine == session.last_group => mine,
-            _ => UNKNOWN_GROUP,
-        };
+        self.lock().session.adopt(session);
     }
 
     /// The group of the session's last operation (0 = none).
     pub fn last_group(&self) -> u64 {
-        self.lock().last_group
+        self.lock().session.last_group()
     }
 
     /// Highest revision this session has seen of `group` (0 if none).
     pub fn seen(&self, group: u64) -> u64 {
-        self.lock().vector.get(&group).copied().unwrap_or(0)
+        self.lock().session.seen(group)
     }
 
     pub(crate) fn current_endpoint(&self) -> String {

@@ -315,6 +315,30 @@ pub(crate) mod tests {
         .0
     }
 
+    /// Two leases (revisions 1, 2), each queued on the mutex `/l` (3: holds it, 4: waits):
+    /// the state and (lease a, lease b, a's key, b's key).
+    fn two_mutex_waiters() -> (KvState, u64, u64, String, String) {
+        let mut s = KvState::default();
+        let (a, b) = (grant(&mut s, 1), grant(&mut s, 2));
+        let (ka, _) = queued(acquire(
+            &mut s,
+            3,
+            a,
+            LockKind::Mutex,
+            LockMode::Exclusive,
+            true,
+        ));
+        let (kb, _) = queued(acquire(
+            &mut s,
+            4,
+            b,
+            LockKind::Mutex,
+            LockMode::Exclusive,
+            true,
+        ));
+        (s, a, b, ka, kb)
+    }
+
     pub(crate) fn queued(r: CommandResult) -> (String, Option<u64>) {
         match r {
             CommandResult::Lease(LeaseResult::Queued { key, granted }) => (key, granted),
@@ -427,24 +451,7 @@ pub(crate) mod tests {
     /// Expiry of a holder keeps its place for the lock-delay; an explicit release does not.
     #[test]
     fn lock_delay_after_expiry_only() {
-        let mut s = KvState::default();
-        let (a, b) = (grant(&mut s, 1), grant(&mut s, 2));
-        let (_, _) = queued(acquire(
-            &mut s,
-            3,
-            a,
-            LockKind::Mutex,
-            LockMode::Exclusive,
-            true,
-        ));
-        let (kb, _) = queued(acquire(
-            &mut s,
-            4,
-            b,
-            LockKind::Mutex,
-            LockMode::Exclusive,
-            true,
-        ));
+        let (mut s, a, b, _, kb) = two_mutex_waiters();
         lease_cmd(
             &mut s,
             5,
@@ -529,24 +536,7 @@ pub(crate) mod tests {
     /// A user's delete of a waiter key leaves the queue like a release; prefix deletes too.
     #[test]
     fn deleting_waiter_keys_releases() {
-        let mut s = KvState::default();
-        let (a, b) = (grant(&mut s, 1), grant(&mut s, 2));
-        let (_, _) = queued(acquire(
-            &mut s,
-            3,
-            a,
-            LockKind::Mutex,
-            LockMode::Exclusive,
-            true,
-        ));
-        let (kb, _) = queued(acquire(
-            &mut s,
-            4,
-            b,
-            LockKind::Mutex,
-            LockMode::Exclusive,
-            true,
-        ));
+        let (mut s, _, _, _, kb) = two_mutex_waiters();
         s.apply(
             5,
             &Command::Delete(DeleteOp {
@@ -565,24 +555,7 @@ pub(crate) mod tests {
     /// Proclaim changes the holder's value, keeps its token; a waiter may not proclaim.
     #[test]
     fn proclaim_only_by_the_holder() {
-        let mut s = KvState::default();
-        let (a, b) = (grant(&mut s, 1), grant(&mut s, 2));
-        let (ka, _) = queued(acquire(
-            &mut s,
-            3,
-            a,
-            LockKind::Mutex,
-            LockMode::Exclusive,
-            true,
-        ));
-        let (kb, _) = queued(acquire(
-            &mut s,
-            4,
-            b,
-            LockKind::Mutex,
-            LockMode::Exclusive,
-            true,
-        ));
+        let (mut s, _, _, ka, kb) = two_mutex_waiters();
         let r = lease_cmd(
             &mut s,
             5,

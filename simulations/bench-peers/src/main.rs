@@ -295,16 +295,43 @@ fn start_etcd(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Ve
     ))
 }
 
-/// Meridian clients, pointed at the leader (found by following NotLeader on a first write).
+/// Meridian clients, pointed at the group's leader: a first write shows the cluster is ready and
+/// names the group, then `Status` names its leader. (A response header's `node` is the router
+/// that answered, not the leader: a client pointed at it would have every put forwarded, one
+/// more hop than etcd's clients make.)
 async fn meridian_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<meridian_sdk::Client>> {
     let start = Instant::now();
     let probe = meridian_sdk::Client::new(addrs.to_vec(), Default::default())?;
     loop {
-        match probe.put("/bench/ready", "1").await {
-            Ok(r) => {
-                let leader = r.header.map(|h| h.node).unwrap_or(1) as usize;
-                let mut eps = vec![addrs[leader - 1].clone()];
-                eps.extend(addrs.iter().filter(|a| **a != addrs[leader - 1]).cloned());
+        let leader = async {
+            let put = probe.put("/bench/ready", "1").await?;
+            let group = put
+                .header
+                .map(|h| h.group)
+                .context("a put without a header")?;
+            let status = probe.status(false).await?;
+            let g = status
+                .groups
+                .iter()
+                .find(|g| g.group == group)
+                .with_context(|| format!("no status of group {group}"))?;
+            addrs
+                .iter()
+                .find(|a| **a == g.leader_address)
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "group {group} has no leader among {addrs:?} yet ({:?})",
+                        g.leader_address
+                    )
+                })
+        }
+        .await;
+        match leader {
+            Ok(leader) => {
+                println!("meridian's leader: {leader}");
+                let mut eps = vec![leader.clone()];
+                eps.extend(addrs.iter().filter(|a| **a != leader).cloned());
                 return (0..n)
                     .map(|_| Ok(meridian_sdk::Client::new(eps.clone(), Default::default())?))
                     .collect();

@@ -29,14 +29,20 @@ sleep 2
 kill -INT "$sink"; wait "$sink" || true
 python3 - "$out/spans.jsonl" <<'PY'
 import collections, json, sys
-traces = collections.defaultdict(dict)
+traces = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     s = json.loads(line)
-    traces[s["trace"]][s["name"]] = (s["start_ns"], s["end_ns"])
+    traces[s["trace"]].append(s)
+wanted = ("meridian.v1.Kv/Put", "raft.propose", "raft.append", "raft.apply")
 steps = collections.defaultdict(list)
-for t in traces.values():
-    if not all(n in t for n in ("meridian.v1.Kv/Put", "raft.propose", "raft.append", "raft.apply")):
+skipped = 0
+for spans in traces.values():
+    names = [s["name"] for s in spans]
+    # Only puts served by the leader they reached: one span of each step, nothing forwarded.
+    if sorted(names) != sorted(wanted):
+        skipped += 1
         continue
+    t = {s["name"]: (s["start_ns"], s["end_ns"]) for s in spans}
     (s0, s1), (p0, p1) = t["meridian.v1.Kv/Put"], t["raft.propose"]
     (a0, a1), (y0, y1) = t["raft.append"], t["raft.apply"]
     for name, ns in [
@@ -51,8 +57,10 @@ for t in traces.values():
         ("proposal answered -> request ends", s1 - p1),
     ]:
         steps[name].append(ns)
-n = len(steps["apply"])
-print(f"\n{n} traced puts on the leader")
+n = len(steps.get("apply", []))
+if n == 0:
+    sys.exit(f"no put was traced on the leader ({skipped} traces, all forwarded or incomplete)")
+print(f"\n{n} traced puts on the leader ({skipped} other traces left out: forwarded or incomplete)")
 for name, v in steps.items():
     v.sort()
     print(f"{name:40} p50 {v[len(v)//2]/1e3:7.0f} us   p90 {v[int(len(v)*0.9)]/1e3:7.0f} us")

@@ -2,8 +2,8 @@
 # Where a put's time goes on the leader, from its own trace spans: bench-peers' 1-client puts
 # with every request traced into meridian-otlp-sink, then the medians of the steps between the
 # request span, raft.propose, raft.append (the leader's log write and fsync) and raft.apply.
-# Usage: simulations/put-breakdown.sh [--seconds S] [--clients N]   (needs etcd-server, protoc,
-# python3: simulations/bench-vs-etcd.sh installs the first two)
+# Usage: simulations/put-breakdown.sh [--seconds S] [--clients N]   (needs python3; the run goes
+# through simulations/bench-vs-etcd.sh, which installs etcd and protoc and builds Meridian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=5
@@ -15,15 +15,15 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--seconds S] [--clients N]" >&2; exit 2 ;;
   esac
 done
-cargo build --release --locked -p meridian -p meridian-otlp-sink
+cargo build --release --locked -p meridian-otlp-sink
 out=$(mktemp -d)
-trap 'kill "$sink" 2>/dev/null || true; rm -rf "$out"' EXIT
+sink=
+trap '[ -n "$sink" ] && kill "$sink" 2>/dev/null; rm -rf "$out"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 target/release/meridian-otlp-sink "127.0.0.1:$port" --spans "$out/spans.jsonl" > "$out/sink.log" 2>&1 &
 sink=$!
 MERIDIAN_TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:$port" MERIDIAN_TELEMETRY__SAMPLE_RATIO=0.5 \
-  cargo run --release --manifest-path simulations/bench-peers/Cargo.toml -- \
-  --meridian-bin target/release/meridian --clients "$clients" --ops put --seconds "$seconds"
+  simulations/bench-vs-etcd.sh --clients "$clients" --ops put --seconds "$seconds"
 # The nodes flush their spans when they stop; give the sink a moment, then stop it.
 sleep 2
 kill -INT "$sink"; wait "$sink" || true

@@ -6,6 +6,7 @@
 
 use crate::leases::{Dirty, LeaseState};
 use crate::locks::LockState;
+use crate::sequence::SEQUENCE_DIGITS;
 use meridian_types::{
     Command, CommandResult, Compare, CompareResult, CompareTarget, DeleteOp, Event, EventKind,
     KeyValue, LeaseCommand, Op, OpResult, PutOp, Rejection,
@@ -42,8 +43,6 @@ fn missing_lease(id: u64) -> CommandResult {
         ),
     })
 }
-
-use crate::sequence::SEQUENCE_DIGITS;
 
 impl KvState {
     /// Applies `cmd` at `revision` (the entry's log index). Returns the result and the changes.

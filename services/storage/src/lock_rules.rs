@@ -73,13 +73,7 @@ impl KvState {
             kv,
             prev_kv: None,
         });
-        let waiter = Waiter {
-            lease,
-            mode,
-            granted: None,
-            lock_delay_ms,
-            delay: false,
-        };
+        let waiter = Waiter::new(lease, mode, lock_delay_ms);
         match self.locks.get_mut(name) {
             Some(lock) => lock.waiters.insert(seq, waiter),
             None => {
@@ -199,8 +193,7 @@ impl KvState {
             return;
         };
         if expired && w.granted.is_some() && w.lock_delay_ms > 0 {
-            w.delay = true;
-            w.lease = 0;
+            w.hold_place_for_delay();
         } else {
             lock.waiters.remove(seq);
         }

@@ -4,11 +4,8 @@
 //! into `DelayEnd` commands.
 //!
 //! A lock `NAME` is a queue of waiter keys `NAME/<20-digit sequence>`, each attached to its
-//! holder's lease, in the group that owns `NAME`. Waiters are granted strictly in queue order
-//! (a waiter is granted only when those ahead of it allow it), and a grant touches only the
-//! granted waiter's key: its `mod_revision` becomes the grant revision, the fencing token.
-//! When a holder's lease expires (not on an explicit release) its place is kept by a
-//! lock-delay placeholder for the holder's `lock_delay_ms`, ended by the leader's `DelayEnd`.
+//! holder's lease, in the group that owns `NAME`; a queue entry may also be a lock-delay
+//! placeholder, the kept place of a holder whose lease expired.
 //!
 //! Memory: a waiter's key is stored once, in its key-value entry. The queue entry is the
 //! sequence and the waiter ([`waiter_key`] rebuilds the key from the lock's name), and the
@@ -32,12 +29,29 @@ pub struct Waiter {
     pub granted: Option<u64>,
     pub lock_delay_ms: u64,
     /// A lock-delay placeholder: the place of a holder whose lease expired (it has no key).
-    pub(crate) delay: bool,
+    delay: bool,
 }
 
 impl Waiter {
+    /// A waiter that has just joined the queue (not granted yet).
+    pub(crate) fn new(lease: u64, mode: LockMode, lock_delay_ms: u64) -> Self {
+        Self {
+            lease,
+            mode,
+            granted: None,
+            lock_delay_ms,
+            delay: false,
+        }
+    }
+
     pub fn is_delay(&self) -> bool {
         self.delay
+    }
+
+    /// Turns this holder into a lock-delay placeholder: it keeps its place, with no lease.
+    pub(crate) fn hold_place_for_delay(&mut self) {
+        self.delay = true;
+        self.lease = 0;
     }
 }
 

@@ -398,7 +398,6 @@ async fn main() -> anyhow::Result<()> {
         for &op in &args.ops {
             // Per system (Meridian, etcd): one measurement per round.
             let mut cells: [Vec<Cell>; 2] = Default::default();
-            let mut ratios: Vec<[f64; 3]> = Vec::new();
             for round in 1..=args.rounds {
                 let first = if round % 2 == 1 { 0 } else { 1 };
                 for i in [first, 1 - first] {
@@ -420,9 +419,10 @@ async fn main() -> anyhow::Result<()> {
                         errors: o.errors,
                     });
                 }
-                let (m, e) = (&cells[0][cells[0].len() - 1], &cells[1][cells[1].len() - 1]);
+                let (Some(m), Some(e)) = (cells[0].last(), cells[1].last()) else {
+                    bail!("a round measured nothing");
+                };
                 let ratio = m.ratio(e);
-                ratios.push(ratio);
                 let label = if args.rounds > 1 {
                     format!("{round}")
                 } else {
@@ -445,6 +445,11 @@ async fn main() -> anyhow::Result<()> {
             }
             if args.rounds > 1 {
                 let (m, e) = (Cell::median(&cells[0]), Cell::median(&cells[1]));
+                let ratios: Vec<[f64; 3]> = cells[0]
+                    .iter()
+                    .zip(&cells[1])
+                    .map(|(m, e)| m.ratio(e))
+                    .collect();
                 let ratio = [0, 1, 2].map(|k| median(ratios.iter().map(|r| r[k]).collect()));
                 println!("{}", m.line("meridian", op, clients, "median", None));
                 println!("{}", e.line("etcd", op, clients, "median", Some(ratio)));
@@ -453,7 +458,8 @@ async fn main() -> anyhow::Result<()> {
                     writeln!(
                         f,
                         "{}",
-                        json!({"op": op.name(), "clients": clients, "rounds": args.rounds,
+                        json!({"system": "meridian/etcd", "round": "median", "op": op.name(),
+                        "clients": clients, "rounds": args.rounds,
                         "median_ratio_ops_per_sec": ratio[0], "median_ratio_p50": ratio[1],
                         "median_ratio_p99": ratio[2]})
                     )?;

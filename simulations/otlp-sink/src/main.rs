@@ -18,13 +18,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Default)]
-struct Sink(Arc<AtomicU64>, Option<Arc<Mutex<BufWriter<File>>>>);
+struct Sink {
+    /// Spans received.
+    count: Arc<AtomicU64>,
+    /// Where each span is written as a JSON line (`--spans FILE`).
+    out: Option<Arc<Mutex<BufWriter<File>>>>,
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The resource's `service.instance.id` (a Meridian node's id), else its `service.name`.
+/// The resource's `service.instance.id` (`node-N` for a Meridian node), else its `service.name`.
 fn node_of(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     let attrs = resource
@@ -34,13 +39,11 @@ fn node_of(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>
         attrs.iter().find(|a| a.key == key).and_then(|a| {
             a.value.as_ref().and_then(|v| match &v.value {
                 Some(Value::StringValue(s)) => Some(s.clone()),
-                Some(Value::IntValue(i)) => Some(i.to_string()),
                 _ => None,
             })
         })
     };
     find("service.instance.id")
-        .or_else(|| find("meridian.node"))
         .or_else(|| find("service.name"))
         .unwrap_or_default()
 }
@@ -58,7 +61,7 @@ impl TraceService for Sink {
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len())
             .sum();
-        if let Some(out) = &self.1 {
+        if let Some(out) = &self.out {
             let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
             for rs in &request.resource_spans {
                 let node = node_of(rs.resource.as_ref());
@@ -74,7 +77,7 @@ impl TraceService for Sink {
                 }
             }
         }
-        self.0.fetch_add(spans as u64, Ordering::Relaxed);
+        self.count.fetch_add(spans as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -104,8 +107,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let sink = Sink(Arc::default(), out.clone());
-    let count = sink.0.clone();
+    let sink = Sink {
+        count: Arc::default(),
+        out: out.clone(),
+    };
+    let count = sink.count.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -129,7 +135,7 @@ async fn main() -> std::process::ExitCode {
             stop,
         )
         .await;
-    println!("spans: {}", sink.0.load(Ordering::Relaxed));
+    println!("spans: {}", sink.count.load(Ordering::Relaxed));
     if let Some(out) = out {
         if let Err(e) = out.lock().unwrap_or_else(|p| p.into_inner()).flush() {
             eprintln!("meridian-otlp-sink: writing spans: {e}");
@@ -169,7 +175,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spans.jsonl");
         let out = Arc::new(Mutex::new(BufWriter::new(File::create(&path).unwrap())));
-        let sink = Sink(Arc::default(), Some(out.clone()));
+        let sink = Sink {
+            count: Arc::default(),
+            out: Some(out.clone()),
+        };
         let resource = Resource {
             attributes: vec![KeyValue {
                 key: "service.instance.id".into(),
@@ -195,7 +204,7 @@ mod tests {
         };
         sink.export(tonic::Request::new(request)).await.unwrap();
         out.lock().unwrap().flush().unwrap();
-        assert_eq!(sink.0.load(Ordering::Relaxed), 2);
+        assert_eq!(sink.count.load(Ordering::Relaxed), 2);
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
             .unwrap()
             .lines()

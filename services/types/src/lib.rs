@@ -2,6 +2,7 @@
 //!
 //! - [`ids`]: identifiers (`GroupId` newtype, the node id).
 //! - [`path`]: the key-path rules (leading `/`, no empty/`.`/`..` segment, 4 KiB) and value limits.
+//! - [`hlc`]: hybrid logical clock timestamps (physical µs + logical counter, max-offset refusal).
 //! - [`command`]: what a client asks a group's state machine to do, and what it answers.
 //! - [`placement`]: the placement map's data (domains, group replicas, policies, epoch) and
 //!   the changes the global group applies to it.
@@ -11,6 +12,7 @@
 //! This crate does no IO and knows nothing of gRPC or fjall.
 
 pub mod command;
+pub mod hlc;
 pub mod ids;
 pub mod metrics;
 pub mod path;

@@ -1,0 +1,303 @@
+//! Hybrid logical clocks (issue 19's first step; docs/closed-timestamps.md).
+//!
+//! A [`Timestamp`] is a physical part (microseconds since the Unix epoch, read from the wall
+//! clock by the caller) and a logical counter. An [`Hlc`] hands out timestamps that never go
+//! back and that stay close to physical time (Kulkarni et al., "Logical Physical Clocks",
+//! 2014): every local event and every message received advances it. A message whose timestamp
+//! is further ahead of this node's physical clock than the configured maximum offset is
+//! refused, and the clock is left as it was: taking it would push this node's timestamps past
+//! what the offset bound promises to every reader, so the node stops serving timestamped
+//! operations rather than break that promise, and says why ([`OffsetExceeded`]).
+//!
+//! No IO: the caller passes the physical time in, so the deterministic simulation can skew
+//! each node's clock and tests can drive it by hand.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A hybrid logical clock timestamp; ordered by physical time, then by the logical counter.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp {
+    /// Microseconds since the Unix epoch.
+    pub physical: u64,
+    pub logical: u32,
+}
+
+impl Timestamp {
+    pub const ZERO: Timestamp = Timestamp {
+        physical: 0,
+        logical: 0,
+    };
+
+    pub const fn new(physical: u64, logical: u32) -> Self {
+        Self { physical, logical }
+    }
+
+    /// The smallest timestamp above `self`.
+    pub fn next(self) -> Self {
+        match self.logical.checked_add(1) {
+            Some(logical) => Self {
+                physical: self.physical,
+                logical,
+            },
+            None => Self {
+                physical: self.physical.saturating_add(1),
+                logical: 0,
+            },
+        }
+    }
+
+    /// `self` moved by `micros` of physical time (saturating; the logical part is kept).
+    pub fn shifted(self, micros: i64) -> Self {
+        let physical = if micros >= 0 {
+            self.physical.saturating_add(micros.unsigned_abs())
+        } else {
+            self.physical.saturating_sub(micros.unsigned_abs())
+        };
+        Self {
+            physical,
+            logical: self.logical,
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:06},{}",
+            self.physical / 1_000_000,
+            self.physical % 1_000_000,
+            self.logical
+        )
+    }
+}
+
+/// A received timestamp ahead of this node's physical clock by more than the maximum offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a peer's clock is {ahead_us} µs ahead of this node's, more than the configured maximum \
+     clock offset of {max_offset_us} µs: this node serves no timestamped operation until the \
+     clocks agree again (check NTP/chrony on both nodes) — received {remote}, local physical \
+     time {local_physical_us}"
+)]
+pub struct OffsetExceeded {
+    pub remote: Timestamp,
+    pub local_physical_us: u64,
+    pub ahead_us: u64,
+    pub max_offset_us: u64,
+}
+
+/// One node's hybrid logical clock.
+#[derive(Clone, Debug)]
+pub struct Hlc {
+    last: Timestamp,
+    max_offset_us: u64,
+}
+
+impl Hlc {
+    /// A clock that refuses timestamps more than `max_offset_us` ahead of its physical time.
+    pub fn new(max_offset_us: u64) -> Self {
+        Self {
+            last: Timestamp::ZERO,
+            max_offset_us,
+        }
+    }
+
+    pub fn max_offset_us(&self) -> u64 {
+        self.max_offset_us
+    }
+
+    /// The last timestamp handed out or taken in (never decreases).
+    pub fn last(&self) -> Timestamp {
+        self.last
+    }
+
+    /// A timestamp for a local event (or a message to send) at physical time `physical_us`:
+    /// above every timestamp this clock handed out or took in before.
+    pub fn now(&mut self, physical_us: u64) -> Timestamp {
+        self.last = if physical_us > self.last.physical {
+            Timestamp::new(physical_us, 0)
+        } else {
+            self.last.next()
+        };
+        self.last
+    }
+
+    /// Takes in a received timestamp at physical time `physical_us` and returns the timestamp
+    /// of the receipt: above both `remote` and everything this clock handed out before. A
+    /// `remote` more than the maximum offset ahead of `physical_us` is refused and the clock
+    /// does not move.
+    pub fn update(
+        &mut self,
+        remote: Timestamp,
+        physical_us: u64,
+    ) -> Result<Timestamp, OffsetExceeded> {
+        let ahead = remote.physical.saturating_sub(physical_us);
+        if ahead > self.max_offset_us {
+            return Err(OffsetExceeded {
+                remote,
+                local_physical_us: physical_us,
+                ahead_us: ahead,
+                max_offset_us: self.max_offset_us,
+            });
+        }
+        let top = self.last.max(remote);
+        self.last = if physical_us > top.physical {
+            Timestamp::new(physical_us, 0)
+        } else {
+            top.next()
+        };
+        Ok(self.last)
+    }
+
+    /// Raises the clock to at least `ts` without a receipt of its own (e.g. a leader that
+    /// must assign commit timestamps above a timestamp it closed). Subject to the same offset
+    /// check as [`Hlc::update`].
+    pub fn observe(&mut self, ts: Timestamp, physical_us: u64) -> Result<(), OffsetExceeded> {
+        self.update(ts, physical_us).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_events_follow_physical_time_and_never_go_back() {
+        let mut c = Hlc::new(500_000);
+        assert_eq!(c.now(1_000), Timestamp::new(1_000, 0));
+        // The physical clock stepped back (NTP): the logical part carries the order.
+        assert_eq!(c.now(900), Timestamp::new(1_000, 1));
+        assert_eq!(c.now(1_000), Timestamp::new(1_000, 2));
+        assert_eq!(c.now(1_001), Timestamp::new(1_001, 0));
+    }
+
+    #[test]
+    fn a_receipt_is_above_the_message_and_the_local_clock() {
+        let mut c = Hlc::new(500_000);
+        c.now(1_000);
+        let t = c.update(Timestamp::new(1_200, 7), 1_100).unwrap();
+        assert_eq!(t, Timestamp::new(1_200, 8));
+        // An older message still moves the clock forward.
+        let t = c.update(Timestamp::new(50, 3), 1_150).unwrap();
+        assert_eq!(t, Timestamp::new(1_200, 9));
+        // Physical time overtakes both: the logical part resets.
+        assert_eq!(
+            c.update(Timestamp::new(1_200, 9), 2_000).unwrap(),
+            Timestamp::new(2_000, 0)
+        );
+    }
+
+    #[test]
+    fn a_timestamp_beyond_the_offset_is_refused_and_the_clock_stays() {
+        let mut c = Hlc::new(250);
+        c.now(1_000);
+        let err = c.update(Timestamp::new(1_251, 0), 1_000).unwrap_err();
+        assert_eq!(err.ahead_us, 251);
+        assert_eq!(err.max_offset_us, 250);
+        assert!(
+            err.to_string().contains("maximum clock offset of 250"),
+            "{err}"
+        );
+        assert_eq!(c.last(), Timestamp::new(1_000, 0));
+        // Exactly at the bound is accepted.
+        assert_eq!(
+            c.update(Timestamp::new(1_250, 0), 1_000).unwrap(),
+            Timestamp::new(1_250, 1)
+        );
+    }
+
+    #[test]
+    fn the_logical_counter_overflows_into_the_next_microsecond() {
+        let t = Timestamp::new(10, u32::MAX);
+        assert_eq!(t.next(), Timestamp::new(11, 0));
+        assert!(t.next() > t);
+        assert_eq!(Timestamp::new(u64::MAX, u32::MAX).next().physical, u64::MAX);
+    }
+
+    #[test]
+    fn shifted_saturates_both_ways() {
+        let t = Timestamp::new(100, 3);
+        assert_eq!(t.shifted(50), Timestamp::new(150, 3));
+        assert_eq!(t.shifted(-150), Timestamp::new(0, 3));
+        assert_eq!(
+            Timestamp::new(u64::MAX - 1, 0).shifted(5).physical,
+            u64::MAX
+        );
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            /// The physical clock moves by this many µs (either way: NTP steps back too).
+            Tick(i32),
+            Now,
+            Receive {
+                ahead: i32,
+                logical: u32,
+            },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (-2_000i32..5_000).prop_map(Step::Tick),
+                Just(Step::Now),
+                (-5_000i32..5_000, any::<u32>())
+                    .prop_map(|(ahead, logical)| Step::Receive { ahead, logical }),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the physical clock and the messages do: every timestamp handed out is
+            /// above every earlier one and above the message it answers, and the clock never
+            /// runs further ahead of the largest physical time seen than the offset bound.
+            #[test]
+            fn timestamps_strictly_increase_and_stay_within_the_offset(
+                steps in proptest::collection::vec(step(), 1..200),
+                offset in 0u64..3_000,
+            ) {
+                let mut c = Hlc::new(offset);
+                let mut physical: u64 = 1_000_000;
+                let mut max_physical = physical;
+                let mut prev = Timestamp::ZERO;
+                for s in steps {
+                    match s {
+                        Step::Tick(d) => {
+                            physical = physical.saturating_add_signed(i64::from(d));
+                            max_physical = max_physical.max(physical);
+                        }
+                        Step::Now => {
+                            let t = c.now(physical);
+                            prop_assert!(t > prev);
+                            prev = t;
+                        }
+                        Step::Receive { ahead, logical } => {
+                            let remote = Timestamp::new(
+                                physical.saturating_add_signed(i64::from(ahead)),
+                                logical,
+                            );
+                            match c.update(remote, physical) {
+                                Ok(t) => {
+                                    prop_assert!(t > prev);
+                                    prop_assert!(t > remote);
+                                    prev = t;
+                                }
+                                Err(e) => {
+                                    prop_assert!(e.ahead_us > offset);
+                                    prop_assert_eq!(c.last(), prev);
+                                }
+                            }
+                        }
+                    }
+                    prop_assert!(c.last().physical <= max_physical + offset + 1);
+                }
+            }
+        }
+    }
+}

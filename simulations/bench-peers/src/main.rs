@@ -299,42 +299,22 @@ fn start_etcd(bin: &PathBuf, dir: &std::path::Path) -> anyhow::Result<(Procs, Ve
 /// names the group, then `Status` names its leader. (A response header's `node` is the router
 /// that answered, not the leader: a client pointed at it would have every put forwarded, one
 /// more hop than etcd's clients make.)
-async fn meridian_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<meridian_sdk::Client>> {
+async fn meridian_clients(
+    addrs: &[String],
+    n: usize,
+) -> anyhow::Result<(String, Vec<meridian_sdk::Client>)> {
     let start = Instant::now();
     let probe = meridian_sdk::Client::new(addrs.to_vec(), Default::default())?;
     loop {
-        let leader = async {
-            let put = probe.put("/bench/ready", "1").await?;
-            let group = put
-                .header
-                .map(|h| h.group)
-                .context("a put without a header")?;
-            let status = probe.status(false).await?;
-            let g = status
-                .groups
-                .iter()
-                .find(|g| g.group == group)
-                .with_context(|| format!("no status of group {group}"))?;
-            addrs
-                .iter()
-                .find(|a| **a == g.leader_address)
-                .cloned()
-                .with_context(|| {
-                    format!(
-                        "group {group} has no leader among {addrs:?} yet ({:?})",
-                        g.leader_address
-                    )
-                })
-        }
-        .await;
-        match leader {
+        match meridian_leader(&probe, addrs).await {
             Ok(leader) => {
                 println!("meridian's leader: {leader}");
                 let mut eps = vec![leader.clone()];
                 eps.extend(addrs.iter().filter(|a| **a != leader).cloned());
-                return (0..n)
+                let clients = (0..n)
                     .map(|_| Ok(meridian_sdk::Client::new(eps.clone(), Default::default())?))
-                    .collect();
+                    .collect::<anyhow::Result<_>>()?;
+                return Ok((leader, clients));
             }
             Err(e) if start.elapsed() > Duration::from_secs(30) => bail!("meridian not ready: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -342,37 +322,94 @@ async fn meridian_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<meri
     }
 }
 
+/// The address of the leader of the group that holds the benchmark's keys (a put names the
+/// group, `Status` its leader).
+async fn meridian_leader(probe: &meridian_sdk::Client, addrs: &[String]) -> anyhow::Result<String> {
+    let put = probe.put("/bench/ready", "1").await?;
+    let group = put
+        .header
+        .map(|h| h.group)
+        .context("a put without a header")?;
+    let status = probe.status(false).await?;
+    let g = status
+        .groups
+        .iter()
+        .find(|g| g.group == group)
+        .with_context(|| format!("no status of group {group}"))?;
+    addrs
+        .iter()
+        .find(|a| **a == g.leader_address)
+        .cloned()
+        .with_context(|| {
+            format!(
+                "group {group} has no leader among {addrs:?} yet ({:?})",
+                g.leader_address
+            )
+        })
+}
+
 /// etcd clients, connected to the leader only (as the Meridian ones are).
-async fn etcd_clients(addrs: &[String], n: usize) -> anyhow::Result<Vec<etcd_client::Client>> {
+async fn etcd_clients(
+    addrs: &[String],
+    n: usize,
+) -> anyhow::Result<(String, Vec<etcd_client::Client>)> {
     let start = Instant::now();
     loop {
-        let attempt: anyhow::Result<String> = async {
-            let mut c = etcd_client::Client::connect(addrs, None).await?;
-            c.put("/bench/ready", "1", None).await?;
-            let leader = c.status().await?.leader();
-            let members = c.member_list().await?;
-            let m = members
-                .members()
-                .iter()
-                .find(|m| m.id() == leader)
-                .context("leader not in member list")?;
-            let url = m
-                .client_urls()
-                .first()
-                .context("leader has no client url")?;
-            Ok(url.trim_start_matches("http://").to_string())
-        }
-        .await;
-        match attempt {
+        match etcd_leader(addrs).await {
             Ok(leader) => {
                 let mut out = Vec::new();
                 for _ in 0..n {
                     out.push(etcd_client::Client::connect([leader.as_str()], None).await?);
                 }
-                return Ok(out);
+                return Ok((leader, out));
             }
             Err(e) if start.elapsed() > Duration::from_secs(30) => bail!("etcd not ready: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The client address of etcd's leader.
+async fn etcd_leader(addrs: &[String]) -> anyhow::Result<String> {
+    let mut c = etcd_client::Client::connect(addrs, None).await?;
+    c.put("/bench/ready", "1", None).await?;
+    let leader = c.status().await?.leader();
+    let members = c.member_list().await?;
+    let m = members
+        .members()
+        .iter()
+        .find(|m| m.id() == leader)
+        .context("leader not in member list")?;
+    let url = m
+        .client_urls()
+        .first()
+        .context("leader has no client url")?;
+    Ok(url.trim_start_matches("http://").to_string())
+}
+
+/// After a round: whether `system`'s leader is still the node its clients talk to. If it moved
+/// during the round, some of the round's requests went through a follower (one more hop than
+/// the other system's): say so, and re-point the clients for the next round.
+fn check_leader(
+    system: &str,
+    round: u32,
+    targeted: &mut String,
+    now: anyhow::Result<String>,
+) -> Option<String> {
+    match now {
+        Ok(now) if now != *targeted => {
+            eprintln!(
+                "warning: {system}'s leader moved from {targeted} to {now} by the end of \
+                 round {round}: part of that round may have gone through a follower; \
+                 re-pointing the clients"
+            );
+            *targeted = now.clone();
+            Some(now)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!("warning: {system}'s leader could not be checked after round {round}: {e}");
+            None
         }
     }
 }
@@ -383,8 +420,11 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_m, maddrs) = start_meridian(&args.meridian_bin, dir.path())?;
     let (_e, eaddrs) = start_etcd(&args.etcd_bin, dir.path())?;
-    let meridian = Target::Meridian(meridian_clients(&maddrs, args.connections).await?);
-    let etcd = Target::Etcd(etcd_clients(&eaddrs, args.connections).await?);
+    let (mut meridian_at, mclients) = meridian_clients(&maddrs, args.connections).await?;
+    let mut meridian = Target::Meridian(mclients);
+    let (mut etcd_at, eclients) = etcd_clients(&eaddrs, args.connections).await?;
+    let mut etcd = Target::Etcd(eclients);
+    let probe = meridian_sdk::Client::new(maddrs.clone(), Default::default())?;
     let value = Arc::new(vec![b'x'; args.value_size]);
     let mut json_out = match &args.json {
         Some(p) => Some(std::fs::File::create(p)?),
@@ -418,6 +458,15 @@ async fn main() -> anyhow::Result<()> {
                         p999: o.us(0.999),
                         errors: o.errors,
                     });
+                }
+                let now = meridian_leader(&probe, &maddrs).await;
+                if check_leader("meridian", round, &mut meridian_at, now).is_some() {
+                    meridian =
+                        Target::Meridian(meridian_clients(&maddrs, args.connections).await?.1);
+                }
+                let now = etcd_leader(&eaddrs).await;
+                if check_leader("etcd", round, &mut etcd_at, now).is_some() {
+                    etcd = Target::Etcd(etcd_clients(&eaddrs, args.connections).await?.1);
                 }
                 let (Some(m), Some(e)) = (cells[0].last(), cells[1].last()) else {
                     bail!("a round measured nothing");

@@ -70,6 +70,13 @@ impl Closer {
     /// The commit timestamp of the next entry, given the leader's clock `now` and the largest
     /// session timestamp among the entry's writes: above all three, above every timestamp
     /// closed, and above the previous entry's (commit timestamps increase with the log).
+    ///
+    /// Preconditions the caller keeps: entries are appended in the order they are stamped; a
+    /// promise is closed (`close`) before the entry that carries it is stamped; and a session
+    /// timestamp further ahead of `now` than the profile's lead plus the maximum clock offset
+    /// is refused before it gets here (it can only be crafted). Session and commit timestamps
+    /// are compared here, never taken into the node's `Hlc` (a `global-reads` timestamp is in
+    /// the future by design, and would trip the offset check).
     pub fn stamp(&mut self, now: Timestamp, session: Timestamp) -> Timestamp {
         let t = now
             .max(session.next())
@@ -120,6 +127,18 @@ pub struct ReplicaClosed {
 }
 
 impl ReplicaClosed {
+    /// A replica that starts from a snapshot or restarts: `applied` is the commit timestamp of
+    /// the last entry its state holds and `closed` the largest promise applied with it, both
+    /// kept in the snapshot's metadata and the durable state (starting from zero would let it
+    /// serve reads below writes its state already holds).
+    pub fn restored(applied: Timestamp, closed: Timestamp, now_ms: u64) -> Self {
+        Self {
+            closed: applied.max(closed),
+            applied,
+            moved_ms: now_ms,
+        }
+    }
+
     /// Applies an entry of commit timestamp `commit`, carrying the promise `closed` if it has
     /// one, at monotonic time `now_ms`.
     pub fn applied(&mut self, commit: Timestamp, closed: Option<Timestamp>, now_ms: u64) {
@@ -203,10 +222,31 @@ mod tests {
         // Nothing moves for longer than allowed: never an older view, a fallback.
         assert_eq!(r.read_at(ts(250), 400, 500), ReadAt::Wait);
         assert_eq!(r.read_at(ts(250), 521, 500), ReadAt::Fallback);
-        // A promise below what is known changes nothing (and does not count as movement).
-        r.applied(ts(121), Some(ts(150)), 600);
-        assert_eq!(r.closed(), ts(200));
-        assert_eq!(r.read_at(ts(250), 600, 500), ReadAt::Fallback);
+        // The next entry is above the promise (rule 2); a promise of its below what is known
+        // adds nothing, the commit moves the closed timestamp.
+        r.applied(ts(260), Some(ts(150)), 600);
+        assert_eq!(r.closed(), ts(260));
+        assert_eq!(r.read_at(ts(250), 600, 500), ReadAt::Serve { at: ts(260) });
+    }
+
+    #[test]
+    fn a_read_is_placed_at_the_state_it_sees_not_below_it() {
+        // The replica holds an entry stamped above the session's timestamp: the read sees it,
+        // so it is placed at that entry's timestamp, and the session moves up to it.
+        let mut r = ReplicaClosed::default();
+        r.applied(ts(300), None, 0);
+        assert_eq!(r.read_at(ts(100), 0, 500), ReadAt::Serve { at: ts(300) });
+    }
+
+    #[test]
+    fn a_restored_replica_starts_from_what_its_state_holds() {
+        let r = ReplicaClosed::restored(ts(100), ts(400), 7);
+        assert_eq!(r.closed(), ts(400));
+        assert_eq!(
+            r.read_at(Timestamp::ZERO, 7, 500),
+            ReadAt::Serve { at: ts(100) }
+        );
+        assert_eq!(r.read_at(ts(401), 8, 500), ReadAt::Wait);
     }
 
     /// The promise the replica relies on, checked over a leader's whole run: whatever the
@@ -226,6 +266,19 @@ mod tests {
             let mut log: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
             let mut clock = 1_000u64;
             for _ in 0..100 {
+                if !log.is_empty() && rnd(10) == 0 {
+                    // A leader change: the deposed leader's uncommitted tail may be cut, and the
+                    // new leader (its clock anywhere near) starts above everything its log holds.
+                    let keep = log.len() - rnd(3).min(log.len() as u64 - 1) as usize;
+                    log.truncate(keep);
+                    let floor = log
+                        .iter()
+                        .map(|(commit, closed)| (*commit).max(closed.unwrap_or(Timestamp::ZERO)))
+                        .max()
+                        .unwrap_or(Timestamp::ZERO);
+                    c = Closer::new(floor);
+                    clock = clock.saturating_sub(rnd(300)) + rnd(300);
+                }
                 clock = clock + rnd(50) - rnd(40).min(clock);
                 let closed = match rnd(3) {
                     0 => {

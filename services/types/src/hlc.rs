@@ -35,15 +35,23 @@ impl Timestamp {
         Self { physical, logical }
     }
 
-    /// The smallest timestamp above `self`.
+    /// The largest timestamp (`u64::MAX` µs is some 584,000 years after 1970: no clock reaches
+    /// it; only a crafted timestamp can, and the server refuses those before they are used).
+    pub const MAX: Timestamp = Timestamp {
+        physical: u64::MAX,
+        logical: u32::MAX,
+    };
+
+    /// The smallest timestamp above `self`; [`Timestamp::MAX`] stays itself (never lower).
     pub fn next(self) -> Self {
         match self.logical.checked_add(1) {
             Some(logical) => Self {
                 physical: self.physical,
                 logical,
             },
+            None if self.physical == u64::MAX => Self::MAX,
             None => Self {
-                physical: self.physical.saturating_add(1),
+                physical: self.physical + 1,
                 logical: 0,
             },
         }
@@ -215,7 +223,11 @@ mod tests {
         let t = Timestamp::new(10, u32::MAX);
         assert_eq!(t.next(), Timestamp::new(11, 0));
         assert!(t.next() > t);
-        assert_eq!(Timestamp::new(u64::MAX, u32::MAX).next().physical, u64::MAX);
+        assert_eq!(Timestamp::MAX.next(), Timestamp::MAX);
+        assert_eq!(
+            Timestamp::new(u64::MAX, 7).next(),
+            Timestamp::new(u64::MAX, 8)
+        );
     }
 
     #[test]

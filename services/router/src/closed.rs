@@ -92,14 +92,6 @@ impl Closer {
         self.closed = self.closed.max(target);
         self.closed
     }
-
-    pub fn closed(&self) -> Timestamp {
-        self.closed
-    }
-
-    pub fn last_commit(&self) -> Timestamp {
-        self.last
-    }
 }
 
 /// What a replica does with a read at a session's timestamp.
@@ -287,7 +279,7 @@ mod tests {
                     1 => Some(c.close(Profile::LocalWrites { lag_us: rnd(500) }.target(ts(clock)))),
                     _ => None,
                 };
-                let commit = c.stamp(ts(clock), ts(clock + rnd(100)).shifted(-50));
+                let commit = c.stamp(ts(clock), ts((clock + rnd(100)).saturating_sub(50)));
                 log.push((commit, closed));
             }
             let mut r = ReplicaClosed::default();

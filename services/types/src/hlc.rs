@@ -56,19 +56,6 @@ impl Timestamp {
             },
         }
     }
-
-    /// `self` moved by `micros` of physical time (saturating; the logical part is kept).
-    pub fn shifted(self, micros: i64) -> Self {
-        let physical = if micros >= 0 {
-            self.physical.saturating_add(micros.unsigned_abs())
-        } else {
-            self.physical.saturating_sub(micros.unsigned_abs())
-        };
-        Self {
-            physical,
-            logical: self.logical,
-        }
-    }
 }
 
 impl fmt::Display for Timestamp {
@@ -114,10 +101,6 @@ impl Hlc {
         }
     }
 
-    pub fn max_offset_us(&self) -> u64 {
-        self.max_offset_us
-    }
-
     /// The last timestamp handed out or taken in (never decreases).
     pub fn last(&self) -> Timestamp {
         self.last
@@ -126,12 +109,7 @@ impl Hlc {
     /// A timestamp for a local event (or a message to send) at physical time `physical_us`:
     /// above every timestamp this clock handed out or took in before.
     pub fn now(&mut self, physical_us: u64) -> Timestamp {
-        self.last = if physical_us > self.last.physical {
-            Timestamp::new(physical_us, 0)
-        } else {
-            self.last.next()
-        };
-        self.last
+        self.advance_past(self.last, physical_us)
     }
 
     /// Takes in a received timestamp at physical time `physical_us` and returns the timestamp
@@ -152,20 +130,17 @@ impl Hlc {
                 max_offset_us: self.max_offset_us,
             });
         }
-        let top = self.last.max(remote);
+        Ok(self.advance_past(self.last.max(remote), physical_us))
+    }
+
+    /// Moves the clock to the smallest timestamp above `top` that is at least physical time.
+    fn advance_past(&mut self, top: Timestamp, physical_us: u64) -> Timestamp {
         self.last = if physical_us > top.physical {
             Timestamp::new(physical_us, 0)
         } else {
             top.next()
         };
-        Ok(self.last)
-    }
-
-    /// Raises the clock to at least `ts` without a receipt of its own (e.g. a leader that
-    /// must assign commit timestamps above a timestamp it closed). Subject to the same offset
-    /// check as [`Hlc::update`].
-    pub fn observe(&mut self, ts: Timestamp, physical_us: u64) -> Result<(), OffsetExceeded> {
-        self.update(ts, physical_us).map(|_| ())
+        self.last
     }
 }
 
@@ -227,17 +202,6 @@ mod tests {
         assert_eq!(
             Timestamp::new(u64::MAX, 7).next(),
             Timestamp::new(u64::MAX, 8)
-        );
-    }
-
-    #[test]
-    fn shifted_saturates_both_ways() {
-        let t = Timestamp::new(100, 3);
-        assert_eq!(t.shifted(50), Timestamp::new(150, 3));
-        assert_eq!(t.shifted(-150), Timestamp::new(0, 3));
-        assert_eq!(
-            Timestamp::new(u64::MAX - 1, 0).shifted(5).physical,
-            u64::MAX
         );
     }
 

@@ -387,29 +387,23 @@ async fn etcd_leader(addrs: &[String]) -> anyhow::Result<String> {
     Ok(url.trim_start_matches("http://").to_string())
 }
 
-/// After a round: whether `system`'s leader is still the node its clients talk to. If it moved
-/// during the round, some of the round's requests went through a follower (one more hop than
-/// the other system's): say so, and re-point the clients for the next round.
-fn check_leader(
-    system: &str,
-    round: u32,
-    targeted: &mut String,
-    now: anyhow::Result<String>,
-) -> Option<String> {
+/// After a round: whether `system`'s leader is still `targeted`, the node its clients talk to.
+/// If it moved, some of the round's requests may have gone through a follower (one more hop
+/// than the other system's): say so; the caller re-points the clients for the next round.
+fn leader_moved(system: &str, round: u32, targeted: &str, now: anyhow::Result<String>) -> bool {
     match now {
-        Ok(now) if now != *targeted => {
+        Ok(now) if now != targeted => {
             eprintln!(
                 "warning: {system}'s leader moved from {targeted} to {now} by the end of \
                  round {round}: part of that round may have gone through a follower; \
                  re-pointing the clients"
             );
-            *targeted = now.clone();
-            Some(now)
+            true
         }
-        Ok(_) => None,
+        Ok(_) => false,
         Err(e) => {
             eprintln!("warning: {system}'s leader could not be checked after round {round}: {e}");
-            None
+            false
         }
     }
 }
@@ -460,13 +454,14 @@ async fn main() -> anyhow::Result<()> {
                     });
                 }
                 let now = meridian_leader(&probe, &maddrs).await;
-                if check_leader("meridian", round, &mut meridian_at, now).is_some() {
-                    meridian =
-                        Target::Meridian(meridian_clients(&maddrs, args.connections).await?.1);
+                if leader_moved("meridian", round, &meridian_at, now) {
+                    let (at, clients) = meridian_clients(&maddrs, args.connections).await?;
+                    (meridian_at, meridian) = (at, Target::Meridian(clients));
                 }
                 let now = etcd_leader(&eaddrs).await;
-                if check_leader("etcd", round, &mut etcd_at, now).is_some() {
-                    etcd = Target::Etcd(etcd_clients(&eaddrs, args.connections).await?.1);
+                if leader_moved("etcd", round, &etcd_at, now) {
+                    let (at, clients) = etcd_clients(&eaddrs, args.connections).await?;
+                    (etcd_at, etcd) = (at, Target::Etcd(clients));
                 }
                 let (Some(m), Some(e)) = (cells[0].last(), cells[1].last()) else {
                     bail!("a round measured nothing");

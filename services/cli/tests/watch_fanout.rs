@@ -122,6 +122,14 @@ async fn ten_thousand_watchers_share_one_upstream_and_see_every_change_once_in_o
         1.0,
         "10,000 watchers of one key share one subscription to the replica"
     );
+    // The SDK carries each client's 1,000 watches on one stream, where watches that start at
+    // the same revision share one watcher: each revision is converted and sent once per
+    // cohort, not once per watch.
+    let watchers = sample(&text, "meridian_watchers");
+    assert!(
+        (1.0..=(4 * WATCHERS / PER_CLIENT) as f64).contains(&watchers),
+        "10,000 watches of one key on 10 streams are served by a few watcher tasks, not {watchers}"
+    );
     let mut want = Vec::new();
     for n in 0..WRITES {
         let value = format!("v{}", n + 1);
@@ -280,5 +288,83 @@ async fn a_watcher_that_stops_reading_is_cut_off_without_delaying_the_others() {
         got[..],
         want[..got.len()],
         "no gap, no repeat before the cut"
+    );
+}
+
+/// On the SDK's shared stream (all of a client's watches on one stream to the router), a
+/// watch that stops reading is cut off on its own, in the client: its queue full, it leaves
+/// the stream while its neighbour gets every change without delay; when it reads again it
+/// resumes from history with no gap and no repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_stops_reading_on_a_shared_stream_is_cut_off_alone_and_resumes() {
+    common::watchdog(Duration::from_secs(600));
+    let (_dir, _node, addr, _http) = node(60_000, 256).await;
+    let writer = client(&addr);
+    let start = put(&writer, "/shared/k", "v0").await + 1;
+    let watchers = client(&addr);
+    let mut stalled = watchers.watch("/shared/k", false, start);
+    let mut reader = watchers.watch("/shared/k", false, start);
+    // Both open (each gets its first progress notice) before the writes.
+    for w in [&mut stalled, &mut reader] {
+        match w.next().await.expect("open") {
+            WatchEvent::Progress { .. } => {}
+            other => panic!("a watch opens with a progress notice, not {other:?}"),
+        }
+    }
+    // More revisions than a watch's queue in the client holds (1,024 responses).
+    const WRITES: usize = 1_500;
+    let reading = tokio::spawn(async move {
+        let mut revs = Vec::new();
+        while revs.len() < WRITES {
+            match tokio::time::timeout(Duration::from_secs(60), reader.next())
+                .await
+                .expect("the reading watch was held up")
+                .expect("watch")
+            {
+                WatchEvent::Changes { revision, events } => {
+                    revs.extend(events.iter().map(|_| revision))
+                }
+                WatchEvent::Progress { .. } => {}
+            }
+        }
+        (revs, reader.reconnects)
+    });
+    let mut want = Vec::new();
+    for chunk in 0..WRITES.div_ceil(50) {
+        let puts: Vec<_> = (chunk * 50..WRITES.min(chunk * 50 + 50))
+            .map(|n| {
+                let w = writer.clone();
+                tokio::spawn(async move { put(&w, "/shared/k", &format!("v{n}")).await })
+            })
+            .collect();
+        for p in puts {
+            want.push(p.await.expect("put task"));
+        }
+    }
+    want.sort_unstable();
+    let (revs, reconnects) = reading.await.expect("reader");
+    assert_eq!(
+        revs, want,
+        "the reading watch got every change once, in order"
+    );
+    assert_eq!(reconnects, 0, "the reading watch never had to resume");
+    // Now the stalled one reads everything: what it had queued, then (cut off) the history.
+    let mut revs = Vec::new();
+    while revs.len() < WRITES {
+        match tokio::time::timeout(Duration::from_secs(60), stalled.next())
+            .await
+            .expect("the stalled watch resumes")
+            .expect("watch")
+        {
+            WatchEvent::Changes { revision, events } => {
+                revs.extend(events.iter().map(|_| revision))
+            }
+            WatchEvent::Progress { .. } => {}
+        }
+    }
+    assert_eq!(revs, want, "the stalled watch: no gap, no repeat");
+    assert!(
+        stalled.reconnects >= 1,
+        "the stalled watch was cut off in the client and resumed"
     );
 }

@@ -24,6 +24,7 @@ pub mod placement;
 mod session;
 pub mod tokens;
 pub mod watch;
+mod watch_hub;
 
 pub use error::Error;
 pub use locks::{LockGuard, LockOptions, Session, SessionEvent};
@@ -124,7 +125,7 @@ struct Inner {
     session: SessionState,
 }
 
-fn kv_client(channel: Channel) -> KvClient<Channel> {
+pub(crate) fn kv_client(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -137,6 +138,8 @@ pub struct Client {
     opts: Options,
     /// The token as sent in `meridian-token`, checked once when the client is made.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// The shared watch stream to each router (all clones' watches travel on them).
+    hubs: Arc<watch_hub::Hubs>,
 }
 
 const BACKOFF_MS_MIN: u64 = 20;
@@ -199,14 +202,28 @@ impl Client {
                 })
             })
             .transpose()?;
+        let inner = Arc::new(Mutex::new(Inner {
+            endpoints: endpoints::Endpoints::new(endpoints, home),
+            channels: BTreeMap::new(),
+            session: SessionState::default(),
+        }));
+        // Watch responses merge into the session from the hub (weakly: the hubs live in the
+        // client).
+        let session = Arc::downgrade(&inner);
+        let merge: watch_hub::MergeHeader = Arc::new(move |h: &pb::ResponseHeader| {
+            if let Some(inner) = session.upgrade() {
+                inner
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .session
+                    .merge_header(h);
+            }
+        });
         Ok(Self {
             token,
-            inner: Arc::new(Mutex::new(Inner {
-                endpoints: endpoints::Endpoints::new(endpoints, home),
-                channels: BTreeMap::new(),
-                session: SessionState::default(),
-            })),
+            inner,
             opts,
+            hubs: Arc::new(watch_hub::Hubs::new(merge)),
         })
     }
 
@@ -294,11 +311,6 @@ impl Client {
 
     pub(crate) fn current_endpoint(&self) -> String {
         self.lock().endpoints.current().to_string()
-    }
-
-    pub(crate) fn client(&self) -> Result<(String, KvClient<Channel>), Error> {
-        let (ep, channel) = self.channel()?;
-        Ok((ep, kv_client(channel)))
     }
 
     /// The channel to the current endpoint, made on first use.
@@ -671,6 +683,10 @@ impl Client {
                 session: Some(self.session()),
             },
         )
+    }
+
+    pub(crate) fn hubs(&self) -> &watch_hub::Hubs {
+        &self.hubs
     }
 
     pub(crate) fn opts(&self) -> &Options {

@@ -1,10 +1,15 @@
 //! A watch that survives disconnects: after a stream error it reconnects (to the next endpoint
 //! if needed) and resumes from the revision after the last one it delivered, so the caller sees
 //! every change exactly once and in order. `Compacted` ends it: the caller re-lists.
+//!
+//! All of a client's watches to one router travel on one shared stream (`watch_hub.rs`); a
+//! router that does not offer shared streams gets a stream per watch.
 
+use crate::watch_hub::Member;
 use crate::{pb, Client, Error};
 use std::time::Duration;
-use tonic::Streaming;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
 
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
@@ -17,10 +22,35 @@ pub enum WatchEvent {
     Progress { revision: u64 },
 }
 
+/// Where a watcher's responses come from.
+enum Feed {
+    /// Its place on the client's shared stream to the router.
+    Shared(Member),
+    /// A stream of its own (a router without shared streams).
+    Own(Box<Streaming<pb::WatchResponse>>),
+}
+
+impl Feed {
+    /// Whether the client's session already took this feed's headers (the hub does it once
+    /// per response for all the watches it names).
+    fn merged(&self) -> bool {
+        matches!(self, Feed::Shared(_))
+    }
+
+    async fn message(&mut self) -> Result<Option<pb::WatchResponse>, Status> {
+        match self {
+            Feed::Shared(m) => m.message().await,
+            Feed::Own(s) => s.message().await,
+        }
+    }
+}
+
 pub struct Watcher {
     client: Client,
     req: pb::WatchRequest,
-    stream: Option<Streaming<pb::WatchResponse>>,
+    stream: Option<Feed>,
+    /// The response that confirmed the open, not yet taken.
+    first: Option<pb::WatchResponse>,
     /// Next revision not yet delivered (0: not known yet; the first response fixes it).
     next: u64,
     /// Reconnections made so far.
@@ -29,6 +59,10 @@ pub struct Watcher {
     partial: usize,
     /// Events still to drop after a resume that restarted a partly delivered revision.
     skip: usize,
+    /// When the current stream last said anything, and the timer that checks for silence
+    /// (moved only when it fires, not per message: thousands of watches share a client).
+    heard: tokio::time::Instant,
+    silence_check: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 const RESUME_BACKOFF_MS: u64 = 100;
@@ -47,16 +81,20 @@ impl Watcher {
             client,
             req,
             stream: None,
+            first: None,
             next,
             reconnects: 0,
             partial: 0,
             skip: 0,
+            heard: tokio::time::Instant::now(),
+            silence_check: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
     /// Drops the current stream; the next call to [`Watcher::next`] resumes (on the current
     /// endpoint) exactly after the last event delivered.
     pub fn reconnect(&mut self) {
+        self.first = None;
         if self.stream.take().is_some() {
             self.reconnects += 1;
         }
@@ -71,11 +109,13 @@ impl Watcher {
         let mut req = self.req.clone();
         req.start_revision = self.next as i64;
         self.skip = self.partial;
-        let (ep, mut c) = self.client.client()?;
-        let req = crate::authorized(req, self.client.token());
-        match tokio::time::timeout(self.client.opts().rpc_timeout, c.watch(req)).await {
-            Ok(Ok(s)) => {
-                self.stream = Some(s.into_inner());
+        let (ep, channel) = self.client.channel()?;
+        let timeout = self.client.opts().rpc_timeout;
+        match tokio::time::timeout(timeout, self.open_on(&ep, channel, req)).await {
+            Ok(Ok((feed, first))) => {
+                self.stream = Some(feed);
+                self.first = first;
+                self.heard = tokio::time::Instant::now();
                 Ok(())
             }
             Ok(Err(status)) => {
@@ -92,6 +132,41 @@ impl Watcher {
                     "{ep}: watch did not open in time"
                 )))
             }
+        }
+    }
+
+    /// Opens `req` on the client's shared stream to `ep`, or on a stream of its own if the
+    /// router has no shared streams; with the response that confirmed it.
+    async fn open_on(
+        &self,
+        ep: &str,
+        channel: Channel,
+        req: pb::WatchRequest,
+    ) -> Result<(Feed, Option<pb::WatchResponse>), Status> {
+        let token = self.client.token();
+        let timeout = self.client.opts().rpc_timeout;
+        match self
+            .client
+            .hubs()
+            .get(ep, channel.clone(), token, timeout)
+            .await
+        {
+            Ok(hub) => {
+                let mut member = hub.join(req)?;
+                // The first answer says whether the router took the watch.
+                match member.message().await? {
+                    Some(first) => Ok((Feed::Shared(member), Some(first))),
+                    None => Err(Status::unavailable(
+                        "the watch stream ended before the watch opened",
+                    )),
+                }
+            }
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                let mut c = crate::kv_client(channel);
+                let s = c.watch(crate::authorized(req, token)).await?;
+                Ok((Feed::Own(Box::new(s.into_inner())), None))
+            }
+            Err(s) => Err(s),
         }
     }
 
@@ -120,17 +195,34 @@ impl Watcher {
             let silence = Duration::from_millis(u64::from(
                 self.req.progress_interval_ms.saturating_mul(SILENCE_LIMIT),
             ));
-            let message = match tokio::time::timeout(silence, stream.message()).await {
-                Ok(m) => m,
-                Err(_) => Err(tonic::Status::unavailable(format!(
-                    "no watch message for {silence:?}; resuming elsewhere"
-                ))),
+            let merged = stream.merged();
+            let message = match self.first.take() {
+                Some(first) => Ok(Some(first)),
+                None => loop {
+                    tokio::select! {
+                        m = stream.message() => {
+                            self.heard = tokio::time::Instant::now();
+                            break m;
+                        }
+                        _ = &mut self.silence_check => {
+                            let quiet_until = self.heard + silence;
+                            if tokio::time::Instant::now() >= quiet_until {
+                                break Err(tonic::Status::unavailable(format!(
+                                    "no watch message for {silence:?}; resuming elsewhere"
+                                )));
+                            }
+                            self.silence_check.as_mut().reset(quiet_until);
+                        }
+                    }
+                },
             };
             match message {
                 Ok(Some(resp)) => {
                     outage_started = None;
                     let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-                    self.client.merge_header(resp.header.as_ref());
+                    if !merged {
+                        self.client.merge_header(resp.header.as_ref());
+                    }
                     if resp.progress {
                         self.next = self.next.max(revision + 1);
                         return Ok(WatchEvent::Progress { revision });

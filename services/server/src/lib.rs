@@ -53,6 +53,7 @@ pub mod syncs;
 pub mod telemetry;
 pub mod tokens_service;
 pub mod watch;
+pub mod watch_many;
 pub mod watches;
 
 pub use config::{NodeConfig, Peer};

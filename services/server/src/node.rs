@@ -459,9 +459,18 @@ impl Node {
                 gauges.push(crate::metrics::Gauge {
                     name: "meridian_watch_streams",
                     kind: "gauge",
-                    help: "Watch and election-observe streams this node serves now.",
+                    help: "Watches and election-observe streams this node serves now (each watch of a \
+                           shared stream counts).",
                     labels: Vec::new(),
                     value: ctx.watches.open_now() as f64,
+                });
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_watchers",
+                    kind: "gauge",
+                    help: "Watcher tasks running now: each serves one watch, or several watches \
+                           of one shared stream that stand at the same revision.",
+                    labels: Vec::new(),
+                    value: ctx.watches.watchers_now() as f64,
                 });
                 gauges.push(crate::metrics::Gauge {
                     name: "meridian_watch_upstreams",

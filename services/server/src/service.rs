@@ -540,6 +540,25 @@ impl Kv for KvService {
         Ok(Response::new(stream))
     }
 
+    type WatchStreamStream = crate::watch_many::WatchManyStream;
+
+    async fn watch_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::WatchStreamRequest>>,
+    ) -> Result<Response<Self::WatchStreamStream>, Status> {
+        let caller = Caller::of(&request);
+        let (meta, _, requests) = request.into_parts();
+        // A valid token opens the stream; each watch is then checked on its own key.
+        self.gate.token(&meta, "watch")?;
+        Ok(Response::new(crate::watch_many::serve(
+            self.ctx.clone(),
+            self.gate.clone(),
+            meta,
+            caller,
+            requests,
+        )))
+    }
+
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,

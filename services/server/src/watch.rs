@@ -17,7 +17,7 @@ use meridian_types::Event;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::Status;
@@ -26,6 +26,117 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Statu
 
 /// Responses buffered per watcher before the producer waits for the client.
 const WATCH_BUFFER_MAX: usize = 64;
+/// Most watches a watcher of a shared stream serves at once (`watch_many.rs`).
+const COHORT_CONTROL_MAX: usize = 1024;
+
+/// One response of a watcher, for the watches `ids` of its stream (on a stream of its own, the
+/// one watch 0).
+pub(crate) struct Out {
+    pub ids: Arc<[u64]>,
+    pub item: Result<pb::WatchResponse, Status>,
+}
+
+/// Where a stream's watchers put their responses.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    pub tx: mpsc::Sender<Out>,
+    /// The stream's last word when its client reads nothing for too long: it is cut off.
+    pub last: Arc<Mutex<Option<oneshot::Sender<Status>>>>,
+    /// Whether the stream carries many watches (then a cut-off names no one revision).
+    pub shared: bool,
+    /// Longest a response waits for the client to take it before the stream is cut off.
+    pub stall: Duration,
+    /// Where cut-offs are counted.
+    pub watches: Arc<crate::watches::Watches>,
+}
+
+impl Sink {
+    /// A stream's sink, and its last word for [`with_last`].
+    pub(crate) fn new(
+        ctx: &NodeCtx,
+        buffer: usize,
+        shared: bool,
+    ) -> (Self, mpsc::Receiver<Out>, oneshot::Receiver<Status>) {
+        let (tx, rx) = mpsc::channel(buffer);
+        let (last_tx, last_rx) = oneshot::channel();
+        let sink = Sink {
+            tx,
+            last: Arc::new(Mutex::new(Some(last_tx))),
+            shared,
+            stall: Duration::from_millis(ctx.limits.watch_stall_ms.max(1)),
+            watches: ctx.watches.clone(),
+        };
+        (sink, rx, last_rx)
+    }
+
+    /// Queues `out` for the client; a client that takes nothing for `stall` is cut off (and
+    /// with it the whole stream).
+    pub(crate) async fn put(&self, out: Out) -> Result<(), Closed> {
+        // Room in the stream's buffer (the common case): no timer.
+        let out = match self.tx.try_send(out) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Closed),
+            Err(mpsc::error::TrySendError::Full(out)) => out,
+        };
+        let revision = match &out.item {
+            Ok(r) => r.header.as_ref().map_or(0, |h| h.revision),
+            Err(_) => 0,
+        };
+        match tokio::time::timeout(self.stall, self.tx.send(out)).await {
+            Ok(r) => r.map_err(|_| Closed),
+            Err(_) => {
+                self.watches.cut_off();
+                let reason = if self.shared {
+                    format!(
+                        "the watch stream was cut off: it read nothing for {} ms while events \
+                         waited; resume each watch from the revision after the last one it \
+                         received (what it has received is complete)",
+                        self.stall.as_millis()
+                    )
+                } else {
+                    format!(
+                        "the watcher was cut off: it read nothing for {} ms while events \
+                         waited; resume from revision {revision} (what it has received up to \
+                         there is complete)",
+                        self.stall.as_millis()
+                    )
+                };
+                self.cut(Status::resource_exhausted(reason));
+                Err(Closed)
+            }
+        }
+    }
+
+    /// Ends the whole stream with `status`.
+    pub(crate) fn cut(&self, status: Status) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = last.take() {
+            let _ = last.send(status);
+        }
+    }
+}
+
+/// What a shared stream asks of the watcher that serves some of its watches.
+pub(crate) enum Control {
+    /// Serve watch `id` too, if this watcher stands where the watch starts: `start` (0: from
+    /// now, which must be past `seen`, what the session has seen of `group`). The answer gives
+    /// the slot back when it does not.
+    Attach {
+        id: u64,
+        group: meridian_types::GroupId,
+        start: u64,
+        seen: u64,
+        permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<Result<(), OwnedSemaphorePermit>>,
+    },
+    /// Stop serving watch `id` (the client cancelled it).
+    Detach(u64),
+}
+
+/// A watcher that serves several watches of one stream, and what it is asked through.
+pub(crate) struct Cohort {
+    pub control: mpsc::Sender<Control>,
+}
 /// Most events in one watch response, and read from history at once.
 const WATCH_BATCH_EVENTS_MAX: usize = 1000;
 
@@ -41,11 +152,43 @@ impl Filter {
     }
 }
 
+/// A watch on a stream of its own (`Kv/Watch`).
 pub async fn watch_stream(
     ctx: Arc<NodeCtx>,
     req: pb::WatchRequest,
     caller: &Caller,
 ) -> Result<WatchStream, Error> {
+    use futures::StreamExt;
+    let (sink, rx, last_rx) = Sink::new(&ctx, WATCH_BUFFER_MAX, false);
+    let permit = ctx.watches.open()?;
+    match open_watch(ctx, req, caller, &sink, 0, permit).await? {
+        Opened::Proxied(stream) => Ok(stream),
+        Opened::Here(_) => {
+            drop(sink);
+            let rx = ReceiverStream::new(rx).map(|o| o.item);
+            Ok(with_last(rx, last_rx))
+        }
+    }
+}
+
+/// Where a watch was opened.
+pub(crate) enum Opened {
+    /// Served by a router of another region: its responses, relayed.
+    Proxied(WatchStream),
+    /// Served here, by a watcher that can take on more watches of the same stream.
+    Here(Cohort),
+}
+
+/// Opens watch `id` of `req` for the stream of `sink`, holding `permit` (its slot) while it
+/// lives.
+pub(crate) async fn open_watch(
+    ctx: Arc<NodeCtx>,
+    req: pb::WatchRequest,
+    caller: &Caller,
+    sink: &Sink,
+    id: u64,
+    permit: OwnedSemaphorePermit,
+) -> Result<Opened, Error> {
     let key = if req.prefix {
         convert::prefix(&req.key)?
     } else {
@@ -60,11 +203,12 @@ pub async fn watch_stream(
     if let Route::Proxy(to) =
         ctx.residency(group, &[(&key, req.prefix)], caller.proxied.as_deref())?
     {
-        return proxy_watch(&ctx, &to, req, caller).await;
+        return Ok(Opened::Proxied(
+            proxy_watch(&ctx, &to, req, caller, permit).await?,
+        ));
     }
     let h = ctx.group(group)?;
     let shared = h.shared.clone();
-    let permit = ctx.watches.open()?;
     // Join the feed before reading history so nothing falls between the two.
     let member = ctx.fanout.join(&shared, &key, req.prefix);
     if start == 0 {
@@ -111,28 +255,29 @@ pub async fn watch_stream(
         prefix: req.prefix,
         prev_kv: req.prev_kv,
     };
-    let (tx, rx) = mpsc::channel(WATCH_BUFFER_MAX);
-    let (last_tx, last_rx) = oneshot::channel();
+    let (control_tx, control) = mpsc::channel(COHORT_CONTROL_MAX);
     let node = ctx.node_id;
     let watches = ctx.watches.clone();
     let fanout = ctx.fanout.clone();
-    let stall = Duration::from_millis(ctx.limits.watch_stall_ms.max(1));
     let drop_revision = ctx.limits.inject_drop_watch_revision;
     let follow = Follow {
         placement: ctx.placement.clone(),
         host: ctx.host.clone(),
         wait: Duration::from_millis(ctx.limits.sync_wait_ms_max),
     };
+    let out = sink.clone();
+    let running = ctx.watches.running();
     tokio::spawn(async move {
-        let _permit = permit;
+        let _running = running;
         let mut w = Watcher {
             shared,
             watches,
             fanout,
             filter,
-            tx,
-            last: Mutex::new(Some(last_tx)),
-            stall,
+            out,
+            targets: Arc::from([id]),
+            ids: vec![(id, permit)],
+            control,
             node,
             follow,
             drop_revision,
@@ -140,19 +285,21 @@ pub async fn watch_stream(
         w.run(start, member, Duration::from_millis(progress_ms.max(10)))
             .await;
     });
-    Ok(with_last(rx, last_rx))
+    Ok(Opened::Here(Cohort {
+        control: control_tx,
+    }))
 }
 
 /// The responses of `rx`, then the stream's last word if the watcher left one (an error that
 /// ends it) — delivered after everything already queued, and never waiting on the client to be
 /// queued itself.
 fn with_last(
-    rx: mpsc::Receiver<Result<pb::WatchResponse, Status>>,
+    rx: impl Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static,
     last: oneshot::Receiver<Status>,
 ) -> WatchStream {
     use futures::StreamExt;
     let last = futures::stream::once(last).filter_map(|r| async move { r.ok().map(Err) });
-    Box::pin(ReceiverStream::new(rx).chain(last))
+    Box::pin(rx.chain(last))
 }
 
 struct Watcher {
@@ -163,11 +310,14 @@ struct Watcher {
     /// or after falling behind).
     fanout: Arc<Fanout>,
     filter: Filter,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    /// Where the error that ends the stream goes (after what is queued).
-    last: Mutex<Option<oneshot::Sender<Status>>>,
-    /// Longest a response waits for the client to take it before the watcher is cut off.
-    stall: Duration,
+    /// The stream this watcher's responses go on.
+    out: Sink,
+    /// The watches of that stream it serves (each holding its slot), and their ids as every
+    /// response names them.
+    ids: Vec<(u64, OwnedSemaphorePermit)>,
+    targets: Arc<[u64]>,
+    /// Watches joining or leaving (a shared stream's; on a stream of its own, never).
+    control: mpsc::Receiver<Control>,
     node: u64,
     follow: Follow,
     /// The test-only bug `Limits::inject_drop_watch_revision`.
@@ -192,7 +342,7 @@ enum Moved {
 }
 
 /// Why a watcher stopped without an error for the client.
-struct Closed;
+pub(crate) struct Closed;
 
 impl Watcher {
     fn header(&self, revision: u64) -> pb::ResponseHeader {
@@ -204,37 +354,77 @@ impl Watcher {
         }
     }
 
-    /// Queues `item` for the client; a client that takes nothing for `stall` is cut off.
+    /// Queues `item` for the client, for every watch this watcher serves.
     async fn send(&self, item: Result<pb::WatchResponse, Status>) -> Result<(), Closed> {
-        // Room in the stream's buffer (the common case): no timer.
-        let item = match self.tx.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Closed),
-            Err(mpsc::error::TrySendError::Full(item)) => item,
-        };
-        let revision = match &item {
-            Ok(r) => r.header.as_ref().map_or(0, |h| h.revision),
-            Err(_) => 0,
-        };
-        match tokio::time::timeout(self.stall, self.tx.send(item)).await {
-            Ok(r) => r.map_err(|_| Closed),
-            Err(_) => {
-                self.watches.cut_off();
-                self.end(Status::resource_exhausted(format!(
-                    "the watcher was cut off: it read nothing for {} ms while events waited; \
-                     resume from revision {revision} (what it has received up to there is \
-                     complete)",
-                    self.stall.as_millis()
-                )));
-                Err(Closed)
-            }
+        self.send_to(self.targets.clone(), item).await
+    }
+
+    /// Queues `item` for the watches `ids`.
+    async fn send_to(
+        &self,
+        ids: Arc<[u64]>,
+        item: Result<pb::WatchResponse, Status>,
+    ) -> Result<(), Closed> {
+        self.out.put(Out { ids, item }).await
+    }
+
+    /// Ends every watch this watcher serves with `status`, after what is queued.
+    async fn end(&self, status: Status) {
+        if self.out.shared {
+            let _ = self.send(Err(status)).await;
+        } else {
+            // A stream of its own ends with its one watch, after everything queued.
+            self.out.cut(status);
         }
     }
 
-    /// Ends the stream with `status`, after what is queued.
-    fn end(&self, status: Status) {
-        if let Some(last) = self.last.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = last.send(status);
+    /// Takes a shared stream's request; `Err` once this watcher serves no watch any more.
+    async fn on_control(&mut self, c: Control, next: u64) -> Result<(), Closed> {
+        match c {
+            Control::Attach {
+                id,
+                group,
+                start,
+                seen,
+                permit,
+                reply,
+            } => {
+                // Where this watcher stands: everything before `next` delivered, nothing after.
+                let here = group == self.shared.group
+                    && if start == 0 {
+                        next > seen
+                    } else {
+                        start == next
+                    };
+                if !here || self.ids.len() >= COHORT_CONTROL_MAX {
+                    let _ = reply.send(Err(permit));
+                    return Ok(());
+                }
+                if reply.send(Ok(())).is_err() {
+                    return Ok(());
+                }
+                self.ids.push((id, permit));
+                self.targets = self.ids.iter().map(|(i, _)| *i).collect();
+                // Where the new watch stands, at once (as every watch opens).
+                self.send_to(
+                    Arc::from([id]),
+                    Ok(pb::WatchResponse {
+                        header: Some(self.header(next - 1)),
+                        events: Vec::new(),
+                        progress: true,
+                        fragment: false,
+                    }),
+                )
+                .await
+            }
+            Control::Detach(id) => {
+                self.ids.retain(|(i, _)| *i != id);
+                if self.ids.is_empty() {
+                    return Err(Closed);
+                }
+                self.targets = self.ids.iter().map(|(i, _)| *i).collect();
+                Ok(())
+            }
         }
     }
 
@@ -277,7 +467,7 @@ impl Watcher {
         fragment: bool,
     ) -> Result<(), Closed> {
         let events = std::mem::take(batch);
-        self.watches.sent(events.len());
+        self.watches.sent(events.len() * self.targets.len());
         self.send(Ok(pb::WatchResponse {
             header: Some(self.header(revision)),
             events,
@@ -472,13 +662,14 @@ impl Watcher {
                             fragment: false,
                         })).await?;
                     }
-                    _ = self.tx.closed() => return Err(Closed),
+                    Some(c) = self.control.recv() => self.on_control(c, next).await?,
+                    _ = self.out.tx.closed() => return Err(Closed),
                 }
             }
         }
         .await;
         if let Ok(Err(status)) = outcome {
-            self.end(status);
+            self.end(status).await;
         }
     }
 }
@@ -490,9 +681,9 @@ async fn proxy_watch(
     to: &[String],
     req: pb::WatchRequest,
     caller: &Caller,
+    permit: OwnedSemaphorePermit,
 ) -> Result<WatchStream, Error> {
     use tokio_stream::StreamExt;
-    let permit = ctx.watches.open()?;
     let upstream = ctx
         .proxy(to, |mut c, _| {
             let r = proxied_request(req.clone(), None, &ctx.region, caller);

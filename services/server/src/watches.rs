@@ -14,6 +14,19 @@ pub struct Watches {
     events: std::sync::atomic::AtomicU64,
     /// Streams cut off because their client stopped reading.
     cut_off: std::sync::atomic::AtomicU64,
+    /// Watcher tasks running (one per watch, or per cohort of a shared stream).
+    watchers: std::sync::atomic::AtomicU64,
+}
+
+/// Counts one running watcher while it lives.
+pub(crate) struct Running(Arc<Watches>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .watchers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Watches {
@@ -23,6 +36,7 @@ impl Watches {
             max,
             events: std::sync::atomic::AtomicU64::new(0),
             cut_off: std::sync::atomic::AtomicU64::new(0),
+            watchers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -46,6 +60,18 @@ impl Watches {
     pub(crate) fn cut_off(&self) {
         self.cut_off
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a watcher task until the guard is dropped.
+    pub(crate) fn running(self: &Arc<Self>) -> Running {
+        self.watchers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    /// Watcher tasks running now.
+    pub fn watchers_now(&self) -> u64 {
+        self.watchers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Streams cut off so far because their client stopped reading.

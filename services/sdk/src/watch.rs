@@ -31,8 +31,8 @@ enum Feed {
 }
 
 impl Feed {
-    /// Whether the client's session already took this feed's headers (the hub does it once
-    /// per response for all the watches it names).
+    /// Whether this is a shared stream's: the hub takes its headers into the client's
+    /// session (once per response for all the watches it names) and watches it for silence.
     fn merged(&self) -> bool {
         matches!(self, Feed::Shared(_))
     }
@@ -67,7 +67,8 @@ pub struct Watcher {
 
 const RESUME_BACKOFF_MS: u64 = 100;
 /// Progress interval the watcher asks for; silence for `SILENCE_LIMIT` of them means the
-/// stream is dead (e.g. the server is frozen) and the watcher resumes elsewhere.
+/// stream is dead (e.g. the server is frozen) and the watcher resumes elsewhere (on a shared
+/// stream the hub checks this, `watch_hub::SILENCE`).
 const PROGRESS_INTERVAL_MS: u32 = 2_000;
 const SILENCE_LIMIT: u32 = 3;
 
@@ -198,6 +199,8 @@ impl Watcher {
             let merged = stream.merged();
             let message = match self.first.take() {
                 Some(first) => Ok(Some(first)),
+                // The hub watches its stream for silence, once for all its watches.
+                None if merged => stream.message().await,
                 None => loop {
                     tokio::select! {
                         m = stream.message() => {

@@ -17,6 +17,16 @@ use tonic::Status;
 const MEMBER_QUEUE_MAX: usize = 1024;
 /// Creates and cancels queued for the shared stream.
 const REQUESTS_MAX: usize = 4096;
+/// A stream with watches on it that says nothing for this long is dead (a frozen router keeps
+/// TCP open): its watches resume elsewhere. Every watch asks for progress every 2 s
+/// (`watch.rs`), so a live stream with watches is never this quiet. One check per stream, not
+/// one timer per watch: thousands of watches firing their timers at once cost a burst.
+pub(crate) const SILENCE: Duration = Duration::from_secs(6);
+
+/// One response as every watch it names receives it: one allocation shared by all of them,
+/// each taking its own copy when it reads (a queue slot is a pointer, so 10,000 queues growing
+/// at once cost little).
+type Shared = Arc<Result<pb::WatchResponse, Status>>;
 
 /// Takes a response's header into the client's session.
 pub(crate) type MergeHeader = Arc<dyn Fn(&pb::ResponseHeader) + Send + Sync>;
@@ -26,7 +36,7 @@ pub(crate) struct Hub {
     requests: mpsc::Sender<pb::WatchStreamRequest>,
     /// Each response's header goes into the session once, not once per watch it names.
     merge: MergeHeader,
-    members: Mutex<HashMap<u64, mpsc::Sender<Result<pb::WatchResponse, Status>>>>,
+    members: Mutex<HashMap<u64, mpsc::Sender<Shared>>>,
     next_id: AtomicU64,
     /// The stream ended: new watches need a new hub.
     dead: AtomicBool,
@@ -42,14 +52,20 @@ pub(crate) struct Hubs {
 pub(crate) struct Member {
     id: u64,
     hub: Arc<Hub>,
-    rx: mpsc::Receiver<Result<pb::WatchResponse, Status>>,
+    rx: mpsc::Receiver<Shared>,
 }
 
 impl Member {
     /// The next response; `Ok(None)` once the watch was cut off locally (it did not read) or
     /// its stream ended without a word: the watcher resumes.
     pub(crate) async fn message(&mut self) -> Result<Option<pb::WatchResponse>, Status> {
-        self.rx.recv().await.transpose()
+        let Some(shared) = self.rx.recv().await else {
+            return Ok(None);
+        };
+        match Arc::try_unwrap(shared) {
+            Ok(item) => item.map(Some),
+            Err(shared) => (*shared).clone().map(Some),
+        }
     }
 }
 
@@ -119,10 +135,7 @@ impl Hub {
         Ok(hub)
     }
 
-    fn members(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Result<pb::WatchResponse, Status>>>>
-    {
+    fn members(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Shared>>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -167,17 +180,23 @@ impl Hub {
     /// still on it learns why and resumes.
     async fn deliver(self: Arc<Self>, mut responses: tonic::Streaming<pb::WatchStreamResponse>) {
         let end = loop {
-            match responses.message().await {
-                Ok(Some(r)) => self.hand_out(r),
-                Ok(None) => break Status::unavailable("the router ended the watch stream"),
-                Err(status) => break status,
+            match tokio::time::timeout(SILENCE, responses.message()).await {
+                Ok(Ok(Some(r))) => self.hand_out(r),
+                Ok(Ok(None)) => break Status::unavailable("the router ended the watch stream"),
+                Ok(Err(status)) => break status,
+                Err(_) if self.members().is_empty() => {}
+                Err(_) => {
+                    break Status::unavailable(format!(
+                        "no watch message for {SILENCE:?}; resuming elsewhere"
+                    ))
+                }
             }
         };
         self.dead.store(true, Ordering::Release);
         let members = std::mem::take(&mut *self.members());
         for (_, tx) in members {
             // A full queue: dropping the sender ends the member, which resumes all the same.
-            let _ = tx.try_send(Err(end.clone()));
+            let _ = tx.try_send(Arc::new(Err(end.clone())));
         }
     }
 
@@ -200,22 +219,12 @@ impl Hub {
         let mut gone = Vec::new();
         {
             let members = self.members();
-            let n = r.watch_ids.len();
-            let mut item = Some(item);
-            for (i, id) in r.watch_ids.iter().enumerate() {
+            let item: Shared = Arc::new(item);
+            for id in &r.watch_ids {
                 let Some(tx) = members.get(id) else {
                     continue;
                 };
-                // The last one takes the response itself; the others a copy.
-                let it = if i + 1 == n {
-                    item.take()
-                } else {
-                    item.clone()
-                };
-                let Some(it) = it else {
-                    continue;
-                };
-                match tx.try_send(it) {
+                match tx.try_send(item.clone()) {
                     Ok(()) if !ended => {}
                     // Ended by the router: forget it (no cancel needed).
                     Ok(()) => gone.push((*id, false)),

@@ -11,6 +11,8 @@
 //!   share one) while the watchers are open.
 //!
 //! `cargo run --release -p meridian-bench-proxy --bin bench-watch -- --meridian target/release/meridian`
+//! (`BENCH_WATCH_EACH=1` also prints, for every revision, when its put was sent and how long the
+//! put, the first and the last watcher took: where a tail comes from).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -86,18 +88,27 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::with_capacity(args.watchers);
     for i in 0..args.watchers {
         let mut w = clients[i / args.per_connection.max(1)].watch(key, false, start);
+        // Written before the measurement (10,000 watchers' records are ~50 MB): touching fresh
+        // pages during it would time the kernel's page zeroing, not the watch.
+        let mut got: Vec<(u64, Instant)> = vec![(0, Instant::now()); writes];
         tasks.push(tokio::spawn(async move {
-            let mut got: Vec<(u64, Instant)> = Vec::with_capacity(writes);
-            while got.len() < writes {
+            let mut n = 0;
+            while n < writes {
                 match w.next().await {
                     Ok(WatchEvent::Changes { revision, events }) => {
                         let now = Instant::now();
-                        got.extend(events.iter().map(|_| (revision, now)));
+                        for _ in &events {
+                            if let Some(slot) = got.get_mut(n) {
+                                *slot = (revision, now);
+                            }
+                            n += 1;
+                        }
                     }
                     Ok(WatchEvent::Progress { .. }) => {}
                     Err(e) => return Err(format!("watcher {i}: {e}")),
                 }
             }
+            got.truncate(n);
             Ok(got)
         }));
     }
@@ -118,6 +129,7 @@ async fn main() -> Result<()> {
     let cpu_before = cpu_seconds(pid)?;
     let began = Instant::now();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let mut put_took: HashMap<u64, Duration> = HashMap::new();
     let mut put_lat = hist();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
     for n in 0..writes {
@@ -130,10 +142,12 @@ async fn main() -> Result<()> {
             .context("header")?
             .revision;
         put_lat.saturating_record(t.elapsed().as_micros() as u64);
+        put_took.insert(rev, t.elapsed());
         sent.insert(rev, t);
     }
     let mut each = hist();
     let mut last: HashMap<u64, Duration> = HashMap::new();
+    let mut first: HashMap<u64, Duration> = HashMap::new();
     for t in tasks {
         let got = match tokio::time::timeout(Duration::from_secs(300), t).await {
             Ok(Ok(Ok(got))) => got,
@@ -149,10 +163,23 @@ async fn main() -> Result<()> {
             each.saturating_record(d.as_micros() as u64);
             let l = last.entry(rev).or_default();
             *l = (*l).max(d);
+            let f = first.entry(rev).or_insert(Duration::MAX);
+            *f = (*f).min(d);
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid)? - cpu_before;
+    if std::env::var_os("BENCH_WATCH_EACH").is_some() {
+        let mut revs: Vec<_> = last.iter().collect();
+        revs.sort();
+        for (rev, d) in revs {
+            let at = sent
+                .get(rev)
+                .map_or(0.0, |t| t.duration_since(began).as_secs_f64());
+            let f = first.get(rev).copied().unwrap_or_default();
+            eprintln!("revision {rev} sent at {at:.3} s: last watcher after {d:?} (first {f:?}, put {:?})", put_took.get(rev).copied().unwrap_or_default());
+        }
+    }
     let mut to_last = hist();
     for d in last.values() {
         to_last.saturating_record(d.as_micros() as u64);

@@ -109,7 +109,9 @@ async fn main() -> Result<()> {
                 }
             }
             got.truncate(n);
-            Ok(got)
+            // The watcher is handed back, not dropped: 10,000 cancels while the last revision
+            // is still reaching the others would time the teardown, not the fan-out.
+            Ok((got, w))
         }));
     }
     let opened = Instant::now();
@@ -148,9 +150,13 @@ async fn main() -> Result<()> {
     let mut each = hist();
     let mut last: HashMap<u64, Duration> = HashMap::new();
     let mut first: HashMap<u64, Duration> = HashMap::new();
+    let mut done = Vec::with_capacity(args.watchers);
     for t in tasks {
         let got = match tokio::time::timeout(Duration::from_secs(300), t).await {
-            Ok(Ok(Ok(got))) => got,
+            Ok(Ok(Ok((got, w)))) => {
+                done.push(w);
+                got
+            }
             Ok(Ok(Err(e))) => bail!("{e}"),
             Ok(Err(e)) => bail!("watcher task: {e}"),
             Err(_) => bail!("a watcher did not get every write within 300 s"),
@@ -208,6 +214,7 @@ async fn main() -> Result<()> {
         events / elapsed,
         cpu / elapsed * 100.0 / (events / elapsed / 1000.0)
     );
+    drop(done);
     drop(clients);
     drop(dev);
     Ok(())

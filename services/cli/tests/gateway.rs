@@ -54,9 +54,16 @@ fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: Value) -> Reply 
     request(addr, "POST", path, headers, &body.to_string())
 }
 
-/// POST that must succeed; answers (body, session header).
+/// POST that must succeed; answers (body, session header). A 503 (the API's retryable
+/// answer, e.g. a linearizable read whose leader could not confirm its quorum in time on a
+/// loaded machine) is retried for up to 20 s, as a client would.
 fn ok(addr: &str, path: &str, headers: &[(&str, &str)], body: Value) -> (Value, String) {
-    let r = post(addr, path, headers, body.clone());
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut r = post(addr, path, headers, body.clone());
+    while r.code == 503 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        r = post(addr, path, headers, body.clone());
+    }
     assert_eq!(r.code, 200, "{path} {body}: {}", r.body);
     let session = r
         .header("meridian-session")

@@ -368,3 +368,54 @@ async fn a_watch_that_stops_reading_on_a_shared_stream_is_cut_off_alone_and_resu
         "the stalled watch was cut off in the client and resumed"
     );
 }
+
+/// Dropping thousands of watches at once cancels every one of them on the router (more than
+/// the SDK's create queue holds: a cancel is never dropped), while their client lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_dropped_watches_are_all_cancelled_on_the_router() {
+    common::watchdog(Duration::from_secs(600));
+    let (_dir, _node, addr, http) = node(60_000, 256).await;
+    let writer = client(&addr);
+    let start = put(&writer, "/drop/k", "v0").await + 1;
+    let watchers = client(&addr);
+    const WATCHES: usize = 6_000;
+    let mut opening = Vec::new();
+    for _ in 0..WATCHES {
+        let mut w = watchers.watch("/drop/k", false, start);
+        opening.push(tokio::spawn(async move {
+            match w.next().await.expect("open") {
+                WatchEvent::Progress { .. } => w,
+                other => panic!("a watch opens with a progress notice, not {other:?}"),
+            }
+        }));
+    }
+    let mut open = Vec::new();
+    for o in opening {
+        open.push(o.await.expect("open task"));
+    }
+    let (_, text) = get(&http, "/metrics");
+    assert_eq!(sample(&text, "meridian_watch_streams"), WATCHES as f64);
+    drop(open);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, text) = get(&http, "/metrics");
+        let (streams, watchers_now) = (
+            sample(&text, "meridian_watch_streams"),
+            sample(&text, "meridian_watchers"),
+        );
+        if streams == 0.0 && watchers_now == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{streams} watches and {watchers_now} watcher tasks still on the router"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The client is still usable for watches.
+    let mut again = watchers.watch("/drop/k", false, 0);
+    assert!(matches!(
+        again.next().await.expect("watch"),
+        WatchEvent::Progress { .. }
+    ));
+}

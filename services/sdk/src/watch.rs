@@ -150,9 +150,9 @@ impl Watcher {
             .client
             .hubs()
             .get(ep, channel.clone(), token, timeout)
-            .await
+            .await?
         {
-            Ok(hub) => {
+            Some(hub) => {
                 let mut member = hub.join(req)?;
                 // The first answer says whether the router took the watch.
                 match member.message().await? {
@@ -162,12 +162,12 @@ impl Watcher {
                     )),
                 }
             }
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
+            // A router without shared streams: a stream of its own.
+            None => {
                 let mut c = crate::kv_client(channel);
                 let s = c.watch(crate::authorized(req, token)).await?;
                 Ok((Feed::Own(Box::new(s.into_inner())), None))
             }
-            Err(s) => Err(s),
         }
     }
 

@@ -2,26 +2,33 @@
 //! docs/watch-streams.md). Each watch is a *member* of its router's hub: the hub sends its
 //! create and cancel on the shared stream, and a task hands every response to the members it
 //! names. A member that does not read is cut off on its own (its queue full, it ends and
-//! resumes from history when it reads again): it never holds up the others.
+//! resumes from history when it reads again): it never holds up the others. A member that
+//! hears nothing for [`SILENCE`] is cut off the same way (checked by one sweep per stream, not
+//! a timer per watch), and so is every member of a stream that goes quiet.
+//!
+//! A hub lives while its client or a member holds it: then its request stream ends, the
+//! router ends its side, and the task delivering responses ends.
 
 use crate::pb;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Status;
 
 /// Responses queued for one watch before it counts as not reading and is cut off.
 const MEMBER_QUEUE_MAX: usize = 1024;
-/// Creates and cancels queued for the shared stream.
-const REQUESTS_MAX: usize = 4096;
-/// A stream with watches on it that says nothing for this long is dead (a frozen router keeps
-/// TCP open): its watches resume elsewhere. Every watch asks for progress every 2 s
-/// (`watch.rs`), so a live stream with watches is never this quiet. One check per stream, not
-/// one timer per watch: thousands of watches firing their timers at once cost a burst.
+/// Creates queued for the shared stream (a join beyond it fails as Unavailable and retries).
+const CREATES_MAX: usize = 4096;
+/// A watch (or a stream with watches on it) that hears nothing for this long is taken as dead
+/// (a frozen router keeps TCP open): it resumes elsewhere. Every watch asks for progress every
+/// 2 s (`watch.rs`), so a live one is never this quiet.
 pub(crate) const SILENCE: Duration = Duration::from_secs(6);
+/// How often the hub looks for silent members.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// One response as every watch it names receives it: one allocation shared by all of them,
 /// each taking its own copy when it reads (a queue slot is a pointer, so 10,000 queues growing
@@ -31,20 +38,46 @@ type Shared = Arc<Result<pb::WatchResponse, Status>>;
 /// Takes a response's header into the client's session.
 pub(crate) type MergeHeader = Arc<dyn Fn(&pb::ResponseHeader) + Send + Sync>;
 
+/// A member as the hub knows it: where its responses go, and when it last got one.
+struct Slot {
+    tx: mpsc::Sender<Shared>,
+    heard: Instant,
+}
+
+/// Cancels waiting to be sent. Not a bounded queue: each member adds itself at most once, so
+/// it never holds more ids than the client has watches, and a cancel is never dropped.
+#[derive(Default)]
+struct Cancels {
+    ids: Mutex<Vec<u64>>,
+    wake: Notify,
+}
+
 /// The shared stream to one router.
 pub(crate) struct Hub {
-    requests: mpsc::Sender<pb::WatchStreamRequest>,
+    creates: mpsc::Sender<pb::WatchStreamRequest>,
+    cancels: Arc<Cancels>,
     /// Each response's header goes into the session once, not once per watch it names.
     merge: MergeHeader,
-    members: Mutex<HashMap<u64, mpsc::Sender<Shared>>>,
+    members: Mutex<HashMap<u64, Slot>>,
     next_id: AtomicU64,
-    /// The stream ended: new watches need a new hub.
+    /// The stream ended: new watches need a new hub (set under the members' lock).
     dead: AtomicBool,
 }
 
-/// A client's hubs, by router address.
+/// What a client knows of one router's shared stream.
+#[derive(Default)]
+enum Known {
+    #[default]
+    None,
+    Live(Arc<Hub>),
+    /// The router has no `WatchStream` (an older version): a stream per watch.
+    Unsupported,
+}
+
+/// A client's hubs, by router address (each behind its own lock: a router that does not
+/// answer holds up only the watches opening on it).
 pub(crate) struct Hubs {
-    by_endpoint: tokio::sync::Mutex<BTreeMap<String, Arc<Hub>>>,
+    by_endpoint: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Known>>>>,
     merge: MergeHeader,
 }
 
@@ -56,8 +89,8 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    /// The next response; `Ok(None)` once the watch was cut off locally (it did not read) or
-    /// its stream ended without a word: the watcher resumes.
+    /// The next response; `Ok(None)` once the watch was cut off locally (it did not read, or
+    /// heard nothing for [`SILENCE`]): the watcher resumes.
     pub(crate) async fn message(&mut self) -> Result<Option<pb::WatchResponse>, Status> {
         let Some(shared) = self.rx.recv().await else {
             return Ok(None);
@@ -78,29 +111,70 @@ impl Drop for Member {
 impl Hubs {
     pub(crate) fn new(merge: MergeHeader) -> Self {
         Self {
-            by_endpoint: tokio::sync::Mutex::new(BTreeMap::new()),
+            by_endpoint: Mutex::new(BTreeMap::new()),
             merge,
         }
     }
 
-    /// The live hub to `endpoint`, opened on `channel` if there is none.
+    /// The live hub to `endpoint`, opened on `channel` if there is none; `Ok(None)` when the
+    /// router has no shared streams.
     pub(crate) async fn get(
         &self,
         endpoint: &str,
         channel: Channel,
         token: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
         timeout: Duration,
-    ) -> Result<Arc<Hub>, Status> {
-        let mut hubs = self.by_endpoint.lock().await;
-        if let Some(h) = hubs.get(endpoint) {
-            if !h.dead.load(Ordering::Acquire) {
-                return Ok(h.clone());
+    ) -> Result<Option<Arc<Hub>>, Status> {
+        let known = self
+            .by_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(endpoint.to_string())
+            .or_default()
+            .clone();
+        let mut known = known.lock().await;
+        match &*known {
+            Known::Live(h) if !h.dead.load(Ordering::Acquire) => return Ok(Some(h.clone())),
+            Known::Unsupported => return Ok(None),
+            _ => {}
+        }
+        match Hub::open(channel, token, timeout, self.merge.clone()).await {
+            Ok(hub) => {
+                *known = Known::Live(hub.clone());
+                Ok(Some(hub))
+            }
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                *known = Known::Unsupported;
+                Ok(None)
+            }
+            Err(s) => Err(s),
+        }
+    }
+}
+
+/// The request side of a shared stream: cancels first, then creates; it ends once the hub is
+/// gone (its create sender dropped).
+fn requests(
+    creates: mpsc::Receiver<pb::WatchStreamRequest>,
+    cancels: Arc<Cancels>,
+) -> impl futures::Stream<Item = pb::WatchStreamRequest> + Send + 'static {
+    futures::stream::unfold((creates, cancels), |(mut creates, cancels)| async move {
+        loop {
+            let id = cancels.ids.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(id) = id {
+                let cancel = pb::WatchStreamRequest {
+                    op: Some(pb::watch_stream_request::Op::Cancel(pb::WatchCancel {
+                        watch_id: id,
+                    })),
+                };
+                return Some((cancel, (creates, cancels)));
+            }
+            tokio::select! {
+                r = creates.recv() => return r.map(|r| (r, (creates, cancels))),
+                _ = cancels.wake.notified() => {}
             }
         }
-        let hub = Hub::open(channel, token, timeout, self.merge.clone()).await?;
-        hubs.insert(endpoint.to_string(), hub.clone());
-        Ok(hub)
-    }
+    })
 }
 
 impl Hub {
@@ -110,12 +184,10 @@ impl Hub {
         timeout: Duration,
         merge: MergeHeader,
     ) -> Result<Arc<Self>, Status> {
-        let (requests, rx) = mpsc::channel(REQUESTS_MAX);
+        let (creates, rx) = mpsc::channel(CREATES_MAX);
+        let cancels = Arc::new(Cancels::default());
         let mut client = crate::kv_client(channel);
-        let call = client.watch_stream(crate::authorized(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-            token,
-        ));
+        let call = client.watch_stream(crate::authorized(requests(rx, cancels.clone()), token));
         let responses = match tokio::time::timeout(timeout, call).await {
             Ok(r) => r?.into_inner(),
             Err(_) => {
@@ -125,28 +197,33 @@ impl Hub {
             }
         };
         let hub = Arc::new(Hub {
-            requests,
+            creates,
+            cancels,
             merge,
             members: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             dead: AtomicBool::new(false),
         });
-        tokio::spawn(hub.clone().deliver(responses));
+        tokio::spawn(deliver(Arc::downgrade(&hub), responses));
         Ok(hub)
     }
 
-    fn members(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Shared>>> {
+    fn members(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens `request` as a new watch of this stream.
     pub(crate) fn join(self: &Arc<Self>, request: pb::WatchRequest) -> Result<Member, Status> {
-        if self.dead.load(Ordering::Acquire) {
-            return Err(Status::unavailable("the watch stream ended"));
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(MEMBER_QUEUE_MAX);
-        self.members().insert(id, tx);
+        {
+            let mut members = self.members();
+            if self.dead.load(Ordering::Acquire) {
+                return Err(Status::unavailable("the watch stream ended"));
+            }
+            let heard = Instant::now();
+            members.insert(id, Slot { tx, heard });
+        }
         let member = Member {
             id,
             hub: self.clone(),
@@ -158,8 +235,10 @@ impl Hub {
                 request: Some(request),
             })),
         };
-        self.requests.try_send(create).map_err(|_| {
-            Status::unavailable("the watch stream is not taking requests (closed or full)")
+        // On failure the member is dropped: it leaves (and cancels what was never created,
+        // which the router ignores).
+        self.creates.try_send(create).map_err(|_| {
+            Status::unavailable("the watch stream is not taking creates (closed or full)")
         })?;
         Ok(member)
     }
@@ -169,34 +248,25 @@ impl Hub {
         if self.members().remove(&id).is_none() || !cancel {
             return;
         }
-        let _ = self.requests.try_send(pb::WatchStreamRequest {
-            op: Some(pb::watch_stream_request::Op::Cancel(pb::WatchCancel {
-                watch_id: id,
-            })),
-        });
+        self.cancels
+            .ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        self.cancels.wake.notify_one();
     }
 
-    /// Hands every response to the watches it names, until the stream ends; then every watch
-    /// still on it learns why and resumes.
-    async fn deliver(self: Arc<Self>, mut responses: tonic::Streaming<pb::WatchStreamResponse>) {
-        let end = loop {
-            match tokio::time::timeout(SILENCE, responses.message()).await {
-                Ok(Ok(Some(r))) => self.hand_out(r),
-                Ok(Ok(None)) => break Status::unavailable("the router ended the watch stream"),
-                Ok(Err(status)) => break status,
-                Err(_) if self.members().is_empty() => {}
-                Err(_) => {
-                    break Status::unavailable(format!(
-                        "no watch message for {SILENCE:?}; resuming elsewhere"
-                    ))
-                }
-            }
-        };
-        self.dead.store(true, Ordering::Release);
-        let members = std::mem::take(&mut *self.members());
-        for (_, tx) in members {
-            // A full queue: dropping the sender ends the member, which resumes all the same.
-            let _ = tx.try_send(Arc::new(Err(end.clone())));
+    /// Cuts off the members that heard nothing for [`SILENCE`]: they resume (elsewhere if
+    /// their router is gone).
+    fn sweep(&self, now: Instant) {
+        let quiet: Vec<u64> = self
+            .members()
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.heard) >= SILENCE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in quiet {
+            self.leave(id, true);
         }
     }
 
@@ -216,15 +286,17 @@ impl Hub {
             (None, None) => return,
         };
         let ended = item.is_err();
+        let now = Instant::now();
         let mut gone = Vec::new();
         {
-            let members = self.members();
+            let mut members = self.members();
             let item: Shared = Arc::new(item);
             for id in &r.watch_ids {
-                let Some(tx) = members.get(id) else {
+                let Some(slot) = members.get_mut(id) else {
                     continue;
                 };
-                match tx.try_send(item.clone()) {
+                slot.heard = now;
+                match slot.tx.try_send(item.clone()) {
                     Ok(()) if !ended => {}
                     // Ended by the router: forget it (no cancel needed).
                     Ok(()) => gone.push((*id, false)),
@@ -238,5 +310,56 @@ impl Hub {
         for (id, cancel) in gone {
             self.leave(id, cancel);
         }
+    }
+
+    /// The stream ended with `why`: every member still on it learns it and resumes.
+    fn end(&self, why: Status) {
+        let members = {
+            let mut members = self.members();
+            self.dead.store(true, Ordering::Release);
+            std::mem::take(&mut *members)
+        };
+        // Whatever ended the stream (a cut-off, a transport error), it is not about any one
+        // watch: each resumes as after a disconnect.
+        let why = Status::unavailable(format!("the watch stream ended: {}", why.message()));
+        for (_, slot) in members {
+            // A full queue: dropping the sender ends the member, which resumes all the same.
+            let _ = slot.tx.try_send(Arc::new(Err(why.clone())));
+        }
+    }
+}
+
+/// Hands every response to the watches it names until the stream ends or the hub is gone.
+async fn deliver(hub: Weak<Hub>, mut responses: tonic::Streaming<pb::WatchStreamResponse>) {
+    let mut sweep = tokio::time::interval(SWEEP);
+    let mut heard = Instant::now();
+    let end = loop {
+        tokio::select! {
+            m = responses.message() => {
+                let Some(h) = hub.upgrade() else { return };
+                match m {
+                    Ok(Some(r)) => {
+                        heard = Instant::now();
+                        h.hand_out(r);
+                    }
+                    Ok(None) => break Status::unavailable("the router ended the watch stream"),
+                    Err(status) => break status,
+                }
+            }
+            _ = sweep.tick() => {
+                let Some(h) = hub.upgrade() else { return };
+                let now = Instant::now();
+                if h.members().is_empty() {
+                    heard = now;
+                } else if now.saturating_duration_since(heard) >= SILENCE {
+                    break Status::unavailable(format!("no watch message for {SILENCE:?}"));
+                } else {
+                    h.sweep(now);
+                }
+            }
+        }
+    };
+    if let Some(h) = hub.upgrade() {
+        h.end(end);
     }
 }

@@ -159,6 +159,13 @@ pub async fn watch_stream(
     caller: &Caller,
 ) -> Result<WatchStream, Error> {
     use futures::StreamExt;
+    // A bad request is refused as such, not as a full node.
+    if req.prefix {
+        convert::prefix(&req.key)?;
+    } else {
+        convert::key(&req.key)?;
+    }
+    convert::revision(req.start_revision, "start_revision")?;
     let (sink, rx, last_rx) = Sink::new(&ctx, WATCH_BUFFER_MAX, false);
     let permit = ctx.watches.open()?;
     match open_watch(ctx, req, caller, &sink, 0, permit).await? {

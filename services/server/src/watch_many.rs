@@ -14,12 +14,13 @@ use crate::convert;
 use crate::ctx::NodeCtx;
 use crate::gate::Gate;
 use crate::residency::Caller;
-use crate::watch::{open_watch, Closed, Control, Opened, Out, Sink};
+use crate::residency::Route;
+use crate::watch::{open_watch, Control, Opened, Out, Sink};
 use meridian_auth::Op as Access;
 use meridian_proto::kv as pb;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
@@ -31,6 +32,10 @@ pub type WatchManyStream =
 
 /// Responses buffered per shared stream before its watchers wait for the client.
 const STREAM_BUFFER_MAX: usize = 1024;
+/// Creates of one stream being opened at once (each its own task, so that a slow one — a
+/// session wait, a proxied open — holds up no other); the stream reads no further request
+/// while this many are in flight.
+const CREATES_IN_FLIGHT_MAX: usize = 64;
 /// Longest a new watch waits for the cohort it would join to answer (the cohort may be
 /// reading history); after it, the watch gets a watcher of its own.
 const ATTACH_WAIT: Duration = Duration::from_millis(500);
@@ -48,6 +53,9 @@ struct CohortKey {
 
 /// Where one watch of the stream is served.
 enum Served {
+    /// Its create is in flight (the task numbered `ticket`); a cancel meanwhile marks it, and
+    /// the create undoes what it opened.
+    Opening { ticket: u64, cancelled: bool },
     /// By a watcher of this node (alone or in a cohort).
     Here(mpsc::Sender<Control>),
     /// By a router of another region: the task relaying its stream.
@@ -57,23 +65,41 @@ enum Served {
 impl Served {
     fn ended(&self) -> bool {
         match self {
+            Served::Opening { .. } => false,
             Served::Here(c) => c.is_closed(),
             Served::Proxied(h) => h.is_finished(),
         }
     }
+
+    /// Stops serving watch `id` this way.
+    async fn stop(self, id: u64) {
+        match self {
+            Served::Here(control) => {
+                let _ = control.send(Control::Detach(id)).await;
+            }
+            Served::Proxied(h) => h.abort(),
+            Served::Opening { .. } => {}
+        }
+    }
 }
 
-/// One shared stream's state, owned by the task reading its requests.
+/// What a shared stream's request loop and its creates share.
+struct State {
+    /// The newest watcher of each kind of watch, which later watches try to join.
+    cohorts: HashMap<CohortKey, mpsc::Sender<Control>>,
+    /// Every watch opened on the stream, by id (ended ones until pruned).
+    open: HashMap<u64, Served>,
+    next_ticket: u64,
+}
+
+/// One shared stream.
 struct SharedStream {
     ctx: Arc<NodeCtx>,
     gate: Arc<Gate>,
     meta: MetadataMap,
     caller: Caller,
     sink: Sink,
-    /// The newest watcher of each kind of watch, which later watches try to join.
-    cohorts: HashMap<CohortKey, mpsc::Sender<Control>>,
-    /// Every watch opened on the stream, by id (ended ones until pruned).
-    open: HashMap<u64, Served>,
+    state: Mutex<State>,
 }
 
 /// Serves the watches a client opens and cancels on `requests`, all answered on the returned
@@ -86,46 +112,46 @@ pub fn serve(
     mut requests: Streaming<pb::WatchStreamRequest>,
 ) -> WatchManyStream {
     let (sink, rx, last) = Sink::new(&ctx, STREAM_BUFFER_MAX, true);
-    let mut stream = SharedStream {
+    let stream = Arc::new(SharedStream {
         ctx,
         gate,
         meta,
         caller,
         sink,
-        cohorts: HashMap::new(),
-        open: HashMap::new(),
-    };
+        state: Mutex::new(State {
+            cohorts: HashMap::new(),
+            open: HashMap::new(),
+            next_ticket: 0,
+        }),
+    });
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(CREATES_IN_FLIGHT_MAX));
     tokio::spawn(async move {
         loop {
             let request = tokio::select! {
                 r = requests.message() => r,
                 _ = stream.sink.tx.closed() => break,
             };
-            let op = match request {
-                Ok(Some(r)) => r.op,
-                // The client closed its side, or the connection is gone: the watches live on
-                // until the response side closes.
-                Ok(None) | Err(_) => break,
-            };
-            let done = match op {
-                Some(pb::watch_stream_request::Op::Create(c)) => stream.create(c).await,
-                Some(pb::watch_stream_request::Op::Cancel(c)) => {
-                    stream.cancel(c.watch_id).await;
-                    Ok(())
+            // The client closed its side or is gone: the watches opened go on until they end
+            // or the client stops reading.
+            let Ok(Some(request)) = request else { break };
+            match request.op {
+                Some(pb::watch_stream_request::Op::Create(c)) => {
+                    let slot = tokio::select! {
+                        s = in_flight.clone().acquire_owned() => s,
+                        _ = stream.sink.tx.closed() => break,
+                    };
+                    let Ok(slot) = slot else { break };
+                    let Some(ticket) = stream.begin(c.watch_id).await else {
+                        continue;
+                    };
+                    let stream = stream.clone();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        stream.create(c, ticket).await;
+                    });
                 }
-                None => Ok(()),
-            };
-            if done.is_err() {
-                break;
-            }
-        }
-        // The request side ended; the watches end when the client stops reading.
-        if !stream.open.is_empty() {
-            stream.sink.tx.closed().await;
-        }
-        for served in stream.open.values() {
-            if let Served::Proxied(h) = served {
-                h.abort();
+                Some(pb::watch_stream_request::Op::Cancel(c)) => stream.cancel(c.watch_id).await,
+                None => {}
             }
         }
     });
@@ -133,88 +159,161 @@ pub fn serve(
 }
 
 impl SharedStream {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Answers watch `id` alone with `status` (it ends; the stream goes on).
-    async fn refuse(&self, id: u64, status: Status) -> Result<(), Closed> {
-        self.sink
+    async fn refuse(&self, id: u64, status: Status) {
+        let _ = self
+            .sink
             .put(Out {
                 ids: Arc::from([id]),
                 item: Err(status),
             })
-            .await
+            .await;
     }
 
-    async fn cancel(&mut self, id: u64) {
-        match self.open.remove(&id) {
-            Some(Served::Here(control)) => {
-                let _ = control.send(Control::Detach(id)).await;
+    async fn cancel(&self, id: u64) {
+        let stopped = {
+            let mut state = self.state();
+            match state.open.get_mut(&id) {
+                Some(Served::Opening { cancelled, .. }) => {
+                    *cancelled = true;
+                    None
+                }
+                Some(_) => state.open.remove(&id),
+                None => None,
             }
-            Some(Served::Proxied(h)) => h.abort(),
-            None => {}
+        };
+        if let Some(served) = stopped {
+            served.stop(id).await;
         }
     }
 
-    async fn create(&mut self, c: pb::WatchCreate) -> Result<(), Closed> {
+    /// Notes that watch `id` is being opened: its ticket, or `None` (refused) when a create
+    /// of the same id is still in flight. An id open already is replaced (the SDK never
+    /// reuses one).
+    async fn begin(&self, id: u64) -> Option<u64> {
+        let opening = matches!(self.state().open.get(&id), Some(Served::Opening { .. }));
+        if opening {
+            let status = Status::invalid_argument(format!(
+                "watch_id {id} is still being opened on this stream; use another id"
+            ));
+            self.refuse(id, status).await;
+            return None;
+        }
+        let (ticket, replaced) = {
+            let mut state = self.state();
+            if state.open.len() >= OPEN_PRUNE_FROM && state.open.len().is_power_of_two() {
+                state.open.retain(|_, s| !s.ended());
+            }
+            state.cohorts.retain(|_, c| !c.is_closed());
+            state.next_ticket += 1;
+            let ticket = state.next_ticket;
+            let replaced = state.open.insert(
+                id,
+                Served::Opening {
+                    ticket,
+                    cancelled: false,
+                },
+            );
+            (ticket, replaced)
+        };
+        if let Some(served) = replaced {
+            served.stop(id).await;
+        }
+        Some(ticket)
+    }
+
+    /// Opens watch `c.watch_id` (its create numbered `ticket`), then records how it is
+    /// served — or undoes it if it was cancelled meanwhile.
+    async fn create(&self, c: pb::WatchCreate, ticket: u64) {
         let id = c.watch_id;
-        let req = c.request.unwrap_or_default();
-        // An id in use is replaced (the SDK never reuses one).
-        self.cancel(id).await;
-        if self.open.len() >= OPEN_PRUNE_FROM && self.open.len().is_power_of_two() {
-            self.open.retain(|_, s| !s.ended());
+        let opened = self.open(id, c.request.unwrap_or_default()).await;
+        let mine = |state: &State| {
+            matches!(
+                state.open.get(&id),
+                Some(Served::Opening { ticket: t, cancelled: false }) if *t == ticket
+            )
+        };
+        match opened {
+            Ok(served) => {
+                let undo = {
+                    let mut state = self.state();
+                    if mine(&state) {
+                        state.open.insert(id, served);
+                        None
+                    } else {
+                        if matches!(state.open.get(&id), Some(Served::Opening { ticket: t, .. }) if *t == ticket)
+                        {
+                            state.open.remove(&id);
+                        }
+                        Some(served)
+                    }
+                };
+                if let Some(served) = undo {
+                    served.stop(id).await;
+                }
+            }
+            Err(status) => {
+                let tell = {
+                    let mut state = self.state();
+                    let tell = mine(&state);
+                    if matches!(state.open.get(&id), Some(Served::Opening { ticket: t, .. }) if *t == ticket)
+                    {
+                        state.open.remove(&id);
+                    }
+                    tell
+                };
+                if tell {
+                    self.refuse(id, status).await;
+                }
+            }
         }
-        self.cohorts.retain(|_, c| !c.is_closed());
+    }
+
+    /// Opens watch `id` of `req`: joined to a cohort, or with a watcher of its own, or relayed
+    /// from another region.
+    async fn open(&self, id: u64, req: pb::WatchRequest) -> Result<Served, Status> {
         let key = if req.prefix {
-            convert::prefix(&req.key)
+            convert::prefix(&req.key)?
         } else {
-            convert::key(&req.key)
+            convert::key(&req.key)?
         };
-        let key = match key {
-            Ok(k) => k,
-            Err(e) => return self.refuse(id, e.into()).await,
-        };
-        if let Err(status) = self
-            .gate
-            .check(&self.meta, "watch", &[(Access::Watch, &key)])
-        {
-            return self.refuse(id, status).await;
-        }
-        let mut permit = match self.ctx.watches.open() {
-            Ok(p) => p,
-            Err(e) => return self.refuse(id, e.into()).await,
-        };
+        convert::revision(req.start_revision, "start_revision")?;
+        self.gate
+            .check(&self.meta, "watch", &[(Access::Watch, &key)])?;
+        let mut permit = self.ctx.watches.open()?;
         let kind = CohortKey {
             key: key.clone(),
             prefix: req.prefix,
             prev_kv: req.prev_kv,
             progress_interval_ms: req.progress_interval_ms,
         };
-        if let Some(control) = self.cohorts.get(&kind).cloned() {
-            match self.attach(&control, id, &key, &req, permit).await {
-                Ok(Ok(())) => {
-                    self.open.insert(id, Served::Here(control));
-                    return Ok(());
-                }
-                Ok(Err(back)) => permit = back,
-                Err(status) => return self.refuse(id, status).await,
+        let cohort = self.state().cohorts.get(&kind).cloned();
+        if let Some(control) = cohort {
+            match self.attach(&control, id, &key, &req, permit).await? {
+                Ok(()) => return Ok(Served::Here(control)),
+                Err(back) => permit = back,
             }
         }
-        match open_watch(self.ctx.clone(), req, &self.caller, &self.sink, id, permit).await {
-            Ok(Opened::Here(cohort)) => {
-                self.cohorts.insert(kind, cohort.control.clone());
-                self.open.insert(id, Served::Here(cohort.control));
-                Ok(())
+        match open_watch(self.ctx.clone(), req, &self.caller, &self.sink, id, permit).await? {
+            Opened::Here(cohort) => {
+                self.state().cohorts.insert(kind, cohort.control.clone());
+                Ok(Served::Here(cohort.control))
             }
-            Ok(Opened::Proxied(upstream)) => {
-                let sink = self.sink.clone();
-                let pump = tokio::spawn(relay(upstream, id, sink));
-                self.open.insert(id, Served::Proxied(pump.abort_handle()));
-                Ok(())
+            Opened::Proxied(upstream) => {
+                let relay = tokio::spawn(relay(upstream, id, self.sink.clone()));
+                Ok(Served::Proxied(relay.abort_handle()))
             }
-            Err(e) => self.refuse(id, e.into()).await,
         }
     }
 
-    /// Asks the cohort behind `control` to serve watch `id` too: `Ok(Err(permit))` (the slot
-    /// back) when it does not stand where the watch starts, or does not answer in time.
+    /// Asks the cohort behind `control` to serve watch `id` too: `Ok(Err(permit))` (a slot
+    /// back) when it does not stand where the watch starts, does not answer in time, or the
+    /// watch is not one to join (a region elsewhere serves it; it starts inside a moved-in
+    /// domain's import) — then the watch gets a watcher of its own, which checks it in full.
     async fn attach(
         &self,
         control: &mpsc::Sender<Control>,
@@ -229,10 +328,17 @@ impl SharedStream {
         } else {
             self.ctx.route_key(key)?
         };
+        let route =
+            self.ctx
+                .residency(group, &[(key, req.prefix)], self.caller.proxied.as_deref())?;
+        let since = self.ctx.domain_floor(group, key);
+        if matches!(route, Route::Proxy(_)) || (since > 0 && start <= since) {
+            return Ok(Err(permit));
+        }
         let seen = crate::router::Session::from_pb(req.session.as_ref())
             .vector
             .get(group);
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let ask = Control::Attach {
             id,
             group,
@@ -248,11 +354,19 @@ impl SharedStream {
         {
             return Ok(Err(permit));
         }
-        match tokio::time::timeout(ATTACH_WAIT, answer).await {
+        match tokio::time::timeout(ATTACH_WAIT, &mut answer).await {
             Ok(Ok(r)) => Ok(r),
-            // The cohort did not answer (it ends the request with the slot if it later does):
-            // a slot of its own.
-            _ => Ok(Err(self.ctx.watches.open()?)),
+            // The cohort ended without answering (the slot went with the request).
+            Ok(Err(_)) => Ok(Err(self.ctx.watches.open()?)),
+            Err(_) => {
+                // Too slow: close the answer so that the cohort cannot take the watch from
+                // now on, then see whether it did just before.
+                answer.close();
+                match answer.try_recv() {
+                    Ok(r) => Ok(r),
+                    Err(_) => Ok(Err(self.ctx.watches.open()?)),
+                }
+            }
         }
     }
 }

@@ -13,6 +13,15 @@ pub fn key(raw: &[u8]) -> Result<String> {
     Ok(validate_key_bytes(raw)?.to_string())
 }
 
+/// A watch request's key, or its prefix when `prefix` is set.
+pub fn watched(raw: &[u8], prefix: bool) -> Result<String> {
+    if prefix {
+        self::prefix(raw)
+    } else {
+        key(raw)
+    }
+}
+
 pub fn prefix(raw: &[u8]) -> Result<String> {
     let s = std::str::from_utf8(raw)
         .map_err(|e| Error::Path(meridian_types::PathError::InvalidUtf8(e.valid_up_to())))?;

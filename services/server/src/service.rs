@@ -530,11 +530,7 @@ impl Kv for KvService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = Caller::of(&request);
         let (meta, _, req) = request.into_parts();
-        let key = if req.prefix {
-            convert::prefix(&req.key)?
-        } else {
-            convert::key(&req.key)?
-        };
+        let key = convert::watched(&req.key, req.prefix)?;
         self.gate.check(&meta, "watch", &[(Access::Watch, &key)])?;
         let stream = watch_stream(self.ctx.clone(), req, &caller).await?;
         Ok(Response::new(stream))

@@ -160,11 +160,7 @@ pub async fn watch_stream(
 ) -> Result<WatchStream, Error> {
     use futures::StreamExt;
     // A bad request is refused as such, not as a full node.
-    if req.prefix {
-        convert::prefix(&req.key)?;
-    } else {
-        convert::key(&req.key)?;
-    }
+    convert::watched(&req.key, req.prefix)?;
     convert::revision(req.start_revision, "start_revision")?;
     let (sink, rx, last_rx) = Sink::new(&ctx, WATCH_BUFFER_MAX, false);
     let permit = ctx.watches.open()?;
@@ -196,11 +192,7 @@ pub(crate) async fn open_watch(
     id: u64,
     permit: OwnedSemaphorePermit,
 ) -> Result<Opened, Error> {
-    let key = if req.prefix {
-        convert::prefix(&req.key)?
-    } else {
-        convert::key(&req.key)?
-    };
+    let key = convert::watched(&req.key, req.prefix)?;
     let start = convert::revision(req.start_revision, "start_revision")?;
     let group = if req.prefix {
         ctx.route_prefix(&key)?

@@ -276,11 +276,7 @@ impl SharedStream {
     /// Opens watch `id` of `req`: joined to a cohort, or with a watcher of its own, or relayed
     /// from another region.
     async fn open(&self, id: u64, req: pb::WatchRequest) -> Result<Served, Status> {
-        let key = if req.prefix {
-            convert::prefix(&req.key)?
-        } else {
-            convert::key(&req.key)?
-        };
+        let key = convert::watched(&req.key, req.prefix)?;
         convert::revision(req.start_revision, "start_revision")?;
         self.gate
             .check(&self.meta, "watch", &[(Access::Watch, &key)])?;

@@ -10,6 +10,8 @@ mod common;
 
 use common::ProcCluster;
 use meridian_proto::io::Dialer;
+use meridian_proto::kv::kv_client::KvClient;
+use meridian_proto::kv::GetRequest;
 use meridian_proto::peer::forward_client::ForwardClient;
 use meridian_proto::peer::peer_client::PeerClient;
 use meridian_proto::peer::{ProposeRequest, RaftMessage, ReadIndexRequest};
@@ -152,6 +154,36 @@ async fn nodes_and_clients_speak_mtls_and_refuse_strangers() {
         .get("/a")
         .await
         .expect("a client certificate of the cluster's CA");
+
+    // Only a router may mark a request proxied (the mark chooses the region whose residency
+    // policies apply): from a client, even one with a certificate of the cluster's CA, it is
+    // refused and counted; from a node's connection it is honoured.
+    let proxied_get = |ch: Channel| async move {
+        let mut req = tonic::Request::new(GetRequest {
+            key: b"/a".to_vec(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert(meridian_proto::PROXIED, "test".parse().expect("ascii"));
+        KvClient::new(ch).get(req).await
+    };
+    let before = total_refused(&c, &good).await;
+    for identity in [Some((cc.as_path(), ck.as_path())), None] {
+        let e = proxied_get(peer_channel(&a1, &ca_file, identity))
+            .await
+            .expect_err("a client marking its request proxied");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+        assert!(e.message().contains("meridian-proxied"), "{e}");
+    }
+    assert!(
+        total_refused(&c, &good).await >= before + 2,
+        "both refusals are counted"
+    );
+    let n1 = (dir.join("node-1.pem"), dir.join("node-1.key"));
+    let got = proxied_get(peer_channel(&a1, &ca_file, Some((&n1.0, &n1.1))))
+        .await
+        .expect("a node may mark a request proxied");
+    assert_eq!(got.into_inner().kv.expect("/a").value, b"1".to_vec());
 
     // Peers: no node certificate, another node's id, a self-signed one.
     let before = total_refused(&c, &good).await;

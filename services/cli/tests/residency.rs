@@ -181,8 +181,9 @@ async fn policy_bound_data_stays_in_its_regions() {
         );
     }
     // A request proxied from outside is judged by the region it arrived in, by the receiving
-    // router too (so a router with an older map cannot let a strict refusal through).
-    let mut kv = meridian_proto::kv::kv_client::KvClient::new(dev.channel("eu-west"));
+    // router too (so a router with an older map cannot let a strict refusal through). Only a
+    // node may send the mark (services/cli/tests/mtls.rs): this test speaks as node 1.
+    let mut kv = meridian_proto::kv::kv_client::KvClient::new(dev.channel_as_node("eu-west"));
     let mut req = tonic::Request::new(pb::GetRequest {
         key: b"/eu-west/pii-strict/x".to_vec(),
         ..Default::default()

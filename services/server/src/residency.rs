@@ -33,7 +33,6 @@ pub enum Route {
     Proxy(Vec<String>),
 }
 
-/// The region a request arrived in, when another router proxied it to us.
 /// Who a request came from: the region that proxied it here (None: its client asked this
 /// router) and the client's token, which travels on with a request proxied for it so that the
 /// next router checks the same authority (docs/security.md).
@@ -44,18 +43,39 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn of<T>(req: &Request<T>) -> Self {
-        Self {
-            proxied: proxied_from(req),
+    /// The caller of `req`; the refusal's message when a client (not a node) marked it proxied
+    /// (see [`proxied_from`]).
+    pub fn of<T>(req: &Request<T>) -> std::result::Result<Self, String> {
+        Ok(Self {
+            proxied: proxied_from(req)?,
             token: crate::gate::carried(req.metadata()),
-        }
+        })
     }
 }
 
-pub fn proxied_from<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get(PROXIED_HEADER)
-        .map(|v| v.to_str().unwrap_or_default().to_string())
+/// The region `req` arrived in, when another router proxied it to us. Only a router may say
+/// so: the region decides which `strict` policies apply and stops a second proxying, so over
+/// TLS the header is honoured only from a connection that presented a node certificate of this
+/// cluster (the handshake checked it against the cluster's CA); from anyone else — a client,
+/// even one with a client certificate of the cluster's CA — the request is refused with the
+/// message returned. Without TLS (security off, or the deterministic simulation) nothing can be
+/// told apart and the header is taken as it comes.
+pub fn proxied_from<T>(req: &Request<T>) -> std::result::Result<Option<String>, String> {
+    let Some(value) = req.metadata().get(PROXIED_HEADER) else {
+        return Ok(None);
+    };
+    let over_tls = req
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+        .is_some();
+    if over_tls && meridian_tls::peer_node(req.peer_certs().as_deref().map(Vec::as_slice)).is_none()
+    {
+        return Err(format!(
+            "the {PROXIED_HEADER} header marks a request one router proxied to another: only a \
+             node of this cluster (with its node certificate) may send it; a client must not"
+        ));
+    }
+    Ok(Some(value.to_str().unwrap_or_default().to_string()))
 }
 
 impl NodeCtx {

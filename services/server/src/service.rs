@@ -139,7 +139,7 @@ impl KvService {
         F: Fn(KvClient<tonic::transport::Channel>, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
-        let caller = Caller::of(&request);
+        let caller = Caller::of(&request).map_err(|m| self.gate.deny(m, "write"))?;
         let (meta, _, req) = request.into_parts();
         let session = Session::from_pb(req.session());
         let cmd = to_cmd(req.clone())?;
@@ -281,7 +281,7 @@ impl KvService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let caller = Caller::of(&request);
+        let caller = Caller::of(&request).map_err(|m| self.gate.deny(m, "list"))?;
         let req = request.into_inner();
         let path = convert::prefix(&req.path)?;
         let after = convert::after(&req.after)?;
@@ -364,7 +364,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let caller = Caller::of(&request);
+        let caller = Caller::of(&request).map_err(|m| self.gate.deny(m, "get"))?;
         let (meta, _, req) = request.into_parts();
         let key = convert::key(&req.key)?;
         self.gate.check(&meta, "get", &[(Access::Read, &key)])?;
@@ -402,7 +402,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let caller = Caller::of(&request);
+        let caller = Caller::of(&request).map_err(|m| self.gate.deny(m, "range"))?;
         let (meta, _, req) = request.into_parts();
         let prefix = convert::prefix(&req.prefix)?;
         self.gate
@@ -528,7 +528,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = Caller::of(&request);
+        let caller = Caller::of(&request).map_err(|m| self.gate.deny(m, "watch"))?;
         let (meta, _, req) = request.into_parts();
         let key = convert::watched(&req.key, req.prefix)?;
         self.gate.check(&meta, "watch", &[(Access::Watch, &key)])?;
@@ -542,7 +542,7 @@ impl Kv for KvService {
         &self,
         request: Request<tonic::Streaming<pb::WatchStreamRequest>>,
     ) -> Result<Response<Self::WatchStreamStream>, Status> {
-        let caller = Caller::of(&request);
+        let caller = Caller::of(&request).map_err(|m| self.gate.deny(m, "watch stream"))?;
         let (meta, _, requests) = request.into_parts();
         // A valid token opens the stream; each watch is then checked on its own key.
         self.gate.token(&meta, "watch")?;

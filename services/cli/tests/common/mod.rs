@@ -423,6 +423,25 @@ impl DevCluster {
         }
     }
 
+    /// A channel to `region`'s first router that presents node 1's certificate, as a router
+    /// proxying a request would (security on); a plain channel with security off.
+    pub fn channel_as_node(&self, region: &str) -> tonic::transport::Channel {
+        let ep = self.endpoint(region);
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{ep}")).expect("endpoint");
+        match self.ready["ca"].as_str() {
+            Some(ca) => {
+                let dir = Path::new(ca).parent().expect("the dev's TLS directory");
+                let (cert, key) = (dir.join("node-1.pem"), dir.join("node-1.key"));
+                meridian_tls::ClientTls::load(Path::new(ca), Some((&cert, &key)))
+                    .expect("the dev's CA and node 1's certificate")
+                    .dialer()
+                    .channel(endpoint, &ep)
+            }
+            None => endpoint.connect_lazy(),
+        }
+    }
+
     /// Adds the dev's root token to a raw request, if it has one.
     pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
         if let Some(t) = self.token() {

@@ -143,7 +143,13 @@ pub struct SimEnv {
     pub incoming: Incoming,
     pub dialer: Dialer,
     pub disk: MemDisk,
+    /// The node's physical time (the simulation's clock): what its timestamps follow.
+    pub physical: meridian_types::hlc::Physical,
 }
+
+/// The largest offset between two nodes' clocks a node assumes (docs/closed-timestamps.md):
+/// nothing relies on it until timestamps serve reads.
+pub const MAX_CLOCK_OFFSET_US: u64 = 250_000;
 
 /// Where a node accepts connections.
 enum Listener {
@@ -263,16 +269,20 @@ impl Node {
             Some(_) => Admission::nodes(topology.nodes.iter().map(|n| n.id)),
             None => Admission::open(),
         });
-        let (stores, incoming, dialer) = match sim {
+        // Commit timestamps (docs/closed-timestamps.md) follow the wall clock, or the
+        // simulation's clock in a simulated node.
+        let (stores, incoming, dialer, physical) = match sim {
             Some(env) => (
                 Stores::Memory(env.disk),
                 Some(env.incoming),
                 Some(env.dialer),
+                env.physical,
             ),
             None => (
                 Stores::Disk(NodeStore::open(&config.data_dir).map_err(storage_err)?),
                 None,
                 None,
+                meridian_types::hlc::system_physical(),
             ),
         };
         let dialer = match &tls {
@@ -296,6 +306,10 @@ impl Node {
         let mut leader_leases = BTreeMap::new();
         let mut shareds = Vec::new();
         let lease_clock = LeaseClock::with_rate(config.raft.lease_clock_rate.unwrap_or(1.0));
+        let timestamps = Arc::new(meridian_types::hlc::NodeClock::new(
+            MAX_CLOCK_OFFSET_US,
+            physical,
+        ));
         for (group, role) in topology.groups_of_node(config.node_id) {
             let (voters_rtt, members_rtt) = group_round_trips(&topology, group);
             let raft_config = config
@@ -339,7 +353,10 @@ impl Node {
             );
             if role == Role::Voter {
                 leader_leases.insert(group, Arc::new(std::sync::Mutex::new(LeaderLeases::new())));
-                proposers.insert(group, Proposer::start(group, raft.clone(), steps));
+                proposers.insert(
+                    group,
+                    Proposer::start(group, raft.clone(), steps, timestamps.clone()),
+                );
                 voted.push((group, raft));
             }
         }

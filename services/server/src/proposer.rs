@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
 use meridian_storage::steps::{StepKind, Steps};
+use meridian_types::hlc::{NodeClock, Stamp};
 use meridian_types::metrics::Histogram;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -68,11 +69,12 @@ pub struct ProposerStats {
 }
 
 impl Proposer {
-    /// `steps` are the group's append and apply times (the trace's `raft.append`/`raft.apply`).
-    pub fn start(group: GroupId, raft: Raft, steps: Arc<Steps>) -> Self {
+    /// `steps` are the group's append and apply times (the trace's `raft.append`/`raft.apply`);
+    /// each entry is stamped with a commit timestamp from `clock` (docs/closed-timestamps.md).
+    pub fn start(group: GroupId, raft: Raft, steps: Arc<Steps>, clock: Arc<NodeClock>) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(group, raft, rx, stats.clone(), steps));
+        tokio::spawn(run(group, raft, rx, stats.clone(), steps, clock));
         Self { group, tx, stats }
     }
 
@@ -117,7 +119,7 @@ pub async fn propose_alone(group: GroupId, raft: &Raft, cmd: Command) -> Result<
         reply,
         span: tracing::Span::none(),
     };
-    submit(group, raft, vec![proposal], &Steps::default()).await;
+    submit(group, raft, vec![proposal], &Steps::default(), None).await;
     rx.await.map_err(|_| unanswered())
 }
 
@@ -126,7 +128,7 @@ fn size_of(cmd: &Command) -> usize {
         Command::Put(p) => p.key.len() + p.value.len(),
         Command::Delete(d) => d.key.len(),
         // A txn may carry up to 128 values: measure it, so a batch stays within its bytes.
-        Command::AfterImport { cmd, .. } => size_of(cmd) + 16,
+        Command::AfterImport { cmd, .. } | Command::Stamped { cmd, .. } => size_of(cmd) + 16,
         Command::Txn { .. }
         | Command::Batch(_)
         | Command::Lease(_)
@@ -143,6 +145,7 @@ async fn run(
     mut rx: mpsc::Receiver<Proposal>,
     stats: Arc<ProposerStats>,
     steps: Arc<Steps>,
+    clock: Arc<NodeClock>,
 ) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carry: Option<Proposal> = None;
@@ -187,10 +190,17 @@ async fn run(
         let raft = raft.clone();
         let stats = stats.clone();
         let steps = steps.clone();
+        // Concurrent entries may reach the log in either order: the state machine raises each
+        // stamp above the one before it (`Stamps::apply`), the same on every replica.
+        let stamp = Stamp {
+            at: clock.now(),
+            closed: None,
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();
-            match tokio::time::timeout(ENTRY_WAIT_MAX, submit(group, &raft, batch, &steps)).await {
+            let entry = submit(group, &raft, batch, &steps, Some(stamp));
+            match tokio::time::timeout(ENTRY_WAIT_MAX, entry).await {
                 Ok(true) => stats.commit.observe(start.elapsed()),
                 Ok(false) => {}
                 Err(_) => tracing::warn!(
@@ -226,8 +236,15 @@ fn trace_steps(spans: &[tracing::Span], rev: u64, commands: usize, steps: &Steps
     }
 }
 
-/// Proposes `batch` as one entry and answers each proposal; whether the entry committed.
-async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>, steps: &Steps) -> bool {
+/// Proposes `batch` as one entry (with `stamp`, when given) and answers each proposal; whether
+/// the entry committed.
+async fn submit(
+    group: GroupId,
+    raft: &Raft,
+    batch: Vec<Proposal>,
+    steps: &Steps,
+    stamp: Option<Stamp>,
+) -> bool {
     let mut spans = Vec::new();
     let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch
         .into_iter()
@@ -247,11 +264,24 @@ async fn submit(group: GroupId, raft: &Raft, batch: Vec<Proposal>, steps: &Steps
         }
         None => return false,
     };
+    let cmd = match stamp {
+        Some(stamp) => Command::Stamped {
+            stamp,
+            cmd: Box::new(cmd),
+        },
+        None => cmd,
+    };
     match meridian_consensus::host::write(raft, cmd).await {
         Ok(resp) => {
             let rev = resp.log_id.index;
             let commands = replies.len();
-            match resp.data {
+            // The commit timestamp is not handed to writers yet (the next step of
+            // docs/closed-timestamps.md: sessions carry it).
+            let data = match resp.data {
+                CommandResult::Stamped { result, .. } => *result,
+                other => other,
+            };
+            match data {
                 CommandResult::Batch(results) if !single => {
                     for (reply, r) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok((rev, r)));

@@ -107,7 +107,11 @@ impl NodeCtx {
     /// The one group a write command touches; commands spanning groups are refused.
     pub fn route_command(&self, cmd: &Command) -> Result<GroupId> {
         match cmd {
-            Command::Batch(_) => return Err(Error::Internal("a batch is never routed".into())),
+            Command::Batch(_) | Command::Stamped { .. } => {
+                return Err(Error::Internal(
+                    "a batch or a stamped entry (made by the proposer) is never routed".into(),
+                ))
+            }
             Command::Move(_) | Command::AfterImport { .. } => {
                 return Err(Error::Internal(
                     "a move step, or a write handed over to a move's target, goes to the group \

@@ -8,11 +8,15 @@ use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmP
 use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
 use fjall::{Database, Keyspace};
+use meridian_types::hlc::Stamps;
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
 use meridian_types::{Event, EventKind, KeyValue, LeaseRecord};
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
+/// The group's timestamps (`Stamps`) as of `last_applied`; absent in a store written before
+/// timestamps existed (read as none).
+const STAMPS: &[u8] = b"stamps";
 const SEQUENCE: &[u8] = b"sequence";
 const COMPACTED: &[u8] = b"compacted";
 const SNAPSHOT: &[u8] = b"snapshot";
@@ -159,6 +163,7 @@ impl SmPersist for FjallSm {
                 .unwrap_or_default(),
             compacted: self.get(COMPACTED)?.unwrap_or(0),
             snapshot,
+            stamps: self.get(STAMPS)?.unwrap_or_default(),
         })
     }
 
@@ -215,6 +220,7 @@ impl SmPersist for FjallSm {
         ops.push(self.meta_op(LAST_APPLIED, &c.last_applied)?);
         ops.push(self.meta_op(MEMBERSHIP, c.membership)?);
         ops.push(self.meta_op(SEQUENCE, &c.sequence)?);
+        ops.push(self.meta_op(STAMPS, &c.stamps)?);
         let writer = self.writer.clone();
         Ok(Box::pin(async move {
             writer
@@ -235,7 +241,13 @@ impl SmPersist for FjallSm {
         Ok(())
     }
 
-    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
+    fn install(
+        &self,
+        kv: &KvState,
+        stamps: &Stamps,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<Pending> {
         // Queued behind every earlier commit, so none of them can land on top of it.
         let mut ops = vec![
             WriteOp::RemoveRange(self.kv.clone(), Vec::new(), vec![0xff; KEY_RANGE_END_BYTES]),
@@ -275,6 +287,7 @@ impl SmPersist for FjallSm {
         }
         ops.push(self.meta_op(MEMBERSHIP, &meta.last_membership)?);
         ops.push(self.meta_op(SEQUENCE, &kv.sequence)?);
+        ops.push(self.meta_op(STAMPS, stamps)?);
         ops.push(WriteOp::Put(
             self.meta.clone(),
             SNAPSHOT_DATA.to_vec(),

@@ -59,6 +59,10 @@ impl KvState {
         cmd: &Command,
         events: &mut Vec<Event>,
     ) -> CommandResult {
+        // The stamp is the state machine's to apply (sm.rs); the command inside as usual.
+        if let Command::Stamped { cmd, .. } = cmd {
+            return self.apply_one(revision, cmd, events);
+        }
         // Judged by the move's import first; the write inside it by the usual rules.
         if let Command::AfterImport { id, cmd } = cmd {
             return self.apply_after_import(revision, *id, cmd, events);
@@ -79,6 +83,7 @@ impl KvState {
             Command::Move(m) => self.apply_move(revision, m, events),
             // Judged above, before the freeze check.
             Command::AfterImport { id, cmd } => self.apply_after_import(revision, *id, cmd, events),
+            Command::Stamped { cmd, .. } => self.apply_one(revision, cmd, events),
             Command::Put(op) => {
                 if !self.lease_usable(op.lease) {
                     return missing_lease(op.lease);

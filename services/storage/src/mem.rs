@@ -205,6 +205,7 @@ impl Clone for SmInner {
                 membership: self.loaded.membership.clone(),
                 compacted: self.loaded.compacted,
                 snapshot: self.loaded.snapshot.clone(),
+                stamps: self.loaded.stamps,
             },
             history: self.history.clone(),
         }
@@ -221,6 +222,7 @@ struct HeldCommit {
     compact_to: Option<u64>,
     leases: Vec<(u64, Option<meridian_types::LeaseRecord>)>,
     locks: Vec<(String, Option<crate::locks::LockState>)>,
+    stamps: meridian_types::hlc::Stamps,
 }
 
 impl HeldCommit {
@@ -234,6 +236,7 @@ impl HeldCommit {
             compact_to: c.compact_to,
             leases: c.leases.to_vec(),
             locks: c.locks.to_vec(),
+            stamps: c.stamps,
         }
     }
 
@@ -246,6 +249,7 @@ impl HeldCommit {
             compact_to: self.compact_to,
             leases: &self.leases,
             locks: &self.locks,
+            stamps: self.stamps,
         }
     }
 }
@@ -334,6 +338,7 @@ impl SmPersist for MemSm {
             membership: g.live.loaded.membership.clone(),
             compacted: g.live.loaded.compacted,
             snapshot: g.live.loaded.snapshot.clone(),
+            stamps: g.live.loaded.stamps,
         })
     }
 
@@ -359,7 +364,13 @@ impl SmPersist for MemSm {
         Ok(())
     }
 
-    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
+    fn install(
+        &self,
+        kv: &KvState,
+        stamps: &meridian_types::hlc::Stamps,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<Pending> {
         let mut g = self.lock();
         g.live.history.clear();
         g.live.loaded = Loaded {
@@ -368,6 +379,7 @@ impl SmPersist for MemSm {
             membership: meta.last_membership.clone(),
             compacted: meta.last_log_id.map_or(0, |l| l.index),
             snapshot: Some((meta.clone(), data.to_vec())),
+            stamps: *stamps,
         };
         // Installed state is durable before the install answers (as the fjall store's is).
         if self.disk.is_some() {
@@ -436,5 +448,6 @@ fn apply_commit(g: &mut SmInner, c: &ApplyCommit<'_>) {
         g.loaded.kv.revision = c.last_applied.index;
         g.loaded.last_applied = Some(c.last_applied);
         g.loaded.membership = c.membership.clone();
+        g.loaded.stamps = c.stamps;
     }
 }

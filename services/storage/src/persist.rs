@@ -5,6 +5,7 @@
 use crate::kv::KvState;
 use crate::locks::LockState;
 use crate::Result;
+use meridian_types::hlc::Stamps;
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
 use meridian_types::{Event, LeaseRecord};
 
@@ -20,6 +21,8 @@ pub struct ApplyCommit<'a> {
     pub leases: &'a [(u64, Option<LeaseRecord>)],
     /// Lock queues this commit changed: the new queue, or `None` when it emptied.
     pub locks: &'a [(String, Option<LockState>)],
+    /// The group's timestamps after this commit (docs/closed-timestamps.md).
+    pub stamps: Stamps,
 }
 
 /// The state a store had when it was opened.
@@ -30,6 +33,8 @@ pub struct Loaded {
     pub membership: StoredMembership,
     pub compacted: u64,
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The group's timestamps as of `last_applied`.
+    pub stamps: Stamps,
 }
 
 pub trait HistoryReader: Send + Sync + 'static {
@@ -51,5 +56,11 @@ pub trait SmPersist: HistoryReader {
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()>;
     /// Replaces the whole state with a snapshot's, atomically, after every earlier commit;
     /// history is dropped. The returned future ends once the new state is durable.
-    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending>;
+    fn install(
+        &self,
+        kv: &KvState,
+        stamps: &Stamps,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<Pending>;
 }

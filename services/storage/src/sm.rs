@@ -7,10 +7,11 @@ use crate::group::GroupShared;
 use crate::kv::KvState;
 use crate::persist::{ApplyCommit, SmPersist};
 use futures::TryStreamExt;
+use meridian_types::hlc::Stamps;
 use meridian_types::raft::{
     LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
-use meridian_types::{CommandResult, GroupId};
+use meridian_types::{Command, CommandResult, GroupId};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use std::io;
@@ -26,6 +27,29 @@ type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>;
 struct Applied {
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// The group's commit timestamp and closed-timestamp promise as of `last_applied`.
+    stamps: Stamps,
+}
+
+/// A snapshot's bytes: the state, then the group's timestamps as of it. A snapshot written
+/// before timestamps existed ends after the state (and reads with none); code that knows no
+/// timestamps reads the state and ignores what follows (bincode allows trailing bytes).
+pub fn encode_snapshot(kv: &KvState, stamps: &Stamps) -> crate::Result<Vec<u8>> {
+    let mut data = bincode::serialize(kv)?;
+    bincode::serialize_into(&mut data, stamps)?;
+    Ok(data)
+}
+
+/// The state and timestamps of a snapshot [`encode_snapshot`] wrote (or an older one).
+pub fn decode_snapshot(data: &[u8]) -> crate::Result<(KvState, Stamps)> {
+    let mut rest = data;
+    let kv: KvState = bincode::deserialize_from(&mut rest)?;
+    let stamps = if rest.is_empty() {
+        Stamps::default()
+    } else {
+        bincode::deserialize_from(&mut rest)?
+    };
+    Ok((kv, stamps))
 }
 
 /// A group's state machine over the node's persistence (fjall, or memory in simulation).
@@ -58,6 +82,7 @@ impl StateMachine {
             applied: Arc::new(Mutex::new(Applied {
                 last_applied: loaded.last_applied,
                 membership: loaded.membership,
+                stamps: loaded.stamps,
             })),
             snapshot: Arc::new(Mutex::new(loaded.snapshot)),
             history_revisions_max: history_revisions_max.max(1),
@@ -67,6 +92,12 @@ impl StateMachine {
     /// The handle readers and watchers use.
     pub fn shared(&self) -> Arc<GroupShared> {
         self.shared.clone()
+    }
+
+    /// The group's commit timestamp and largest closed-timestamp promise as of the last
+    /// applied entry (docs/closed-timestamps.md).
+    pub fn stamps(&self) -> Stamps {
+        self.applied().stamps
     }
 
     fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -97,7 +128,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .clone();
             (guard.clone(), applied)
         };
-        let data = bincode::serialize(&kv).map_err(|e| sm_err(e.into()))?;
+        let data = encode_snapshot(&kv, &applied.stamps).map_err(sm_err)?;
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
@@ -153,6 +184,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         CommandResult::Applied
                     }
+                    EntryPayload::Normal(Command::Stamped { stamp, cmd }) => {
+                        let at = applied.stamps.apply(stamp);
+                        let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
+                        events.append(&mut ev);
+                        CommandResult::Stamped {
+                            at,
+                            result: Box::new(res),
+                        }
+                    }
                     EntryPayload::Normal(cmd) => {
                         let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
                         events.append(&mut ev);
@@ -179,6 +219,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 compact_to,
                 leases: &leases,
                 locks: &locks,
+                stamps: applied.stamps,
             };
             // Readers see the new keys at once; watchers and `applied` hear of them only once
             // the change history is in the store, so a watcher's catch-up never misses one.
@@ -235,14 +276,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         data: SnapshotData,
     ) -> io::Result<()> {
-        let mut kv: KvState = bincode::deserialize(&data)
-            .map_err(|e| io_err("reading a received snapshot", e.into()))?;
+        let (mut kv, stamps) =
+            decode_snapshot(&data).map_err(|e| io_err("reading a received snapshot", e))?;
         kv.share_lease_keys();
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let snapshot_err = |e: crate::Error| io_err("installing a snapshot", e);
         let pending = self
             .persist
-            .install(&kv, meta, &data)
+            .install(&kv, &stamps, meta, &data)
             .map_err(snapshot_err)?;
         // Announce the reset first: watchers stop reading history that is about to vanish.
         self.shared.set_compacted(index);
@@ -253,6 +294,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             *state = kv;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
+            applied.stamps = stamps;
             *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), data));
         }
         self.shared.publish_reset(index, index);

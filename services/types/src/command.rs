@@ -160,6 +160,14 @@ pub enum Command {
         id: u64,
         cmd: Box<Command>,
     },
+    /// An entry's command with its leader's [`Stamp`](crate::hlc::Stamp): the commit
+    /// timestamp and, optionally, a closed-timestamp promise (docs/closed-timestamps.md). Only
+    /// the proposer makes it, around a whole entry; it answers
+    /// [`CommandResult::Stamped`]. Never nested.
+    Stamped {
+        stamp: crate::hlc::Stamp,
+        cmd: Box<Command>,
+    },
 }
 
 /// What openraft logs of an entry: the command's kind and key, never a value.
@@ -184,6 +192,7 @@ impl std::fmt::Display for Command {
             Command::Placement(_) => f.write_str("placement"),
             Command::Move(_) => f.write_str("move"),
             Command::AfterImport { id, cmd } => write!(f, "after import {id}: {cmd}"),
+            Command::Stamped { stamp, cmd } => write!(f, "{cmd} at {}", stamp.at),
         }
     }
 }
@@ -302,7 +311,7 @@ impl Command {
                 Some(keys)
             }
             Command::Batch(_) => None,
-            Command::AfterImport { cmd, .. } => cmd.keys(),
+            Command::AfterImport { cmd, .. } | Command::Stamped { cmd, .. } => cmd.keys(),
             Command::Placement(_) => Some(vec![crate::placement::PLACEMENT_KEY]),
             // A move step touches a whole subtree.
             Command::Move(_) => None,
@@ -378,7 +387,7 @@ impl Command {
                 })
                 .chain(success.iter().chain(failure).map(op_touch))
                 .collect(),
-            Command::AfterImport { cmd, .. } => cmd.touches(),
+            Command::AfterImport { cmd, .. } | Command::Stamped { cmd, .. } => cmd.touches(),
             Command::Batch(_) | Command::Lease(_) | Command::Placement(_) | Command::Move(_) => {
                 Vec::new()
             }
@@ -430,6 +439,12 @@ pub enum CommandResult {
     /// A `MoveCommand::ReleaseSome`: how many keys of the subtree the source still holds.
     Released {
         left: u64,
+    },
+    /// A [`Command::Stamped`]: the entry's commit timestamp (the leader's stamp raised above
+    /// every earlier entry's and every promise: `Stamps::apply`) and its command's result.
+    Stamped {
+        at: crate::hlc::Timestamp,
+        result: Box<CommandResult>,
     },
 }
 

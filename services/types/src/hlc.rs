@@ -144,9 +144,176 @@ impl Hlc {
     }
 }
 
+/// What a group's leader writes into an entry (docs/closed-timestamps.md): the commit
+/// timestamp it chose and, optionally, a promise that no later entry of the group commits at or
+/// below `closed`. Promises travel only inside the log, so every later leader has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub at: Timestamp,
+    pub closed: Option<Timestamp>,
+}
+
+/// What a replica knows of its group's timestamps from the entries it applied: the last commit
+/// timestamp and the largest promise. Persisted with the state it describes (and carried in
+/// snapshots), so a restarted or newly caught-up replica starts from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamps {
+    pub applied: Timestamp,
+    pub closed: Timestamp,
+}
+
+impl Stamps {
+    /// Applies the next stamped entry; returns its commit timestamp: the leader's stamp raised
+    /// above every earlier entry's commit timestamp and every promise already applied. This
+    /// depends on the log alone, so every replica computes the same timestamp, commit
+    /// timestamps increase with the log, and no entry commits at or below a promise made
+    /// before it — whatever order a leader's concurrent stamps reached the log in, and whatever
+    /// a new leader knew of its predecessors' promises.
+    pub fn apply(&mut self, stamp: &Stamp) -> Timestamp {
+        let at = stamp.at.max(self.applied.next()).max(self.closed.next());
+        self.applied = at;
+        if let Some(closed) = stamp.closed {
+            self.closed = self.closed.max(closed);
+        }
+        at
+    }
+
+    /// The highest timestamp this replica knows no future entry of the group can commit at or
+    /// below: its last commit timestamp or its largest promise.
+    pub fn closed(&self) -> Timestamp {
+        self.applied.max(self.closed)
+    }
+}
+
+/// A node's physical time: microseconds since the Unix epoch. The wall clock in production;
+/// simulated time (with the simulation's skew) in the deterministic simulation. It only feeds
+/// timestamps — timeouts and expiry stay on monotonic clocks.
+pub type Physical = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system's wall clock as [`Physical`] time.
+pub fn system_physical() -> Physical {
+    std::sync::Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    })
+}
+
+/// A node's hybrid logical clock over its physical time, shared by its groups.
+pub struct NodeClock {
+    hlc: std::sync::Mutex<Hlc>,
+    physical: Physical,
+}
+
+impl NodeClock {
+    pub fn new(max_offset_us: u64, physical: Physical) -> Self {
+        Self {
+            hlc: std::sync::Mutex::new(Hlc::new(max_offset_us)),
+            physical,
+        }
+    }
+
+    /// A timestamp above every one this clock gave before (a local event).
+    pub fn now(&self) -> Timestamp {
+        let physical = (self.physical)();
+        self.hlc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .now(physical)
+    }
+}
+
+impl fmt::Debug for NodeClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeClock").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stamp(physical: u64, closed: Option<u64>) -> Stamp {
+        Stamp {
+            at: Timestamp::new(physical, 0),
+            closed: closed.map(|c| Timestamp::new(c, 0)),
+        }
+    }
+
+    #[test]
+    fn applied_stamps_increase_with_the_log_and_stay_above_every_promise() {
+        let mut s = Stamps::default();
+        assert_eq!(s.apply(&stamp(100, None)), Timestamp::new(100, 0));
+        // A stamp that reached the log late (concurrent proposals) still commits above.
+        assert_eq!(s.apply(&stamp(90, None)), Timestamp::new(100, 1));
+        // A promise far ahead (global reads): the entry carrying it commits at its own stamp,
+        // every later one above the promise.
+        assert_eq!(s.apply(&stamp(110, Some(500))), Timestamp::new(110, 0));
+        assert_eq!(s.closed(), Timestamp::new(500, 0));
+        assert_eq!(s.apply(&stamp(120, None)), Timestamp::new(500, 1));
+        // An older promise changes nothing.
+        assert_eq!(s.apply(&stamp(130, Some(50))), Timestamp::new(500, 2));
+        assert_eq!(s.closed(), Timestamp::new(500, 2));
+    }
+
+    #[test]
+    fn every_replica_gives_an_entry_the_same_commit_timestamp_and_none_lands_at_or_below_a_promise()
+    {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let log: Vec<Stamp> = (0..50)
+                .map(|_| {
+                    let closed = (rnd(4) == 0).then(|| rnd(2_000));
+                    stamp(rnd(1_000), closed)
+                })
+                .collect();
+            let mut a = Stamps::default();
+            let ats: Vec<Timestamp> = log.iter().map(|s| a.apply(s)).collect();
+            // A replica that restarts from the state after entry k computes the rest alike.
+            let k = rnd(50) as usize;
+            let mut b = Stamps::default();
+            log[..k].iter().for_each(|s| {
+                b.apply(s);
+            });
+            let rest: Vec<Timestamp> = log[k..].iter().map(|s| b.apply(s)).collect();
+            assert_eq!(&ats[k..], &rest[..]);
+            let mut promised = Timestamp::ZERO;
+            for (i, (s, at)) in log.iter().zip(&ats).enumerate() {
+                assert!(
+                    *at > promised,
+                    "entry {i} at {at} is not above promise {promised}"
+                );
+                assert!(i == 0 || *at > ats[i - 1]);
+                assert!(*at >= s.at);
+                if let Some(c) = s.closed {
+                    promised = promised.max(c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_clock_follows_its_physical_time_and_never_goes_back() {
+        let t = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+        let source = t.clone();
+        let clock = NodeClock::new(
+            500_000,
+            std::sync::Arc::new(move || source.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+        assert_eq!(clock.now(), Timestamp::new(1_000, 0));
+        t.store(400, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(clock.now(), Timestamp::new(1_000, 1));
+        t.store(2_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(clock.now(), Timestamp::new(2_000, 0));
+        let wall = system_physical()();
+        assert!(wall > 1_700_000_000_000_000, "the wall clock in µs: {wall}");
+    }
 
     #[test]
     fn local_events_follow_physical_time_and_never_go_back() {

@@ -112,6 +112,10 @@ fn election_offset_ms(id: u64) -> u64 {
     (id % 7) * 300
 }
 
+/// The simulated wall clock's start, µs since the Unix epoch (2026-01-01): what simulated nodes'
+/// timestamps count from.
+const SIM_EPOCH_US: u64 = 1_767_225_600_000_000;
+
 fn now_us() -> u64 {
     turmoil::sim_elapsed()
         .map(|d| d.as_micros() as u64)
@@ -271,6 +275,7 @@ pub fn simulate(
                     incoming: Box::pin(incoming),
                     dialer,
                     disk,
+                    physical: Arc::new(|| SIM_EPOCH_US + now_us()),
                 };
                 let _node = Node::start_simulated(
                     config,

@@ -279,9 +279,11 @@ pub fn carried(meta: &MetadataMap) -> Option<MetadataValue<Ascii>> {
 pub fn needs(cmd: &Command) -> Vec<(Op, &str)> {
     match cmd {
         // Never built from a client's request; if one were, only an administrator may.
-        Command::Batch(_) | Command::Lease(_) | Command::Placement(_) | Command::Move(_) => {
-            vec![(Op::Admin, "/")]
-        }
+        Command::Batch(_)
+        | Command::Lease(_)
+        | Command::Placement(_)
+        | Command::Move(_)
+        | Command::Stamped { .. } => vec![(Op::Admin, "/")],
         _ => cmd
             .touches()
             .into_iter()

@@ -59,9 +59,15 @@ impl KvState {
         cmd: &Command,
         events: &mut Vec<Event>,
     ) -> CommandResult {
-        // The stamp is the state machine's to apply (sm.rs); the command inside as usual.
-        if let Command::Stamped { cmd, .. } = cmd {
-            return self.apply_one(revision, cmd, events);
+        // The state machine takes an entry's stamp off before it gets here (sm.rs): one inside
+        // another command was not made by a proposer.
+        if let Command::Stamped { .. } = cmd {
+            return crate::lease_rules::reject(
+                "nested_stamp",
+                "a stamp is put by a group's proposer around a whole entry; a stamped command \
+                 inside another is refused, nothing was written"
+                    .into(),
+            );
         }
         // Judged by the move's import first; the write inside it by the usual rules.
         if let Command::AfterImport { id, cmd } = cmd {
@@ -83,7 +89,8 @@ impl KvState {
             Command::Move(m) => self.apply_move(revision, m, events),
             // Judged above, before the freeze check.
             Command::AfterImport { id, cmd } => self.apply_after_import(revision, *id, cmd, events),
-            Command::Stamped { cmd, .. } => self.apply_one(revision, cmd, events),
+            // Refused above.
+            Command::Stamped { .. } => CommandResult::Batch(Vec::new()),
             Command::Put(op) => {
                 if !self.lease_usable(op.lease) {
                     return missing_lease(op.lease);

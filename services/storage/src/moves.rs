@@ -5,8 +5,9 @@
 //! still served (the data does not change while frozen).
 
 use crate::kv::KvState;
+use crate::lease_rules::reject;
 use meridian_types::{
-    Command, CommandResult, Event, EventKind, KeyValue, MoveCommand, Rejection, MOVE_BYTES_MAX,
+    Command, CommandResult, Event, EventKind, KeyValue, MoveCommand, MOVE_BYTES_MAX,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -24,13 +25,6 @@ const EXPORT_PAGE_BYTES: usize = 1024 * 1024;
 const DISCARDED: &[u8] = b"discarded";
 /// Most keys a refusal lists.
 const LISTED_MAX: usize = 10;
-
-fn reject(rule: &str, message: String) -> CommandResult {
-    CommandResult::Rejected(Rejection {
-        rule: rule.to_string(),
-        message,
-    })
-}
 
 /// How an import tells which staged keys the source no longer has.
 enum Staged {
@@ -302,7 +296,10 @@ impl KvState {
         };
         if matches!(
             cmd,
-            Command::AfterImport { .. } | Command::Batch(_) | Command::Move(_)
+            Command::AfterImport { .. }
+                | Command::Batch(_)
+                | Command::Move(_)
+                | Command::Stamped { .. }
         ) {
             return reject(
                 "bad_handover",

@@ -41,13 +41,24 @@ pub fn encode_snapshot(kv: &KvState, stamps: &Stamps) -> crate::Result<Vec<u8>> 
 }
 
 /// The state and timestamps of a snapshot [`encode_snapshot`] wrote (or an older one).
+///
+/// Read as `bincode::deserialize` reads (fixed-width integers, trailing bytes allowed) and never
+/// past the snapshot's own length: a corrupt or hostile length prefix is an error, not an
+/// allocation of what it claims.
 pub fn decode_snapshot(data: &[u8]) -> crate::Result<(KvState, Stamps)> {
+    use bincode::Options;
+    let options = || {
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .allow_trailing_bytes()
+            .with_limit(data.len() as u64)
+    };
     let mut rest = data;
-    let kv: KvState = bincode::deserialize_from(&mut rest)?;
+    let kv: KvState = options().deserialize_from(&mut rest)?;
     let stamps = if rest.is_empty() {
         Stamps::default()
     } else {
-        bincode::deserialize_from(&mut rest)?
+        options().deserialize_from(&mut rest)?
     };
     Ok((kv, stamps))
 }
@@ -194,6 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                     }
                     EntryPayload::Normal(cmd) => {
+                        applied.stamps.apply_unstamped();
                         let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
                         events.append(&mut ev);
                         res

@@ -110,4 +110,9 @@ fn snapshots_read_across_the_format_change_both_ways() {
     assert_eq!(older.keys, kv.keys);
     // A truncated one is an error, not a guess.
     assert!(decode_snapshot(&new[..new.len() - 3]).is_err());
+    // A length prefix that claims more than the snapshot holds (the first key's, after the
+    // map's own 8-byte length) is an error, not an allocation of a terabyte.
+    let mut hostile = new.clone();
+    hostile[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(decode_snapshot(&hostile).is_err());
 }

@@ -178,6 +178,17 @@ impl Stamps {
         at
     }
 
+    /// Applies the next entry that carries no stamp (made without a proposer: a
+    /// learner-turned-leader's write, a read-index barrier): it commits just above everything
+    /// before it, so every entry that changes state has a commit timestamp and none lands at
+    /// or below a promise.
+    pub fn apply_unstamped(&mut self) -> Timestamp {
+        self.apply(&Stamp {
+            at: Timestamp::ZERO,
+            closed: None,
+        })
+    }
+
     /// The highest timestamp this replica knows no future entry of the group can commit at or
     /// below: its last commit timestamp or its largest promise.
     pub fn closed(&self) -> Timestamp {
@@ -254,6 +265,8 @@ mod tests {
         // An older promise changes nothing.
         assert_eq!(s.apply(&stamp(130, Some(50))), Timestamp::new(500, 2));
         assert_eq!(s.closed(), Timestamp::new(500, 2));
+        // An entry without a stamp commits just above.
+        assert_eq!(s.apply_unstamped(), Timestamp::new(500, 3));
     }
 
     #[test]

@@ -8,7 +8,6 @@ use crate::persist::{ApplyCommit, HistoryReader, Loaded, OnWritten, Pending, SmP
 use crate::writer::{LogWriter, WriteOp, WriteReq};
 use crate::{Error, Result};
 use fjall::{Database, Keyspace};
-use meridian_types::hlc::Stamps;
 use meridian_types::raft::{LogId, SnapshotMeta, StoredMembership};
 use meridian_types::{Event, EventKind, KeyValue, LeaseRecord};
 
@@ -143,6 +142,7 @@ impl SmPersist for FjallSm {
         }
         kv.rebuild_lease_keys();
         kv.sequence = self.get(SEQUENCE)?.unwrap_or(0);
+        kv.stamps = self.get(STAMPS)?.unwrap_or_default();
         let last_applied = self.get::<LogId>(LAST_APPLIED)?;
         kv.revision = last_applied.map_or(0, |l| l.index);
         let snapshot = match self.get::<SnapshotMeta>(SNAPSHOT)? {
@@ -163,7 +163,6 @@ impl SmPersist for FjallSm {
                 .unwrap_or_default(),
             compacted: self.get(COMPACTED)?.unwrap_or(0),
             snapshot,
-            stamps: self.get(STAMPS)?.unwrap_or_default(),
         })
     }
 
@@ -241,13 +240,7 @@ impl SmPersist for FjallSm {
         Ok(())
     }
 
-    fn install(
-        &self,
-        kv: &KvState,
-        stamps: &Stamps,
-        meta: &SnapshotMeta,
-        data: &[u8],
-    ) -> Result<Pending> {
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
         // Queued behind every earlier commit, so none of them can land on top of it.
         let mut ops = vec![
             WriteOp::RemoveRange(self.kv.clone(), Vec::new(), vec![0xff; KEY_RANGE_END_BYTES]),
@@ -287,7 +280,7 @@ impl SmPersist for FjallSm {
         }
         ops.push(self.meta_op(MEMBERSHIP, &meta.last_membership)?);
         ops.push(self.meta_op(SEQUENCE, &kv.sequence)?);
-        ops.push(self.meta_op(STAMPS, stamps)?);
+        ops.push(self.meta_op(STAMPS, &kv.stamps)?);
         ops.push(WriteOp::Put(
             self.meta.clone(),
             SNAPSHOT_DATA.to_vec(),

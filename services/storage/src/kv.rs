@@ -33,6 +33,11 @@ pub struct KvState {
     /// Leases and locks changed since the store last took this (not part of the state).
     #[serde(skip)]
     pub dirty: Dirty,
+    /// The group's commit timestamp and largest closed-timestamp promise as of `revision`
+    /// (docs/closed-timestamps.md): beside the state, so a read sees the two together; kept
+    /// out of the state's encoding (stores and snapshots keep them after it).
+    #[serde(skip)]
+    pub stamps: meridian_types::hlc::Stamps,
 }
 
 fn missing_lease(id: u64) -> CommandResult {

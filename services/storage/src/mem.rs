@@ -205,7 +205,6 @@ impl Clone for SmInner {
                 membership: self.loaded.membership.clone(),
                 compacted: self.loaded.compacted,
                 snapshot: self.loaded.snapshot.clone(),
-                stamps: self.loaded.stamps,
             },
             history: self.history.clone(),
         }
@@ -338,7 +337,6 @@ impl SmPersist for MemSm {
             membership: g.live.loaded.membership.clone(),
             compacted: g.live.loaded.compacted,
             snapshot: g.live.loaded.snapshot.clone(),
-            stamps: g.live.loaded.stamps,
         })
     }
 
@@ -364,13 +362,7 @@ impl SmPersist for MemSm {
         Ok(())
     }
 
-    fn install(
-        &self,
-        kv: &KvState,
-        stamps: &meridian_types::hlc::Stamps,
-        meta: &SnapshotMeta,
-        data: &[u8],
-    ) -> Result<Pending> {
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending> {
         let mut g = self.lock();
         g.live.history.clear();
         g.live.loaded = Loaded {
@@ -379,7 +371,6 @@ impl SmPersist for MemSm {
             membership: meta.last_membership.clone(),
             compacted: meta.last_log_id.map_or(0, |l| l.index),
             snapshot: Some((meta.clone(), data.to_vec())),
-            stamps: *stamps,
         };
         // Installed state is durable before the install answers (as the fjall store's is).
         if self.disk.is_some() {
@@ -448,6 +439,6 @@ fn apply_commit(g: &mut SmInner, c: &ApplyCommit<'_>) {
         g.loaded.kv.revision = c.last_applied.index;
         g.loaded.last_applied = Some(c.last_applied);
         g.loaded.membership = c.membership.clone();
-        g.loaded.stamps = c.stamps;
+        g.loaded.kv.stamps = c.stamps;
     }
 }

@@ -21,7 +21,8 @@ pub struct ApplyCommit<'a> {
     pub leases: &'a [(u64, Option<LeaseRecord>)],
     /// Lock queues this commit changed: the new queue, or `None` when it emptied.
     pub locks: &'a [(String, Option<LockState>)],
-    /// The group's timestamps after this commit (docs/closed-timestamps.md).
+    /// The group's timestamps after this commit (docs/closed-timestamps.md); a store loads
+    /// them into `KvState::stamps`.
     pub stamps: Stamps,
 }
 
@@ -33,8 +34,6 @@ pub struct Loaded {
     pub membership: StoredMembership,
     pub compacted: u64,
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    /// The group's timestamps as of `last_applied`.
-    pub stamps: Stamps,
 }
 
 pub trait HistoryReader: Send + Sync + 'static {
@@ -56,11 +55,6 @@ pub trait SmPersist: HistoryReader {
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()>;
     /// Replaces the whole state with a snapshot's, atomically, after every earlier commit;
     /// history is dropped. The returned future ends once the new state is durable.
-    fn install(
-        &self,
-        kv: &KvState,
-        stamps: &Stamps,
-        meta: &SnapshotMeta,
-        data: &[u8],
-    ) -> Result<Pending>;
+    /// `kv.stamps` are the snapshot's timestamps.
+    fn install(&self, kv: &KvState, meta: &SnapshotMeta, data: &[u8]) -> Result<Pending>;
 }

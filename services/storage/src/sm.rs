@@ -27,25 +27,22 @@ type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>;
 struct Applied {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    /// The group's commit timestamp and closed-timestamp promise as of `last_applied`.
-    stamps: Stamps,
 }
 
-/// A snapshot's bytes: the state, then the group's timestamps as of it. A snapshot written
-/// before timestamps existed ends after the state (and reads with none); code that knows no
-/// timestamps reads the state and ignores what follows (bincode allows trailing bytes).
-pub fn encode_snapshot(kv: &KvState, stamps: &Stamps) -> crate::Result<Vec<u8>> {
+/// A snapshot's bytes: the state, then its timestamps (`kv.stamps`). A snapshot written before
+/// timestamps existed ends after the state (and reads with none).
+pub fn encode_snapshot(kv: &KvState) -> crate::Result<Vec<u8>> {
     let mut data = bincode::serialize(kv)?;
-    bincode::serialize_into(&mut data, stamps)?;
+    bincode::serialize_into(&mut data, &kv.stamps)?;
     Ok(data)
 }
 
-/// The state and timestamps of a snapshot [`encode_snapshot`] wrote (or an older one).
+/// The state, with its timestamps, of a snapshot [`encode_snapshot`] wrote (or an older one).
 ///
 /// Read as `bincode::deserialize` reads (fixed-width integers, trailing bytes allowed) and never
 /// past the snapshot's own length: a corrupt or hostile length prefix is an error, not an
 /// allocation of what it claims.
-pub fn decode_snapshot(data: &[u8]) -> crate::Result<(KvState, Stamps)> {
+pub fn decode_snapshot(data: &[u8]) -> crate::Result<KvState> {
     use bincode::Options;
     let options = || {
         bincode::DefaultOptions::new()
@@ -54,13 +51,13 @@ pub fn decode_snapshot(data: &[u8]) -> crate::Result<(KvState, Stamps)> {
             .with_limit(data.len() as u64)
     };
     let mut rest = data;
-    let kv: KvState = options().deserialize_from(&mut rest)?;
-    let stamps = if rest.is_empty() {
+    let mut kv: KvState = options().deserialize_from(&mut rest)?;
+    kv.stamps = if rest.is_empty() {
         Stamps::default()
     } else {
         options().deserialize_from(&mut rest)?
     };
-    Ok((kv, stamps))
+    Ok(kv)
 }
 
 /// A group's state machine over the node's persistence (fjall, or memory in simulation).
@@ -93,7 +90,6 @@ impl StateMachine {
             applied: Arc::new(Mutex::new(Applied {
                 last_applied: loaded.last_applied,
                 membership: loaded.membership,
-                stamps: loaded.stamps,
             })),
             snapshot: Arc::new(Mutex::new(loaded.snapshot)),
             history_revisions_max: history_revisions_max.max(1),
@@ -108,7 +104,7 @@ impl StateMachine {
     /// The group's commit timestamp and largest closed-timestamp promise as of the last
     /// applied entry (docs/closed-timestamps.md).
     pub fn stamps(&self) -> Stamps {
-        self.applied().stamps
+        self.shared.read().stamps
     }
 
     fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -139,7 +135,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .clone();
             (guard.clone(), applied)
         };
-        let data = encode_snapshot(&kv, &applied.stamps).map_err(sm_err)?;
+        let data = encode_snapshot(&kv).map_err(sm_err)?;
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
@@ -196,7 +192,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         CommandResult::Applied
                     }
                     EntryPayload::Normal(Command::Stamped { stamp, cmd }) => {
-                        let at = applied.stamps.apply(stamp);
+                        let at = staged.stamps.apply(stamp);
                         let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
                         events.append(&mut ev);
                         CommandResult::Stamped {
@@ -205,7 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                     }
                     EntryPayload::Normal(cmd) => {
-                        applied.stamps.apply_unstamped();
+                        staged.stamps.apply_unstamped();
                         let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
                         events.append(&mut ev);
                         res
@@ -231,7 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 compact_to,
                 leases: &leases,
                 locks: &locks,
-                stamps: applied.stamps,
+                stamps: staged.stamps,
             };
             // Readers see the new keys at once; watchers and `applied` hear of them only once
             // the change history is in the store, so a watcher's catch-up never misses one.
@@ -288,14 +284,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         data: SnapshotData,
     ) -> io::Result<()> {
-        let (mut kv, stamps) =
+        let mut kv =
             decode_snapshot(&data).map_err(|e| io_err("reading a received snapshot", e))?;
         kv.share_lease_keys();
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let snapshot_err = |e: crate::Error| io_err("installing a snapshot", e);
         let pending = self
             .persist
-            .install(&kv, &stamps, meta, &data)
+            .install(&kv, meta, &data)
             .map_err(snapshot_err)?;
         // Announce the reset first: watchers stop reading history that is about to vanish.
         self.shared.set_compacted(index);
@@ -306,7 +302,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             *state = kv;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
-            applied.stamps = stamps;
             *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), data));
         }
         self.shared.publish_reset(index, index);

@@ -93,19 +93,19 @@ async fn stamps_follow_the_log_survive_a_reopen_and_travel_in_snapshots() {
 fn snapshots_read_across_the_format_change_both_ways() {
     let mut kv = KvState::default();
     kv.apply(1, &Command::Put(PutOp::new("/a", "1")));
-    let stamps = Stamps {
+    kv.stamps = Stamps {
         applied: ts(7, 1),
         closed: ts(9, 0),
     };
     // Written before timestamps existed: the state alone, read with none.
     let old = bincode::serialize(&kv).unwrap();
-    let (back, none) = decode_snapshot(&old).unwrap();
+    let back = decode_snapshot(&old).unwrap();
     assert_eq!(back.keys, kv.keys);
-    assert_eq!(none, Stamps::default());
+    assert_eq!(back.stamps, Stamps::default());
     // Written now: read whole here, and as the state alone by code that knows no timestamps.
-    let new = encode_snapshot(&kv, &stamps).unwrap();
-    let (back, got) = decode_snapshot(&new).unwrap();
-    assert_eq!((back.keys, got), (kv.keys.clone(), stamps));
+    let new = encode_snapshot(&kv).unwrap();
+    let back = decode_snapshot(&new).unwrap();
+    assert_eq!((&back.keys, back.stamps), (&kv.keys, kv.stamps));
     let older: KvState = bincode::deserialize(&new).unwrap();
     assert_eq!(older.keys, kv.keys);
     // A truncated one is an error, not a guess.

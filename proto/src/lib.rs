@@ -46,3 +46,18 @@ pub const TOKEN: &str = "meridian-token";
 /// Metadata key marking a request one router proxied whole to another; its value is the region
 /// the request arrived in (`services/server/src/residency.rs`).
 pub const PROXIED: &str = "meridian-proxied";
+
+impl kv::HlcTimestamp {
+    /// Ordered as timestamps are: by physical time, then by the counter.
+    pub fn order(&self) -> (u64, u32) {
+        (self.physical_us, self.logical)
+    }
+
+    /// The later of `a` and `b` (either may be absent).
+    pub fn latest(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.order() > a.order() { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}

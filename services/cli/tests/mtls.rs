@@ -211,6 +211,7 @@ async fn nodes_and_clients_speak_mtls_and_refuse_strangers() {
         .propose(ProposeRequest {
             group: 1,
             command: Vec::new(),
+            ..Default::default()
         })
         .await
         .expect_err("a forwarded write from a stranger");

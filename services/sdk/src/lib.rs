@@ -782,17 +782,37 @@ mod tests {
         assert_eq!((c.seen(3), c.last_group()), (7, UNKNOWN_GROUP));
 
         let fresh = client();
+        let ts = |physical_us, logical| {
+            Some(pb::HlcTimestamp {
+                physical_us,
+                logical,
+            })
+        };
         fresh.adopt_session(&pb::Session {
             vector: [(1, 12)].into(),
             last_group: 1,
+            timestamp: ts(500, 2),
         });
         assert_eq!((fresh.seen(1), fresh.last_group()), (12, 1));
         fresh.adopt_session(&pb::Session {
             vector: [(2, 1)].into(),
             last_group: 2,
+            timestamp: ts(400, 9),
         });
         assert_eq!(fresh.last_group(), UNKNOWN_GROUP, "two different histories");
         assert_eq!(fresh.seen(1), 12);
+        assert_eq!(
+            fresh.session().timestamp,
+            ts(500, 2),
+            "timestamps never go back"
+        );
+        let mut h = header(1, 13);
+        h.timestamp = ts(500, 3);
+        fresh.merge_header(Some(&h));
+        assert_eq!(fresh.session().timestamp, ts(500, 3));
+        h.timestamp = None;
+        fresh.merge_header(Some(&h));
+        assert_eq!(fresh.session().timestamp, ts(500, 3));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub(crate) struct SessionState {
     /// another runs: an operation that overlapped another has no "previous group".
     in_flight: u32,
     overlap_epoch: u64,
+    /// The highest timestamp the session has seen (docs/closed-timestamps.md).
+    timestamp: Option<pb::HlcTimestamp>,
 }
 
 impl SessionState {
@@ -51,6 +53,7 @@ impl SessionState {
     /// group: watch and lock answers use this alone).
     pub(crate) fn merge_header(&mut self, h: &pb::ResponseHeader) {
         self.merge(h.vector.iter().chain([(&h.group, &h.revision)]));
+        self.timestamp = pb::HlcTimestamp::latest(self.timestamp, h.timestamp);
     }
 
     /// Presents a vector from an earlier session: merged, and the next read of any group syncs.
@@ -63,6 +66,7 @@ impl SessionState {
     /// this one has none of its own (else: unknown).
     pub(crate) fn adopt(&mut self, session: &pb::Session) {
         self.merge(&session.vector);
+        self.timestamp = pb::HlcTimestamp::latest(self.timestamp, session.timestamp);
         self.last_group = match self.last_group {
             0 => session.last_group,
             mine if mine == session.last_group => mine,
@@ -105,6 +109,7 @@ impl SessionState {
         pb::Session {
             vector: self.vector.iter().map(|(k, v)| (*k, *v)).collect(),
             last_group: self.last_group,
+            timestamp: self.timestamp,
         }
     }
 

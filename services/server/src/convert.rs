@@ -172,6 +172,45 @@ pub fn txn(req: pb::TxnRequest) -> Result<Command> {
     })
 }
 
+/// A timestamp as the wire carries it; `None` for none yet (zero).
+pub fn timestamp_out(t: meridian_types::hlc::Timestamp) -> Option<pb::HlcTimestamp> {
+    (t != meridian_types::hlc::Timestamp::ZERO).then_some(pb::HlcTimestamp {
+        physical_us: t.physical,
+        logical: t.logical,
+    })
+}
+
+/// A wire timestamp (absent: zero).
+pub fn timestamp_in(t: Option<&pb::HlcTimestamp>) -> meridian_types::hlc::Timestamp {
+    t.map_or(meridian_types::hlc::Timestamp::ZERO, |t| {
+        meridian_types::hlc::Timestamp::new(t.physical_us, t.logical)
+    })
+}
+
+/// Refuses a session timestamp further ahead of this node's clock than the maximum clock
+/// offset: no session can have seen one (every timestamp comes from some node's clock), so it
+/// was made up, and a write stamped above it would carry the group's timestamps past every
+/// clock (docs/closed-timestamps.md).
+pub fn session_timestamp(
+    t: meridian_types::hlc::Timestamp,
+    clock: &meridian_types::hlc::NodeClock,
+) -> Result<()> {
+    let now = clock.physical_us();
+    let ahead = t.physical.saturating_sub(now);
+    if ahead > clock.max_offset_us() {
+        return Err(Error::invalid(
+            "session_timestamp_ahead",
+            "session.timestamp",
+            format!(
+                "the session's timestamp {t} is {ahead} µs ahead of this node's clock, more \
+                 than the maximum clock offset of {} µs: no node gave it; nothing was written",
+                clock.max_offset_us()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn kv_out(kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: kv.key,

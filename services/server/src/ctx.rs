@@ -15,6 +15,7 @@ use meridian_proto::peer::ProposeRequest;
 use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_router::VersionVector;
 use meridian_topology::Topology;
+use meridian_types::hlc::Timestamp;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
@@ -58,6 +59,9 @@ pub struct NodeCtx {
     pub forwarded_writes: AtomicU64,
     /// The only clock lease deadlines are measured on (monotonic; injectable for tests).
     pub clock: Arc<dyn meridian_locks::Clock>,
+    /// The node's hybrid logical clock: what its proposers stamp entries from
+    /// (docs/closed-timestamps.md).
+    pub timestamps: Arc<meridian_types::hlc::NodeClock>,
     /// Lease deadlines of each group this node votes in, while it leads.
     pub leader_leases: BTreeMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
     /// Queued lock acquires waiting for their grant, per group hosted here.
@@ -101,6 +105,7 @@ impl NodeCtx {
             vector: vector.to_wire(),
             lag_ms: 0,
             synced: false,
+            timestamp: None,
         }
     }
 
@@ -131,15 +136,39 @@ impl NodeCtx {
         group: GroupId,
         cmd: Command,
     ) -> Result<(GroupHandle, u64, CommandResult)> {
-        let h = self.group(group)?;
-        let (rev, result) = self.commit(group, cmd).await?;
+        let (h, rev, result, _) = self.write_at(group, cmd, Timestamp::ZERO).await?;
         Ok((h, rev, result))
+    }
+
+    /// As [`Self::write`], committed above the writer's session timestamp `after`; also returns
+    /// the entry's commit timestamp (docs/closed-timestamps.md).
+    pub async fn write_at(
+        &self,
+        group: GroupId,
+        cmd: Command,
+        after: Timestamp,
+    ) -> Result<(GroupHandle, u64, CommandResult, Option<Timestamp>)> {
+        let h = self.group(group)?;
+        let (rev, result, at) = self.commit_at(group, cmd, after).await?;
+        Ok((h, rev, result, at))
     }
 
     /// Commits `cmd` in `group`, which this node need not hold a replica of (a move's driver
     /// writes to groups of other regions): proposed here when this node leads, otherwise sent
     /// to the leader — as this node's replica knows it, or found from the group's voters.
     pub async fn commit(&self, group: GroupId, cmd: Command) -> Result<(u64, CommandResult)> {
+        let (rev, result, _) = self.commit_at(group, cmd, Timestamp::ZERO).await?;
+        Ok((rev, result))
+    }
+
+    /// As [`Self::commit`], above the writer's session timestamp `after`; also returns the
+    /// entry's commit timestamp (`None` for an entry made without a proposer).
+    pub async fn commit_at(
+        &self,
+        group: GroupId,
+        cmd: Command,
+        after: Timestamp,
+    ) -> Result<(u64, CommandResult, Option<Timestamp>)> {
         let local = self.host.get(group);
         crate::telemetry::record_group(group, None);
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
@@ -150,7 +179,10 @@ impl NodeCtx {
         let patience = tokio::time::Instant::now() + LEADER_WAIT.min(timeout / 2);
         let work = async {
             loop {
-                match self.commit_once(group, &cmd, local.as_ref(), timeout).await {
+                match self
+                    .commit_once(group, &cmd, after, local.as_ref(), timeout)
+                    .await
+                {
                     Ok(done) => return Ok(done),
                     Err(Once::Failed(e)) => return Err(e),
                     Err(Once::Retry(_)) if tokio::time::Instant::now() < patience => {
@@ -166,12 +198,14 @@ impl NodeCtx {
                 self.limits.write_timeout_ms
             ))),
             Ok(Err(e)) => Err(e),
-            // The key's subtree moved away from this group (nothing changed).
-            Ok(Ok((_, CommandResult::WrongGroup { epoch }))) => Err(Error::WrongGroup {
-                epoch,
-                group: group.0,
-            }),
-            Ok(Ok(done)) => Ok(done),
+            Ok(Ok((rev, result))) => match result.unstamped() {
+                // The key's subtree moved away from this group (nothing changed).
+                (CommandResult::WrongGroup { epoch }, _) => Err(Error::WrongGroup {
+                    epoch,
+                    group: group.0,
+                }),
+                (result, at) => Ok((rev, result, at)),
+            },
         }
     }
 
@@ -181,10 +215,11 @@ impl NodeCtx {
         &self,
         group: GroupId,
         cmd: &Command,
+        after: Timestamp,
         local: Option<&GroupHandle>,
         timeout: Duration,
     ) -> std::result::Result<(u64, CommandResult), Once> {
-        let mut targets: Vec<String> = match self.write_local(group, cmd.clone()).await {
+        let mut targets: Vec<String> = match self.write_local(group, cmd.clone(), after).await {
             Ok((rev, result)) => return Ok((rev, result)),
             Err(LocalWrite::NotLeader(Some((_, addr)))) => vec![addr],
             Err(LocalWrite::NotLeader(None)) => return Err(Once::Retry(self.no_leader(group))),
@@ -200,7 +235,7 @@ impl NodeCtx {
         targets.reverse();
         let mut hops = 0;
         while let Some(target) = targets.pop() {
-            match self.forward(&target, group, cmd, timeout).await {
+            match self.forward(&target, group, cmd, after, timeout).await {
                 Ok(Forwarded::Done(rev, result)) => return Ok((rev, result)),
                 Ok(Forwarded::NotLeader(Some(next))) if next != target => {
                     hops += 1;
@@ -246,11 +281,13 @@ impl NodeCtx {
         by_rtt.into_iter().map(|(_, _, a)| a.to_string()).collect()
     }
 
-    /// Proposes on this node, which must lead `group`.
+    /// Proposes on this node, which must lead `group`, above the writer's session timestamp
+    /// `after`; the result is `CommandResult::Stamped` when the entry was stamped.
     pub async fn write_local(
         &self,
         group: GroupId,
         cmd: Command,
+        after: Timestamp,
     ) -> std::result::Result<(u64, CommandResult), LocalWrite> {
         let Some(proposer) = self.proposers.get(&group) else {
             // A learner promoted by `meridian member promote` that now leads: started as a
@@ -265,7 +302,7 @@ impl NodeCtx {
         if let Command::AfterImport { id, .. } = &cmd {
             self.await_import(group, *id).await;
         }
-        local_outcome(proposer.propose(cmd).await)
+        local_outcome(proposer.propose_after(cmd, after).await)
     }
 
     /// A write handed over to move `id`'s target may arrive before the import (the source's
@@ -290,6 +327,7 @@ impl NodeCtx {
         addr: &str,
         group: GroupId,
         cmd: &Command,
+        after: Timestamp,
         timeout: Duration,
     ) -> Result<Forwarded> {
         let command = bincode::serialize(cmd)
@@ -304,6 +342,8 @@ impl NodeCtx {
         let mut req = tonic::Request::new(ProposeRequest {
             group: group.0,
             command,
+            after_physical_us: after.physical,
+            after_logical: after.logical,
         });
         req.set_timeout(timeout);
         let span = crate::step_span!(

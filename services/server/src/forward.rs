@@ -67,7 +67,8 @@ impl Forward for ForwardService {
             .into());
         }
         let timeout = Duration::from_millis(self.ctx.limits.write_timeout_ms);
-        let res = tokio::time::timeout(timeout, self.ctx.write_local(group, cmd))
+        let after = meridian_types::hlc::Timestamp::new(req.after_physical_us, req.after_logical);
+        let res = tokio::time::timeout(timeout, self.ctx.write_local(group, cmd, after))
             .await
             .map_err(|_| {
                 Status::deadline_exceeded(format!(

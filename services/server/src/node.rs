@@ -420,6 +420,7 @@ impl Node {
             sync_on_switch: config.router.sync_on_switch,
             forwarded_writes: AtomicU64::new(0),
             clock: clock.clone(),
+            timestamps: timestamps.clone(),
             leader_leases,
             lock_waits,
         });

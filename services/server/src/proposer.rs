@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
 use meridian_storage::steps::{StepKind, Steps};
-use meridian_types::hlc::{NodeClock, Stamp};
+use meridian_types::hlc::{NodeClock, Stamp, Timestamp};
 use meridian_types::metrics::Histogram;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -43,6 +43,8 @@ pub enum WriteError {
 
 struct Proposal {
     cmd: Command,
+    /// The writer's session timestamp: the entry is stamped above it.
+    after: Timestamp,
     reply: oneshot::Sender<Outcome>,
     /// `raft.propose` in the request's trace (`Span::none()` while tracing is off).
     span: tracing::Span,
@@ -83,8 +85,16 @@ impl Proposer {
         &self.stats
     }
 
-    /// Queues `cmd` and waits for its outcome.
+    /// Queues `cmd` and waits for its outcome (without the entry's commit timestamp).
     pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
+        let outcome = self.propose_after(cmd, Timestamp::ZERO).await?;
+        Ok(outcome.map(|(rev, result)| (rev, result.unstamped().0)))
+    }
+
+    /// Queues `cmd`, to be committed above the writer's session timestamp `after`, and waits
+    /// for its outcome: the result is `CommandResult::Stamped` with the entry's commit
+    /// timestamp.
+    pub async fn propose_after(&self, cmd: Command, after: Timestamp) -> Result<Outcome> {
         let (reply, rx) = oneshot::channel();
         let span = crate::step_span!(
             "raft.propose",
@@ -93,7 +103,12 @@ impl Proposer {
             meridian.batch_commands = tracing::field::Empty
         );
         self.tx
-            .send(Proposal { cmd, reply, span })
+            .send(Proposal {
+                cmd,
+                after,
+                reply,
+                span,
+            })
             .await
             .map_err(|_| Error::Unavailable("the group is shutting down".into()))?;
         // Queued, so possibly proposed: the caller must not retry blindly.
@@ -116,6 +131,7 @@ pub async fn propose_alone(group: GroupId, raft: &Raft, cmd: Command) -> Result<
     let (reply, rx) = oneshot::channel();
     let proposal = Proposal {
         cmd,
+        after: Timestamp::ZERO,
         reply,
         span: tracing::Span::none(),
     };
@@ -192,8 +208,9 @@ async fn run(
         let steps = steps.clone();
         // Concurrent entries may reach the log in either order: the state machine raises each
         // stamp above the one before it (`Stamps::apply`), the same on every replica.
+        let after = batch.iter().map(|p| p.after).max().unwrap_or_default();
         let stamp = Stamp {
-            at: clock.now(),
+            at: clock.now().max(after.next()),
             closed: None,
         };
         tokio::spawn(async move {
@@ -275,21 +292,17 @@ async fn submit(
         Ok(resp) => {
             let rev = resp.log_id.index;
             let commands = replies.len();
-            // The commit timestamp is not handed to writers yet (the next step of
-            // docs/closed-timestamps.md: sessions carry it).
-            let data = match resp.data {
-                CommandResult::Stamped { result, .. } => *result,
-                other => other,
-            };
+            // Each writer hears its own result with the entry's commit timestamp.
+            let (data, at) = resp.data.unstamped();
             match data {
                 CommandResult::Batch(results) if !single => {
                     for (reply, r) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok((rev, r)));
+                        let _ = reply.send(Ok((rev, r.stamped(at))));
                     }
                 }
                 result => {
                     for reply in replies {
-                        let _ = reply.send(Ok((rev, result.clone())));
+                        let _ = reply.send(Ok((rev, result.clone().stamped(at))));
                     }
                 }
             }

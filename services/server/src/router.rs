@@ -23,6 +23,8 @@ use tracing::Instrument;
 pub struct Session {
     pub vector: VersionVector,
     pub last_group: Option<GroupId>,
+    /// The highest timestamp the session has seen (docs/closed-timestamps.md).
+    pub timestamp: meridian_types::hlc::Timestamp,
 }
 
 impl Session {
@@ -32,6 +34,7 @@ impl Session {
             Some(s) => Self {
                 vector: VersionVector::from_wire(&s.vector),
                 last_group: (s.last_group != 0).then_some(GroupId(s.last_group)),
+                timestamp: crate::convert::timestamp_in(s.timestamp.as_ref()),
             },
         }
     }
@@ -66,6 +69,9 @@ pub struct ReadyRead {
     pub session: Session,
     pub lag_ms: u64,
     pub synced: bool,
+    /// The read's timestamp: the commit timestamp of the last entry the replica had applied
+    /// when it was read (set by whoever reads the state).
+    pub at: meridian_types::hlc::Timestamp,
 }
 
 impl ReadyRead {
@@ -74,6 +80,7 @@ impl ReadyRead {
         let mut h = ctx.header(&self.handle, revision, &self.session.vector);
         h.lag_ms = self.lag_ms;
         h.synced = self.synced;
+        h.timestamp = crate::convert::timestamp_out(self.at);
         h
     }
 }
@@ -368,6 +375,7 @@ impl NodeCtx {
             session,
             lag_ms: lag_ms.unwrap_or(u64::MAX),
             synced: plan.sync,
+            at: meridian_types::hlc::Timestamp::ZERO,
         })
     }
 

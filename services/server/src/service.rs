@@ -105,7 +105,7 @@ enum Written<T> {
     /// By the router it was proxied to (residency): its answer, unchanged.
     Elsewhere(Response<T>),
     /// Here (committed through this router): the response header and the result.
-    Here(pb::ResponseHeader, CommandResult),
+    Here(Box<pb::ResponseHeader>, CommandResult),
 }
 
 /// Requests that carry a session.
@@ -144,6 +144,7 @@ impl KvService {
         let session = Session::from_pb(req.session());
         let cmd = to_cmd(req.clone())?;
         self.gate.check(&meta, "write", &crate::gate::needs(&cmd))?;
+        crate::convert::session_timestamp(session.timestamp, &self.ctx.timestamps)?;
         let mut group = self.ctx.route_command(&cmd)?;
         let deadline = self.deadline();
         // (source, move id) while the write is handed over to a move's target.
@@ -163,12 +164,11 @@ impl KvService {
                 },
                 None => cmd.clone(),
             };
-            match self.ctx.write(group, attempt).await {
-                Ok((h, rev, result)) => {
-                    return Ok(Written::Here(
-                        self.ctx.header(&h, rev, &session.vector),
-                        result,
-                    ))
+            match self.ctx.write_at(group, attempt, session.timestamp).await {
+                Ok((h, rev, result, at)) => {
+                    let mut header = self.ctx.header(&h, rev, &session.vector);
+                    header.timestamp = at.and_then(crate::convert::timestamp_out);
+                    return Ok(Written::Here(Box::new(header), result));
                 }
                 // The keys are moving, or moved, to another group: nothing changed. While the
                 // move is under way the write goes to its target, which takes it once it holds
@@ -223,12 +223,13 @@ impl KvService {
             let deadline = self.deadline();
             loop {
                 let floor = self.ctx.domain_floor(group, scope);
-                let r = self
+                let mut r = self
                     .ctx
                     .prepare_read_from(group, opts.0, opts.1, floor)
                     .await?;
                 let (out, rev, frozen) = {
                     let s = r.handle.shared.read();
+                    r.at = s.stamps.applied;
                     (read(&s), s.revision, s.frozen_at(scope, prefix))
                 };
                 match frozen {
@@ -239,13 +240,14 @@ impl KvService {
                         if let Some(to) =
                             crate::moves::handover(&self.ctx, group, epoch, &[(scope, prefix)])
                         {
-                            let r = self.ctx.prepare_read_from(to, opts.0, opts.1, 0).await?;
+                            let mut r = self.ctx.prepare_read_from(to, opts.0, opts.1, 0).await?;
                             if crate::moves::imported(&self.ctx, to, epoch, deadline)
                                 .await
                                 .is_some()
                             {
                                 let (out, rev) = {
                                     let s = r.handle.shared.read();
+                                    r.at = s.stamps.applied;
                                     (read(&s), s.revision)
                                 };
                                 return Ok((out, r, rev));
@@ -352,7 +354,7 @@ impl Kv for KvService {
             .await?
         {
             Written::Elsewhere(answer) => return Ok(answer),
-            Written::Here(header, result) => (header, result),
+            Written::Here(header, result) => (*header, result),
         };
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Put(p)) => Ok(Response::new(p)),
@@ -485,7 +487,7 @@ impl Kv for KvService {
             .await?
         {
             Written::Elsewhere(answer) => return Ok(answer),
-            Written::Here(header, result) => (header, result),
+            Written::Here(header, result) => (*header, result),
         };
         match convert::op_result_out(single(result)?, &header).result {
             Some(pb::txn_op_result::Result::Delete(d)) => Ok(Response::new(d)),
@@ -506,7 +508,7 @@ impl Kv for KvService {
             .await?
         {
             Written::Elsewhere(answer) => return Ok(answer),
-            Written::Here(header, result) => (header, result),
+            Written::Here(header, result) => (*header, result),
         };
         match result {
             CommandResult::Txn { succeeded, results } => Ok(Response::new(pb::TxnResponse {

@@ -448,6 +448,28 @@ pub enum CommandResult {
     },
 }
 
+impl CommandResult {
+    /// The result without its commit timestamp ([`CommandResult::Stamped`]), and the
+    /// timestamp when it had one.
+    pub fn unstamped(self) -> (CommandResult, Option<crate::hlc::Timestamp>) {
+        match self {
+            CommandResult::Stamped { at, result } => (*result, Some(at)),
+            other => (other, None),
+        }
+    }
+
+    /// `self` with the commit timestamp `at`, when there is one.
+    pub fn stamped(self, at: Option<crate::hlc::Timestamp>) -> CommandResult {
+        match at {
+            Some(at) => CommandResult::Stamped {
+                at,
+                result: Box::new(self),
+            },
+            None => self,
+        }
+    }
+}
+
 /// How a lock shares its holders. Fixed by the first acquire of a lock; later acquires must
 /// ask for the same kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -224,6 +224,19 @@ impl NodeClock {
         }
     }
 
+    /// The physical time now, µs since the Unix epoch.
+    pub fn physical_us(&self) -> u64 {
+        (self.physical)()
+    }
+
+    /// The largest offset between two nodes' clocks this clock assumes.
+    pub fn max_offset_us(&self) -> u64 {
+        self.hlc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_offset_us
+    }
+
     /// A timestamp above every one this clock gave before (a local event).
     pub fn now(&self) -> Timestamp {
         let physical = (self.physical)();

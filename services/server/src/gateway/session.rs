@@ -1,9 +1,10 @@
 //! The session over HTTP: the `meridian-session` header, which a client sends with a request
 //! and gets back, updated, with every answer — what the SDK keeps in memory (DESIGN.md §2).
 //!
-//! Its text: `vector=G:R,G:R;last=G` — the version vector (group → highest revision seen)
-//! and the group of the session's previous operation (`last=0`: none yet; `last=any`: not
-//! known, so the next read of any group syncs). Sent back after each call, presented with the
+//! Its text: `vector=G:R,G:R;last=G[;ts=P.L]` — the version vector (group → highest revision
+//! seen), the group of the session's previous operation (`last=0`: none yet; `last=any`: not
+//! known, so the next read of any group syncs) and, once it has seen one, the highest
+//! timestamp (µs since the Unix epoch `.` counter; docs/closed-timestamps.md). Sent back after each call, presented with the
 //! next one to any node of any region, it keeps reads sequentially consistent over HTTP.
 
 use meridian_proto::kv as pb;
@@ -30,9 +31,16 @@ pub fn parse(text: Option<&str>) -> Result<pb::Session, String> {
             vector = Some(v);
         } else if let Some(l) = part.strip_prefix("last=") {
             last = Some(l);
+        } else if let Some(t) = part.strip_prefix("ts=") {
+            let bad = || format!("{HEADER}: ts={t:?} is not MICROSECONDS.COUNTER");
+            let (p, l) = t.split_once('.').ok_or_else(bad)?;
+            session.timestamp = Some(pb::HlcTimestamp {
+                physical_us: p.trim().parse().map_err(|_| bad())?,
+                logical: l.trim().parse().map_err(|_| bad())?,
+            });
         } else {
             return Err(format!(
-                "{HEADER}: unexpected part {part:?}; the form is `vector=G:R,G:R;last=G`"
+                "{HEADER}: unexpected part {part:?}; the form is `vector=G:R,G:R;last=G[;ts=P.L]`"
             ));
         }
     }
@@ -70,7 +78,15 @@ pub fn render(session: &pb::Session) -> String {
         UNKNOWN => "any".to_string(),
         g => g.to_string(),
     };
-    format!("vector={};last={last}", vector.join(","))
+    match &session.timestamp {
+        Some(t) => format!(
+            "vector={};last={last};ts={}.{}",
+            vector.join(","),
+            t.physical_us,
+            t.logical
+        ),
+        None => format!("vector={};last={last}", vector.join(",")),
+    }
 }
 
 /// How a finished call moves the session on.
@@ -103,6 +119,7 @@ pub fn after(before: &pb::Session, header: Option<&pb::ResponseHeader>, step: St
     pb::Session {
         vector: vector.into_iter().collect(),
         last_group,
+        timestamp: pb::HlcTimestamp::latest(before.timestamp, header.and_then(|h| h.timestamp)),
     }
 }
 
@@ -123,7 +140,25 @@ mod tests {
             render(&parse(Some("last=any")).unwrap()),
             "vector=;last=any"
         );
-        for bad in ["vector=1", "vector=a:1", "vector=1:b", "last=x", "other=1"] {
+        let t = parse(Some("vector=1:5;last=1;ts=1767225600000000.3")).unwrap();
+        assert_eq!(
+            t.timestamp,
+            Some(pb::HlcTimestamp {
+                physical_us: 1_767_225_600_000_000,
+                logical: 3
+            })
+        );
+        assert_eq!(render(&t), "vector=1:5;last=1;ts=1767225600000000.3");
+        for bad in [
+            "vector=1",
+            "vector=a:1",
+            "vector=1:b",
+            "last=x",
+            "other=1",
+            "ts=5",
+            "ts=a.1",
+            "ts=1.-1",
+        ] {
             let e = parse(Some(bad)).unwrap_err();
             assert!(e.starts_with(HEADER), "{bad}: {e}");
         }

@@ -187,6 +187,9 @@ pub fn timestamp_in(t: Option<&pb::HlcTimestamp>) -> meridian_types::hlc::Timest
     })
 }
 
+/// The rule a forged session timestamp breaks ([`session_timestamp`]).
+pub const SESSION_TIMESTAMP_AHEAD: &str = "session_timestamp_ahead";
+
 /// Refuses a session timestamp further ahead of this node's clock than the maximum clock
 /// offset: no session can have seen one (every timestamp comes from some node's clock), so it
 /// was made up, and a write stamped above it would carry the group's timestamps past every
@@ -199,7 +202,7 @@ pub fn session_timestamp(
     let ahead = t.physical.saturating_sub(now);
     if ahead > clock.max_offset_us() {
         return Err(Error::invalid(
-            "session_timestamp_ahead",
+            SESSION_TIMESTAMP_AHEAD,
             "session.timestamp",
             format!(
                 "the session's timestamp {t} is {ahead} µs ahead of this node's clock, more \

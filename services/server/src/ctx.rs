@@ -294,7 +294,16 @@ impl NodeCtx {
             // learner, it has no batching proposer; each write goes alone.
             return match self.host.get(group) {
                 Some(h) if h.raft.metrics().borrow_watched().state == ServerState::Leader => {
-                    local_outcome(crate::proposer::propose_alone(group, &h.raft, cmd).await)
+                    local_outcome(
+                        crate::proposer::propose_alone(
+                            group,
+                            &h.raft,
+                            cmd,
+                            &self.timestamps,
+                            after,
+                        )
+                        .await,
+                    )
                 }
                 _ => Err(LocalWrite::NoProposer),
             };

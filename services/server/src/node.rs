@@ -147,8 +147,9 @@ pub struct SimEnv {
     pub physical: meridian_types::hlc::Physical,
 }
 
-/// The largest offset between two nodes' clocks a node assumes (docs/closed-timestamps.md):
-/// nothing relies on it until timestamps serve reads.
+/// The largest offset between two nodes' clocks a node assumes (docs/closed-timestamps.md): a
+/// write whose session timestamp is further ahead of this node's clock is refused (no node
+/// can have given it). Not yet configurable.
 pub const MAX_CLOCK_OFFSET_US: u64 = 250_000;
 
 /// Where a node accepts connections.

@@ -126,16 +126,27 @@ fn unanswered() -> Error {
 }
 
 /// Proposes `cmd` alone, without a proposer (a node started as the group's learner, promoted
-/// since, that now leads it).
-pub async fn propose_alone(group: GroupId, raft: &Raft, cmd: Command) -> Result<Outcome> {
+/// since, that now leads it), stamped from `clock` above the writer's session timestamp
+/// `after`, as a proposer would; the result is `CommandResult::Stamped`.
+pub async fn propose_alone(
+    group: GroupId,
+    raft: &Raft,
+    cmd: Command,
+    clock: &NodeClock,
+    after: Timestamp,
+) -> Result<Outcome> {
     let (reply, rx) = oneshot::channel();
+    let stamp = Stamp {
+        at: clock.now().max(after.next()),
+        closed: None,
+    };
     let proposal = Proposal {
         cmd,
-        after: Timestamp::ZERO,
+        after,
         reply,
         span: tracing::Span::none(),
     };
-    submit(group, raft, vec![proposal], &Steps::default(), None).await;
+    submit(group, raft, vec![proposal], &Steps::default(), Some(stamp)).await;
     rx.await.map_err(|_| unanswered())
 }
 

@@ -75,12 +75,13 @@ impl KvService {
             .collect();
         let mut header = None;
         if let Some((group, _)) = current.lookup.group_of(path) {
-            let r = self
+            let mut r = self
                 .ctx
                 .prepare_read(group, req.read.as_ref(), req.session.as_ref())
                 .await?;
             let ((children, _), rev) = {
                 let s = r.handle.shared.read();
+                r.at = s.stamps.applied;
                 (s.children(path, None, usize::MAX), s.revision)
             };
             names.extend(children);

@@ -122,6 +122,17 @@ pub struct Header {
     pub lag_ms: u64,
     /// The router synced the group before this read.
     pub synced: bool,
+    /// A write's commit timestamp, a read's the commit timestamp of what its replica had
+    /// applied (docs/closed-timestamps.md); absent when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Timestamp>,
+}
+
+/// A hybrid logical clock timestamp: µs since the Unix epoch, then a counter.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timestamp {
+    pub physical_us: u64,
+    pub logical: u32,
 }
 
 impl Header {
@@ -138,6 +149,10 @@ impl Header {
                 .collect(),
             lag_ms: h.lag_ms,
             synced: h.synced,
+            timestamp: h.timestamp.map(|t| Timestamp {
+                physical_us: t.physical_us,
+                logical: t.logical,
+            }),
         })
     }
 }

@@ -214,6 +214,15 @@ fn error_body(s: &tonic::Status) -> json::ErrorBody {
     }
 }
 
+/// Whether `s` refused the session's timestamp as one no node gave.
+fn refused_session_timestamp(s: &tonic::Status) -> bool {
+    matches!(
+        error_body(s).detail,
+        Some(json::ErrorDetail::InvalidArgument { rule, .. })
+            if rule == crate::convert::SESSION_TIMESTAMP_AHEAD
+    )
+}
+
 /// A gRPC status as an HTTP answer. A stale read's unmet bound is 412: the condition that
 /// failed is the request's own `max_lag_ms`, not the server.
 fn status_response(s: &tonic::Status) -> Response {
@@ -325,10 +334,14 @@ where
             let after = session::after(&before, header(&r), step);
             (after, axum::Json(O::from(r)).into_response())
         }
-        Err(s) => (
-            session::after(&before, None, Step::Unknown),
-            status_response(&s),
-        ),
+        Err(s) => {
+            let mut after = session::after(&before, None, Step::Unknown);
+            // A forged timestamp is not handed back: the session goes on without it.
+            if refused_session_timestamp(&s) {
+                after.timestamp = None;
+            }
+            (after, status_response(&s))
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&session::render(&after)) {
         response.headers_mut().insert(session::HEADER, v);

@@ -29,6 +29,19 @@ fn put(key: &str, session: Option<Session>) -> tonic::Request<PutRequest> {
     })
 }
 
+async fn get(
+    kv: &mut KvClient<tonic::transport::Channel>,
+    key: &str,
+) -> meridian_proto::kv::GetResponse {
+    kv.get(GetRequest {
+        key: key.as_bytes().to_vec(),
+        ..Default::default()
+    })
+    .await
+    .expect("get")
+    .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_carry_timestamps_and_a_write_commits_above_its_session() {
     common::watchdog(Duration::from_secs(120));
@@ -54,14 +67,7 @@ async fn writes_and_reads_carry_timestamps_and_a_write_commits_above_its_session
     );
     // A read carries the timestamp of the last entry its replica had applied: this write's, or
     // a later one's.
-    let r = kv
-        .get(GetRequest {
-            key: b"/t/a".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let r = get(&mut kv, "/t/a").await;
     let rt = r
         .header
         .as_ref()
@@ -113,14 +119,7 @@ async fn writes_and_reads_carry_timestamps_and_a_write_commits_above_its_session
         .expect_err("a forged session timestamp");
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert!(e.message().contains("maximum clock offset"), "{e}");
-    let absent = kv
-        .get(GetRequest {
-            key: b"/t/forged".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let absent = get(&mut kv, "/t/forged").await;
     assert!(absent.kv.is_none(), "nothing was written");
 
     // The SDK's session keeps the highest timestamp it has seen.

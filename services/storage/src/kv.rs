@@ -40,6 +40,14 @@ pub struct KvState {
     pub stamps: meridian_types::hlc::Stamps,
 }
 
+/// A command the state machine refuses, with the rule it broke; nothing changes.
+pub(crate) fn reject(rule: &str, message: String) -> CommandResult {
+    CommandResult::Rejected(Rejection {
+        rule: rule.to_string(),
+        message,
+    })
+}
+
 fn missing_lease(id: u64) -> CommandResult {
     CommandResult::Rejected(Rejection {
         rule: "lease_not_found".into(),
@@ -67,7 +75,7 @@ impl KvState {
         // The state machine takes an entry's stamp off before it gets here (sm.rs): one inside
         // another command was not made by a proposer.
         if let Command::Stamped { .. } = cmd {
-            return crate::lease_rules::reject(
+            return reject(
                 "nested_stamp",
                 "a stamp is put by a group's proposer around a whole entry; a stamped command \
                  inside another is refused, nothing was written"

@@ -4,20 +4,13 @@
 //! `Checkpoint` and `DelayEnd` commands. A lease's keys are deleted in the entry that expires
 //! or revokes it. The records themselves are [`crate::leases`].
 
-use crate::kv::KvState;
+use crate::kv::{reject, KvState};
 use crate::leases::{KeyRef, LeaseKeys, LeaseState};
 use crate::locks::LockState;
 use meridian_types::{
-    CommandResult, Event, EventKind, KeyValue, LeaseCommand, LeaseRecord, LeaseResult, Rejection,
+    CommandResult, Event, EventKind, KeyValue, LeaseCommand, LeaseRecord, LeaseResult,
     LEASE_GROUP_SHIFT,
 };
-
-pub(crate) fn reject(rule: &str, message: String) -> CommandResult {
-    CommandResult::Rejected(Rejection {
-        rule: rule.to_string(),
-        message,
-    })
-}
 
 pub(crate) fn lease_missing(id: u64) -> CommandResult {
     reject(

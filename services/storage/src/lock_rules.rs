@@ -6,8 +6,9 @@
 //! `lock_delay_ms`, ended by the leader's `DelayEnd`. The queues themselves are
 //! [`crate::locks`].
 
+use crate::kv::reject;
 use crate::kv::KvState;
-use crate::lease_rules::{lease_missing, reject};
+use crate::lease_rules::lease_missing;
 use crate::locks::{kind_name, parse_waiter_key, waiter_key, LockState, Queue, Waiter};
 use meridian_types::{CommandResult, Event, EventKind, KeyValue, LeaseResult, LockKind, LockMode};
 use std::sync::Arc;

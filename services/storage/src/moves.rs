@@ -4,8 +4,7 @@
 //! Writes under a frozen subtree are answered `WrongGroup{epoch}` and change nothing; reads are
 //! still served (the data does not change while frozen).
 
-use crate::kv::KvState;
-use crate::lease_rules::reject;
+use crate::kv::{reject, KvState};
 use meridian_types::{
     Command, CommandResult, Event, EventKind, KeyValue, MoveCommand, MOVE_BYTES_MAX,
 };

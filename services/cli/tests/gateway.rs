@@ -129,7 +129,20 @@ async fn the_gateway_serves_the_api_with_tokens_and_sessions() {
     );
     assert_eq!(got["kv"]["value"], "hello", "{got}");
     assert_eq!(got["kv"]["mod_revision"].as_u64(), Some(rev));
-    assert!(after.ends_with(";last=1"), "{after}");
+    assert!(after.contains(";last=1"), "{after}");
+    // The session keeps the highest timestamp it has seen: the read's, at least the put's.
+    let put_ts = &put["header"]["timestamp"];
+    let put_ts = (
+        put_ts["physical_us"].as_u64().expect("a commit timestamp"),
+        put_ts["logical"].as_u64().expect("its counter"),
+    );
+    let ts_of = |s: &str| -> (u64, u64) {
+        let t = s.split(";ts=").nth(1).expect("the session's timestamp");
+        let (p, l) = t.split_once('.').expect("P.L");
+        (p.parse().expect("µs"), l.parse().expect("counter"))
+    };
+    assert!(ts_of(&session) >= put_ts, "{session} vs {put_ts:?}");
+    assert!(ts_of(&after) >= ts_of(&session), "{after} went back from {session}");
 
     // Binary values travel as base64; `meridian-token` works as well as Bearer.
     let tok: &[(&str, &str)] = &[("meridian-token", &token)];

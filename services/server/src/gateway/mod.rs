@@ -367,7 +367,7 @@ fn other_step<J>(_: &J) -> (Step, Duration) {
 
 /// Get one key.
 #[utoipa::path(post, path = "/v1/kv/get", tag = "kv", request_body = json::GetRequest,
-    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, body = json::GetResponse, headers(("meridian-session" = String))),
               (status = "default", body = json::ErrorBody)))]
 async fn kv_get(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -384,7 +384,7 @@ async fn kv_get(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Res
 
 /// Put one key (conditional, sequential, with a lease).
 #[utoipa::path(post, path = "/v1/kv/put", tag = "kv", request_body = json::PutRequest,
-    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, body = json::PutResponse, headers(("meridian-session" = String))),
               (status = "default", body = json::ErrorBody)))]
 async fn kv_put(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -401,7 +401,7 @@ async fn kv_put(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Res
 
 /// Every key under a prefix, a page at a time.
 #[utoipa::path(post, path = "/v1/kv/range", tag = "kv", request_body = json::RangeRequest,
-    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, body = json::RangeResponse, headers(("meridian-session" = String))),
               (status = "default", body = json::ErrorBody)))]
 async fn kv_range(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -418,7 +418,7 @@ async fn kv_range(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> R
 
 /// The direct children of a path (`ls`).
 #[utoipa::path(post, path = "/v1/kv/list", tag = "kv", request_body = json::ListRequest,
-    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, body = json::ListResponse, headers(("meridian-session" = String))),
               (status = "default", body = json::ErrorBody)))]
 async fn kv_list(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -435,7 +435,7 @@ async fn kv_list(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Re
 
 /// Delete a key, or every key under a prefix.
 #[utoipa::path(post, path = "/v1/kv/delete", tag = "kv", request_body = json::DeleteRequest,
-    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, body = json::DeleteResponse, headers(("meridian-session" = String))),
               (status = "default", body = json::ErrorBody)))]
 async fn kv_delete(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -452,7 +452,7 @@ async fn kv_delete(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> 
 
 /// Compare, then put/delete/get atomically in one group.
 #[utoipa::path(post, path = "/v1/kv/txn", tag = "kv", request_body = json::TxnRequest,
-    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    params(("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, body = json::TxnResponse, headers(("meridian-session" = String))),
               (status = "default", body = json::ErrorBody)))]
 async fn kv_txn(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
@@ -470,7 +470,7 @@ async fn kv_txn(State(g): State<Gateway>, headers: HeaderMap, body: Body) -> Res
 /// Changes of a key or prefix as server-sent events: each `data:` is a `WatchResponse`; a
 /// failure ends the stream with an `event: error` whose data is an `ErrorBody`.
 #[utoipa::path(get, path = "/v1/watch", tag = "kv", params(json::WatchQuery,
-    ("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G`")),
+    ("meridian-session" = Option<String>, Header, description = "The session: `vector=G:R,...;last=G[;ts=P.L]`")),
     responses((status = 200, content_type = "text/event-stream", body = json::WatchResponse),
               (status = "default", body = json::ErrorBody)))]
 async fn watch(

@@ -142,7 +142,10 @@ async fn the_gateway_serves_the_api_with_tokens_and_sessions() {
         (p.parse().expect("µs"), l.parse().expect("counter"))
     };
     assert!(ts_of(&session) >= put_ts, "{session} vs {put_ts:?}");
-    assert!(ts_of(&after) >= ts_of(&session), "{after} went back from {session}");
+    assert!(
+        ts_of(&after) >= ts_of(&session),
+        "{after} went back from {session}"
+    );
 
     // Binary values travel as base64; `meridian-token` works as well as Bearer.
     let tok: &[(&str, &str)] = &[("meridian-token", &token)];

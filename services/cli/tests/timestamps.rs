@@ -29,6 +29,11 @@ fn put(key: &str, session: Option<Session>) -> tonic::Request<PutRequest> {
     })
 }
 
+/// The timestamp a response header carries (`what`: which one, for the failure).
+fn stamp_of(header: &Option<meridian_proto::kv::ResponseHeader>, what: &str) -> HlcTimestamp {
+    header.as_ref().and_then(|h| h.timestamp).expect(what)
+}
+
 async fn get(
     kv: &mut KvClient<tonic::transport::Channel>,
     key: &str,
@@ -56,11 +61,7 @@ async fn writes_and_reads_carry_timestamps_and_a_write_commits_above_its_session
     // A write's header carries its commit timestamp, taken from this node's wall clock.
     let before = wall_us();
     let w1 = kv.put(put("/t/a", None)).await.expect("put").into_inner();
-    let t1 = w1
-        .header
-        .as_ref()
-        .and_then(|h| h.timestamp)
-        .expect("a commit timestamp");
+    let t1 = stamp_of(&w1.header, "a commit timestamp");
     assert!(
         t1.physical_us + 1_000 >= before && t1.physical_us <= wall_us() + 1_000,
         "{t1:?} is the wall clock's time of the write (~{before})"
@@ -68,11 +69,7 @@ async fn writes_and_reads_carry_timestamps_and_a_write_commits_above_its_session
     // A read carries the timestamp of the last entry its replica had applied: this write's, or
     // a later one's.
     let r = get(&mut kv, "/t/a").await;
-    let rt = r
-        .header
-        .as_ref()
-        .and_then(|h| h.timestamp)
-        .expect("a read timestamp");
+    let rt = stamp_of(&r.header, "a read timestamp");
     assert!(order(&rt) >= order(&t1), "{rt:?} < {t1:?}");
 
     // A session that has seen a timestamp ahead of this node's clock (another node's, within
@@ -90,19 +87,11 @@ async fn writes_and_reads_carry_timestamps_and_a_write_commits_above_its_session
         .await
         .expect("put above the session")
         .into_inner();
-    let t2 = w2
-        .header
-        .as_ref()
-        .and_then(|h| h.timestamp)
-        .expect("timestamp");
+    let t2 = stamp_of(&w2.header, "timestamp");
     assert!(order(&t2) > order(&ahead), "{t2:?} is not above {ahead:?}");
     // Every later write of the group commits above it, whatever its session says.
     let w3 = kv.put(put("/t/c", None)).await.expect("put").into_inner();
-    let t3 = w3
-        .header
-        .as_ref()
-        .and_then(|h| h.timestamp)
-        .expect("timestamp");
+    let t3 = stamp_of(&w3.header, "timestamp");
     assert!(order(&t3) > order(&t2), "{t3:?} is not above {t2:?}");
 
     // A session timestamp no node can have given (10 s ahead) is refused; nothing is written.

@@ -125,6 +125,14 @@ fn unanswered() -> Error {
     )
 }
 
+/// An entry's stamp: the node's clock, raised above the writers' session timestamp `after`.
+fn stamp_above(clock: &NodeClock, after: Timestamp) -> Stamp {
+    Stamp {
+        at: clock.now().max(after.next()),
+        closed: None,
+    }
+}
+
 /// Proposes `cmd` alone, without a proposer (a node started as the group's learner, promoted
 /// since, that now leads it), stamped from `clock` above the writer's session timestamp
 /// `after`, as a proposer would; the result is `CommandResult::Stamped`.
@@ -136,10 +144,7 @@ pub async fn propose_alone(
     after: Timestamp,
 ) -> Result<Outcome> {
     let (reply, rx) = oneshot::channel();
-    let stamp = Stamp {
-        at: clock.now().max(after.next()),
-        closed: None,
-    };
+    let stamp = stamp_above(clock, after);
     let proposal = Proposal {
         cmd,
         after,
@@ -220,10 +225,7 @@ async fn run(
         // Concurrent entries may reach the log in either order: the state machine raises each
         // stamp above the one before it (`Stamps::apply`), the same on every replica.
         let after = batch.iter().map(|p| p.after).max().unwrap_or_default();
-        let stamp = Stamp {
-            at: clock.now().max(after.next()),
-            closed: None,
-        };
+        let stamp = stamp_above(&clock, after);
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();

@@ -56,6 +56,14 @@ pub struct DevArgs {
     /// command that restarts it.
     #[arg(long)]
     pub(crate) processes: bool,
+    /// How reads that switch groups stay sequentially consistent: `sync` (a sync before the
+    /// read) or `local-writes` (closed timestamps: no sync; docs/closed-timestamps.md).
+    #[arg(long, value_enum, default_value_t = Reads::Sync)]
+    reads: Reads,
+    /// TEST ONLY: serve reads by closed timestamps without waiting for the replica's closed
+    /// timestamp (breaks sequential consistency; proves the x/y test can fail).
+    #[arg(long, hide = true)]
+    unsafe_read_before_closed: bool,
     /// TEST ONLY: turn off the router's sync-on-switch, which breaks sequential consistency
     /// across groups (the anomaly test uses it to prove it can fail).
     #[arg(long, hide = true)]
@@ -270,6 +278,8 @@ async fn run_topology(args: &DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitC
             },
             ..NodeConfig::default()
         };
+        cfg.timestamps.profile = args.reads.profile();
+        cfg.limits.inject_read_before_closed = args.unsafe_read_before_closed;
         configure(security, &mut cfg);
         let listen = http_listen(args, &n.address)?;
         http.insert(n.id.to_string(), json!(listen));
@@ -528,6 +538,8 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
             peers: peers.clone(),
             ..NodeConfig::default()
         };
+        cfg.timestamps.profile = args.reads.profile();
+        cfg.limits.inject_read_before_closed = args.unsafe_read_before_closed;
         configure(security, &mut cfg);
         let listen = http_listen(args, &p.address)?;
         http.insert(p.id.to_string(), json!(listen));
@@ -567,4 +579,20 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
     // shutdown step, and nine in a row would take most of a minute.
     futures::future::join_all(nodes.into_iter().map(|n| n.shutdown())).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `meridian dev --reads`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reads {
+    Sync,
+    LocalWrites,
+}
+
+impl Reads {
+    fn profile(self) -> meridian_server::config::TimestampProfile {
+        match self {
+            Reads::Sync => meridian_server::config::TimestampProfile::Sync,
+            Reads::LocalWrites => meridian_server::config::TimestampProfile::LocalWrites,
+        }
+    }
 }

@@ -80,6 +80,54 @@ fn xy_anomaly_never_with_sync_seen_without() {
     eprintln!("without sync: {both_stale}/200 rounds had both reads stale; checker: {v}");
 }
 
+/// Syncs this router (the one `client` speaks to) has sent, over every group it hosts.
+async fn syncs_sent(client: &meridian_sdk::Client) -> u64 {
+    let s = client.status(false).await.expect("status");
+    s.groups.iter().map(|g| g.syncs_sent).sum()
+}
+
+/// The same rounds by closed timestamps (`--reads local-writes`, docs/closed-timestamps.md):
+/// never both reads stale, the checker accepts the history, and not one sync is sent — every
+/// switch read waited for the local replica's closed timestamp instead.
+#[test]
+fn xy_by_closed_timestamps_sends_no_sync() {
+    let (_serial, dev) = cluster(&["--reads", "local-writes"]);
+    // Mode e's counterpart of the test above.
+    let probes = rt().block_on(async {
+        let a = dev.client("us-east", CALL);
+        let b = dev.client("eu-west", CALL);
+        (syncs_sent(&a).await, syncs_sent(&b).await)
+    });
+    let (both_stale, history) = xy(&dev, 200);
+    assert_eq!(
+        both_stale, 0,
+        "both reads stale in {both_stale} of 200 rounds by closed timestamps"
+    );
+    if let Err(v) = check_sequential(&history) {
+        panic!("the checker rejects a history by closed timestamps: {v}");
+    }
+    let after = rt().block_on(async {
+        let a = dev.client("us-east", CALL);
+        let b = dev.client("eu-west", CALL);
+        (syncs_sent(&a).await, syncs_sent(&b).await)
+    });
+    assert_eq!(
+        (after.0 - probes.0, after.1 - probes.1),
+        (0, 0),
+        "reads by closed timestamps sent syncs"
+    );
+    drop(dev);
+
+    // The same without the wait for the closed timestamp (test-only): the anomaly shows.
+    let dev = DevCluster::start(&["--reads", "local-writes", "--unsafe-read-before-closed"]);
+    let (both_stale, history) = xy(&dev, 200);
+    assert!(
+        both_stale > 0,
+        "serving before the closed timestamp, the anomaly should show in 200 rounds"
+    );
+    check_sequential(&history).expect_err("the checker must flag the anomaly");
+}
+
 /// Tiny deterministic PRNG for the workload (xorshift64*).
 struct Rng(u64);
 impl Rng {

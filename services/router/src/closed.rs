@@ -94,6 +94,14 @@ impl Closer {
     }
 }
 
+/// The timestamp of a read served by closed timestamps for a session at `session`, from a
+/// state whose last commit timestamp is `applied`: the larger. Every later entry commits above
+/// both (the replica had closed the session's timestamp), so the read sees exactly the entries
+/// at or below its timestamp; the session's own order is kept (never below `session`).
+pub fn read_timestamp(session: Timestamp, applied: Timestamp) -> Timestamp {
+    session.max(applied)
+}
+
 /// What a replica does with a read at a session's timestamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadAt {
@@ -149,12 +157,18 @@ impl ReplicaClosed {
         self.closed
     }
 
+    /// When (monotonic ms) a closed timestamp that does not move becomes too stale to wait
+    /// for ([`ReadAt::Fallback`] after this).
+    pub fn stale_at_ms(&self, stale_after_ms: u64) -> u64 {
+        self.moved_ms.saturating_add(stale_after_ms)
+    }
+
     /// A read for a session that has seen up to `session`, at monotonic time `now_ms`, when a
     /// closed timestamp that has not moved for `stale_after_ms` is no longer trusted to move.
     pub fn read_at(&self, session: Timestamp, now_ms: u64, stale_after_ms: u64) -> ReadAt {
         if self.closed >= session {
             return ReadAt::Serve {
-                at: session.max(self.applied),
+                at: read_timestamp(session, self.applied),
             };
         }
         if now_ms.saturating_sub(self.moved_ms) > stale_after_ms {

@@ -7,14 +7,14 @@
 //! - [`Rounds`]: coalescing. Callers that need a round (a sync, a leadership confirmation)
 //!   while one is running share the next one, started after they arrived; long rounds overlap
 //!   ([`Rounds::spacing`]).
-//! - [`Closer`], [`ReplicaClosed`], [`Profile`]: closed timestamps (issue 19, not yet wired):
-//!   the leader's commit and closed timestamps, and whether a replica can serve a read at a
-//!   session's timestamp without a sync.
+//! - [`Closer`], [`ReplicaClosed`], [`Profile`]: closed timestamps (issue 19): the leader's
+//!   commit and closed timestamps, and whether a replica can serve a read at a session's
+//!   timestamp without a sync ([`SwitchRule::ClosedTimestamps`]).
 
 mod closed;
 mod plan;
 mod rounds;
 
-pub use closed::{Closer, Profile, ReadAt, ReplicaClosed};
-pub use plan::{plan_read, ReadLevel, ReadPlan, VersionVector};
+pub use closed::{read_timestamp, Closer, Profile, ReadAt, ReplicaClosed};
+pub use plan::{plan_read, ReadLevel, ReadPlan, SwitchRule, VersionVector};
 pub use rounds::{Join, Rounds};

@@ -16,6 +16,19 @@ pub enum ReadLevel {
     Stale { max_lag_ms: u64 },
 }
 
+/// How a router makes a read that switches groups sequentially consistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchRule {
+    /// Sync-before-read (DESIGN.md §2): a read index from the group's leader first.
+    Sync,
+    /// Closed timestamps (docs/closed-timestamps.md): every sequential or linearizable read
+    /// waits until the replica's closed timestamp reaches the session's, and is served at a
+    /// timestamp at least the session's; no sync for a switch.
+    ClosedTimestamps,
+    /// Neither: only the test that proves the anomaly exists without a rule uses it.
+    UnsafeNone,
+}
+
 /// What the router does for one read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadPlan {
@@ -27,34 +40,42 @@ pub struct ReadPlan {
     pub min_applied: u64,
     /// Refuse when the replica is known to lag more than this (ms).
     pub max_lag_ms: Option<u64>,
+    /// Wait until the replica's closed timestamp reaches the session's timestamp, and serve
+    /// the read at a timestamp at least the session's.
+    pub at_timestamp: bool,
 }
 
 /// Decides how to serve a read of `target` for a session whose previous operation was on
-/// `last_group` and whose vector says `vector`. `sync_on_switch` is only ever false in the
-/// test that proves the anomaly exists without it.
+/// `last_group` and whose vector says `vector`, under the router's `rule`.
 pub fn plan_read(
     level: ReadLevel,
     target: GroupId,
     last_group: Option<GroupId>,
     vector: &VersionVector,
-    sync_on_switch: bool,
+    rule: SwitchRule,
 ) -> ReadPlan {
     let min_applied = vector.get(target);
+    let by_timestamp = rule == SwitchRule::ClosedTimestamps;
     match level {
+        // A linearizable read still asks the leader; by timestamps it also waits for the
+        // session's timestamp, so the timestamp order places it after what its session saw.
         ReadLevel::Linearizable => ReadPlan {
             sync: true,
             min_applied,
             max_lag_ms: None,
+            at_timestamp: by_timestamp,
         },
         ReadLevel::Sequential => ReadPlan {
-            sync: sync_on_switch && last_group.is_some_and(|g| g != target),
+            sync: rule == SwitchRule::Sync && last_group.is_some_and(|g| g != target),
             min_applied,
             max_lag_ms: None,
+            at_timestamp: by_timestamp,
         },
         ReadLevel::Stale { max_lag_ms } => ReadPlan {
             sync: false,
             min_applied,
             max_lag_ms: (max_lag_ms > 0).then_some(max_lag_ms),
+            at_timestamp: false,
         },
     }
 }
@@ -126,7 +147,7 @@ mod tests {
         v
     }
 
-    /// Every combination of level × previous group × switch setting.
+    /// Every combination of level × previous group × switch rule.
     #[test]
     fn sync_decision_table() {
         let v = vv(&[(A, 7), (B, 3)]);
@@ -138,16 +159,23 @@ mod tests {
         ];
         for level in levels {
             for last in [None, Some(A), Some(B)] {
-                for sync_on_switch in [true, false] {
-                    let p = plan_read(level, B, last, &v, sync_on_switch);
+                for rule in [
+                    SwitchRule::Sync,
+                    SwitchRule::ClosedTimestamps,
+                    SwitchRule::UnsafeNone,
+                ] {
+                    let p = plan_read(level, B, last, &v, rule);
                     let expect_sync = match level {
                         ReadLevel::Linearizable => true,
-                        ReadLevel::Sequential => sync_on_switch && last == Some(A),
+                        ReadLevel::Sequential => rule == SwitchRule::Sync && last == Some(A),
                         ReadLevel::Stale { .. } => false,
                     };
+                    assert_eq!(p.sync, expect_sync, "{level:?} last={last:?} {rule:?}");
+                    let expect_at = rule == SwitchRule::ClosedTimestamps
+                        && !matches!(level, ReadLevel::Stale { .. });
                     assert_eq!(
-                        p.sync, expect_sync,
-                        "{level:?} last={last:?} {sync_on_switch}"
+                        p.at_timestamp, expect_at,
+                        "{level:?} last={last:?} {rule:?}"
                     );
                     assert_eq!(p.min_applied, 3, "the vector entry of the target group");
                     let expect_lag = match level {
@@ -164,10 +192,10 @@ mod tests {
     #[test]
     fn same_group_and_fresh_session_do_not_sync() {
         let v = VersionVector::new();
-        assert!(!plan_read(ReadLevel::Sequential, A, Some(A), &v, true).sync);
-        assert!(!plan_read(ReadLevel::Sequential, A, None, &v, true).sync);
+        assert!(!plan_read(ReadLevel::Sequential, A, Some(A), &v, SwitchRule::Sync).sync);
+        assert!(!plan_read(ReadLevel::Sequential, A, None, &v, SwitchRule::Sync).sync);
         assert_eq!(
-            plan_read(ReadLevel::Sequential, A, None, &v, true).min_applied,
+            plan_read(ReadLevel::Sequential, A, None, &v, SwitchRule::Sync).min_applied,
             0
         );
     }

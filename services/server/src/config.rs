@@ -67,6 +67,11 @@ pub struct Limits {
     /// answered "acquired" at once — what the simulation's lock checker must catch.
     #[serde(skip)]
     pub inject_early_lock_grant: bool,
+    /// Test-only bug, never read from a file: a read by closed timestamps is served without
+    /// waiting for the replica's closed timestamp to reach the session's — what the
+    /// simulation's checkers must catch in mode e.
+    #[serde(skip)]
+    pub inject_read_before_closed: bool,
 }
 
 impl Default for Limits {
@@ -92,6 +97,7 @@ impl Default for Limits {
             move_step_pause_ms: 0,
             inject_drop_watch_revision: None,
             inject_early_lock_grant: false,
+            inject_read_before_closed: false,
         }
     }
 }
@@ -119,6 +125,7 @@ pub struct NodeConfig {
     /// relay). Unlisted addresses are dialed as they are.
     pub dial: BTreeMap<String, String>,
     pub router: RouterConfig,
+    pub timestamps: TimestampsConfig,
     pub raft: Timing,
     pub limits: Limits,
     pub security: SecurityConfig,
@@ -303,6 +310,83 @@ pub struct RouterConfig {
     pub sync_on_switch: bool,
 }
 
+/// How reads that switch groups are made sequentially consistent (docs/closed-timestamps.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestampProfile {
+    /// Sync-before-read (DESIGN.md §2): a read that switches groups asks the group's leader
+    /// for a read index first — one round trip to it.
+    Sync,
+    /// Closed timestamps, closed at the leader's clock (less `lag_ms`): the leaders of the
+    /// groups this node leads publish a promise every `close_interval_ms`; a read is served
+    /// once the local replica's closed timestamp reaches the session's timestamp — no sync.
+    LocalWrites,
+}
+
+/// `[timestamps]`: closed timestamps (issue 19, docs/closed-timestamps.md). Every node of a
+/// cluster should say the same; a router reading by timestamps from a group whose leader does
+/// not close waits for the group's writes and refuses after `stale_after_ms` — never an older
+/// view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimestampsConfig {
+    pub profile: TimestampProfile,
+    /// How often a leader adds a promise (an empty entry when its group had no write since).
+    pub close_interval_ms: u64,
+    /// How far behind its clock a `local-writes` leader closes.
+    pub lag_ms: u64,
+    /// A read waiting for a replica's closed timestamp gives up (refuses, never serves an
+    /// older view) once the closed timestamp has not moved for this long.
+    pub stale_after_ms: u64,
+}
+
+impl Default for TimestampsConfig {
+    fn default() -> Self {
+        Self {
+            profile: TimestampProfile::Sync,
+            close_interval_ms: 10,
+            lag_ms: 0,
+            stale_after_ms: 1_000,
+        }
+    }
+}
+
+impl TimestampsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.close_interval_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "timestamps.close_interval_ms must be between 1 and 10000, not {}",
+                self.close_interval_ms
+            )));
+        }
+        if self.lag_ms > 60_000 {
+            return Err(ConfigError::Invalid(format!(
+                "timestamps.lag_ms must be at most 60000, not {}",
+                self.lag_ms
+            )));
+        }
+        if self.stale_after_ms < 2 * self.close_interval_ms || self.stale_after_ms > 600_000 {
+            return Err(ConfigError::Invalid(format!(
+                "timestamps.stale_after_ms must be at least twice close_interval_ms ({}) and at \
+                 most 600000, not {}",
+                2 * self.close_interval_ms,
+                self.stale_after_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// The profile the leaders close with, or `None` for sync-before-read.
+    pub fn closing(&self) -> Option<meridian_router::Profile> {
+        match self.profile {
+            TimestampProfile::Sync => None,
+            TimestampProfile::LocalWrites => Some(meridian_router::Profile::LocalWrites {
+                lag_us: self.lag_ms * 1_000,
+            }),
+        }
+    }
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
@@ -330,6 +414,7 @@ impl Default for NodeConfig {
             security: SecurityConfig::default(),
             http: HttpConfig::default(),
             telemetry: TelemetryConfig::default(),
+            timestamps: TimestampsConfig::default(),
         }
     }
 }
@@ -400,6 +485,7 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.telemetry.validate()?;
+        self.timestamps.validate()?;
         if self.node_id == 0 {
             return Err(ConfigError::Invalid("node_id must be at least 1".into()));
         }

@@ -206,7 +206,8 @@ pub fn session_timestamp(
             "session.timestamp",
             format!(
                 "the session's timestamp {t} is {ahead} µs ahead of this node's clock, more \
-                 than the maximum clock offset of {} µs: no node gave it; nothing was written",
+                 than the maximum clock offset of {} µs: no node gave it; refused, nothing \
+                 was read or written",
                 clock.max_offset_us()
             ),
         ));

@@ -56,6 +56,8 @@ pub struct NodeCtx {
     /// Sync before a read that switches groups. Only the test that proves the anomaly turns
     /// this off.
     pub sync_on_switch: bool,
+    /// Reads by closed timestamps instead of sync-before-read (docs/closed-timestamps.md).
+    pub closed_reads: Option<ClosedReads>,
     pub forwarded_writes: AtomicU64,
     /// The only clock lease deadlines are measured on (monotonic; injectable for tests).
     pub clock: Arc<dyn meridian_locks::Clock>,
@@ -66,6 +68,13 @@ pub struct NodeCtx {
     pub leader_leases: BTreeMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
     /// Queued lock acquires waiting for their grant, per group hosted here.
     pub lock_waits: BTreeMap<GroupId, Arc<crate::lock_waits::LockWaits>>,
+}
+
+/// How this router serves reads by closed timestamps.
+#[derive(Clone, Copy, Debug)]
+pub struct ClosedReads {
+    /// A closed timestamp that has not moved for this long is no longer waited for.
+    pub stale_after: Duration,
 }
 
 impl NodeCtx {

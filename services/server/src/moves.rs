@@ -26,6 +26,7 @@ use meridian_consensus::GroupHandle;
 use meridian_proto::peer::forward_client::ForwardClient;
 use meridian_proto::peer::{MoveCopyReply, MoveCopyRequest};
 use meridian_proto::PEER_MESSAGE_BYTES;
+use meridian_types::hlc::Timestamp;
 use meridian_types::{
     Command, CommandResult, DomainPlacement, GroupId, MoveCommand, MoveState, MoveStep,
     PlacementChange, PlacementMap,
@@ -470,21 +471,27 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
                     names,
                 };
                 let frozen_at = Instant::now();
-                let (changed, count, present) =
-                    match ctx.commit(from, Command::Move(freeze)).await? {
-                        (
-                            _,
-                            CommandResult::Delta {
-                                changed,
-                                count,
-                                present,
-                            },
-                        ) => (changed, count, present),
-                        (_, CommandResult::Rejected(r)) => return Ok(refused(r)),
-                        (_, other) => {
-                            return Err(Error::Internal(format!("freeze answered {other:?}")))
-                        }
-                    };
+                // The freeze's commit timestamp is above every write of the prefix at the
+                // source (none commits after it): the import commits above it, so the
+                // moved keys' timestamps keep increasing across the move.
+                let (changed, count, present, frozen_ts) = match ctx
+                    .commit_at(from, Command::Move(freeze), Timestamp::ZERO)
+                    .await?
+                {
+                    (
+                        _,
+                        CommandResult::Delta {
+                            changed,
+                            count,
+                            present,
+                        },
+                        ts,
+                    ) => (changed, count, present, ts.unwrap_or_default()),
+                    (_, CommandResult::Rejected(r), _) => return Ok(refused(r)),
+                    (_, other, _) => {
+                        return Err(Error::Internal(format!("freeze answered {other:?}")))
+                    }
+                };
                 tracing::info!(prefix = %req.prefix, id = req.id, changed = changed.len(), count, names, freeze_ms = frozen_at.elapsed().as_millis() as u64, "move: frozen at the source");
                 test_pause(ctx, "frozen").await;
                 let import_at = Instant::now();
@@ -498,7 +505,8 @@ pub async fn serve_copy(ctx: &NodeCtx, req: MoveCopyRequest) -> Result<MoveCopyR
                 };
                 // The import's revision comes with its answer (a repeat answers the first
                 // one's), so nothing here waits for this replica to apply it.
-                match ctx.commit(to, Command::Move(import)).await? {
+                let answer = ctx.commit_at(to, Command::Move(import), frozen_ts).await?;
+                match (answer.0, answer.1) {
                     (_, CommandResult::Imported { at: 0 }) => return Ok(rolled_back()),
                     (_, CommandResult::Imported { at }) => {
                         tracing::info!(prefix = %req.prefix, id = req.id, at, import_ms = import_at.elapsed().as_millis() as u64, "move: imported at the target");

@@ -311,6 +311,13 @@ impl Node {
             MAX_CLOCK_OFFSET_US,
             physical,
         ));
+        let closing = config
+            .timestamps
+            .closing()
+            .map(|profile| crate::proposer::Closing {
+                profile,
+                interval: Duration::from_millis(config.timestamps.close_interval_ms),
+            });
         for (group, role) in topology.groups_of_node(config.node_id) {
             let (voters_rtt, members_rtt) = group_round_trips(&topology, group);
             let raft_config = config
@@ -356,7 +363,7 @@ impl Node {
                 leader_leases.insert(group, Arc::new(std::sync::Mutex::new(LeaderLeases::new())));
                 proposers.insert(
                     group,
-                    Proposer::start(group, raft.clone(), steps, timestamps.clone()),
+                    Proposer::start(group, raft.clone(), steps, timestamps.clone(), closing),
                 );
                 voted.push((group, raft));
             }
@@ -419,6 +426,9 @@ impl Node {
             proposers,
             syncers: Syncers::default(),
             sync_on_switch: config.router.sync_on_switch,
+            closed_reads: closing.map(|_| crate::ctx::ClosedReads {
+                stale_after: Duration::from_millis(config.timestamps.stale_after_ms),
+            }),
             forwarded_writes: AtomicU64::new(0),
             clock: clock.clone(),
             timestamps: timestamps.clone(),

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
+use meridian_router::Profile;
 use meridian_storage::steps::{StepKind, Steps};
 use meridian_types::hlc::{NodeClock, Stamp, Timestamp};
 use meridian_types::metrics::Histogram;
@@ -68,15 +69,25 @@ pub struct ProposerStats {
     pub commit: Histogram,
     /// Commands per entry.
     pub batch: meridian_types::metrics::Sizes,
+    /// Entries made only to carry a promise (an idle group's closed timestamp).
+    pub promises: AtomicU64,
 }
 
 impl Proposer {
     /// `steps` are the group's append and apply times (the trace's `raft.append`/`raft.apply`);
     /// each entry is stamped with a commit timestamp from `clock` (docs/closed-timestamps.md).
-    pub fn start(group: GroupId, raft: Raft, steps: Arc<Steps>, clock: Arc<NodeClock>) -> Self {
+    /// With `closing`, every entry carries a promise and an idle group gets an empty entry
+    /// with one every close interval, while this node leads.
+    pub fn start(
+        group: GroupId,
+        raft: Raft,
+        steps: Arc<Steps>,
+        clock: Arc<NodeClock>,
+        closing: Option<Closing>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(group, raft, rx, stats.clone(), steps, clock));
+        tokio::spawn(run(group, raft, rx, stats.clone(), steps, clock, closing));
         Self { group, tx, stats }
     }
 
@@ -125,11 +136,22 @@ fn unanswered() -> Error {
     )
 }
 
-/// An entry's stamp: the node's clock, raised above the writers' session timestamp `after`.
-fn stamp_above(clock: &NodeClock, after: Timestamp) -> Stamp {
+/// How a leader closes timestamps (docs/closed-timestamps.md): with `profile`, at least every
+/// `interval`.
+#[derive(Clone, Copy, Debug)]
+pub struct Closing {
+    pub profile: Profile,
+    pub interval: std::time::Duration,
+}
+
+/// An entry's stamp: the node's clock, raised above the writers' session timestamp `after`,
+/// with the promise `closing` makes now (taken first: the entry's own stamp is above it, and
+/// the state machine commits every later entry above it, `Stamps::apply`).
+fn stamp_above(clock: &NodeClock, after: Timestamp, closing: Option<Closing>) -> Stamp {
+    let closed = closing.map(|c| c.profile.target(clock.now()));
     Stamp {
         at: clock.now().max(after.next()),
-        closed: None,
+        closed,
     }
 }
 
@@ -144,7 +166,7 @@ pub async fn propose_alone(
     after: Timestamp,
 ) -> Result<Outcome> {
     let (reply, rx) = oneshot::channel();
-    let stamp = stamp_above(clock, after);
+    let stamp = stamp_above(clock, after, None);
     let proposal = Proposal {
         cmd,
         after,
@@ -178,17 +200,32 @@ async fn run(
     stats: Arc<ProposerStats>,
     steps: Arc<Steps>,
     clock: Arc<NodeClock>,
+    closing: Option<Closing>,
 ) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carry: Option<Proposal> = None;
+    // When the last promise went out (with an entry, or alone).
+    let mut promised = tokio::time::Instant::now();
     loop {
         let first = match carry.take() {
             Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
+            None => match next(&mut rx, closing, promised).await {
+                Next::Proposal(p) => p,
+                Next::Stop => return,
+                Next::Close(closing) => {
+                    promised = tokio::time::Instant::now();
+                    if is_leader(&raft) {
+                        if let Ok(permit) = in_flight.clone().acquire_owned().await {
+                            let stamp = stamp_above(&clock, Timestamp::ZERO, Some(closing));
+                            stats.promises.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(promise_alone(group, raft.clone(), stamp, permit));
+                        }
+                    }
+                    continue;
+                }
             },
         };
+        promised = tokio::time::Instant::now();
         // Wait for room first: the longer an entry waits, the more writes it can carry.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
@@ -225,7 +262,7 @@ async fn run(
         // Concurrent entries may reach the log in either order: the state machine raises each
         // stamp above the one before it (`Stamps::apply`), the same on every replica.
         let after = batch.iter().map(|p| p.after).max().unwrap_or_default();
-        let stamp = stamp_above(&clock, after);
+        let stamp = stamp_above(&clock, after, closing);
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();
@@ -240,6 +277,56 @@ async fn run(
                 ),
             }
         });
+    }
+}
+
+enum Next {
+    Proposal(Proposal),
+    /// The close interval passed with no entry: time for a promise alone.
+    Close(Closing),
+    Stop,
+}
+
+/// The next proposal, or (when closing) the close interval's end since the last promise.
+async fn next(
+    rx: &mut mpsc::Receiver<Proposal>,
+    closing: Option<Closing>,
+    promised: tokio::time::Instant,
+) -> Next {
+    let Some(c) = closing else {
+        return rx.recv().await.map_or(Next::Stop, Next::Proposal);
+    };
+    tokio::select! {
+        p = rx.recv() => p.map_or(Next::Stop, Next::Proposal),
+        () = tokio::time::sleep_until(promised + c.interval) => Next::Close(c),
+    }
+}
+
+fn is_leader(raft: &Raft) -> bool {
+    use openraft::async_runtime::watch::WatchReceiver;
+    raft.metrics().borrow_watched().state == openraft::ServerState::Leader
+}
+
+/// Commits an entry that only carries `stamp`'s promise (an idle group's): the group's
+/// replicas then know everything up to it is applied. A failure (leadership lost meanwhile)
+/// is the next leader's to make up: it closes from its own log.
+async fn promise_alone(
+    group: GroupId,
+    raft: Raft,
+    stamp: Stamp,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let cmd = Command::Stamped {
+        stamp,
+        cmd: Box::new(Command::Batch(Vec::new())),
+    };
+    let entry = meridian_consensus::host::write(&raft, cmd);
+    match tokio::time::timeout(ENTRY_WAIT_MAX, entry).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(%group, "a promise entry was not committed: {e}"),
+        Err(_) => {
+            tracing::warn!(%group, "a promise entry was not answered within {ENTRY_WAIT_MAX:?}")
+        }
     }
 }
 

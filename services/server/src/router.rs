@@ -9,7 +9,10 @@ use crate::syncs::{GroupSync, SyncReply, SYNC_WAITERS_MAX};
 use meridian_consensus::GroupHandle;
 use meridian_placement::Placement;
 use meridian_proto::kv as pb;
-use meridian_router::{plan_read, Join, ReadLevel, VersionVector};
+use meridian_router::{
+    plan_read, Join, ReadAt, ReadLevel, ReplicaClosed, SwitchRule, VersionVector,
+};
+use meridian_types::hlc::Timestamp;
 use meridian_types::{Command, GroupId, LeaseCommand, Op};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -70,11 +73,24 @@ pub struct ReadyRead {
     pub lag_ms: u64,
     pub synced: bool,
     /// The read's timestamp: the commit timestamp of the last entry the replica had applied
-    /// when it was read (set by whoever reads the state).
+    /// when it was read (set by whoever reads the state, [`ReadyRead::timestamp`]).
     pub at: meridian_types::hlc::Timestamp,
+    /// Served by closed timestamps: the replica's closed timestamp had reached the session's.
+    pub by_timestamp: bool,
 }
 
 impl ReadyRead {
+    /// The read's timestamp when it reads a state whose timestamps are `stamps`: the last
+    /// commit timestamp applied, or — served by closed timestamps — at least the session's
+    /// (every later entry of the group commits above both; docs/consistency.md).
+    pub fn timestamp(&self, stamps: meridian_types::hlc::Stamps) -> meridian_types::hlc::Timestamp {
+        if self.by_timestamp {
+            meridian_router::read_timestamp(self.session.timestamp, stamps.applied)
+        } else {
+            stamps.applied
+        }
+    }
+
     /// The response header for a read of the replica at `revision`.
     pub fn header(&self, ctx: &NodeCtx, revision: u64) -> pb::ResponseHeader {
         let mut h = ctx.header(&self.handle, revision, &self.session.vector);
@@ -318,13 +334,16 @@ impl NodeCtx {
         let mut session = Session::from_pb(session);
         session.vector.observe(group, min_revision.max(floor));
         let handle = self.group(group)?;
-        let plan = plan_read(
-            level,
-            group,
-            session.last_group,
-            &session.vector,
-            self.sync_on_switch,
-        );
+        let rule = match (self.closed_reads, self.sync_on_switch) {
+            (_, false) => SwitchRule::UnsafeNone,
+            (Some(_), true) => SwitchRule::ClosedTimestamps,
+            (None, true) => SwitchRule::Sync,
+        };
+        let plan = plan_read(level, group, session.last_group, &session.vector, rule);
+        if plan.at_timestamp {
+            // One no node gave would hold the read until the deadline: refused at once.
+            crate::convert::session_timestamp(session.timestamp, &self.timestamps)?;
+        }
         let mut target = plan.min_applied;
         if plan.sync {
             // One bound for the whole sync, however many rounds it queues behind.
@@ -343,6 +362,9 @@ impl NodeCtx {
             target = target.max(index);
         }
         self.wait_applied(&handle, target).await?;
+        if plan.at_timestamp {
+            self.wait_closed(&handle, session.timestamp).await?;
+        }
         let lag_ms = handle.lag_ms();
         if let Some(max) = plan.max_lag_ms {
             match lag_ms {
@@ -376,7 +398,62 @@ impl NodeCtx {
             lag_ms: lag_ms.unwrap_or(u64::MAX),
             synced: plan.sync,
             at: meridian_types::hlc::Timestamp::ZERO,
+            by_timestamp: plan.at_timestamp,
         })
+    }
+
+    /// Waits until the local replica of `h`'s group has closed `session` (everything of the
+    /// group at or below it is applied here). Refuses — never serves an older view — when the
+    /// replica's closed timestamp stops moving for the configured time (its leader is cut off
+    /// or does not close), or after the sync bound.
+    async fn wait_closed(&self, h: &GroupHandle, session: Timestamp) -> Result<()> {
+        let stale_after = self
+            .closed_reads
+            .map_or(Duration::from_secs(1), |c| c.stale_after);
+        let stale_ms = u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX);
+        if self.limits.inject_read_before_closed {
+            return Ok(());
+        }
+        let start = tokio::time::Instant::now();
+        let ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let deadline = start + Duration::from_millis(self.limits.sync_wait_ms_max);
+        let mut applied = h.shared.applied_watch();
+        let stamps = h.shared.read().stamps;
+        let mut replica = ReplicaClosed::restored(stamps.applied, stamps.closed, 0);
+        loop {
+            let now = ms();
+            let wait_ms = match replica.read_at(session, now, stale_ms) {
+                ReadAt::Serve { .. } => return Ok(()),
+                ReadAt::Wait => replica.stale_at_ms(stale_ms).saturating_sub(now) + 1,
+                ReadAt::Fallback => {
+                    return Err(Error::Unavailable(format!(
+                        "this replica of group {} has closed timestamps up to {} and they have \
+                         not moved for {} ms (its leader is unreachable, or does not close \
+                         timestamps); the session is at {session}: refusing rather than \
+                         serving an older view",
+                        self.group_label(h.shared.group),
+                        replica.closed(),
+                        stale_ms
+                    )))
+                }
+            };
+            let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(wait_ms));
+            let woke = tokio::time::timeout_at(until, applied.changed()).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "this replica of group {} did not close the session's timestamp {session} \
+                     within {} ms (closed up to {}); refusing rather than serving an older view",
+                    self.group_label(h.shared.group),
+                    self.limits.sync_wait_ms_max,
+                    replica.closed()
+                )));
+            }
+            if let Ok(Err(_)) = woke {
+                return Err(Error::Unavailable("the replica is shutting down".into()));
+            }
+            let stamps = h.shared.read().stamps;
+            replica.applied(stamps.applied, Some(stamps.closed), ms());
+        }
     }
 
     /// The revision the copy of the domain holding `scope` in `group` begins at (non-zero only

@@ -81,7 +81,7 @@ impl KvService {
                 .await?;
             let ((children, _), rev) = {
                 let s = r.handle.shared.read();
-                r.at = s.stamps.applied;
+                r.at = r.timestamp(s.stamps);
                 (s.children(path, None, usize::MAX), s.revision)
             };
             names.extend(children);
@@ -230,7 +230,7 @@ impl KvService {
                     .await?;
                 let (out, rev, frozen) = {
                     let s = r.handle.shared.read();
-                    r.at = s.stamps.applied;
+                    r.at = r.timestamp(s.stamps);
                     (read(&s), s.revision, s.frozen_at(scope, prefix))
                 };
                 match frozen {
@@ -248,7 +248,7 @@ impl KvService {
                             {
                                 let (out, rev) = {
                                     let s = r.handle.shared.read();
-                                    r.at = s.stamps.applied;
+                                    r.at = r.timestamp(s.stamps);
                                     (read(&s), s.revision)
                                 };
                                 return Ok((out, r, rev));

@@ -116,6 +116,22 @@ fn election_offset_ms(id: u64) -> u64 {
 /// timestamps count from.
 const SIM_EPOCH_US: u64 = 1_767_225_600_000_000;
 
+/// Node `id`'s physical clock offset in seed `seed`'s run: drawn in ±`skew_ms`/2, so any two
+/// nodes differ by at most `skew_ms` (`physical_skew_ms`).
+fn physical_offset_us(seed: u64, id: u64, skew_ms: f64) -> i64 {
+    let half = (skew_ms * 500.0) as i64;
+    if half == 0 {
+        return 0;
+    }
+    // splitmix64 of the seed and the node: the same run always draws the same offsets.
+    let mut z = seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let span = 2 * half + 1;
+    (z % span as u64) as i64 - half
+}
+
 fn now_us() -> u64 {
     turmoil::sim_elapsed()
         .map(|d| d.as_micros() as u64)
@@ -248,6 +264,12 @@ pub fn simulate(
             ..NodeConfig::default()
         };
         config.limits.inject_early_lock_grant = s.inject.iter().any(|b| b == "early-lock-grant");
+        if mode == "e" {
+            config.timestamps.profile = meridian_server::config::TimestampProfile::LocalWrites;
+        }
+        config.limits.inject_read_before_closed =
+            s.inject.iter().any(|b| b == "read-before-closed");
+        let offset_us = physical_offset_us(seed, n.id, s.physical_skew_ms);
         if s.inject.iter().any(|b| b == "drop-watch-event") {
             config.limits.inject_drop_watch_revision =
                 Some(crate::scenario::DROPPED_WATCH_REVISION);
@@ -275,7 +297,9 @@ pub fn simulate(
                     incoming: Box::pin(incoming),
                     dialer,
                     disk,
-                    physical: Arc::new(|| SIM_EPOCH_US + now_us()),
+                    physical: Arc::new(move || {
+                        SIM_EPOCH_US.saturating_add_signed(offset_us) + now_us()
+                    }),
                 };
                 let _node = Node::start_simulated(
                     config,

@@ -75,6 +75,7 @@ fn mode_name(mode: &str) -> &str {
         "b" => "b: Meridian, one group + observers",
         "c" => "c: per-region groups, no sync (not SC)",
         "d" => "d: Meridian composition",
+        "e" => "e: Meridian, closed timestamps",
         "etcd-a" => "etcd-a: etcd 3.4 across regions",
         "zk-a" => "zk-a: ZooKeeper 3.8 voters across regions",
         "zk-b" => "zk-b: ZooKeeper 3.8 voters + observers",

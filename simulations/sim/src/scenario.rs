@@ -89,19 +89,30 @@ pub struct Scenario {
     /// (docs/reliability.md): `"drop-watch-event"` (watchers skip revision 10's events),
     /// `"skip-sync"` (no sync on a group switch: mode c's bug in any mode), `"early-lock-grant"`
     /// (a queued lock waiter answered "acquired"), `"ack-before-fsync"` (the simulated disk
-    /// acknowledges an append before its fsync).
+    /// acknowledges an append before its fsync), `"read-before-closed"` (mode e: a read served
+    /// before the replica's closed timestamp reached the session's).
     #[serde(default)]
     pub inject: Vec<String>,
     /// Simulation: every node's fsync takes this long (0: appends are durable at once). With a
     /// delay there is an un-fsynced tail for a `lose_unsynced` crash to lose.
     #[serde(default)]
     pub disk_fsync_ms: f64,
+    /// Simulation: every node's physical clock (what its commit timestamps come from) is set
+    /// off the simulated time by an amount drawn from the seed in ±half of this, so any two
+    /// nodes differ by at most this much (at most the maximum clock offset, 250 ms). Mode e's
+    /// closed timestamps must stay correct under it (docs/closed-timestamps.md).
+    #[serde(default)]
+    pub physical_skew_ms: f64,
     /// Simulation: the first this-many clients of every region carry their session to the next
     /// region's routers halfway through the workload (`adopt_session`); the checkers hold the
     /// session to its order across the move. At most `clients_per_region`.
     #[serde(default)]
     pub roamers: usize,
 }
+
+/// Largest spread of the nodes' physical clocks (`physical_skew_ms`): the nodes' maximum
+/// clock offset.
+pub const PHYSICAL_SKEW_MS_MAX: f64 = 250.0;
 
 /// Longest simulated fsync (`disk_fsync_ms`, a slow-disk fault's `fsync_ms`).
 pub const FSYNC_MS_MAX: f64 = 10_000.0;
@@ -192,11 +203,12 @@ impl FaultKind {
 pub const RANDOM_FAULTS_MAX: usize = 20;
 
 /// The test-only bugs a simulated scenario may switch on (`inject`).
-pub const INJECTABLE: [&str; 4] = [
+pub const INJECTABLE: [&str; 5] = [
     "drop-watch-event",
     "skip-sync",
     "early-lock-grant",
     "ack-before-fsync",
+    "read-before-closed",
 ];
 /// The revision whose events the injected `drop-watch-event` bug drops.
 pub const DROPPED_WATCH_REVISION: u64 = 10;
@@ -222,8 +234,8 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
         .map_err(|e: toml::de::Error| anyhow::anyhow!("{name}: {e}"))?;
     let bad = |m: String| Err(anyhow::anyhow!("{name}: {m}"));
     for m in &s.modes {
-        if !["a", "b", "c", "d"].contains(&m.as_str()) {
-            return bad(format!("unknown mode {m:?}: modes are a, b, c, d"));
+        if !["a", "b", "c", "d", "e"].contains(&m.as_str()) {
+            return bad(format!("unknown mode {m:?}: modes are a, b, c, d, e"));
         }
     }
     if s.modes.is_empty() || s.duration_s == 0 || s.clients_per_region == 0 {
@@ -310,6 +322,13 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
             s.roamers, s.clients_per_region
         ));
     }
+    if !(s.physical_skew_ms >= 0.0 && s.physical_skew_ms <= PHYSICAL_SKEW_MS_MAX) {
+        return bad(format!(
+            "physical_skew_ms: {} is not between 0 and {PHYSICAL_SKEW_MS_MAX} (the maximum \
+             clock offset)",
+            s.physical_skew_ms
+        ));
+    }
     if !(s.disk_fsync_ms >= 0.0 && s.disk_fsync_ms <= FSYNC_MS_MAX) {
         return bad(format!(
             "disk_fsync_ms: {} is not between 0 and {FSYNC_MS_MAX}",
@@ -352,7 +371,8 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
 /// The topology text a mode runs on, derived from the scenario's topology:
 /// - `a`: one group whose voters are one node per region, owning every domain;
 /// - `b`: one group homed in the first region with learners in every other ("observers");
-/// - `c`, `d`: the topology as written (c differs by running without sync-on-switch).
+/// - `c`, `d`, `e`: the topology as written (c runs without sync-on-switch, e reads by closed
+///   timestamps).
 pub fn mode_topology(base: &str, mode: &str) -> anyhow::Result<String> {
     let mut v: toml::Value = toml::from_str(base).context("topology TOML")?;
     let t = v.as_table_mut().context("topology is a table")?;
@@ -598,7 +618,7 @@ mod tests {
     /// Every mode's topology is valid, and modes a/b give every domain one owner.
     #[test]
     fn mode_topologies_validate() {
-        for mode in ["a", "b", "c", "d"] {
+        for mode in ["a", "b", "c", "d", "e"] {
             let text = mode_topology(TOPO, mode).expect("mode topology");
             let t = Topology::parse(&text, mode).unwrap_or_else(|e| panic!("mode {mode}: {e}"));
             let owners: std::collections::BTreeSet<_> =
@@ -661,7 +681,7 @@ mod tests {
             ),
             (
                 format!("{base}inject=['lose-everything']\n"),
-                "unknown bug \"lose-everything\" (known: drop-watch-event, skip-sync, early-lock-grant, ack-before-fsync)",
+                "unknown bug \"lose-everything\" (known: drop-watch-event, skip-sync, early-lock-grant, ack-before-fsync, read-before-closed)",
             ),
             (
                 format!("{base}[[faults]]\nat_s=1\nkind='pause'\ntarget='n1'\nfor_s=1\nlose_unsynced=true\n"),

@@ -1,5 +1,7 @@
 //! Lease expiry ignores the wall clock: a node process whose wall clock jumps a day forward
-//! (libfaketime, monotonic clock untouched) expires a lease neither early nor late.
+//! (libfaketime, monotonic clock untouched) expires a lease neither early nor late. And reads
+//! by closed timestamps stop at a node whose wall clock is pushed beyond the maximum clock
+//! offset from its peers', with an error that says so, and come back once it agrees again.
 
 mod common;
 
@@ -92,4 +94,94 @@ async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
             .any(|l| l.contains("leases expired") && l.contains(&tomorrow)),
         "no expiry logged at the jumped wall-clock date {tomorrow}:\n{text}"
     );
+}
+
+/// Reads at `addr` alone (a fresh session each time), by closed timestamps.
+async fn read_at(addr: &str) -> Result<Option<pb::KeyValue>, meridian_sdk::Error> {
+    let c = Client::new(
+        vec![addr.to_string()],
+        Options {
+            call_timeout: Duration::from_secs(3),
+            ..Options::default()
+        },
+    )
+    .expect("client");
+    c.get("/k").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_off_serves_no_read_by_timestamp() {
+    common::watchdog(Duration::from_secs(300));
+    let libfaketime = common::libfaketime();
+    let offset_dir = tempfile::tempdir().expect("tempdir");
+    let offset = offset_dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").expect("offset file");
+    let addrs = common::ProcCluster::addresses(3, 48);
+    let cluster = common::ProcCluster::start_custom(
+        addrs,
+        |_| "[timestamps]\nprofile = \"local-writes\"\n".to_string(),
+        |id| {
+            if id == 3 {
+                vec![
+                    ("LD_PRELOAD".into(), libfaketime.into()),
+                    (
+                        "FAKETIME_TIMESTAMP_FILE".into(),
+                        offset.display().to_string(),
+                    ),
+                    ("FAKETIME_NO_CACHE".into(), "1".into()),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                ]
+            } else {
+                Vec::new()
+            }
+        },
+    );
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    common::put_settled(&cluster.client(), "/k", "v", Duration::from_secs(30)).await;
+    // Every node's clock agrees: node 3 serves the read.
+    let kv = read_at(cluster.addr(3))
+        .await
+        .expect("node 3 reads while its clock agrees");
+    assert_eq!(kv.map(|kv| kv.value), Some(b"v".to_vec()));
+
+    // Node 3's wall clock jumps a minute ahead: within a few probes it refuses, saying why.
+    std::fs::write(&offset, "+60\n").expect("jump");
+    let start = Instant::now();
+    let refusal = loop {
+        match read_at(cluster.addr(3)).await {
+            Err(e) => break e.to_string(),
+            Ok(_) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "node 3 still serves reads by timestamp with its clock a minute ahead"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(
+        refusal.contains("maximum clock offset") && refusal.contains("NTP"),
+        "{refusal}"
+    );
+    // Its peers' clocks agree with each other: they keep serving.
+    let kv = read_at(cluster.addr(1)).await.expect("node 1 reads");
+    assert_eq!(kv.map(|kv| kv.value), Some(b"v".to_vec()));
+
+    // Back in step: node 3 serves again.
+    std::fs::write(&offset, "+0\n").expect("back");
+    let start = Instant::now();
+    loop {
+        match read_at(cluster.addr(3)).await {
+            Ok(kv) => {
+                assert_eq!(kv.map(|kv| kv.value), Some(b"v".to_vec()));
+                break;
+            }
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "node 3 still refuses after its clock came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("refused while off: {refusal}");
 }

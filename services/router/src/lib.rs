@@ -10,11 +10,14 @@
 //! - [`Closer`], [`ReplicaClosed`], [`Profile`]: closed timestamps (issue 19): the leader's
 //!   commit and closed timestamps, and whether a replica can serve a read at a session's
 //!   timestamp without a sync ([`SwitchRule::ClosedTimestamps`]).
+//! - [`ClockOffsets`]: whether this node's clock is within the maximum offset of its peers'.
 
 mod closed;
+mod offsets;
 mod plan;
 mod rounds;
 
 pub use closed::{read_timestamp, Closer, Profile, ReadAt, ReplicaClosed};
+pub use offsets::{ClockOff, ClockOffsets, OFFSET_FRESH_MS};
 pub use plan::{plan_read, ReadLevel, ReadPlan, SwitchRule, VersionVector};
 pub use rounds::{Join, Rounds};

@@ -64,6 +64,8 @@ pub struct NodeCtx {
     /// The node's hybrid logical clock: what its proposers stamp entries from
     /// (docs/closed-timestamps.md).
     pub timestamps: Arc<meridian_types::hlc::NodeClock>,
+    /// Whether that clock agrees with the peers' (reads by timestamp stop when it does not).
+    pub clock_check: Arc<crate::clock_check::ClockCheck>,
     /// Lease deadlines of each group this node votes in, while it leads.
     pub leader_leases: BTreeMap<GroupId, crate::lease_driver::SharedLeaderLeases>,
     /// Queued lock acquires waiting for their grant, per group hosted here.

@@ -6,8 +6,8 @@ use crate::error::Error;
 use meridian_consensus::admission::Admission;
 use meridian_proto::peer::forward_server::Forward;
 use meridian_proto::peer::{
-    LeaseRemainingReply, LeaseRemainingRequest, MoveCopyReply, MoveCopyRequest, ProposeReply,
-    ProposeRequest,
+    ClockReply, ClockRequest, LeaseRemainingReply, LeaseRemainingRequest, MoveCopyReply,
+    MoveCopyRequest, ProposeReply, ProposeRequest,
 };
 use meridian_types::{Command, GroupId};
 use std::sync::Arc;
@@ -99,6 +99,13 @@ impl Forward for ForwardService {
         self.admission.sender(&request, "move copy")?;
         let reply = crate::moves::serve_copy(&self.ctx, request.into_inner()).await?;
         Ok(Response::new(reply))
+    }
+
+    async fn clock(&self, request: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
+        self.admission.sender(&request, "clock probe")?;
+        Ok(Response::new(ClockReply {
+            physical_us: self.ctx.timestamps.physical_us(),
+        }))
     }
 
     async fn lease_remaining(

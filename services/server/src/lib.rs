@@ -24,6 +24,7 @@
 //!   [`tokens_service`]: the `Tokens` API (revoke, list).
 
 pub mod backup;
+pub mod clock_check;
 pub mod config;
 pub mod convert;
 pub mod ctx;

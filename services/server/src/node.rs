@@ -432,6 +432,7 @@ impl Node {
             forwarded_writes: AtomicU64::new(0),
             clock: clock.clone(),
             timestamps: timestamps.clone(),
+            clock_check: Arc::new(crate::clock_check::ClockCheck::new(MAX_CLOCK_OFFSET_US)),
             leader_leases,
             lock_waits,
         });
@@ -625,6 +626,18 @@ impl Node {
                 shutdown_rx.clone(),
             ));
         }
+        tokio::spawn(crate::clock_check::run(
+            ctx.clock_check.clone(),
+            ctx.timestamps.clone(),
+            ctx.pool.clone(),
+            topology
+                .nodes
+                .iter()
+                .filter(|n| n.id != config.node_id)
+                .map(|n| (n.id, n.address.clone()))
+                .collect(),
+            shutdown_rx.clone(),
+        ));
         let lock_service = Arc::new(LockService::new(ctx.clone(), keepalives, gate.clone()));
         let placement_service = Arc::new(PlacementService::new(ctx.clone(), gate.clone()));
         let gateway = config.http.gateway.then(|| {

@@ -341,6 +341,10 @@ impl NodeCtx {
         };
         let plan = plan_read(level, group, session.last_group, &session.vector, rule);
         if plan.at_timestamp {
+            // A router whose clock is off serves no read by timestamp (it says so).
+            self.clock_check
+                .check()
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
             // One no node gave would hold the read until the deadline: refused at once.
             crate::convert::session_timestamp(session.timestamp, &self.timestamps)?;
         }

@@ -1,0 +1,149 @@
+//! Whether this node's clock agrees with its peers' (docs/closed-timestamps.md, "The clock"):
+//! a node measures each peer's clock offset (a probe's answer against the midpoint of its
+//! round trip, uncertain by half the round trip) and stops serving reads by timestamp once
+//! its clock is beyond the maximum offset from a majority of the peers it measured. No IO: the
+//! caller passes the measurements and the monotonic time in.
+
+use std::collections::BTreeMap;
+
+/// How long a measurement counts (monotonic ms): a peer not measured since is left out.
+pub const OFFSET_FRESH_MS: u64 = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Measured {
+    /// The peer's clock minus this node's (µs): positive when the peer is ahead.
+    offset_us: i64,
+    /// Half the probe's round trip: the true offset is within this of `offset_us`.
+    uncertainty_us: u64,
+    at_ms: u64,
+}
+
+/// This node's clock is beyond the maximum offset from a majority of its peers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this node's clock is off by about {median_offset_us} µs from {off} of the {measured} peers \
+     it measured, beyond the maximum clock offset of {max_offset_us} µs: it serves no read by \
+     timestamp until the clocks agree again (check NTP/chrony on this node)"
+)]
+pub struct ClockOff {
+    /// The median of the peers' offsets, seen from the peers (this node's clock minus theirs).
+    pub median_offset_us: i64,
+    pub off: usize,
+    pub measured: usize,
+    pub max_offset_us: u64,
+}
+
+/// The latest offset measured to each peer.
+#[derive(Clone, Debug)]
+pub struct ClockOffsets {
+    max_offset_us: u64,
+    peers: BTreeMap<u64, Measured>,
+}
+
+impl ClockOffsets {
+    pub fn new(max_offset_us: u64) -> Self {
+        Self {
+            max_offset_us,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// A probe of `peer` sent when this node's physical clock read `sent_physical_us`,
+    /// answered after `rtt_us` (monotonic) with the peer's physical time `peer_physical_us`.
+    pub fn record(
+        &mut self,
+        peer: u64,
+        sent_physical_us: u64,
+        rtt_us: u64,
+        peer_physical_us: u64,
+        now_ms: u64,
+    ) {
+        let midpoint = i128::from(sent_physical_us) + i128::from(rtt_us / 2);
+        let offset = i128::from(peer_physical_us) - midpoint;
+        let offset_us =
+            i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
+        self.peers.insert(
+            peer,
+            Measured {
+                offset_us,
+                uncertainty_us: rtt_us / 2,
+                at_ms: now_ms,
+            },
+        );
+    }
+
+    /// Whether this node's clock may be trusted at monotonic time `now_ms`: refused once a
+    /// majority of the peers measured within [`OFFSET_FRESH_MS`] are certainly (past the
+    /// probe's uncertainty) further than the maximum offset away. A single peer with a bad
+    /// clock is a minority of its peers' measurements, so only the node that is off stops.
+    pub fn check(&self, now_ms: u64) -> Result<(), ClockOff> {
+        let fresh: Vec<&Measured> = self
+            .peers
+            .values()
+            .filter(|m| m.at_ms.saturating_add(OFFSET_FRESH_MS) >= now_ms)
+            .collect();
+        let off = fresh
+            .iter()
+            .filter(|m| {
+                m.offset_us.unsigned_abs().saturating_sub(m.uncertainty_us) > self.max_offset_us
+            })
+            .count();
+        if fresh.is_empty() || off * 2 <= fresh.len() {
+            return Ok(());
+        }
+        let mut offsets: Vec<i64> = fresh.iter().map(|m| m.offset_us).collect();
+        offsets.sort_unstable();
+        Err(ClockOff {
+            median_offset_us: offsets[offsets.len() / 2].saturating_neg(),
+            off,
+            measured: fresh.len(),
+            max_offset_us: self.max_offset_us,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: u64 = 250_000;
+
+    #[test]
+    fn only_the_node_off_from_a_majority_stops() {
+        // Three nodes; node 3's clock runs 10 s ahead. Probes take 2 ms.
+        let clocks = [0i64, 0, 10_000_000];
+        let mut views: Vec<ClockOffsets> = (0..3).map(|_| ClockOffsets::new(MAX)).collect();
+        for (me, view) in views.iter_mut().enumerate() {
+            for (peer, peer_clock) in clocks.iter().enumerate() {
+                if peer != me {
+                    let sent = (1_000_000_000 + clocks[me]) as u64;
+                    let answer = (1_000_000_000 + 1_000 + peer_clock) as u64;
+                    view.record(peer as u64, sent, 2_000, answer, 5);
+                }
+            }
+        }
+        assert_eq!(views[0].check(5), Ok(()));
+        assert_eq!(views[1].check(5), Ok(()));
+        let e = views[2].check(5).expect_err("node 3 is off");
+        assert_eq!((e.off, e.measured), (2, 2));
+        assert_eq!(e.median_offset_us, 10_000_000);
+        assert!(e.to_string().contains("NTP"), "{e}");
+    }
+
+    #[test]
+    fn within_the_uncertainty_or_stale_measurements_do_not_stop_a_node() {
+        let mut v = ClockOffsets::new(MAX);
+        // 300 ms apart, but the probe took 200 ms: possibly only 200 ms apart.
+        v.record(2, 1_000_000, 200_000, 1_400_000, 0);
+        v.record(3, 1_000_000, 200_000, 1_400_000, 0);
+        assert_eq!(v.check(0), Ok(()));
+        // Certainly beyond: a majority is off.
+        v.record(2, 1_000_000, 2_000, 1_400_000, 0);
+        v.record(3, 1_000_000, 2_000, 1_400_000, 0);
+        assert!(v.check(0).is_err());
+        // Old measurements no longer count.
+        assert_eq!(v.check(OFFSET_FRESH_MS + 1), Ok(()));
+        // No peers: nothing to compare with.
+        assert_eq!(ClockOffsets::new(MAX).check(0), Ok(()));
+    }
+}

@@ -57,9 +57,10 @@ pub struct DevArgs {
     #[arg(long)]
     pub(crate) processes: bool,
     /// How reads that switch groups stay sequentially consistent: `sync` (a sync before the
-    /// read) or `local-writes` (closed timestamps: no sync; docs/closed-timestamps.md).
-    #[arg(long, value_enum, default_value_t = Reads::Sync)]
-    reads: Reads,
+    /// read), `local-writes` or `global-reads` (closed timestamps: no sync; global-reads also
+    /// makes each write wait out its lead; docs/closed-timestamps.md).
+    #[arg(long, value_enum, default_value_t = DevProfile::Sync)]
+    reads: DevProfile,
     /// TEST ONLY: serve reads by closed timestamps without waiting for the replica's closed
     /// timestamp (breaks sequential consistency; proves the x/y test can fail).
     #[arg(long, hide = true)]
@@ -583,16 +584,18 @@ async fn run_single_region(args: &DevArgs, n: u64, data_dir: PathBuf) -> anyhow:
 
 /// `meridian dev --reads`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Reads {
+pub enum DevProfile {
     Sync,
     LocalWrites,
+    GlobalReads,
 }
 
-impl Reads {
+impl DevProfile {
     fn profile(self) -> meridian_server::config::TimestampProfile {
         match self {
-            Reads::Sync => meridian_server::config::TimestampProfile::Sync,
-            Reads::LocalWrites => meridian_server::config::TimestampProfile::LocalWrites,
+            DevProfile::Sync => meridian_server::config::TimestampProfile::Sync,
+            DevProfile::LocalWrites => meridian_server::config::TimestampProfile::LocalWrites,
+            DevProfile::GlobalReads => meridian_server::config::TimestampProfile::GlobalReads,
         }
     }
 }

@@ -321,6 +321,10 @@ pub enum TimestampProfile {
     /// groups this node leads publish a promise every `close_interval_ms`; a read is served
     /// once the local replica's closed timestamp reaches the session's timestamp — no sync.
     LocalWrites,
+    /// Closed timestamps, closed ahead of the leader's clock by the farthest one-way delay
+    /// between regions plus the maximum clock offset: a read anywhere is served at once; each
+    /// write waits until its commit timestamp has passed before it is answered (commit wait).
+    GlobalReads,
 }
 
 /// `[timestamps]`: closed timestamps (issue 19, docs/closed-timestamps.md). Every node of a
@@ -376,13 +380,17 @@ impl TimestampsConfig {
         Ok(())
     }
 
-    /// The profile the leaders close with, or `None` for sync-before-read.
-    pub fn closing(&self) -> Option<meridian_router::Profile> {
+    /// The profile the leaders close with, or `None` for sync-before-read; `lead_us` is how
+    /// far ahead `global-reads` closes (the farthest one-way delay plus the maximum offset).
+    pub fn closing(&self, lead_us: u64) -> Option<meridian_router::Profile> {
         match self.profile {
             TimestampProfile::Sync => None,
             TimestampProfile::LocalWrites => Some(meridian_router::Profile::LocalWrites {
                 lag_us: self.lag_ms * 1_000,
             }),
+            TimestampProfile::GlobalReads => {
+                Some(meridian_router::Profile::GlobalReads { lead_us })
+            }
         }
     }
 }

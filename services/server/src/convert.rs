@@ -197,18 +197,19 @@ pub const SESSION_TIMESTAMP_AHEAD: &str = "session_timestamp_ahead";
 pub fn session_timestamp(
     t: meridian_types::hlc::Timestamp,
     clock: &meridian_types::hlc::NodeClock,
+    lead_us: u64,
 ) -> Result<()> {
     let now = clock.physical_us();
     let ahead = t.physical.saturating_sub(now);
-    if ahead > clock.max_offset_us() {
+    let bound = clock.max_offset_us().saturating_add(lead_us);
+    if ahead > bound {
         return Err(Error::invalid(
             SESSION_TIMESTAMP_AHEAD,
             "session.timestamp",
             format!(
                 "the session's timestamp {t} is {ahead} µs ahead of this node's clock, more \
-                 than the maximum clock offset of {} µs: no node gave it; refused, nothing \
-                 was read or written",
-                clock.max_offset_us()
+                 than the maximum clock offset and the timestamps' lead allow ({bound} µs): no \
+                 node gave it; refused, nothing was read or written"
             ),
         ));
     }

@@ -64,6 +64,9 @@ pub struct NodeCtx {
     /// The node's hybrid logical clock: what its proposers stamp entries from
     /// (docs/closed-timestamps.md).
     pub timestamps: Arc<meridian_types::hlc::NodeClock>,
+    /// How far ahead of now the leaders close (`global-reads`; 0 otherwise): a session
+    /// timestamp may run this much further ahead of a node's clock than the maximum offset.
+    pub timestamp_lead_us: u64,
     /// Whether that clock agrees with the peers' (reads by timestamp stop when it does not).
     pub clock_check: Arc<crate::clock_check::ClockCheck>,
     /// Lease deadlines of each group this node votes in, while it leads.
@@ -80,6 +83,12 @@ pub struct ClosedReads {
 }
 
 impl NodeCtx {
+    /// Refuses a session timestamp no node could have given: further ahead of this node's
+    /// clock than the maximum offset (plus the `global-reads` lead).
+    pub fn check_session_timestamp(&self, t: Timestamp) -> Result<()> {
+        crate::convert::session_timestamp(t, &self.timestamps, self.timestamp_lead_us)
+    }
+
     pub fn group(&self, group: GroupId) -> Result<GroupHandle> {
         self.host.get(group).ok_or_else(|| {
             Error::Unavailable(format!(

@@ -69,7 +69,7 @@ impl Forward for ForwardService {
         let timeout = Duration::from_millis(self.ctx.limits.write_timeout_ms);
         let after = meridian_types::hlc::Timestamp::new(req.after_physical_us, req.after_logical);
         // Checked here too: the router's clock may run ahead of this one by the offset.
-        crate::convert::session_timestamp(after, &self.ctx.timestamps)?;
+        self.ctx.check_session_timestamp(after)?;
         let res = tokio::time::timeout(timeout, self.ctx.write_local(group, cmd, after))
             .await
             .map_err(|_| {

@@ -311,9 +311,24 @@ impl Node {
             MAX_CLOCK_OFFSET_US,
             physical,
         ));
+        // The farthest one-way delay between two regions: how far ahead `global-reads` closes,
+        // with the maximum clock offset.
+        let one_way_max_us = topology
+            .regions
+            .iter()
+            .flat_map(|a| {
+                topology
+                    .regions
+                    .iter()
+                    .map(|b| topology.rtt_ms(&a.name, &b.name))
+            })
+            .max()
+            .unwrap_or(0)
+            * 1_000
+            / 2;
         let closing = config
             .timestamps
-            .closing()
+            .closing(one_way_max_us + MAX_CLOCK_OFFSET_US)
             .map(|profile| crate::proposer::Closing {
                 profile,
                 interval: Duration::from_millis(config.timestamps.close_interval_ms),
@@ -432,6 +447,7 @@ impl Node {
             forwarded_writes: AtomicU64::new(0),
             clock: clock.clone(),
             timestamps: timestamps.clone(),
+            timestamp_lead_us: closing.map_or(0, |c| c.profile.lead_us()),
             clock_check: Arc::new(crate::clock_check::ClockCheck::new(MAX_CLOCK_OFFSET_US)),
             leader_leases,
             lock_waits,

@@ -162,7 +162,7 @@ pub async fn propose_alone(
     group: GroupId,
     raft: &Raft,
     cmd: Command,
-    clock: &NodeClock,
+    clock: &Arc<NodeClock>,
     after: Timestamp,
 ) -> Result<Outcome> {
     let (reply, rx) = oneshot::channel();
@@ -173,7 +173,14 @@ pub async fn propose_alone(
         reply,
         span: tracing::Span::none(),
     };
-    submit(group, raft, vec![proposal], &Steps::default(), Some(stamp)).await;
+    submit(
+        group,
+        raft,
+        vec![proposal],
+        &Steps::default(),
+        Some((stamp, clock.clone())),
+    )
+    .await;
     rx.await.map_err(|_| unanswered())
 }
 
@@ -263,10 +270,11 @@ async fn run(
         // stamp above the one before it (`Stamps::apply`), the same on every replica.
         let after = batch.iter().map(|p| p.after).max().unwrap_or_default();
         let stamp = stamp_above(&clock, after, closing);
+        let clock = clock.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();
-            let entry = submit(group, &raft, batch, &steps, Some(stamp));
+            let entry = submit(group, &raft, batch, &steps, Some((stamp, clock)));
             match tokio::time::timeout(ENTRY_WAIT_MAX, entry).await {
                 Ok(true) => stats.commit.observe(start.elapsed()),
                 Ok(false) => {}
@@ -277,6 +285,33 @@ async fn run(
                 ),
             }
         });
+    }
+}
+
+/// The longest a write's answer waits for its commit timestamp to pass: one further ahead
+/// comes from a clock that is off (the clock check says so), not from a profile's lead.
+pub const COMMIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long until `clock` passes the commit timestamp `at` (none without either).
+fn commit_wait(at: Option<Timestamp>, clock: Option<&NodeClock>) -> std::time::Duration {
+    let (Some(at), Some(clock)) = (at, clock) else {
+        return std::time::Duration::ZERO;
+    };
+    let ahead = at.physical.saturating_sub(clock.physical_us());
+    let wait = std::time::Duration::from_micros(ahead);
+    if wait > COMMIT_WAIT_MAX {
+        tracing::warn!(
+            commit = %at,
+            "a commit timestamp is {wait:?} ahead of this node's clock: answered after \
+             {COMMIT_WAIT_MAX:?} (a clock is off)"
+        );
+    }
+    wait.min(COMMIT_WAIT_MAX)
+}
+
+fn answer(answers: Vec<(oneshot::Sender<Outcome>, Outcome)>) {
+    for (reply, outcome) in answers {
+        let _ = reply.send(outcome);
     }
 }
 
@@ -353,14 +388,16 @@ fn trace_steps(spans: &[tracing::Span], rev: u64, commands: usize, steps: &Steps
     }
 }
 
-/// Proposes `batch` as one entry (with `stamp`, when given) and answers each proposal; whether
-/// the entry committed.
+/// Proposes `batch` as one entry (with the stamp, when given) and answers each proposal once
+/// the entry's commit timestamp is not ahead of the node's `clock` (commit wait: a session
+/// never holds a timestamp further ahead of a clock than the offset and the lead allow);
+/// whether the entry committed. The wait does not hold the entry's place in flight.
 async fn submit(
     group: GroupId,
     raft: &Raft,
     batch: Vec<Proposal>,
     steps: &Steps,
-    stamp: Option<Stamp>,
+    stamp: Option<(Stamp, Arc<NodeClock>)>,
 ) -> bool {
     let mut spans = Vec::new();
     let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch
@@ -381,6 +418,7 @@ async fn submit(
         }
         None => return false,
     };
+    let (stamp, clock) = stamp.unzip();
     let cmd = match stamp {
         Some(stamp) => Command::Stamped {
             stamp,
@@ -394,17 +432,25 @@ async fn submit(
             let commands = replies.len();
             // Each writer hears its own result with the entry's commit timestamp.
             let (data, at) = resp.data.unstamped();
-            match data {
-                CommandResult::Batch(results) if !single => {
-                    for (reply, r) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok((rev, r.stamped(at))));
-                    }
-                }
-                result => {
-                    for reply in replies {
-                        let _ = reply.send(Ok((rev, result.clone().stamped(at))));
-                    }
-                }
+            let answers: Vec<(oneshot::Sender<Outcome>, Outcome)> = match data {
+                CommandResult::Batch(results) if !single => replies
+                    .into_iter()
+                    .zip(results)
+                    .map(|(reply, r)| (reply, Ok((rev, r.stamped(at)))))
+                    .collect(),
+                result => replies
+                    .into_iter()
+                    .map(|reply| (reply, Ok((rev, result.clone().stamped(at)))))
+                    .collect(),
+            };
+            let wait = commit_wait(at, clock.as_deref());
+            if wait.is_zero() {
+                answer(answers);
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    answer(answers);
+                });
             }
             // After the answers: tracing never delays a write.
             trace_steps(&spans, rev, commands, steps);

@@ -346,7 +346,7 @@ impl NodeCtx {
                 .check()
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             // One no node gave would hold the read until the deadline: refused at once.
-            crate::convert::session_timestamp(session.timestamp, &self.timestamps)?;
+            self.check_session_timestamp(session.timestamp)?;
         }
         let mut target = plan.min_applied;
         if plan.sync {

@@ -145,7 +145,7 @@ impl KvService {
         let session = Session::from_pb(req.session());
         let cmd = to_cmd(req.clone())?;
         self.gate.check(&meta, "write", &crate::gate::needs(&cmd))?;
-        crate::convert::session_timestamp(session.timestamp, &self.ctx.timestamps)?;
+        self.ctx.check_session_timestamp(session.timestamp)?;
         let mut group = self.ctx.route_command(&cmd)?;
         let deadline = self.deadline();
         // (source, move id) while the write is handed over to a move's target.

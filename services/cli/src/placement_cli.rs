@@ -1,6 +1,6 @@
-//! `meridian placement show|set-policy|move|apply`: the placement map the endpoint's router
-//! follows, and changes through the global group — residency policies, online domain moves, a
-//! planner's recommended moves (docs/placement.md).
+//! `meridian placement show|set-policy|set-profile|move|apply`: the placement map the
+//! endpoint's router follows, and changes through the global group — residency policies,
+//! timestamp profiles, online domain moves, a planner's recommended moves (docs/placement.md).
 
 use crate::output::{Format, Rendered};
 use meridian_sdk::{pb, Client};
@@ -14,6 +14,11 @@ pub enum PlacementCmd {
     /// Set a domain's residency policy (or clear it with --clear). Refused, with nothing
     /// changed, when a replica of the domain's group sits in a region the policy excludes.
     SetPolicy(SetPolicyArgs),
+    /// Set how a domain's group closes timestamps: local-writes (writes stay fast; a read that
+    /// switches to it waits about a one-way delay) or global-reads (reads everywhere at once;
+    /// each write waits out the lead), or --clear for the nodes' default. Needs closed
+    /// timestamps on (`[timestamps] profile`, docs/closed-timestamps.md).
+    SetProfile(SetProfileArgs),
     /// Move a prefix (carved out of its domain when it is not one) to another group while
     /// clients keep working; waits until the move commits or is rolled back.
     Move(MoveArgs),
@@ -50,6 +55,21 @@ pub struct ApplyArgs {
     /// Longest wait for each move, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SetProfileArgs {
+    /// The domain's prefix, e.g. /us-east/config/.
+    pub prefix: String,
+    /// local-writes or global-reads.
+    #[arg(value_parser = ["local-writes", "global-reads"], required_unless_present = "clear")]
+    pub profile: Option<String>,
+    /// Back to the nodes' default.
+    #[arg(long, conflicts_with = "profile")]
+    pub clear: bool,
+    /// Refuse unless the map is still at this epoch (see `placement show`).
+    #[arg(long, default_value_t = 0)]
+    pub expected_epoch: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +116,22 @@ pub async fn run(client: Client, format: Format, cmd: PlacementCmd) -> anyhow::R
             };
             Rendered {
                 json: json!({"prefix": a.prefix, "epoch": epoch, "policy": policy.as_ref().map(policy_json)}),
+                human: format!("{what} (epoch {epoch})"),
+            }
+            .print(format);
+        }
+        PlacementCmd::SetProfile(a) => {
+            let profile = a.profile.clone().unwrap_or_default();
+            let epoch = client
+                .set_profile(&a.prefix, &profile, a.expected_epoch)
+                .await?;
+            let what = if profile.is_empty() {
+                format!("profile of {} back to the nodes' default", a.prefix)
+            } else {
+                format!("profile of {} set to {profile}", a.prefix)
+            };
+            Rendered {
+                json: json!({"prefix": a.prefix, "epoch": epoch, "profile": a.profile}),
                 human: format!("{what} (epoch {epoch})"),
             }
             .print(format);
@@ -336,8 +372,8 @@ fn show(map: &pb::PlacementShowResponse) -> Rendered {
         map.region
     );
     human.push_str(&format!(
-        "{:<24} {:<16} {:<9} {:<34} {:<28} {}\n",
-        "DOMAIN", "GROUP", "STATE", "POLICY", "VOTERS", "LEARNERS"
+        "{:<24} {:<16} {:<9} {:<34} {:<28} {:<28} {}\n",
+        "DOMAIN", "GROUP", "STATE", "POLICY", "VOTERS", "LEARNERS", "PROFILE"
     ));
     for d in &map.domains {
         let g = group(d.group);
@@ -345,13 +381,18 @@ fn show(map: &pb::PlacementShowResponse) -> Rendered {
             format!("{} ({})", p.allowed.join(","), p.mode)
         });
         human.push_str(&format!(
-            "{:<24} {:<16} {:<9} {:<34} {:<28} {}\n",
+            "{:<24} {:<16} {:<9} {:<34} {:<28} {:<28} {}\n",
             d.prefix,
             format!("{} (g{})", d.group_name, d.group),
             d.state,
             policy,
             g.map_or("-".into(), |g| counts(&g.voters)),
             g.map_or("-".into(), |g| counts(&g.learners)),
+            if d.profile.is_empty() {
+                "default"
+            } else {
+                d.profile.as_str()
+            },
         ));
     }
     if !map.moves_done.is_empty() {
@@ -384,6 +425,7 @@ fn show(map: &pb::PlacementShowResponse) -> Rendered {
             "policy": d.policy.as_ref().map(policy_json),
             "moving": d.moving.as_ref().map(|m| json!({"id": m.id, "from": m.from, "to": m.to, "to_name": m.to_name, "step": m.step})),
             "since": d.since,
+            "profile": (!d.profile.is_empty()).then_some(d.profile.as_str()),
         })).collect::<Vec<_>>(),
         "moves_done": map.moves_done.iter().map(|r| json!({
             "prefix": r.prefix, "id": r.id, "from": r.from, "to": r.to,

@@ -67,6 +67,15 @@ fn xy_anomaly_never_with_sync_seen_without() {
     if let Err(v) = check_sequential(&history) {
         panic!("the checker rejects a history with the sync on: {v}");
     }
+    // A cluster that reads by sync takes no timestamp profile.
+    let refused = rt().block_on(async {
+        let c = dev.client("us-east", CALL);
+        c.set_profile("/eu-west/", "global-reads", 0).await
+    });
+    let e = refused
+        .expect_err("a profile without closed timestamps")
+        .to_string();
+    assert!(e.contains("reads by sync"), "{e}");
     drop(dev);
     drop(serial);
 
@@ -78,6 +87,13 @@ fn xy_anomaly_never_with_sync_seen_without() {
     );
     let v = check_sequential(&history).expect_err("the checker must flag the anomaly");
     eprintln!("without sync: {both_stale}/200 rounds had both reads stale; checker: {v}");
+}
+
+/// The wall clock, µs since the Unix epoch.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Syncs this router (the one `client` speaks to) has sent, over every group it hosts.
@@ -93,9 +109,54 @@ async fn syncs_sent(client: &meridian_sdk::Client) -> u64 {
 fn xy_by_closed_timestamps_sends_no_sync() {
     let (_serial, dev) = cluster(&["--reads", "local-writes"]);
     xy_sends_no_sync(&dev, 200);
+    // A profile applies to a whole domain.
+    let refused = rt().block_on(async {
+        let c = dev.client("us-east", CALL);
+        c.set_profile("/us-east/xy/", "global-reads", 0).await
+    });
+    let e = refused
+        .expect_err("a profile for a prefix that is no domain")
+        .to_string();
+    assert!(e.contains("is not a domain"), "{e}");
     drop(dev);
-    // Each write waits out the lead (~370 ms here): fewer rounds.
-    let dev = DevCluster::start(&["--reads", "global-reads"]);
+
+    // Per domain: eu-west's domain global-reads, us-east's local-writes (the default), in one
+    // session's x/y rounds. A write to the global-reads domain commits ahead (the lead: the
+    // farthest one-way delay, 120 ms, plus the maximum offset, 250 ms) and waits it out;
+    // fewer rounds for that.
+    let dev = DevCluster::start(&["--reads", "local-writes"]);
+    rt().block_on(async {
+        let c = dev.client("eu-west", CALL);
+        c.set_profile("/eu-west/", "global-reads", 0)
+            .await
+            .expect("set-profile");
+        let map = c.placement().await.expect("placement");
+        let profile = |p: &str| {
+            map.domains
+                .iter()
+                .find(|d| d.prefix == p)
+                .map(|d| d.profile.clone())
+        };
+        assert_eq!(profile("/eu-west/").as_deref(), Some("global-reads"));
+        assert_eq!(profile("/us-east/").as_deref(), Some(""));
+        // Every router follows the map: wait until eu-west's leader closes ahead.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let sent_us = wall_us();
+            let w = c.put("/eu-west/lead", "x").await.expect("put");
+            let at = w.header.and_then(|h| h.timestamp).expect("timestamp");
+            if at.physical_us >= sent_us + 185_000 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a global-reads write committed at {} µs, only {} µs after it was sent",
+                at.physical_us,
+                at.physical_us.saturating_sub(sent_us)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     xy_sends_no_sync(&dev, 100);
     drop(dev);
 

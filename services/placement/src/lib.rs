@@ -35,9 +35,9 @@ pub fn apply(
         | PlacementChange::FinishMove { .. } => {
             moves::apply_move(rules::seeded(current)?, change, revision).map(Some)
         }
-        PlacementChange::Seed(_) | PlacementChange::SetPolicy { .. } => {
-            rules::apply_rule(current, change, revision)
-        }
+        PlacementChange::Seed(_)
+        | PlacementChange::SetPolicy { .. }
+        | PlacementChange::SetProfile { .. } => rules::apply_rule(current, change, revision),
     }
 }
 

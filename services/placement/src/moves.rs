@@ -103,6 +103,10 @@ pub fn apply_move(
             match map.domains.iter_mut().find(|d| d.prefix == *prefix) {
                 Some(d) => d.moving = Some(state),
                 None => {
+                    // A carved piece inherits its parent's policy and timestamp profile.
+                    if let Some(p) = map.profiles.get(&owner.prefix).copied() {
+                        map.profiles.insert(prefix.clone(), p);
+                    }
                     map.domains.push(DomainPlacement {
                         prefix: prefix.clone(),
                         group: owner.group,
@@ -158,7 +162,9 @@ pub fn apply_move(
             }
             record(&mut map, prefix, &m, m.aborted.clone(), revision);
         }
-        PlacementChange::Seed(_) | PlacementChange::SetPolicy { .. } => {
+        PlacementChange::Seed(_)
+        | PlacementChange::SetPolicy { .. }
+        | PlacementChange::SetProfile { .. } => {
             return Err(refuse("internal", "not a move change".into()))
         }
     }
@@ -244,6 +250,7 @@ mod tests {
                 d("/eu/pii/", 3, Some(eu)),
             ],
             moves_done: Vec::new(),
+            profiles: BTreeMap::new(),
         };
         apply(None, &PlacementChange::Seed(seed), 1)
             .unwrap()

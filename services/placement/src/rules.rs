@@ -193,6 +193,33 @@ pub fn apply_rule(
             map.epoch = revision;
             Ok(Some(map))
         }
+        PlacementChange::SetProfile {
+            prefix,
+            profile,
+            expected_epoch,
+        } => {
+            let current = seeded(current)?;
+            check_epoch(current, *expected_epoch)?;
+            validate_domain_prefix(prefix).map_err(|e| refuse("bad_prefix", e))?;
+            if !current.domains.iter().any(|d| &d.prefix == prefix) {
+                let names: Vec<&str> = current.domains.iter().map(|d| d.prefix.as_str()).collect();
+                return Err(refuse(
+                    "unknown_domain",
+                    format!(
+                        "{prefix} is not a domain (domains: {}); a profile applies to a whole \
+                         domain",
+                        names.join(" ")
+                    ),
+                ));
+            }
+            let mut map = current.clone();
+            match profile {
+                Some(p) => map.profiles.insert(prefix.clone(), *p),
+                None => map.profiles.remove(prefix),
+            };
+            map.epoch = revision;
+            Ok(Some(map))
+        }
     }
 }
 
@@ -275,6 +302,7 @@ mod tests {
                 },
             ],
             moves_done: Vec::new(),
+            profiles: BTreeMap::new(),
         }
     }
 
@@ -375,5 +403,57 @@ mod tests {
         bad.domains[0].policy = Some(eu(PolicyMode::Forward));
         let e = apply(None, &PlacementChange::Seed(bad), 1).unwrap_err();
         assert!(e.message.contains("us-east"), "{e}");
+    }
+
+    /// A profile is set on a whole domain, cleared back to the default, and decides its
+    /// group's closing: global-reads wins over local-writes among a group's domains.
+    #[test]
+    fn profiles_are_set_per_domain_and_close_the_group() {
+        use meridian_types::ReadProfile;
+        let m = apply(None, &PlacementChange::Seed(map()), 1)
+            .unwrap()
+            .unwrap();
+        let set = |prefix: &str, profile| PlacementChange::SetProfile {
+            prefix: prefix.into(),
+            profile,
+            expected_epoch: None,
+        };
+        let e = apply(
+            Some(&m),
+            &set("/eu-west/x/", Some(ReadProfile::GlobalReads)),
+            2,
+        )
+        .unwrap_err();
+        assert_eq!(e.rule, "unknown_domain");
+        assert_eq!(m.group_profile(GroupId(2)), None);
+        let m = apply(
+            Some(&m),
+            &set("/eu-west/", Some(ReadProfile::LocalWrites)),
+            3,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.epoch, 3);
+        assert_eq!(m.group_profile(GroupId(2)), Some(ReadProfile::LocalWrites));
+        assert_eq!(m.group_profile(GroupId(1)), None);
+        let m = apply(
+            Some(&m),
+            &set("/eu-west/", Some(ReadProfile::GlobalReads)),
+            4,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.group_profile(GroupId(2)), Some(ReadProfile::GlobalReads));
+        let m = apply(Some(&m), &set("/eu-west/", None), 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.group_profile(GroupId(2)), None);
+        assert!(m.profiles.is_empty());
+        let stale = PlacementChange::SetProfile {
+            prefix: "/eu-west/".into(),
+            profile: None,
+            expected_epoch: Some(4),
+        };
+        assert_eq!(apply(Some(&m), &stale, 6).unwrap_err().rule, "stale_epoch");
     }
 }

@@ -43,6 +43,32 @@ impl Client {
         .await
     }
 
+    /// Sets how domain `prefix`'s group closes timestamps: `"local-writes"`, `"global-reads"`,
+    /// or `""` for the nodes' default (docs/closed-timestamps.md). `expected_epoch` (0: any)
+    /// makes it a compare-and-set on the map. Returns the new epoch.
+    pub async fn set_profile(
+        &self,
+        prefix: &str,
+        profile: &str,
+        expected_epoch: u64,
+    ) -> Result<u64, Error> {
+        let req = pb::PlacementSetProfileRequest {
+            prefix: prefix.to_string(),
+            profile: profile.to_string(),
+            expected_epoch,
+        };
+        self.call_channel(OpKind::Write, self.opts().rpc_timeout, |ch, t| {
+            let r = timed(req.clone(), t);
+            async move {
+                placement_client(ch)
+                    .set_profile(r)
+                    .await
+                    .map(|r| r.into_inner().epoch)
+            }
+        })
+        .await
+    }
+
     /// Sets (or with `None` clears) the policy of domain `prefix`; refused, with nothing
     /// changed, when a replica of its group would break it. `expected_epoch` (0: any) makes it
     /// a compare-and-set on the map. Returns the new epoch.

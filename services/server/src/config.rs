@@ -380,8 +380,9 @@ impl TimestampsConfig {
         Ok(())
     }
 
-    /// The profile the leaders close with, or `None` for sync-before-read; `lead_us` is how
-    /// far ahead `global-reads` closes (the farthest one-way delay plus the maximum offset).
+    /// The profile the leaders close with by default (a domain's profile in the placement map
+    /// overrides it), or `None` for sync-before-read; `lead_us` is how far ahead
+    /// `global-reads` closes (the farthest one-way delay plus the maximum offset).
     pub fn closing(&self, lead_us: u64) -> Option<meridian_router::Profile> {
         match self.profile {
             TimestampProfile::Sync => None,

@@ -326,12 +326,19 @@ impl Node {
             .unwrap_or(0)
             * 1_000
             / 2;
+        let lead_us = one_way_max_us + MAX_CLOCK_OFFSET_US;
+        let placement = Arc::new(crate::placement::PlacementView::new(
+            topology.placement_map(),
+        ));
         let closing = config
             .timestamps
-            .closing(one_way_max_us + MAX_CLOCK_OFFSET_US)
-            .map(|profile| crate::proposer::Closing {
-                profile,
+            .closing(lead_us)
+            .map(|default| crate::proposer::Closing {
+                default,
+                lag_us: config.timestamps.lag_ms * 1_000,
+                lead_us,
                 interval: Duration::from_millis(config.timestamps.close_interval_ms),
+                placement: placement.clone(),
             });
         for (group, role) in topology.groups_of_node(config.node_id) {
             let (voters_rtt, members_rtt) = group_round_trips(&topology, group);
@@ -378,7 +385,13 @@ impl Node {
                 leader_leases.insert(group, Arc::new(std::sync::Mutex::new(LeaderLeases::new())));
                 proposers.insert(
                     group,
-                    Proposer::start(group, raft.clone(), steps, timestamps.clone(), closing),
+                    Proposer::start(
+                        group,
+                        raft.clone(),
+                        steps,
+                        timestamps.clone(),
+                        closing.clone(),
+                    ),
                 );
                 voted.push((group, raft));
             }
@@ -432,22 +445,21 @@ impl Node {
             host: host.clone(),
             pool,
             limits: config.limits.clone(),
-            placement: Arc::new(crate::placement::PlacementView::new(
-                topology.placement_map(),
-            )),
+            placement,
             topology: topology.clone(),
             watches: crate::watches::Watches::new(config.limits.watches_max),
             fanout: crate::fanout::Fanout::new(config.limits.watch_queue_max),
             proposers,
             syncers: Syncers::default(),
             sync_on_switch: config.router.sync_on_switch,
-            closed_reads: closing.map(|_| crate::ctx::ClosedReads {
+            closed_reads: closing.as_ref().map(|_| crate::ctx::ClosedReads {
                 stale_after: Duration::from_millis(config.timestamps.stale_after_ms),
             }),
             forwarded_writes: AtomicU64::new(0),
             clock: clock.clone(),
             timestamps: timestamps.clone(),
-            timestamp_lead_us: closing.map_or(0, |c| c.profile.lead_us()),
+            // Any domain may be made global-reads: sessions may run ahead by the lead.
+            timestamp_lead_us: closing.as_ref().map_or(0, |_| lead_us),
             clock_check: Arc::new(crate::clock_check::ClockCheck::new(MAX_CLOCK_OFFSET_US)),
             leader_leases,
             lock_waits,

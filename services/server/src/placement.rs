@@ -201,6 +201,10 @@ pub fn map_out(map: &PlacementMap, node: u64, region: &str) -> pb::PlacementShow
                     step: m.step.to_string(),
                 }),
                 since: d.since,
+                profile: map
+                    .profiles
+                    .get(&d.prefix)
+                    .map_or(String::new(), ToString::to_string),
                 state: match &d.moving {
                     None => "serving".into(),
                     Some(m) => format!(

@@ -10,7 +10,7 @@ use crate::placement::{map_out, policy_in};
 use meridian_auth::Op as Access;
 use meridian_proto::kv as pb;
 use meridian_proto::kv::placement_server::Placement;
-use meridian_types::{Command, CommandResult, PlacementChange};
+use meridian_types::{Command, CommandResult, PlacementChange, ReadProfile};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -151,5 +151,41 @@ impl Placement for PlacementService {
         };
         let epoch = self.change(change).await?;
         Ok(Response::new(pb::PlacementSetPolicyResponse { epoch }))
+    }
+
+    async fn set_profile(
+        &self,
+        request: Request<pb::PlacementSetProfileRequest>,
+    ) -> Result<Response<pb::PlacementSetProfileResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        valid_prefix(&req.prefix)?;
+        self.gate.check(
+            &meta,
+            "placement set-profile",
+            &[(Access::Admin, &req.prefix)],
+        )?;
+        let profile = match req.profile.as_str() {
+            "" => None,
+            text => Some(ReadProfile::parse(text).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "profile: {text:?} is not a timestamp profile (local-writes, global-reads, or \
+                     empty for the nodes' default)"
+                ))
+            })?),
+        };
+        if self.ctx.closed_reads.is_none() {
+            return Err(Status::failed_precondition(
+                "this cluster reads by sync ([timestamps] profile = \"sync\" on this node): a \
+                 domain's timestamp profile needs closed timestamps on every node \
+                 (docs/closed-timestamps.md); nothing changed",
+            ));
+        }
+        let change = PlacementChange::SetProfile {
+            prefix: req.prefix,
+            profile,
+            expected_epoch: (req.expected_epoch != 0).then_some(req.expected_epoch),
+        };
+        let epoch = self.change(change).await?;
+        Ok(Response::new(pb::PlacementSetProfileResponse { epoch }))
     }
 }

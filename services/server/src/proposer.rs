@@ -12,6 +12,7 @@ use meridian_router::Profile;
 use meridian_storage::steps::{StepKind, Steps};
 use meridian_types::hlc::{NodeClock, Stamp, Timestamp};
 use meridian_types::metrics::Histogram;
+use meridian_types::ReadProfile;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
 use std::collections::HashSet;
@@ -136,19 +137,40 @@ fn unanswered() -> Error {
     )
 }
 
-/// How a leader closes timestamps (docs/closed-timestamps.md): with `profile`, at least every
-/// `interval`.
-#[derive(Clone, Copy, Debug)]
+/// How a leader closes timestamps (docs/closed-timestamps.md): at least every `interval`, by
+/// its group's profile in the placement map (`global-reads` when a domain it owns asks for
+/// it), else by the nodes' `default`.
+#[derive(Clone)]
 pub struct Closing {
-    pub profile: Profile,
+    pub default: Profile,
+    /// `local-writes`: how far behind the clock it closes.
+    pub lag_us: u64,
+    /// `global-reads`: how far ahead.
+    pub lead_us: u64,
     pub interval: std::time::Duration,
+    pub placement: Arc<crate::placement::PlacementView>,
+}
+
+impl Closing {
+    /// The profile `group` closes with now.
+    pub fn profile(&self, group: GroupId) -> Profile {
+        match self.placement.current().map.group_profile(group) {
+            Some(ReadProfile::GlobalReads) => Profile::GlobalReads {
+                lead_us: self.lead_us,
+            },
+            Some(ReadProfile::LocalWrites) => Profile::LocalWrites {
+                lag_us: self.lag_us,
+            },
+            None => self.default,
+        }
+    }
 }
 
 /// An entry's stamp: the node's clock, raised above the writers' session timestamp `after`,
 /// with the promise `closing` makes now (taken first: the entry's own stamp is above it, and
 /// the state machine commits every later entry above it, `Stamps::apply`).
-fn stamp_above(clock: &NodeClock, after: Timestamp, closing: Option<Closing>) -> Stamp {
-    let closed = closing.map(|c| c.profile.target(clock.now()));
+fn stamp_above(clock: &NodeClock, after: Timestamp, closing: Option<Profile>) -> Stamp {
+    let closed = closing.map(|p| p.target(clock.now()));
     Stamp {
         at: clock.now().max(after.next()),
         closed,
@@ -216,14 +238,14 @@ async fn run(
     loop {
         let first = match carry.take() {
             Some(p) => p,
-            None => match next(&mut rx, closing, promised).await {
+            None => match next(group, &mut rx, closing.as_ref(), promised).await {
                 Next::Proposal(p) => p,
                 Next::Stop => return,
-                Next::Close(closing) => {
+                Next::Close(profile) => {
                     promised = tokio::time::Instant::now();
                     if is_leader(&raft) {
                         if let Ok(permit) = in_flight.clone().acquire_owned().await {
-                            let stamp = stamp_above(&clock, Timestamp::ZERO, Some(closing));
+                            let stamp = stamp_above(&clock, Timestamp::ZERO, Some(profile));
                             stats.promises.fetch_add(1, Ordering::Relaxed);
                             tokio::spawn(promise_alone(group, raft.clone(), stamp, permit));
                         }
@@ -269,7 +291,7 @@ async fn run(
         // Concurrent entries may reach the log in either order: the state machine raises each
         // stamp above the one before it (`Stamps::apply`), the same on every replica.
         let after = batch.iter().map(|p| p.after).max().unwrap_or_default();
-        let stamp = stamp_above(&clock, after, closing);
+        let stamp = stamp_above(&clock, after, closing.as_ref().map(|c| c.profile(group)));
         let clock = clock.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -317,15 +339,16 @@ fn answer(answers: Vec<(oneshot::Sender<Outcome>, Outcome)>) {
 
 enum Next {
     Proposal(Proposal),
-    /// The close interval passed with no entry: time for a promise alone.
-    Close(Closing),
+    /// The close interval passed with no entry: time for a promise alone, by this profile.
+    Close(Profile),
     Stop,
 }
 
 /// The next proposal, or (when closing) the close interval's end since the last promise.
 async fn next(
+    group: GroupId,
     rx: &mut mpsc::Receiver<Proposal>,
-    closing: Option<Closing>,
+    closing: Option<&Closing>,
     promised: tokio::time::Instant,
 ) -> Next {
     let Some(c) = closing else {
@@ -333,7 +356,7 @@ async fn next(
     };
     tokio::select! {
         p = rx.recv() => p.map_or(Next::Stop, Next::Proposal),
-        () = tokio::time::sleep_until(promised + c.interval) => Next::Close(c),
+        () = tokio::time::sleep_until(promised + c.interval) => Next::Close(c.profile(group)),
     }
 }
 

@@ -48,8 +48,31 @@ impl KvState {
     }
 }
 
+/// The map as encoded before `profiles` existed.
+#[derive(serde::Deserialize)]
+struct PlacementMapV1 {
+    epoch: u64,
+    regions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    groups: std::collections::BTreeMap<meridian_types::GroupId, meridian_types::GroupPlacement>,
+    domains: Vec<meridian_types::DomainPlacement>,
+    moves_done: Vec<meridian_types::MoveRecord>,
+}
+
+/// Reads an encoded map: this version's, or one written before `profiles` existed (bincode has
+/// no optional fields: the old shape is read when the new one runs out of bytes).
 fn decode(bytes: &[u8]) -> Option<PlacementMap> {
-    bincode::deserialize(bytes).ok()
+    if let Ok(map) = bincode::deserialize::<PlacementMap>(bytes) {
+        return Some(map);
+    }
+    let old: PlacementMapV1 = bincode::deserialize(bytes).ok()?;
+    Some(PlacementMap {
+        epoch: old.epoch,
+        regions: old.regions,
+        groups: old.groups,
+        domains: old.domains,
+        moves_done: old.moves_done,
+        profiles: Default::default(),
+    })
 }
 
 #[cfg(test)]
@@ -78,6 +101,7 @@ mod tests {
                 since: 0,
             }],
             moves_done: Vec::new(),
+            profiles: BTreeMap::new(),
         }
     }
 
@@ -108,5 +132,39 @@ mod tests {
         assert!(matches!(r, CommandResult::Rejected(ref x) if x.rule == "unknown_domain"));
         assert!(ev.is_empty());
         assert_eq!(s.keys, before);
+    }
+
+    /// A map written before `profiles` existed (the old shape, as bincode wrote it) still
+    /// reads, with no profiles; a map with profiles reads back with them.
+    #[test]
+    fn maps_written_before_profiles_still_read() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            epoch: u64,
+            regions: BTreeMap<String, BTreeMap<String, String>>,
+            groups: BTreeMap<GroupId, GroupPlacement>,
+            domains: Vec<DomainPlacement>,
+            moves_done: Vec<meridian_types::MoveRecord>,
+        }
+        let m = seed();
+        let old = bincode::serialize(&Old {
+            epoch: 9,
+            regions: m.regions.clone(),
+            groups: m.groups.clone(),
+            domains: m.domains.clone(),
+            moves_done: Vec::new(),
+        })
+        .unwrap();
+        let read = decode(&old).expect("an old map reads");
+        assert_eq!(
+            (read.epoch, read.domains, read.profiles.len()),
+            (9, m.domains.clone(), 0)
+        );
+        let mut new = seed();
+        new.profiles
+            .insert("/a/".into(), meridian_types::ReadProfile::GlobalReads);
+        let back = decode(&bincode::serialize(&new).unwrap()).expect("a new map reads");
+        assert_eq!(back, new);
+        assert_eq!(decode(b"\x01\x02"), None, "garbage is no map");
     }
 }

@@ -300,6 +300,7 @@ impl Topology {
             groups: BTreeMap::new(),
             domains: self.placement().domains().to_vec(),
             moves_done: Vec::new(),
+            profiles: BTreeMap::new(),
         };
         for g in &self.groups {
             let mut entry = GroupPlacement {

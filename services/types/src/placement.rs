@@ -23,6 +23,53 @@ pub struct PlacementMap {
     /// The last finished moves, committed or aborted, oldest first (at most
     /// [`MOVE_HISTORY_MAX`]): how `meridian placement move` learns how its move ended.
     pub moves_done: Vec<MoveRecord>,
+    /// Domain prefix → how its group closes timestamps (docs/closed-timestamps.md); a domain
+    /// not listed closes as the nodes' `[timestamps] profile` says. Last in the encoding: a map
+    /// written before it existed reads with none (`meridian-storage` reads both shapes).
+    pub profiles: BTreeMap<String, ReadProfile>,
+}
+
+/// How a domain's group closes timestamps, when the cluster reads by closed timestamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ReadProfile {
+    /// Closes a little behind now: writes stay fast; a read that switches to the domain waits
+    /// about a one-way delay plus the close interval.
+    LocalWrites,
+    /// Closes ahead by the farthest one-way delay plus the maximum clock offset: reads in every
+    /// region are served at once; each write waits until its timestamp has passed.
+    GlobalReads,
+}
+
+impl ReadProfile {
+    pub fn parse(text: &str) -> Option<ReadProfile> {
+        match text {
+            "local-writes" => Some(ReadProfile::LocalWrites),
+            "global-reads" => Some(ReadProfile::GlobalReads),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ReadProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadProfile::LocalWrites => "local-writes",
+            ReadProfile::GlobalReads => "global-reads",
+        })
+    }
+}
+
+impl PlacementMap {
+    /// The profile `group` closes with: `global-reads` when any domain it owns (or is
+    /// receiving in a move) asks for it, `local-writes` when one asks for that and none for
+    /// global-reads, else `None` (the nodes' default).
+    pub fn group_profile(&self, group: GroupId) -> Option<ReadProfile> {
+        self.domains
+            .iter()
+            .filter(|d| d.group == group || d.moving.as_ref().is_some_and(|m| m.to == group))
+            .filter_map(|d| self.profiles.get(&d.prefix).copied())
+            .max()
+    }
 }
 
 /// Where one group keeps its replicas: node counts per region.
@@ -212,6 +259,13 @@ pub enum PlacementChange {
     /// The source dropped its copy (committed), or the target its import and the source its
     /// freeze (aborted): the move is over.
     FinishMove { prefix: String, id: u64 },
+    /// Sets (or with `None` clears) the timestamp profile of the domain `prefix`. Last, so a
+    /// log written before it existed reads as it was.
+    SetProfile {
+        prefix: String,
+        profile: Option<ReadProfile>,
+        expected_epoch: Option<u64>,
+    },
 }
 
 /// The key under which the global group stores the map: not a valid client path (no leading

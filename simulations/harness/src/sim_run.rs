@@ -179,6 +179,9 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
             if mode == "c" {
                 extra.push("--unsafe-no-sync");
             }
+            if mode == "e" {
+                extra.extend(["--reads", "local-writes"]);
+            }
             Some(Dev::start_here(args.port + mi as u16, &extra)?)
         };
         for mix in s.mixes() {

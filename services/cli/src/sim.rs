@@ -106,7 +106,8 @@ fn owner_group(t: &Topology, owner: &meridian_planner::Owner) -> Option<String> 
 }
 
 /// The plan as `meridian placement apply` reads it: per domain, the recommended owner and its
-/// group, and every candidate's predicted mean latency.
+/// group, every candidate's predicted mean latency, and each timestamp profile's at that owner
+/// with the one recommended.
 pub fn plan_json(
     t: &Topology,
     plans: &[meridian_planner::DomainPlan],
@@ -128,6 +129,11 @@ pub fn plan_json(
             "candidates": p.candidates.iter().map(|c| serde_json::json!({
                 "owner": c.owner.to_string(),
                 "mean_ms": c.weighted_ms,
+            })).collect::<Vec<_>>(),
+            "recommended_profile": p.recommended_profile.to_string(),
+            "profiles": p.profiles.iter().map(|e| serde_json::json!({
+                "profile": e.profile.to_string(),
+                "mean_ms": e.weighted_ms,
             })).collect::<Vec<_>>(),
         }));
     }

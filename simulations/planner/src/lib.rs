@@ -14,6 +14,16 @@
 //!   session switches groups): `1 / burst` of reads pay it;
 //! - **linearizable read**: always the sync.
 //!
+//! Then, at the recommended owner, each way of making switch reads consistent
+//! (docs/closed-timestamps.md), and a recommendation between the two timestamp profiles:
+//! - **sync** (sync-before-read, the cluster-wide default): as above;
+//! - **local-writes**: a sequential read that switches waits for the local replica's closed
+//!   timestamp, about the one-way delay from the leader plus half a close interval, instead of
+//!   the round trip; writes as above;
+//! - **global-reads**: sequential reads are local; a write waits out the lead (the topology's
+//!   farthest one-way delay plus the maximum clock offset), overlapping its commit:
+//!   `rtt(C, leader) + max(commit, lead)`.
+//!
 //! Pure computation: no IO beyond the caller reading the files.
 
 use meridian_topology::{GroupKind, Topology};
@@ -44,6 +54,12 @@ pub struct Workload {
     /// A read served by the local replica, ms.
     #[serde(default = "default_read_ms")]
     pub local_read_ms: f64,
+    /// The nodes' maximum clock offset (`global-reads` closes ahead by it), ms.
+    #[serde(default = "default_offset_ms")]
+    pub max_clock_offset_ms: f64,
+    /// How often a leader closes timestamps (`[timestamps] close_interval_ms`), ms.
+    #[serde(default = "default_close_ms")]
+    pub close_interval_ms: f64,
     #[serde(rename = "domain")]
     pub domains: Vec<DomainLoad>,
 }
@@ -54,6 +70,14 @@ fn default_write_ms() -> f64 {
 
 fn default_read_ms() -> f64 {
     0.3
+}
+
+fn default_offset_ms() -> f64 {
+    250.0
+}
+
+fn default_close_ms() -> f64 {
+    10.0
 }
 
 fn default_burst() -> f64 {
@@ -124,12 +148,43 @@ pub struct Candidate {
     pub weighted_ms: f64,
 }
 
+/// How switch reads stay consistent (docs/closed-timestamps.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadProfile {
+    Sync,
+    LocalWrites,
+    GlobalReads,
+}
+
+impl std::fmt::Display for ReadProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadProfile::Sync => "sync",
+            ReadProfile::LocalWrites => "local-writes",
+            ReadProfile::GlobalReads => "global-reads",
+        })
+    }
+}
+
+/// One profile's prediction at the recommended owner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileEstimate {
+    pub profile: ReadProfile,
+    pub per_region: Vec<RegionLatency>,
+    pub weighted_ms: f64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainPlan {
     pub prefix: String,
     pub candidates: Vec<Candidate>,
     /// Index into `candidates` of the recommendation (lowest `weighted_ms`).
     pub recommended: usize,
+    /// Each profile at the recommended owner: sync, local-writes, global-reads.
+    pub profiles: Vec<ProfileEstimate>,
+    /// The timestamp profile to set (`meridian placement set-profile`): the faster of
+    /// local-writes and global-reads.
+    pub recommended_profile: ReadProfile,
     /// Regions the policy excluded, and why.
     pub excluded: Vec<(String, String)>,
 }
@@ -155,6 +210,8 @@ pub fn plan(t: &Topology, w: &Workload, source_name: &str) -> Result<Vec<DomainP
     for (what, v) in [
         ("local_write_ms", w.local_write_ms),
         ("local_read_ms", w.local_read_ms),
+        ("max_clock_offset_ms", w.max_clock_offset_ms),
+        ("close_interval_ms", w.close_interval_ms),
     ] {
         if !v.is_finite() || v < 0.0 {
             return Err(invalid(
@@ -314,12 +371,106 @@ fn plan_domain(
         .enumerate()
         .min_by(|a, b| a.1.weighted_ms.total_cmp(&b.1.weighted_ms))
         .map_or(0, |(i, _)| i);
+    let owner = &candidates[recommended];
+    let profiles: Vec<ProfileEstimate> = [
+        ReadProfile::Sync,
+        ReadProfile::LocalWrites,
+        ReadProfile::GlobalReads,
+    ]
+    .into_iter()
+    .map(|p| profile_estimate(t, w, d, owner, p))
+    .collect();
+    let recommended_profile = profiles
+        .iter()
+        .filter(|p| p.profile != ReadProfile::Sync)
+        .min_by(|a, b| a.weighted_ms.total_cmp(&b.weighted_ms))
+        .map_or(ReadProfile::LocalWrites, |p| p.profile);
     Ok(DomainPlan {
         prefix: d.prefix.clone(),
         candidates,
         recommended,
+        profiles,
+        recommended_profile,
         excluded,
     })
+}
+
+/// The farthest one-way delay between two regions of `t`, ms.
+fn farthest_one_way_ms(t: &Topology) -> f64 {
+    t.regions
+        .iter()
+        .flat_map(|a| t.regions.iter().map(|b| t.rtt_ms(&a.name, &b.name)))
+        .max()
+        .unwrap_or(0) as f64
+        / 2.0
+}
+
+/// `owner`'s latencies under `profile`: reads and writes per region, from the sync prediction
+/// (`owner.per_region`).
+fn profile_estimate(
+    t: &Topology,
+    w: &Workload,
+    d: &DomainLoad,
+    owner: &Candidate,
+    profile: ReadProfile,
+) -> ProfileEstimate {
+    let leader = match &owner.owner {
+        Owner::Region(r) => r.clone(),
+        Owner::Global { leader } => leader.clone(),
+    };
+    let lead = farthest_one_way_ms(t) + w.max_clock_offset_ms;
+    let mut total = 0.0;
+    let mut total_ops = 0.0;
+    let per_region: Vec<RegionLatency> = owner
+        .per_region
+        .iter()
+        .map(|r| {
+            let rtt = t.rtt_ms(&r.region, &leader) as f64;
+            let linearizable = w.local_read_ms + rtt;
+            let (read_ms, write_ms) = match profile {
+                ReadProfile::Sync => (r.read_ms, r.write_ms),
+                ReadProfile::LocalWrites => {
+                    let wait = rtt / 2.0 + w.close_interval_ms / 2.0;
+                    // A switch — the first read of a burst — waits.
+                    let sequential = w.local_read_ms + wait / d.burst;
+                    (
+                        d.linearizable_ratio * linearizable
+                            + (1.0 - d.linearizable_ratio) * sequential,
+                        r.write_ms,
+                    )
+                }
+                ReadProfile::GlobalReads => {
+                    let commit = r.write_ms - rtt;
+                    (
+                        d.linearizable_ratio * linearizable
+                            + (1.0 - d.linearizable_ratio) * w.local_read_ms,
+                        rtt + commit.max(lead),
+                    )
+                }
+            };
+            let mean_ms = d.read_ratio * read_ms + (1.0 - d.read_ratio) * write_ms;
+            if r.ops_per_sec > 0.0 {
+                total += r.ops_per_sec * mean_ms;
+                total_ops += r.ops_per_sec;
+            }
+            RegionLatency {
+                region: r.region.clone(),
+                ops_per_sec: r.ops_per_sec,
+                read_ms,
+                write_ms,
+                mean_ms,
+            }
+        })
+        .collect();
+    ProfileEstimate {
+        profile,
+        per_region,
+        weighted_ms: if total_ops > 0.0 {
+            total / total_ops
+        } else {
+            0.0
+        },
+    }
 }
 
 fn evaluate(t: &Topology, w: &Workload, d: &DomainLoad, owner: Owner, commit_ms: f64) -> Candidate {
@@ -391,10 +542,31 @@ pub fn render(plans: &[DomainPlan]) -> String {
         }
         if let Some(c) = p.candidates.get(p.recommended) {
             out.push_str(&format!(
-                "  recommended owner: {} ({:.2} ms per operation)\n\n",
+                "  recommended owner: {} ({:.2} ms per operation)\n",
                 c.owner, c.weighted_ms
             ));
         }
+        out.push_str("  at that owner, by how switch reads stay consistent:\n");
+        for e in &p.profiles {
+            let mark = if e.profile == p.recommended_profile {
+                "*"
+            } else {
+                " "
+            };
+            out.push_str(&format!("{mark} {:<30}", e.profile.to_string()));
+            for r in &e.per_region {
+                out.push_str(&format!(
+                    " {:>22}",
+                    format!("{:.1} / {:.1}", r.read_ms, r.write_ms)
+                ));
+            }
+            out.push_str(&format!(" {:>12.2}\n", e.weighted_ms));
+        }
+        out.push_str(&format!(
+            "  recommended profile: {} (meridian placement set-profile {} {}; sync is the \
+             cluster-wide fallback)\n\n",
+            p.recommended_profile, p.prefix, p.recommended_profile
+        ));
     }
     out
 }
@@ -413,6 +585,59 @@ mod tests {
 
     fn workload(text: &str) -> Workload {
         Workload::parse(text, "w.toml").expect("workload")
+    }
+
+    /// Read everywhere, written rarely: global-reads (reads local everywhere) beats
+    /// local-writes; written often from home and read from afar: local-writes (no commit
+    /// wait). Either way a switch read under local-writes costs less than the sync's round trip.
+    #[test]
+    fn the_profile_follows_the_mix() {
+        let w = workload(
+            r#"
+            [[domain]]
+            prefix = "/config/"
+            read_ratio = 0.99
+            global_allowed = false
+            allowed = ["us-east"]
+            clients = { us-east = 10, eu-west = 500, ap-northeast = 500 }
+            "#,
+        );
+        let p = &plan(&topology(), &w, "w.toml").expect("plan")[0];
+        assert_eq!(p.recommended_profile, ReadProfile::GlobalReads);
+        let of = |p: &DomainPlan, profile| {
+            p.profiles
+                .iter()
+                .find(|e| e.profile == profile)
+                .expect("estimated")
+                .clone()
+        };
+        let (sync, local) = (of(p, ReadProfile::Sync), of(p, ReadProfile::LocalWrites));
+        let eu = |e: &ProfileEstimate| {
+            e.per_region
+                .iter()
+                .find(|r| r.region == "eu-west")
+                .expect("eu-west")
+                .read_ms
+        };
+        // us-east ↔ eu-west: 75 ms round trip; local-writes waits half of it plus 5 ms.
+        assert!((eu(&sync) - (0.3 + 75.0)).abs() < 1e-9, "{sync:?}");
+        assert!((eu(&local) - (0.3 + 37.5 + 5.0)).abs() < 1e-9, "{local:?}");
+        let global = of(p, ReadProfile::GlobalReads);
+        assert!((eu(&global) - 0.3).abs() < 1e-9, "{global:?}");
+
+        let w = workload(
+            r#"
+            [[domain]]
+            prefix = "/orders/"
+            read_ratio = 0.3
+            global_allowed = false
+            allowed = ["us-east"]
+            clients = { us-east = 1000, eu-west = 10 }
+            "#,
+        );
+        let p = &plan(&topology(), &w, "w.toml").expect("plan")[0];
+        assert_eq!(p.recommended_profile, ReadProfile::LocalWrites);
+        assert!(render(std::slice::from_ref(p)).contains("recommended profile: local-writes"));
     }
 
     /// Write-heavy data belongs where its writers are.

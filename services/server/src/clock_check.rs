@@ -9,7 +9,10 @@ use meridian_proto::PEER_MESSAGE_BYTES;
 use meridian_router::{ClockOff, ClockOffsets};
 use meridian_types::hlc::NodeClock;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the deterministic simulation's virtual time, so a probe's round trip there is
+// the simulated one.
+use tokio::time::Instant;
 use tokio::sync::watch;
 
 /// How often each peer's clock is probed.

@@ -159,11 +159,27 @@ impl Placement for PlacementService {
     ) -> Result<Response<pb::PlacementSetProfileResponse>, Status> {
         let (meta, _, req) = request.into_parts();
         valid_prefix(&req.prefix)?;
-        self.gate.check(
-            &meta,
-            "placement set-profile",
-            &[(Access::Admin, &req.prefix)],
-        )?;
+        // The profile decides how the domain's whole group closes (and whether its writes
+        // wait): admin on every domain the group owns.
+        let current = self.ctx.placement.current();
+        let group = current
+            .map
+            .domains
+            .iter()
+            .find(|d| d.prefix == req.prefix)
+            .map(|d| d.group);
+        let mut scopes: Vec<&str> = current
+            .map
+            .domains
+            .iter()
+            .filter(|d| Some(d.group) == group)
+            .map(|d| d.prefix.as_str())
+            .collect();
+        if scopes.is_empty() {
+            scopes.push(&req.prefix);
+        }
+        let needs: Vec<(Access, &str)> = scopes.iter().map(|p| (Access::Admin, *p)).collect();
+        self.gate.check(&meta, "placement set-profile", &needs)?;
         let profile = match req.profile.as_str() {
             "" => None,
             text => Some(ReadProfile::parse(text).ok_or_else(|| {

@@ -179,13 +179,16 @@ fn stamp_above(clock: &NodeClock, after: Timestamp, closing: Option<Profile>) ->
 
 /// Proposes `cmd` alone, without a proposer (a node started as the group's learner, promoted
 /// since, that now leads it), stamped from `clock` above the writer's session timestamp
-/// `after`, as a proposer would; the result is `CommandResult::Stamped`.
+/// `after`, as a proposer would; the result is `CommandResult::Stamped`. With
+/// `commit_wait_max` (the cluster reads by closed timestamps) the answer waits for the commit
+/// timestamp to pass, at most that long.
 pub async fn propose_alone(
     group: GroupId,
     raft: &Raft,
     cmd: Command,
     clock: &Arc<NodeClock>,
     after: Timestamp,
+    commit_wait_max: Option<std::time::Duration>,
 ) -> Result<Outcome> {
     let (reply, rx) = oneshot::channel();
     let stamp = stamp_above(clock, after, None);
@@ -200,7 +203,11 @@ pub async fn propose_alone(
         raft,
         vec![proposal],
         &Steps::default(),
-        Some((stamp, clock.clone())),
+        Some(Stamping {
+            stamp,
+            clock: clock.clone(),
+            commit_wait_max,
+        }),
     )
     .await;
     rx.await.map_err(|_| unanswered())
@@ -243,8 +250,15 @@ async fn run(
                 Next::Stop => return,
                 Next::Close(profile) => {
                     promised = tokio::time::Instant::now();
-                    if is_leader(&raft) {
-                        if let Ok(permit) = in_flight.clone().acquire_owned().await {
+                    if !is_leader(&raft) {
+                        // A follower's timer wakes ten times less often.
+                        if let Some(c) = &closing {
+                            promised += c.interval * 9;
+                        }
+                    } else {
+                        // Only into a free place: an entry in flight carries a promise anyway,
+                        // and a write must never wait behind an empty one.
+                        if let Ok(permit) = in_flight.clone().try_acquire_owned() {
                             let stamp = stamp_above(&clock, Timestamp::ZERO, Some(profile));
                             stats.promises.fetch_add(1, Ordering::Relaxed);
                             tokio::spawn(promise_alone(group, raft.clone(), stamp, permit));
@@ -292,11 +306,15 @@ async fn run(
         // stamp above the one before it (`Stamps::apply`), the same on every replica.
         let after = batch.iter().map(|p| p.after).max().unwrap_or_default();
         let stamp = stamp_above(&clock, after, closing.as_ref().map(|c| c.profile(group)));
-        let clock = clock.clone();
+        let stamping = Stamping {
+            stamp,
+            clock: clock.clone(),
+            commit_wait_max: closing.as_ref().map(|c| commit_wait_max(c.lead_us)),
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let start = std::time::Instant::now();
-            let entry = submit(group, &raft, batch, &steps, Some((stamp, clock)));
+            let entry = submit(group, &raft, batch, &steps, Some(stamping));
             match tokio::time::timeout(ENTRY_WAIT_MAX, entry).await {
                 Ok(true) => stats.commit.observe(start.elapsed()),
                 Ok(false) => {}
@@ -310,25 +328,45 @@ async fn run(
     }
 }
 
-/// The longest a write's answer waits for its commit timestamp to pass: one further ahead
-/// comes from a clock that is off (the clock check says so), not from a profile's lead.
+/// The least a write's answer may wait for its commit timestamp to pass
+/// ([`commit_wait_max`]).
 pub const COMMIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// How long until `clock` passes the commit timestamp `at` (none without either).
-fn commit_wait(at: Option<Timestamp>, clock: Option<&NodeClock>) -> std::time::Duration {
-    let (Some(at), Some(clock)) = (at, clock) else {
+/// The longest a write's answer waits for its commit timestamp to pass when leaders close
+/// `lead_us` ahead: twice the lead (its own promise, plus an earlier leader's clock up to the
+/// offset ahead), at least [`COMMIT_WAIT_MAX`]. A timestamp further ahead comes from a clock
+/// that is off (the clock check says so).
+pub fn commit_wait_max(lead_us: u64) -> std::time::Duration {
+    COMMIT_WAIT_MAX.max(std::time::Duration::from_micros(lead_us.saturating_mul(2)))
+}
+
+/// An entry's stamp, the clock it came from, and (when the cluster reads by closed
+/// timestamps) the longest its writers' answers wait for its commit timestamp to pass.
+struct Stamping {
+    stamp: Stamp,
+    clock: Arc<NodeClock>,
+    commit_wait_max: Option<std::time::Duration>,
+}
+
+/// How long until the clock passes the commit timestamp `at`: none without closed timestamps
+/// (no session's order depends on it) or without a timestamp.
+fn commit_wait(at: Option<Timestamp>, stamping: Option<&Stamping>) -> std::time::Duration {
+    let (Some(at), Some(s)) = (at, stamping) else {
         return std::time::Duration::ZERO;
     };
-    let ahead = at.physical.saturating_sub(clock.physical_us());
+    let Some(max) = s.commit_wait_max else {
+        return std::time::Duration::ZERO;
+    };
+    let ahead = at.physical.saturating_sub(s.clock.physical_us());
     let wait = std::time::Duration::from_micros(ahead);
-    if wait > COMMIT_WAIT_MAX {
+    if wait > max {
         tracing::warn!(
             commit = %at,
             "a commit timestamp is {wait:?} ahead of this node's clock: answered after \
-             {COMMIT_WAIT_MAX:?} (a clock is off)"
+             {max:?} (a clock is off)"
         );
     }
-    wait.min(COMMIT_WAIT_MAX)
+    wait.min(max)
 }
 
 fn answer(answers: Vec<(oneshot::Sender<Outcome>, Outcome)>) {
@@ -420,7 +458,7 @@ async fn submit(
     raft: &Raft,
     batch: Vec<Proposal>,
     steps: &Steps,
-    stamp: Option<(Stamp, Arc<NodeClock>)>,
+    stamping: Option<Stamping>,
 ) -> bool {
     let mut spans = Vec::new();
     let (mut cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch
@@ -441,10 +479,9 @@ async fn submit(
         }
         None => return false,
     };
-    let (stamp, clock) = stamp.unzip();
-    let cmd = match stamp {
-        Some(stamp) => Command::Stamped {
-            stamp,
+    let cmd = match &stamping {
+        Some(s) => Command::Stamped {
+            stamp: s.stamp,
             cmd: Box::new(cmd),
         },
         None => cmd,
@@ -466,7 +503,7 @@ async fn submit(
                     .map(|reply| (reply, Ok((rev, result.clone().stamped(at)))))
                     .collect(),
             };
-            let wait = commit_wait(at, clock.as_deref());
+            let wait = commit_wait(at, stamping.as_ref());
             if wait.is_zero() {
                 answer(answers);
             } else {

@@ -340,11 +340,14 @@ impl NodeCtx {
             (None, true) => SwitchRule::Sync,
         };
         let plan = plan_read(level, group, session.last_group, &session.vector, rule);
-        if plan.at_timestamp {
-            // A router whose clock is off serves no read by timestamp (it says so).
+        if plan.at_timestamp && level == ReadLevel::Sequential {
+            // A router whose clock is off serves no sequential read by timestamp (it says
+            // so); a linearizable one also syncs, so the router's clock decides nothing.
             self.clock_check
                 .check()
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        if plan.at_timestamp {
             // One no node gave would hold the read until the deadline: refused at once.
             self.check_session_timestamp(session.timestamp)?;
         }
@@ -420,7 +423,9 @@ impl NodeCtx {
         }
         let start = tokio::time::Instant::now();
         let ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let deadline = start + Duration::from_millis(self.limits.sync_wait_ms_max);
+        let deadline = start
+            .checked_add(Duration::from_millis(self.limits.sync_wait_ms_max))
+            .unwrap_or(start + Duration::from_secs(3_600));
         let mut applied = h.shared.applied_watch();
         let stamps = h.shared.read().stamps;
         let mut replica = ReplicaClosed::restored(stamps.applied, stamps.closed, 0);

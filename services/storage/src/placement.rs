@@ -5,7 +5,7 @@
 
 use crate::kv::KvState;
 use meridian_types::{
-    CommandResult, Event, PlacementChange, PlacementMap, Rejection, PLACEMENT_KEY,
+    CommandResult, Event, PlacementChange, PlacementMap, Rejection, PLACEMENT_KEY, PROFILES_KEY,
 };
 
 impl KvState {
@@ -15,10 +15,15 @@ impl KvState {
         self.keys.get(PLACEMENT_KEY).map(|kv| kv.mod_revision)
     }
 
-    /// The committed placement map, if this group holds one.
+    /// The committed placement map, if this group holds one, with its timestamp profiles
+    /// (kept under their own key: see [`PROFILES_KEY`]).
     pub fn placement_map(&self) -> Option<PlacementMap> {
         let kv = self.keys.get(PLACEMENT_KEY)?;
-        decode(&kv.value)
+        let mut map = decode(&kv.value)?;
+        if let Some(p) = self.keys.get(PROFILES_KEY) {
+            map.profiles = bincode::deserialize(&p.value).unwrap_or_default();
+        }
+        Some(map)
     }
 
     pub(crate) fn apply_placement(
@@ -34,12 +39,18 @@ impl KvState {
                 message: r.message,
             }),
             Ok(None) => CommandResult::Applied,
-            Ok(Some(map)) => match bincode::serialize(&map) {
-                Ok(value) => {
+            Ok(Some(map)) => match (bincode::serialize(&map), bincode::serialize(&map.profiles)) {
+                (Ok(value), Ok(profiles)) => {
+                    // The map's key always moves (its epoch is this revision): followers
+                    // notice every change, a profile's included.
                     self.put_internal(revision, PLACEMENT_KEY, value, events);
+                    let before = current.map(|m| m.profiles).unwrap_or_default();
+                    if map.profiles != before {
+                        self.put_internal(revision, PROFILES_KEY, profiles, events);
+                    }
                     CommandResult::Applied
                 }
-                Err(e) => CommandResult::Rejected(Rejection {
+                (Err(e), _) | (_, Err(e)) => CommandResult::Rejected(Rejection {
                     rule: "internal".into(),
                     message: format!("encoding the placement map: {e}"),
                 }),
@@ -48,31 +59,8 @@ impl KvState {
     }
 }
 
-/// The map as encoded before `profiles` existed.
-#[derive(serde::Deserialize)]
-struct PlacementMapV1 {
-    epoch: u64,
-    regions: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-    groups: std::collections::BTreeMap<meridian_types::GroupId, meridian_types::GroupPlacement>,
-    domains: Vec<meridian_types::DomainPlacement>,
-    moves_done: Vec<meridian_types::MoveRecord>,
-}
-
-/// Reads an encoded map: this version's, or one written before `profiles` existed (bincode has
-/// no optional fields: the old shape is read when the new one runs out of bytes).
 fn decode(bytes: &[u8]) -> Option<PlacementMap> {
-    if let Ok(map) = bincode::deserialize::<PlacementMap>(bytes) {
-        return Some(map);
-    }
-    let old: PlacementMapV1 = bincode::deserialize(bytes).ok()?;
-    Some(PlacementMap {
-        epoch: old.epoch,
-        regions: old.regions,
-        groups: old.groups,
-        domains: old.domains,
-        moves_done: old.moves_done,
-        profiles: Default::default(),
-    })
+    bincode::deserialize(bytes).ok()
 }
 
 #[cfg(test)]
@@ -134,10 +122,11 @@ mod tests {
         assert_eq!(s.keys, before);
     }
 
-    /// A map written before `profiles` existed (the old shape, as bincode wrote it) still
-    /// reads, with no profiles; a map with profiles reads back with them.
+    /// Profiles live under their own key, so the map's encoding (and a seed entry in an older
+    /// log) is what it was: bytes of a map without the field still decode, and a profile set
+    /// once reads back with the map after later changes.
     #[test]
-    fn maps_written_before_profiles_still_read() {
+    fn profiles_live_beside_the_map_whose_encoding_is_unchanged() {
         #[derive(serde::Serialize)]
         struct Old {
             epoch: u64,
@@ -155,16 +144,33 @@ mod tests {
             moves_done: Vec::new(),
         })
         .unwrap();
-        let read = decode(&old).expect("an old map reads");
-        assert_eq!(
-            (read.epoch, read.domains, read.profiles.len()),
-            (9, m.domains.clone(), 0)
+        assert_eq!(bincode::serialize(&PlacementMap { epoch: 9, ..seed() }).unwrap(), old);
+        let mut s = KvState::default();
+        s.apply(4, &Command::Placement(PlacementChange::Seed(seed())));
+        let (r, _) = s.apply(
+            5,
+            &Command::Placement(PlacementChange::SetProfile {
+                prefix: "/a/".into(),
+                profile: Some(meridian_types::ReadProfile::GlobalReads),
+                expected_epoch: None,
+            }),
         );
-        let mut new = seed();
-        new.profiles
-            .insert("/a/".into(), meridian_types::ReadProfile::GlobalReads);
-        let back = decode(&bincode::serialize(&new).unwrap()).expect("a new map reads");
-        assert_eq!(back, new);
-        assert_eq!(decode(b"\x01\x02"), None, "garbage is no map");
+        assert_eq!(r, CommandResult::Applied);
+        let (r, _) = s.apply(
+            6,
+            &Command::Placement(PlacementChange::SetPolicy {
+                prefix: "/a/".into(),
+                policy: None,
+                expected_epoch: None,
+            }),
+        );
+        assert_eq!(r, CommandResult::Applied);
+        let map = s.placement_map().expect("map");
+        assert_eq!(map.epoch, 6);
+        assert_eq!(
+            map.profiles.get("/a/"),
+            Some(&meridian_types::ReadProfile::GlobalReads)
+        );
+        assert_eq!(s.placement_epoch(), Some(6));
     }
 }

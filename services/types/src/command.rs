@@ -312,7 +312,10 @@ impl Command {
             }
             Command::Batch(_) => None,
             Command::AfterImport { cmd, .. } | Command::Stamped { cmd, .. } => cmd.keys(),
-            Command::Placement(_) => Some(vec![crate::placement::PLACEMENT_KEY]),
+            Command::Placement(_) => Some(vec![
+                crate::placement::PLACEMENT_KEY,
+                crate::placement::PROFILES_KEY,
+            ]),
             // A move step touches a whole subtree.
             Command::Move(_) => None,
             Command::Lease(l) => match l {

@@ -29,7 +29,7 @@ pub use ids::{GroupId, NodeId};
 pub use path::{validate_key, validate_prefix, validate_value, PathError};
 pub use placement::{
     DomainPlacement, GroupPlacement, MoveRecord, MoveState, MoveStep, PlacementChange,
-    PlacementMap, Policy, PolicyMode, ReadProfile, Selector, PLACEMENT_KEY,
+    PlacementMap, Policy, PolicyMode, ReadProfile, Selector, PLACEMENT_KEY, PROFILES_KEY,
 };
 pub use raft::TypeConfig;
 

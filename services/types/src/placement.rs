@@ -24,8 +24,10 @@ pub struct PlacementMap {
     /// [`MOVE_HISTORY_MAX`]): how `meridian placement move` learns how its move ended.
     pub moves_done: Vec<MoveRecord>,
     /// Domain prefix → how its group closes timestamps (docs/closed-timestamps.md); a domain
-    /// not listed closes as the nodes' `[timestamps] profile` says. Last in the encoding: a map
-    /// written before it existed reads with none (`meridian-storage` reads both shapes).
+    /// not listed closes as the nodes' `[timestamps] profile` says. Not in the map's encoding
+    /// (which a seed entry in an older log also holds): the global group keeps it under its own
+    /// key, [`PROFILES_KEY`], beside the map's.
+    #[serde(skip)]
     pub profiles: BTreeMap<String, ReadProfile>,
 }
 
@@ -287,3 +289,7 @@ pub struct MoveRecord {
 pub const MOVE_HISTORY_MAX: usize = 32;
 
 pub const PLACEMENT_KEY: &str = "@placement";
+
+/// The key under which the global group stores the map's timestamp profiles (as
+/// [`PLACEMENT_KEY`], no client path can name it).
+pub const PROFILES_KEY: &str = "@profiles";

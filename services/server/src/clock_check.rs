@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 // tokio's clock: the deterministic simulation's virtual time, so a probe's round trip there is
 // the simulated one.
-use tokio::time::Instant;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How often each peer's clock is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);

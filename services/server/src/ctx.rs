@@ -321,9 +321,8 @@ impl NodeCtx {
                             cmd,
                             &self.timestamps,
                             after,
-                            self.closed_reads.map(|_| {
-                                crate::proposer::commit_wait_max(self.timestamp_lead_us)
-                            }),
+                            self.closed_reads
+                                .map(|_| crate::proposer::commit_wait_max(self.timestamp_lead_us)),
                         )
                         .await,
                     )

@@ -144,7 +144,10 @@ mod tests {
             moves_done: Vec::new(),
         })
         .unwrap();
-        assert_eq!(bincode::serialize(&PlacementMap { epoch: 9, ..seed() }).unwrap(), old);
+        assert_eq!(
+            bincode::serialize(&PlacementMap { epoch: 9, ..seed() }).unwrap(),
+            old
+        );
         let mut s = KvState::default();
         s.apply(4, &Command::Placement(PlacementChange::Seed(seed())));
         let (r, _) = s.apply(

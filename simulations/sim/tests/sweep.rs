@@ -176,22 +176,28 @@ fn mode_e_survives_drawn_faults_and_skewed_clocks() {
 }
 
 /// Mode e with reads served before the replica's closed timestamp reached the session's
-/// (test-only): the sequential-consistency checker fails the first seed.
+/// (test-only), most operations switching groups: the sequential-consistency checker fails
+/// within the first three seeds.
 #[test]
 fn mode_e_catches_a_read_served_before_its_timestamp_closed() {
     let text = SWEEP_E
         .replace("random_faults = 4", "random_faults = 0")
+        .replace("locality = 0.5", "locality = 0.2")
+        .replace("clients_per_region = 2", "clients_per_region = 3")
         .replace(
             "watchers = 1",
             "watchers = 0\ninject = [\"read-before-closed\"]",
         );
     let s = parse_scenario(&text, "sweep-e.toml + read-before-closed").expect("scenario");
     assert_eq!(s.inject, ["read-before-closed"]);
-    let runs = run_seed(&s, TOPO, 1).expect("simulation");
-    let v = &runs[0];
+    let caught = (1..=3).find(|seed| {
+        let runs = run_seed(&s, TOPO, *seed).expect("simulation");
+        eprintln!("seed {seed}: sequential {:?}", runs[0].sequential.is_err());
+        runs[0].sequential.is_err()
+    });
     assert!(
-        v.sequential.is_err(),
-        "a read served before its timestamp closed passed sequential consistency"
+        caught.is_some(),
+        "reads served before their timestamp closed passed sequential consistency in 3 seeds"
     );
 }
 

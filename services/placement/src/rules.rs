@@ -155,20 +155,7 @@ pub fn apply_rule(
             policy,
             expected_epoch,
         } => {
-            let current = seeded(current)?;
-            check_epoch(current, *expected_epoch)?;
-            validate_domain_prefix(prefix).map_err(|e| refuse("bad_prefix", e))?;
-            let Some(i) = current.domains.iter().position(|d| &d.prefix == prefix) else {
-                let names: Vec<&str> = current.domains.iter().map(|d| d.prefix.as_str()).collect();
-                return Err(refuse(
-                    "unknown_domain",
-                    format!(
-                        "{prefix} is not a domain (domains: {}); a policy applies to a whole \
-                         domain",
-                        names.join(" ")
-                    ),
-                ));
-            };
+            let (current, i) = domain_change(current, prefix, *expected_epoch, "a policy")?;
             let mut map = current.clone();
             if let Some(p) = policy {
                 check_policy(&map, p)
@@ -198,20 +185,7 @@ pub fn apply_rule(
             profile,
             expected_epoch,
         } => {
-            let current = seeded(current)?;
-            check_epoch(current, *expected_epoch)?;
-            validate_domain_prefix(prefix).map_err(|e| refuse("bad_prefix", e))?;
-            if !current.domains.iter().any(|d| &d.prefix == prefix) {
-                let names: Vec<&str> = current.domains.iter().map(|d| d.prefix.as_str()).collect();
-                return Err(refuse(
-                    "unknown_domain",
-                    format!(
-                        "{prefix} is not a domain (domains: {}); a profile applies to a whole \
-                         domain",
-                        names.join(" ")
-                    ),
-                ));
-            }
+            let (current, _) = domain_change(current, prefix, *expected_epoch, "a profile")?;
             let mut map = current.clone();
             match profile {
                 Some(p) => map.profiles.insert(prefix.clone(), *p),
@@ -219,6 +193,33 @@ pub fn apply_rule(
             };
             map.epoch = revision;
             Ok(Some(map))
+        }
+    }
+}
+
+/// The map and the index of domain `prefix`, for a change of `what` to that whole domain at
+/// `expected_epoch`: refused when there is no map yet, the epoch moved, the prefix is malformed
+/// or no domain.
+fn domain_change<'a>(
+    current: Option<&'a PlacementMap>,
+    prefix: &str,
+    expected_epoch: Option<u64>,
+    what: &str,
+) -> Result<(&'a PlacementMap, usize), Refusal> {
+    let current = seeded(current)?;
+    check_epoch(current, expected_epoch)?;
+    validate_domain_prefix(prefix).map_err(|e| refuse("bad_prefix", e))?;
+    match current.domains.iter().position(|d| d.prefix == prefix) {
+        Some(i) => Ok((current, i)),
+        None => {
+            let names: Vec<&str> = current.domains.iter().map(|d| d.prefix.as_str()).collect();
+            Err(refuse(
+                "unknown_domain",
+                format!(
+                    "{prefix} is not a domain (domains: {}); {what} applies to a whole domain",
+                    names.join(" ")
+                ),
+            ))
         }
     }
 }

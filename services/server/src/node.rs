@@ -338,7 +338,10 @@ impl Node {
                 lag_us: config.timestamps.lag_ms * 1_000,
                 lead_us,
                 interval: Duration::from_millis(config.timestamps.close_interval_ms),
-                placement: placement.clone(),
+                profile_of: {
+                    let placement = placement.clone();
+                    Arc::new(move |group| placement.current().map.group_profile(group))
+                },
             });
         for (group, role) in topology.groups_of_node(config.node_id) {
             let (voters_rtt, members_rtt) = group_round_trips(&topology, group);

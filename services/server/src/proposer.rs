@@ -148,13 +148,14 @@ pub struct Closing {
     /// `global-reads`: how far ahead.
     pub lead_us: u64,
     pub interval: std::time::Duration,
-    pub placement: Arc<crate::placement::PlacementView>,
+    /// The profile the placement map gives a group now, if any.
+    pub profile_of: Arc<dyn Fn(GroupId) -> Option<ReadProfile> + Send + Sync>,
 }
 
 impl Closing {
     /// The profile `group` closes with now.
     pub fn profile(&self, group: GroupId) -> Profile {
-        match self.placement.current().map.group_profile(group) {
+        match (self.profile_of)(group) {
             Some(ReadProfile::GlobalReads) => Profile::GlobalReads {
                 lead_us: self.lead_us,
             },

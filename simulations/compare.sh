@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The default comparison (issue 5), from a fresh checkout, as root:
 #   simulations/compare.sh [SCENARIO]   (default: simulations/scenarios/default.toml)
-# 1. Meridian's four deployment modes (a ensemble, b observers, c no sync, d Meridian) as real
-#    processes under the WAN emulator;
+# 1. Meridian's five deployment modes (a ensemble, b observers, c no sync, d Meridian, e closed
+#    timestamps) as real processes under the WAN emulator;
 # 2. the same scenario in the deterministic simulation, every history checked;
 # 3. etcd 3.4 (a cluster spanning the regions) and ZooKeeper 3.8 (voters spanning the regions;
 #    voters in one region with observers) under the same emulator, same workload stream;

@@ -107,9 +107,9 @@ fn merge(
         .into_iter()
         .map(|r| ((key(&r), r["mode"].as_str().unwrap_or("?").to_string()), r))
         .collect();
-    let cols = ["a", "b", "c", "d", "etcd-a", "zk-a", "zk-b"];
+    let cols = ["a", "b", "c", "d", "e", "etcd-a", "zk-a", "zk-b"];
     let mut md = String::from(
-        "| read | local | burst | a | b | c | d | etcd-a | zk-a | zk-b | d/a | d/etcd-a | d/zk-a | local read p50 c → d (ms) | local write p50 c → d (ms) | simulated c / d |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| read | local | burst | a | b | c | d | e | etcd-a | zk-a | zk-b | d/a | d/etcd-a | d/zk-a | e/d | e/zk-b | e/c | local read p50 c → d (ms) | local write p50 c → d (ms) | simulated c / d / e |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in &mixes {
         let parts: Vec<&str> = m.split('|').collect();
@@ -118,10 +118,11 @@ fn merge(
                 .and_then(|r| r["ops_per_sec"].as_f64())
         };
         let cell = |c: &str| ops(c).map_or("–".to_string(), |v| format!("{v:.0}"));
-        let ratio = |a: &str| match (ops("d"), ops(a)) {
-            (Some(d), Some(x)) if x > 0.0 => format!("{:.1}×", d / x),
+        let ratio_of = |num: &str, den: &str| match (ops(num), ops(den)) {
+            (Some(n), Some(x)) if x > 0.0 => format!("{:.1}×", n / x),
             _ => "–".into(),
         };
+        let ratio = |a: &str| ratio_of("d", a);
         let lat = |kind: &str| {
             let c = by.get(&(m.clone(), "c".into())).map(|r| local_p50(r, kind));
             let d = by.get(&(m.clone(), "d".into())).map(|r| local_p50(r, kind));
@@ -140,11 +141,12 @@ fn merge(
             })
         };
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
             parts[0], parts[1], parts[2],
-            cell("a"), cell("b"), cell("c"), cell("d"), cell("etcd-a"), cell("zk-a"), cell("zk-b"),
+            cell("a"), cell("b"), cell("c"), cell("d"), cell("e"), cell("etcd-a"), cell("zk-a"), cell("zk-b"),
             ratio("a"), ratio("etcd-a"), ratio("zk-a"),
-            lat("local read"), lat("local write"), verdict("c"), verdict("d")
+            ratio_of("e", "d"), ratio_of("e", "zk-b"), ratio_of("e", "c"),
+            lat("local read"), lat("local write"), verdict("c"), verdict("d"), verdict("e")
         ));
     }
     let _ = cols;

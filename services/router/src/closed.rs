@@ -37,14 +37,6 @@ impl Profile {
         }
     }
 
-    /// How far ahead of the leader's clock it closes (0 for `local-writes`).
-    pub fn lead_us(self) -> u64 {
-        match self {
-            Profile::LocalWrites { .. } => 0,
-            Profile::GlobalReads { lead_us } => lead_us,
-        }
-    }
-
     /// How long (µs of physical time) a write committed at `commit` waits before its answer
     /// when the physical clock reads `physical_us`: none for `local-writes`; until the commit
     /// timestamp has passed for `global-reads`.

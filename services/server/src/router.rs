@@ -77,6 +77,10 @@ pub struct ReadyRead {
     pub at: meridian_types::hlc::Timestamp,
     /// Served by closed timestamps: the replica's closed timestamp had reached the session's.
     pub by_timestamp: bool,
+    /// A sequential read by closed timestamps: one key's read may be served below the
+    /// replica's last commit ([`ReadyRead::key`]). A linearizable read stays at the last
+    /// commit (the read index put it after every write acknowledged before it began).
+    pub sequential: bool,
 }
 
 impl ReadyRead {
@@ -88,6 +92,24 @@ impl ReadyRead {
             meridian_router::read_timestamp(self.session.timestamp, stamps.applied)
         } else {
             stamps.applied
+        }
+    }
+
+    /// Reads `key` of the state `s`: the read's timestamp and the revision to report. By closed timestamps a sequential read is served at the lowest timestamp the
+    /// key's value holds at (its change, the session's, what the session has seen of the group:
+    /// `KvState::key_read_at`), so reading a key does not lift the session to the replica's
+    /// last commit and the session's next switch need not wait for it; otherwise at the last
+    /// commit, as [`ReadyRead::timestamp`].
+    pub fn key(
+        &self,
+        s: &meridian_storage::KvState,
+        key: &str,
+    ) -> (meridian_types::hlc::Timestamp, u64) {
+        if self.by_timestamp && self.sequential {
+            let seen = self.session.vector.get(self.handle.shared.group);
+            s.key_read_at(key, self.session.timestamp, seen)
+        } else {
+            (self.timestamp(s.stamps), s.revision)
         }
     }
 
@@ -406,6 +428,7 @@ impl NodeCtx {
             synced: plan.sync,
             at: meridian_types::hlc::Timestamp::ZERO,
             by_timestamp: plan.at_timestamp,
+            sequential: level == ReadLevel::Sequential,
         })
     }
 

@@ -228,11 +228,16 @@ impl KvService {
                     .ctx
                     .prepare_read_from(group, opts.0, opts.1, floor)
                     .await?;
-                let (out, rev, frozen) = {
+                let (out, (at, rev), frozen) = {
                     let s = r.handle.shared.read();
-                    r.at = r.timestamp(s.stamps);
-                    (read(&s), s.revision, s.frozen_at(scope, prefix))
+                    let at = if prefix {
+                        (r.timestamp(s.stamps), s.revision)
+                    } else {
+                        r.key(&s, scope)
+                    };
+                    (read(&s), at, s.frozen_at(scope, prefix))
                 };
+                r.at = at;
                 match frozen {
                     None => return Ok((out, r, rev)),
                     Some(epoch) => {

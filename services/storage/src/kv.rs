@@ -38,6 +38,10 @@ pub struct KvState {
     /// out of the state's encoding (stores and snapshots keep them after it).
     #[serde(skip)]
     pub stamps: meridian_types::hlc::Stamps,
+    /// The commit timestamps of recent changes (not part of the state; in memory only), so a
+    /// read by closed timestamps is served at the lowest timestamp its answer holds at.
+    #[serde(skip)]
+    pub recent: crate::recent::Recent,
 }
 
 /// A command the state machine refuses, with the rule it broke; nothing changes.
@@ -282,6 +286,34 @@ impl KvState {
         self.keys.get(key)
     }
 
+    /// The timestamp and revision a read of `key` by closed timestamps is served at, for a
+    /// session at `session` that has seen this group up to revision `seen`, once this replica
+    /// has closed `session`: the lowest timestamp at which the key is as this state holds it
+    /// (at or above the commit that wrote it, or the last removal for a key that is absent,
+    /// and above everything up to `seen`), never below the session's. Nothing of the group
+    /// commits between the key's change and the replica's closed timestamp, so the read sees
+    /// exactly what a read at that timestamp would (docs/closed-timestamps.md).
+    pub fn key_read_at(
+        &self,
+        key: &str,
+        session: meridian_types::hlc::Timestamp,
+        seen: u64,
+    ) -> (meridian_types::hlc::Timestamp, u64) {
+        let applied = self.stamps.applied;
+        let changed = match self.keys.get(key) {
+            Some(kv) => self.recent.as_of(kv.mod_revision, applied),
+            None => self.recent.removed(applied),
+        };
+        let at = session
+            .max(changed)
+            .max(self.recent.as_of(seen.min(self.revision), applied));
+        let revision = self
+            .recent
+            .revision_at(at, self.revision)
+            .max(seen.min(self.revision));
+        (at, revision)
+    }
+
     /// Keys starting with `prefix`, strictly after `after` (if any), at most `limit`.
     /// Returns the page and whether more keys follow.
     pub fn range(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<KeyValue>, bool) {
@@ -338,6 +370,52 @@ mod tests {
             prev_kv: true,
             ..PutOp::new(key, value)
         })
+    }
+
+    /// Applies `cmd` at `revision` committed at physical time `at`, as the state machine does.
+    fn stamped(s: &mut KvState, revision: u64, at: u64, cmd: &Command) {
+        use meridian_types::hlc::{Stamp, Timestamp};
+        let previous = s.stamps.applied;
+        let at = s.stamps.apply(&Stamp {
+            at: Timestamp::new(at, 0),
+            closed: None,
+        });
+        let (_, ev) = s.apply(revision, cmd);
+        s.recent.record(revision, at, previous, &ev);
+    }
+
+    /// A key's read by closed timestamps is at its own change, not at the last commit; an
+    /// absent key's at the last removal; never below the session or what it has seen.
+    #[test]
+    fn a_key_is_read_at_its_own_change() {
+        use meridian_types::hlc::Timestamp;
+        let ts = |p| Timestamp::new(p, 0);
+        let mut s = KvState::default();
+        stamped(&mut s, 1, 100, &put("/a", "1"));
+        stamped(&mut s, 2, 200, &put("/b", "1"));
+        stamped(
+            &mut s,
+            3,
+            300,
+            &Command::Delete(DeleteOp {
+                key: "/b".into(),
+                prefix: false,
+                expected_version: None,
+                expected_mod_revision: None,
+                prev_kv: false,
+            }),
+        );
+        stamped(&mut s, 4, 400, &put("/c", "1"));
+        stamped(&mut s, 5, 500, &put("/c", "2"));
+        assert_eq!(s.key_read_at("/a", Timestamp::ZERO, 0), (ts(100), 1));
+        assert_eq!(s.key_read_at("/c", Timestamp::ZERO, 0), (ts(500), 5));
+        // Absent: at the last removal (it may have been deleted there).
+        assert_eq!(s.key_read_at("/b", Timestamp::ZERO, 0), (ts(300), 3));
+        assert_eq!(s.key_read_at("/zz", Timestamp::ZERO, 0), (ts(300), 3));
+        // The session's timestamp is a floor; the revision reported is the state there.
+        assert_eq!(s.key_read_at("/a", ts(250), 0), (ts(250), 2));
+        // So is what the session has seen of the group.
+        assert_eq!(s.key_read_at("/a", Timestamp::ZERO, 4), (ts(400), 4));
     }
 
     /// Puts count versions, keep create_revision, and emit one event each.

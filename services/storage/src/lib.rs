@@ -38,6 +38,7 @@ pub mod mem;
 pub mod moves;
 pub mod persist;
 pub mod placement;
+pub mod recent;
 pub mod sequence;
 pub mod sim_disk;
 pub mod sm;

@@ -192,8 +192,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         CommandResult::Applied
                     }
                     EntryPayload::Normal(Command::Stamped { stamp, cmd }) => {
+                        let previous = staged.stamps.applied;
                         let at = staged.stamps.apply(stamp);
                         let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
+                        staged.recent.record(entry.log_id.index, at, previous, &ev);
                         events.append(&mut ev);
                         CommandResult::Stamped {
                             at,
@@ -201,8 +203,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                     }
                     EntryPayload::Normal(cmd) => {
-                        staged.stamps.apply_unstamped();
+                        let previous = staged.stamps.applied;
+                        let at = staged.stamps.apply_unstamped();
                         let (res, mut ev) = staged.apply(entry.log_id.index, cmd);
+                        staged.recent.record(entry.log_id.index, at, previous, &ev);
                         events.append(&mut ev);
                         res
                     }

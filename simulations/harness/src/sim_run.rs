@@ -180,7 +180,7 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                 extra.push("--unsafe-no-sync");
             }
             if mode == "e" {
-                extra.extend(["--reads", "local-writes"]);
+                extra.extend(["--reads", s.profile.as_str()]);
             }
             Some(Dev::start_here(args.port + mi as u16, &extra)?)
         };

@@ -18,6 +18,10 @@ fn default_keys() -> u64 {
     1000
 }
 
+fn default_profile() -> String {
+    "local-writes".into()
+}
+
 fn default_seed() -> u64 {
     1
 }
@@ -103,6 +107,11 @@ pub struct Scenario {
     /// closed timestamps must stay correct under it (docs/closed-timestamps.md).
     #[serde(default)]
     pub physical_skew_ms: f64,
+    /// Mode e: how every group closes timestamps, `"local-writes"` (the default: writes stay
+    /// local, a switch waits about a one-way delay) or `"global-reads"` (reads never wait,
+    /// writes wait out the lead); docs/closed-timestamps.md.
+    #[serde(default = "default_profile")]
+    pub profile: String,
     /// Simulation: the first this-many clients of every region carry their session to the next
     /// region's routers halfway through the workload (`adopt_session`); the checkers hold the
     /// session to its order across the move. At most `clients_per_region`.
@@ -320,6 +329,12 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
         return bad(format!(
             "roamers: {} is more than clients_per_region ({})",
             s.roamers, s.clients_per_region
+        ));
+    }
+    if !["local-writes", "global-reads"].contains(&s.profile.as_str()) {
+        return bad(format!(
+            "profile: {:?} is not a closed-timestamp profile (local-writes or global-reads)",
+            s.profile
         ));
     }
     if !(s.physical_skew_ms >= 0.0 && s.physical_skew_ms <= PHYSICAL_SKEW_MS_MAX) {

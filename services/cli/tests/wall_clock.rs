@@ -136,13 +136,24 @@ async fn a_node_whose_clock_is_off_serves_no_read_by_timestamp() {
             }
         },
     );
-    cluster.wait_leader(Duration::from_secs(30)).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     common::put_settled(&cluster.client(), "/k", "v", Duration::from_secs(30)).await;
     // Every node's clock agrees: node 3 serves the read.
     let kv = read_at(cluster.addr(3))
         .await
         .expect("node 3 reads while its clock agrees");
     assert_eq!(kv.map(|kv| kv.value), Some(b"v".to_vec()));
+    // Node 3 leads the group (so that its clock would stamp the group's commits).
+    let at = |id: u64| {
+        Client::new(vec![cluster.addr(id).to_string()], Options::default()).expect("client")
+    };
+    let group = at(1).status(false).await.expect("status").groups[0].group;
+    if leader != 3 {
+        at(leader)
+            .transfer_leader(group, 3, Duration::from_secs(20))
+            .await
+            .expect("hand the group to node 3");
+    }
 
     // Node 3's wall clock jumps a minute ahead: within a few probes it refuses, saying why.
     std::fs::write(&offset, "+60\n").expect("jump");
@@ -166,6 +177,23 @@ async fn a_node_whose_clock_is_off_serves_no_read_by_timestamp() {
     // Its peers' clocks agree with each other: they keep serving.
     let kv = read_at(cluster.addr(1)).await.expect("node 1 reads");
     assert_eq!(kv.map(|kv| kv.value), Some(b"v".to_vec()));
+    // And node 3 hands its leadership to one of them: its clock no longer stamps the group.
+    let start = Instant::now();
+    let new_leader = loop {
+        if let Ok(s) = at(1).status(false).await {
+            let l = s.groups[0].leader;
+            if l != 0 && l != 3 {
+                break l;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node 3 still leads with its clock a minute ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    common::put_settled(&at(1), "/k2", "w", Duration::from_secs(30)).await;
+    eprintln!("node {new_leader} took the group over from node 3");
 
     // Back in step: node 3 serves again.
     std::fs::write(&offset, "+0\n").expect("back");

@@ -102,6 +102,38 @@ impl ClockOffsets {
     }
 }
 
+impl ClockOffsets {
+    /// The peers measured within [`OFFSET_FRESH_MS`] whose clocks agree with the majority's:
+    /// certainly (past both probes' uncertainty) within the maximum offset of the median
+    /// peer's. When this node is off ([`ClockOffsets::check`]) these are the ones fit to take
+    /// over what it leads.
+    pub fn agreeing(&self, now_ms: u64) -> Vec<u64> {
+        let fresh: Vec<(u64, &Measured)> = self
+            .peers
+            .iter()
+            .filter(|(_, m)| m.at_ms.saturating_add(OFFSET_FRESH_MS) >= now_ms)
+            .map(|(id, m)| (*id, m))
+            .collect();
+        let mut offsets: Vec<(i64, u64)> = fresh
+            .iter()
+            .map(|(_, m)| (m.offset_us, m.uncertainty_us))
+            .collect();
+        offsets.sort_unstable();
+        let Some(&(median, median_uncertainty)) = offsets.get(offsets.len() / 2) else {
+            return Vec::new();
+        };
+        fresh
+            .into_iter()
+            .filter(|(_, m)| {
+                let apart = i128::from(m.offset_us) - i128::from(median);
+                let slack = u128::from(m.uncertainty_us) + u128::from(median_uncertainty);
+                apart.unsigned_abs() + slack <= u128::from(self.max_offset_us)
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +160,17 @@ mod tests {
         assert_eq!((e.off, e.measured), (2, 2));
         assert_eq!(e.median_offset_us, 10_000_000);
         assert!(e.to_string().contains("NTP"), "{e}");
+        // Node 3 hands what it leads to the peers whose clocks agree with each other.
+        assert_eq!(views[2].agreeing(5), vec![0, 1]);
+        // A fourth node, 1 s behind everyone: not fit to take over.
+        views[2].record(
+            3,
+            1_000_000_000 + 10_000_000,
+            2_000,
+            1_000_000_000 - 1_000_000,
+            5,
+        );
+        assert_eq!(views[2].agreeing(5), vec![0, 1]);
     }
 
     #[test]

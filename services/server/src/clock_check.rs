@@ -47,6 +47,17 @@ impl ClockCheck {
             .check(now)
     }
 
+    /// The peers whose clocks agree with the majority's, when this node's clock is off;
+    /// `None` while it agrees.
+    pub fn off(&self) -> Option<(ClockOff, Vec<u64>)> {
+        let now = self.now_ms();
+        let offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        offsets
+            .check(now)
+            .err()
+            .map(|off| (off, offsets.agreeing(now)))
+    }
+
     fn record(&self, peer: u64, sent_physical_us: u64, rtt: Duration, peer_physical_us: u64) {
         let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         let now = self.now_ms();
@@ -58,12 +69,17 @@ impl ClockCheck {
 }
 
 /// Probes `peers` (node id, address) every [`PROBE_INTERVAL`] until shutdown, one probe in
-/// flight per peer, each within [`PROBE_WAIT`].
+/// flight per peer, each within [`PROBE_WAIT`]. With `leads` (the cluster reads by closed
+/// timestamps), a node whose clock is off hands the leadership of every group it leads to a
+/// voter whose clock agrees with the majority's: a leader stamps commit timestamps from its
+/// clock, and one a minute ahead would carry its group's timestamps (and every session that
+/// reads them) a minute into the future.
 pub async fn run(
     check: Arc<ClockCheck>,
     clock: Arc<NodeClock>,
     pool: Arc<meridian_consensus::PeerPool>,
     peers: Vec<(u64, String)>,
+    leads: Option<Arc<meridian_consensus::Host>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -89,9 +105,49 @@ pub async fn run(
             _ = round => {}
             _ = shutdown.changed() => return,
         }
+        if let (Some(host), Some((off, agreeing))) = (&leads, check.off()) {
+            hand_over(host, &off, &agreeing);
+        }
         tokio::select! {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Asks each group `host` leads to transfer its leadership to the first of its voters in
+/// `agreeing` (peers whose clocks agree with the majority's); a group with none keeps its
+/// leader (its reads by timestamp are refused meanwhile, never served wrong). Not awaited:
+/// the next probe round asks again if the transfer did not happen.
+fn hand_over(host: &meridian_consensus::Host, off: &ClockOff, agreeing: &[u64]) {
+    use openraft::async_runtime::watch::WatchReceiver;
+    for (group, h) in host.groups() {
+        let to = {
+            let m = h.raft.metrics();
+            let m = m.borrow_watched();
+            if m.state != openraft::ServerState::Leader {
+                continue;
+            }
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            agreeing.iter().copied().find(|id| voters.contains(id))
+        };
+        let Some(to) = to else {
+            tracing::warn!(
+                group = group.0,
+                "{off}; no voter of this group agrees with the majority's clock: it keeps its \
+                 leader"
+            );
+            continue;
+        };
+        tracing::warn!(
+            group = group.0,
+            to,
+            "{off}; handing this group's leadership to node {to}"
+        );
+        tokio::spawn(async move {
+            if let Err(e) = h.transfer_leadership(to).await {
+                tracing::warn!(group = group.0, to, "leadership transfer failed: {e}");
+            }
+        });
     }
 }

@@ -667,6 +667,7 @@ impl Node {
                 .filter(|n| n.id != config.node_id)
                 .map(|n| (n.id, n.address.clone()))
                 .collect(),
+            ctx.closed_reads.is_some().then(|| ctx.host.clone()),
             shutdown_rx.clone(),
         ));
         let lock_service = Arc::new(LockService::new(ctx.clone(), keepalives, gate.clone()));

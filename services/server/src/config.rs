@@ -342,6 +342,12 @@ pub struct TimestampsConfig {
     /// A read waiting for a replica's closed timestamp gives up (refuses, never serves an
     /// older view) once the closed timestamp has not moved for this long.
     pub stale_after_ms: u64,
+    /// The largest offset between two nodes' clocks the cluster assumes (NTP or chrony must
+    /// keep them within it). A node further than this from most of its peers serves no read
+    /// by timestamp and hands over what it leads; a session timestamp further ahead than this
+    /// (plus the lead) is refused; `global-reads` closes this much further ahead. Every node
+    /// of a cluster must say the same.
+    pub max_clock_offset_ms: u64,
 }
 
 impl Default for TimestampsConfig {
@@ -351,6 +357,7 @@ impl Default for TimestampsConfig {
             close_interval_ms: 10,
             lag_ms: 0,
             stale_after_ms: 1_000,
+            max_clock_offset_ms: 250,
         }
     }
 }
@@ -377,7 +384,19 @@ impl TimestampsConfig {
                 self.stale_after_ms
             )));
         }
+        if !(1..=10_000).contains(&self.max_clock_offset_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "timestamps.max_clock_offset_ms must be between 1 and 10000, not {} (the largest \
+                 offset NTP or chrony keeps between two nodes' clocks)",
+                self.max_clock_offset_ms
+            )));
+        }
         Ok(())
+    }
+
+    /// `max_clock_offset_ms` in µs.
+    pub fn max_clock_offset_us(&self) -> u64 {
+        self.max_clock_offset_ms * 1_000
     }
 
     /// The profile the leaders close with by default (a domain's profile in the placement map
@@ -617,5 +636,29 @@ mod tests {
             err.contains("must exceed twice heartbeat_interval_ms"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_clock_offset_is_configured_and_bounded() {
+        let cfg = load_text(
+            "[timestamps]
+max_clock_offset_ms = 20
+",
+        )
+        .unwrap();
+        assert_eq!(cfg.timestamps.max_clock_offset_us(), 20_000);
+        assert_eq!(
+            load_text("").unwrap().timestamps.max_clock_offset_us(),
+            250_000
+        );
+        for bad in ["0", "20000"] {
+            let err = load_text(&format!("[timestamps]\nmax_clock_offset_ms = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("max_clock_offset_ms must be between 1 and 10000"),
+                "{err}"
+            );
+        }
     }
 }

@@ -147,11 +147,6 @@ pub struct SimEnv {
     pub physical: meridian_types::hlc::Physical,
 }
 
-/// The largest offset between two nodes' clocks a node assumes (docs/closed-timestamps.md): a
-/// write whose session timestamp is further ahead of this node's clock is refused (no node
-/// can have given it). Not yet configurable.
-pub const MAX_CLOCK_OFFSET_US: u64 = 250_000;
-
 /// Where a node accepts connections.
 enum Listener {
     Tcp(tokio::net::TcpListener),
@@ -307,10 +302,8 @@ impl Node {
         let mut leader_leases = BTreeMap::new();
         let mut shareds = Vec::new();
         let lease_clock = LeaseClock::with_rate(config.raft.lease_clock_rate.unwrap_or(1.0));
-        let timestamps = Arc::new(meridian_types::hlc::NodeClock::new(
-            MAX_CLOCK_OFFSET_US,
-            physical,
-        ));
+        let max_offset_us = config.timestamps.max_clock_offset_us();
+        let timestamps = Arc::new(meridian_types::hlc::NodeClock::new(max_offset_us, physical));
         // The farthest one-way delay between two regions: how far ahead `global-reads` closes,
         // with the maximum clock offset.
         let one_way_max_us = topology
@@ -326,7 +319,7 @@ impl Node {
             .unwrap_or(0)
             * 1_000
             / 2;
-        let lead_us = one_way_max_us + MAX_CLOCK_OFFSET_US;
+        let lead_us = one_way_max_us + max_offset_us;
         let placement = Arc::new(crate::placement::PlacementView::new(
             topology.placement_map(),
         ));
@@ -463,7 +456,7 @@ impl Node {
             timestamps: timestamps.clone(),
             // Any domain may be made global-reads: sessions may run ahead by the lead.
             timestamp_lead_us: closing.as_ref().map_or(0, |_| lead_us),
-            clock_check: Arc::new(crate::clock_check::ClockCheck::new(MAX_CLOCK_OFFSET_US)),
+            clock_check: Arc::new(crate::clock_check::ClockCheck::new(max_offset_us)),
             leader_leases,
             lock_waits,
         });

@@ -182,3 +182,54 @@ async fn resume_inside_a_fragmented_revision_loses_and_repeats_nothing() {
         .await
         .expect("node shutdown finished");
 }
+
+/// Read by closed timestamps, a get is served at its key's own change (docs/consistency.md
+/// rule 3′), so its header may name an older revision than the replica's last — but never one
+/// below the compaction point: "get, then watch from the next revision" keeps working on a key
+/// that has not changed since long before the window (fails if the header reports the key's
+/// own change once that is compacted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_by_closed_timestamps_then_a_watch_from_its_revision_is_served() {
+    common::watchdog(std::time::Duration::from_secs(300));
+    let start = common::one_node("127.0.44.3", |cfg| {
+        cfg.limits.history_revisions_max = 16;
+        cfg.limits.watch_progress_interval_ms = 100;
+        cfg.timestamps.profile = meridian_server::config::TimestampProfile::LocalWrites;
+    });
+    let (_dir, node, addr) = tokio::time::timeout(Duration::from_secs(60), start)
+        .await
+        .expect("the node started and leads");
+    let writer = Client::new(vec![addr.clone()], Default::default()).expect("client");
+    let old = writer
+        .put("/h/old", "v")
+        .await
+        .expect("put")
+        .header
+        .expect("header")
+        .revision;
+    for i in 0..60 {
+        writer
+            .put(&format!("/h/k{i}"), format!("v{i}"))
+            .await
+            .expect("put");
+    }
+    // A fresh session: nothing seen of the group.
+    let reader = Client::new(vec![addr], Default::default()).expect("client");
+    let got = reader
+        .get_with("/h/old", meridian_sdk::Consistency::Sequential)
+        .await
+        .expect("get");
+    assert_eq!(got.kv.expect("the key").mod_revision, old);
+    let revision = got.header.expect("header").revision;
+    let mut w = reader.watch("/h/old", false, revision + 1);
+    match tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("in time")
+    {
+        Ok(WatchEvent::Progress { .. }) => {}
+        other => panic!("a watch from the get's revision {revision} + 1: {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+        .await
+        .expect("node shutdown finished");
+}

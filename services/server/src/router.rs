@@ -107,7 +107,12 @@ impl ReadyRead {
     ) -> (meridian_types::hlc::Timestamp, u64) {
         if self.by_timestamp && self.sequential {
             let seen = self.session.vector.get(self.handle.shared.group);
-            s.key_read_at(key, self.session.timestamp, seen)
+            let (at, revision) = s.key_read_at(key, self.session.timestamp, seen);
+            // Never below the compaction point, so that a watch from the next revision is
+            // served (the key is unchanged from its change up to the state read, so the
+            // header is as true there).
+            let revision = revision.max(self.handle.shared.compacted().min(s.revision));
+            (at, revision)
         } else {
             (self.timestamp(s.stamps), s.revision)
         }

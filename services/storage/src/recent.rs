@@ -91,18 +91,19 @@ impl Recent {
         self.removed.unwrap_or(applied).min(applied)
     }
 
-    /// The revision a read at `at` reports: the last change at or below `at` (the state there
-    /// is the state at `at`), given that `at` is at or above [`Recent::as_of`] of every
-    /// revision the read depends on; `current` when nothing is kept.
+    /// The revision a read at `at` reports: the last change at or below `at` (the keys there
+    /// are the keys at `at`), given that `at` is at or above [`Recent::as_of`] of every
+    /// revision the read depends on; `current` when nothing is kept (then `at` is at or above
+    /// the state's last commit).
     pub fn revision_at(&self, at: Timestamp, current: u64) -> u64 {
         let idx = self.changes.partition_point(|(_, t)| *t <= at);
-        if idx == self.changes.len() {
-            return current;
-        }
         match idx.checked_sub(1) {
             Some(i) => self.changes[i].0,
-            // Below every change kept: the state just before the first of them.
-            None => self.changes[0].0.saturating_sub(1),
+            None => match self.changes.front() {
+                // Below every change kept: the state just before the first of them.
+                Some((first, _)) => first.saturating_sub(1),
+                None => current,
+            },
         }
     }
 }
@@ -152,7 +153,9 @@ mod tests {
         assert_eq!(r.revision_at(ts(100), 20), 10);
         assert_eq!(r.revision_at(ts(125), 20), 12);
         assert_eq!(r.revision_at(ts(95), 20), 9);
-        assert_eq!(r.revision_at(ts(150), 20), 20);
+        // Above every change: the last change (not a later entry that changed no key).
+        assert_eq!(r.revision_at(ts(150), 20), 14);
+        assert_eq!(Recent::default().revision_at(ts(150), 20), 20);
     }
 
     #[test]

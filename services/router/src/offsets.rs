@@ -100,9 +100,7 @@ impl ClockOffsets {
             max_offset_us: self.max_offset_us,
         })
     }
-}
 
-impl ClockOffsets {
     /// The peers measured within [`OFFSET_FRESH_MS`] whose clocks agree with the majority's:
     /// certainly (past both probes' uncertainty) within the maximum offset of the median
     /// peer's. When this node is off ([`ClockOffsets::check`]) these are the ones fit to take

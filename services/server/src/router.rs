@@ -95,8 +95,9 @@ impl ReadyRead {
         }
     }
 
-    /// Reads `key` of the state `s`: the read's timestamp and the revision to report. By closed timestamps a sequential read is served at the lowest timestamp the
-    /// key's value holds at (its change, the session's, what the session has seen of the group:
+    /// Reads `key` of the state `s`: the read's timestamp and the revision to report. By
+    /// closed timestamps a sequential read is served at the lowest timestamp the key's value
+    /// holds at (its change, the session's, what the session has seen of the group:
     /// `KvState::key_read_at`), so reading a key does not lift the session to the replica's
     /// last commit and the session's next switch need not wait for it; otherwise at the last
     /// commit, as [`ReadyRead::timestamp`].

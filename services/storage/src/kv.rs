@@ -300,18 +300,13 @@ impl KvState {
         seen: u64,
     ) -> (meridian_types::hlc::Timestamp, u64) {
         let applied = self.stamps.applied;
+        let seen = seen.min(self.revision);
         let changed = match self.keys.get(key) {
             Some(kv) => self.recent.as_of(kv.mod_revision, applied),
             None => self.recent.removed(applied),
         };
-        let at = session
-            .max(changed)
-            .max(self.recent.as_of(seen.min(self.revision), applied));
-        let revision = self
-            .recent
-            .revision_at(at, self.revision)
-            .max(seen.min(self.revision));
-        (at, revision)
+        let at = session.max(changed).max(self.recent.as_of(seen, applied));
+        (at, self.recent.revision_at(at, self.revision).max(seen))
     }
 
     /// Keys starting with `prefix`, strictly after `after` (if any), at most `limit`.

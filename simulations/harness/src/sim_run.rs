@@ -17,6 +17,7 @@
 use crate::geo::Dev;
 use anyhow::Context;
 use meridian_sdk::{Client, Options};
+use meridian_sim::scenario::TimestampProfile;
 use meridian_sim::scenario::{mode_topology, parse_scenario};
 use meridian_sim::{Mix, RegionResult, Scenario, Workload};
 use meridian_topology::Topology;
@@ -180,7 +181,13 @@ pub async fn run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
                 extra.push("--unsafe-no-sync");
             }
             if mode == "e" {
-                extra.extend(["--reads", s.profile.as_str()]);
+                extra.extend([
+                    "--reads",
+                    match s.profile {
+                        TimestampProfile::GlobalReads => "global-reads",
+                        _ => "local-writes",
+                    },
+                ]);
             }
             Some(Dev::start_here(args.port + mi as u16, &extra)?)
         };

@@ -265,11 +265,7 @@ pub fn simulate(
         };
         config.limits.inject_early_lock_grant = s.inject.iter().any(|b| b == "early-lock-grant");
         if mode == "e" {
-            config.timestamps.profile = if s.profile == "global-reads" {
-                meridian_server::config::TimestampProfile::GlobalReads
-            } else {
-                meridian_server::config::TimestampProfile::LocalWrites
-            };
+            config.timestamps.profile = s.profile;
         }
         config.limits.inject_read_before_closed =
             s.inject.iter().any(|b| b == "read-before-closed");

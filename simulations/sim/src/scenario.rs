@@ -14,12 +14,14 @@ fn default_value_size() -> usize {
     256
 }
 
+pub use meridian_server::config::TimestampProfile;
+
 fn default_keys() -> u64 {
     1000
 }
 
-fn default_profile() -> String {
-    "local-writes".into()
+fn default_profile() -> TimestampProfile {
+    TimestampProfile::LocalWrites
 }
 
 fn default_seed() -> u64 {
@@ -111,7 +113,7 @@ pub struct Scenario {
     /// local, a switch waits about a one-way delay) or `"global-reads"` (reads never wait,
     /// writes wait out the lead); docs/closed-timestamps.md.
     #[serde(default = "default_profile")]
-    pub profile: String,
+    pub profile: TimestampProfile,
     /// Simulation: the first this-many clients of every region carry their session to the next
     /// region's routers halfway through the workload (`adopt_session`); the checkers hold the
     /// session to its order across the move. At most `clients_per_region`.
@@ -331,11 +333,11 @@ pub fn parse_scenario(text: &str, name: &str) -> anyhow::Result<Scenario> {
             s.roamers, s.clients_per_region
         ));
     }
-    if !["local-writes", "global-reads"].contains(&s.profile.as_str()) {
-        return bad(format!(
-            "profile: {:?} is not a closed-timestamp profile (local-writes or global-reads)",
-            s.profile
-        ));
+    if s.profile == TimestampProfile::Sync {
+        return bad(
+            "profile: \"sync\" is mode d; mode e closes timestamps (local-writes or global-reads)"
+                .into(),
+        );
     }
     if !(s.physical_skew_ms >= 0.0 && s.physical_skew_ms <= PHYSICAL_SKEW_MS_MAX) {
         return bad(format!(
@@ -722,6 +724,8 @@ mod tests {
                 format!("{base}disk_fsync_ms=-1\n"),
                 "disk_fsync_ms: -1 is not between 0 and 10000",
             ),
+            (format!("{base}profile='sync'\n"), "mode e closes timestamps"),
+            (format!("{base}profile='global'\n"), "unknown variant"),
         ] {
             let e = parse_scenario(&text, "s.toml").expect_err(&text);
             assert!(format!("{e:#}").contains(words), "{e:#} lacks {words:?}");
@@ -737,6 +741,9 @@ mod tests {
         );
         assert_eq!(s.faults[0].kind, FaultKind::Partition);
         assert_eq!(s.mixes().len(), 2);
+        assert_eq!(s.profile, TimestampProfile::LocalWrites);
+        let s = parse_scenario(&format!("{base}profile='global-reads'\n"), "s.toml").expect("ok");
+        assert_eq!(s.profile, TimestampProfile::GlobalReads);
     }
 
     /// Bursts stay on one region; locality 1 never leaves home; the seed fixes the stream.

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
@@ -37,8 +37,13 @@ const STREAM_BUFFER_MAX: usize = 1024;
 /// while this many are in flight.
 const CREATES_IN_FLIGHT_MAX: usize = 64;
 /// Longest a new watch waits for the cohort it would join to answer (the cohort may be
-/// reading history); after it, the watch gets a watcher of its own.
-const ATTACH_WAIT: Duration = Duration::from_millis(500);
+/// reading history, or waiting for its client to read); after it, the watch gets a watcher of
+/// its own.
+const ATTACH_WAIT: Duration = Duration::from_secs(2);
+/// Longest a new watch waits for the watcher of its kind that another create of the stream is
+/// opening (so that a burst of creates forms one cohort, not one watcher per create in flight);
+/// after it, the watch gets a watcher of its own.
+const FORM_WAIT: Duration = Duration::from_secs(2);
 /// Above this many ids, ended watches are forgotten (checked as the table doubles).
 const OPEN_PRUNE_FROM: usize = 1024;
 
@@ -83,10 +88,22 @@ impl Served {
     }
 }
 
+/// Whether the first watcher of a kind is being opened (see [`SharedStream::cohort`]).
+enum Forming {
+    No,
+    /// By another create: this receiver hears when that open ends.
+    Elsewhere(watch::Receiver<()>),
+    /// By this create, which drops the sender when its open ends.
+    Here(watch::Sender<()>),
+}
+
 /// What a shared stream's request loop and its creates share.
 struct State {
     /// The newest watcher of each kind of watch, which later watches try to join.
     cohorts: HashMap<CohortKey, mpsc::Sender<Control>>,
+    /// Kinds whose first watcher a create is opening: later creates of the kind wait for it
+    /// (the sender drops when that open ends, however it ends).
+    forming: HashMap<CohortKey, watch::Receiver<()>>,
     /// Every watch opened on the stream, by id (ended ones until pruned).
     open: HashMap<u64, Served>,
     next_ticket: u64,
@@ -120,6 +137,7 @@ pub fn serve(
         sink,
         state: Mutex::new(State {
             cohorts: HashMap::new(),
+            forming: HashMap::new(),
             open: HashMap::new(),
             next_ticket: 0,
         }),
@@ -209,6 +227,7 @@ impl SharedStream {
                 state.open.retain(|_, s| !s.ended());
             }
             state.cohorts.retain(|_, c| !c.is_closed());
+            state.forming.retain(|_, f| f.has_changed().is_ok());
             state.next_ticket += 1;
             let ticket = state.next_ticket;
             let replaced = state.open.insert(
@@ -287,23 +306,60 @@ impl SharedStream {
             prev_kv: req.prev_kv,
             progress_interval_ms: req.progress_interval_ms,
         };
-        let cohort = self.state().cohorts.get(&kind).cloned();
+        let (cohort, forming) = self.cohort(&kind);
+        let forming = match forming {
+            Forming::Elsewhere(mut formed) => {
+                // Another create opens this kind's first watcher: join it once it stands.
+                let _ = tokio::time::timeout(FORM_WAIT, formed.changed()).await;
+                None
+            }
+            Forming::Here(done) => Some(done),
+            Forming::No => None,
+        };
+        let cohort = cohort.or_else(|| self.state().cohorts.get(&kind).cloned());
         if let Some(control) = cohort {
             match self.attach(&control, id, &key, &req, permit).await? {
                 Ok(()) => return Ok(Served::Here(control)),
                 Err(back) => permit = back,
             }
         }
-        match open_watch(self.ctx.clone(), req, &self.caller, &self.sink, id, permit).await? {
+        let opened = open_watch(self.ctx.clone(), req, &self.caller, &self.sink, id, permit).await;
+        let mut state = self.state();
+        if let Some(done) = forming {
+            if state
+                .forming
+                .get(&kind)
+                .is_some_and(|f| f.same_channel(&done.subscribe()))
+            {
+                state.forming.remove(&kind);
+            }
+        }
+        match opened? {
             Opened::Here(cohort) => {
-                self.state().cohorts.insert(kind, cohort.control.clone());
+                state.cohorts.insert(kind, cohort.control.clone());
                 Ok(Served::Here(cohort.control))
             }
             Opened::Proxied(upstream) => {
+                drop(state);
                 let relay = tokio::spawn(relay(upstream, id, self.sink.clone()));
                 Ok(Served::Proxied(relay.abort_handle()))
             }
         }
+    }
+
+    /// The newest watcher of `kind` on this stream, if any, and otherwise whether another
+    /// create is opening one (wait for it) or this create opens it (`Here`: drop it when done).
+    fn cohort(&self, kind: &CohortKey) -> (Option<mpsc::Sender<Control>>, Forming) {
+        let mut state = self.state();
+        if let Some(c) = state.cohorts.get(kind).filter(|c| !c.is_closed()) {
+            return (Some(c.clone()), Forming::No);
+        }
+        if let Some(f) = state.forming.get(kind).filter(|f| f.has_changed().is_ok()) {
+            return (None, Forming::Elsewhere(f.clone()));
+        }
+        let (done, formed) = watch::channel(());
+        state.forming.insert(kind.clone(), formed);
+        (None, Forming::Here(done))
     }
 
     /// Asks the cohort behind `control` to serve watch `id` too: `Ok(Err(permit))` (a slot

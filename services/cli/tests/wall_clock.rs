@@ -194,6 +194,28 @@ async fn a_node_whose_clock_is_off_serves_no_read_by_timestamp() {
     };
     common::put_settled(&at(1), "/k2", "w", Duration::from_secs(30)).await;
     eprintln!("node {new_leader} took the group over from node 3");
+    // While node 3 still led, its clock was held to the monotonic clock's pace: it stamped no
+    // commit and closed no timestamp a minute ahead, so the group does not commit in the
+    // future now (without the hold, every later write commits above node 3's promises,
+    // some 60 s ahead of real time, for a minute).
+    let put = at(1).put("/k3", "x").await.expect("put");
+    let stamped = put
+        .header
+        .and_then(|h| h.timestamp)
+        .expect("a commit timestamp")
+        .physical_us;
+    let real = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("µs fit");
+    assert!(
+        stamped <= real + 2_000_000,
+        "a write after node 3's clock jump commits {} ms ahead of real time",
+        (stamped - real) / 1_000
+    );
 
     // Back in step: node 3 serves again.
     std::fs::write(&offset, "+0\n").expect("back");

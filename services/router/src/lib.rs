@@ -18,6 +18,6 @@ mod plan;
 mod rounds;
 
 pub use closed::{read_timestamp, Closer, Profile, ReadAt, ReplicaClosed};
-pub use offsets::{ClockOff, ClockOffsets, OFFSET_FRESH_MS};
+pub use offsets::{probe_agrees, ClockOff, ClockOffsets, OFFSET_FRESH_MS};
 pub use plan::{plan_read, ReadLevel, ReadPlan, SwitchRule, VersionVector};
 pub use rounds::{Join, Rounds};

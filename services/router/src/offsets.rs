@@ -33,6 +33,20 @@ pub struct ClockOff {
     pub max_offset_us: u64,
 }
 
+/// Whether one probe shows the two clocks certainly (past the probe's uncertainty, half its
+/// round trip) within `max_offset_us` of each other: sent when this node's clock read
+/// `sent_physical_us`, answered after `rtt_us` with the peer's `peer_physical_us`.
+pub fn probe_agrees(
+    sent_physical_us: u64,
+    rtt_us: u64,
+    peer_physical_us: u64,
+    max_offset_us: u64,
+) -> bool {
+    let midpoint = i128::from(sent_physical_us) + i128::from(rtt_us / 2);
+    let offset = i128::from(peer_physical_us) - midpoint;
+    offset.unsigned_abs() + u128::from(rtt_us / 2) <= u128::from(max_offset_us)
+}
+
 /// The latest offset measured to each peer.
 #[derive(Clone, Debug)]
 pub struct ClockOffsets {
@@ -137,6 +151,20 @@ mod tests {
     use super::*;
 
     const MAX: u64 = 250_000;
+
+    /// One probe agrees only when the offset plus the probe's uncertainty is within the
+    /// maximum, either way.
+    #[test]
+    fn a_probe_agrees_only_within_the_offset_past_its_uncertainty() {
+        // Sent at 1 s, 20 ms round trip: the midpoint is 1.010 s, uncertain by 10 ms.
+        assert!(probe_agrees(1_000_000, 20_000, 1_010_000, MAX));
+        assert!(probe_agrees(1_000_000, 20_000, 1_250_000, MAX)); // 240 + 10 ms
+        assert!(!probe_agrees(1_000_000, 20_000, 1_251_000, MAX)); // 241 + 10 ms
+        assert!(probe_agrees(1_000_000, 20_000, 770_000, MAX)); // -240 ms
+        assert!(!probe_agrees(1_000_000, 20_000, 769_000, MAX));
+        // A minute apart: never.
+        assert!(!probe_agrees(61_000_000, 20_000, 1_000_000, MAX));
+    }
 
     #[test]
     fn only_the_node_off_from_a_majority_stops() {

@@ -6,7 +6,7 @@
 use meridian_proto::peer::forward_client::ForwardClient;
 use meridian_proto::peer::ClockRequest;
 use meridian_proto::PEER_MESSAGE_BYTES;
-use meridian_router::{ClockOff, ClockOffsets};
+use meridian_router::{probe_agrees, ClockOff, ClockOffsets};
 use meridian_types::hlc::NodeClock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,31 +82,61 @@ pub async fn run(
     leads: Option<Arc<meridian_consensus::Host>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let max_offset_us = clock.max_offset_us();
     loop {
+        // A wall clock held back since before this round (it jumped ahead) is taken only if
+        // most peers, probed after the jump, find it agrees with theirs (then the jump was a
+        // correction); measurements from before the jump count for nothing here.
+        let held_at_start = clock.held_back_us() > 0;
         let probes = peers.iter().map(|(id, addr)| {
             let (check, clock, pool) = (check.clone(), clock.clone(), pool.clone());
             async move {
                 let Ok(channel) = pool.channel(addr) else {
-                    return;
+                    return false;
                 };
                 let mut client =
                     ForwardClient::new(channel).max_decoding_message_size(PEER_MESSAGE_BYTES);
                 let mut req = tonic::Request::new(ClockRequest {});
                 req.set_timeout(PROBE_WAIT);
-                let sent = clock.physical_us();
+                let sent = clock.wall_us();
                 let start = Instant::now();
-                if let Ok(Ok(reply)) = tokio::time::timeout(PROBE_WAIT, client.clock(req)).await {
-                    check.record(*id, sent, start.elapsed(), reply.get_ref().physical_us);
-                }
+                let Ok(Ok(reply)) = tokio::time::timeout(PROBE_WAIT, client.clock(req)).await
+                else {
+                    return false;
+                };
+                let (rtt, peer) = (start.elapsed(), reply.get_ref().physical_us);
+                check.record(*id, sent, rtt, peer);
+                let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                probe_agrees(sent, rtt_us, peer, max_offset_us)
             }
         });
         let round = futures::future::join_all(probes);
-        tokio::select! {
-            _ = round => {}
+        let agreed = tokio::select! {
+            answers = round => answers.into_iter().filter(|a| *a).count(),
             _ = shutdown.changed() => return,
-        }
-        if let (Some(host), Some((off, agreeing))) = (&leads, check.off()) {
-            hand_over(host, &off, &agreeing);
+        };
+        match check.off() {
+            Some((off, agreeing)) => {
+                let held = clock.held_back_us();
+                if held > 0 {
+                    tracing::warn!(
+                        held_back_us = held,
+                        "{off}; the wall clock jumped ahead of the monotonic clock's pace: \
+                         timestamps follow the monotonic clock until it agrees again"
+                    );
+                }
+                if let Some(host) = &leads {
+                    hand_over(host, &off, &agreeing);
+                }
+            }
+            None if held_at_start && agreed * 2 > peers.len() => {
+                tracing::info!(
+                    held_back_us = clock.held_back_us(),
+                    "the wall clock stepped ahead and most peers agree with it: following it"
+                );
+                clock.accept_wall();
+            }
+            None => {}
         }
         tokio::select! {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}

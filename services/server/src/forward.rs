@@ -104,7 +104,7 @@ impl Forward for ForwardService {
     async fn clock(&self, request: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
         self.admission.sender(&request, "clock probe")?;
         Ok(Response::new(ClockReply {
-            physical_us: self.ctx.timestamps.physical_us(),
+            physical_us: self.ctx.timestamps.wall_us(),
         }))
     }
 

@@ -303,7 +303,15 @@ impl Node {
         let mut shareds = Vec::new();
         let lease_clock = LeaseClock::with_rate(config.raft.lease_clock_rate.unwrap_or(1.0));
         let max_offset_us = config.timestamps.max_clock_offset_us();
-        let timestamps = Arc::new(meridian_types::hlc::NodeClock::new(max_offset_us, physical));
+        // Its pace is held to tokio's monotonic clock (the simulation's virtual time there).
+        let started = tokio::time::Instant::now();
+        let monotonic: meridian_types::hlc::Monotonic =
+            Arc::new(move || u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let timestamps = Arc::new(meridian_types::hlc::NodeClock::new(
+            max_offset_us,
+            physical,
+            monotonic,
+        ));
         // The farthest one-way delay between two regions: how far ahead `global-reads` closes,
         // with the maximum clock offset.
         let one_way_max_us = topology
@@ -510,6 +518,15 @@ impl Node {
                     gauges.extend(counts);
                     histograms.extend(observed);
                 }
+                gauges.push(crate::metrics::Gauge {
+                    name: "meridian_clock_held_back_seconds",
+                    kind: "gauge",
+                    help: "How far this node's wall clock was ahead of the time it stamps with: \
+                           a jump ahead is held to the monotonic clock's pace until the clock \
+                           check finds the wall clock agrees with the peers' (0 normally).",
+                    labels: Vec::new(),
+                    value: ctx.timestamps.held_back_us() as f64 / 1e6,
+                });
                 gauges.push(crate::metrics::Gauge {
                     name: "meridian_watch_streams",
                     kind: "gauge",

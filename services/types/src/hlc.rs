@@ -210,23 +210,91 @@ pub fn system_physical() -> Physical {
     })
 }
 
+/// A node's monotonic time: microseconds since an arbitrary start, never stepped (tokio's
+/// clock in a node, so the deterministic simulation's virtual time there).
+pub type Monotonic = Physical;
+
 /// A node's hybrid logical clock over its physical time, shared by its groups.
+///
+/// The physical time it stamps with is the wall clock *held to the monotonic clock's pace*: a
+/// reading more than half the maximum clock offset ahead of where the last one plus the
+/// monotonic time since would put it (an NTP step, an operator's `date -s`, a VM resumed with a
+/// stale clock corrected at once) is not taken; the clock goes on at the monotonic pace from
+/// the last reading instead. Otherwise a leader whose clock jumped a minute ahead would stamp
+/// commits and close timestamps a minute ahead until the clock check noticed (up to a probe
+/// round), and its group would commit in the future for that minute. A jump back is taken (the
+/// hybrid clock never goes back anyway). The clock check ([`NodeClock::wall_us`] against the
+/// peers') decides when a held-back wall clock is right after all: [`NodeClock::accept_wall`].
 pub struct NodeClock {
     hlc: std::sync::Mutex<Hlc>,
     physical: Physical,
+    monotonic: Monotonic,
+    pace: std::sync::Mutex<Pace>,
+}
+
+/// The last physical time handed out, against the monotonic time it was read at.
+#[derive(Default)]
+struct Pace {
+    last: Option<(u64, u64)>,
+    /// How far the wall clock was ahead of the time handed out at the last reading.
+    held_back_us: u64,
+    /// Take the wall clock as it is at the next reading.
+    accept: bool,
 }
 
 impl NodeClock {
-    pub fn new(max_offset_us: u64, physical: Physical) -> Self {
+    pub fn new(max_offset_us: u64, physical: Physical, monotonic: Monotonic) -> Self {
         Self {
             hlc: std::sync::Mutex::new(Hlc::new(max_offset_us)),
             physical,
+            monotonic,
+            pace: std::sync::Mutex::new(Pace::default()),
         }
     }
 
-    /// The physical time now, µs since the Unix epoch.
+    /// The physical time now, µs since the Unix epoch: the wall clock, unless it jumped ahead
+    /// of the monotonic clock's pace by more than half the maximum offset (then held back).
     pub fn physical_us(&self) -> u64 {
+        let tolerance = self.max_offset_us() / 2;
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        let wall = (self.physical)();
+        let mono = (self.monotonic)();
+        let out = match pace.last {
+            Some((last, at)) if !pace.accept => {
+                let paced = last.saturating_add(mono.saturating_sub(at));
+                if wall > paced.saturating_add(tolerance) {
+                    paced
+                } else {
+                    wall
+                }
+            }
+            _ => wall,
+        };
+        pace.accept = false;
+        pace.held_back_us = wall.saturating_sub(out);
+        pace.last = Some((out, mono));
+        out
+    }
+
+    /// The wall clock as it reads now, held back or not: what the clock check compares with
+    /// the peers'.
+    pub fn wall_us(&self) -> u64 {
         (self.physical)()
+    }
+
+    /// How far ahead of the time handed out the wall clock stood at the last reading (0 when
+    /// it is followed).
+    pub fn held_back_us(&self) -> u64 {
+        self.pace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held_back_us
+    }
+
+    /// The wall clock agrees with the peers' (the clock check says so): follow it again from
+    /// the next reading, however far ahead of the held-back time it is.
+    pub fn accept_wall(&self) {
+        self.pace.lock().unwrap_or_else(|p| p.into_inner()).accept = true;
     }
 
     /// The largest offset between two nodes' clocks this clock assumes.
@@ -239,7 +307,7 @@ impl NodeClock {
 
     /// A timestamp above every one this clock gave before (a local event).
     pub fn now(&self) -> Timestamp {
-        let physical = (self.physical)();
+        let physical = self.physical_us();
         self.hlc
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -286,9 +354,11 @@ mod tests {
     fn a_node_clock_follows_its_physical_time_and_never_goes_back() {
         let t = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_000));
         let source = t.clone();
+        let mono = t.clone();
         let clock = NodeClock::new(
             500_000,
             std::sync::Arc::new(move || source.load(std::sync::atomic::Ordering::Relaxed)),
+            std::sync::Arc::new(move || mono.load(std::sync::atomic::Ordering::Relaxed)),
         );
         assert_eq!(clock.now(), Timestamp::new(1_000, 0));
         t.store(400, std::sync::atomic::Ordering::Relaxed);
@@ -297,6 +367,52 @@ mod tests {
         assert_eq!(clock.now(), Timestamp::new(2_000, 0));
         let wall = system_physical()();
         assert!(wall > 1_700_000_000_000_000, "the wall clock in µs: {wall}");
+    }
+
+    /// A wall clock that jumps a minute ahead is held to the monotonic clock's pace (so
+    /// nothing is stamped a minute ahead) until the clock check accepts it; one that jumps back
+    /// is followed; a step within half the maximum offset is taken at once.
+    #[test]
+    fn a_wall_clock_jump_ahead_is_held_to_the_monotonic_pace_until_accepted() {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let wall = std::sync::Arc::new(AtomicU64::new(1_000_000_000));
+        let mono = std::sync::Arc::new(AtomicU64::new(0));
+        let (w, m) = (wall.clone(), mono.clone());
+        let clock = NodeClock::new(
+            250_000,
+            std::sync::Arc::new(move || w.load(Relaxed)),
+            std::sync::Arc::new(move || m.load(Relaxed)),
+        );
+        assert_eq!(clock.physical_us(), 1_000_000_000);
+        // 10 ms later on both clocks, and a step of 100 ms (< half the offset): followed.
+        wall.store(1_000_110_000, Relaxed);
+        mono.store(10_000, Relaxed);
+        assert_eq!(clock.physical_us(), 1_000_110_000);
+        assert_eq!(clock.held_back_us(), 0);
+        // The wall clock jumps 60 s ahead while 1 ms passes: held to the monotonic pace.
+        wall.store(1_060_111_000, Relaxed);
+        mono.store(11_000, Relaxed);
+        assert_eq!(clock.physical_us(), 1_000_111_000);
+        assert_eq!(clock.held_back_us(), 60_000_000);
+        assert_eq!(clock.now(), Timestamp::new(1_000_111_000, 0));
+        assert_eq!(
+            clock.wall_us(),
+            1_060_111_000,
+            "the clock check sees the jump"
+        );
+        // It stays held back as time goes on.
+        wall.store(1_060_611_000, Relaxed);
+        mono.store(511_000, Relaxed);
+        assert_eq!(clock.physical_us(), 1_000_611_000);
+        // The clock check found the wall clock right after all: taken at the next reading.
+        clock.accept_wall();
+        assert_eq!(clock.now(), Timestamp::new(1_060_611_000, 0));
+        assert_eq!(clock.held_back_us(), 0);
+        // A jump back is followed (timestamps never go back: the logical part carries them).
+        wall.store(1_000_700_000, Relaxed);
+        mono.store(600_000, Relaxed);
+        assert_eq!(clock.physical_us(), 1_000_700_000);
+        assert_eq!(clock.now(), Timestamp::new(1_060_611_000, 1));
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod health;
 pub mod http;
 pub mod keepalive;
 pub mod lease_driver;
+mod lease_service;
 pub mod lock_service;
 pub mod lock_waits;
 pub mod membership;

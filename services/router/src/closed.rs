@@ -1,13 +1,14 @@
-//! Closed timestamps (issue 19; docs/closed-timestamps.md): the leader's side ([`Closer`]:
-//! commit timestamps that increase with the log, and the timestamps it closes) and a
-//! replica's side ([`ReplicaClosed`]: up to which timestamp it knows everything of its group,
-//! and whether a read at a session's timestamp can be served now, must wait, or must fall back
-//! to a sync). No IO: the caller passes the clocks in.
+//! Closed timestamps (issue 19; docs/closed-timestamps.md): what a leader closes
+//! ([`Profile::target`]) and a replica's side ([`ReplicaClosed`]: up to which timestamp it
+//! knows everything of its group, and whether a read at a session's timestamp can be served
+//! now, must wait, or must fall back to a sync). No IO: the caller passes the clocks in.
 //!
 //! A closed timestamp `T` published at log index `i` promises that every entry after `i`
-//! carries a commit timestamp above `T`. Promises travel only inside the log (so a new leader
-//! finds every promise its predecessors made in its own log, and starts its [`Closer`] above
-//! them); a replica applies them in log order.
+//! carries a commit timestamp above `T`. Promises travel only inside the log, and every replica
+//! gives each entry its commit timestamp from the log alone (`meridian_types::hlc::Stamps`:
+//! above the entry's stamp, the previous commit timestamp and every promise applied), so the
+//! promise holds whatever a leader knew of its predecessors'; a replica applies them in log
+//! order.
 
 use meridian_types::hlc::Timestamp;
 
@@ -35,62 +36,6 @@ impl Profile {
                 Timestamp::new(now.physical.saturating_add(lead_us), 0)
             }
         }
-    }
-
-    /// How long (µs of physical time) a write committed at `commit` waits before its answer
-    /// when the physical clock reads `physical_us`: none for `local-writes`; until the commit
-    /// timestamp has passed for `global-reads`.
-    pub fn commit_wait_us(self, commit: Timestamp, physical_us: u64) -> u64 {
-        match self {
-            Profile::LocalWrites { .. } => 0,
-            Profile::GlobalReads { .. } => commit.physical.saturating_sub(physical_us),
-        }
-    }
-}
-
-/// The leader's commit timestamps and closed timestamp for one group.
-#[derive(Clone, Debug)]
-pub struct Closer {
-    /// The highest timestamp closed so far (by this leader or, found in the log, an earlier one).
-    closed: Timestamp,
-    /// The last commit timestamp assigned.
-    last: Timestamp,
-}
-
-impl Closer {
-    /// A leader whose log holds promises and commit timestamps up to `floor` (the largest of
-    /// both found in its whole log when it took over): it assigns nothing at or below it.
-    pub fn new(floor: Timestamp) -> Self {
-        Self {
-            closed: floor,
-            last: floor,
-        }
-    }
-
-    /// The commit timestamp of the next entry, given the leader's clock `now` and the largest
-    /// session timestamp among the entry's writes: above all three, above every timestamp
-    /// closed, and above the previous entry's (commit timestamps increase with the log).
-    ///
-    /// Preconditions the caller keeps: entries are appended in the order they are stamped; a
-    /// promise is closed (`close`) before the entry that carries it is stamped; and a session
-    /// timestamp further ahead of `now` than the profile's lead plus the maximum clock offset
-    /// is refused before it gets here (it can only be crafted). Session and commit timestamps
-    /// are compared here, never taken into the node's `Hlc` (a `global-reads` timestamp is in
-    /// the future by design, and would trip the offset check).
-    pub fn stamp(&mut self, now: Timestamp, session: Timestamp) -> Timestamp {
-        let t = now
-            .max(session.next())
-            .max(self.closed.next())
-            .max(self.last.next());
-        self.last = t;
-        t
-    }
-
-    /// Closes `target` (or keeps the timestamp closed before, if that is higher) and returns
-    /// what to publish with the next entry. Every later [`Closer::stamp`] is above it.
-    pub fn close(&mut self, target: Timestamp) -> Timestamp {
-        self.closed = self.closed.max(target);
-        self.closed
     }
 }
 
@@ -188,30 +133,12 @@ mod tests {
     }
 
     #[test]
-    fn commit_timestamps_increase_and_stay_above_what_was_closed() {
-        let mut c = Closer::new(ts(100));
-        // The leader's clock is behind its log's promises: the stamp goes above them.
-        assert_eq!(c.stamp(ts(50), Timestamp::ZERO), Timestamp::new(100, 1));
-        assert_eq!(c.stamp(ts(200), Timestamp::ZERO), ts(200));
-        // A session from the future (another group's timestamp) lifts the stamp.
-        assert_eq!(c.stamp(ts(201), ts(300)), Timestamp::new(300, 1));
-        // Closing in the future (global-reads): the next stamp is above it.
-        assert_eq!(c.close(ts(1_000)), ts(1_000));
-        assert_eq!(c.stamp(ts(400), Timestamp::ZERO), Timestamp::new(1_000, 1));
-        // Closing never goes back.
-        assert_eq!(c.close(ts(10)), ts(1_000));
-    }
-
-    #[test]
-    fn the_profiles_close_behind_or_ahead_and_only_global_reads_wait() {
+    fn the_profiles_close_behind_or_ahead() {
         let now = Timestamp::new(10_000, 4);
         let local = Profile::LocalWrites { lag_us: 3_000 };
         let global = Profile::GlobalReads { lead_us: 250_000 };
         assert_eq!(local.target(now), ts(7_000));
         assert_eq!(global.target(now), ts(260_000));
-        assert_eq!(local.commit_wait_us(ts(260_000), 10_000), 0);
-        assert_eq!(global.commit_wait_us(ts(260_000), 10_000), 250_000);
-        assert_eq!(global.commit_wait_us(ts(260_000), 300_000), 0);
         assert_eq!(Profile::LocalWrites { lag_us: 1 << 40 }.target(now), ts(0));
     }
 
@@ -255,11 +182,14 @@ mod tests {
         assert_eq!(r.read_at(ts(401), 8, 500), ReadAt::Wait);
     }
 
-    /// The promise the replica relies on, checked over a leader's whole run: whatever the
-    /// clocks, sessions and closes, once a replica has applied an entry, every later entry's
-    /// commit timestamp is above what that replica then calls closed.
+    /// The promise the replica relies on, checked over whole logs: whatever the leaders'
+    /// clocks, the writers' session timestamps, the promises of either profile and the leader
+    /// changes (a deposed leader's tail cut), once a replica has applied an entry, every later
+    /// entry's commit timestamp — what every replica computes from the log alone,
+    /// `Stamps::apply` — is above what that replica then calls closed.
     #[test]
     fn no_entry_lands_at_or_below_a_timestamp_a_replica_called_closed() {
+        use meridian_types::hlc::{Stamp, Stamps};
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut rnd = move |n: u64| {
             seed ^= seed << 13;
@@ -268,38 +198,34 @@ mod tests {
             seed % n
         };
         for _ in 0..200 {
-            let mut c = Closer::new(ts(rnd(1_000)));
-            let mut log: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
+            let mut log: Vec<Stamp> = Vec::new();
             let mut clock = 1_000u64;
             for _ in 0..100 {
                 if !log.is_empty() && rnd(10) == 0 {
                     // A leader change: the deposed leader's uncommitted tail may be cut, and the
-                    // new leader (its clock anywhere near) starts above everything its log holds.
+                    // new leader's clock is anywhere near.
                     let keep = log.len() - rnd(3).min(log.len() as u64 - 1) as usize;
                     log.truncate(keep);
-                    let floor = log
-                        .iter()
-                        .map(|(commit, closed)| (*commit).max(closed.unwrap_or(Timestamp::ZERO)))
-                        .max()
-                        .unwrap_or(Timestamp::ZERO);
-                    c = Closer::new(floor);
                     clock = clock.saturating_sub(rnd(300)) + rnd(300);
                 }
                 clock = clock + rnd(50) - rnd(40).min(clock);
                 let closed = match rnd(3) {
-                    0 => {
-                        Some(c.close(Profile::GlobalReads { lead_us: rnd(500) }.target(ts(clock))))
-                    }
-                    1 => Some(c.close(Profile::LocalWrites { lag_us: rnd(500) }.target(ts(clock)))),
+                    0 => Some(Profile::GlobalReads { lead_us: rnd(500) }.target(ts(clock))),
+                    1 => Some(Profile::LocalWrites { lag_us: rnd(500) }.target(ts(clock))),
                     _ => None,
                 };
-                let commit = c.stamp(ts(clock), ts((clock + rnd(100)).saturating_sub(50)));
-                log.push((commit, closed));
+                // The proposer's stamp: its clock, above the writer's session timestamp.
+                let session = ts((clock + rnd(100)).saturating_sub(50));
+                let at = ts(clock).max(session.next());
+                log.push(Stamp { at, closed });
             }
+            let mut stamps = Stamps::default();
+            let commits: Vec<(Timestamp, Option<Timestamp>)> =
+                log.iter().map(|s| (stamps.apply(s), s.closed)).collect();
             let mut r = ReplicaClosed::default();
-            for (i, (commit, closed)) in log.iter().enumerate() {
+            for (i, (commit, closed)) in commits.iter().enumerate() {
                 r.applied(*commit, *closed, i as u64);
-                for (later, _) in &log[i + 1..] {
+                for (later, _) in &commits[i + 1..] {
                     assert!(
                         *later > r.closed(),
                         "entry {later} at or below closed {}",

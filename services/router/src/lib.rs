@@ -7,9 +7,9 @@
 //! - [`Rounds`]: coalescing. Callers that need a round (a sync, a leadership confirmation)
 //!   while one is running share the next one, started after they arrived; long rounds overlap
 //!   ([`Rounds::spacing`]).
-//! - [`Closer`], [`ReplicaClosed`], [`Profile`]: closed timestamps (issue 19): the leader's
-//!   commit and closed timestamps, and whether a replica can serve a read at a session's
-//!   timestamp without a sync ([`SwitchRule::ClosedTimestamps`]).
+//! - [`ReplicaClosed`], [`Profile`]: closed timestamps (issue 19): what a leader closes, and
+//!   whether a replica can serve a read at a session's timestamp without a sync
+//!   ([`SwitchRule::ClosedTimestamps`]).
 //! - [`ClockOffsets`]: whether this node's clock is within the maximum offset of its peers'.
 
 mod closed;
@@ -17,7 +17,7 @@ mod offsets;
 mod plan;
 mod rounds;
 
-pub use closed::{read_timestamp, Closer, Profile, ReadAt, ReplicaClosed};
+pub use closed::{read_timestamp, Profile, ReadAt, ReplicaClosed};
 pub use offsets::{probe_agrees, ClockOff, ClockOffsets, OFFSET_FRESH_MS};
 pub use plan::{plan_read, ReadLevel, ReadPlan, SwitchRule, VersionVector};
 pub use rounds::{Join, Rounds};

@@ -42,9 +42,14 @@ pub fn probe_agrees(
     peer_physical_us: u64,
     max_offset_us: u64,
 ) -> bool {
-    let midpoint = i128::from(sent_physical_us) + i128::from(rtt_us / 2);
-    let offset = i128::from(peer_physical_us) - midpoint;
+    let offset = probe_offset(sent_physical_us, rtt_us, peer_physical_us);
     offset.unsigned_abs() + u128::from(rtt_us / 2) <= u128::from(max_offset_us)
+}
+
+/// The peer's clock minus this node's, from one probe: its answer against the midpoint of the
+/// round trip.
+fn probe_offset(sent_physical_us: u64, rtt_us: u64, peer_physical_us: u64) -> i128 {
+    i128::from(peer_physical_us) - (i128::from(sent_physical_us) + i128::from(rtt_us / 2))
 }
 
 /// The latest offset measured to each peer.
@@ -72,8 +77,7 @@ impl ClockOffsets {
         peer_physical_us: u64,
         now_ms: u64,
     ) {
-        let midpoint = i128::from(sent_physical_us) + i128::from(rtt_us / 2);
-        let offset = i128::from(peer_physical_us) - midpoint;
+        let offset = probe_offset(sent_physical_us, rtt_us, peer_physical_us);
         let offset_us =
             i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
         self.peers.insert(

@@ -230,6 +230,8 @@ pub struct NodeClock {
     physical: Physical,
     monotonic: Monotonic,
     pace: std::sync::Mutex<Pace>,
+    /// Half the maximum offset: the largest step ahead of the monotonic pace taken at once.
+    jump_tolerance_us: u64,
 }
 
 /// The last physical time handed out, against the monotonic time it was read at.
@@ -249,13 +251,14 @@ impl NodeClock {
             physical,
             monotonic,
             pace: std::sync::Mutex::new(Pace::default()),
+            jump_tolerance_us: max_offset_us / 2,
         }
     }
 
     /// The physical time now, µs since the Unix epoch: the wall clock, unless it jumped ahead
     /// of the monotonic clock's pace by more than half the maximum offset (then held back).
     pub fn physical_us(&self) -> u64 {
-        let tolerance = self.max_offset_us() / 2;
+        let tolerance = self.jump_tolerance_us;
         let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
         let wall = (self.physical)();
         let mono = (self.monotonic)();

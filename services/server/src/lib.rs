@@ -50,6 +50,7 @@ pub mod proposer;
 pub mod residency;
 pub mod revocation;
 pub mod router;
+pub mod scrape;
 pub mod service;
 pub mod syncs;
 pub mod telemetry;

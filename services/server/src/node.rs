@@ -675,49 +675,7 @@ impl Node {
             }
         });
 
-        for (group, raft) in voted {
-            if bootstrap {
-                let initialized =
-                    tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, raft.is_initialized())
-                        .await
-                        .map_err(|_| {
-                            StartError::Raft(format!(
-                        "group {group} did not report its state within {SHUTDOWN_STEP_TIMEOUT:?}"
-                    ))
-                        })?
-                        .map_err(|e| StartError::Raft(e.to_string()))?;
-                if !initialized {
-                    let members: BTreeMap<u64, BasicNode> = topology
-                        .voters(group)
-                        .iter()
-                        .map(|n| (n.id, BasicNode::new(n.address.clone())))
-                        .collect();
-                    // Every voter proposes the same initial membership; openraft refuses it on
-                    // a node that already has a log, which is what makes this safe to repeat.
-                    match tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, raft.initialize(members))
-                        .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::info!(error = %e, %group, "group already initialized")
-                        }
-                        Err(_) => tracing::warn!(
-                            %group,
-                            "initializing the group did not complete within {SHUTDOWN_STEP_TIMEOUT:?}; \
-                             continuing (an election will follow if it was recorded)"
-                        ),
-                    }
-                }
-            }
-            let learners: Vec<(u64, String)> = topology
-                .learners(group)
-                .iter()
-                .map(|n| (n.id, n.address.clone()))
-                .collect();
-            if !learners.is_empty() {
-                tokio::spawn(keep_learners(raft, group, learners, shutdown_rx.clone()));
-            }
-        }
+        start_groups(voted, &topology, bootstrap, &shutdown_rx).await?;
         let http_addr = http.as_ref().map(|(_, a)| *a);
         if let (Some(addr), true, true) = (http_addr, gateway.is_some(), tokens_on) {
             if !addr.ip().is_loopback() {
@@ -795,6 +753,57 @@ impl Node {
             Err(_) => tracing::error!("final sync did not finish within {SHUTDOWN_STEP_TIMEOUT:?}"),
         }
     }
+}
+
+/// Bootstraps each group this node votes in on its first start (every voter proposes the same
+/// initial membership), then keeps the group's learners added (`keep_learners`).
+async fn start_groups(
+    voted: Vec<(GroupId, Raft)>,
+    topology: &Topology,
+    bootstrap: bool,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    for (group, raft) in voted {
+        if bootstrap {
+            let initialized = tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, raft.is_initialized())
+                .await
+                .map_err(|_| {
+                    StartError::Raft(format!(
+                        "group {group} did not report its state within {SHUTDOWN_STEP_TIMEOUT:?}"
+                    ))
+                })?
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            if !initialized {
+                let members: BTreeMap<u64, BasicNode> = topology
+                    .voters(group)
+                    .iter()
+                    .map(|n| (n.id, BasicNode::new(n.address.clone())))
+                    .collect();
+                // Every voter proposes the same initial membership; openraft refuses it on
+                // a node that already has a log, which is what makes this safe to repeat.
+                match tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, raft.initialize(members)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::info!(error = %e, %group, "group already initialized")
+                    }
+                    Err(_) => tracing::warn!(
+                        %group,
+                        "initializing the group did not complete within {SHUTDOWN_STEP_TIMEOUT:?}; \
+                         continuing (an election will follow if it was recorded)"
+                    ),
+                }
+            }
+        }
+        let learners: Vec<(u64, String)> = topology
+            .learners(group)
+            .iter()
+            .map(|n| (n.id, n.address.clone()))
+            .collect();
+        if !learners.is_empty() {
+            tokio::spawn(keep_learners(raft, group, learners, shutdown.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Reloads the node's TLS files on every SIGHUP (certificate rotation without downtime: new

@@ -33,8 +33,9 @@ pub struct ClockOff {
     pub max_offset_us: u64,
 }
 
-/// Whether one probe shows the two clocks certainly (past the probe's uncertainty, half its
-/// round trip) within `max_offset_us` of each other: sent when this node's clock read
+/// Whether one probe leaves the two clocks within `max_offset_us` of each other — not
+/// certainly beyond it past the probe's uncertainty (half its round trip), the rule
+/// [`ClockOffsets::check`] judges a peer by: sent when this node's clock read
 /// `sent_physical_us`, answered after `rtt_us` with the peer's `peer_physical_us`.
 pub fn probe_agrees(
     sent_physical_us: u64,
@@ -43,7 +44,7 @@ pub fn probe_agrees(
     max_offset_us: u64,
 ) -> bool {
     let offset = probe_offset(sent_physical_us, rtt_us, peer_physical_us);
-    offset.unsigned_abs() + u128::from(rtt_us / 2) <= u128::from(max_offset_us)
+    offset.unsigned_abs() <= u128::from(max_offset_us) + u128::from(rtt_us / 2)
 }
 
 /// The peer's clock minus this node's, from one probe: its answer against the midpoint of the
@@ -156,16 +157,19 @@ mod tests {
 
     const MAX: u64 = 250_000;
 
-    /// One probe agrees only when the offset plus the probe's uncertainty is within the
-    /// maximum, either way.
+    /// One probe agrees unless the offset is beyond the maximum past the probe's uncertainty,
+    /// either way — the rule `check` judges by, so a far peer (half its round trip above the
+    /// maximum) can still agree.
     #[test]
-    fn a_probe_agrees_only_within_the_offset_past_its_uncertainty() {
+    fn a_probe_agrees_unless_beyond_the_offset_past_its_uncertainty() {
         // Sent at 1 s, 20 ms round trip: the midpoint is 1.010 s, uncertain by 10 ms.
         assert!(probe_agrees(1_000_000, 20_000, 1_010_000, MAX));
-        assert!(probe_agrees(1_000_000, 20_000, 1_250_000, MAX)); // 240 + 10 ms
-        assert!(!probe_agrees(1_000_000, 20_000, 1_251_000, MAX)); // 241 + 10 ms
-        assert!(probe_agrees(1_000_000, 20_000, 770_000, MAX)); // -240 ms
-        assert!(!probe_agrees(1_000_000, 20_000, 769_000, MAX));
+        assert!(probe_agrees(1_000_000, 20_000, 1_270_000, MAX)); // 260 = 250 + 10 ms
+        assert!(!probe_agrees(1_000_000, 20_000, 1_271_000, MAX)); // 261 ms
+        assert!(probe_agrees(1_000_000, 20_000, 750_000, MAX)); // -260 ms
+        assert!(!probe_agrees(1_000_000, 20_000, 749_000, MAX));
+        // A 600 ms round trip, clocks equal: agrees (the offset cannot be shown beyond 250 ms).
+        assert!(probe_agrees(1_000_000, 600_000, 1_300_000, MAX));
         // A minute apart: never.
         assert!(!probe_agrees(61_000_000, 20_000, 1_000_000, MAX));
     }

@@ -85,9 +85,12 @@ pub async fn run(
     let max_offset_us = clock.max_offset_us();
     loop {
         // A wall clock held back since before this round (it jumped ahead) is taken only if
-        // most peers, probed after the jump, find it agrees with theirs (then the jump was a
-        // correction); measurements from before the jump count for nothing here.
-        let held_at_start = clock.held_back_us() > 0;
+        // most of the cluster (this node and the peers it probes after the jump) agrees with
+        // it: then the jump was a correction. Measurements from before the jump count for
+        // nothing here, and what is accepted is the reading the round began with — a jump
+        // during the round stays held.
+        let held_at_start = clock.held_back_now_us() > 0;
+        let round_start = clock.read_wall();
         let probes = peers.iter().map(|(id, addr)| {
             let (check, clock, pool) = (check.clone(), clock.clone(), pool.clone());
             async move {
@@ -129,12 +132,12 @@ pub async fn run(
                     hand_over(host, &off, &agreeing);
                 }
             }
-            None if held_at_start && agreed * 2 > peers.len() => {
+            None if held_at_start && (agreed + 1) * 2 > peers.len() + 1 => {
                 tracing::info!(
                     held_back_us = clock.held_back_us(),
-                    "the wall clock stepped ahead and most peers agree with it: following it"
+                    "the wall clock stepped ahead and most of the cluster agrees with it: following it"
                 );
-                clock.accept_wall();
+                clock.accept_wall(round_start);
             }
             None => {}
         }

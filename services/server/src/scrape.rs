@@ -37,7 +37,7 @@ pub fn source(
             kind: "gauge",
             help: "How far this node's wall clock was ahead of the time it stamps with: \
                    a jump ahead is held to the monotonic clock's pace until the clock \
-                   check finds the wall clock agrees with the peers' (0 normally).",
+                   check finds most of the cluster agrees with the wall clock (0 normally).",
             labels: Vec::new(),
             value: ctx.timestamps.held_back_us() as f64 / 1e6,
         });

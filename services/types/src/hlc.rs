@@ -240,8 +240,15 @@ struct Pace {
     last: Option<(u64, u64)>,
     /// How far the wall clock was ahead of the time handed out at the last reading.
     held_back_us: u64,
-    /// Take the wall clock as it is at the next reading.
-    accept: bool,
+}
+
+/// A reading of the wall clock with the monotonic time it was taken at: what the clock check
+/// probes with, and what [`NodeClock::accept_wall`] accepts (that reading, not whatever the
+/// wall clock says later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallReading {
+    pub wall_us: u64,
+    pub monotonic_us: u64,
 }
 
 impl NodeClock {
@@ -263,7 +270,7 @@ impl NodeClock {
         let wall = (self.physical)();
         let mono = (self.monotonic)();
         let out = match pace.last {
-            Some((last, at)) if !pace.accept => {
+            Some((last, at)) => {
                 let paced = last.saturating_add(mono.saturating_sub(at));
                 if wall > paced.saturating_add(tolerance) {
                     paced
@@ -271,9 +278,8 @@ impl NodeClock {
                     wall
                 }
             }
-            _ => wall,
+            None => wall,
         };
-        pace.accept = false;
         pace.held_back_us = wall.saturating_sub(out);
         pace.last = Some((out, mono));
         out
@@ -285,6 +291,14 @@ impl NodeClock {
         (self.physical)()
     }
 
+    /// The wall clock now, with the monotonic time of the reading.
+    pub fn read_wall(&self) -> WallReading {
+        WallReading {
+            wall_us: (self.physical)(),
+            monotonic_us: (self.monotonic)(),
+        }
+    }
+
     /// How far ahead of the time handed out the wall clock stood at the last reading (0 when
     /// it is followed).
     pub fn held_back_us(&self) -> u64 {
@@ -294,10 +308,20 @@ impl NodeClock {
             .held_back_us
     }
 
-    /// The wall clock agrees with the peers' (the clock check says so): follow it again from
-    /// the next reading, however far ahead of the held-back time it is.
-    pub fn accept_wall(&self) {
-        self.pace.lock().unwrap_or_else(|p| p.into_inner()).accept = true;
+    /// As [`NodeClock::held_back_us`], from a reading taken now (a node that stamps nothing
+    /// would otherwise report its last reading's, however old).
+    pub fn held_back_now_us(&self) -> u64 {
+        self.physical_us();
+        self.held_back_us()
+    }
+
+    /// The clock check found `checked` right (most of the cluster agrees with it): the time
+    /// handed out follows on from it at the monotonic pace, so the wall clock is followed again
+    /// — up to a jump after `checked`, which is held back like any other.
+    pub fn accept_wall(&self, checked: WallReading) {
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        pace.last = Some((checked.wall_us, checked.monotonic_us));
+        pace.held_back_us = 0;
     }
 
     /// The largest offset between two nodes' clocks this clock assumes.
@@ -407,15 +431,35 @@ mod tests {
         wall.store(1_060_611_000, Relaxed);
         mono.store(511_000, Relaxed);
         assert_eq!(clock.physical_us(), 1_000_611_000);
-        // The clock check found the wall clock right after all: taken at the next reading.
-        clock.accept_wall();
+        // The clock check found the wall clock (read as the round began) right after all:
+        // followed from there.
+        let checked = clock.read_wall();
+        assert_eq!(clock.held_back_now_us(), 60_000_000);
+        clock.accept_wall(checked);
         assert_eq!(clock.now(), Timestamp::new(1_060_611_000, 0));
         assert_eq!(clock.held_back_us(), 0);
+        // A second jump, during a round, is not what that round checked: still held.
+        let checked = clock.read_wall();
+        wall.store(1_120_612_000, Relaxed);
+        mono.store(512_000, Relaxed);
+        clock.accept_wall(checked);
+        assert_eq!(clock.now(), Timestamp::new(1_060_612_000, 0));
+        assert_eq!(clock.held_back_us(), 60_000_000);
+        // Once the wall clock is back at the pace, it is followed again.
+        wall.store(1_060_613_000, Relaxed);
+        mono.store(513_000, Relaxed);
+        assert_eq!(clock.now(), Timestamp::new(1_060_613_000, 0));
+        assert_eq!(clock.held_back_us(), 0);
+        // An acceptance lets no later jump through: accepted, then a jump.
+        clock.accept_wall(clock.read_wall());
+        wall.store(1_160_614_000, Relaxed);
+        mono.store(514_000, Relaxed);
+        assert_eq!(clock.physical_us(), 1_060_614_000);
         // A jump back is followed (timestamps never go back: the logical part carries them).
         wall.store(1_000_700_000, Relaxed);
         mono.store(600_000, Relaxed);
         assert_eq!(clock.physical_us(), 1_000_700_000);
-        assert_eq!(clock.now(), Timestamp::new(1_060_611_000, 1));
+        assert_eq!(clock.now(), Timestamp::new(1_060_613_000, 1));
     }
 
     #[test]

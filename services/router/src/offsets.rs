@@ -44,7 +44,13 @@ pub fn probe_agrees(
     max_offset_us: u64,
 ) -> bool {
     let offset = probe_offset(sent_physical_us, rtt_us, peer_physical_us);
-    offset.unsigned_abs() <= u128::from(max_offset_us) + u128::from(rtt_us / 2)
+    !certainly_beyond(offset.unsigned_abs(), rtt_us / 2, max_offset_us)
+}
+
+/// Whether an offset measured as `offset_abs_us`, uncertain by `uncertainty_us`, is beyond
+/// `max_offset_us` even at its least: the one rule a peer's clock is judged off by.
+fn certainly_beyond(offset_abs_us: u128, uncertainty_us: u64, max_offset_us: u64) -> bool {
+    offset_abs_us.saturating_sub(u128::from(uncertainty_us)) > u128::from(max_offset_us)
 }
 
 /// The peer's clock minus this node's, from one probe: its answer against the midpoint of the
@@ -104,7 +110,11 @@ impl ClockOffsets {
         let off = fresh
             .iter()
             .filter(|m| {
-                m.offset_us.unsigned_abs().saturating_sub(m.uncertainty_us) > self.max_offset_us
+                certainly_beyond(
+                    u128::from(m.offset_us.unsigned_abs()),
+                    m.uncertainty_us,
+                    self.max_offset_us,
+                )
             })
             .count();
         if fresh.is_empty() || off * 2 <= fresh.len() {

@@ -138,11 +138,23 @@ async fn a_node_whose_clock_is_off_serves_no_read_by_timestamp() {
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     common::put_settled(&cluster.client(), "/k", "v", Duration::from_secs(30)).await;
-    // Every node's clock agrees: node 3 serves the read.
-    let kv = read_at(cluster.addr(3))
-        .await
-        .expect("node 3 reads while its clock agrees");
-    assert_eq!(kv.map(|kv| kv.value), Some(b"v".to_vec()));
+    // Every node's clock agrees: node 3 serves the read. A fresh session may be served a view
+    // from before the put (sequential consistency orders only a session's own operations), so
+    // node 3 is read until it has applied the put; it must never refuse meanwhile.
+    let start = Instant::now();
+    loop {
+        let kv = read_at(cluster.addr(3))
+            .await
+            .expect("node 3 reads while its clock agrees");
+        if kv.map(|kv| kv.value) == Some(b"v".to_vec()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "node 3 never showed the settled put /k"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Node 3 leads the group (so that its clock would stamp the group's commits).
     let at = |id: u64| {
         Client::new(vec![cluster.addr(id).to_string()], Options::default()).expect("client")

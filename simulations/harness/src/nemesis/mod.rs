@@ -17,18 +17,25 @@
 //! stateright's), the watch validators, the lock rules with the fenced resource — and the
 //! summary says what was checked. Exit 0: nothing wrong; 1: a violation (named).
 
+mod nodes;
+mod verdicts;
+
 use crate::dev::Dev;
 use anyhow::{bail, Context, Result};
 use meridian_checker::{Op, OpKind, WatchLog};
 use meridian_sdk::{pb, Client, Consistency, Options, Session};
-use meridian_sim::det::{check, check_watches, timed_ops, watch_item, Record};
+use meridian_sim::det::{watch_item, Record};
 use meridian_sim::lockers::{one_hold, LockLog};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use nodes::Nodes;
+pub use verdicts::lost_writes;
+use verdicts::verdicts;
 
 /// Where Debian's `faketime` package puts the library.
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -171,181 +178,6 @@ fn write_record(
             },
         },
         served: header.map(|h| (h.group, h.revision)),
-    }
-}
-
-/// The cluster's node processes: each restarted by the nemesis under libfaketime with its own
-/// offset file, so that its wall clock can jump on its own.
-struct Nodes {
-    argv: BTreeMap<u64, Vec<String>>,
-    address: BTreeMap<u64, String>,
-    pid: BTreeMap<u64, u32>,
-    children: BTreeMap<u64, Child>,
-    paused: Vec<u64>,
-    dir: PathBuf,
-    libfaketime: PathBuf,
-    options: Options,
-}
-
-impl Nodes {
-    fn of(dev: &Dev, libfaketime: &Path) -> Result<Nodes> {
-        let mut n = Nodes {
-            argv: BTreeMap::new(),
-            address: BTreeMap::new(),
-            pid: BTreeMap::new(),
-            children: BTreeMap::new(),
-            paused: Vec::new(),
-            dir: dev.dir().to_path_buf(),
-            libfaketime: libfaketime.to_path_buf(),
-            options: dev.options()?,
-        };
-        let nodes = dev.ready["nodes"]
-            .as_object()
-            .context("the ready file lists no node processes (is this `dev --processes`?)")?;
-        for (id, v) in nodes {
-            let id: u64 = id.parse().context("a node id in the ready file")?;
-            let argv: Vec<String> = v["restart"]
-                .as_array()
-                .context("a node's restart command")?
-                .iter()
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect();
-            if argv.is_empty() {
-                bail!("node {id} has an empty restart command");
-            }
-            n.argv.insert(id, argv);
-            n.address
-                .insert(id, v["address"].as_str().context("address")?.to_string());
-            n.pid.insert(id, v["pid"].as_u64().context("pid")? as u32);
-        }
-        Ok(n)
-    }
-
-    fn ids(&self) -> Vec<u64> {
-        self.argv.keys().copied().collect()
-    }
-
-    fn clock_file(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("clock-{id}"))
-    }
-
-    fn signal(&mut self, id: u64, sig: &str) -> Result<()> {
-        let pid = self.pid[&id];
-        let status = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .context("running kill")?;
-        if !status.success() {
-            bail!("kill {sig} node {id} (pid {pid}) failed");
-        }
-        match sig {
-            "-STOP" => self.paused.push(id),
-            "-CONT" => self.paused.retain(|p| *p != id),
-            "-KILL" => {
-                self.paused.retain(|p| *p != id);
-                if let Some(mut c) = self.children.remove(&id) {
-                    let _ = c.wait();
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Waits (5 s at most) until node `id`'s killed process is gone: no process, or a zombie
-    /// its parent has not reaped yet.
-    fn wait_gone(&self, id: u64) -> Result<()> {
-        let pid = self.pid[&id];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            // The state is the field after the command's closing parenthesis.
-            let dead = state
-                .as_deref()
-                .and_then(|s| s.rsplit_once(')'))
-                .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
-            if dead {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("node {id} (pid {pid}) is still running 5 s after SIGKILL");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts node `id` again on its data, under libfaketime with its wall clock where its
-    /// offset file says.
-    fn start(&mut self, id: u64) -> Result<()> {
-        let argv = &self.argv[&id];
-        let clock = self.clock_file(id);
-        if !clock.exists() {
-            std::fs::write(&clock, "+0\n")?;
-        }
-        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log")))?;
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("LD_PRELOAD", &self.libfaketime)
-            .env("FAKETIME_TIMESTAMP_FILE", &clock)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .env("MERIDIAN_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("restarting node {id}"))?;
-        self.pid.insert(id, child.id());
-        self.children.insert(id, child);
-        Ok(())
-    }
-
-    fn jump(&self, id: u64, offset: &str) -> Result<()> {
-        std::fs::write(self.clock_file(id), format!("{offset}\n"))
-            .with_context(|| format!("moving node {id}'s clock"))
-    }
-
-    /// The node leading `group` (paused nodes are not asked).
-    async fn leader(&self, group: u64) -> Option<u64> {
-        let asked = self
-            .address
-            .iter()
-            .filter(|(id, _)| !self.paused.contains(id))
-            .map(|(id, a)| (*id, a.as_str()));
-        crate::dev::leader_of(asked, &self.options, group)
-            .await
-            .map(|(id, _)| id)
-    }
-
-    /// Undoes every fault still standing: resumes paused nodes, starts dead ones, sets every
-    /// clock right.
-    fn heal(&mut self) -> Result<()> {
-        for id in self.paused.clone() {
-            self.signal(id, "-CONT")?;
-        }
-        for id in self.ids() {
-            self.jump(id, "+0")?;
-            let dead = match self.children.get_mut(&id) {
-                Some(c) => c.try_wait()?.is_some(),
-                None => true,
-            };
-            if dead {
-                self.start(id)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for id in self.paused.clone() {
-            let _ = self.signal(id, "-CONT");
-        }
-        for c in self.children.values_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -828,65 +660,6 @@ async fn final_reads(
     Ok(Vec::new())
 }
 
-/// Every checker over the history, the watch streams and the lock holds; the history is
-/// written to `export` (Jepsen EDN) when asked.
-fn verdicts(
-    records: Vec<Record>,
-    watches: &[WatchLog],
-    lock_log: &LockLog,
-    export: Option<&Path>,
-    faults: Vec<String>,
-    mut violations: Vec<String>,
-) -> Result<Summary> {
-    let (acked, indeterminate, lost) = lost_writes(&records);
-    if lost > 0 {
-        violations.push(format!("{lost} acknowledged write(s) lost"));
-    }
-    let (sequential, linearizable) = check(&records);
-    if let Err(e) = sequential {
-        violations.push(format!("sequential consistency: {e}"));
-    }
-    if let Err(e) = linearizable {
-        violations.push(format!("linearizability (Meridian's checker): {e}"));
-    }
-    let timed = timed_ops(&records);
-    let history = meridian_crosscheck::edn::to_edn(&timed);
-    match meridian_crosscheck::agree_exported(&timed, &history) {
-        Ok(meridian_crosscheck::Verdict::NotLinearizable { key }) => {
-            violations.push(format!("linearizability (both checkers agree): key {key}"))
-        }
-        Ok(_) => {}
-        Err(e) => violations.push(format!("the independent checker: {e}")),
-    }
-    if let Some(path) = export {
-        std::fs::write(path, &history).with_context(|| format!("writing {}", path.display()))?;
-    }
-    let watch_events = match check_watches(&records, watches) {
-        Ok(n) => n,
-        Err(e) => {
-            violations.push(format!("watch validators: {e}"));
-            0
-        }
-    };
-    let lock_holds = match lock_log.check() {
-        Ok(n) => n,
-        Err(e) => {
-            violations.push(format!("locks: {e}"));
-            0
-        }
-    };
-    Ok(Summary {
-        operations: records.len(),
-        acked,
-        indeterminate,
-        lost,
-        lock_holds,
-        watch_events,
-        faults,
-        violations,
-    })
-}
-
 /// A session with `region`'s first router.
 fn client(dev: &Dev, region: &str, call_timeout: Duration) -> Result<Client> {
     let ep = dev.endpoints(region)?;
@@ -898,96 +671,4 @@ fn client(dev: &Dev, region: &str, call_timeout: Duration) -> Result<Client> {
             ..dev.options()?
         },
     )?)
-}
-
-/// (acknowledged, indeterminate, lost) writes: a write is lost when it was acknowledged at a
-/// revision and the final linearizable reads (clients 100 and up) find its key lower.
-pub fn lost_writes(records: &[Record]) -> (usize, usize, usize) {
-    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.client >= 100) {
-        if let OpKind::Read {
-            key,
-            mod_revision: Some(m),
-            ..
-        } = &r.op.kind
-        {
-            last.insert(key, *m);
-        }
-    }
-    let (mut acked, mut unknown, mut lost) = (0, 0, 0);
-    for r in records {
-        if let OpKind::Write { key, revision, .. } = &r.op.kind {
-            match (r.end_us, revision) {
-                (Some(_), Some(rev)) => {
-                    acked += 1;
-                    if last.get(key.as_str()).is_none_or(|m| m < rev) {
-                        lost += 1;
-                    }
-                }
-                _ => unknown += 1,
-            }
-        }
-    }
-    (acked, unknown, lost)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(client: usize, key: &str, revision: Option<u64>, acked: bool) -> Record {
-        Record {
-            client,
-            region: "us-east".into(),
-            start_us: 0,
-            end_us: acked.then_some(1),
-            linearizable: true,
-            kind: 2,
-            op: Op {
-                session: client,
-                group: 1,
-                kind: OpKind::Write {
-                    key: key.into(),
-                    value: "v".into(),
-                    revision,
-                },
-            },
-            served: None,
-        }
-    }
-
-    fn final_read(key: &str, mod_revision: u64) -> Record {
-        Record {
-            client: 100,
-            region: "us-east".into(),
-            start_us: 2,
-            end_us: Some(3),
-            linearizable: true,
-            kind: 0,
-            op: Op {
-                session: 100,
-                group: 1,
-                kind: OpKind::Read {
-                    key: key.into(),
-                    value: Some("v".into()),
-                    mod_revision: Some(mod_revision),
-                },
-            },
-            served: None,
-        }
-    }
-
-    #[test]
-    fn a_write_acknowledged_above_the_final_revision_is_lost() {
-        let records = vec![
-            write(0, "/a", Some(5), true),
-            write(0, "/a", None, false),
-            write(1, "/b", Some(9), true),
-            final_read("/a", 5),
-            final_read("/b", 7),
-        ];
-        assert_eq!(lost_writes(&records), (2, 1, 1));
-        // A key never read at the end loses what was acknowledged on it.
-        assert_eq!(lost_writes(&records[..3]), (2, 1, 2));
-    }
 }

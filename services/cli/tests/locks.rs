@@ -162,8 +162,10 @@ async fn lost_session_is_known_first_and_lock_delay_holds() {
     // whose keepalives we stop by closing the session's keeper (drop), simulated by a TTL
     // lease we never keep alive.
     let ttl = Duration::from_millis(1_200);
-    let lease = c.lease_grant("/locks/", ttl).await.expect("grant");
+    // Before the grant: the lease's clock starts when the grant is applied, which the reply
+    // can trail by any scheduling delay (a bound taken after it would have no slack).
     let sent = Instant::now();
+    let lease = c.lease_grant("/locks/", ttl).await.expect("grant");
     let r = c
         .lock_acquire(pb::LockAcquireRequest {
             name: "/locks/d".into(),
@@ -635,11 +637,32 @@ async fn cli_lease_and_lock() {
             "--kill-after",
             "1",
         ])
-        .args(["--", "sh", "-c", "trap '' TERM; sleep 100"])
+        .args(["--", "sh", "-c", "echo held; trap '' TERM; sleep 100"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("lock");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The command runs (so the lock is held) before the node goes away: its output follows
+    // the CLI's "acquired …" line.
+    let stdout = child.stdout.take().expect("piped stdout");
+    let lines = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut seen = Vec::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let line = line.expect("read the command's output");
+                let held = line == "held";
+                seen.push(line);
+                if held {
+                    break;
+                }
+            }
+            seen
+        }),
+    )
+    .await
+    .expect("the command started within 30 s")
+    .expect("join");
+    assert_eq!(lines.last().map(String::as_str), Some("held"), "{lines:?}");
     node.shutdown().await;
     let start = Instant::now();
     let status = loop {

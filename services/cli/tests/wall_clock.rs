@@ -52,8 +52,10 @@ async fn a_wall_clock_jump_does_not_expire_a_lease_early() {
     )
     .expect("client");
     let ttl = Duration::from_secs(4);
-    let lease = c.lease_grant("/svc/", ttl).await.expect("grant").id;
+    // Before the grant: the lease's clock starts when the grant is applied, not when its
+    // reply reaches this task, so only a time taken before it bounds the expiry from below.
     let granted = Instant::now();
+    let lease = c.lease_grant("/svc/", ttl).await.expect("grant").id;
     c.put_request(pb::PutRequest {
         key: b"/svc/x".to_vec(),
         value: b"v".to_vec(),

@@ -195,6 +195,10 @@ async fn a_get_by_closed_timestamps_then_a_watch_from_its_revision_is_served() {
         cfg.limits.history_revisions_max = 16;
         cfg.limits.watch_progress_interval_ms = 100;
         cfg.timestamps.profile = meridian_server::config::TimestampProfile::LocalWrites;
+        // An idle leader's promises would advance the revision (and the compaction point, 16
+        // behind it) every 10 ms, racing the watch below against compaction: promise rarely.
+        cfg.timestamps.close_interval_ms = 5_000;
+        cfg.timestamps.stale_after_ms = 10_000;
     });
     let (_dir, node, addr) = tokio::time::timeout(Duration::from_secs(60), start)
         .await

@@ -128,14 +128,23 @@ async fn a_move_under_load_loses_nothing() {
     // Watchers in every region, from now on.
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(vec![Vec::new(); REGIONS.len()]));
     let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How many watchers have had their first answer (their stream is open).
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut watch_tasks = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         let mut w = c.watch(PREFIX, true, 0);
         let seen = seen.clone();
         let stop = stop_watching.clone();
+        let opened = opened.clone();
         watch_tasks.push(tokio::spawn(async move {
+            let mut first = true;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(500), w.next()).await {
+                let next = tokio::time::timeout(Duration::from_millis(500), w.next()).await;
+                if first && matches!(next, Ok(Ok(_))) {
+                    first = false;
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                match next {
                     Err(_) => continue,
                     Ok(Ok(WatchEvent::Changes { events, .. })) => {
                         let mut s = seen.lock().expect("seen");
@@ -154,8 +163,15 @@ async fn a_move_under_load_loses_nothing() {
             }
         }));
     }
-    // Let every watcher open its stream.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every watcher's stream is open (its first event or progress notice) before any write.
+    let start = Instant::now();
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < REGIONS.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not every watcher opened its stream within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Writers: every region's session writes unique keys and reads keys written so far.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -264,8 +280,24 @@ async fn a_move_under_load_loses_nothing() {
         }
     }
 
-    // Every watcher saw every acknowledged write exactly once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every watcher saw every acknowledged write exactly once: wait (bounded) until each has
+    // seen each at least once, and a moment more for any duplicate to show.
+    let start = Instant::now();
+    loop {
+        let all = {
+            let seen = seen.lock().expect("seen");
+            seen.iter().all(|events| {
+                let keys: std::collections::BTreeSet<&str> =
+                    events.iter().map(|(k, _)| k.as_str()).collect();
+                acked.iter().all(|(key, _)| keys.contains(key.as_str()))
+            })
+        };
+        if all || start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in watch_tasks {
         t.await.expect("watcher");

@@ -26,15 +26,17 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
-/// A single-voter node whose watchers are cut off after `stall_ms` and queue `queue` revisions
-/// in their feed.
+/// A single-voter node on `ip` (each test its own: they run in parallel, and a port found free
+/// is only reserved once bound) whose watchers are cut off after `stall_ms` and queue `queue`
+/// revisions in their feed.
 async fn node(
+    ip: &str,
     stall_ms: u64,
     queue: usize,
 ) -> (tempfile::TempDir, meridian_server::Node, String, String) {
-    let http = format!("127.0.93.1:{}", common::free_port("127.0.93.1"));
+    let http = format!("{ip}:{}", common::free_port(ip));
     let h = http.clone();
-    let (dir, node, addr) = common::one_node("127.0.93.1", move |c| {
+    let (dir, node, addr) = common::one_node(ip, move |c| {
         c.http.listen = Some(h);
         c.limits.watch_stall_ms = stall_ms;
         c.limits.watch_queue_max = queue;
@@ -81,7 +83,7 @@ async fn metric_reaches(http: &str, name: &str, want: f64, within: Duration) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_watchers_share_one_upstream_and_see_every_change_once_in_order() {
     common::watchdog(Duration::from_secs(900));
-    let (_dir, _node, addr, http) = node(60_000, 256).await;
+    let (_dir, _node, addr, http) = node("127.0.93.1", 60_000, 256).await;
     let writer = client(&addr);
     let start = put(&writer, "/fan/k", "v0").await + 1;
     let clients: Vec<Client> = (0..WATCHERS / PER_CLIENT).map(|_| client(&addr)).collect();
@@ -168,7 +170,7 @@ async fn a_watcher_that_stops_reading_is_cut_off_without_delaying_the_others() {
     const STALL_MS: u64 = 3_000;
     // A short feed queue: the stalled watcher falls behind its feed a few revisions after its
     // stream's buffers fill, well before it is cut off, however slowly the writes come.
-    let (_dir, _node, addr, http) = node(STALL_MS, 4).await;
+    let (_dir, _node, addr, http) = node("127.0.93.2", STALL_MS, 4).await;
     let writer = client(&addr);
     let start = put(&writer, "/slow/k", "v0").await + 1;
     // The stalled client: a raw stream, read once, then left alone.
@@ -298,7 +300,7 @@ async fn a_watcher_that_stops_reading_is_cut_off_without_delaying_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_that_stops_reading_on_a_shared_stream_is_cut_off_alone_and_resumes() {
     common::watchdog(Duration::from_secs(600));
-    let (_dir, _node, addr, _http) = node(60_000, 256).await;
+    let (_dir, _node, addr, _http) = node("127.0.93.3", 60_000, 256).await;
     let writer = client(&addr);
     let start = put(&writer, "/shared/k", "v0").await + 1;
     let watchers = client(&addr);
@@ -374,7 +376,7 @@ async fn a_watch_that_stops_reading_on_a_shared_stream_is_cut_off_alone_and_resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_dropped_watches_are_all_cancelled_on_the_router() {
     common::watchdog(Duration::from_secs(600));
-    let (_dir, _node, addr, http) = node(60_000, 256).await;
+    let (_dir, _node, addr, http) = node("127.0.93.4", 60_000, 256).await;
     let writer = client(&addr);
     let start = put(&writer, "/drop/k", "v0").await + 1;
     let watchers = client(&addr);

@@ -197,17 +197,29 @@ impl Faulty {
         self.set_fault(id, "");
         self.cluster.restart(id);
         self.cluster.wait_leader(Duration::from_secs(30)).await;
-        let c = self.client_only(id);
+        let c = self.patient(id);
         assert_all_present(&c, &acked.collect::<Vec<_>>()).await;
         put_acked(&c, 200..210).await;
     }
 
+    /// A client of node `id` alone that gives up soon (a failing node's calls are retried
+    /// until the call's deadline).
     fn client_only(&self, id: u64) -> Client {
+        self.client_of(id, Duration::from_secs(3))
+    }
+
+    /// A client of node `id` alone for a healthy disk's writes: patient, so that a loaded
+    /// machine does not turn a slow acknowledgement into a failed test.
+    fn patient(&self, id: u64) -> Client {
+        self.client_of(id, Duration::from_secs(20))
+    }
+
+    fn client_of(&self, id: u64, call_timeout: Duration) -> Client {
         Client::new(
             vec![self.cluster.addr(id).to_string()],
             Options {
-                call_timeout: Duration::from_secs(3),
-                rpc_timeout: Duration::from_secs(2),
+                call_timeout,
+                rpc_timeout: Duration::from_secs(2).min(call_timeout),
                 ..Options::default()
             },
         )
@@ -255,8 +267,8 @@ async fn a_failing_fsync_stops_the_node_before_it_acknowledges_anything() {
     common::watchdog(Duration::from_secs(240));
     let mut f = Faulty::start(1, 61);
     f.cluster.wait_leader(Duration::from_secs(30)).await;
+    put_acked(&f.patient(1), 0..100).await;
     let c = f.client_only(1);
-    put_acked(&c, 0..100).await;
 
     f.set_fault(1, "fsync-eio");
     let mut refused = 0;
@@ -359,8 +371,8 @@ async fn a_torn_last_write_is_dropped_and_everything_acknowledged_survives() {
     common::watchdog(Duration::from_secs(240));
     let mut f = Faulty::start(1, 63);
     f.cluster.wait_leader(Duration::from_secs(30)).await;
+    put_acked(&f.patient(1), 0..100).await;
     let c = f.client_only(1);
-    put_acked(&c, 0..100).await;
 
     f.set_fault(1, "tear");
     let torn = c.put("/disk/torn", "never-acknowledged").await;
@@ -383,8 +395,7 @@ async fn a_corrupted_journal_is_refused_at_start_and_never_served() {
     common::watchdog(Duration::from_secs(240));
     let mut f = Faulty::start(1, 64);
     f.cluster.wait_leader(Duration::from_secs(30)).await;
-    let c = f.client_only(1);
-    put_acked(&c, 0..100).await;
+    put_acked(&f.patient(1), 0..100).await;
     f.cluster.kill(1);
 
     // Flip one byte of value 42 wherever it lies in the node's files.

@@ -1,10 +1,17 @@
 //! Batches concurrent client writes of one group into single Raft entries.
 //!
 //! One entry per client write costs a group one log append (and its share of an fsync) per
-//! write. The proposer drains whatever writes are queued, packs those with disjoint keys into one `Command::Batch` entry (one fsync for all),
-//! and keeps a bounded number of entries in flight. A command whose keys overlap the current
-//! batch, or that may touch a whole prefix, starts the next entry, so every key still changes at
-//! most once per revision.
+//! write. The proposer drains whatever writes are queued, packs those with disjoint keys into
+//! one `Command::Batch` entry (one fsync for all), and keeps a bounded number of entries in
+//! flight. A command whose keys overlap the current batch, or that may touch a whole prefix,
+//! starts the next entry, so every key still changes at most once per revision.
+//!
+//! An entry goes at once when none is in flight. While one is, the next batch keeps filling,
+//! and goes early (into the second place) only once it is full: a batch that waits for the
+//! entry ahead carries every write that came meanwhile, so a group pays its per-entry costs
+//! (three fsyncs, two replication messages, an apply) once per round trip at moderate load,
+//! and still keeps two full entries in flight when the load exceeds what one entry per round
+//! trip carries (a group whose voters are far apart).
 
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
@@ -18,7 +25,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Most client writes waiting for a batch; callers wait when it is full.
 pub const PROPOSAL_QUEUE_MAX: usize = 16_384;
@@ -26,7 +33,7 @@ pub const PROPOSAL_QUEUE_MAX: usize = 16_384;
 pub const BATCH_COMMANDS_MAX: usize = 512;
 /// Most payload bytes in one entry (a single larger command still goes alone).
 pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
-/// Entries proposed and not yet applied, per group.
+/// Entries proposed and not yet applied, per group; the second place only takes a full batch.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 2;
 /// Longest an entry holds its place in flight: one that Raft has not answered by then (it
 /// should not happen) gives its place back, so a lost answer never stops the group's writes;
@@ -230,6 +237,116 @@ fn size_of(cmd: &Command) -> usize {
     }
 }
 
+/// A place in flight: its drop frees the place and wakes the proposer waiting for one.
+struct Place {
+    permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // The place is free before the wake, so the woken proposer finds it free; and
+        // `notify_one` keeps the wake when the proposer is not waiting yet: none is lost.
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
+/// The places in flight of one group's entries.
+struct Places {
+    sem: Arc<Semaphore>,
+    freed: Arc<Notify>,
+}
+
+impl Places {
+    fn new() -> Self {
+        Self {
+            sem: Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX)),
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.sem.available_permits() == ENTRIES_IN_FLIGHT_MAX
+    }
+
+    fn try_take(&self) -> Option<Place> {
+        let permit = self.sem.clone().try_acquire_owned().ok()?;
+        Some(Place {
+            permit: Some(permit),
+            freed: self.freed.clone(),
+        })
+    }
+}
+
+/// The next entry's writes while it fills: disjoint keys, within the command and byte limits.
+struct Building {
+    batch: Vec<Proposal>,
+    keys: HashSet<String>,
+    bytes: usize,
+    /// Takes nothing more: its first command may touch a whole prefix (it goes alone), or a
+    /// later one did not fit (that one starts the entry after).
+    closed: bool,
+    /// A limit (commands or bytes) stopped it: worth a second place in flight. A batch closed
+    /// by an overlapping key is not (the next write would start a new entry anyway).
+    full: bool,
+}
+
+impl Building {
+    fn start(first: Proposal) -> Self {
+        let bytes = size_of(&first.cmd);
+        let (keys, closed) = match first.cmd.keys() {
+            Some(ks) => (ks.into_iter().map(str::to_string).collect(), false),
+            None => (HashSet::new(), true),
+        };
+        let mut b = Self {
+            batch: vec![first],
+            keys,
+            bytes,
+            closed,
+            full: false,
+        };
+        b.check_limits();
+        b
+    }
+
+    fn check_limits(&mut self) {
+        if self.batch.len() >= BATCH_COMMANDS_MAX || self.bytes >= BATCH_BYTES_MAX {
+            self.full = true;
+            self.closed = true;
+        }
+    }
+
+    /// Adds `p` when it fits; else closes the batch and gives `p` back (the next entry's
+    /// first).
+    fn offer(&mut self, p: Proposal) -> Option<Proposal> {
+        if self.closed {
+            return Some(p);
+        }
+        let size = size_of(&p.cmd);
+        if self.bytes + size > BATCH_BYTES_MAX {
+            self.full = true;
+            self.closed = true;
+            return Some(p);
+        }
+        let disjoint = p
+            .cmd
+            .keys()
+            .is_some_and(|ks| ks.iter().all(|k| !self.keys.contains(*k)));
+        if !disjoint {
+            self.closed = true;
+            return Some(p);
+        }
+        if let Some(ks) = p.cmd.keys() {
+            self.keys.extend(ks.into_iter().map(str::to_string));
+        }
+        self.bytes += size;
+        self.batch.push(p);
+        self.check_limits();
+        None
+    }
+}
+
 async fn run(
     group: GroupId,
     raft: Raft,
@@ -239,11 +356,12 @@ async fn run(
     clock: Arc<NodeClock>,
     closing: Option<Closing>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
+    let places = Places::new();
     let mut carry: Option<Proposal> = None;
     // When the last promise went out (with an entry, or alone).
     let mut promised = tokio::time::Instant::now();
-    loop {
+    let mut stopping = false;
+    while !stopping || carry.is_some() {
         let first = match carry.take() {
             Some(p) => p,
             None => match next(group, &mut rx, closing.as_ref(), promised).await {
@@ -259,10 +377,10 @@ async fn run(
                     } else {
                         // Only into a free place: an entry in flight carries a promise anyway,
                         // and a write must never wait behind an empty one.
-                        if let Ok(permit) = in_flight.clone().try_acquire_owned() {
+                        if let Some(place) = places.try_take() {
                             let stamp = stamp_above(&clock, Timestamp::ZERO, Some(profile));
                             stats.promises.fetch_add(1, Ordering::Relaxed);
-                            tokio::spawn(promise_alone(group, raft.clone(), stamp, permit));
+                            tokio::spawn(promise_alone(group, raft.clone(), stamp, place));
                         }
                     }
                     continue;
@@ -270,31 +388,31 @@ async fn run(
             },
         };
         promised = tokio::time::Instant::now();
-        // Wait for room first: the longer an entry waits, the more writes it can carry.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        if let Some(first_keys) = batch[0].cmd.keys() {
-            let mut keys: HashSet<String> = first_keys.into_iter().map(str::to_string).collect();
-            let mut bytes = size_of(&batch[0].cmd);
-            while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
-                let Ok(next) = rx.try_recv() else { break };
-                let fits = next.cmd.keys().is_some_and(|ks| {
-                    ks.iter().all(|k| !keys.contains(*k))
-                        && bytes + size_of(&next.cmd) <= BATCH_BYTES_MAX
-                });
-                if !fits {
-                    carry = Some(next);
-                    break;
-                }
-                if let Some(ks) = next.cmd.keys() {
-                    keys.extend(ks.into_iter().map(str::to_string));
-                }
-                bytes += size_of(&next.cmd);
-                batch.push(next);
+        let mut building = Building::start(first);
+        // Fill the batch until it may go: at once into an idle group, into the second place
+        // only when a limit filled it; else it waits for the entry ahead, taking the writes
+        // that come meanwhile (until one overlaps its keys: that one starts the entry after).
+        let place = loop {
+            while !building.closed {
+                let Ok(p) = rx.try_recv() else { break };
+                carry = building.offer(p);
             }
-        }
+            if places.idle() || building.full || stopping {
+                if let Some(place) = places.try_take() {
+                    break place;
+                }
+            }
+            let freed = places.freed.notified();
+            tokio::select! {
+                () = freed => {}
+                p = rx.recv(), if !building.closed && !stopping => match p {
+                    Some(p) => carry = building.offer(p),
+                    // The group is shutting down: what was queued still goes.
+                    None => stopping = true,
+                },
+            }
+        };
+        let batch = building.batch;
         stats
             .commands
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -313,7 +431,7 @@ async fn run(
             commit_wait_max: closing.as_ref().map(|c| commit_wait_max(c.lead_us)),
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _place = place;
             let start = std::time::Instant::now();
             let entry = submit(group, &raft, batch, &steps, Some(stamping));
             match tokio::time::timeout(ENTRY_WAIT_MAX, entry).await {
@@ -407,12 +525,7 @@ fn is_leader(raft: &Raft) -> bool {
 /// Commits an entry that only carries `stamp`'s promise (an idle group's): the group's
 /// replicas then know everything up to it is applied. A failure (leadership lost meanwhile)
 /// is the next leader's to make up: it closes from its own log.
-async fn promise_alone(
-    group: GroupId,
-    raft: Raft,
-    stamp: Stamp,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
+async fn promise_alone(group: GroupId, raft: Raft, stamp: Stamp, _place: Place) {
     let cmd = Command::Stamped {
         stamp,
         cmd: Box::new(Command::Batch(Vec::new())),
@@ -531,5 +644,129 @@ async fn submit(
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_types::{DeleteOp, PutOp};
+
+    fn proposal(cmd: Command) -> Proposal {
+        let (reply, _) = oneshot::channel();
+        Proposal {
+            cmd,
+            after: Timestamp::ZERO,
+            reply,
+            span: tracing::Span::none(),
+        }
+    }
+
+    fn put(key: &str) -> Proposal {
+        proposal(Command::Put(PutOp::new(key, b"v".to_vec())))
+    }
+
+    fn delete_prefix(key: &str) -> Proposal {
+        proposal(Command::Delete(DeleteOp {
+            key: key.into(),
+            prefix: true,
+            expected_version: None,
+            expected_mod_revision: None,
+            prev_kv: false,
+        }))
+    }
+
+    fn keys(b: &Building) -> Vec<String> {
+        b.batch
+            .iter()
+            .map(|p| match &p.cmd {
+                Command::Put(p) => p.key.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_takes_disjoint_keys_and_hands_back_the_first_overlap() {
+        let mut b = Building::start(put("/a"));
+        assert!(b.offer(put("/b")).is_none());
+        assert!(!b.closed && !b.full);
+        let back = b
+            .offer(put("/a"))
+            .expect("an overlapping key is handed back");
+        assert!(matches!(&back.cmd, Command::Put(p) if p.key == "/a"));
+        assert!(
+            b.closed,
+            "closed after an overlap: the next write starts the next entry"
+        );
+        assert!(
+            !b.full,
+            "an overlap is no reason for a second place in flight"
+        );
+        assert!(b.offer(put("/c")).is_some(), "a closed batch takes nothing");
+        assert_eq!(keys(&b), ["/a", "/b"]);
+    }
+
+    #[test]
+    fn a_prefix_delete_goes_alone() {
+        let b = Building::start(delete_prefix("/dir/"));
+        assert!(
+            b.closed,
+            "a command that may touch a whole prefix takes no company"
+        );
+        assert!(!b.full);
+        let mut b = Building::start(put("/a"));
+        assert!(b.offer(delete_prefix("/dir/")).is_some());
+        assert_eq!(keys(&b), ["/a"]);
+    }
+
+    #[test]
+    fn a_batch_is_full_at_its_command_limit() {
+        let mut b = Building::start(put("/k0"));
+        for i in 1..BATCH_COMMANDS_MAX {
+            assert!(!b.full && !b.closed);
+            assert!(b.offer(put(&format!("/k{i}"))).is_none());
+        }
+        assert!(b.full && b.closed);
+        assert!(b.offer(put("/more")).is_some());
+        assert_eq!(b.batch.len(), BATCH_COMMANDS_MAX);
+    }
+
+    #[test]
+    fn a_batch_is_full_at_its_byte_limit() {
+        let big = vec![0u8; BATCH_BYTES_MAX / 2];
+        let mut b = Building::start(proposal(Command::Put(PutOp::new("/a", big.clone()))));
+        let back = b.offer(proposal(Command::Put(PutOp::new("/b", big))));
+        assert!(back.is_some(), "two halves and their keys exceed the limit");
+        assert!(b.full, "a batch that a write does not fit by bytes is full");
+        assert_eq!(b.batch.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_freed_place_wakes_the_proposer_and_is_free_when_it_looks() {
+        let places = Places::new();
+        assert!(places.idle());
+        let first = places.try_take().expect("a first place");
+        let second = places.try_take().expect("a second place");
+        assert!(
+            places.try_take().is_none(),
+            "only {ENTRIES_IN_FLIGHT_MAX} places"
+        );
+        assert!(!places.idle());
+        // The proposer starts waiting; an entry in flight ends.
+        let freed = places.freed.notified();
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(5), freed)
+            .await
+            .expect("the freed place wakes the waiter");
+        let again = places
+            .try_take()
+            .expect("the place is free once the waiter wakes");
+        drop((again, second));
+        // A wake that comes before anyone waits is kept.
+        tokio::time::timeout(std::time::Duration::from_secs(5), places.freed.notified())
+            .await
+            .expect("a wake before the wait is not lost");
+        assert!(places.idle());
     }
 }

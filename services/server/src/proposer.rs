@@ -6,12 +6,13 @@
 //! flight. A command whose keys overlap the current batch, or that may touch a whole prefix,
 //! starts the next entry, so every key still changes at most once per revision.
 //!
-//! An entry goes at once when none is in flight. While one is, the next batch keeps filling,
-//! and goes early (into the second place) only once it is full: a batch that waits for the
-//! entry ahead carries every write that came meanwhile, so a group pays its per-entry costs
-//! (three fsyncs, two replication messages, an apply) once per round trip at moderate load,
-//! and still keeps two full entries in flight when the load exceeds what one entry per round
-//! trip carries (a group whose voters are far apart).
+//! An entry goes at once when no entry of writes is in flight (an idle group's promise entry
+//! never holds writes back). While one is, the next batch keeps filling, and goes early (into
+//! the second place) only once a limit fills it: a batch that waits for the entry ahead
+//! carries every write that came meanwhile, so a group pays its per-entry costs (three
+//! fsyncs, two replication messages, an apply) once per round trip at moderate load, and
+//! still keeps two full entries in flight when the load exceeds what one entry per round trip
+//! carries (a group whose voters are far apart).
 
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
@@ -23,7 +24,7 @@ use meridian_types::ReadProfile;
 use meridian_types::{Command, CommandResult, GroupId};
 use openraft::error::{ClientWriteError, RaftError};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -240,6 +241,8 @@ fn size_of(cmd: &Command) -> usize {
 /// A place in flight: its drop frees the place and wakes the proposer waiting for one.
 struct Place {
     permit: Option<OwnedSemaphorePermit>,
+    /// The count of entries with writes in flight, when this one carries writes.
+    writes: Option<Arc<AtomicUsize>>,
     freed: Arc<Notify>,
 }
 
@@ -247,6 +250,9 @@ impl Drop for Place {
     fn drop(&mut self) {
         // The place is free before the wake, so the woken proposer finds it free; and
         // `notify_one` keeps the wake when the proposer is not waiting yet: none is lost.
+        if let Some(w) = self.writes.take() {
+            w.fetch_sub(1, Ordering::AcqRel);
+        }
         drop(self.permit.take());
         self.freed.notify_one();
     }
@@ -255,6 +261,8 @@ impl Drop for Place {
 /// The places in flight of one group's entries.
 struct Places {
     sem: Arc<Semaphore>,
+    /// Entries in flight that carry writes (the others carry only a promise).
+    writes: Arc<AtomicUsize>,
     freed: Arc<Notify>,
 }
 
@@ -262,18 +270,30 @@ impl Places {
     fn new() -> Self {
         Self {
             sem: Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX)),
+            writes: Arc::new(AtomicUsize::new(0)),
             freed: Arc::new(Notify::new()),
         }
     }
 
+    /// No writes in flight: a batch goes at once (beside a promise, never behind one).
     fn idle(&self) -> bool {
-        self.sem.available_permits() == ENTRIES_IN_FLIGHT_MAX
+        self.writes.load(Ordering::Acquire) == 0
     }
 
+    /// A place for an entry of writes.
     fn try_take(&self) -> Option<Place> {
+        let mut place = self.try_take_for_promise()?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        place.writes = Some(self.writes.clone());
+        Some(place)
+    }
+
+    /// A place for an entry that only carries a promise.
+    fn try_take_for_promise(&self) -> Option<Place> {
         let permit = self.sem.clone().try_acquire_owned().ok()?;
         Some(Place {
             permit: Some(permit),
+            writes: None,
             freed: self.freed.clone(),
         })
     }
@@ -377,7 +397,7 @@ async fn run(
                     } else {
                         // Only into a free place: an entry in flight carries a promise anyway,
                         // and a write must never wait behind an empty one.
-                        if let Some(place) = places.try_take() {
+                        if let Some(place) = places.try_take_for_promise() {
                             let stamp = stamp_above(&clock, Timestamp::ZERO, Some(profile));
                             stats.promises.fetch_add(1, Ordering::Relaxed);
                             tokio::spawn(promise_alone(group, raft.clone(), stamp, place));
@@ -767,6 +787,25 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), places.freed.notified())
             .await
             .expect("a wake before the wait is not lost");
+        assert!(places.idle());
+    }
+
+    #[test]
+    fn a_promise_in_flight_leaves_the_group_idle_for_writes() {
+        let places = Places::new();
+        let promise = places
+            .try_take_for_promise()
+            .expect("a place for a promise");
+        assert!(
+            places.idle(),
+            "a batch of writes never waits behind an empty entry"
+        );
+        let writes = places.try_take().expect("the second place");
+        assert!(!places.idle());
+        assert!(places.try_take_for_promise().is_none());
+        drop(promise);
+        assert!(!places.idle(), "the writes are still in flight");
+        drop(writes);
         assert!(places.idle());
     }
 }

@@ -9,7 +9,7 @@ use crate::lease_driver::LeaderLeases;
 use crate::lock_service::LockService;
 use crate::lock_waits::LockWaits;
 use crate::placement_service::PlacementService;
-use crate::proposer::Proposer;
+use crate::proposer::{Proposer, SecondPlace};
 use crate::service::KvService;
 use crate::syncs::Syncers;
 use futures::TryStreamExt;
@@ -395,6 +395,7 @@ impl Node {
                         steps,
                         timestamps.clone(),
                         closing.clone(),
+                        SecondPlace::for_voters_rtt_ms(voters_rtt),
                     ),
                 );
                 voted.push((group, raft));

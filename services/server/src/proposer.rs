@@ -7,12 +7,13 @@
 //! starts the next entry, so every key still changes at most once per revision.
 //!
 //! An entry goes at once when no entry of writes is in flight (an idle group's promise entry
-//! never holds writes back). While one is, the next batch keeps filling, and goes early (into
-//! the second place) only once a limit fills it: a batch that waits for the entry ahead
-//! carries every write that came meanwhile, so a group pays its per-entry costs (three
-//! fsyncs, two replication messages, an apply) once per round trip at moderate load, and
-//! still keeps two full entries in flight when the load exceeds what one entry per round trip
-//! carries (a group whose voters are far apart).
+//! never holds writes back). While one is, in a group whose voters share a region, the next
+//! batch keeps filling, and goes early (into the second place) only once a limit fills it: a
+//! batch that waits for the entry ahead carries every write that came meanwhile, so the group
+//! pays its per-entry costs (three fsyncs, two replication messages, an apply) once per round
+//! trip of a millisecond. A group whose voters are regions apart ([`SecondPlace::AtOnce`])
+//! sends the next batch into the second place at once: there a round trip is tens of
+//! milliseconds, worth overlapping rather than waiting for.
 
 use crate::error::{Error, Result};
 use meridian_consensus::Raft;
@@ -36,6 +37,30 @@ pub const BATCH_COMMANDS_MAX: usize = 512;
 pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Entries proposed and not yet applied, per group; the second place only takes a full batch.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 2;
+/// A round trip between a group's voters from which [`SecondPlace::AtOnce`] applies.
+pub const OVERLAP_RTT_MS_MIN: u64 = 5;
+
+/// When a batch of writes takes the second place in flight beside an entry of writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondPlace {
+    /// Only once a limit fills it; else it waits for the entry ahead, taking the writes that
+    /// come meanwhile (voters in one region: an entry's own costs outweigh its round trip).
+    WhenFull,
+    /// At once (voters regions apart: the round trip outweighs an entry's costs).
+    AtOnce,
+}
+
+impl SecondPlace {
+    /// The policy for a group whose voters are up to `voters_rtt_ms` apart.
+    pub fn for_voters_rtt_ms(voters_rtt_ms: u64) -> Self {
+        if voters_rtt_ms >= OVERLAP_RTT_MS_MIN {
+            SecondPlace::AtOnce
+        } else {
+            SecondPlace::WhenFull
+        }
+    }
+}
+
 /// Longest an entry holds its place in flight: one that Raft has not answered by then (it
 /// should not happen) gives its place back, so a lost answer never stops the group's writes;
 /// its writers hear that the write may still be applied.
@@ -93,10 +118,17 @@ impl Proposer {
         steps: Arc<Steps>,
         clock: Arc<NodeClock>,
         closing: Option<Closing>,
+        second_place: SecondPlace,
     ) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(group, raft, rx, stats.clone(), steps, clock, closing));
+        let batching = Batching {
+            steps,
+            clock,
+            closing,
+            second_place,
+        };
+        tokio::spawn(run(group, raft, rx, stats.clone(), batching));
         Self { group, tx, stats }
     }
 
@@ -367,15 +399,28 @@ impl Building {
     }
 }
 
+/// How a group's proposer stamps, traces and sends its entries.
+struct Batching {
+    steps: Arc<Steps>,
+    clock: Arc<NodeClock>,
+    closing: Option<Closing>,
+    second_place: SecondPlace,
+}
+
 async fn run(
     group: GroupId,
     raft: Raft,
     mut rx: mpsc::Receiver<Proposal>,
     stats: Arc<ProposerStats>,
-    steps: Arc<Steps>,
-    clock: Arc<NodeClock>,
-    closing: Option<Closing>,
+    batching: Batching,
 ) {
+    let Batching {
+        steps,
+        clock,
+        closing,
+        second_place,
+    } = batching;
+    let at_once = second_place == SecondPlace::AtOnce;
     let places = Places::new();
     let mut carry: Option<Proposal> = None;
     // When the last promise went out (with an entry, or alone).
@@ -409,15 +454,16 @@ async fn run(
         };
         promised = tokio::time::Instant::now();
         let mut building = Building::start(first);
-        // Fill the batch until it may go: at once into an idle group, into the second place
-        // only when a limit filled it; else it waits for the entry ahead, taking the writes
-        // that come meanwhile (until one overlaps its keys: that one starts the entry after).
+        // Fill the batch until it may go: at once into an idle group (or into the second
+        // place, `AtOnce`), into the second place only when a limit filled it; else it waits
+        // for the entry ahead, taking the writes that come meanwhile (until one overlaps its
+        // keys: that one starts the entry after).
         let place = loop {
             while !building.closed {
                 let Ok(p) = rx.try_recv() else { break };
                 carry = building.offer(p);
             }
-            if places.idle() || building.full || stopping {
+            if places.idle() || building.full || at_once || stopping {
                 if let Some(place) = places.try_take() {
                     break place;
                 }
@@ -425,7 +471,7 @@ async fn run(
             let freed = places.freed.notified();
             tokio::select! {
                 () = freed => {}
-                p = rx.recv(), if !building.closed && !stopping => match p {
+                p = rx.recv(), if !building.closed && !at_once && !stopping => match p {
                     Some(p) => carry = building.offer(p),
                     // The group is shutting down: what was queued still goes.
                     None => stopping = true,
@@ -788,6 +834,20 @@ mod tests {
             .await
             .expect("a wake before the wait is not lost");
         assert!(places.idle());
+    }
+
+    #[test]
+    fn voters_regions_apart_overlap_their_entries() {
+        assert_eq!(SecondPlace::for_voters_rtt_ms(0), SecondPlace::WhenFull);
+        assert_eq!(
+            SecondPlace::for_voters_rtt_ms(OVERLAP_RTT_MS_MIN - 1),
+            SecondPlace::WhenFull
+        );
+        assert_eq!(
+            SecondPlace::for_voters_rtt_ms(OVERLAP_RTT_MS_MIN),
+            SecondPlace::AtOnce
+        );
+        assert_eq!(SecondPlace::for_voters_rtt_ms(150), SecondPlace::AtOnce);
     }
 
     #[test]

@@ -216,7 +216,9 @@ async fn global_lock_is_safe_under_faults() {
 
     // 1. SIGKILL the global group's leader; restart it 6 s later.
     sleep_until(at(8)).await;
-    let (leader, term) = nodes.leader(GLOBAL_GROUP).await.expect("global leader");
+    let (leader, term) = nodes
+        .new_leader(GLOBAL_GROUP, 0, Duration::from_secs(30))
+        .await;
     nodes.signal(leader, "-KILL");
     let killed_at = Instant::now();
     let (next, _) = nodes
@@ -410,7 +412,9 @@ async fn ephemeral_key_of_a_killed_client_expires_across_leader_changes() {
     // Two forced leader changes of the lease's group while the TTL runs.
     // (A killed leader restarted before an election would resume its term: restart it only
     // once another node leads.)
-    let (l1, t1) = nodes.leader(US_EAST_GROUP).await.expect("leader");
+    let (l1, t1) = nodes
+        .new_leader(US_EAST_GROUP, 0, Duration::from_secs(30))
+        .await;
     nodes.signal(l1, "-KILL");
     let (l2, t2) = nodes
         .new_leader(US_EAST_GROUP, t1, Duration::from_secs(40))
@@ -488,7 +492,9 @@ async fn a_regional_group_serves_writes_again_soon_after_losing_its_leader() {
             .await
             .expect("warm-up put");
     }
-    let (leader, term) = nodes.leader(US_EAST_GROUP).await.expect("leader");
+    let (leader, term) = nodes
+        .new_leader(US_EAST_GROUP, 0, Duration::from_secs(30))
+        .await;
     nodes.signal(leader, "-KILL");
     let killed = Instant::now();
     // Every put is answered (the SDK retries within its call deadline); the first one after

@@ -506,7 +506,7 @@ async fn moves_survive_killed_nodes() {
             Victim::SourceLeader => from,
             Victim::TargetLeader => to,
         };
-        let (target, term) = nodes.leader(group).await.expect("a leader");
+        let (target, term) = nodes.new_leader(group, 0, Duration::from_secs(30)).await;
         let begun = admin
             .move_domain(PREFIX, to_name, 0)
             .await

@@ -381,17 +381,16 @@ impl Building {
             self.closed = true;
             return Some(p);
         }
-        let disjoint = p
+        // A command that may touch a whole prefix (no keys) overlaps everything.
+        let keys = p
             .cmd
             .keys()
-            .is_some_and(|ks| ks.iter().all(|k| !self.keys.contains(*k)));
-        if !disjoint {
+            .filter(|ks| ks.iter().all(|k| !self.keys.contains(*k)));
+        let Some(keys) = keys else {
             self.closed = true;
             return Some(p);
-        }
-        if let Some(ks) = p.cmd.keys() {
-            self.keys.extend(ks.into_iter().map(str::to_string));
-        }
+        };
+        self.keys.extend(keys.into_iter().map(str::to_string));
         self.bytes += size;
         self.batch.push(p);
         self.check_limits();
@@ -425,8 +424,10 @@ async fn run(
     let mut carry: Option<Proposal> = None;
     // When the last promise went out (with an entry, or alone).
     let mut promised = tokio::time::Instant::now();
+    // The queue closed (the group is shutting down) while a batch waited: it still goes, and
+    // the next `next` ends the proposer.
     let mut stopping = false;
-    while !stopping || carry.is_some() {
+    loop {
         let first = match carry.take() {
             Some(p) => p,
             None => match next(group, &mut rx, closing.as_ref(), promised).await {
@@ -809,7 +810,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_freed_place_wakes_the_proposer_and_is_free_when_it_looks() {
+    async fn a_freed_place_wakes_the_waiting_proposer_and_an_early_wake_is_kept() {
         let places = Places::new();
         assert!(places.idle());
         let first = places.try_take().expect("a first place");
